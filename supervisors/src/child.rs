@@ -1,0 +1,543 @@
+//! One supervised child at run time: its stable handle, its current incarnation and the runner
+//! that contains its panics.
+//!
+//! Owns: [`ChildRef`] (the handle callers keep across restarts), `Incarnation` (the shared cell
+//! through which a supervisor asks an incarnation to stop and learns how it ended) and `Runner`
+//! (the task that polls an actix `ContextFut` under `catch_unwind`).
+//!
+//! Invariant: every incarnation reports exactly one exit, whether it stopped, was killed or
+//! panicked, and its handle stops routing messages to it before that report is sent.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use actix::dev::{channel, ContextFut, ToEnvelope};
+use actix::prelude::*;
+
+use crate::reason::panic_message;
+use crate::ExitReason;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_INCARNATION: AtomicU64 = AtomicU64::new(1);
+
+/// Number of supervised actors (children and supervisors) alive in this process right now.
+pub fn live_actors() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// An exit reason requested by the actor being polled on this thread (see [`exit`]).
+    static REQUESTED_EXIT: RefCell<Option<ExitReason>> = const { RefCell::new(None) };
+}
+
+/// Stops the calling actor with `reason`, OTP's `exit(self(), Reason)`: its supervisor sees that
+/// reason instead of `normal`. Call it from a handler or hook of a supervised actor.
+pub fn exit<A>(ctx: &mut A::Context, reason: ExitReason)
+where
+    A: Actor,
+    A::Context: ActorContext,
+{
+    REQUESTED_EXIT.with(|r| *r.borrow_mut() = Some(reason));
+    ctx.stop();
+}
+
+/// Why a call through a [`ChildRef`] did not get an answer. Every variant is returned promptly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The child is down and its supervisor is restarting it (or deciding to).
+    Restarting,
+    /// The child is stopped for good (or was never started).
+    Stopped,
+    /// The incarnation that held the message exited before it answered (it crashed or stopped).
+    Exited,
+    /// No answer within the caller's timeout.
+    Timeout,
+}
+
+// Written by hand rather than with `thiserror` to keep the crate on actix + tracing only.
+impl std::error::Error for CallError {}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CallError::Restarting => "child is restarting",
+            CallError::Stopped => "child is stopped",
+            CallError::Exited => "child exited before answering",
+            CallError::Timeout => "child did not answer in time",
+        })
+    }
+}
+
+/// Run-time state of a child as seen through its handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildState {
+    /// An incarnation is running and receives messages.
+    Running,
+    /// Down; the supervisor restarts it (possibly after a backoff delay).
+    Restarting,
+    /// Down and not coming back unless started again.
+    Stopped,
+}
+
+impl ChildState {
+    /// `running`, `restarting` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildState::Running => "running",
+            ChildState::Restarting => "restarting",
+            ChildState::Stopped => "stopped",
+        }
+    }
+}
+
+pub(crate) struct SlotInner<A: Actor> {
+    pub(crate) state: ChildState,
+    pub(crate) addr: Option<Addr<A>>,
+    pub(crate) incarnation: u64,
+    pub(crate) restarts: u32,
+    pub(crate) last_exit: Option<ExitReason>,
+    /// The running incarnation (used by the dynamic supervisor, which keeps no other table).
+    pub(crate) inc: Option<Arc<Incarnation>>,
+    /// Consecutive restarts, for the backoff delay.
+    pub(crate) attempt: u32,
+    pub(crate) started_at: Option<std::time::Instant>,
+}
+
+/// A stable handle to a supervised actor: after a restart the same handle reaches the new
+/// incarnation, built fresh by its factory. While the child is down, calls fail at once with
+/// [`CallError::Restarting`] or [`CallError::Stopped`], never hang.
+pub struct ChildRef<A: Actor> {
+    pub(crate) slot: Arc<RwLock<SlotInner<A>>>,
+}
+
+impl<A: Actor> Clone for ChildRef<A> {
+    fn clone(&self) -> Self {
+        ChildRef {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for ChildRef<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildRef")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl<A: Actor> Default for ChildRef<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Actor> ChildRef<A> {
+    /// A handle with no incarnation yet (state `stopped`).
+    pub fn new() -> Self {
+        ChildRef {
+            slot: Arc::new(RwLock::new(SlotInner {
+                state: ChildState::Stopped,
+                addr: None,
+                incarnation: 0,
+                restarts: 0,
+                last_exit: None,
+                inc: None,
+                attempt: 0,
+                started_at: None,
+            })),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SlotInner<A>> {
+        // A poisoned lock only means a panic happened while it was held; the data is plain
+        // values that stay consistent, so keep going.
+        self.slot.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, SlotInner<A>> {
+        self.slot.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The child's current state.
+    pub fn state(&self) -> ChildState {
+        self.read().state
+    }
+
+    /// How often the child has been restarted.
+    pub fn restarts(&self) -> u32 {
+        self.read().restarts
+    }
+
+    /// Why the latest incarnation exited, if one has.
+    pub fn last_exit(&self) -> Option<ExitReason> {
+        self.read().last_exit.clone()
+    }
+
+    /// The address of the current incarnation, if one is running. Prefer [`ChildRef::send`]: an
+    /// `Addr` kept across a restart reaches nothing.
+    pub fn addr(&self) -> Option<Addr<A>> {
+        self.read().addr.clone()
+    }
+
+    fn down_error(state: ChildState) -> CallError {
+        match state {
+            ChildState::Stopped => CallError::Stopped,
+            _ => CallError::Restarting,
+        }
+    }
+
+    /// Sends `msg` to the current incarnation and waits for its answer.
+    pub fn send<M>(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let request = {
+            let guard = self.read();
+            match &guard.addr {
+                Some(addr) if guard.state == ChildState::Running => Ok(addr.send(msg)),
+                _ => Err(Self::down_error(guard.state)),
+            }
+        };
+        async move {
+            match request?.await {
+                Ok(v) => Ok(v),
+                Err(MailboxError::Closed) => Err(CallError::Exited),
+                Err(MailboxError::Timeout) => Err(CallError::Timeout),
+            }
+        }
+    }
+
+    /// Sends `msg` without waiting for an answer. Fails at once if the child is down or its
+    /// mailbox is full; a message accepted here is lost if the incarnation crashes before it.
+    pub fn try_tell<M>(&self, msg: M) -> Result<(), CallError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let guard = self.read();
+        match &guard.addr {
+            Some(addr) if guard.state == ChildState::Running => {
+                addr.try_send(msg).map_err(|e| match e {
+                    SendError::Full(_) => CallError::Timeout,
+                    SendError::Closed(_) => CallError::Exited,
+                })
+            }
+            _ => Err(Self::down_error(guard.state)),
+        }
+    }
+
+    /// Installs a new incarnation's address (the supervisor does this before the actor runs).
+    pub(crate) fn install(&self, incarnation: u64, addr: Addr<A>, restarted: bool) {
+        let mut g = self.write();
+        g.incarnation = incarnation;
+        g.addr = Some(addr);
+        g.state = ChildState::Running;
+        if restarted {
+            g.restarts += 1;
+        }
+    }
+
+    /// Marks `incarnation` as exited unless a newer one has been installed meanwhile.
+    pub(crate) fn mark_exited(&self, incarnation: u64, reason: &ExitReason) {
+        let mut g = self.write();
+        if g.incarnation == incarnation {
+            g.addr = None;
+            g.state = ChildState::Restarting;
+            g.last_exit = Some(reason.clone());
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: ChildState) {
+        let mut g = self.write();
+        g.state = state;
+        if state != ChildState::Running {
+            g.addr = None;
+        }
+    }
+}
+
+const CMD_NONE: u8 = 0;
+const CMD_SHUTDOWN: u8 = 1;
+const CMD_KILL: u8 = 2;
+
+#[derive(Default)]
+struct ExitCell {
+    reason: Option<ExitReason>,
+    waiter: Option<Waker>,
+}
+
+/// The shared cell of one incarnation: commands in, exit reason out.
+pub(crate) struct Incarnation {
+    pub(crate) id: u64,
+    cmd: AtomicU8,
+    runner: OnceLock<Waker>,
+    exit: Mutex<ExitCell>,
+}
+
+impl Incarnation {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Incarnation {
+            id: NEXT_INCARNATION.fetch_add(1, Ordering::Relaxed),
+            cmd: AtomicU8::new(CMD_NONE),
+            runner: OnceLock::new(),
+            exit: Mutex::new(ExitCell::default()),
+        })
+    }
+
+    fn command(&self, cmd: u8) {
+        self.cmd.fetch_max(cmd, Ordering::AcqRel);
+        if let Some(w) = self.runner.get() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Asks the incarnation to stop gracefully (its `stopping`/`stopped` hooks run).
+    pub(crate) fn shutdown(&self) {
+        self.command(CMD_SHUTDOWN);
+    }
+
+    /// Drops the incarnation at its next poll, without waiting for it to finish.
+    pub(crate) fn kill(&self) {
+        self.command(CMD_KILL);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExitCell> {
+        self.exit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
+        self.lock().reason.clone()
+    }
+
+    fn finish(&self, reason: ExitReason) {
+        let waiter = {
+            let mut cell = self.lock();
+            cell.reason = Some(reason);
+            cell.waiter.take()
+        };
+        if let Some(w) = waiter {
+            w.wake();
+        }
+    }
+
+    /// Resolves with the exit reason once the incarnation has exited.
+    pub(crate) fn exited(self: &Arc<Self>) -> Exited {
+        Exited(self.clone())
+    }
+}
+
+pub(crate) struct Exited(Arc<Incarnation>);
+
+impl Future for Exited {
+    type Output = ExitReason;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<ExitReason> {
+        let mut cell = self.0.lock();
+        match &cell.reason {
+            Some(r) => Poll::Ready(r.clone()),
+            None => {
+                cell.waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Called once with the exit reason when an incarnation ends (it tells the supervisor).
+pub(crate) type OnExit = Box<dyn FnOnce(u64, ExitReason) + Send>;
+
+/// Reports an incarnation's end exactly once: to its handle, to whoever awaits it and to its
+/// supervisor. If it is dropped unfired (the task or the arbiter went away), the end is `killed`.
+struct ExitNotice<A: Actor> {
+    inc: Arc<Incarnation>,
+    handle: ChildRef<A>,
+    on_exit: Option<OnExit>,
+}
+
+impl<A: Actor> ExitNotice<A> {
+    fn fire(&mut self, reason: ExitReason) {
+        if let Some(f) = self.on_exit.take() {
+            self.handle.mark_exited(self.inc.id, &reason);
+            self.inc.finish(reason.clone());
+            f(self.inc.id, reason);
+        }
+    }
+}
+
+impl<A: Actor> Drop for ExitNotice<A> {
+    fn drop(&mut self) {
+        self.fire(ExitReason::Killed);
+    }
+}
+
+/// Polls one actor's `ContextFut`, containing its panics and obeying its supervisor's commands.
+struct Runner<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    fut: Option<ContextFut<A, Context<A>>>,
+    notice: ExitNotice<A>,
+    shutdown_applied: bool,
+    requested: Option<ExitReason>,
+}
+
+impl<A> Runner<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    fn end(&mut self, reason: ExitReason) {
+        if let Some(fut) = self.fut.take() {
+            // Dropping a live ContextFut runs the actor's stopping/stopped hooks once; a panic
+            // there must not escape into the arbiter.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(move || drop(fut))) {
+                tracing::debug!(panic = %panic_message(&*p), "panic while dropping an exited actor");
+            }
+        }
+        self.notice.fire(reason);
+    }
+}
+
+impl<A> Drop for Runner<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        // The arbiter went away with the task still pending: the actor is gone, report `killed`.
+        self.end(ExitReason::Killed);
+    }
+}
+
+impl<A> Future for Runner<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let inc = &this.notice.inc;
+        if inc.runner.get().is_none() {
+            let _ = inc.runner.set(cx.waker().clone());
+        }
+        let cmd = inc.cmd.load(Ordering::Acquire);
+        let Some(fut) = this.fut.as_mut() else {
+            return Poll::Ready(());
+        };
+        match cmd {
+            CMD_KILL => {
+                this.end(ExitReason::Killed);
+                return Poll::Ready(());
+            }
+            CMD_SHUTDOWN if !this.shutdown_applied => {
+                this.shutdown_applied = true;
+                fut.ctx().stop();
+            }
+            _ => {}
+        }
+        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *fut).poll(cx)));
+        if let Some(r) = REQUESTED_EXIT.with(|r| r.borrow_mut().take()) {
+            this.requested = Some(r);
+        }
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                let reason = this.requested.take().unwrap_or(if this.shutdown_applied {
+                    ExitReason::Shutdown(None)
+                } else {
+                    ExitReason::Normal
+                });
+                this.end(reason);
+                Poll::Ready(())
+            }
+            Err(payload) => {
+                let msg = panic_message(&*payload);
+                this.end(ExitReason::Panic(msg));
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+fn prepare<A>(
+    handle: &ChildRef<A>,
+    mailbox: usize,
+    restarted: bool,
+    on_exit: OnExit,
+) -> (Arc<Incarnation>, channel::AddressReceiver<A>, ExitNotice<A>)
+where
+    A: Actor<Context = Context<A>>,
+{
+    let inc = Incarnation::new();
+    let (tx, rx) = channel::channel::<A>(mailbox);
+    handle.install(inc.id, Addr::new(tx), restarted);
+    let notice = ExitNotice {
+        inc: inc.clone(),
+        handle: handle.clone(),
+        on_exit: Some(on_exit),
+    };
+    (inc, rx, notice)
+}
+
+fn run<A>(actor: A, rx: channel::AddressReceiver<A>, notice: ExitNotice<A>)
+where
+    A: Actor<Context = Context<A>>,
+{
+    let fut = Context::with_receiver(rx).into_future(actor);
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    actix::spawn(Runner {
+        fut: Some(fut),
+        notice,
+        shutdown_applied: false,
+        requested: None,
+    });
+}
+
+/// Starts `actor` as a new incarnation behind `handle` on the current arbiter. The address is
+/// installed before this returns, so messages sent right after queue up for the new incarnation.
+pub(crate) fn spawn_local<A>(
+    actor: A,
+    handle: &ChildRef<A>,
+    mailbox: usize,
+    restarted: bool,
+    on_exit: OnExit,
+) -> Arc<Incarnation>
+where
+    A: Actor<Context = Context<A>>,
+{
+    let (inc, rx, notice) = prepare(handle, mailbox, restarted, on_exit);
+    run(actor, rx, notice);
+    inc
+}
+
+/// Like [`spawn_local`], on `arbiter` when one is given.
+pub(crate) fn spawn_incarnation<A>(
+    actor: A,
+    handle: &ChildRef<A>,
+    arbiter: Option<&ArbiterHandle>,
+    mailbox: usize,
+    restarted: bool,
+    on_exit: OnExit,
+) -> Arc<Incarnation>
+where
+    A: Actor<Context = Context<A>> + Send,
+{
+    let Some(arbiter) = arbiter else {
+        return spawn_local(actor, handle, mailbox, restarted, on_exit);
+    };
+    let (inc, rx, notice) = prepare(handle, mailbox, restarted, on_exit);
+    // If the arbiter is gone the closure is dropped unrun, and with it the notice, which then
+    // reports the incarnation as killed.
+    arbiter.spawn_fn(move || run(actor, rx, notice));
+    inc
+}

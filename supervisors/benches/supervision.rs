@@ -63,6 +63,19 @@ fn round_trip(c: &mut Criterion) {
             })
         })
     });
+    // The same round trip to a plain, unsupervised actix actor: the framework's own floor.
+    let plain = sys.block_on(async { Echo(0).start() });
+    c.bench_function("round_trip_plain_actix_baseline", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(plain.send(Ping).await.unwrap());
+                }
+                t0.elapsed()
+            })
+        })
+    });
     sys.block_on(root.shutdown());
 }
 

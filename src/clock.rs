@@ -1,0 +1,81 @@
+//! Wall-clock timestamps in the one format the service writes: RFC 3339, UTC, milliseconds
+//! (`2026-01-26T14:30:45.123Z`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339_millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Now, formatted as [`rfc3339_millis`].
+pub fn now_rfc3339() -> String {
+    rfc3339_millis(now_ms())
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), counting in 400-year eras
+/// that start on 1 March so that leap days fall at the end of an era-year.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_769_437_845_123),
+            "2026-01-26T14:30:45.123Z"
+        );
+        assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(4_107_542_399_999),
+            "2100-02-28T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn every_day_boundary_over_four_centuries_is_consistent() {
+        let mut prev = civil_from_days(-1);
+        for d in 0..146_097 {
+            let cur = civil_from_days(d);
+            assert!(cur > prev, "day {d}: {cur:?} after {prev:?}");
+            assert!((1..=12).contains(&cur.1) && (1..=31).contains(&cur.2));
+            prev = cur;
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! Configuration: layered loading, validation and the masked printout.
+//!
+//! Owns [`Settings`] and the layering `config/default.toml` → `config/{TAI_PROFILE}.toml` →
+//! environment (`TAI_SECTION__KEY` plus the operations guide's plain variables such as `PORT`).
+//! An empty variable counts as unset. Every problem is reported as one line naming the key, the
+//! value and what was expected; `main` turns that into exit code 78.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+/// The guide's plain environment variables and the keys they set. `TAI_*` variables are applied
+/// after these, so the more specific form wins.
+pub const PLAIN_ENV: &[(&str, &str)] = &[
+    ("PORT", "http.port"),
+    ("NODE_NAME", "node.name"),
+    ("LOG_LEVEL", "log.level"),
+    ("GOOGLE_CLOUD_PROJECT", "gcp.project_id"),
+    ("FIRESTORE_PROJECT_ID", "firestore.project_id"),
+    ("FIRESTORE_EMULATOR_HOST", "firestore.emulator_host"),
+    ("PUBSUB_EMULATOR_HOST", "pubsub.emulator_host"),
+    ("PUBSUB_SUBSCRIPTION", "pubsub.subscription"),
+    ("PUBSUB_TOPIC", "pubsub.topic"),
+];
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// `local` or `cloud` (from `TAI_PROFILE`).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    pub node: NodeSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub supervision: SupervisionSettings,
+    pub chaos: ChaosSettings,
+    pub gcp: GcpSettings,
+    pub firestore: FirestoreSettings,
+    pub pubsub: PubsubSettings,
+}
+
+fn default_profile() -> String {
+    "local".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeSettings {
+    /// Node name; empty means `tai@<hostname>`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub drain_delay_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// A level (`debug`, `info`, `warning`, `error`, …) or `tracing` filter directives.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisionSettings {
+    pub root_intensity: u32,
+    pub root_period_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChaosSettings {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcpSettings {
+    pub project_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirestoreSettings {
+    pub project_id: String,
+    pub emulator_host: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PubsubSettings {
+    pub topic: String,
+    pub subscription: String,
+    pub emulator_host: String,
+}
+
+/// A configuration problem, printed as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The environment as a figment provider: empty values dropped, plain guide variables and
+/// `TAI_SECTION__KEY` mapped to keys, values parsed the way figment parses environment values.
+struct Environment {
+    vars: Vec<(String, String)>,
+}
+
+impl Environment {
+    fn from_process() -> Self {
+        Environment {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// `(key, variable, value)` for every non-empty variable we read, in application order.
+    fn entries(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (var, key) in PLAIN_ENV {
+            if let Some((_, v)) = self.vars.iter().find(|(k, v)| k == var && !v.is_empty()) {
+                out.push(((*key).to_owned(), (*var).to_owned(), v.clone()));
+            }
+        }
+        let mut prefixed: Vec<_> = self
+            .vars
+            .iter()
+            .filter(|(k, v)| !v.is_empty() && k.starts_with("TAI_") && k.len() > 4)
+            .map(|(k, v)| {
+                (
+                    k[4..].to_ascii_lowercase().replace("__", "."),
+                    k.clone(),
+                    v.clone(),
+                )
+            })
+            .collect();
+        prefixed.sort();
+        out.extend(prefixed);
+        out
+    }
+
+    /// The variable that set `key`, if any (the last one applied wins).
+    fn source_of(&self, key: &str) -> Option<(String, String)> {
+        self.entries()
+            .into_iter()
+            .rev()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, var, v)| (var, v))
+    }
+}
+
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, _, raw) in self.entries() {
+            let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+            let nested = figment::util::nest(&key, value);
+            if let Value::Dict(_, d) = nested {
+                dict = merge(dict, d);
+            }
+        }
+        let mut map = Map::new();
+        map.insert(Profile::Default, dict);
+        Ok(map)
+    }
+}
+
+fn merge(mut base: Dict, other: Dict) -> Dict {
+    for (k, v) in other {
+        match (base.remove(&k), v) {
+            (Some(Value::Dict(t, a)), Value::Dict(_, b)) => {
+                base.insert(k, Value::Dict(t, merge(a, b)));
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    base
+}
+
+impl Settings {
+    /// Loads from `config/` in the working directory and the process environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Self::load_from(Path::new("config"), Environment::from_process())
+    }
+
+    /// Loads the files of `profile` under `dir` plus the process environment.
+    pub fn load_profile(dir: &Path, profile: &str) -> Result<Settings, ConfigError> {
+        let mut env = Environment::from_process();
+        env.vars.retain(|(k, _)| k != "TAI_PROFILE");
+        env.vars.push(("TAI_PROFILE".into(), profile.into()));
+        Self::load_from(dir, env)
+    }
+
+    fn load_from(dir: &Path, env: Environment) -> Result<Settings, ConfigError> {
+        let profile = env
+            .vars
+            .iter()
+            .find(|(k, v)| k == "TAI_PROFILE" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(default_profile);
+        if !matches!(profile.as_str(), "local" | "cloud")
+            && !dir.join(format!("{profile}.toml")).exists()
+        {
+            return Err(ConfigError(format!("invalid configuration: profile = {profile:?} (from TAI_PROFILE): expected local, cloud or a config/<profile>.toml file")));
+        }
+        let default_file = dir.join("default.toml");
+        if !default_file.exists() {
+            return Err(ConfigError(format!("invalid configuration: {} not found (run from the project directory or ship config/ with the binary)", default_file.display())));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file(&default_file))
+            .merge(Toml::file(dir.join(format!("{profile}.toml"))))
+            .merge(&env);
+        let mut settings: Settings = figment.extract().map_err(|e| describe(&e, &env))?;
+        settings.profile = profile;
+        settings.validate(&env)?;
+        Ok(settings)
+    }
+
+    fn validate(&self, env: &Environment) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, expected: &str| {
+            let from = env
+                .source_of(key)
+                .map(|(var, _)| format!(" (from {var})"))
+                .unwrap_or_default();
+            Err(ConfigError(format!(
+                "invalid configuration: {key} = {value:?}{from}: expected {expected}"
+            )))
+        };
+        if self.http.host.parse::<IpAddr>().is_err() {
+            return bad(
+                "http.host",
+                self.http.host.clone(),
+                "an IP address such as 127.0.0.1 or 0.0.0.0",
+            );
+        }
+        if self.http.max_body_bytes == 0 {
+            return bad(
+                "http.max_body_bytes",
+                "0".into(),
+                "a positive number of bytes",
+            );
+        }
+        if self.http.drain_delay_ms + self.http.shutdown_grace_ms > 9_000 {
+            return bad(
+                "http.shutdown_grace_ms",
+                self.http.shutdown_grace_ms.to_string(),
+                "drain_delay_ms + shutdown_grace_ms <= 9000 (Cloud Run kills at 10 s)",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(crate::telemetry::filter_directives(
+            &self.log.level,
+        ))
+        .is_err()
+        {
+            return bad(
+                "log.level",
+                self.log.level.clone(),
+                "debug, info, warning, error or tracing filter directives",
+            );
+        }
+        if self.supervision.root_period_secs == 0 {
+            return bad(
+                "supervision.root_period_secs",
+                "0".into(),
+                "a period of at least 1 second",
+            );
+        }
+        Ok(())
+    }
+
+    /// The node name: configured, or `tai@<hostname>`.
+    pub fn node_name(&self) -> String {
+        if !self.node.name.is_empty() {
+            return self.node.name.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("tai@{host}")
+    }
+
+    /// The effective configuration as pretty JSON with secrets masked.
+    pub fn masked_json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        mask(&mut v);
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    /// Where relative data paths are resolved from.
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("data")
+    }
+}
+
+/// Replaces the values of secret-looking keys with `"***"`.
+fn mask(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                let secret = ["token", "secret", "password", "key"]
+                    .iter()
+                    .any(|s| k.contains(s))
+                    && !k.ends_with("_path")
+                    && !k.ends_with("_file")
+                    && !k.ends_with("_url");
+                if secret && !val.is_null() && val.as_str() != Some("") {
+                    *val = serde_json::Value::String("***".into());
+                } else {
+                    mask(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
+/// One line for the first extraction error: key, value, where it came from, what was expected.
+fn describe(err: &figment::Error, env: &Environment) -> ConfigError {
+    let e = err
+        .clone()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| err.clone());
+    let key = e.path.join(".");
+    let (value, from) = match env.source_of(&key) {
+        Some((var, raw)) => (format!("{raw:?}"), format!(" (from {var})")),
+        None => (
+            String::new(),
+            e.metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default(),
+        ),
+    };
+    let expected = match &e.kind {
+        figment::error::Kind::InvalidType(actual, exp) => format!("expected {exp}, found {actual}"),
+        figment::error::Kind::InvalidValue(actual, exp) => {
+            format!("expected {exp}, found {actual}")
+        }
+        figment::error::Kind::UnknownVariant(v, expected) => format!(
+            "unknown value {v:?}, expected one of {}",
+            expected.join(", ")
+        ),
+        figment::error::Kind::MissingField(f) => format!("missing key {f}"),
+        other => other.to_string(),
+    };
+    let shown = if value.is_empty() {
+        String::new()
+    } else {
+        format!(" = {value}")
+    };
+    ConfigError(format!(
+        "invalid configuration: {key}{shown}{from}: {expected}"
+    ))
+}
+
+/// Keys set in the environment, for the startup log (values are not logged).
+pub fn env_keys() -> BTreeMap<String, String> {
+    Environment::from_process()
+        .entries()
+        .into_iter()
+        .map(|(k, var, _)| (k, var))
+        .collect()
+}
+
+#[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn project_config(jail: &mut Jail) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        jail.create_dir("config").unwrap();
+        for f in ["default.toml", "local.toml", "cloud.toml"] {
+            jail.create_file(
+                format!("config/{f}"),
+                &std::fs::read_to_string(root.join(f)).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+
+    fn load() -> Result<Settings, ConfigError> {
+        Settings::load()
+    }
+
+    #[test]
+    fn defaults_are_the_local_profile_on_port_8080() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            let s = load().unwrap();
+            assert_eq!(
+                (s.profile.as_str(), s.http.host.as_str(), s.http.port),
+                ("local", "127.0.0.1", 8080)
+            );
+            assert_eq!(s.pubsub.topic, "erlang-autonomics-events");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_guides_variables_and_tai_variables_override_files() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("PORT", "9090");
+            jail.set_env("NODE_NAME", "tai@box");
+            jail.set_env("PUBSUB_TOPIC", "other-topic");
+            jail.set_env("TAI_HTTP__MAX_BODY_BYTES", "1024");
+            let s = load().unwrap();
+            assert_eq!(
+                (
+                    s.http.port,
+                    s.node_name().as_str(),
+                    s.pubsub.topic.as_str(),
+                    s.http.max_body_bytes
+                ),
+                (9090, "tai@box", "other-topic", 1024)
+            );
+            jail.set_env("TAI_HTTP__PORT", "7070");
+            assert_eq!(
+                load().unwrap().http.port,
+                7070,
+                "TAI_ form wins over the plain one"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cloud_profile_listens_everywhere_and_logs_json() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("TAI_PROFILE", "cloud");
+            let s = load().unwrap();
+            assert_eq!(
+                (s.http.host.as_str(), s.log.format),
+                ("0.0.0.0", LogFormat::Json)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("PORT", "");
+            jail.set_env("TAI_LOG__LEVEL", "");
+            let s = load().unwrap();
+            assert_eq!((s.http.port, s.log.level.as_str()), (8080, "info"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_is_one_line_naming_key_value_and_expectation() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("PORT", "abc");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("http.port")
+                    && e.contains("\"abc\"")
+                    && e.contains("PORT")
+                    && e.contains("expected"),
+                "{e}"
+            );
+            assert!(!e.contains('\n'));
+            jail.set_env("PORT", "70000");
+            let e = load().unwrap_err().0;
+            assert!(e.contains("http.port") && e.contains("70000"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn enum_and_semantic_errors_name_the_allowed_values() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("TAI_LOG__FORMAT", "xml");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("log.format") && e.contains("json") && e.contains("TAI_LOG__FORMAT"),
+                "{e}"
+            );
+            jail.set_env("TAI_LOG__FORMAT", "json");
+            jail.set_env("TAI_HTTP__HOST", "not-an-ip");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("http.host") && e.contains("not-an-ip") && e.contains("TAI_HTTP__HOST"),
+                "{e}"
+            );
+            jail.set_env("TAI_HTTP__HOST", "0.0.0.0");
+            jail.set_env("TAI_PROFILE", "staging");
+            assert!(load().unwrap_err().0.contains("TAI_PROFILE"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_printout() {
+        let mut v = serde_json::json!({"auth": {"tokens": [{"token_sha256": "abc"}], "mode": "bearer"}, "ledger": {"sqlite_path": "data/x"}, "k": {"api_key": "s3cret"}});
+        mask(&mut v);
+        let s = v.to_string();
+        assert!(
+            !s.contains("s3cret") && s.contains("data/x") && s.contains("bearer"),
+            "{s}"
+        );
+    }
+}

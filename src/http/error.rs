@@ -1,0 +1,295 @@
+//! The one error type of the HTTP API and its catalogue of stable codes.
+//!
+//! Every error leaves as `{"type":"refusal","code":"…","message":"…"}` (plus `receipt` when one
+//! was appended). Codes are the public contract: once shipped, never renamed (a unit test pins
+//! the list). Client mistakes are 4xx; only our own faults are 5xx.
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// The stable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// Well-formed, but a field is missing, of the wrong type or out of range.
+    InvalidRequest,
+    /// No such route or resource.
+    NotFound,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// Body over `http.max_body_bytes`.
+    PayloadTooLarge,
+    /// Body is not `application/json`.
+    UnsupportedMediaType,
+    /// The instance is draining after SIGTERM.
+    Draining,
+    /// The actor that would answer is down and being restarted.
+    ActorRestarting,
+    /// A dependency is unavailable; retry later.
+    Unavailable,
+    /// Our fault.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status of this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Draining | ErrorCode::ActorRestarting | ErrorCode::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code a bare error status maps to when a response was produced without our body.
+    pub fn for_status(status: StatusCode) -> ErrorCode {
+        match status.as_u16() {
+            404 => ErrorCode::NotFound,
+            405 => ErrorCode::MethodNotAllowed,
+            413 => ErrorCode::PayloadTooLarge,
+            415 => ErrorCode::UnsupportedMediaType,
+            503 => ErrorCode::Unavailable,
+            400..=499 => ErrorCode::InvalidRequest,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// An API error: a code, a message safe to show, and optionally a `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let retry_after_secs = (code.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_secs,
+        }
+    }
+
+    /// Our own fault: logged with its cause, shown as "internal error".
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        ApiError::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: ErrorCode,
+    message: &'a str,
+}
+
+/// The JSON error response for `code` and `message`.
+pub fn error_response(
+    code: ErrorCode,
+    message: &str,
+    retry_after_secs: Option<u64>,
+) -> HttpResponse {
+    let mut res = HttpResponse::build(code.status());
+    if let Some(secs) = retry_after_secs {
+        res.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    res.json(ErrorBody {
+        kind: "refusal",
+        code,
+        message,
+    })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+    fn error_response(&self) -> HttpResponse {
+        error_response(self.code, &self.message, self.retry_after_secs)
+    }
+}
+
+impl From<supervisors::CallError> for ApiError {
+    fn from(e: supervisors::CallError) -> Self {
+        match e {
+            supervisors::CallError::Timeout => {
+                ApiError::new(ErrorCode::Unavailable, "the actor did not answer in time")
+            }
+            other => ApiError::new(
+                ErrorCode::ActorRestarting,
+                format!("{other}; retry shortly"),
+            ),
+        }
+    }
+}
+
+/// Maps JSON body errors: syntax → 400 `invalid_json`, shape → 400 `invalid_request`,
+/// size → 413, content type → 415.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let api = match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request body is larger than the limit",
+        ),
+        J::ContentType => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "expected content-type application/json",
+        ),
+        J::Deserialize(e) if e.is_data() => ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid request body: {e}"),
+        ),
+        J::Deserialize(e) => ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}")),
+        J::Payload(actix_web::error::PayloadError::Overflow) => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request body is larger than the limit",
+        ),
+        other => ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("could not read the request body: {other}"),
+        ),
+    };
+    api.into()
+}
+
+/// Maps query-string errors to 400 `invalid_request`.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("invalid query string: {err}"),
+    )
+    .into()
+}
+
+/// Maps path-parameter errors to 400 `invalid_request`.
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("invalid path parameter: {err}"),
+    )
+    .into()
+}
+
+/// Catch-all for error responses produced without our JSON body (unknown route, wrong method,
+/// framework errors): keeps the status, replaces the body with the JSON error body.
+pub fn json_error_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = ErrorCode::for_status(status);
+    let message = match code {
+        ErrorCode::NotFound => "no such route".to_owned(),
+        ErrorCode::MethodNotAllowed => {
+            format!("method {} is not allowed here", res.request().method())
+        }
+        _ => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+    };
+    let (req, old) = res.into_parts();
+    let mut new = error_response(code, &message, None);
+    if status != code.status() {
+        *new.status_mut() = status;
+    }
+    if let Some(allow) = old.headers().get(header::ALLOW) {
+        new.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        new.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    let res = ServiceResponse::new(req, new.map_into_boxed_body()).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}
+
+/// Convenience for handlers that build responses by hand.
+pub type Body = EitherBody<BoxBody>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_catalogue_is_stable() {
+        let all = [
+            ErrorCode::InvalidJson,
+            ErrorCode::InvalidRequest,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::Draining,
+            ErrorCode::ActorRestarting,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        let names: Vec<String> = all
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "invalid_json",
+                "invalid_request",
+                "not_found",
+                "method_not_allowed",
+                "payload_too_large",
+                "unsupported_media_type",
+                "draining",
+                "actor_restarting",
+                "unavailable",
+                "internal"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_our_own_faults_are_5xx_apart_from_unavailability() {
+        for c in [
+            ErrorCode::InvalidJson,
+            ErrorCode::InvalidRequest,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+        ] {
+            assert!(c.status().is_client_error(), "{c:?}");
+        }
+        assert_eq!(ErrorCode::Draining.status(), 503);
+    }
+}

@@ -1,0 +1,80 @@
+//! `GET /health` (the guide's body), `/health/live` (the process answers) and `/health/ready`
+//! (tree up and not draining).
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::AppState;
+
+#[derive(Serialize)]
+struct Checks {
+    http_server: &'static str,
+    pubsub_ready: &'static str,
+    supervision: &'static str,
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+    node: String,
+    uptime_ms: u64,
+    timestamp: String,
+    checks: Checks,
+}
+
+/// `ok` when the root supervisor runs every child it has.
+async fn supervision_check(state: &AppState) -> &'static str {
+    match actix_web::rt::time::timeout(Duration::from_secs(1), state.tree.root.count_children())
+        .await
+    {
+        Ok(Ok(c)) if c.active == c.specs => "ok",
+        _ => "error",
+    }
+}
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let supervision = supervision_check(&state).await;
+    let draining = state.is_draining();
+    let ok = supervision == "ok" && !draining;
+    let body = HealthBody {
+        status: if ok { "ok" } else { "unavailable" },
+        node: state.node.clone(),
+        uptime_ms: state.started.elapsed().as_millis() as u64,
+        timestamp: crate::clock::now_rfc3339(),
+        checks: Checks {
+            http_server: if draining { "draining" } else { "ok" },
+            // Pub/Sub delivery is not built yet: nothing consumes a subscription.
+            pubsub_ready: "disabled",
+            supervision,
+        },
+    };
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
+    }
+}
+
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let supervision = supervision_check(&state).await;
+    let draining = state.is_draining();
+    let body = serde_json::json!({
+        "status": if supervision == "ok" && !draining { "ok" } else { "unavailable" },
+        "checks": {"supervision": supervision, "draining": draining},
+    });
+    if supervision == "ok" && !draining {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
+    }
+}

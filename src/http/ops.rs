@@ -1,0 +1,68 @@
+//! Operator endpoints: `/metrics`, the supervision tree snapshot and recent supervision events.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use supervisors::TreeSnapshot;
+
+use super::error::{ApiError, ErrorCode};
+use super::AppState;
+use crate::telemetry::observer::RecentEvents;
+use crate::telemetry::{events, metrics};
+
+const ASK: Duration = Duration::from_secs(2);
+
+fn refresh_children_gauges(t: &TreeSnapshot) {
+    events::supervisor_children(&t.name, t.counts.active);
+    for node in &t.children {
+        if let Some(sub) = &node.subtree {
+            refresh_children_gauges(sub);
+        }
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(Ok(snap)) = actix_web::rt::time::timeout(ASK, state.tree.root.snapshot(0)).await {
+        refresh_children_gauges(&snap);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics::render())
+}
+
+#[derive(Deserialize)]
+pub struct SnapshotQuery {
+    /// Most children listed per dynamic supervisor (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+pub async fn supervision(
+    state: web::Data<AppState>,
+    q: web::Query<SnapshotQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let snap = actix_web::rt::time::timeout(ASK, state.tree.root.snapshot(limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the supervision tree did not answer in time",
+            )
+        })??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(snap.to_json()))
+}
+
+pub async fn supervision_events(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let events = actix_web::rt::time::timeout(ASK, state.tree.observer.send(RecentEvents))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the observer did not answer in time",
+            )
+        })??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
+}

@@ -1,0 +1,9 @@
+//! TAI Autonomics: per-tenant autonomic governance on supervised actix actors.
+//! See README.md › Architecture for the map of the crate.
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod startup;
+pub mod telemetry;
+pub mod tree;

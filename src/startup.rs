@@ -1,0 +1,173 @@
+//! Application assembly and lifecycle: start the tree, bind, serve, drain, stop.
+//!
+//! Order (SPEC §2, §13): the supervision tree starts first and the HTTP server last; on SIGTERM
+//! or SIGINT readiness turns 503 at once, new work is refused with 503 for `drain_delay_ms`, the
+//! listener closes and in-flight requests get `shutdown_grace_ms`, then the tree stops in
+//! reverse start order, all within Cloud Run's 10 s.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::{telemetry, tree};
+
+/// A built application: the tree is running and the listener is bound.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Starts the supervision tree, then binds `http.host:http.port` (port 0 = any free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let began = Instant::now();
+        telemetry::metrics::install();
+        let tree = tree::start(&settings)
+            .await
+            .context("starting the supervision tree")?;
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| {
+                format!(
+                    "binding {}:{} (eaddrinuse means another process has the port)",
+                    settings.http.host, settings.http.port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            node: settings.node_name(),
+            settings: Arc::new(settings.clone()),
+            started: Instant::now(),
+            draining: Arc::new(AtomicBool::new(false)),
+            tree,
+        });
+        let max_body = settings.http.max_body_bytes;
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(|cfg| http::extractor_config(cfg, max_body))
+                .configure(http::routes)
+                .default_service(web::to(not_found))
+                .wrap(ErrorHandlers::new().default_handler(http::error::json_error_body))
+                .wrap(from_fn(http::middleware::observe))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.http.shutdown_grace_ms.div_ceil(1000).max(1));
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.listen_auto_h2c(listener)?.run();
+        tracing::info!(host = %settings.http.host, port, node = %state.node, profile = %settings.profile, ready_ms = began.elapsed().as_secs_f64() * 1e3, "tai-autonomics ready");
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Shared state (tests use it to reach the tree).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (when `signals` is true) or until the server stops, then
+    /// drains and stops the tree.
+    pub async fn run_until_stopped(self, signals: bool) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        if signals {
+            let (state, h) = (self.state.clone(), handle.clone());
+            actix_web::rt::spawn(async move {
+                let which = wait_for_signal().await;
+                tracing::info!(signal = which, "shutdown requested: draining");
+                drain(&state, &h).await;
+            });
+        }
+        self.server.await.context("http server")?;
+        stop_tree(&self.state).await;
+        Ok(())
+    }
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, http::error::ApiError> {
+    Err(http::error::ApiError::new(
+        http::error::ErrorCode::NotFound,
+        "no such route",
+    ))
+}
+
+async fn wait_for_signal() -> &'static str {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; wait forever.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    let term = Box::pin(term.recv());
+    let int = Box::pin(int.recv());
+    match futures_select(term, int).await {
+        0 => "SIGTERM",
+        _ => "SIGINT",
+    }
+}
+
+/// Resolves with 0 or 1, whichever of two futures finishes first.
+async fn futures_select<A: std::future::Future + Unpin, B: std::future::Future + Unpin>(
+    mut a: A,
+    mut b: B,
+) -> usize {
+    std::future::poll_fn(move |cx| {
+        if std::pin::Pin::new(&mut a).poll(cx).is_ready() {
+            return std::task::Poll::Ready(0);
+        }
+        if std::pin::Pin::new(&mut b).poll(cx).is_ready() {
+            return std::task::Poll::Ready(1);
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Readiness 503 now, refuse new work for the drain delay, then close the listener and let
+/// in-flight requests finish.
+pub async fn drain(state: &AppState, handle: &ServerHandle) {
+    state.draining.store(true, Ordering::Release);
+    actix_web::rt::time::sleep(Duration::from_millis(state.settings.http.drain_delay_ms)).await;
+    handle.stop(true).await;
+}
+
+/// Stops the tree in reverse start order, bounded so the process still exits in time.
+async fn stop_tree(state: &AppState) {
+    let budget = Duration::from_millis(
+        9_500u64
+            .saturating_sub(
+                state.settings.http.drain_delay_ms + state.settings.http.shutdown_grace_ms,
+            )
+            .max(500),
+    );
+    match actix_web::rt::time::timeout(budget, state.tree.root.shutdown()).await {
+        Ok(reason) => {
+            tracing::info!(reason = ?reason.map(|r| r.to_string()), "supervision tree stopped")
+        }
+        Err(_) => tracing::error!(
+            budget_ms = budget.as_millis() as u64,
+            "supervision tree did not stop in time; exiting anyway"
+        ),
+    }
+}

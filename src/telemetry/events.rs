@@ -1,0 +1,67 @@
+//! Typed telemetry events: each one logs and counts in a single place, so metric names and
+//! label sets live here and nowhere else.
+
+use std::time::Duration;
+
+use supervisors::SupervisorEvent;
+
+/// A supervision event from any supervisor in the tree.
+pub fn supervision(event: &SupervisorEvent) {
+    let supervisor = event.supervisor().to_owned();
+    match event {
+        SupervisorEvent::ChildStarted { child, .. } => {
+            tracing::debug!(%supervisor, %child, "child started");
+        }
+        SupervisorEvent::ChildExited { child, reason, .. } => {
+            metrics::counter!("tai_child_exits_total", "supervisor" => supervisor.clone(), "reason" => reason.kind()).increment(1);
+            if reason.is_abnormal() {
+                tracing::warn!(%supervisor, %child, %reason, "child terminated");
+            } else {
+                tracing::debug!(%supervisor, %child, %reason, "child exited");
+            }
+        }
+        SupervisorEvent::ChildRestarted {
+            child, restarts, ..
+        } => {
+            metrics::counter!("tai_supervisor_restarts_total", "supervisor" => supervisor.clone())
+                .increment(1);
+            tracing::info!(%supervisor, %child, restarts, "child restarted");
+        }
+        SupervisorEvent::ChildStartFailed { child, error, .. } => {
+            metrics::counter!("tai_child_start_failures_total", "supervisor" => supervisor.clone())
+                .increment(1);
+            tracing::error!(%supervisor, %child, %error, "child failed to start");
+        }
+        SupervisorEvent::IntensityExceeded {
+            max_restarts,
+            period_ms,
+            ..
+        } => {
+            metrics::counter!("tai_supervisor_intensity_exceeded_total", "supervisor" => supervisor.clone()).increment(1);
+            tracing::error!(%supervisor, max_restarts, period_ms, "supervisor reached its max restart intensity");
+        }
+    }
+}
+
+/// Running children of one supervisor, refreshed from a tree snapshot at scrape time.
+pub fn supervisor_children(supervisor: &str, running: usize) {
+    metrics::gauge!("tai_supervisor_children", "supervisor" => supervisor.to_owned())
+        .set(running as f64);
+}
+
+/// One HTTP request finished. `route` is the matched pattern (bounded), never the raw path.
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let (method, route) = (method.to_owned(), route.to_owned());
+    metrics::counter!("tai_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("tai_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
+    if status >= 400 {
+        let class = if status >= 500 { "5xx" } else { "4xx" };
+        metrics::counter!("tai_http_errors_total", "class" => class).increment(1);
+    }
+}
+
+/// A panic happened somewhere in the process.
+pub fn panicked() {
+    metrics::counter!("tai_panics_total").increment(1);
+}

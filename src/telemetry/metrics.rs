@@ -1,0 +1,127 @@
+//! The Prometheus recorder: installed once per process, every metric described, rendered for
+//! `GET /metrics` together with the process metrics read from `/proc`.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds (50 µs … 10 s).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Installs the recorder the first time; later calls (tests start many apps) reuse it.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .expect("the bucket list is a non-empty constant");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        describe_all();
+        handle
+    })
+}
+
+fn describe_all() {
+    describe_counter!(
+        "tai_http_requests_total",
+        "HTTP requests by method, route pattern and status"
+    );
+    describe_histogram!(
+        "tai_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route pattern"
+    );
+    describe_counter!(
+        "tai_http_errors_total",
+        "HTTP responses with status >= 400, by class (4xx, 5xx)"
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory of the process"
+    );
+    describe_counter!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "User plus system CPU time of the process"
+    );
+    describe_gauge!(
+        "tai_actors",
+        "Live supervised actors (the guide's erlang_processes)"
+    );
+    describe_counter!(
+        "tai_supervisor_restarts_total",
+        "Child restarts by supervisor"
+    );
+    describe_gauge!("tai_supervisor_children", "Running children by supervisor");
+    describe_counter!(
+        "tai_supervisor_intensity_exceeded_total",
+        "Times a supervisor exceeded its restart intensity"
+    );
+    describe_counter!(
+        "tai_child_exits_total",
+        "Child exits by supervisor and reason (normal, shutdown, killed, error, panic)"
+    );
+    describe_counter!(
+        "tai_child_start_failures_total",
+        "Child start failures by supervisor"
+    );
+    describe_counter!("tai_panics_total", "Panics caught anywhere in the process");
+}
+
+/// `(resident bytes, cpu seconds)` of this process, from `/proc` (zeros where unavailable).
+pub fn process_stats() -> (u64, f64) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    // Fields 14 and 15 of /proc/self/stat (after the parenthesised command name) are utime and
+    // stime in clock ticks; Linux reports them at USER_HZ = 100.
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) as f64 / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+/// The Prometheus text exposition, with the process and actor gauges refreshed first.
+pub fn render() -> String {
+    let handle = install();
+    let (rss, cpu) = process_stats();
+    metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+    metrics::counter!("process_cpu_seconds_total").absolute(cpu.round() as u64);
+    metrics::gauge!("tai_actors").set(supervisors::live_actors() as f64);
+    handle.run_upkeep();
+    handle.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read_from_proc() {
+        let (rss, _cpu) = process_stats();
+        assert!(
+            rss > 1024 * 1024,
+            "resident memory of a test process is over 1 MiB: {rss}"
+        );
+    }
+}

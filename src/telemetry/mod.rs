@@ -1,0 +1,253 @@
+//! Telemetry: logs (`tracing`), metrics (`metrics` + Prometheus) and the panic hook.
+//!
+//! Owns the log format decision (JSON lines Cloud Logging understands, or pretty on a
+//! terminal), the trace id taken from `X-Cloud-Trace-Context`, and the rule that label values
+//! come from closed sets (no tenant id in any label).
+
+pub mod events;
+pub mod metrics;
+pub mod observer;
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogFormat, Settings};
+
+/// Turns the guide's `LOG_LEVEL` words into `tracing` filter directives.
+pub fn filter_directives(level: &str) -> String {
+    let l = level.trim().to_ascii_lowercase();
+    match l.as_str() {
+        "warning" => "warn".into(),
+        "critical" | "fatal" => "error".into(),
+        _ => l,
+    }
+}
+
+/// Where logs go and in which format; `sink` lets tests silence them.
+pub fn init_tracing(settings: &Settings, to_stderr: bool) {
+    let filter = EnvFilter::try_new(filter_directives(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match settings.log.format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => {
+            !(if to_stderr {
+                std::io::stderr().is_terminal()
+            } else {
+                std::io::stdout().is_terminal()
+            })
+        }
+    };
+    let project = [&settings.gcp.project_id, &settings.firestore.project_id]
+        .into_iter()
+        .find(|p| !p.is_empty())
+        .cloned();
+    let registry = tracing_subscriber::registry().with(filter).with(TraceLayer);
+    let result = match (json, to_stderr) {
+        (true, false) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(CloudJson { project })
+                    .with_writer(std::io::stdout),
+            )
+            .try_init(),
+        (true, true) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(CloudJson { project })
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        (false, false) => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .try_init(),
+        (false, true) => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // A second init (tests start many apps in one process) keeps the first subscriber.
+    let _ = result;
+}
+
+/// Logs every panic (actor panics are then contained by the supervisors) and counts it.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        tracing::error!(panic.message = %message, panic.location = %location, thread = %thread, "panic (contained by its supervisor if it was inside an actor)");
+        events::panicked();
+    }));
+}
+
+/// The trace id of a request, stored on its span.
+struct TraceId(String);
+
+/// Copies the `trace_id` field of new spans into their extensions so the JSON formatter can
+/// attach it to every line logged inside the request.
+struct TraceLayer;
+
+struct TraceVisitor(Option<String>);
+
+impl Visit for TraceVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "trace_id" && !value.is_empty() {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "trace_id" {
+            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+        }
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TraceLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut v = TraceVisitor(None);
+        attrs.record(&mut v);
+        if let (Some(trace), Some(span)) = (v.0, ctx.span(id)) {
+            span.extensions_mut().insert(TraceId(trace));
+        }
+    }
+}
+
+/// Collects an event's fields as JSON.
+struct JsonVisitor(Map<String, Value>);
+
+impl Visit for JsonVisitor {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(
+            field.name().into(),
+            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
+        );
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+/// JSON lines for Cloud Logging: `severity`, `time`, `message`, the trace, then the fields.
+struct CloudJson {
+    project: Option<String>,
+}
+
+fn severity(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for CloudJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = JsonVisitor(Map::new());
+        event.record(&mut fields);
+        let mut line = Map::new();
+        line.insert("severity".into(), severity(event.metadata().level()).into());
+        line.insert("time".into(), crate::clock::now_rfc3339().into());
+        line.insert(
+            "message".into(),
+            fields
+                .0
+                .remove("message")
+                .unwrap_or(Value::String(String::new())),
+        );
+        line.insert("target".into(), event.metadata().target().into());
+        if let Some(scope) = ctx.event_scope() {
+            let trace = scope
+                .from_root()
+                .filter_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
+                .last();
+            if let Some(t) = trace {
+                let value = match &self.project {
+                    Some(p) => format!("projects/{p}/traces/{t}"),
+                    None => t,
+                };
+                line.insert("logging.googleapis.com/trace".into(), value.into());
+            }
+        }
+        for (k, v) in fields.0 {
+            line.entry(k).or_insert(v);
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// The trace id part of an `X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1` header, if well formed.
+pub fn trace_id_from_header(value: &str) -> Option<String> {
+    let id = value.split('/').next()?.trim();
+    (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| id.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guide_levels_map_to_tracing_levels() {
+        assert_eq!(filter_directives("WARNING"), "warn");
+        assert_eq!(filter_directives("critical"), "error");
+        assert_eq!(
+            filter_directives("tai_autonomics=debug,info"),
+            "tai_autonomics=debug,info"
+        );
+    }
+
+    #[test]
+    fn cloud_trace_header_yields_only_a_hex_trace_id() {
+        assert_eq!(
+            trace_id_from_header("105445aa7843bc8bf206b12000100000/1;o=1").as_deref(),
+            Some("105445aa7843bc8bf206b12000100000")
+        );
+        assert_eq!(trace_id_from_header("nothex/1"), None);
+        assert_eq!(trace_id_from_header(""), None);
+    }
+}

@@ -1,0 +1,67 @@
+//! `/health` has the guide's body; liveness and readiness answer.
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn health_returns_the_guides_body() {
+    // Arrange
+    let app = spawn_app(|s| s.node.name = "tai@test-node".into()).await;
+    // Act
+    let (status, body) = app.get_json("/health").await;
+    // Assert
+    assert_eq!(status, 200);
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys, ["checks", "node", "status", "timestamp", "uptime_ms"]);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["node"], "tai@test-node");
+    assert!(body["uptime_ms"].is_u64());
+    let ts = body["timestamp"].as_str().unwrap();
+    assert_eq!(ts.len(), 24, "RFC 3339 with milliseconds: {ts}");
+    assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.');
+    assert_eq!(
+        body["checks"],
+        serde_json::json!({"http_server": "ok", "pubsub_ready": "disabled", "supervision": "ok"})
+    );
+}
+
+#[actix_web::test]
+async fn liveness_and_readiness_answer_ok_when_the_tree_runs() {
+    let app = spawn_app(|_| {}).await;
+    assert_eq!(
+        app.get_json("/health/live").await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let (status, body) = app.get_json("/health/ready").await;
+    assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
+}
+
+#[actix_web::test]
+async fn health_is_json_and_metrics_is_prometheus_text() {
+    let app = spawn_app(|_| {}).await;
+    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let (status, text) = app.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "tai_actors",
+        "tai_http_requests_total",
+        "tai_supervisor_children",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metric(&text, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(
+        metric(&text, "tai_actors").unwrap() >= 2.0,
+        "root and observer are live actors"
+    );
+}

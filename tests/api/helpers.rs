@@ -1,0 +1,197 @@
+//! Starting the service for a test and talking to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tai_autonomics::config::Settings;
+use tai_autonomics::startup::Application;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: awc::Client,
+}
+
+/// Settings of the local profile with a free port; `adjust` may change anything else.
+pub fn settings(adjust: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::load_profile(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+        "local",
+    )
+    .expect("config/ parses");
+    s.http.host = "127.0.0.1".into();
+    s.http.port = 0;
+    s.http.workers = 2;
+    adjust(&mut s);
+    s
+}
+
+/// The real application, in this process, on a free port.
+pub async fn spawn_app(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = Application::build(settings(adjust))
+        .await
+        .expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped(false));
+    TestApp {
+        address,
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// GET → (status, body as JSON or Null).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut res = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let body = res.body().limit(16 << 20).await.expect("body read");
+        (
+            res.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let mut res = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let body = res.body().limit(16 << 20).await.expect("body read");
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut res = self
+            .client
+            .post(self.url(path))
+            .send_json(body)
+            .await
+            .expect("request sent");
+        let bytes = res.body().limit(16 << 20).await.expect("body read");
+        (
+            res.status().as_u16(),
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, or fails the test after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of the first Prometheus sample whose line starts with `series` (name + labels).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The real binary, started with `env`, stdout captured; its port is read from the JSON
+/// "tai-autonomics ready" log line.
+pub struct Binary {
+    pub child: Child,
+    pub port: u16,
+}
+
+pub fn start_binary(env: &[(&str, &str)]) -> Binary {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PORT", "0")
+        .env("TAI_LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == "tai-autonomics ready" {
+                        let _ = tx.send(v["port"].as_u64().unwrap_or(0) as u16);
+                        sent = true;
+                    }
+                }
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the binary logs that it is ready");
+    Binary { child, port }
+}
+
+impl Binary {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "signal {sig} delivered");
+    }
+
+    /// Waits up to `within` for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

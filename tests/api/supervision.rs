@@ -1,0 +1,118 @@
+//! A supervised actor made to panic is restarted, answers again, and the restart is visible in
+//! `/metrics`, the tree snapshot and the recent-events view.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const RESTARTS: &str = "tai_supervisor_restarts_total{supervisor=\"root\"}";
+
+#[actix_web::test]
+async fn a_crashed_actor_is_restarted_answers_again_and_shows_in_metrics() {
+    // Arrange
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    let before = metric(&app.get_text("/metrics").await.1, RESTARTS).unwrap_or(0.0);
+    assert_eq!(app.get_json("/v1/supervision/events").await.0, 200);
+
+    // Act: the observer panics inside a handler.
+    let (status, body) = app
+        .post_json("/v1/chaos/actors/observer/crash", &serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (202, serde_json::json!({"crashed": "observer"}))
+    );
+
+    // Assert: it answers again, and remembers its own restart.
+    let events = eventually(
+        "observer answers after its restart",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = app.get_json("/v1/supervision/events").await;
+            (status == 200
+                && body["events"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["event"] == "child_restarted")))
+            .then_some(body)
+        },
+    )
+    .await;
+    let restarted = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "child_restarted")
+        .unwrap();
+    assert_eq!(
+        (
+            restarted["supervisor"].as_str(),
+            restarted["child"].as_str()
+        ),
+        (Some("root"), Some("observer"))
+    );
+
+    let text = app.get_text("/metrics").await.1;
+    assert!(
+        metric(&text, RESTARTS).unwrap() >= before + 1.0,
+        "restart counted:\n{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "tai_child_exits_total{supervisor=\"root\",reason=\"panic\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "panic exit counted"
+    );
+
+    let (status, snap) = app.get_json("/v1/supervision").await;
+    assert_eq!(status, 200);
+    let observer = &snap["children"][0];
+    assert_eq!(
+        (observer["id"].as_str(), observer["state"].as_str()),
+        (Some("observer"), Some("running"))
+    );
+    assert!(observer["restarts"].as_u64().unwrap() >= 1);
+    assert!(observer["last_exit"]
+        .as_str()
+        .unwrap()
+        .starts_with("panic("));
+    assert_eq!(
+        app.get_json("/health").await.1["checks"]["supervision"],
+        "ok"
+    );
+}
+
+#[actix_web::test]
+async fn chaos_hooks_are_404_unless_enabled() {
+    let app = spawn_app(|_| {}).await;
+    let (status, body) = app
+        .post_json("/v1/chaos/actors/observer/crash", &serde_json::json!({}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    assert_eq!(
+        app.post_json("/v1/chaos/actors/nobody/crash", &serde_json::json!({}))
+            .await
+            .0,
+        404
+    );
+}
+
+#[actix_web::test]
+async fn the_supervision_snapshot_lists_the_root_and_its_children() {
+    let app = spawn_app(|_| {}).await;
+    let (status, snap) = app.get_json("/v1/supervision").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            snap["name"].as_str(),
+            snap["strategy"].as_str(),
+            snap["intensity"].as_u64(),
+            snap["period_ms"].as_u64()
+        ),
+        (Some("root"), Some("one_for_one"), Some(5), Some(60_000))
+    );
+    assert_eq!(snap["counts"]["active"], snap["counts"]["specs"]);
+}

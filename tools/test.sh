@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, every test (unit, integration, black-box, doc tests).
+# It installs and starts whatever the tests need and stops it again; CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast --lib --bins --tests
+fi
+
+step "doc tests"
+cargo test --workspace --doc --locked

@@ -401,7 +401,10 @@ pub fn env_keys() -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-#[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type"
+)]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -38,6 +38,7 @@ pub struct Settings {
     pub node: NodeSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub ledger: LedgerSettings,
     pub supervision: SupervisionSettings,
     pub chaos: ChaosSettings,
     pub gcp: GcpSettings,
@@ -80,6 +81,26 @@ pub struct LogSettings {
     /// A level (`debug`, `info`, `warning`, `error`, …) or `tracing` filter directives.
     pub level: String,
     pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerBackend {
+    Sqlite,
+    Firestore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerSettings {
+    pub backend: LedgerBackend,
+    /// The embedded ledger file (relative paths are relative to the working directory).
+    pub sqlite_path: PathBuf,
+    /// Most receipts per commit (Firestore caps it further to stay within 500 writes).
+    pub max_batch: usize,
+    /// How long the writer waits for more receipts before committing, in microseconds.
+    pub linger_us: u64,
+    /// Receipts that may wait for a commit; beyond, appends are refused at once (503).
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +308,15 @@ impl Settings {
                 "debug, info, warning, error or tracing filter directives",
             );
         }
+        if self.ledger.max_batch == 0 {
+            return bad("ledger.max_batch", "0".into(), "at least 1 receipt per commit");
+        }
+        if self.ledger.queue_capacity < self.ledger.max_batch {
+            return bad("ledger.queue_capacity", self.ledger.queue_capacity.to_string(), "at least ledger.max_batch");
+        }
+        if self.ledger.backend == LedgerBackend::Firestore && self.firestore_project().is_none() {
+            return bad("firestore.project_id", String::new(), "a project id (FIRESTORE_PROJECT_ID or GOOGLE_CLOUD_PROJECT) when ledger.backend = firestore");
+        }
         if self.supervision.root_period_secs == 0 {
             return bad(
                 "supervision.root_period_secs",
@@ -295,6 +325,11 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The Firestore project: `firestore.project_id`, else `gcp.project_id`.
+    pub fn firestore_project(&self) -> Option<String> {
+        [&self.firestore.project_id, &self.gcp.project_id].into_iter().find(|p| !p.is_empty()).cloned()
     }
 
     /// The node name: configured, or `tai@<hostname>`.
@@ -322,10 +357,6 @@ impl Settings {
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
 
-    /// Where relative data paths are resolved from.
-    pub fn data_dir() -> PathBuf {
-        PathBuf::from("data")
-    }
 }
 
 /// Replaces the values of secret-looking keys with `"***"`.
@@ -435,6 +466,7 @@ mod tests {
                 ("local", "127.0.0.1", 8080)
             );
             assert_eq!(s.pubsub.topic, "erlang-autonomics-events");
+            assert_eq!((s.ledger.backend, s.ledger.sqlite_path.to_str()), (LedgerBackend::Sqlite, Some("data/ledger.db")));
             Ok(())
         });
     }
@@ -534,6 +566,12 @@ mod tests {
             jail.set_env("TAI_HTTP__HOST", "0.0.0.0");
             jail.set_env("TAI_PROFILE", "staging");
             assert!(load().unwrap_err().0.contains("TAI_PROFILE"));
+            jail.set_env("TAI_PROFILE", "local");
+            jail.set_env("TAI_LEDGER__BACKEND", "firestore");
+            let e = load().unwrap_err().0;
+            assert!(e.contains("firestore.project_id"), "{e}");
+            jail.set_env("FIRESTORE_PROJECT_ID", "demo");
+            assert_eq!(load().unwrap().ledger.backend, LedgerBackend::Firestore);
             Ok(())
         });
     }

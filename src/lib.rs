@@ -4,6 +4,8 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod receipts;
 pub mod startup;
 pub mod telemetry;
+pub mod tenant;
 pub mod tree;

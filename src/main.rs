@@ -1,5 +1,6 @@
-//! The `tai-autonomics` binary: `serve` (default) and `config`.
+//! The `tai-autonomics` binary: `serve` (default), `verify`, and `config`.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,10 +22,107 @@ enum Command {
     Serve,
     /// Print the effective configuration (secrets masked) and exit.
     Config,
+    /// Verify receipt chains offline against the configured store; exit 1 if any is broken.
+    Verify {
+        /// The tenant whose chain to verify.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        tenant: Option<String>,
+        /// Verify every tenant's chain.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
+/// `EX_NOINPUT`: the tenant has no chain.
+const EX_NOINPUT: u8 = 66;
+/// `EX_UNAVAILABLE`: the store could not be read.
+const EX_UNAVAILABLE: u8 = 69;
+
+/// Makes `firestore.emulator_host` visible to the Firestore client, which reads only the
+/// environment variable. Runs before any thread starts.
+fn export_emulator_hosts(settings: &Settings) {
+    if !settings.firestore.emulator_host.is_empty() && std::env::var_os("FIRESTORE_EMULATOR_HOST").is_none() {
+        std::env::set_var("FIRESTORE_EMULATOR_HOST", &settings.firestore.emulator_host);
+    }
+}
+
+fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
+    use tai_autonomics::receipts::{verify_chain, LedgerStore};
+    actix_web::rt::System::new().block_on(async move {
+        let store = match tai_autonomics::tree::open_store(&settings).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("verify: {e:#}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        let tenants = match tenant {
+            Some(t) => vec![t],
+            None => {
+                let mut all: Vec<String> = Vec::new();
+                loop {
+                    let after = all.last().cloned().unwrap_or_default();
+                    match store.tenants(&after, 1000).await {
+                        Ok(page) if page.is_empty() => break,
+                        Ok(page) => all.extend(page),
+                        Err(e) => {
+                            eprintln!("verify: listing tenants: {e}");
+                            return ExitCode::from(EX_UNAVAILABLE);
+                        }
+                    }
+                }
+                all
+            }
+        };
+        let tty = std::io::stderr().is_terminal();
+        let mut broken = 0;
+        for t in &tenants {
+            match store.head(t).await {
+                Ok(None) => {
+                    eprintln!("verify: tenant {t} has no receipts");
+                    return ExitCode::from(EX_NOINPUT);
+                }
+                Err(e) => {
+                    eprintln!("verify: {e}");
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+                Ok(Some(_)) => {}
+            }
+            let progress = |n: u64| {
+                if tty {
+                    eprint!("\r\x1b[2Kverifying {t}: {n} receipts");
+                    let _ = std::io::stderr().flush();
+                }
+            };
+            match verify_chain(&store, t, 5000, progress).await {
+                Ok(report) => {
+                    if tty {
+                        eprint!("\r\x1b[2K");
+                    }
+                    if !report.valid {
+                        broken += 1;
+                        if let Some(b) = &report.first_broken {
+                            eprintln!("chain of {t} is BROKEN at seq {}: {}", b.seq, b.reason);
+                        }
+                    }
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                }
+                Err(e) => {
+                    eprintln!("verify: {e}");
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+            }
+        }
+        eprintln!("verified {} chain(s): {} broken", tenants.len(), broken);
+        if broken > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,7 +133,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    export_emulator_hosts(&settings);
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Verify { tenant, .. } => verify(settings, tenant),
         Command::Config => {
             println!("{}", settings.masked_json());
             ExitCode::SUCCESS

@@ -2,18 +2,22 @@
 //!
 //! `root` is `one_for_one` with intensity `supervision.root_intensity` in
 //! `supervision.root_period_secs` (5 in 60 s). Children start in the order listed and stop in
-//! reverse. Every supervision event is counted and logged (`telemetry::events`) and remembered by
-//! the Observer.
+//! reverse: the Observer first (so it sees every later start), then the ledger's ReceiptWriter
+//! on an arbiter (thread) of its own, so commits never hold up HTTP workers. Every supervision
+//! event is counted and logged (`telemetry::events`) and remembered by the Observer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use supervisors::{
-    ChildRef, ChildSpec, EventSink, Intensity, Shutdown, Strategy, Supervisor, SupervisorEvent,
-    SupervisorRef,
-};
+use actix::{Arbiter, ArbiterHandle};
+use anyhow::Context as _;
+use supervisors::{ChildRef, ChildSpec, EventSink, Intensity, Shutdown, Strategy, Supervisor, SupervisorEvent, SupervisorRef};
 
-use crate::config::Settings;
+use crate::config::{LedgerBackend, Settings};
+use crate::receipts::firestore::FirestoreStore;
+use crate::receipts::sqlite::SqliteStore;
+use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
+use crate::receipts::AnyStore;
 use crate::telemetry::events;
 use crate::telemetry::observer::{EventRecord, Observer, Remember};
 
@@ -22,11 +26,36 @@ use crate::telemetry::observer::{EventRecord, Observer, Remember};
 pub struct Tree {
     pub root: SupervisorRef,
     pub observer: ChildRef<Observer>,
+    pub ledger: LedgerHandle,
+    /// The ledger writer's thread; stopped after the tree.
+    pub ledger_arbiter: ArbiterHandle,
+}
+
+/// Opens the configured ledger backend.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
+    Ok(match settings.ledger.backend {
+        LedgerBackend::Sqlite => AnyStore::Sqlite(SqliteStore::open(&settings.ledger.sqlite_path).with_context(|| format!("opening the SQLite ledger at {}", settings.ledger.sqlite_path.display()))?),
+        LedgerBackend::Firestore => {
+            let project = settings.firestore_project().context("ledger.backend = firestore needs a project id")?;
+            AnyStore::Firestore(FirestoreStore::connect(&project).await.with_context(|| format!("connecting to Firestore project {project}"))?)
+        }
+    })
 }
 
 /// Starts the root supervisor and its children; resolves when they all run.
 pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
+    let store = open_store(settings).await?;
+    let max_batch = match store {
+        AnyStore::Firestore(_) => settings.ledger.max_batch.min(FirestoreStore::max_batch()),
+        AnyStore::Sqlite(_) => settings.ledger.max_batch,
+    };
+    let writer_cfg = WriterConfig { node: settings.node_name(), max_batch, linger: Duration::from_micros(settings.ledger.linger_us), queue_capacity: settings.ledger.queue_capacity };
+
     let (observer_spec, observer) = ChildSpec::worker("observer", Observer::default);
+    let writer_store = store.clone();
+    let (ledger_spec, writer) = ChildSpec::worker("ledger", move || ReceiptWriter::new(writer_store.clone(), writer_cfg.clone()));
+    let ledger_arbiter = Arbiter::new().handle();
+
     let remember = observer.clone();
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
         events::supervision(e);
@@ -35,20 +64,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     });
     let root = Supervisor::new("root")
         .strategy(Strategy::OneForOne)
-        .intensity(Intensity::new(
-            settings.supervision.root_intensity,
-            Duration::from_secs(settings.supervision.root_period_secs),
-        ))
+        .intensity(Intensity::new(settings.supervision.root_intensity, Duration::from_secs(settings.supervision.root_period_secs)))
         .events(sink)
-        .child(
-            observer_spec
-                .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
-                .mailbox(1024),
-        )
+        .child(observer_spec.shutdown(Shutdown::Timeout(Duration::from_secs(1))).mailbox(1024))
+        .child(ledger_spec.arbiter(ledger_arbiter.clone()).shutdown(Shutdown::Timeout(Duration::from_secs(3))).mailbox(settings.ledger.queue_capacity))
         .start()
         .await;
     if let Some(reason) = root.exit_reason() {
         anyhow::bail!("the supervision tree failed to start: {reason}");
     }
-    Ok(Tree { root, observer })
+    let ledger = LedgerHandle::new(writer, store, settings.ledger.queue_capacity);
+    Ok(Tree { root, observer, ledger, ledger_arbiter })
 }

@@ -20,8 +20,14 @@ pub enum ErrorCode {
     InvalidJson,
     /// Well-formed, but a field is missing, of the wrong type or out of range.
     InvalidRequest,
+    /// The tenant id does not match `^[a-z0-9][a-z0-9._-]{0,62}$`.
+    InvalidTenantId,
     /// No such route or resource.
     NotFound,
+    /// The tenant does not exist (it was never granted).
+    TenantNotFound,
+    /// No receipt has that id.
+    ReceiptNotFound,
     /// The route exists, the method does not.
     MethodNotAllowed,
     /// Body over `http.max_body_bytes`.
@@ -42,8 +48,8 @@ impl ErrorCode {
     /// The HTTP status of this code.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::InvalidTenantId => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound | ErrorCode::TenantNotFound | ErrorCode::ReceiptNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -242,7 +248,10 @@ mod tests {
         let all = [
             ErrorCode::InvalidJson,
             ErrorCode::InvalidRequest,
+            ErrorCode::InvalidTenantId,
             ErrorCode::NotFound,
+            ErrorCode::TenantNotFound,
+            ErrorCode::ReceiptNotFound,
             ErrorCode::MethodNotAllowed,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
@@ -266,7 +275,10 @@ mod tests {
             [
                 "invalid_json",
                 "invalid_request",
+                "invalid_tenant_id",
                 "not_found",
+                "tenant_not_found",
+                "receipt_not_found",
                 "method_not_allowed",
                 "payload_too_large",
                 "unsupported_media_type",
@@ -283,7 +295,10 @@ mod tests {
         for c in [
             ErrorCode::InvalidJson,
             ErrorCode::InvalidRequest,
+            ErrorCode::InvalidTenantId,
             ErrorCode::NotFound,
+            ErrorCode::TenantNotFound,
+            ErrorCode::ReceiptNotFound,
             ErrorCode::MethodNotAllowed,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,

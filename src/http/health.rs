@@ -12,6 +12,7 @@ use super::AppState;
 struct Checks {
     http_server: &'static str,
     pubsub_ready: &'static str,
+    ledger: &'static str,
     supervision: &'static str,
 }
 
@@ -34,10 +35,20 @@ async fn supervision_check(state: &AppState) -> &'static str {
     }
 }
 
+/// `ok` when the ledger backend answers.
+async fn ledger_check(state: &AppState) -> &'static str {
+    use crate::receipts::LedgerStore;
+    match actix_web::rt::time::timeout(Duration::from_secs(1), state.tree.ledger.store().ping()).await {
+        Ok(Ok(())) => "ok",
+        _ => "error",
+    }
+}
+
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let supervision = supervision_check(&state).await;
+    let ledger = ledger_check(&state).await;
     let draining = state.is_draining();
-    let ok = supervision == "ok" && !draining;
+    let ok = supervision == "ok" && ledger == "ok" && !draining;
     let body = HealthBody {
         status: if ok { "ok" } else { "unavailable" },
         node: state.node.clone(),
@@ -47,6 +58,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             http_server: if draining { "draining" } else { "ok" },
             // Pub/Sub delivery is not built yet: nothing consumes a subscription.
             pubsub_ready: "disabled",
+            ledger,
             supervision,
         },
     };
@@ -65,12 +77,14 @@ pub async fn live() -> HttpResponse {
 
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let supervision = supervision_check(&state).await;
+    let ledger = ledger_check(&state).await;
     let draining = state.is_draining();
+    let ok = supervision == "ok" && ledger == "ok" && !draining;
     let body = serde_json::json!({
-        "status": if supervision == "ok" && !draining { "ok" } else { "unavailable" },
-        "checks": {"supervision": supervision, "draining": draining},
+        "status": if ok { "ok" } else { "unavailable" },
+        "checks": {"supervision": supervision, "ledger": ledger, "draining": draining},
     });
-    if supervision == "ok" && !draining {
+    if ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()

@@ -25,7 +25,7 @@ async fn health_returns_the_guides_body() {
     assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.');
     assert_eq!(
         body["checks"],
-        serde_json::json!({"http_server": "ok", "pubsub_ready": "disabled", "supervision": "ok"})
+        serde_json::json!({"http_server": "ok", "pubsub_ready": "disabled", "ledger": "ok", "supervision": "ok"})
     );
 }
 

@@ -12,6 +12,9 @@ use tai_autonomics::startup::Application;
 pub struct TestApp {
     pub address: String,
     pub client: awc::Client,
+    pub state: actix_web::web::Data<tai_autonomics::http::AppState>,
+    /// Holds this app's ledger file.
+    pub dir: tempfile::TempDir,
 }
 
 /// Settings of the local profile with a free port; `adjust` may change anything else.
@@ -28,19 +31,19 @@ pub fn settings(adjust: impl FnOnce(&mut Settings)) -> Settings {
     s
 }
 
-/// The real application, in this process, on a free port.
+/// The real application, in this process, on a free port, with its own SQLite ledger file.
 pub async fn spawn_app(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let app = Application::build(settings(adjust))
-        .await
-        .expect("app builds");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ledger.db");
+    let s = settings(move |s| {
+        s.ledger.sqlite_path = path;
+        adjust(s);
+    });
+    let app = Application::build(s).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped(false));
-    TestApp {
-        address,
-        client: awc::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .finish(),
-    }
+    TestApp { address, client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(), state, dir }
 }
 
 impl TestApp {
@@ -127,11 +130,19 @@ pub struct Binary {
     pub port: u16,
 }
 
+/// Starts the binary with its ledger in a fresh temp dir.
 pub fn start_binary(env: &[(&str, &str)]) -> Binary {
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    start_binary_in(&dir, env)
+}
+
+/// Starts the binary with its ledger file in `dir` (so a test can restart it on the same file).
+pub fn start_binary_in(dir: &Path, env: &[(&str, &str)]) -> Binary {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("PORT", "0")
         .env("TAI_LOG__FORMAT", "json")
+        .env("TAI_LEDGER__SQLITE_PATH", dir.join("ledger.db"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (k, v) in env {

@@ -1,0 +1,82 @@
+//! Receipt reads: a tenant's chain (paged), its verification, and one receipt by id.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorCode};
+use super::AppState;
+use crate::receipts::{verify_chain, LedgerStore, StoreError};
+use crate::tenant::TenantId;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(m) => ApiError::internal(m),
+            other => ApiError::new(ErrorCode::Unavailable, other.to_string()),
+        }
+    }
+}
+
+impl From<crate::receipts::writer::LedgerError> for ApiError {
+    fn from(e: crate::receipts::writer::LedgerError) -> Self {
+        ApiError::new(ErrorCode::Unavailable, e.to_string())
+    }
+}
+
+/// Parses a tenant id from a path, or 400 `invalid_tenant_id`.
+pub fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(|m| ApiError::new(ErrorCode::InvalidTenantId, m))
+}
+
+/// 404 `tenant_not_found` unless the tenant has a chain; returns its head seq.
+async fn known_tenant(state: &AppState, tenant: &TenantId) -> Result<u64, ApiError> {
+    match state.tree.ledger.store().head(tenant.as_str()).await? {
+        Some(h) => Ok(h.seq),
+        None => Err(ApiError::new(ErrorCode::TenantNotFound, format!("tenant {tenant} not found"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/tenants/{tenant}/receipts?after_seq=&limit=`
+pub async fn list(state: web::Data<AppState>, path: web::Path<String>, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_id(&path)?;
+    let limit = page.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "limit must be between 1 and 1000"));
+    }
+    let head_seq = known_tenant(&state, &tenant).await?;
+    let after = page.after_seq.unwrap_or(0);
+    let receipts = state.tree.ledger.store().range(tenant.as_str(), after, limit).await?;
+    let next = receipts.last().map(|r| r.seq).filter(|&s| receipts.len() == limit && s < head_seq);
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "tenant_id": tenant.as_str(),
+        "head_seq": head_seq,
+        "receipts": receipts,
+        "next_after_seq": next,
+    })))
+}
+
+/// `GET /v1tenants/{tenant}/receipts/verify`
+pub async fn verify(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_id(&path)?;
+    known_tenant(&state, &tenant).await?;
+    let report = verify_chain(state.tree.ledger.store(), tenant.as_str(), 1000, |_| {}).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// `GET /v1/receipts/{receipt_id}`
+pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(ApiError::new(ErrorCode::ReceiptNotFound, "no such receipt"));
+    }
+    match state.tree.ledger.store().get(&id).await? {
+        Some(r) => Ok(HttpResponse::Ok().json(r)),
+        None => Err(ApiError::new(ErrorCode::ReceiptNotFound, format!("receipt {id} not found"))),
+    }
+}

@@ -1,0 +1,337 @@
+//! The Firestore ledger (Phase 2: several instances sharing one chain per tenant).
+//!
+//! Layout: `tenants/{tenant_id}` holds the chain head (and the entitlement record);
+//! `tenants/{tenant_id}/receipts/{seq, zero-padded to 20}` holds each receipt;
+//! `receipt_index/{receipt_id}` and `pubsub_messages/{message_id}` make receipts findable by id
+//! and by Pub/Sub message. Every receipt, index and message document is created with an
+//! `exists = false` precondition, all in one commit, so two instances appending the same `seq`
+//! can never fork a chain: one commit wins, the other fails whole with [`StoreError::Conflict`].
+//! Values are typed (integers as integers, doubles as doubles, maps as maps).
+
+use std::collections::BTreeMap;
+
+use firestore::errors::FirestoreError;
+use firestore::{FirestoreDb, FirestoreWritePrecondition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::receipt::{Receipt, ReceiptType};
+use super::store::{AppendItem, Head, LedgerStore, StoreError};
+
+/// Documents one receipt costs in a commit: the receipt, its index entry, maybe a message.
+const WRITES_PER_RECEIPT: usize = 3;
+/// Firestore's limit of writes per commit.
+const MAX_WRITES: usize = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReceiptDoc {
+    receipt_id: String,
+    tenant_id: String,
+    seq: i64,
+    #[serde(rename = "type")]
+    kind: String,
+    event_type: String,
+    state_from: Option<String>,
+    state_to: Option<String>,
+    reason: String,
+    #[serde(serialize_with = "serialize_json")]
+    metadata: Value,
+    node: String,
+    timestamp: String,
+    prev_hash: String,
+    receipt_hash: String,
+}
+
+impl From<&Receipt> for ReceiptDoc {
+    fn from(r: &Receipt) -> Self {
+        ReceiptDoc {
+            receipt_id: r.receipt_id.clone(),
+            tenant_id: r.tenant_id.clone(),
+            seq: r.seq as i64,
+            kind: r.kind.as_str().to_owned(),
+            event_type: r.event_type.clone(),
+            state_from: r.state_from.clone(),
+            state_to: r.state_to.clone(),
+            reason: r.reason.clone(),
+            metadata: r.metadata.clone(),
+            node: r.node.clone(),
+            timestamp: r.timestamp.clone(),
+            prev_hash: r.prev_hash.clone(),
+            receipt_hash: r.receipt_hash.clone(),
+        }
+    }
+}
+
+impl TryFrom<ReceiptDoc> for Receipt {
+    type Error = StoreError;
+    fn try_from(d: ReceiptDoc) -> Result<Self, StoreError> {
+        let kind = ReceiptType::parse(&d.kind).ok_or_else(|| StoreError::Corrupt(format!("receipt {}: unknown type {:?}", d.receipt_id, d.kind)))?;
+        // Firestore drops empty maps' identity to `null` in no case, but an absent field reads as
+        // null: metadata is always an object.
+        let metadata = if d.metadata.is_null() { Value::Object(Default::default()) } else { d.metadata };
+        Ok(Receipt {
+            receipt_id: d.receipt_id,
+            tenant_id: d.tenant_id,
+            seq: d.seq as u64,
+            kind,
+            event_type: d.event_type,
+            state_from: d.state_from,
+            state_to: d.state_to,
+            reason: d.reason,
+            metadata,
+            node: d.node,
+            timestamp: d.timestamp,
+            prev_hash: d.prev_hash,
+            receipt_hash: d.receipt_hash,
+        })
+    }
+}
+
+/// Serializes JSON into Firestore values keeping explicit nulls (the crate's serializer would
+/// drop them, and a receipt read back without its nulls would no longer match its hash).
+fn serialize_json<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    FirestoreJson(v).serialize(s)
+}
+
+struct FirestoreJson<'a>(&'a Value);
+
+impl Serialize for FirestoreJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Null => firestore::serialize_as_null::serialize(&None::<()>, s),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&FirestoreJson(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    m.serialize_entry(k, &FirestoreJson(v))?;
+                }
+                m.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+fn serialize_opt_json<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => serialize_json(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TenantDoc {
+    tenant_id: String,
+    head_seq: i64,
+    head_hash: String,
+    #[serde(default, serialize_with = "serialize_opt_json")]
+    entitlement: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IndexDoc {
+    tenant_id: String,
+    seq: i64,
+    receipt_id: String,
+}
+
+/// The Firestore backend.
+#[derive(Clone)]
+pub struct FirestoreStore {
+    db: FirestoreDb,
+}
+
+fn seq_id(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// Document ids may not contain `/` and may not be `.`/`..`; message ids are escaped.
+fn message_doc_id(message_id: &str) -> String {
+    let mut out = String::with_capacity(message_id.len());
+    for b in message_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("~{b:02x}"));
+        }
+    }
+    format!("m-{out}")
+}
+
+fn map_err(e: FirestoreError) -> StoreError {
+    match e {
+        FirestoreError::DataConflictError(c) => StoreError::Conflict(c.to_string()),
+        FirestoreError::DeserializeError(d) => StoreError::Corrupt(d.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl FirestoreStore {
+    /// Connects to the project's `(default)` database (the emulator when
+    /// `FIRESTORE_EMULATOR_HOST` is set).
+    pub async fn connect(project_id: &str) -> Result<FirestoreStore, StoreError> {
+        let db = FirestoreDb::new(project_id).await.map_err(map_err)?;
+        Ok(FirestoreStore { db })
+    }
+
+    /// Most receipts one commit can hold within Firestore's 500 writes.
+    pub fn max_batch() -> usize {
+        // One tenant document per receipt in the worst case (all different tenants).
+        MAX_WRITES / (WRITES_PER_RECEIPT + 1)
+    }
+
+    fn tenant_parent(&self, tenant: &str) -> Result<String, StoreError> {
+        self.db.parent_path("tenants", tenant).map(String::from).map_err(map_err)
+    }
+
+    async fn receipt_at(&self, tenant: &str, seq: u64) -> Result<Option<Receipt>, StoreError> {
+        let parent = self.tenant_parent(tenant)?;
+        let doc: Option<ReceiptDoc> = self.db.fluent().select().by_id_in("receipts").parent(parent).obj().one(seq_id(seq)).await.map_err(map_err)?;
+        doc.map(Receipt::try_from).transpose()
+    }
+}
+
+impl LedgerStore for FirestoreStore {
+    fn backend(&self) -> &'static str {
+        "firestore"
+    }
+
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_transaction().await.map_err(map_err)?;
+        let mut heads: BTreeMap<String, (Head, Option<Value>)> = BTreeMap::new();
+        let mut writes = 0usize;
+        for item in &batch {
+            let r = &item.receipt;
+            let parent = self.tenant_parent(&r.tenant_id)?;
+            let doc = ReceiptDoc::from(r);
+            self.db
+                .fluent()
+                .update()
+                .in_col("receipts")
+                .precondition(FirestoreWritePrecondition::Exists(false))
+                .document_id(seq_id(r.seq))
+                .parent(parent)
+                .object(&doc)
+                .add_to_transaction(&mut tx)
+                .map_err(map_err)?;
+            let index = IndexDoc { tenant_id: r.tenant_id.clone(), seq: r.seq as i64, receipt_id: r.receipt_id.clone() };
+            self.db.fluent().update().in_col("receipt_index").precondition(FirestoreWritePrecondition::Exists(false)).document_id(&r.receipt_id).object(&index).add_to_transaction(&mut tx).map_err(map_err)?;
+            writes += 2;
+            if let Some(id) = &item.message_id {
+                self.db.fluent().update().in_col("pubsub_messages").precondition(FirestoreWritePrecondition::Exists(false)).document_id(message_doc_id(id)).object(&index).add_to_transaction(&mut tx).map_err(map_err)?;
+                writes += 1;
+            }
+            let entry = heads.entry(r.tenant_id.clone()).or_insert((Head { seq: 0, hash: String::new() }, None));
+            entry.0 = Head { seq: r.seq, hash: r.receipt_hash.clone() };
+            if item.entitlement.is_some() {
+                entry.1.clone_from(&item.entitlement);
+            }
+        }
+        for (tenant, (head, entitlement)) in &heads {
+            let has_entitlement = entitlement.is_some();
+            let doc = TenantDoc { tenant_id: tenant.clone(), head_seq: head.seq as i64, head_hash: head.hash.clone(), entitlement: entitlement.clone() };
+            let mut fields = vec!["tenant_id", "head_seq", "head_hash"];
+            if has_entitlement {
+                fields.push("entitlement");
+            }
+            self.db.fluent().update().fields(fields).in_col("tenants").document_id(tenant).object(&doc).add_to_transaction(&mut tx).map_err(map_err)?;
+            writes += 1;
+        }
+        if writes > MAX_WRITES {
+            let _ = tx.rollback().await;
+            return Err(StoreError::Unavailable(format!("batch needs {writes} writes, over Firestore's {MAX_WRITES} per commit")));
+        }
+        tx.commit().await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
+        let doc: Option<TenantDoc> = self.db.fluent().select().by_id_in("tenants").obj().one(tenant).await.map_err(map_err)?;
+        Ok(doc.filter(|d| d.head_seq > 0).map(|d| Head { seq: d.head_seq as u64, hash: d.head_hash }))
+    }
+
+    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+        let parent = self.tenant_parent(tenant)?;
+        let docs: Vec<ReceiptDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from("receipts")
+            .parent(parent)
+            .filter(|q| q.field("seq").greater_than(after_seq as i64))
+            .order(|o| o.fields([o.field("seq").asc()]))
+            .limit(limit.min(10_000) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(map_err)?;
+        docs.into_iter().map(Receipt::try_from).collect()
+    }
+
+    async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
+        if receipt_id.is_empty() || receipt_id.contains('/') {
+            return Ok(None);
+        }
+        let index: Option<IndexDoc> = self.db.fluent().select().by_id_in("receipt_index").obj().one(receipt_id).await.map_err(map_err)?;
+        match index {
+            Some(i) => self.receipt_at(&i.tenant_id, i.seq as u64).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
+        let index: Option<IndexDoc> = self.db.fluent().select().by_id_in("pubsub_messages").obj().one(message_doc_id(message_id)).await.map_err(map_err)?;
+        match index {
+            Some(i) => self.receipt_at(&i.tenant_id, i.seq as u64).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let after = after.to_owned();
+        let docs: Vec<TenantDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from("tenants")
+            .filter(move |q| q.field("tenant_id").greater_than(after.clone()))
+            .order(|o| o.fields([o.field("tenant_id").asc()]))
+            .limit(limit.min(10_000) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(map_err)?;
+        Ok(docs.into_iter().map(|d| d.tenant_id).collect())
+    }
+
+    async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
+        let doc: Option<TenantDoc> = self.db.fluent().select().by_id_in("tenants").obj().one(tenant).await.map_err(map_err)?;
+        Ok(doc.and_then(|d| d.entitlement))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_ids_are_safe_and_ordered() {
+        assert_eq!(seq_id(42), "00000000000000000042");
+        assert!(seq_id(9) < seq_id(10));
+        assert_eq!(message_doc_id("123"), "m-123");
+        assert_eq!(message_doc_id("a/b.."), "m-a~2fb~2e~2e");
+    }
+}

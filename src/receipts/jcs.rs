@@ -1,0 +1,176 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS): the exact bytes a receipt hash is taken over.
+//!
+//! Pure and independent of `serde_json`'s map ordering: object members are sorted here by their
+//! UTF-16 code units, numbers are written as ECMAScript's `Number.prototype.toString` writes
+//! IEEE-754 doubles, and strings use the minimal JSON escapes.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// The canonical text of `value`.
+///
+/// ```
+/// use serde_json::json;
+/// use tai_autonomics::receipts::jcs::canonical;
+/// assert_eq!(canonical(&json!({"b": 1e21, "a": [80.0, 1e-7, "é\n"]})), r#"{"a":[80,1e-7,"é\n"],"b":1e+21}"#);
+/// ```
+pub fn canonical(value: &Value) -> String {
+    let mut out = String::with_capacity(256);
+    write_value(&mut out, value);
+    out
+}
+
+/// Appends the canonical text of `value` to `out`.
+pub fn write_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(out, n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push('{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, k);
+                out.push(':');
+                write_value(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string with only the escapes JCS requires.
+pub fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A finite double as ECMAScript writes it (NaN and infinities cannot occur in JSON values;
+/// they would be written as `null`).
+pub fn write_number(out: &mut String, v: f64) {
+    if !v.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    if v == 0.0 {
+        out.push('0');
+        return;
+    }
+    if v < 0.0 {
+        out.push('-');
+    }
+    // Rust's `{:e}` gives the shortest digits that round-trip, as `d.ddde±x`.
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let k = digits.len() as i32;
+    let n = exp + 1; // position of the decimal point relative to the digits
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = n - 1;
+        let _ = write!(out, "e{}{}", if e >= 0 { '+' } else { '-' }, e.abs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn num(v: f64) -> String {
+        let mut s = String::new();
+        write_number(&mut s, v);
+        s
+    }
+
+    #[test]
+    fn numbers_follow_ecmascript() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (-1.5, "-1.5"),
+            (80.0, "80"),
+            (72.5, "72.5"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (1e-7, "1e-7"),
+            (1e-6, "0.000001"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (1769437845123.0, "1769437845123"),
+            (4.5e-5, "0.000045"),
+            (1.25e22, "1.25e+22"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(num(*v), *want, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn members_sort_by_utf16_code_units() {
+        // U+10000 is D800 DC00 in UTF-16, which sorts before U+E000 though its UTF-8 is larger.
+        let v = json!({"\u{e000}": 1, "\u{10000}": 2, "b": 3, "a": 4, "": 5});
+        assert_eq!(canonical(&v), "{\"\":5,\"a\":4,\"b\":3,\"\u{10000}\":2,\"\u{e000}\":1}");
+    }
+
+    #[test]
+    fn strings_use_minimal_escapes() {
+        assert_eq!(canonical(&json!("a\"b\\c\u{1}\u{1f}\u{7f}\u{2028}é")), "\"a\\\"b\\\\c\\u0001\\u001f\u{7f}\u{2028}é\"");
+        assert_eq!(canonical(&json!("\u{8}\t\n\u{c}\r")), r#""\b\t\n\f\r""#);
+    }
+
+    #[test]
+    fn nesting_and_literals() {
+        assert_eq!(canonical(&json!({"z": [true, false, null, {}, []], "y": {"b": 1, "a": 2}})), r#"{"y":{"a":2,"b":1},"z":[true,false,null,{},[]]}"#);
+    }
+}

@@ -1,0 +1,266 @@
+//! The SQLite ledger (embedded default): one file, WAL, `synchronous=FULL`, versioned schema.
+//!
+//! One write connection (used only by the receipt writer, through the blocking pool) and a small
+//! pool of read connections, so reads never wait behind a commit. Triggers refuse any UPDATE or
+//! DELETE of a receipt: the code has no such path, and the file refuses one too.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::receipt::{Receipt, ReceiptType};
+use super::store::{AppendItem, Head, LedgerStore, StoreError};
+
+/// Schema migrations, applied in order; `schema_migrations` records the versions applied.
+const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    "CREATE TABLE receipts (
+        tenant_id    TEXT    NOT NULL,
+        seq          INTEGER NOT NULL,
+        receipt_id   TEXT    NOT NULL UNIQUE,
+        type         TEXT    NOT NULL,
+        event_type   TEXT    NOT NULL,
+        state_from   TEXT,
+        state_to     TEXT,
+        reason       TEXT    NOT NULL,
+        metadata     TEXT    NOT NULL,
+        node         TEXT    NOT NULL,
+        timestamp    TEXT    NOT NULL,
+        prev_hash    TEXT    NOT NULL,
+        receipt_hash TEXT    NOT NULL,
+        PRIMARY KEY (tenant_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE pubsub_messages (
+        message_id TEXT PRIMARY KEY,
+        receipt_id TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE entitlements (
+        tenant_id TEXT PRIMARY KEY,
+        record    TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TRIGGER receipts_are_append_only_update BEFORE UPDATE ON receipts
+        BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
+    CREATE TRIGGER receipts_are_append_only_delete BEFORE DELETE ON receipts
+        BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;",
+)];
+
+const COLUMNS: &str = "receipt_id, tenant_id, seq, type, event_type, state_from, state_to, reason, metadata, node, timestamp, prev_hash, receipt_hash";
+
+/// The SQLite backend.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger file at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let mut conn = open(path).map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
+        migrate(&mut conn).map_err(|e| unavailable(format!("migrating {}: {e}", path.display())))?;
+        Ok(SqliteStore { inner: Arc::new(Inner { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) }) })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The schema version in the file.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let conn = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0)).map_err(unavailable)
+    }
+
+    /// Runs `f` on a read connection in the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                Some(c) => c,
+                None => open(&inner.path).map_err(unavailable)?,
+            };
+            let out = f(&conn);
+            let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
+    let current: u32 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, crate::clock::now_rfc3339()])?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Receipt, StoreError>> {
+    let kind: String = row.get(3)?;
+    let metadata: String = row.get(8)?;
+    let seq: i64 = row.get(2)?;
+    let receipt_id: String = row.get(0)?;
+    let Some(kind) = ReceiptType::parse(&kind) else {
+        return Ok(Err(StoreError::Corrupt(format!("receipt {receipt_id}: unknown type {kind:?}"))));
+    };
+    let metadata: Value = match serde_json::from_str(&metadata) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(StoreError::Corrupt(format!("receipt {receipt_id}: metadata is not JSON: {e}")))),
+    };
+    Ok(Ok(Receipt {
+        receipt_id,
+        tenant_id: row.get(1)?,
+        seq: seq as u64,
+        kind,
+        event_type: row.get(4)?,
+        state_from: row.get(5)?,
+        state_to: row.get(6)?,
+        reason: row.get(7)?,
+        metadata,
+        node: row.get(9)?,
+        timestamp: row.get(10)?,
+        prev_hash: row.get(11)?,
+        receipt_hash: row.get(12)?,
+    }))
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(unavailable)?;
+    {
+        let mut insert = tx.prepare_cached(&format!("INSERT INTO receipts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")).map_err(unavailable)?;
+        let mut message = tx.prepare_cached("INSERT INTO pubsub_messages (message_id, receipt_id) VALUES (?1, ?2)").map_err(unavailable)?;
+        let mut entitlement = tx.prepare_cached("INSERT INTO entitlements (tenant_id, record) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET record = excluded.record").map_err(unavailable)?;
+        for item in batch {
+            let r = &item.receipt;
+            let metadata = serde_json::to_string(&r.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            insert
+                .execute(params![r.receipt_id, r.tenant_id, r.seq as i64, r.kind.as_str(), r.event_type, r.state_from, r.state_to, r.reason, metadata, r.node, r.timestamp, r.prev_hash, r.receipt_hash])
+                .map_err(|e| if is_constraint(&e) { StoreError::Conflict(format!("receipt {} (tenant {}, seq {}) already exists", r.receipt_id, r.tenant_id, r.seq)) } else { unavailable(e) })?;
+            if let Some(id) = &item.message_id {
+                message.execute(params![id, r.receipt_id]).map_err(|e| if is_constraint(&e) { StoreError::Conflict(format!("message {id} already has a receipt")) } else { unavailable(e) })?;
+            }
+            if let Some(record) = &item.entitlement {
+                entitlement.execute(params![r.tenant_id, record.to_string()]).map_err(unavailable)?;
+            }
+        }
+    }
+    // With synchronous=FULL the commit returns only once the WAL is on disk.
+    tx.commit().map_err(unavailable)
+}
+
+impl LedgerStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            append_blocking(&mut conn, &batch)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT seq, receipt_hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
+                .and_then(|mut s| s.query_row(params![tenant], |r| Ok(Head { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? })).optional())
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
+            let rows = s.query_map(params![tenant, after_seq as i64, limit as i64], row_to_receipt).map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable).and_then(|x| x)).collect()
+        })
+        .await
+    }
+
+    async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
+        let id = receipt_id.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE receipt_id = ?1")).map_err(unavailable)?;
+            s.query_row(params![id], row_to_receipt).optional().map_err(unavailable)?.transpose()
+        })
+        .await
+    }
+
+    async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
+        let id = message_id.to_owned();
+        self.read(move |c| {
+            let cols = COLUMNS.split(", ").map(|col| format!("r.{col}")).collect::<Vec<_>>().join(", ");
+            let mut s = c.prepare_cached(&format!("SELECT {cols} FROM pubsub_messages m JOIN receipts r ON r.receipt_id = m.receipt_id WHERE m.message_id = ?1")).map_err(unavailable)?;
+            s.query_row(params![id], row_to_receipt).optional().map_err(unavailable)?.transpose()
+        })
+        .await
+    }
+
+    async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let after = after.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached("SELECT DISTINCT tenant_id FROM receipts WHERE tenant_id > ?1 ORDER BY tenant_id LIMIT ?2").map_err(unavailable)?;
+            let rows = s.query_map(params![after, limit as i64], |r| r.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)).collect()
+        })
+        .await
+    }
+
+    async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let text: Option<String> = c.query_row("SELECT record FROM entitlements WHERE tenant_id = ?1", params![tenant], |r| r.get(0)).optional().map_err(unavailable)?;
+            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}")))).transpose()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
+    }
+}

@@ -1,0 +1,71 @@
+//! The ledger store contract every backend implements (SQLite, Firestore).
+//!
+//! Invariants every backend keeps (the contract suite in `tests/ledger/contract.rs` checks them
+//! on each): a batch is appended all-or-nothing; `(tenant_id, seq)` and `receipt_id` are unique,
+//! so an append that would fork a chain fails with [`StoreError::Conflict`]; a Pub/Sub message id
+//! is stored in the same commit as its receipt; nothing updates or deletes a receipt (the trait
+//! has no method for it).
+
+use serde_json::Value;
+
+use super::receipt::Receipt;
+
+/// One receipt to append, with what must be committed together with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendItem {
+    pub receipt: Receipt,
+    /// The Pub/Sub message that produced it; a later delivery of the same id finds this receipt.
+    pub message_id: Option<String>,
+    /// The tenant's entitlement record as it stands after this receipt (upserted atomically).
+    pub entitlement: Option<Value>,
+}
+
+impl AppendItem {
+    pub fn receipt(receipt: Receipt) -> Self {
+        AppendItem { receipt, message_id: None, entitlement: None }
+    }
+}
+
+/// The last receipt of a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer got there first (a `seq`, receipt id or message id already exists): the
+    /// caller reloads the chain head and retries or refuses. Nothing of the batch was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend could not be reached or failed; nothing of the batch was written.
+    #[error("ledger backend unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back as a receipt.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A ledger backend.
+#[allow(async_fn_in_trait, reason = "used with static dispatch on one thread per call site")]
+pub trait LedgerStore {
+    /// `sqlite` or `firestore`.
+    fn backend(&self) -> &'static str;
+    /// Appends a batch atomically (receipts of several tenants may be mixed, in chain order).
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<(), StoreError>;
+    /// The chain head of `tenant`.
+    async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError>;
+    /// Up to `limit` receipts of `tenant` with `seq > after_seq`, in `seq` order.
+    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError>;
+    /// One receipt by id.
+    async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError>;
+    /// The receipt a Pub/Sub message produced.
+    async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError>;
+    /// Up to `limit` tenants with a chain, in id order, after `after`.
+    async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// The tenant's entitlement record.
+    async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError>;
+    /// Whether the backend answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,347 @@
+//! The ReceiptWriter actor: the single writer of the ledger backend, with group commit.
+//!
+//! Callers hand over drafts through a [`LedgerHandle`]; the writer gives each its place in its
+//! tenant's chain, commits many callers' receipts in one transaction (at most `max_batch`
+//! receipts, after at most `linger`), and answers every caller only once its batch is durable.
+//! While a commit runs, new drafts gather for the next one. The queue is bounded: beyond
+//! `queue_capacity` receipts waiting, callers get [`LedgerError::Busy`] at once. A failed batch
+//! fails every caller in it and writes nothing (the backend commits all-or-nothing), and the
+//! chain heads the writer keeps are only advanced after a commit succeeded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use serde_json::Value;
+use supervisors::ChildRef;
+use tokio::sync::oneshot;
+
+use super::receipt::{Receipt, ReceiptDraft};
+use super::store::{AppendItem, Head, LedgerStore, StoreError};
+use super::AnyStore;
+use crate::telemetry::events;
+
+/// Chain heads kept in memory before the cache starts over (each is reloaded on demand).
+const HEAD_CACHE_LIMIT: usize = 200_000;
+
+/// Why an append did not become durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// Too many receipts are waiting; retry shortly.
+    #[error("the ledger queue is full")]
+    Busy,
+    /// The backend failed or the writer is restarting; nothing was written.
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+    /// Another instance appended to the same chain first; nothing was written.
+    #[error("the chain moved on concurrently: {0}")]
+    Conflict(String),
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => LedgerError::Conflict(m),
+            other => LedgerError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// One receipt to append.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub draft: ReceiptDraft,
+    /// A Pub/Sub message id: if a receipt exists for it already, that receipt is the answer and
+    /// nothing new is appended.
+    pub message_id: Option<String>,
+    /// The tenant's entitlement record after this receipt, committed with it.
+    pub entitlement: Option<Value>,
+}
+
+impl NewReceipt {
+    pub fn new(draft: ReceiptDraft) -> Self {
+        NewReceipt { draft, message_id: None, entitlement: None }
+    }
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub node: String,
+    pub max_batch: usize,
+    pub linger: Duration,
+    pub queue_capacity: usize,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Receipt>, LedgerError>>;
+
+struct Pending {
+    items: Vec<NewReceipt>,
+    reply: Reply,
+    enqueued: Instant,
+}
+
+/// The single writer of the ledger backend.
+pub struct ReceiptWriter {
+    store: AnyStore,
+    cfg: WriterConfig,
+    heads: HashMap<String, Head>,
+    pending: Vec<Pending>,
+    pending_receipts: usize,
+    flushing: bool,
+    linger_scheduled: bool,
+}
+
+impl ReceiptWriter {
+    pub fn new(store: AnyStore, cfg: WriterConfig) -> Self {
+        ReceiptWriter { store, cfg, heads: HashMap::new(), pending: Vec::new(), pending_receipts: 0, flushing: false, linger_scheduled: false }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.pending.is_empty() {
+            return;
+        }
+        if self.pending_receipts >= self.cfg.max_batch || self.cfg.linger.is_zero() {
+            self.flush(ctx);
+        } else if !self.linger_scheduled {
+            self.linger_scheduled = true;
+            ctx.run_later(self.cfg.linger, |act, ctx| {
+                act.linger_scheduled = false;
+                if !act.flushing {
+                    act.flush(ctx);
+                }
+            });
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        // Take whole callers, up to max_batch receipts (a caller's receipts are never split).
+        let mut batch = Vec::new();
+        let mut count = 0;
+        while let Some(p) = self.pending.first() {
+            if count > 0 && count + p.items.len() > self.cfg.max_batch {
+                break;
+            }
+            count += p.items.len();
+            batch.push(self.pending.remove(0));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.pending_receipts -= count;
+        self.flushing = true;
+        let tenants: Vec<String> = batch.iter().flat_map(|p| p.items.iter().map(|i| i.draft.tenant_id.clone())).collect();
+        let known: HashMap<String, Head> = tenants.iter().filter_map(|t| self.heads.get(t).map(|h| (t.clone(), h.clone()))).collect();
+        let store = self.store.clone();
+        let node = self.cfg.node.clone();
+        let work = commit(store, node, batch, known);
+        ctx.spawn(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| {
+            act.flushing = false;
+            match outcome {
+                Ok(new_heads) => {
+                    if act.heads.len() + new_heads.len() > HEAD_CACHE_LIMIT {
+                        act.heads.clear();
+                    }
+                    act.heads.extend(new_heads);
+                }
+                Err(touched) => {
+                    for t in touched {
+                        act.heads.remove(&t);
+                    }
+                }
+            }
+            act.schedule(ctx);
+        }));
+    }
+}
+
+/// Seals and commits one batch; answers every caller. Returns the new heads, or on failure the
+/// tenants whose cached heads must be reloaded.
+async fn commit(store: AnyStore, node: String, batch: Vec<Pending>, mut heads: HashMap<String, Head>) -> Result<HashMap<String, Head>, Vec<String>> {
+    let started = Instant::now();
+    // Answers per caller: Some(existing receipt) for a message already recorded.
+    let mut answers: Vec<Vec<Option<Receipt>>> = Vec::with_capacity(batch.len());
+    let mut items: Vec<AppendItem> = Vec::new();
+    let mut seen_messages: HashMap<String, usize> = HashMap::new();
+    let mut touched: Vec<String> = Vec::new();
+    let timestamp = crate::clock::now_rfc3339();
+    let mut failure: Option<LedgerError> = None;
+
+    'callers: for p in &batch {
+        let mut mine = Vec::with_capacity(p.items.len());
+        for it in &p.items {
+            if let Some(mid) = &it.message_id {
+                if let Some(&idx) = seen_messages.get(mid) {
+                    mine.push(Some(items[idx].receipt.clone()));
+                    continue;
+                }
+                match store.by_message_id(mid).await {
+                    Ok(Some(existing)) => {
+                        mine.push(Some(existing));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e.into());
+                        break 'callers;
+                    }
+                }
+            }
+            let tenant = &it.draft.tenant_id;
+            if !heads.contains_key(tenant) {
+                match store.head(tenant).await {
+                    Ok(Some(h)) => {
+                        heads.insert(tenant.clone(), h);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e.into());
+                        break 'callers;
+                    }
+                }
+            }
+            let prev = heads.get(tenant).map(|h| (h.seq, h.hash.as_str()));
+            let receipt = it.draft.clone().seal(prev, &node, timestamp.clone());
+            heads.insert(tenant.clone(), Head { seq: receipt.seq, hash: receipt.receipt_hash.clone() });
+            touched.push(tenant.clone());
+            if let Some(mid) = &it.message_id {
+                seen_messages.insert(mid.clone(), items.len());
+            }
+            items.push(AppendItem { receipt, message_id: it.message_id.clone(), entitlement: it.entitlement.clone() });
+            mine.push(None);
+        }
+        answers.push(mine);
+    }
+
+    let result = match failure {
+        Some(e) => Err(e),
+        None if items.is_empty() => Ok(()),
+        None => store.append(items.clone()).await.map_err(LedgerError::from),
+    };
+    let size = items.len();
+    match result {
+        Ok(()) => {
+            events::ledger_batch_committed(store.backend(), &items, started.elapsed());
+            let mut appended = items.into_iter().map(|i| i.receipt);
+            for (p, mine) in batch.into_iter().zip(answers) {
+                let receipts: Vec<Receipt> = mine.into_iter().map(|a| a.unwrap_or_else(|| appended.next().expect("one appended receipt per new item"))).collect();
+                events::receipts_durable(p.enqueued.elapsed());
+                let _ = p.reply.send(Ok(receipts));
+            }
+            Ok(heads.into_iter().filter(|(t, _)| touched.contains(t)).collect())
+        }
+        Err(e) => {
+            events::ledger_batch_failed(store.backend(), size, &e);
+            tracing::warn!(error = %e, receipts = size, callers = batch.len(), "ledger batch failed; every caller in it is refused");
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            Err(touched)
+        }
+    }
+}
+
+impl Actor for ReceiptWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.cfg.queue_capacity.max(16));
+        tracing::info!(backend = self.store.backend(), max_batch = self.cfg.max_batch, linger_us = self.cfg.linger.as_micros() as u64, "receipt writer started");
+    }
+
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        // Flush what is queued before stopping: the supervisor waits (shutdown timeout).
+        if self.pending.is_empty() && !self.flushing {
+            return Running::Stop;
+        }
+        if !self.flushing {
+            self.flush(ctx);
+        }
+        ctx.run_later(Duration::from_millis(1), |_, ctx| ctx.stop());
+        Running::Continue
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Enqueue(Pending);
+
+impl Handler<Enqueue> for ReceiptWriter {
+    type Result = ();
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        self.pending_receipts += msg.0.items.len();
+        self.pending.push(msg.0);
+        self.schedule(ctx);
+    }
+}
+
+/// Chaos hook: panic inside a handler.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+impl Handler<Crash> for ReceiptWriter {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("chaos: receipt writer crash requested");
+    }
+}
+
+/// How callers reach the writer (appends) and the store (reads).
+#[derive(Clone)]
+pub struct LedgerHandle {
+    writer: ChildRef<ReceiptWriter>,
+    store: AnyStore,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl LedgerHandle {
+    pub fn new(writer: ChildRef<ReceiptWriter>, store: AnyStore, capacity: usize) -> Self {
+        LedgerHandle { writer, store, queued: Arc::new(AtomicUsize::new(0)), capacity }
+    }
+
+    /// The store, for reads (never for appends).
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// The writer's supervised handle (chaos hooks, health).
+    pub fn writer(&self) -> &ChildRef<ReceiptWriter> {
+        &self.writer
+    }
+
+    /// Receipts waiting for a commit right now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Appends `items` (in order) and resolves once they are durable.
+    pub async fn append(&self, items: Vec<NewReceipt>) -> Result<Vec<Receipt>, LedgerError> {
+        let n = items.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(LedgerError::Busy);
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.try_tell(Enqueue(Pending { items, reply: tx, enqueued: Instant::now() }));
+        let outcome = match sent {
+            Ok(()) => rx.await.unwrap_or_else(|_| Err(LedgerError::Unavailable("the receipt writer stopped before committing; nothing was written".into()))),
+            Err(e) => Err(LedgerError::Unavailable(format!("the receipt writer is down ({e})"))),
+        };
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        outcome
+    }
+
+    /// Appends one receipt.
+    pub async fn append_one(&self, item: NewReceipt) -> Result<Receipt, LedgerError> {
+        let mut v = self.append(vec![item]).await?;
+        v.pop().ok_or_else(|| LedgerError::Unavailable("no receipt returned".into()))
+    }
+}

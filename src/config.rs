@@ -309,10 +309,18 @@ impl Settings {
             );
         }
         if self.ledger.max_batch == 0 {
-            return bad("ledger.max_batch", "0".into(), "at least 1 receipt per commit");
+            return bad(
+                "ledger.max_batch",
+                "0".into(),
+                "at least 1 receipt per commit",
+            );
         }
         if self.ledger.queue_capacity < self.ledger.max_batch {
-            return bad("ledger.queue_capacity", self.ledger.queue_capacity.to_string(), "at least ledger.max_batch");
+            return bad(
+                "ledger.queue_capacity",
+                self.ledger.queue_capacity.to_string(),
+                "at least ledger.max_batch",
+            );
         }
         if self.ledger.backend == LedgerBackend::Firestore && self.firestore_project().is_none() {
             return bad("firestore.project_id", String::new(), "a project id (FIRESTORE_PROJECT_ID or GOOGLE_CLOUD_PROJECT) when ledger.backend = firestore");
@@ -329,7 +337,10 @@ impl Settings {
 
     /// The Firestore project: `firestore.project_id`, else `gcp.project_id`.
     pub fn firestore_project(&self) -> Option<String> {
-        [&self.firestore.project_id, &self.gcp.project_id].into_iter().find(|p| !p.is_empty()).cloned()
+        [&self.firestore.project_id, &self.gcp.project_id]
+            .into_iter()
+            .find(|p| !p.is_empty())
+            .cloned()
     }
 
     /// The node name: configured, or `tai@<hostname>`.
@@ -356,7 +367,6 @@ impl Settings {
         mask(&mut v);
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
-
 }
 
 /// Replaces the values of secret-looking keys with `"***"`.
@@ -466,7 +476,10 @@ mod tests {
                 ("local", "127.0.0.1", 8080)
             );
             assert_eq!(s.pubsub.topic, "erlang-autonomics-events");
-            assert_eq!((s.ledger.backend, s.ledger.sqlite_path.to_str()), (LedgerBackend::Sqlite, Some("data/ledger.db")));
+            assert_eq!(
+                (s.ledger.backend, s.ledger.sqlite_path.to_str()),
+                (LedgerBackend::Sqlite, Some("data/ledger.db"))
+            );
             Ok(())
         });
     }

@@ -43,7 +43,9 @@ const EX_UNAVAILABLE: u8 = 69;
 /// Makes `firestore.emulator_host` visible to the Firestore client, which reads only the
 /// environment variable. Runs before any thread starts.
 fn export_emulator_hosts(settings: &Settings) {
-    if !settings.firestore.emulator_host.is_empty() && std::env::var_os("FIRESTORE_EMULATOR_HOST").is_none() {
+    if !settings.firestore.emulator_host.is_empty()
+        && std::env::var_os("FIRESTORE_EMULATOR_HOST").is_none()
+    {
         std::env::set_var("FIRESTORE_EMULATOR_HOST", &settings.firestore.emulator_host);
     }
 }

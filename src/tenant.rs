@@ -18,7 +18,12 @@ impl TenantId {
     /// ```
     pub fn parse(s: &str) -> Result<TenantId, String> {
         let b = s.as_bytes();
-        let ok = !b.is_empty() && b.len() <= 63 && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'));
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+            });
         if ok {
             Ok(TenantId(s.to_owned()))
         } else {
@@ -52,7 +57,20 @@ mod tests {
         for ok in ["a", "0", "acme-corp", "t.1_x-y", &"a".repeat(63)] {
             assert!(TenantId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", ".a", "_a", "A", "a b", "a/b", "ä", "a\0", &"a".repeat(64), "..", "a%2f"] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "A",
+            "a b",
+            "a/b",
+            "ä",
+            "a\0",
+            &"a".repeat(64),
+            "..",
+            "a%2f",
+        ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use actix::{Arbiter, ArbiterHandle};
 use anyhow::Context as _;
-use supervisors::{ChildRef, ChildSpec, EventSink, Intensity, Shutdown, Strategy, Supervisor, SupervisorEvent, SupervisorRef};
+use supervisors::{
+    ChildRef, ChildSpec, EventSink, Intensity, Shutdown, Strategy, Supervisor, SupervisorEvent,
+    SupervisorRef,
+};
 
 use crate::config::{LedgerBackend, Settings};
 use crate::receipts::firestore::FirestoreStore;
@@ -34,10 +37,23 @@ pub struct Tree {
 /// Opens the configured ledger backend.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
     Ok(match settings.ledger.backend {
-        LedgerBackend::Sqlite => AnyStore::Sqlite(SqliteStore::open(&settings.ledger.sqlite_path).with_context(|| format!("opening the SQLite ledger at {}", settings.ledger.sqlite_path.display()))?),
+        LedgerBackend::Sqlite => AnyStore::Sqlite(
+            SqliteStore::open(&settings.ledger.sqlite_path).with_context(|| {
+                format!(
+                    "opening the SQLite ledger at {}",
+                    settings.ledger.sqlite_path.display()
+                )
+            })?,
+        ),
         LedgerBackend::Firestore => {
-            let project = settings.firestore_project().context("ledger.backend = firestore needs a project id")?;
-            AnyStore::Firestore(FirestoreStore::connect(&project).await.with_context(|| format!("connecting to Firestore project {project}"))?)
+            let project = settings
+                .firestore_project()
+                .context("ledger.backend = firestore needs a project id")?;
+            AnyStore::Firestore(
+                FirestoreStore::connect(&project)
+                    .await
+                    .with_context(|| format!("connecting to Firestore project {project}"))?,
+            )
         }
     })
 }
@@ -49,11 +65,18 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         AnyStore::Firestore(_) => settings.ledger.max_batch.min(FirestoreStore::max_batch()),
         AnyStore::Sqlite(_) => settings.ledger.max_batch,
     };
-    let writer_cfg = WriterConfig { node: settings.node_name(), max_batch, linger: Duration::from_micros(settings.ledger.linger_us), queue_capacity: settings.ledger.queue_capacity };
+    let writer_cfg = WriterConfig {
+        node: settings.node_name(),
+        max_batch,
+        linger: Duration::from_micros(settings.ledger.linger_us),
+        queue_capacity: settings.ledger.queue_capacity,
+    };
 
     let (observer_spec, observer) = ChildSpec::worker("observer", Observer::default);
     let writer_store = store.clone();
-    let (ledger_spec, writer) = ChildSpec::worker("ledger", move || ReceiptWriter::new(writer_store.clone(), writer_cfg.clone()));
+    let (ledger_spec, writer) = ChildSpec::worker("ledger", move || {
+        ReceiptWriter::new(writer_store.clone(), writer_cfg.clone())
+    });
     let ledger_arbiter = Arbiter::new().handle();
 
     let remember = observer.clone();
@@ -64,15 +87,32 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     });
     let root = Supervisor::new("root")
         .strategy(Strategy::OneForOne)
-        .intensity(Intensity::new(settings.supervision.root_intensity, Duration::from_secs(settings.supervision.root_period_secs)))
+        .intensity(Intensity::new(
+            settings.supervision.root_intensity,
+            Duration::from_secs(settings.supervision.root_period_secs),
+        ))
         .events(sink)
-        .child(observer_spec.shutdown(Shutdown::Timeout(Duration::from_secs(1))).mailbox(1024))
-        .child(ledger_spec.arbiter(ledger_arbiter.clone()).shutdown(Shutdown::Timeout(Duration::from_secs(3))).mailbox(settings.ledger.queue_capacity))
+        .child(
+            observer_spec
+                .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+                .mailbox(1024),
+        )
+        .child(
+            ledger_spec
+                .arbiter(ledger_arbiter.clone())
+                .shutdown(Shutdown::Timeout(Duration::from_secs(3)))
+                .mailbox(settings.ledger.queue_capacity),
+        )
         .start()
         .await;
     if let Some(reason) = root.exit_reason() {
         anyhow::bail!("the supervision tree failed to start: {reason}");
     }
     let ledger = LedgerHandle::new(writer, store, settings.ledger.queue_capacity);
-    Ok(Tree { root, observer, ledger, ledger_arbiter })
+    Ok(Tree {
+        root,
+        observer,
+        ledger,
+        ledger_arbiter,
+    })
 }

@@ -15,6 +15,12 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "emulators (Firestore, Pub/Sub)"
+# shellcheck source=tools/emulators.sh
+source tools/emulators.sh
+trap emulators_stop EXIT
+emulators_start
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -48,8 +48,12 @@ impl ErrorCode {
     /// The HTTP status of this code.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::InvalidTenantId => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound | ErrorCode::TenantNotFound | ErrorCode::ReceiptNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::InvalidTenantId => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::NotFound | ErrorCode::TenantNotFound | ErrorCode::ReceiptNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -38,7 +38,9 @@ async fn supervision_check(state: &AppState) -> &'static str {
 /// `ok` when the ledger backend answers.
 async fn ledger_check(state: &AppState) -> &'static str {
     use crate::receipts::LedgerStore;
-    match actix_web::rt::time::timeout(Duration::from_secs(1), state.tree.ledger.store().ping()).await {
+    match actix_web::rt::time::timeout(Duration::from_secs(1), state.tree.ledger.store().ping())
+        .await
+    {
         Ok(Ok(())) => "ok",
         _ => "error",
     }

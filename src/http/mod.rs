@@ -54,8 +54,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(web::resource("/v1/tenants/{tenant}/receipts").route(web::get().to(receipts::list)))
-        .service(web::resource("/v1/tenants/{tenant}/receipts/verify").route(web::get().to(receipts::verify)))
+        .service(
+            web::resource("/v1/tenants/{tenant}/receipts").route(web::get().to(receipts::list)),
+        )
+        .service(
+            web::resource("/v1/tenants/{tenant}/receipts/verify")
+                .route(web::get().to(receipts::verify)),
+        )
         .service(web::resource("/v1/receipts/{receipt_id}").route(web::get().to(receipts::get)))
         .service(web::resource("/v1/supervision").route(web::get().to(ops::supervision)))
         .service(

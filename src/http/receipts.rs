@@ -32,7 +32,10 @@ pub fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
 async fn known_tenant(state: &AppState, tenant: &TenantId) -> Result<u64, ApiError> {
     match state.tree.ledger.store().head(tenant.as_str()).await? {
         Some(h) => Ok(h.seq),
-        None => Err(ApiError::new(ErrorCode::TenantNotFound, format!("tenant {tenant} not found"))),
+        None => Err(ApiError::new(
+            ErrorCode::TenantNotFound,
+            format!("tenant {tenant} not found"),
+        )),
     }
 }
 
@@ -43,16 +46,31 @@ pub struct Page {
 }
 
 /// `GET /v1/tenants/{tenant}/receipts?after_seq=&limit=`
-pub async fn list(state: web::Data<AppState>, path: web::Path<String>, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_id(&path)?;
     let limit = page.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "limit must be between 1 and 1000"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "limit must be between 1 and 1000",
+        ));
     }
     let head_seq = known_tenant(&state, &tenant).await?;
     let after = page.after_seq.unwrap_or(0);
-    let receipts = state.tree.ledger.store().range(tenant.as_str(), after, limit).await?;
-    let next = receipts.last().map(|r| r.seq).filter(|&s| receipts.len() == limit && s < head_seq);
+    let receipts = state
+        .tree
+        .ledger
+        .store()
+        .range(tenant.as_str(), after, limit)
+        .await?;
+    let next = receipts
+        .last()
+        .map(|r| r.seq)
+        .filter(|&s| receipts.len() == limit && s < head_seq);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "tenant_id": tenant.as_str(),
         "head_seq": head_seq,
@@ -62,7 +80,10 @@ pub async fn list(state: web::Data<AppState>, path: web::Path<String>, page: web
 }
 
 /// `GET /v1tenants/{tenant}/receipts/verify`
-pub async fn verify(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn verify(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_id(&path)?;
     known_tenant(&state, &tenant).await?;
     let report = verify_chain(state.tree.ledger.store(), tenant.as_str(), 1000, |_| {}).await?;
@@ -70,13 +91,19 @@ pub async fn verify(state: web::Data<AppState>, path: web::Path<String>) -> Resu
 }
 
 /// `GET /v1/receipts/{receipt_id}`
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return Err(ApiError::new(ErrorCode::ReceiptNotFound, "no such receipt"));
     }
     match state.tree.ledger.store().get(&id).await? {
         Some(r) => Ok(HttpResponse::Ok().json(r)),
-        None => Err(ApiError::new(ErrorCode::ReceiptNotFound, format!("receipt {id} not found"))),
+        None => Err(ApiError::new(
+            ErrorCode::ReceiptNotFound,
+            format!("receipt {id} not found"),
+        )),
     }
 }

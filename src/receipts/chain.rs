@@ -39,7 +39,13 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(tenant_id: impl Into<String>) -> Self {
-        Verifier { tenant_id: tenant_id.into(), expected_seq: 1, prev_hash: GENESIS_HASH.to_owned(), checked: 0, broken: None }
+        Verifier {
+            tenant_id: tenant_id.into(),
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_owned(),
+            checked: 0,
+            broken: None,
+        }
     }
 
     /// Checks the next receipt; returns `false` once the chain is broken (further input is
@@ -49,15 +55,28 @@ impl Verifier {
             return false;
         }
         // Breaks are reported at the chain position where they occur.
-        let fail = |reason: String| Break { seq: self.expected_seq, reason };
+        let fail = |reason: String| Break {
+            seq: self.expected_seq,
+            reason,
+        };
         let problem = if r.tenant_id != self.tenant_id {
-            Some(fail(format!("tenant_id is {:?}, expected {:?}", r.tenant_id, self.tenant_id)))
+            Some(fail(format!(
+                "tenant_id is {:?}, expected {:?}",
+                r.tenant_id, self.tenant_id
+            )))
         } else if r.seq != self.expected_seq {
-            Some(fail(format!("seq {} found where {} was expected (gap or reorder)", r.seq, self.expected_seq)))
+            Some(fail(format!(
+                "seq {} found where {} was expected (gap or reorder)",
+                r.seq, self.expected_seq
+            )))
         } else if r.prev_hash != self.prev_hash {
-            Some(fail("prev_hash does not match the previous receipt's receipt_hash".to_owned()))
+            Some(fail(
+                "prev_hash does not match the previous receipt's receipt_hash".to_owned(),
+            ))
         } else if r.compute_hash() != r.receipt_hash {
-            Some(fail("receipt_hash does not match the receipt's content".to_owned()))
+            Some(fail(
+                "receipt_hash does not match the receipt's content".to_owned(),
+            ))
         } else {
             None
         };
@@ -87,7 +106,12 @@ impl Verifier {
             if let Some((seq, hash)) = head {
                 let last = self.expected_seq - 1;
                 if seq != last || (last > 0 && hash != self.prev_hash) {
-                    self.broken = Some(Break { seq: last + 1, reason: format!("the chain head says seq {seq} but the receipts end at seq {last}") });
+                    self.broken = Some(Break {
+                        seq: last + 1,
+                        reason: format!(
+                            "the chain head says seq {seq} but the receipts end at seq {last}"
+                        ),
+                    });
                 }
             }
         }
@@ -112,9 +136,20 @@ mod tests {
     fn build_chain(payloads: &[(String, f64)]) -> Vec<Receipt> {
         let mut out: Vec<Receipt> = Vec::new();
         for (i, (reason, v)) in payloads.iter().enumerate() {
-            let d = ReceiptDraft::new("tenant-a", ReceiptType::Transition, "signal_processed", reason.clone()).states(Some("stable"), Some("stable")).metadata(json!({"input": {"value": v, "i": i}}));
+            let d = ReceiptDraft::new(
+                "tenant-a",
+                ReceiptType::Transition,
+                "signal_processed",
+                reason.clone(),
+            )
+            .states(Some("stable"), Some("stable"))
+            .metadata(json!({"input": {"value": v, "i": i}}));
             let prev = out.last().map(|r| (r.seq, r.receipt_hash.as_str()));
-            let r = d.seal(prev, "tai@test", format!("2026-01-01T00:00:{:02}.000Z", i % 60));
+            let r = d.seal(
+                prev,
+                "tai@test",
+                format!("2026-01-01T00:00:{:02}.000Z", i % 60),
+            );
             out.push(r);
         }
         out
@@ -134,7 +169,13 @@ mod tests {
             0 => r.receipt_id.push('x'),
             1 => r.tenant_id.push('x'),
             2 => r.seq += 1,
-            3 => r.kind = if r.kind == ReceiptType::Refusal { ReceiptType::Action } else { ReceiptType::Refusal },
+            3 => {
+                r.kind = if r.kind == ReceiptType::Refusal {
+                    ReceiptType::Action
+                } else {
+                    ReceiptType::Refusal
+                }
+            }
             4 => r.event_type.push('x'),
             5 => r.state_from = Some("tampered".into()),
             6 => r.state_to = None,

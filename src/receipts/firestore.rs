@@ -65,10 +65,19 @@ impl From<&Receipt> for ReceiptDoc {
 impl TryFrom<ReceiptDoc> for Receipt {
     type Error = StoreError;
     fn try_from(d: ReceiptDoc) -> Result<Self, StoreError> {
-        let kind = ReceiptType::parse(&d.kind).ok_or_else(|| StoreError::Corrupt(format!("receipt {}: unknown type {:?}", d.receipt_id, d.kind)))?;
+        let kind = ReceiptType::parse(&d.kind).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "receipt {}: unknown type {:?}",
+                d.receipt_id, d.kind
+            ))
+        })?;
         // Firestore drops empty maps' identity to `null` in no case, but an absent field reads as
         // null: metadata is always an object.
-        let metadata = if d.metadata.is_null() { Value::Object(Default::default()) } else { d.metadata };
+        let metadata = if d.metadata.is_null() {
+            Value::Object(Default::default())
+        } else {
+            d.metadata
+        };
         Ok(Receipt {
             receipt_id: d.receipt_id,
             tenant_id: d.tenant_id,
@@ -188,12 +197,24 @@ impl FirestoreStore {
     }
 
     fn tenant_parent(&self, tenant: &str) -> Result<String, StoreError> {
-        self.db.parent_path("tenants", tenant).map(String::from).map_err(map_err)
+        self.db
+            .parent_path("tenants", tenant)
+            .map(String::from)
+            .map_err(map_err)
     }
 
     async fn receipt_at(&self, tenant: &str, seq: u64) -> Result<Option<Receipt>, StoreError> {
         let parent = self.tenant_parent(tenant)?;
-        let doc: Option<ReceiptDoc> = self.db.fluent().select().by_id_in("receipts").parent(parent).obj().one(seq_id(seq)).await.map_err(map_err)?;
+        let doc: Option<ReceiptDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in("receipts")
+            .parent(parent)
+            .obj()
+            .one(seq_id(seq))
+            .await
+            .map_err(map_err)?;
         doc.map(Receipt::try_from).transpose()
     }
 }
@@ -224,42 +245,102 @@ impl LedgerStore for FirestoreStore {
                 .object(&doc)
                 .add_to_transaction(&mut tx)
                 .map_err(map_err)?;
-            let index = IndexDoc { tenant_id: r.tenant_id.clone(), seq: r.seq as i64, receipt_id: r.receipt_id.clone() };
-            self.db.fluent().update().in_col("receipt_index").precondition(FirestoreWritePrecondition::Exists(false)).document_id(&r.receipt_id).object(&index).add_to_transaction(&mut tx).map_err(map_err)?;
+            let index = IndexDoc {
+                tenant_id: r.tenant_id.clone(),
+                seq: r.seq as i64,
+                receipt_id: r.receipt_id.clone(),
+            };
+            self.db
+                .fluent()
+                .update()
+                .in_col("receipt_index")
+                .precondition(FirestoreWritePrecondition::Exists(false))
+                .document_id(&r.receipt_id)
+                .object(&index)
+                .add_to_transaction(&mut tx)
+                .map_err(map_err)?;
             writes += 2;
             if let Some(id) = &item.message_id {
-                self.db.fluent().update().in_col("pubsub_messages").precondition(FirestoreWritePrecondition::Exists(false)).document_id(message_doc_id(id)).object(&index).add_to_transaction(&mut tx).map_err(map_err)?;
+                self.db
+                    .fluent()
+                    .update()
+                    .in_col("pubsub_messages")
+                    .precondition(FirestoreWritePrecondition::Exists(false))
+                    .document_id(message_doc_id(id))
+                    .object(&index)
+                    .add_to_transaction(&mut tx)
+                    .map_err(map_err)?;
                 writes += 1;
             }
-            let entry = heads.entry(r.tenant_id.clone()).or_insert((Head { seq: 0, hash: String::new() }, None));
-            entry.0 = Head { seq: r.seq, hash: r.receipt_hash.clone() };
+            let entry = heads.entry(r.tenant_id.clone()).or_insert((
+                Head {
+                    seq: 0,
+                    hash: String::new(),
+                },
+                None,
+            ));
+            entry.0 = Head {
+                seq: r.seq,
+                hash: r.receipt_hash.clone(),
+            };
             if item.entitlement.is_some() {
                 entry.1.clone_from(&item.entitlement);
             }
         }
         for (tenant, (head, entitlement)) in &heads {
             let has_entitlement = entitlement.is_some();
-            let doc = TenantDoc { tenant_id: tenant.clone(), head_seq: head.seq as i64, head_hash: head.hash.clone(), entitlement: entitlement.clone() };
+            let doc = TenantDoc {
+                tenant_id: tenant.clone(),
+                head_seq: head.seq as i64,
+                head_hash: head.hash.clone(),
+                entitlement: entitlement.clone(),
+            };
             let mut fields = vec!["tenant_id", "head_seq", "head_hash"];
             if has_entitlement {
                 fields.push("entitlement");
             }
-            self.db.fluent().update().fields(fields).in_col("tenants").document_id(tenant).object(&doc).add_to_transaction(&mut tx).map_err(map_err)?;
+            self.db
+                .fluent()
+                .update()
+                .fields(fields)
+                .in_col("tenants")
+                .document_id(tenant)
+                .object(&doc)
+                .add_to_transaction(&mut tx)
+                .map_err(map_err)?;
             writes += 1;
         }
         if writes > MAX_WRITES {
             let _ = tx.rollback().await;
-            return Err(StoreError::Unavailable(format!("batch needs {writes} writes, over Firestore's {MAX_WRITES} per commit")));
+            return Err(StoreError::Unavailable(format!(
+                "batch needs {writes} writes, over Firestore's {MAX_WRITES} per commit"
+            )));
         }
         tx.commit().await.map(|_| ()).map_err(map_err)
     }
 
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
-        let doc: Option<TenantDoc> = self.db.fluent().select().by_id_in("tenants").obj().one(tenant).await.map_err(map_err)?;
-        Ok(doc.filter(|d| d.head_seq > 0).map(|d| Head { seq: d.head_seq as u64, hash: d.head_hash }))
+        let doc: Option<TenantDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in("tenants")
+            .obj()
+            .one(tenant)
+            .await
+            .map_err(map_err)?;
+        Ok(doc.filter(|d| d.head_seq > 0).map(|d| Head {
+            seq: d.head_seq as u64,
+            hash: d.head_hash,
+        }))
     }
 
-    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+    async fn range(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Receipt>, StoreError> {
         let parent = self.tenant_parent(tenant)?;
         let docs: Vec<ReceiptDoc> = self
             .db
@@ -281,7 +362,15 @@ impl LedgerStore for FirestoreStore {
         if receipt_id.is_empty() || receipt_id.contains('/') {
             return Ok(None);
         }
-        let index: Option<IndexDoc> = self.db.fluent().select().by_id_in("receipt_index").obj().one(receipt_id).await.map_err(map_err)?;
+        let index: Option<IndexDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in("receipt_index")
+            .obj()
+            .one(receipt_id)
+            .await
+            .map_err(map_err)?;
         match index {
             Some(i) => self.receipt_at(&i.tenant_id, i.seq as u64).await,
             None => Ok(None),
@@ -289,7 +378,15 @@ impl LedgerStore for FirestoreStore {
     }
 
     async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
-        let index: Option<IndexDoc> = self.db.fluent().select().by_id_in("pubsub_messages").obj().one(message_doc_id(message_id)).await.map_err(map_err)?;
+        let index: Option<IndexDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in("pubsub_messages")
+            .obj()
+            .one(message_doc_id(message_id))
+            .await
+            .map_err(map_err)?;
         match index {
             Some(i) => self.receipt_at(&i.tenant_id, i.seq as u64).await,
             None => Ok(None),
@@ -314,7 +411,15 @@ impl LedgerStore for FirestoreStore {
     }
 
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
-        let doc: Option<TenantDoc> = self.db.fluent().select().by_id_in("tenants").obj().one(tenant).await.map_err(map_err)?;
+        let doc: Option<TenantDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in("tenants")
+            .obj()
+            .one(tenant)
+            .await
+            .map_err(map_err)?;
         Ok(doc.and_then(|d| d.entitlement))
     }
 

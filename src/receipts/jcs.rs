@@ -160,17 +160,26 @@ mod tests {
     fn members_sort_by_utf16_code_units() {
         // U+10000 is D800 DC00 in UTF-16, which sorts before U+E000 though its UTF-8 is larger.
         let v = json!({"\u{e000}": 1, "\u{10000}": 2, "b": 3, "a": 4, "": 5});
-        assert_eq!(canonical(&v), "{\"\":5,\"a\":4,\"b\":3,\"\u{10000}\":2,\"\u{e000}\":1}");
+        assert_eq!(
+            canonical(&v),
+            "{\"\":5,\"a\":4,\"b\":3,\"\u{10000}\":2,\"\u{e000}\":1}"
+        );
     }
 
     #[test]
     fn strings_use_minimal_escapes() {
-        assert_eq!(canonical(&json!("a\"b\\c\u{1}\u{1f}\u{7f}\u{2028}é")), "\"a\\\"b\\\\c\\u0001\\u001f\u{7f}\u{2028}é\"");
+        assert_eq!(
+            canonical(&json!("a\"b\\c\u{1}\u{1f}\u{7f}\u{2028}é")),
+            "\"a\\\"b\\\\c\\u0001\\u001f\u{7f}\u{2028}é\""
+        );
         assert_eq!(canonical(&json!("\u{8}\t\n\u{c}\r")), r#""\b\t\n\f\r""#);
     }
 
     #[test]
     fn nesting_and_literals() {
-        assert_eq!(canonical(&json!({"z": [true, false, null, {}, []], "y": {"b": 1, "a": 2}})), r#"{"y":{"a":2,"b":1},"z":[true,false,null,{},[]]}"#);
+        assert_eq!(
+            canonical(&json!({"z": [true, false, null, {}, []], "y": {"b": 1, "a": 2}})),
+            r#"{"y":{"a":2,"b":1},"z":[true,false,null,{},[]]}"#
+        );
     }
 }

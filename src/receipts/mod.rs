@@ -51,7 +51,12 @@ impl LedgerStore for AnyStore {
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
         each!(self, s => s.head(tenant).await)
     }
-    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+    async fn range(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Receipt>, StoreError> {
         each!(self, s => s.range(tenant, after_seq, limit).await)
     }
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
@@ -73,13 +78,20 @@ impl LedgerStore for AnyStore {
 
 /// Verifies `tenant`'s whole chain page by page (constant memory), with `progress` called after
 /// each page with the number of receipts checked so far.
-pub async fn verify_chain<S: LedgerStore>(store: &S, tenant: &str, page: usize, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StoreError> {
+pub async fn verify_chain<S: LedgerStore>(
+    store: &S,
+    tenant: &str,
+    page: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, StoreError> {
     let head = store.head(tenant).await?;
     let mut v = Verifier::new(tenant);
     let mut after = 0;
     loop {
         let rows = store.range(tenant, after, page).await?;
-        let Some(last) = rows.last().map(|r| r.seq) else { break };
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            break;
+        };
         let mut ok = true;
         for r in &rows {
             if !v.feed(r) {

@@ -136,7 +136,12 @@ pub struct ReceiptDraft {
 
 impl ReceiptDraft {
     /// A draft with a fresh UUIDv7 id and empty metadata.
-    pub fn new(tenant_id: impl Into<String>, kind: ReceiptType, event_type: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        tenant_id: impl Into<String>,
+        kind: ReceiptType,
+        event_type: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         ReceiptDraft {
             receipt_id: uuid::Uuid::now_v7().to_string(),
             tenant_id: tenant_id.into(),
@@ -196,14 +201,25 @@ mod tests {
     fn every_shared_vector_is_reproduced_byte_for_byte() {
         // The authoritative vectors live in the shared folder beside the repository (CI lays it
         // out the same way); TAI_RECEIPT_VECTORS may point elsewhere.
-        let path = std::env::var("TAI_RECEIPT_VECTORS").map(std::path::PathBuf::from).unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/receipts/vectors.json"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("receipt vectors at {}: {e}", path.display()));
+        let path = std::env::var("TAI_RECEIPT_VECTORS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../shared/receipts/vectors.json")
+            });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("receipt vectors at {}: {e}", path.display()));
         let doc: Value = serde_json::from_str(&text).unwrap();
         let vectors = doc["vectors"].as_array().unwrap();
         assert!(vectors.len() >= 4);
         for v in vectors {
             let r: Receipt = serde_json::from_value(v["receipt"].clone()).unwrap();
-            assert_eq!(r.canonical(), v["canonical"].as_str().unwrap(), "canonical text of seq {}", r.seq);
+            assert_eq!(
+                r.canonical(),
+                v["canonical"].as_str().unwrap(),
+                "canonical text of seq {}",
+                r.seq
+            );
             assert_eq!(r.compute_hash(), r.receipt_hash, "hash of seq {}", r.seq);
             // The general-purpose canonicalizer agrees with the receipt's own writer.
             let mut obj = v["receipt"].clone();
@@ -214,17 +230,31 @@ mod tests {
 
     #[test]
     fn a_sealed_chain_links_each_receipt_to_the_previous_hash() {
-        let a = ReceiptDraft::new("t", ReceiptType::Transition, "x", "r").seal(None, "n", "2026-01-01T00:00:00.000Z".into());
-        let b = ReceiptDraft::new("t", ReceiptType::Refusal, "y", "r").seal(Some((a.seq, &a.receipt_hash)), "n", "2026-01-01T00:00:00.001Z".into());
+        let a = ReceiptDraft::new("t", ReceiptType::Transition, "x", "r").seal(
+            None,
+            "n",
+            "2026-01-01T00:00:00.000Z".into(),
+        );
+        let b = ReceiptDraft::new("t", ReceiptType::Refusal, "y", "r").seal(
+            Some((a.seq, &a.receipt_hash)),
+            "n",
+            "2026-01-01T00:00:00.001Z".into(),
+        );
         assert_eq!((a.seq, a.prev_hash.as_str()), (1, GENESIS_HASH));
         assert_eq!((b.seq, b.prev_hash.as_str()), (2, a.receipt_hash.as_str()));
         assert_eq!(b.receipt_hash, b.compute_hash());
-        assert_eq!(uuid::Uuid::parse_str(&a.receipt_id).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(&a.receipt_id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
     }
 
     #[test]
     fn serialization_keeps_every_member_with_nulls() {
-        let r = ReceiptDraft::new("t", ReceiptType::ToolCall, "x", "r").seal(None, "n", "ts".into());
+        let r =
+            ReceiptDraft::new("t", ReceiptType::ToolCall, "x", "r").seal(None, "n", "ts".into());
         let v = serde_json::to_value(&r).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 13);

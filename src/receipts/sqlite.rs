@@ -76,11 +76,20 @@ impl SqliteStore {
     /// Opens (creating if needed) the ledger file at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| unavailable(format!("creating {}: {e}", dir.display())))?;
         }
-        let mut conn = open(path).map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
-        migrate(&mut conn).map_err(|e| unavailable(format!("migrating {}: {e}", path.display())))?;
-        Ok(SqliteStore { inner: Arc::new(Inner { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) }) })
+        let mut conn =
+            open(path).map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
+        migrate(&mut conn)
+            .map_err(|e| unavailable(format!("migrating {}: {e}", path.display())))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
     }
 
     /// The ledger file.
@@ -91,7 +100,10 @@ impl SqliteStore {
     /// The schema version in the file.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let conn = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0)).map_err(unavailable)
+        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .map_err(unavailable)
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -102,7 +114,12 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         actix_web::rt::task::spawn_blocking(move || {
-            let conn = match inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            let conn = match inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+            {
                 Some(c) => c,
                 None => open(&inner.path).map_err(unavailable)?,
             };
@@ -120,11 +137,18 @@ impl SqliteStore {
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
-    let current: u32 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
-        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, crate::clock::now_rfc3339()])?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, crate::clock::now_rfc3339()],
+        )?;
         tx.commit()?;
     }
     Ok(())
@@ -136,11 +160,17 @@ fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Receipt, S
     let seq: i64 = row.get(2)?;
     let receipt_id: String = row.get(0)?;
     let Some(kind) = ReceiptType::parse(&kind) else {
-        return Ok(Err(StoreError::Corrupt(format!("receipt {receipt_id}: unknown type {kind:?}"))));
+        return Ok(Err(StoreError::Corrupt(format!(
+            "receipt {receipt_id}: unknown type {kind:?}"
+        ))));
     };
     let metadata: Value = match serde_json::from_str(&metadata) {
         Ok(v) => v,
-        Err(e) => return Ok(Err(StoreError::Corrupt(format!("receipt {receipt_id}: metadata is not JSON: {e}")))),
+        Err(e) => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "receipt {receipt_id}: metadata is not JSON: {e}"
+            ))))
+        }
     };
     Ok(Ok(Receipt {
         receipt_id,
@@ -167,19 +197,53 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
     let tx = conn.transaction().map_err(unavailable)?;
     {
         let mut insert = tx.prepare_cached(&format!("INSERT INTO receipts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")).map_err(unavailable)?;
-        let mut message = tx.prepare_cached("INSERT INTO pubsub_messages (message_id, receipt_id) VALUES (?1, ?2)").map_err(unavailable)?;
+        let mut message = tx
+            .prepare_cached("INSERT INTO pubsub_messages (message_id, receipt_id) VALUES (?1, ?2)")
+            .map_err(unavailable)?;
         let mut entitlement = tx.prepare_cached("INSERT INTO entitlements (tenant_id, record) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET record = excluded.record").map_err(unavailable)?;
         for item in batch {
             let r = &item.receipt;
-            let metadata = serde_json::to_string(&r.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let metadata = serde_json::to_string(&r.metadata)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             insert
-                .execute(params![r.receipt_id, r.tenant_id, r.seq as i64, r.kind.as_str(), r.event_type, r.state_from, r.state_to, r.reason, metadata, r.node, r.timestamp, r.prev_hash, r.receipt_hash])
-                .map_err(|e| if is_constraint(&e) { StoreError::Conflict(format!("receipt {} (tenant {}, seq {}) already exists", r.receipt_id, r.tenant_id, r.seq)) } else { unavailable(e) })?;
+                .execute(params![
+                    r.receipt_id,
+                    r.tenant_id,
+                    r.seq as i64,
+                    r.kind.as_str(),
+                    r.event_type,
+                    r.state_from,
+                    r.state_to,
+                    r.reason,
+                    metadata,
+                    r.node,
+                    r.timestamp,
+                    r.prev_hash,
+                    r.receipt_hash
+                ])
+                .map_err(|e| {
+                    if is_constraint(&e) {
+                        StoreError::Conflict(format!(
+                            "receipt {} (tenant {}, seq {}) already exists",
+                            r.receipt_id, r.tenant_id, r.seq
+                        ))
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
             if let Some(id) = &item.message_id {
-                message.execute(params![id, r.receipt_id]).map_err(|e| if is_constraint(&e) { StoreError::Conflict(format!("message {id} already has a receipt")) } else { unavailable(e) })?;
+                message.execute(params![id, r.receipt_id]).map_err(|e| {
+                    if is_constraint(&e) {
+                        StoreError::Conflict(format!("message {id} already has a receipt"))
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
             }
             if let Some(record) = &item.entitlement {
-                entitlement.execute(params![r.tenant_id, record.to_string()]).map_err(unavailable)?;
+                entitlement
+                    .execute(params![r.tenant_id, record.to_string()])
+                    .map_err(unavailable)?;
             }
         }
     }
@@ -212,7 +276,12 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError> {
+    async fn range(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Receipt>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
@@ -225,8 +294,15 @@ impl LedgerStore for SqliteStore {
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
         let id = receipt_id.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE receipt_id = ?1")).map_err(unavailable)?;
-            s.query_row(params![id], row_to_receipt).optional().map_err(unavailable)?.transpose()
+            let mut s = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM receipts WHERE receipt_id = ?1"
+                ))
+                .map_err(unavailable)?;
+            s.query_row(params![id], row_to_receipt)
+                .optional()
+                .map_err(unavailable)?
+                .transpose()
         })
         .await
     }
@@ -254,13 +330,25 @@ impl LedgerStore for SqliteStore {
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| {
-            let text: Option<String> = c.query_row("SELECT record FROM entitlements WHERE tenant_id = ?1", params![tenant], |r| r.get(0)).optional().map_err(unavailable)?;
-            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}")))).transpose()
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT record FROM entitlements WHERE tenant_id = ?1",
+                    params![tenant],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            text.map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}")))
+            })
+            .transpose()
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
     }
 }

@@ -22,7 +22,11 @@ pub struct AppendItem {
 
 impl AppendItem {
     pub fn receipt(receipt: Receipt) -> Self {
-        AppendItem { receipt, message_id: None, entitlement: None }
+        AppendItem {
+            receipt,
+            message_id: None,
+            entitlement: None,
+        }
     }
 }
 
@@ -48,7 +52,10 @@ pub enum StoreError {
 }
 
 /// A ledger backend.
-#[allow(async_fn_in_trait, reason = "used with static dispatch on one thread per call site")]
+#[allow(
+    async_fn_in_trait,
+    reason = "used with static dispatch on one thread per call site"
+)]
 pub trait LedgerStore {
     /// `sqlite` or `firestore`.
     fn backend(&self) -> &'static str;
@@ -57,7 +64,12 @@ pub trait LedgerStore {
     /// The chain head of `tenant`.
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError>;
     /// Up to `limit` receipts of `tenant` with `seq > after_seq`, in `seq` order.
-    async fn range(&self, tenant: &str, after_seq: u64, limit: usize) -> Result<Vec<Receipt>, StoreError>;
+    async fn range(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Receipt>, StoreError>;
     /// One receipt by id.
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError>;
     /// The receipt a Pub/Sub message produced.

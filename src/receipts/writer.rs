@@ -63,7 +63,11 @@ pub struct NewReceipt {
 
 impl NewReceipt {
     pub fn new(draft: ReceiptDraft) -> Self {
-        NewReceipt { draft, message_id: None, entitlement: None }
+        NewReceipt {
+            draft,
+            message_id: None,
+            entitlement: None,
+        }
     }
 }
 
@@ -97,7 +101,15 @@ pub struct ReceiptWriter {
 
 impl ReceiptWriter {
     pub fn new(store: AnyStore, cfg: WriterConfig) -> Self {
-        ReceiptWriter { store, cfg, heads: HashMap::new(), pending: Vec::new(), pending_receipts: 0, flushing: false, linger_scheduled: false }
+        ReceiptWriter {
+            store,
+            cfg,
+            heads: HashMap::new(),
+            pending: Vec::new(),
+            pending_receipts: 0,
+            flushing: false,
+            linger_scheduled: false,
+        }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -133,8 +145,14 @@ impl ReceiptWriter {
         }
         self.pending_receipts -= count;
         self.flushing = true;
-        let tenants: Vec<String> = batch.iter().flat_map(|p| p.items.iter().map(|i| i.draft.tenant_id.clone())).collect();
-        let known: HashMap<String, Head> = tenants.iter().filter_map(|t| self.heads.get(t).map(|h| (t.clone(), h.clone()))).collect();
+        let tenants: Vec<String> = batch
+            .iter()
+            .flat_map(|p| p.items.iter().map(|i| i.draft.tenant_id.clone()))
+            .collect();
+        let known: HashMap<String, Head> = tenants
+            .iter()
+            .filter_map(|t| self.heads.get(t).map(|h| (t.clone(), h.clone())))
+            .collect();
         let store = self.store.clone();
         let node = self.cfg.node.clone();
         let work = commit(store, node, batch, known);
@@ -160,7 +178,12 @@ impl ReceiptWriter {
 
 /// Seals and commits one batch; answers every caller. Returns the new heads, or on failure the
 /// tenants whose cached heads must be reloaded.
-async fn commit(store: AnyStore, node: String, batch: Vec<Pending>, mut heads: HashMap<String, Head>) -> Result<HashMap<String, Head>, Vec<String>> {
+async fn commit(
+    store: AnyStore,
+    node: String,
+    batch: Vec<Pending>,
+    mut heads: HashMap<String, Head>,
+) -> Result<HashMap<String, Head>, Vec<String>> {
     let started = Instant::now();
     // Answers per caller: Some(existing receipt) for a message already recorded.
     let mut answers: Vec<Vec<Option<Receipt>>> = Vec::with_capacity(batch.len());
@@ -205,12 +228,22 @@ async fn commit(store: AnyStore, node: String, batch: Vec<Pending>, mut heads: H
             }
             let prev = heads.get(tenant).map(|h| (h.seq, h.hash.as_str()));
             let receipt = it.draft.clone().seal(prev, &node, timestamp.clone());
-            heads.insert(tenant.clone(), Head { seq: receipt.seq, hash: receipt.receipt_hash.clone() });
+            heads.insert(
+                tenant.clone(),
+                Head {
+                    seq: receipt.seq,
+                    hash: receipt.receipt_hash.clone(),
+                },
+            );
             touched.push(tenant.clone());
             if let Some(mid) = &it.message_id {
                 seen_messages.insert(mid.clone(), items.len());
             }
-            items.push(AppendItem { receipt, message_id: it.message_id.clone(), entitlement: it.entitlement.clone() });
+            items.push(AppendItem {
+                receipt,
+                message_id: it.message_id.clone(),
+                entitlement: it.entitlement.clone(),
+            });
             mine.push(None);
         }
         answers.push(mine);
@@ -227,11 +260,21 @@ async fn commit(store: AnyStore, node: String, batch: Vec<Pending>, mut heads: H
             events::ledger_batch_committed(store.backend(), &items, started.elapsed());
             let mut appended = items.into_iter().map(|i| i.receipt);
             for (p, mine) in batch.into_iter().zip(answers) {
-                let receipts: Vec<Receipt> = mine.into_iter().map(|a| a.unwrap_or_else(|| appended.next().expect("one appended receipt per new item"))).collect();
+                let receipts: Vec<Receipt> = mine
+                    .into_iter()
+                    .map(|a| {
+                        a.unwrap_or_else(|| {
+                            appended.next().expect("one appended receipt per new item")
+                        })
+                    })
+                    .collect();
                 events::receipts_durable(p.enqueued.elapsed());
                 let _ = p.reply.send(Ok(receipts));
             }
-            Ok(heads.into_iter().filter(|(t, _)| touched.contains(t)).collect())
+            Ok(heads
+                .into_iter()
+                .filter(|(t, _)| touched.contains(t))
+                .collect())
         }
         Err(e) => {
             events::ledger_batch_failed(store.backend(), size, &e);
@@ -249,7 +292,12 @@ impl Actor for ReceiptWriter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.cfg.queue_capacity.max(16));
-        tracing::info!(backend = self.store.backend(), max_batch = self.cfg.max_batch, linger_us = self.cfg.linger.as_micros() as u64, "receipt writer started");
+        tracing::info!(
+            backend = self.store.backend(),
+            max_batch = self.cfg.max_batch,
+            linger_us = self.cfg.linger.as_micros() as u64,
+            "receipt writer started"
+        );
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
@@ -301,7 +349,12 @@ pub struct LedgerHandle {
 
 impl LedgerHandle {
     pub fn new(writer: ChildRef<ReceiptWriter>, store: AnyStore, capacity: usize) -> Self {
-        LedgerHandle { writer, store, queued: Arc::new(AtomicUsize::new(0)), capacity }
+        LedgerHandle {
+            writer,
+            store,
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        }
     }
 
     /// The store, for reads (never for appends).
@@ -330,10 +383,20 @@ impl LedgerHandle {
             return Err(LedgerError::Busy);
         }
         let (tx, rx) = oneshot::channel();
-        let sent = self.writer.try_tell(Enqueue(Pending { items, reply: tx, enqueued: Instant::now() }));
+        let sent = self.writer.try_tell(Enqueue(Pending {
+            items,
+            reply: tx,
+            enqueued: Instant::now(),
+        }));
         let outcome = match sent {
-            Ok(()) => rx.await.unwrap_or_else(|_| Err(LedgerError::Unavailable("the receipt writer stopped before committing; nothing was written".into()))),
-            Err(e) => Err(LedgerError::Unavailable(format!("the receipt writer is down ({e})"))),
+            Ok(()) => rx.await.unwrap_or_else(|_| {
+                Err(LedgerError::Unavailable(
+                    "the receipt writer stopped before committing; nothing was written".into(),
+                ))
+            }),
+            Err(e) => Err(LedgerError::Unavailable(format!(
+                "the receipt writer is down ({e})"
+            ))),
         };
         self.queued.fetch_sub(n, Ordering::AcqRel);
         outcome
@@ -342,6 +405,7 @@ impl LedgerHandle {
     /// Appends one receipt.
     pub async fn append_one(&self, item: NewReceipt) -> Result<Receipt, LedgerError> {
         let mut v = self.append(vec![item]).await?;
-        v.pop().ok_or_else(|| LedgerError::Unavailable("no receipt returned".into()))
+        v.pop()
+            .ok_or_else(|| LedgerError::Unavailable("no receipt returned".into()))
     }
 }

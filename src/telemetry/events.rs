@@ -67,18 +67,31 @@ pub fn panicked() {
 }
 
 /// A ledger batch became durable.
-pub fn ledger_batch_committed(backend: &'static str, items: &[crate::receipts::AppendItem], elapsed: Duration) {
+pub fn ledger_batch_committed(
+    backend: &'static str,
+    items: &[crate::receipts::AppendItem],
+    elapsed: Duration,
+) {
     for item in items {
         metrics::counter!("tai_receipts_total", "type" => item.receipt.kind.as_str()).increment(1);
     }
     metrics::histogram!("tai_ledger_batch_size").record(items.len() as f64);
-    metrics::histogram!("tai_ledger_commit_seconds", "backend" => backend).record(elapsed.as_secs_f64());
+    metrics::histogram!("tai_ledger_commit_seconds", "backend" => backend)
+        .record(elapsed.as_secs_f64());
     if backend == "firestore" && !items.is_empty() {
         // Receipt document + index document (+ message document) per receipt.
-        let docs: usize = items.iter().map(|i| 2 + usize::from(i.message_id.is_some())).sum();
+        let docs: usize = items
+            .iter()
+            .map(|i| 2 + usize::from(i.message_id.is_some()))
+            .sum();
         metrics::counter!("tai_firestore_writes_total").increment(docs as u64);
     }
-    tracing::trace!(backend, receipts = items.len(), elapsed_us = elapsed.as_micros() as u64, "ledger batch committed");
+    tracing::trace!(
+        backend,
+        receipts = items.len(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "ledger batch committed"
+    );
 }
 
 /// A caller's receipts are durable, `elapsed` after it asked.
@@ -87,11 +100,16 @@ pub fn receipts_durable(elapsed: Duration) {
 }
 
 /// A ledger batch failed and was refused to every caller in it.
-pub fn ledger_batch_failed(backend: &'static str, receipts: usize, error: &crate::receipts::writer::LedgerError) {
+pub fn ledger_batch_failed(
+    backend: &'static str,
+    receipts: usize,
+    error: &crate::receipts::writer::LedgerError,
+) {
     let kind = match error {
         crate::receipts::writer::LedgerError::Conflict(_) => "conflict",
         _ => "unavailable",
     };
-    metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => kind).increment(1);
+    metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => kind)
+        .increment(1);
     tracing::debug!(backend, receipts, %error, "ledger batch failed");
 }

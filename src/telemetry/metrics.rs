@@ -15,14 +15,21 @@ const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// Receipts per ledger commit.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// Installs the recorder the first time; later calls (tests start many apps) reuse it.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("tai_ledger_batch_size".into()), BATCH_BUCKETS))
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("tai_ledger_batch_size".into()),
+                    BATCH_BUCKETS,
+                )
+            })
             .expect("the bucket lists are non-empty constants");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -81,11 +88,28 @@ fn describe_all() {
     );
     describe_counter!("tai_panics_total", "Panics caught anywhere in the process");
     describe_counter!("tai_receipts_total", "Receipts made durable, by type");
-    describe_histogram!("tai_receipt_emission_seconds", Unit::Seconds, "From asking the ledger to the receipt being durable");
-    describe_counter!("tai_firestore_writes_total", "Documents written to Firestore by the ledger");
-    describe_histogram!("tai_ledger_batch_size", "Receipts per ledger commit (group commit)");
-    describe_histogram!("tai_ledger_commit_seconds", Unit::Seconds, "Duration of one ledger commit");
-    describe_counter!("tai_ledger_batch_failures_total", "Ledger commits that failed, by backend and kind");
+    describe_histogram!(
+        "tai_receipt_emission_seconds",
+        Unit::Seconds,
+        "From asking the ledger to the receipt being durable"
+    );
+    describe_counter!(
+        "tai_firestore_writes_total",
+        "Documents written to Firestore by the ledger"
+    );
+    describe_histogram!(
+        "tai_ledger_batch_size",
+        "Receipts per ledger commit (group commit)"
+    );
+    describe_histogram!(
+        "tai_ledger_commit_seconds",
+        Unit::Seconds,
+        "Duration of one ledger commit"
+    );
+    describe_counter!(
+        "tai_ledger_batch_failures_total",
+        "Ledger commits that failed, by backend and kind"
+    );
 }
 
 /// `(resident bytes, cpu seconds)` of this process, from `/proc` (zeros where unavailable).

@@ -43,7 +43,14 @@ pub async fn spawn_app(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped(false));
-    TestApp { address, client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(), state, dir }
+    TestApp {
+        address,
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish(),
+        state,
+        dir,
+    }
 }
 
 impl TestApp {

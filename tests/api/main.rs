@@ -5,4 +5,5 @@ mod errors;
 mod health;
 mod helpers;
 mod lifecycle;
+mod receipts;
 mod supervision;

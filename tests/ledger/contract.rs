@@ -1,7 +1,9 @@
 //! The store contract: every backend must pass every check here.
 
 use serde_json::json;
-use tai_autonomics::receipts::{AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError, Verifier};
+use tai_autonomics::receipts::{
+    AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError, Verifier,
+};
 
 /// A chain of `n` receipts for `tenant` after `prev`, with metadata of every JSON shape.
 pub fn chain(tenant: &str, prev: Option<&Receipt>, n: usize) -> Vec<Receipt> {
@@ -14,8 +16,26 @@ pub fn chain(tenant: &str, prev: Option<&Receipt>, n: usize) -> Vec<Receipt> {
             "empty": {}, "list": [1, "two", null, {"k": [true, false]}], "none": null,
             "text": "café ☃ \"q\"\n", "tiny": 1e-7, "big": 1e21,
         });
-        let d = ReceiptDraft::new(tenant, if i % 2 == 0 { ReceiptType::Transition } else { ReceiptType::Refusal }, "signal_processed", format!("step {i}")).states(Some("stable"), if i % 3 == 0 { None } else { Some("warning") }).metadata(meta);
-        out.push(d.seal(last.map(|r| (r.seq, r.receipt_hash.as_str())), "tai@contract", tai_autonomics::clock::now_rfc3339()));
+        let d = ReceiptDraft::new(
+            tenant,
+            if i % 2 == 0 {
+                ReceiptType::Transition
+            } else {
+                ReceiptType::Refusal
+            },
+            "signal_processed",
+            format!("step {i}"),
+        )
+        .states(
+            Some("stable"),
+            if i % 3 == 0 { None } else { Some("warning") },
+        )
+        .metadata(meta);
+        out.push(d.seal(
+            last.map(|r| (r.seq, r.receipt_hash.as_str())),
+            "tai@contract",
+            tai_autonomics::clock::now_rfc3339(),
+        ));
     }
     out
 }
@@ -33,7 +53,13 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     // An empty store knows nothing.
     assert_eq!(store.head(&a).await.unwrap(), None);
     assert!(store.range(&a, 0, 10).await.unwrap().is_empty());
-    assert_eq!(store.get("0190f3c2-7a1b-7c3d-8e4f-0a1b2c3d4e5f").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get("0190f3c2-7a1b-7c3d-8e4f-0a1b2c3d4e5f")
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.by_message_id("nope").await.unwrap(), None);
     assert_eq!(store.entitlement(&a).await.unwrap(), None);
     store.ping().await.unwrap();
@@ -45,15 +71,33 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     batch.extend(items(&cb));
     store.append(batch).await.unwrap();
     let head = store.head(&a).await.unwrap().unwrap();
-    assert_eq!((head.seq, head.hash.as_str()), (3, ca[2].receipt_hash.as_str()));
+    assert_eq!(
+        (head.seq, head.hash.as_str()),
+        (3, ca[2].receipt_hash.as_str())
+    );
     let back = store.range(&a, 0, 10).await.unwrap();
-    assert_eq!(back, ca, "{} returns exactly what was appended", store.backend());
+    assert_eq!(
+        back,
+        ca,
+        "{} returns exactly what was appended",
+        store.backend()
+    );
     for r in &back {
-        assert_eq!(r.compute_hash(), r.receipt_hash, "hash recomputed from stored content");
+        assert_eq!(
+            r.compute_hash(),
+            r.receipt_hash,
+            "hash recomputed from stored content"
+        );
     }
     assert_eq!(store.range(&a, 1, 1).await.unwrap(), vec![ca[1].clone()]);
-    assert_eq!(store.get(&ca[1].receipt_id).await.unwrap().as_ref(), Some(&ca[1]));
-    assert_eq!(store.get(&cb[0].receipt_id).await.unwrap().as_ref(), Some(&cb[0]));
+    assert_eq!(
+        store.get(&ca[1].receipt_id).await.unwrap().as_ref(),
+        Some(&ca[1])
+    );
+    assert_eq!(
+        store.get(&cb[0].receipt_id).await.unwrap().as_ref(),
+        Some(&cb[0])
+    );
     let tenants = store.tenants(prefix, 10).await.unwrap();
     assert_eq!(tenants, vec![a.clone(), b.clone()]);
     assert_eq!(store.tenants(&a, 10).await.unwrap(), vec![b.clone()]);
@@ -63,26 +107,66 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     let fork = chain(&a, Some(&ca[0]), 1); // a second seq 2
     let mut bad = items(&next);
     bad.extend(items(&fork));
-    assert!(matches!(store.append(bad).await, Err(StoreError::Conflict(_))), "a fork is a conflict");
-    assert_eq!(store.head(&a).await.unwrap().unwrap().seq, 3, "nothing of the failed batch was written");
+    assert!(
+        matches!(store.append(bad).await, Err(StoreError::Conflict(_))),
+        "a fork is a conflict"
+    );
+    assert_eq!(
+        store.head(&a).await.unwrap().unwrap().seq,
+        3,
+        "nothing of the failed batch was written"
+    );
     assert_eq!(store.get(&next[0].receipt_id).await.unwrap(), None);
 
     // A message id is stored with its receipt; the same id again is a conflict.
     let with_msg = chain(&a, Some(&ca[2]), 1);
-    store.append(vec![AppendItem { receipt: with_msg[0].clone(), message_id: Some("msg-1/x".into()), entitlement: Some(json!({"status": "active", "packs": ["base"], "n": 1})) }]).await.unwrap();
-    assert_eq!(store.by_message_id("msg-1/x").await.unwrap().as_ref(), Some(&with_msg[0]));
+    store
+        .append(vec![AppendItem {
+            receipt: with_msg[0].clone(),
+            message_id: Some("msg-1/x".into()),
+            entitlement: Some(json!({"status": "active", "packs": ["base"], "n": 1})),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.by_message_id("msg-1/x").await.unwrap().as_ref(),
+        Some(&with_msg[0])
+    );
     let again = chain(&a, Some(&with_msg[0]), 1);
-    let dup = AppendItem { receipt: again[0].clone(), message_id: Some("msg-1/x".into()), entitlement: None };
-    assert!(matches!(store.append(vec![dup]).await, Err(StoreError::Conflict(_))));
+    let dup = AppendItem {
+        receipt: again[0].clone(),
+        message_id: Some("msg-1/x".into()),
+        entitlement: None,
+    };
+    assert!(matches!(
+        store.append(vec![dup]).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.head(&a).await.unwrap().unwrap().seq, 4);
 
     // Entitlement records: upserted with a receipt, kept by appends without one, replaced.
-    assert_eq!(store.entitlement(&a).await.unwrap(), Some(json!({"status": "active", "packs": ["base"], "n": 1})));
+    assert_eq!(
+        store.entitlement(&a).await.unwrap(),
+        Some(json!({"status": "active", "packs": ["base"], "n": 1}))
+    );
     store.append(items(&again)).await.unwrap();
-    assert_eq!(store.entitlement(&a).await.unwrap().unwrap()["status"], "active");
+    assert_eq!(
+        store.entitlement(&a).await.unwrap().unwrap()["status"],
+        "active"
+    );
     let later = chain(&a, Some(&again[0]), 1);
-    store.append(vec![AppendItem { receipt: later[0].clone(), message_id: None, entitlement: Some(json!({"status": "suspended"})) }]).await.unwrap();
-    assert_eq!(store.entitlement(&a).await.unwrap(), Some(json!({"status": "suspended"})));
+    store
+        .append(vec![AppendItem {
+            receipt: later[0].clone(),
+            message_id: None,
+            entitlement: Some(json!({"status": "suspended"})),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.entitlement(&a).await.unwrap(),
+        Some(json!({"status": "suspended"}))
+    );
     assert_eq!(store.entitlement(&b).await.unwrap(), None);
 
     // The whole chain verifies.

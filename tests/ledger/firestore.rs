@@ -12,7 +12,11 @@ fn project() -> String {
     // Data is separated by project id: one project per test run and test.
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("tai-test-{}-{}-{n}", std::process::id(), tai_autonomics::clock::now_ms())
+    format!(
+        "tai-test-{}-{}-{n}",
+        std::process::id(),
+        tai_autonomics::clock::now_ms()
+    )
 }
 
 #[actix_web::test]
@@ -27,17 +31,29 @@ async fn two_writers_racing_on_one_tenant_make_one_chain_and_one_clean_conflict(
     let one = FirestoreStore::connect(&p).await.unwrap();
     let two = FirestoreStore::connect(&p).await.unwrap();
     let genesis = super::contract::chain("race", None, 1);
-    one.append(vec![AppendItem::receipt(genesis[0].clone())]).await.unwrap();
+    one.append(vec![AppendItem::receipt(genesis[0].clone())])
+        .await
+        .unwrap();
     for round in 0..5 {
         // Both instances read the same head and append the same next seq.
         let head = one.range("race", 0, 1000).await.unwrap().pop().unwrap();
         let mine = super::contract::chain("race", Some(&head), 1);
         let theirs = super::contract::chain("race", Some(&head), 1);
-        let (a, b) = futures_join(one.append(vec![AppendItem::receipt(mine[0].clone())]), two.append(vec![AppendItem::receipt(theirs[0].clone())])).await;
+        let (a, b) = futures_join(
+            one.append(vec![AppendItem::receipt(mine[0].clone())]),
+            two.append(vec![AppendItem::receipt(theirs[0].clone())]),
+        )
+        .await;
         let oks = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();
-        assert_eq!(oks, 1, "round {round}: exactly one writer wins ({a:?} / {b:?})");
+        assert_eq!(
+            oks, 1,
+            "round {round}: exactly one writer wins ({a:?} / {b:?})"
+        );
         let err = if a.is_err() { a } else { b };
-        assert!(matches!(err, Err(StoreError::Conflict(_))), "the loser gets a clean conflict: {err:?}");
+        assert!(
+            matches!(err, Err(StoreError::Conflict(_))),
+            "the loser gets a clean conflict: {err:?}"
+        );
     }
     let all = one.range("race", 0, 1000).await.unwrap();
     assert_eq!(all.len(), 6);
@@ -48,7 +64,10 @@ async fn two_writers_racing_on_one_tenant_make_one_chain_and_one_clean_conflict(
 }
 
 /// Polls two futures to completion concurrently on the current task.
-async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
     let (mut ra, mut rb) = (None, None);

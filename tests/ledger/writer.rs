@@ -4,27 +4,58 @@ use std::time::Duration;
 
 use supervisors::{ChildSpec, Supervisor};
 use tai_autonomics::receipts::sqlite::SqliteStore;
-use tai_autonomics::receipts::writer::{LedgerError, LedgerHandle, NewReceipt, ReceiptWriter, WriterConfig};
-use tai_autonomics::receipts::{verify_chain, AnyStore, AppendItem, LedgerStore, ReceiptDraft, ReceiptType};
+use tai_autonomics::receipts::writer::{
+    LedgerError, LedgerHandle, NewReceipt, ReceiptWriter, WriterConfig,
+};
+use tai_autonomics::receipts::{
+    verify_chain, AnyStore, AppendItem, LedgerStore, ReceiptDraft, ReceiptType,
+};
 
-async fn writer(store: AnyStore, max_batch: usize, capacity: usize) -> (LedgerHandle, supervisors::SupervisorRef) {
-    let cfg = WriterConfig { node: "tai@writer-test".into(), max_batch, linger: Duration::from_micros(200), queue_capacity: capacity };
+async fn writer(
+    store: AnyStore,
+    max_batch: usize,
+    capacity: usize,
+) -> (LedgerHandle, supervisors::SupervisorRef) {
+    let cfg = WriterConfig {
+        node: "tai@writer-test".into(),
+        max_batch,
+        linger: Duration::from_micros(200),
+        queue_capacity: capacity,
+    };
     let s = store.clone();
-    let (spec, child) = ChildSpec::worker("ledger", move || ReceiptWriter::new(s.clone(), cfg.clone()));
-    let root = Supervisor::new("root").child(spec.mailbox(capacity)).start().await;
+    let (spec, child) =
+        ChildSpec::worker("ledger", move || ReceiptWriter::new(s.clone(), cfg.clone()));
+    let root = Supervisor::new("root")
+        .child(spec.mailbox(capacity))
+        .start()
+        .await;
     (LedgerHandle::new(child, store, capacity), root)
 }
 
 fn draft(tenant: &str, i: usize) -> NewReceipt {
-    NewReceipt::new(ReceiptDraft::new(tenant, ReceiptType::Transition, "signal_processed", format!("n{i}")).states(Some("stable"), Some("stable")))
+    NewReceipt::new(
+        ReceiptDraft::new(
+            tenant,
+            ReceiptType::Transition,
+            "signal_processed",
+            format!("n{i}"),
+        )
+        .states(Some("stable"), Some("stable")),
+    )
 }
 
 /// Runs `n` appends concurrently (each its own task) and collects the outcomes.
-async fn concurrent(ledger: &LedgerHandle, n: usize, tenants: usize) -> Vec<Result<tai_autonomics::receipts::Receipt, LedgerError>> {
+async fn concurrent(
+    ledger: &LedgerHandle,
+    n: usize,
+    tenants: usize,
+) -> Vec<Result<tai_autonomics::receipts::Receipt, LedgerError>> {
     let mut handles = Vec::new();
     for i in 0..n {
         let l = ledger.clone();
-        handles.push(actix_web::rt::spawn(async move { l.append_one(draft(&format!("t{}", i % tenants), i)).await }));
+        handles.push(actix_web::rt::spawn(async move {
+            l.append_one(draft(&format!("t{}", i % tenants), i)).await
+        }));
     }
     let mut out = Vec::new();
     for h in handles {
@@ -39,7 +70,11 @@ async fn many_callers_are_committed_in_groups_and_every_chain_verifies() {
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
     let (ledger, root) = writer(store.clone(), 64, 10_000).await;
     let results = concurrent(&ledger, 600, 6).await;
-    assert!(results.iter().all(|r| r.is_ok()), "{:?}", results.iter().find(|r| r.is_err()));
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
     for t in 0..6 {
         let tenant = format!("t{t}");
         let report = verify_chain(&store, &tenant, 1000, |_| {}).await.unwrap();
@@ -61,13 +96,23 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing_accepted() {
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
     let (ledger, root) = writer(store.clone(), 4, 8).await;
     let results = concurrent(&ledger, 300, 1).await;
-    let busy = results.iter().filter(|r| matches!(r, Err(LedgerError::Busy))).count();
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Err(LedgerError::Busy)))
+        .count();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert!(busy > 0, "some callers were refused");
-    assert_eq!(ok + busy, 300, "every caller got an answer: durable or busy");
+    assert_eq!(
+        ok + busy,
+        300,
+        "every caller got an answer: durable or busy"
+    );
     let report = verify_chain(&store, "t0", 1000, |_| {}).await.unwrap();
     assert!(report.valid);
-    assert_eq!(report.receipts_checked as usize, ok, "exactly the accepted receipts are stored");
+    assert_eq!(
+        report.receipts_checked as usize, ok,
+        "exactly the accepted receipts are stored"
+    );
     root.shutdown().await;
 }
 
@@ -80,13 +125,25 @@ async fn a_failed_batch_fails_every_caller_in_it_and_the_writer_recovers() {
     let first = ledger.append_one(draft("t0", 0)).await.unwrap();
     // Another writer (as a second instance would) appends seq 2 behind the writer's back.
     let other = SqliteStore::open(&path).unwrap();
-    let sneaky = ReceiptDraft::new("t0", ReceiptType::Refusal, "x", "y").seal(Some((first.seq, &first.receipt_hash)), "tai@other", "t".into());
-    other.append(vec![AppendItem::receipt(sneaky)]).await.unwrap();
+    let sneaky = ReceiptDraft::new("t0", ReceiptType::Refusal, "x", "y").seal(
+        Some((first.seq, &first.receipt_hash)),
+        "tai@other",
+        "t".into(),
+    );
+    other
+        .append(vec![AppendItem::receipt(sneaky)])
+        .await
+        .unwrap();
     // The writer's cached head is stale: its next batch conflicts as a whole.
     let results = concurrent(&ledger, 20, 1).await;
-    let conflicts = results.iter().filter(|r| matches!(r, Err(LedgerError::Conflict(_)))).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(LedgerError::Conflict(_))))
+        .count();
     assert!(conflicts >= 1, "{results:?}");
-    assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(LedgerError::Conflict(_)))));
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(LedgerError::Conflict(_)))));
     // It reloads the head and goes on.
     let after = ledger.append_one(draft("t0", 99)).await.unwrap();
     let report = verify_chain(&store, "t0", 1000, |_| {}).await.unwrap();
@@ -100,12 +157,19 @@ async fn a_redelivered_message_gets_its_original_receipt_and_no_second_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
     let (ledger, root) = writer(store.clone(), 64, 1000).await;
-    let with_id = |i| NewReceipt { message_id: Some("m-42".into()), ..draft("t0", i) };
+    let with_id = |i| NewReceipt {
+        message_id: Some("m-42".into()),
+        ..draft("t0", i)
+    };
     // Twice in one batch, and once more later.
     let both = ledger.append(vec![with_id(1), with_id(2)]).await.unwrap();
     let later = ledger.append_one(with_id(3)).await.unwrap();
     assert_eq!(both[0], both[1]);
     assert_eq!(both[0], later);
-    assert_eq!(store.head("t0").await.unwrap().unwrap().seq, 1, "one receipt for one message id");
+    assert_eq!(
+        store.head("t0").await.unwrap().unwrap().seq,
+        1,
+        "one receipt for one message id"
+    );
     root.shutdown().await;
 }

@@ -1,0 +1,187 @@
+//! Receipt reads over HTTP (paging, by id, verification) and tamper detection by the HTTP
+//! endpoint and the offline CLI, on a real SQLite file.
+
+use std::process::Command;
+
+use tai_autonomics::receipts::writer::NewReceipt;
+use tai_autonomics::receipts::{ReceiptDraft, ReceiptType};
+
+use crate::helpers::*;
+
+async fn seed(app: &TestApp, tenant: &str, n: usize) -> Vec<tai_autonomics::receipts::Receipt> {
+    let items = (0..n)
+        .map(|i| {
+            NewReceipt::new(
+                ReceiptDraft::new(
+                    tenant,
+                    ReceiptType::Transition,
+                    "signal_processed",
+                    format!("value {i} < warning threshold 60"),
+                )
+                .states(Some("stable"), Some("stable"))
+                .metadata(serde_json::json!({"input": {"value": i as f64 + 0.5}})),
+            )
+        })
+        .collect();
+    app.state.tree.ledger.append(items).await.expect("seeded")
+}
+
+#[actix_web::test]
+async fn a_chain_is_paged_with_a_next_cursor_and_each_receipt_is_found_by_id() {
+    let app = spawn_app(|_| {}).await;
+    let seeded = seed(&app, "acme-corp", 25).await;
+    let (status, page) = app
+        .get_json("/v1/tenants/acme-corp/receipts?limit=10")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["receipts"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        (page["next_after_seq"].as_u64(), page["head_seq"].as_u64()),
+        (Some(10), Some(25))
+    );
+    let (_, last) = app
+        .get_json("/v1/tenants/acme-corp/receipts?after_seq=20&limit=10")
+        .await;
+    assert_eq!(last["receipts"].as_array().unwrap().len(), 5);
+    assert!(last["next_after_seq"].is_null());
+    assert_eq!(last["receipts"][0]["seq"], 21);
+    let keys: Vec<&str> = last["receipts"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys.len(), 13, "every member present: {keys:?}");
+
+    let (status, one) = app
+        .get_json(&format!("/v1/receipts/{}", seeded[7].receipt_id))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one, serde_json::to_value(&seeded[7]).unwrap());
+    let (status, body) = app
+        .get_json("/v1/receipts/0190f3c2-7a1b-7c3d-8e4f-0a1b2c3d4e5f")
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("receipt_not_found"))
+    );
+}
+
+#[actix_web::test]
+async fn unknown_and_hostile_tenants_are_404_and_400() {
+    let app = spawn_app(|_| {}).await;
+    for (path, status, code) in [
+        ("/v1/tenants/nobody/receipts", 404, "tenant_not_found"),
+        (
+            "/v1/tenants/nobody/receipts/verify",
+            404,
+            "tenant_not_found",
+        ),
+        ("/v1/tenants/UPPER/receipts", 400, "invalid_tenant_id"),
+        ("/v1/tenants/%2e%2e/receipts", 400, "invalid_tenant_id"),
+        ("/v1/tenants/caf%C3%A9/receipts", 400, "invalid_tenant_id"),
+        ("/v1/tenants/a%00b/receipts", 400, "invalid_tenant_id"),
+        ("/v1/tenants/acme/receipts?limit=0", 400, "invalid_request"),
+        (
+            "/v1/tenants/acme/receipts?after_seq=-1",
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let (s, body) = app.get_json(path).await;
+        assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn tampering_with_the_sqlite_file_is_reported_at_the_exact_seq_by_http_and_cli() {
+    let app = spawn_app(|_| {}).await;
+    seed(&app, "acme-corp", 12).await;
+    let (status, report) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!(
+        (
+            status,
+            report["valid"].as_bool(),
+            report["receipts_checked"].as_u64()
+        ),
+        (200, Some(true), Some(12))
+    );
+
+    // Someone with access to the file changes a stored field of seq 7 (past the trigger).
+    let db = app.dir.path().join("ledger.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TRIGGER receipts_are_append_only_update")
+        .unwrap();
+    assert_eq!(conn.execute("UPDATE receipts SET reason = 'value 99 < warning threshold 60' WHERE tenant_id = 'acme-corp' AND seq = 7", []).unwrap(), 1);
+    drop(conn);
+
+    let (_, report) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["first_broken"]["seq"], 7);
+    assert!(report["first_broken"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("receipt_hash"));
+    assert_eq!(report["receipts_checked"], 6);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["verify", "--tenant", "acme-corp"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a broken chain is a non-zero exit"
+    );
+    let stdout: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stdout["first_broken"]["seq"], 7);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 7"));
+
+    let all = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["verify", "--all"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert_eq!(all.status.code(), Some(1));
+    let unknown = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["verify", "--tenant", "nobody"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(66));
+}
+
+#[actix_web::test]
+async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
+    let app = spawn_app(|_| {}).await;
+    seed(&app, "t1", 3).await;
+    seed(&app, "t2", 4).await;
+    let db = app.dir.path().join("ledger.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["verify", "--all"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["receipts_checked"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+}

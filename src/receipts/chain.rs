@@ -35,6 +35,8 @@ pub struct Verifier {
     prev_hash: String,
     checked: u64,
     broken: Option<Break>,
+    /// Scratch space for canonical texts, reused for every receipt.
+    buf: String,
 }
 
 impl Verifier {
@@ -45,6 +47,7 @@ impl Verifier {
             prev_hash: GENESIS_HASH.to_owned(),
             checked: 0,
             broken: None,
+            buf: String::with_capacity(1024),
         }
     }
 
@@ -73,7 +76,7 @@ impl Verifier {
             Some(fail(
                 "prev_hash does not match the previous receipt's receipt_hash".to_owned(),
             ))
-        } else if r.compute_hash() != r.receipt_hash {
+        } else if !r.hash_matches(&mut self.buf) {
             Some(fail(
                 "receipt_hash does not match the receipt's content".to_owned(),
             ))

@@ -224,14 +224,14 @@ impl LedgerStore for FirestoreStore {
         "firestore"
     }
 
-    async fn append(&self, batch: Vec<AppendItem>) -> Result<(), StoreError> {
+    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut tx = self.db.begin_transaction().await.map_err(map_err)?;
         let mut heads: BTreeMap<String, (Head, Option<Value>)> = BTreeMap::new();
         let mut writes = 0usize;
-        for item in &batch {
+        for item in batch {
             let r = &item.receipt;
             let parent = self.tenant_parent(&r.tenant_id)?;
             let doc = ReceiptDoc::from(r);

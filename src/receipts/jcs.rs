@@ -40,7 +40,7 @@ pub fn write_value(out: &mut String, value: &Value) {
         }
         Value::Object(map) => {
             let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            members.sort_by(|a, b| utf16_cmp(a.0, b.0));
             out.push('{');
             for (i, (k, v)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -55,24 +55,50 @@ pub fn write_value(out: &mut String, value: &Value) {
     }
 }
 
-/// A JSON string with only the escapes JCS requires.
+/// Orders strings by their UTF-16 code units, as RFC 8785 requires. Byte order is the same
+/// except between characters above U+FFFF (surrogate pairs) and U+E000..U+FFFF, so the
+/// common ASCII case skips the re-encoding.
+fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
+}
+
+/// A JSON string with only the escapes JCS requires. Runs of characters that need no escape
+/// are copied whole (every escaped character is ASCII, so the slices stay on char boundaries).
 pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        // The common case (ids, hashes, names): nothing to escape.
+        out.push_str(s);
+        out.push('"');
+        return;
     }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -89,6 +115,18 @@ pub fn write_number(out: &mut String, v: f64) {
     }
     if v < 0.0 {
         out.push('-');
+    }
+    let a = v.abs();
+    if a.fract() == 0.0 && a < 1e15 {
+        // Integers below 2^53 print as themselves (the common case: seq, counts, millis).
+        let _ = write!(out, "{}", a as u64);
+        return;
+    }
+    if (1e-6..1e21).contains(&a) {
+        // In this range ECMAScript writes plain decimal notation with the shortest digits that
+        // round-trip, which is exactly what Rust's `Display` writes.
+        let _ = write!(out, "{a}");
+        return;
     }
     // Rust's `{:e}` gives the shortest digits that round-trip, as `d.ddde±x`.
     let sci = format!("{:e}", v.abs());

@@ -4,8 +4,6 @@
 //! ledger writer seals it into a [`Receipt`] by giving it its place in the tenant's chain (`seq`,
 //! `prev_hash`), the node and the time, and then its hash.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -74,49 +72,77 @@ impl Receipt {
     /// order).
     pub fn canonical(&self) -> String {
         let mut out = String::with_capacity(384);
+        self.write_canonical(&mut out);
+        out
+    }
+
+    /// Writes [`Receipt::canonical`] into `out` (cleared first), so a verifier can reuse one
+    /// buffer for a whole chain.
+    pub fn write_canonical(&self, out: &mut String) {
+        out.clear();
         let opt = |out: &mut String, v: &Option<String>| match v {
             Some(s) => write_string(out, s),
             None => out.push_str("null"),
         };
         out.push_str("{\"event_type\":");
-        write_string(&mut out, &self.event_type);
+        write_string(out, &self.event_type);
         out.push_str(",\"metadata\":");
-        write_value(&mut out, &self.metadata);
+        write_value(out, &self.metadata);
         out.push_str(",\"node\":");
-        write_string(&mut out, &self.node);
+        write_string(out, &self.node);
         out.push_str(",\"prev_hash\":");
-        write_string(&mut out, &self.prev_hash);
+        write_string(out, &self.prev_hash);
         out.push_str(",\"reason\":");
-        write_string(&mut out, &self.reason);
+        write_string(out, &self.reason);
         out.push_str(",\"receipt_id\":");
-        write_string(&mut out, &self.receipt_id);
+        write_string(out, &self.receipt_id);
         out.push_str(",\"seq\":");
-        write_number(&mut out, self.seq as f64);
+        write_number(out, self.seq as f64);
         out.push_str(",\"state_from\":");
-        opt(&mut out, &self.state_from);
+        opt(out, &self.state_from);
         out.push_str(",\"state_to\":");
-        opt(&mut out, &self.state_to);
+        opt(out, &self.state_to);
         out.push_str(",\"tenant_id\":");
-        write_string(&mut out, &self.tenant_id);
+        write_string(out, &self.tenant_id);
         out.push_str(",\"timestamp\":");
-        write_string(&mut out, &self.timestamp);
+        write_string(out, &self.timestamp);
         out.push_str(",\"type\":");
-        write_string(&mut out, self.kind.as_str());
+        write_string(out, self.kind.as_str());
         out.push('}');
-        out
     }
 
     /// Lowercase hex SHA-256 of [`Receipt::canonical`].
     pub fn compute_hash(&self) -> String {
-        hex(&Sha256::digest(self.canonical().as_bytes()))
+        let mut buf = String::with_capacity(512);
+        hex(&self.digest_with(&mut buf))
+    }
+
+    /// The SHA-256 of the canonical text, using `buf` as scratch space.
+    pub fn digest_with(&self, buf: &mut String) -> [u8; 32] {
+        self.write_canonical(buf);
+        Sha256::digest(buf.as_bytes()).into()
+    }
+
+    /// Whether the stored `receipt_hash` matches the content (no allocation with a warm `buf`).
+    pub fn hash_matches(&self, buf: &mut String) -> bool {
+        let digest = self.digest_with(buf);
+        let stored = self.receipt_hash.as_bytes();
+        stored.len() == 64
+            && digest.iter().enumerate().all(|(i, b)| {
+                stored[2 * i] == HEX[(b >> 4) as usize]
+                    && stored[2 * i + 1] == HEX[(b & 15) as usize]
+            })
     }
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }

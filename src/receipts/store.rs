@@ -60,7 +60,8 @@ pub trait LedgerStore {
     /// `sqlite` or `firestore`.
     fn backend(&self) -> &'static str;
     /// Appends a batch atomically (receipts of several tenants may be mixed, in chain order).
-    async fn append(&self, batch: Vec<AppendItem>) -> Result<(), StoreError>;
+    /// The SQLite backend commits on the calling thread (the writer has an arbiter of its own).
+    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError>;
     /// The chain head of `tenant`.
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError>;
     /// Up to `limit` receipts of `tenant` with `seq > after_seq`, in `seq` order.

@@ -176,6 +176,14 @@ impl ReceiptWriter {
     }
 }
 
+/// What a caller gets back for one of its drafts.
+enum Answer {
+    /// A receipt that exists already (same Pub/Sub message id).
+    Existing(Box<Receipt>),
+    /// The appended receipt at this index of the batch.
+    New(usize),
+}
+
 /// Seals and commits one batch; answers every caller. Returns the new heads, or on failure the
 /// tenants whose cached heads must be reloaded.
 async fn commit(
@@ -185,49 +193,56 @@ async fn commit(
     mut heads: HashMap<String, Head>,
 ) -> Result<HashMap<String, Head>, Vec<String>> {
     let started = Instant::now();
-    // Answers per caller: Some(existing receipt) for a message already recorded.
-    let mut answers: Vec<Vec<Option<Receipt>>> = Vec::with_capacity(batch.len());
+    let mut callers: Vec<(Reply, Instant, Vec<Answer>)> = Vec::with_capacity(batch.len());
     let mut items: Vec<AppendItem> = Vec::new();
     let mut seen_messages: HashMap<String, usize> = HashMap::new();
-    let mut touched: Vec<String> = Vec::new();
+    let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
     let timestamp = crate::clock::now_rfc3339();
     let mut failure: Option<LedgerError> = None;
+    let mut rest = batch.into_iter();
 
-    'callers: for p in &batch {
-        let mut mine = Vec::with_capacity(p.items.len());
-        for it in &p.items {
+    'callers: for p in rest.by_ref() {
+        let Pending {
+            items: drafts,
+            reply,
+            enqueued,
+        } = p;
+        let mut mine = Vec::with_capacity(drafts.len());
+        for it in drafts {
             if let Some(mid) = &it.message_id {
                 if let Some(&idx) = seen_messages.get(mid) {
-                    mine.push(Some(items[idx].receipt.clone()));
+                    mine.push(Answer::Existing(Box::new(items[idx].receipt.clone())));
                     continue;
                 }
                 match store.by_message_id(mid).await {
                     Ok(Some(existing)) => {
-                        mine.push(Some(existing));
+                        mine.push(Answer::Existing(Box::new(existing)));
                         continue;
                     }
                     Ok(None) => {}
                     Err(e) => {
                         failure = Some(e.into());
+                        callers.push((reply, enqueued, mine));
                         break 'callers;
                     }
                 }
             }
-            let tenant = &it.draft.tenant_id;
-            if !heads.contains_key(tenant) {
-                match store.head(tenant).await {
+            let tenant = it.draft.tenant_id.clone();
+            if !heads.contains_key(&tenant) {
+                match store.head(&tenant).await {
                     Ok(Some(h)) => {
                         heads.insert(tenant.clone(), h);
                     }
                     Ok(None) => {}
                     Err(e) => {
                         failure = Some(e.into());
+                        callers.push((reply, enqueued, mine));
                         break 'callers;
                     }
                 }
             }
-            let prev = heads.get(tenant).map(|h| (h.seq, h.hash.as_str()));
-            let receipt = it.draft.clone().seal(prev, &node, timestamp.clone());
+            let prev = heads.get(&tenant).map(|h| (h.seq, h.hash.as_str()));
+            let receipt = it.draft.seal(prev, &node, timestamp.clone());
             heads.insert(
                 tenant.clone(),
                 Head {
@@ -235,41 +250,42 @@ async fn commit(
                     hash: receipt.receipt_hash.clone(),
                 },
             );
-            touched.push(tenant.clone());
+            touched.insert(tenant);
             if let Some(mid) = &it.message_id {
                 seen_messages.insert(mid.clone(), items.len());
             }
+            mine.push(Answer::New(items.len()));
             items.push(AppendItem {
                 receipt,
-                message_id: it.message_id.clone(),
-                entitlement: it.entitlement.clone(),
+                message_id: it.message_id,
+                entitlement: it.entitlement,
             });
-            mine.push(None);
         }
-        answers.push(mine);
+        callers.push((reply, enqueued, mine));
     }
 
     let result = match failure {
         Some(e) => Err(e),
         None if items.is_empty() => Ok(()),
-        None => store.append(items.clone()).await.map_err(LedgerError::from),
+        None => store.append(&items).await.map_err(LedgerError::from),
     };
-    let size = items.len();
     match result {
         Ok(()) => {
             events::ledger_batch_committed(store.backend(), &items, started.elapsed());
-            let mut appended = items.into_iter().map(|i| i.receipt);
-            for (p, mine) in batch.into_iter().zip(answers) {
+            let mut appended: Vec<Option<Receipt>> =
+                items.into_iter().map(|i| Some(i.receipt)).collect();
+            for (reply, enqueued, mine) in callers {
                 let receipts: Vec<Receipt> = mine
                     .into_iter()
-                    .map(|a| {
-                        a.unwrap_or_else(|| {
-                            appended.next().expect("one appended receipt per new item")
-                        })
+                    .map(|a| match a {
+                        Answer::Existing(r) => *r,
+                        Answer::New(idx) => appended[idx]
+                            .take()
+                            .expect("each appended receipt answers one caller"),
                     })
                     .collect();
-                events::receipts_durable(p.enqueued.elapsed());
-                let _ = p.reply.send(Ok(receipts));
+                events::receipts_durable(enqueued.elapsed());
+                let _ = reply.send(Ok(receipts));
             }
             Ok(heads
                 .into_iter()
@@ -277,12 +293,15 @@ async fn commit(
                 .collect())
         }
         Err(e) => {
-            events::ledger_batch_failed(store.backend(), size, &e);
-            tracing::warn!(error = %e, receipts = size, callers = batch.len(), "ledger batch failed; every caller in it is refused");
-            for p in batch {
+            events::ledger_batch_failed(store.backend(), items.len(), &e);
+            tracing::warn!(error = %e, receipts = items.len(), "ledger batch failed; every caller in it is refused");
+            for (reply, _, _) in callers {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for p in rest {
                 let _ = p.reply.send(Err(e.clone()));
             }
-            Err(touched)
+            Err(touched.into_iter().collect())
         }
     }
 }
@@ -301,8 +320,9 @@ impl Actor for ReceiptWriter {
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        // Flush what is queued before stopping: the supervisor waits (shutdown timeout).
-        if self.pending.is_empty() && !self.flushing {
+        // Flush what is queued before stopping: the supervisor waits (shutdown timeout). When
+        // the writer is being dropped there is nothing to wait with: callers get an error.
+        if (self.pending.is_empty() && !self.flushing) || supervisors::being_dropped() {
             return Running::Stop;
         }
         if !self.flushing {

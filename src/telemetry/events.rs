@@ -72,8 +72,25 @@ pub fn ledger_batch_committed(
     items: &[crate::receipts::AppendItem],
     elapsed: Duration,
 ) {
+    let mut per_type: [(u64, &'static str); 5] = [
+        (0, "transition"),
+        (0, "refusal"),
+        (0, "action"),
+        (0, "tool_call"),
+        (0, "entitlement"),
+    ];
     for item in items {
-        metrics::counter!("tai_receipts_total", "type" => item.receipt.kind.as_str()).increment(1);
+        if let Some(slot) = per_type
+            .iter_mut()
+            .find(|(_, t)| *t == item.receipt.kind.as_str())
+        {
+            slot.0 += 1;
+        }
+    }
+    for (n, kind) in per_type {
+        if n > 0 {
+            metrics::counter!("tai_receipts_total", "type" => kind).increment(n);
+        }
     }
     metrics::histogram!("tai_ledger_batch_size").record(items.len() as f64);
     metrics::histogram!("tai_ledger_commit_seconds", "backend" => backend)

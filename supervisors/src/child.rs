@@ -33,6 +33,16 @@ pub fn live_actors() -> usize {
 thread_local! {
     /// An exit reason requested by the actor being polled on this thread (see [`exit`]).
     static REQUESTED_EXIT: RefCell<Option<ExitReason>> = const { RefCell::new(None) };
+    /// Set while an ended or killed actor's context is dropped (see [`being_dropped`]).
+    static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `true` inside an actor's `stopping`/`stopped` hooks when they run because the actor is being
+/// dropped (it was killed, it panicked, or its arbiter or runtime is going away) rather than
+/// stopping normally. Such hooks must not start timers or wait for anything: there may be no
+/// runtime left to drive them.
+pub fn being_dropped() -> bool {
+    DROPPING.with(|d| d.get())
 }
 
 /// Stops the calling actor with `reason`, OTP's `exit(self(), Reason)`: its supervisor sees that
@@ -399,9 +409,11 @@ where
         if let Some(fut) = self.fut.take() {
             // Dropping a live ContextFut runs the actor's stopping/stopped hooks once; a panic
             // there must not escape into the arbiter.
+            DROPPING.with(|d| d.set(true));
             if let Err(p) = catch_unwind(AssertUnwindSafe(move || drop(fut))) {
                 tracing::debug!(panic = %panic_message(&*p), "panic while dropping an exited actor");
             }
+            DROPPING.with(|d| d.set(false));
         }
         self.notice.fire(reason);
     }

@@ -448,7 +448,7 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> Actor for DynamicSupervisor<
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        if self.stopping {
+        if self.stopping || crate::being_dropped() {
             return Running::Stop;
         }
         self.terminate_all(ctx, ExitReason::Shutdown(None));

@@ -62,7 +62,7 @@ mod snapshot;
 mod spec;
 mod supervisor;
 
-pub use child::{exit, live_actors, CallError, ChildRef, ChildState};
+pub use child::{being_dropped, exit, live_actors, CallError, ChildRef, ChildState};
 pub use dynamic::{DynamicRef, DynamicSupervisor, Key, StartError};
 pub use event::{EventSink, SupervisorEvent};
 pub use intensity::{Backoff, Intensity};

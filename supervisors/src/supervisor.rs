@@ -500,6 +500,10 @@ impl Actor for Supervisor {
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        if crate::being_dropped() {
+            // No runtime to wait on: kill the children outright (Drop does) and go.
+            return Running::Stop;
+        }
         match self.phase {
             Phase::Done => Running::Stop,
             Phase::Terminating => Running::Continue,

@@ -17,7 +17,12 @@ async fn reopening_keeps_data_and_the_schema_version() {
     let store = SqliteStore::open(&path).unwrap();
     let c = super::contract::chain("t", None, 2);
     store
-        .append(c.iter().cloned().map(AppendItem::receipt).collect())
+        .append(
+            &c.iter()
+                .cloned()
+                .map(AppendItem::receipt)
+                .collect::<Vec<_>>(),
+        )
         .await
         .unwrap();
     assert_eq!(store.schema_version().unwrap(), 1);
@@ -34,10 +39,10 @@ async fn the_file_itself_refuses_updates_and_deletes_of_receipts() {
     let store = SqliteStore::open(&path).unwrap();
     store
         .append(
-            super::contract::chain("t", None, 1)
+            &super::contract::chain("t", None, 1)
                 .into_iter()
                 .map(AppendItem::receipt)
-                .collect(),
+                .collect::<Vec<_>>(),
         )
         .await
         .unwrap();

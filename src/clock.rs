@@ -30,6 +30,54 @@ pub fn now_rfc3339() -> String {
     rfc3339_millis(now_ms())
 }
 
+/// Validates an RFC 3339 UTC timestamp (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`) and returns it in
+/// the service's own form (milliseconds), so that such strings compare in time order.
+///
+/// ```
+/// use tai_autonomics::clock::normalize_rfc3339;
+/// assert_eq!(normalize_rfc3339("2027-01-01T00:00:00Z").as_deref(), Some("2027-01-01T00:00:00.000Z"));
+/// assert_eq!(normalize_rfc3339("2027-01-01T00:00:00.5Z").as_deref(), Some("2027-01-01T00:00:00.500Z"));
+/// assert!(normalize_rfc3339("2027-13-01T00:00:00Z").is_none());
+/// assert!(normalize_rfc3339("tomorrow").is_none());
+/// ```
+pub fn normalize_rfc3339(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b.len() > 30 || *b.last()? != b'Z' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        s.get(r)
+            .filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?
+            .parse()
+            .ok()
+    };
+    let (y, mo, d, h, mi, sec) = (
+        digits(0..4)?,
+        digits(5..7)?,
+        digits(8..10)?,
+        digits(11..13)?,
+        digits(14..16)?,
+        digits(17..19)?,
+    );
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let frac = &s[19..s.len() - 1];
+    let millis = match frac.strip_prefix('.') {
+        None if frac.is_empty() => 0,
+        Some(f) if !f.is_empty() && f.bytes().all(|c| c.is_ascii_digit()) => {
+            format!("{f:0<3}")[..3].parse().ok()?
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{millis:03}Z"
+    ))
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), counting in 400-year eras
 /// that start on 1 March so that leap days fall at the end of an era-year.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -39,6 +39,9 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub ledger: LedgerSettings,
+    pub auth: AuthSettings,
+    pub marketplace: MarketplaceSettings,
+    pub rate_limit: RateLimitSettings,
     pub supervision: SupervisionSettings,
     pub chaos: ChaosSettings,
     pub gcp: GcpSettings,
@@ -101,6 +104,37 @@ pub struct LedgerSettings {
     pub linger_us: u64,
     /// Receipts that may wait for a commit; beyond, appends are refused at once (503).
     pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthSettings {
+    pub mode: crate::auth::AuthMode,
+    /// `[{ sha256 = "<hex SHA-256 of the token>", role = "admin" | "operator" | "tenant", tenant = "…" }]`
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::TokenConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MarketplaceSettings {
+    /// Require and check the JWT in `signature`.
+    pub verify: bool,
+    /// A PEM public key (RSA or EC P-256) the marketplace signs with.
+    pub public_key_file: String,
+    /// Or a JWKS file.
+    pub jwks_file: String,
+    /// Expected `iss` (empty: not checked).
+    pub issuer: String,
+    /// Expected `aud` (empty: not checked).
+    pub audience: String,
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per tenant.
+    pub per_second: u32,
+    /// Burst per tenant.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,6 +358,26 @@ impl Settings {
         }
         if self.ledger.backend == LedgerBackend::Firestore && self.firestore_project().is_none() {
             return bad("firestore.project_id", String::new(), "a project id (FIRESTORE_PROJECT_ID or GOOGLE_CLOUD_PROJECT) when ledger.backend = firestore");
+        }
+        if let Err(e) = crate::auth::Authenticator::new(self.auth.mode, &self.auth.tokens) {
+            return Err(ConfigError(format!("invalid configuration: {e}")));
+        }
+        if self.marketplace.verify
+            && self.marketplace.public_key_file.is_empty()
+            && self.marketplace.jwks_file.is_empty()
+        {
+            return bad(
+                "marketplace.public_key_file",
+                String::new(),
+                "a PEM public key or marketplace.jwks_file when marketplace.verify = true",
+            );
+        }
+        if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
+            return bad(
+                "rate_limit.per_second",
+                self.rate_limit.per_second.to_string(),
+                "positive per_second and burst",
+            );
         }
         if self.supervision.root_period_secs == 0 {
             return bad(
@@ -585,6 +639,26 @@ mod tests {
             assert!(e.contains("firestore.project_id"), "{e}");
             jail.set_env("FIRESTORE_PROJECT_ID", "demo");
             assert_eq!(load().unwrap().ledger.backend, LedgerBackend::Firestore);
+            jail.set_env("TAI_AUTH__MODE", "bearer");
+            let e = load().unwrap_err().0;
+            assert!(e.contains("auth.tokens"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bearer_tokens_can_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("TAI_AUTH__MODE", "bearer");
+            jail.set_env("TAI_AUTH__TOKENS", format!("[{{sha256=\"{}\",role=\"admin\"}},{{sha256=\"{}\",role=\"tenant\",tenant=\"acme\"}}]", "a".repeat(64), "b".repeat(64)));
+            let s = load().unwrap();
+            assert_eq!(s.auth.tokens.len(), 2);
+            assert_eq!(s.auth.tokens[1].tenant.as_deref(), Some("acme"));
+            assert!(
+                !s.masked_json().contains(&"a".repeat(64)),
+                "digests are masked"
+            );
             Ok(())
         });
     }

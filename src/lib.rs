@@ -1,8 +1,10 @@
 //! TAI Autonomics: per-tenant autonomic governance on supervised actix actors.
 //! See README.md › Architecture for the map of the crate.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod entitlements;
 pub mod http;
 pub mod receipts;
 pub mod startup;

@@ -42,7 +42,13 @@ impl Application {
                 )
             })?;
         let port = listener.local_addr()?.port();
+        let auth = crate::auth::Authenticator::new(settings.auth.mode, &settings.auth.tokens)
+            .map_err(anyhow::Error::msg)?;
+        let marketplace_keys = load_marketplace_keys(&settings)?;
         let state = web::Data::new(AppState {
+            auth,
+            limiter: http::rate_limiter(settings.rate_limit.per_second, settings.rate_limit.burst),
+            marketplace_keys,
             node: settings.node_name(),
             settings: Arc::new(settings.clone()),
             started: Instant::now(),
@@ -74,6 +80,19 @@ impl Application {
         })
     }
 
+    /// Forgets idle rate-limit buckets once a minute, so memory follows active tenants.
+    fn spawn_housekeeping(&self) {
+        let state = self.state.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                state.limiter.retain_recent();
+                state.limiter.shrink_to_fit();
+            }
+        });
+    }
+
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
@@ -87,6 +106,7 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (when `signals` is true) or until the server stops, then
     /// drains and stops the tree.
     pub async fn run_until_stopped(self, signals: bool) -> anyhow::Result<()> {
+        self.spawn_housekeeping();
         let handle = self.server.handle();
         if signals {
             let (state, h) = (self.state.clone(), handle.clone());
@@ -100,6 +120,24 @@ impl Application {
         stop_tree(&self.state).await;
         Ok(())
     }
+}
+
+/// The marketplace signing keys, when signatures are verified.
+fn load_marketplace_keys(
+    settings: &Settings,
+) -> anyhow::Result<Option<crate::entitlements::signature::Keys>> {
+    use crate::entitlements::signature::Keys;
+    let m = &settings.marketplace;
+    if !m.verify {
+        return Ok(None);
+    }
+    let keys = if !m.jwks_file.is_empty() {
+        Keys::from_jwks_file(std::path::Path::new(&m.jwks_file))
+    } else {
+        Keys::from_pem_file(std::path::Path::new(&m.public_key_file))
+    };
+    keys.map(Some)
+        .map_err(|e| anyhow::anyhow!("marketplace signature key: {e}"))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, http::error::ApiError> {

@@ -3,7 +3,8 @@
 //! `root` is `one_for_one` with intensity `supervision.root_intensity` in
 //! `supervision.root_period_secs` (5 in 60 s). Children start in the order listed and stop in
 //! reverse: the Observer first (so it sees every later start), then the ledger's ReceiptWriter
-//! on an arbiter (thread) of its own, so commits never hold up HTTP workers. Every supervision
+//! on an arbiter (thread) of its own, so commits never hold up HTTP workers, then the
+//! Entitlements actor (which appends through the writer). Every supervision
 //! event is counted and logged (`telemetry::events`) and remembered by the Observer.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use supervisors::{
 };
 
 use crate::config::{LedgerBackend, Settings};
+use crate::entitlements::{Entitlements, Subscribers};
 use crate::receipts::firestore::FirestoreStore;
 use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -32,6 +34,9 @@ pub struct Tree {
     pub ledger: LedgerHandle,
     /// The ledger writer's thread; stopped after the tree.
     pub ledger_arbiter: ArbiterHandle,
+    pub entitlements: ChildRef<Entitlements>,
+    /// Who hears about entitlement changes (kept outside the actor, so it survives restarts).
+    pub entitlement_subscribers: Subscribers,
 }
 
 /// Opens the configured ledger backend.
@@ -78,6 +83,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         ReceiptWriter::new(writer_store.clone(), writer_cfg.clone())
     });
     let ledger_arbiter = Arbiter::new().handle();
+    let ledger = LedgerHandle::new(writer, store, settings.ledger.queue_capacity);
+    let entitlement_subscribers: Subscribers = Default::default();
+    let (ent_ledger, ent_subs) = (ledger.clone(), entitlement_subscribers.clone());
+    let (entitlements_spec, entitlements) = ChildSpec::worker("entitlements", move || {
+        Entitlements::new(ent_ledger.clone(), ent_subs.clone())
+    });
 
     let remember = observer.clone();
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
@@ -103,16 +114,22 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 .shutdown(Shutdown::Timeout(Duration::from_secs(3)))
                 .mailbox(settings.ledger.queue_capacity),
         )
+        .child(
+            entitlements_spec
+                .shutdown(Shutdown::Timeout(Duration::from_secs(2)))
+                .mailbox(1024),
+        )
         .start()
         .await;
     if let Some(reason) = root.exit_reason() {
         anyhow::bail!("the supervision tree failed to start: {reason}");
     }
-    let ledger = LedgerHandle::new(writer, store, settings.ledger.queue_capacity);
     Ok(Tree {
         root,
         observer,
         ledger,
         ledger_arbiter,
+        entitlements,
+        entitlement_subscribers,
     })
 }

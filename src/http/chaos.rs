@@ -1,16 +1,18 @@
-//! Chaos hooks (`chaos.enabled`, off by default): make a supervised actor panic inside a
-//! handler, for the reliability tests and for game days.
+//! Chaos hooks (`chaos.enabled`, off by default, admin only): make a supervised actor panic
+//! inside a handler, for the reliability tests and for game days.
 
 use actix_web::{web, HttpResponse};
 
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
-use crate::telemetry::observer;
+use crate::auth::Caller;
 
-/// `POST /v1/chaos/actors/{child}/crash`: the named root child panics in a handler; its
-/// supervisor restarts it. 404 when chaos is off or the child has no crash hook.
+/// `POST /v1/chaos/actors/{child}/crash`: the named root child (`observer`, `ledger`,
+/// `entitlements`) panics in a handler; its supervisor restarts it. 404 when chaos is off or the
+/// child has no crash hook.
 pub async fn crash_actor(
     state: web::Data<AppState>,
+    caller: Caller,
     child: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.settings.chaos.enabled {
@@ -19,15 +21,21 @@ pub async fn crash_actor(
             "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
         ));
     }
-    match child.as_str() {
-        "observer" => {
-            // The call ends with the child's exit; that error is the expected outcome.
-            let outcome = state.tree.observer.send(observer::Crash).await;
-            tracing::warn!(
-                child = "observer",
-                ?outcome,
-                "chaos: crashed a supervised actor"
-            );
+    caller.require_admin()?;
+    let tree = &state.tree;
+    // Each call ends with the child's exit; that error is the expected outcome.
+    let outcome = match child.as_str() {
+        "observer" => tree.observer.send(crate::telemetry::observer::Crash).await,
+        "ledger" => {
+            tree.ledger
+                .writer()
+                .send(crate::receipts::writer::Crash)
+                .await
+        }
+        "entitlements" => {
+            tree.entitlements
+                .send(crate::entitlements::actor::Crash)
+                .await
         }
         other => {
             return Err(ApiError::new(
@@ -35,6 +43,7 @@ pub async fn crash_actor(
                 format!("no crash hook for actor {other:?}"),
             ))
         }
-    }
+    };
+    tracing::warn!(child = %child, ?outcome, "chaos: crashed a supervised actor");
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "crashed": child.as_str() })))
 }

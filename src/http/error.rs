@@ -30,6 +30,16 @@ pub enum ErrorCode {
     ReceiptNotFound,
     /// The route exists, the method does not.
     MethodNotAllowed,
+    /// No bearer token, or one that matches no configured token.
+    Unauthorized,
+    /// The marketplace signature is missing, invalid, or does not match the body.
+    InvalidSignature,
+    /// The token is valid but not for this tenant or role.
+    Forbidden,
+    /// A valid entitlement request the current state refuses (with its receipt).
+    EntitlementConflict,
+    /// The tenant's request budget is spent; retry after `Retry-After`.
+    RateLimited,
     /// Body over `http.max_body_bytes`.
     PayloadTooLarge,
     /// Body is not `application/json`.
@@ -55,6 +65,10 @@ impl ErrorCode {
                 StatusCode::NOT_FOUND
             }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unauthorized | ErrorCode::InvalidSignature => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::EntitlementConflict => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Draining | ErrorCode::ActorRestarting | ErrorCode::Unavailable => {
@@ -68,7 +82,10 @@ impl ErrorCode {
     pub fn for_status(status: StatusCode) -> ErrorCode {
         match status.as_u16() {
             404 => ErrorCode::NotFound,
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
             405 => ErrorCode::MethodNotAllowed,
+            429 => ErrorCode::RateLimited,
             413 => ErrorCode::PayloadTooLarge,
             415 => ErrorCode::UnsupportedMediaType,
             503 => ErrorCode::Unavailable,
@@ -85,6 +102,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// The receipt appended for this refusal, if one was.
+    pub receipt: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -94,7 +113,20 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs,
+            receipt: None,
         }
+    }
+
+    /// Attaches the refusal's receipt.
+    pub fn with_receipt(mut self, receipt: &crate::receipts::Receipt) -> Self {
+        self.receipt = serde_json::to_value(receipt).ok();
+        self
+    }
+
+    /// Sets `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
     }
 
     /// Our own fault: logged with its cause, shown as "internal error".
@@ -110,6 +142,8 @@ struct ErrorBody<'a> {
     kind: &'static str,
     code: ErrorCode,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<&'a serde_json::Value>,
 }
 
 /// The JSON error response for `code` and `message`.
@@ -118,14 +152,27 @@ pub fn error_response(
     message: &str,
     retry_after_secs: Option<u64>,
 ) -> HttpResponse {
+    error_response_with(code, message, retry_after_secs, None)
+}
+
+fn error_response_with(
+    code: ErrorCode,
+    message: &str,
+    retry_after_secs: Option<u64>,
+    receipt: Option<&serde_json::Value>,
+) -> HttpResponse {
     let mut res = HttpResponse::build(code.status());
     if let Some(secs) = retry_after_secs {
         res.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    if code == ErrorCode::Unauthorized {
+        res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
     }
     res.json(ErrorBody {
         kind: "refusal",
         code,
         message,
+        receipt,
     })
 }
 
@@ -134,7 +181,23 @@ impl ResponseError for ApiError {
         self.code.status()
     }
     fn error_response(&self) -> HttpResponse {
-        error_response(self.code, &self.message, self.retry_after_secs)
+        error_response_with(
+            self.code,
+            &self.message,
+            self.retry_after_secs,
+            self.receipt.as_ref(),
+        )
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Unauthenticated => {
+                ApiError::new(ErrorCode::Unauthorized, e.to_string())
+            }
+            crate::auth::AuthError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m),
+        }
     }
 }
 
@@ -257,6 +320,11 @@ mod tests {
             ErrorCode::TenantNotFound,
             ErrorCode::ReceiptNotFound,
             ErrorCode::MethodNotAllowed,
+            ErrorCode::Unauthorized,
+            ErrorCode::InvalidSignature,
+            ErrorCode::Forbidden,
+            ErrorCode::EntitlementConflict,
+            ErrorCode::RateLimited,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::Draining,
@@ -284,6 +352,11 @@ mod tests {
                 "tenant_not_found",
                 "receipt_not_found",
                 "method_not_allowed",
+                "unauthorized",
+                "invalid_signature",
+                "forbidden",
+                "entitlement_conflict",
+                "rate_limited",
                 "payload_too_large",
                 "unsupported_media_type",
                 "draining",
@@ -304,6 +377,11 @@ mod tests {
             ErrorCode::TenantNotFound,
             ErrorCode::ReceiptNotFound,
             ErrorCode::MethodNotAllowed,
+            ErrorCode::Unauthorized,
+            ErrorCode::InvalidSignature,
+            ErrorCode::Forbidden,
+            ErrorCode::EntitlementConflict,
+            ErrorCode::RateLimited,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
         ] {

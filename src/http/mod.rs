@@ -4,6 +4,7 @@
 //! actor (or read a handle), and map the answer. Every response body is JSON, errors included.
 
 pub mod chaos;
+pub mod entitlements;
 pub mod error;
 pub mod health;
 pub mod middleware;
@@ -14,14 +15,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::web;
+use std::num::NonZeroU32;
 
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use self::error::{ApiError, ErrorCode};
+use crate::auth::{Authenticator, Caller};
 use crate::config::Settings;
+use crate::entitlements::signature::Keys;
+use crate::tenant::TenantId;
 use crate::tree::Tree;
 
 /// What every handler may read.
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub auth: Authenticator,
+    /// Per-tenant token buckets.
+    pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Keys marketplace signatures are checked against (when `marketplace.verify`).
+    pub marketplace_keys: Option<Keys>,
     /// The node name reported in `/health` (and later in receipts).
     pub node: String,
     pub started: Instant,
@@ -33,6 +48,49 @@ pub struct AppState {
 impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Takes one request from `tenant`'s bucket, or 429 with `Retry-After`.
+    pub fn limit(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        match self.limiter.check_key(&tenant.as_str().to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                crate::telemetry::events::refused("rate_limited");
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("tenant {tenant} is over its request rate; retry later"),
+                )
+                .retry_after(wait.as_secs_f64().ceil() as u64))
+            }
+        }
+    }
+}
+
+/// The keyed token bucket of `rate_limit`.
+pub fn rate_limiter(per_second: u32, burst: u32) -> DefaultKeyedRateLimiter<String> {
+    let per = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(per);
+    DefaultKeyedRateLimiter::keyed(Quota::per_second(per).allow_burst(burst))
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let result = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => state.auth.authenticate(header).map_err(ApiError::from),
+            None => Err(ApiError::internal("application state missing")),
+        };
+        if result.is_err() {
+            crate::telemetry::events::refused("unauthenticated");
+        }
+        std::future::ready(result)
     }
 }
 
@@ -54,6 +112,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/marketplace").route(web::post().to(entitlements::marketplace)))
+        .service(
+            web::resource("/v1/tenants/{tenant}/entitlement")
+                .route(web::get().to(entitlements::get)),
+        )
+        .service(
+            web::resource("/v1/tenants/{tenant}/entitlement/events")
+                .route(web::post().to(entitlements::event)),
+        )
         .service(
             web::resource("/v1/tenants/{tenant}/receipts").route(web::get().to(receipts::list)),
         )

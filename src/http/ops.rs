@@ -8,6 +8,7 @@ use supervisors::TreeSnapshot;
 
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
+use crate::auth::Caller;
 use crate::telemetry::observer::RecentEvents;
 use crate::telemetry::{events, metrics};
 
@@ -39,8 +40,10 @@ pub struct SnapshotQuery {
 
 pub async fn supervision(
     state: web::Data<AppState>,
+    caller: Caller,
     q: web::Query<SnapshotQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require_operator()?;
     let limit = q.limit.unwrap_or(100).min(1000);
     let snap = actix_web::rt::time::timeout(ASK, state.tree.root.snapshot(limit))
         .await
@@ -55,7 +58,11 @@ pub async fn supervision(
         .body(snap.to_json()))
 }
 
-pub async fn supervision_events(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn supervision_events(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_operator()?;
     let events = actix_web::rt::time::timeout(ASK, state.tree.observer.send(RecentEvents))
         .await
         .map_err(|_| {

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
+use crate::auth::Caller;
 use crate::receipts::{verify_chain, LedgerStore, StoreError};
 use crate::tenant::TenantId;
 
@@ -48,10 +49,13 @@ pub struct Page {
 /// `GET /v1/tenants/{tenant}/receipts?after_seq=&limit=`
 pub async fn list(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_id(&path)?;
+    caller.may_read(&tenant)?;
+    state.limit(&tenant)?;
     let limit = page.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(
@@ -79,12 +83,15 @@ pub async fn list(
     })))
 }
 
-/// `GET /v1tenants/{tenant}/receipts/verify`
+/// `GET /v1/tenants/{tenant}/receipts/verify`
 pub async fn verify(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_id(&path)?;
+    caller.may_read(&tenant)?;
+    state.limit(&tenant)?;
     known_tenant(&state, &tenant).await?;
     let report = verify_chain(state.tree.ledger.store(), tenant.as_str(), 1000, |_| {}).await?;
     Ok(HttpResponse::Ok().json(report))
@@ -93,6 +100,7 @@ pub async fn verify(
 /// `GET /v1/receipts/{receipt_id}`
 pub async fn get(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
@@ -100,6 +108,13 @@ pub async fn get(
         return Err(ApiError::new(ErrorCode::ReceiptNotFound, "no such receipt"));
     }
     match state.tree.ledger.store().get(&id).await? {
+        // Another tenant's receipt is "not found" for a tenant token: its existence is not told.
+        Some(r) if caller.tenant().is_some_and(|t| t.as_str() != r.tenant_id) => {
+            Err(ApiError::new(
+                ErrorCode::ReceiptNotFound,
+                format!("receipt {id} not found"),
+            ))
+        }
         Some(r) => Ok(HttpResponse::Ok().json(r)),
         None => Err(ApiError::new(
             ErrorCode::ReceiptNotFound,

@@ -130,3 +130,13 @@ pub fn ledger_batch_failed(
         .increment(1);
     tracing::debug!(backend, receipts, %error, "ledger batch failed");
 }
+
+/// An entitlement changed durably; `status` is the new status.
+pub fn entitlement_changed(status: &'static str) {
+    metrics::counter!("tai_entitlement_changes_total", "status" => status).increment(1);
+}
+
+/// A request was refused before reaching an actor (`reason` from a closed set).
+pub fn refused(reason: &'static str) {
+    metrics::counter!("tai_refusals_total", "reason" => reason).increment(1);
+}

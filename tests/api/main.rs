@@ -1,6 +1,8 @@
 //! Black-box tests of the service: the real application on port 0 (in process) or the real
 //! binary (as a child process). One test binary, one module per feature.
 
+mod access;
+mod entitlements;
 mod errors;
 mod health;
 mod helpers;

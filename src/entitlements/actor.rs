@@ -1,0 +1,360 @@
+//! The Entitlements actor: the only writer of entitlement records. Each change is decided by the
+//! pure model, appended as a receipt (with the new record, in the same commit) and then
+//! published to subscribers (the governors connect here). Changes are handled one at a time, so
+//! two changes to a tenant can never both start from the same record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::model::{Action, Entitlement, EntitlementError, Event, Status};
+use crate::receipts::writer::{LedgerError, LedgerHandle, NewReceipt};
+use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
+
+/// Records kept in memory before the cache starts over (each reloads from the store).
+const CACHE_LIMIT: usize = 100_000;
+
+/// Published after every durable change.
+#[derive(Debug, Clone)]
+pub struct EntitlementChanged {
+    pub entitlement: Entitlement,
+    pub receipt: Receipt,
+}
+
+/// A subscriber to entitlement changes.
+pub type ChangeSink = Arc<dyn Fn(&EntitlementChanged) + Send + Sync>;
+
+/// A durable change.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub entitlement: Entitlement,
+    pub receipt: Receipt,
+}
+
+/// Why a change did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChangeError {
+    /// The tenant was never granted; nothing was stored.
+    #[error("tenant {0} not found")]
+    NotFound(String),
+    /// The request names something that does not exist; nothing was stored.
+    #[error(transparent)]
+    Input(EntitlementError),
+    /// A valid request the current state refuses; the refusal has its receipt.
+    #[error("{error}")]
+    Refused {
+        error: EntitlementError,
+        receipt: Box<Receipt>,
+    },
+    /// The ledger could not make the receipt durable; nothing changed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The Entitlements actor.
+pub struct Entitlements {
+    ledger: LedgerHandle,
+    cache: HashMap<String, Entitlement>,
+    /// Shared with the tree so subscriptions outlive a restart of this actor.
+    subscribers: Subscribers,
+}
+
+/// The subscriber list, kept outside the actor so that it survives restarts.
+pub type Subscribers = Arc<std::sync::RwLock<Vec<ChangeSink>>>;
+
+impl Entitlements {
+    pub fn new(ledger: LedgerHandle, subscribers: Subscribers) -> Self {
+        Entitlements {
+            ledger,
+            cache: HashMap::new(),
+            subscribers,
+        }
+    }
+}
+
+impl Actor for Entitlements {
+    type Context = Context<Self>;
+}
+
+/// Loads a tenant's record (cache, then store).
+async fn load(
+    ledger: &LedgerHandle,
+    cached: Option<Entitlement>,
+    tenant: &str,
+) -> Result<Option<Entitlement>, StoreError> {
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    match ledger.store().entitlement(tenant).await? {
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn record_json(e: &Entitlement) -> Value {
+    serde_json::to_value(e).unwrap_or(Value::Null)
+}
+
+/// Appends the refusal receipt of a governed refusal and turns it into the error.
+async fn refuse(
+    ledger: &LedgerHandle,
+    current: &Entitlement,
+    error: EntitlementError,
+    what: Value,
+) -> ChangeError {
+    let status = current.status.as_str();
+    let draft = ReceiptDraft::new(
+        &current.tenant_id,
+        ReceiptType::Refusal,
+        "entitlement_refused",
+        error.to_string(),
+    )
+    .states(Some(status), Some(status))
+    .metadata(json!({"request": what, "code": error.code()}));
+    match ledger.append_one(NewReceipt::new(draft)).await {
+        Ok(receipt) => ChangeError::Refused {
+            error,
+            receipt: Box::new(receipt),
+        },
+        Err(e) => ChangeError::Ledger(e),
+    }
+}
+
+/// A marketplace request (`POST /marketplace`), already authenticated.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Changed, ChangeError>")]
+pub struct Marketplace {
+    pub tenant_id: String,
+    pub entitlement_id: String,
+    pub action: Action,
+    pub sku: Option<String>,
+    pub customer_id: Option<String>,
+    pub reason: Option<String>,
+    pub expires_at: Option<String>,
+    /// Whether a signature was checked (recorded in the receipt).
+    pub signature_verified: bool,
+    /// A Pub/Sub message id when the request came from Pub/Sub.
+    pub message_id: Option<String>,
+}
+
+/// An entitlement event for an existing tenant.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Changed, ChangeError>")]
+pub struct ApplyEvent {
+    pub tenant_id: String,
+    pub event: Event,
+}
+
+/// Reads a tenant's record.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<Entitlement>, StoreError>")]
+pub struct GetEntitlement(pub String);
+
+/// Adds a subscriber to every durable change.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub ChangeSink);
+
+impl Handler<Subscribe> for Entitlements {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        self.subscribers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg.0);
+    }
+}
+
+impl Handler<GetEntitlement> for Entitlements {
+    type Result = ResponseFuture<Result<Option<Entitlement>, StoreError>>;
+    fn handle(&mut self, msg: GetEntitlement, _: &mut Context<Self>) -> Self::Result {
+        let cached = self.cache.get(&msg.0).cloned();
+        let ledger = self.ledger.clone();
+        Box::pin(async move { load(&ledger, cached, &msg.0).await })
+    }
+}
+
+impl Entitlements {
+    /// Stores the outcome of a change in the cache and tells the subscribers.
+    fn publish(&mut self, changed: &Changed) {
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(
+            changed.entitlement.tenant_id.clone(),
+            changed.entitlement.clone(),
+        );
+        let event = EntitlementChanged {
+            entitlement: changed.entitlement.clone(),
+            receipt: changed.receipt.clone(),
+        };
+        for s in self
+            .subscribers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            s(&event);
+        }
+        crate::telemetry::events::entitlement_changed(changed.entitlement.status.as_str());
+    }
+}
+
+impl Handler<Marketplace> for Entitlements {
+    type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
+    fn handle(&mut self, msg: Marketplace, _: &mut Context<Self>) -> Self::Result {
+        let cached = self.cache.get(&msg.tenant_id).cloned();
+        let ledger = self.ledger.clone();
+        let work = async move {
+            let now = crate::clock::now_rfc3339();
+            let current = load(&ledger, cached, &msg.tenant_id).await?;
+            let request = json!({
+                "action": msg.action.as_str(), "entitlement_id": msg.entitlement_id, "sku": msg.sku,
+                "customer_id": msg.customer_id, "reason": msg.reason, "expires_at": msg.expires_at,
+                "signature_verified": msg.signature_verified,
+            });
+            let (next, from) = match (&current, msg.action) {
+                (None, Action::Grant) => {
+                    let sku = msg.sku.as_deref().unwrap_or("base");
+                    let e = Entitlement::new(
+                        &msg.tenant_id,
+                        &msg.entitlement_id,
+                        msg.customer_id.clone(),
+                        sku,
+                        msg.expires_at.clone(),
+                        &now,
+                    )
+                    .map_err(ChangeError::Input)?;
+                    (e, None)
+                }
+                (None, _) => return Err(ChangeError::NotFound(msg.tenant_id.clone())),
+                (Some(cur), action) => {
+                    if let Some(sku) = &msg.sku {
+                        if super::model::sku_packs(sku).is_none() {
+                            return Err(ChangeError::Input(EntitlementError::UnknownSku(
+                                sku.clone(),
+                            )));
+                        }
+                    }
+                    let status = match cur.transition(action) {
+                        Ok(s) => s,
+                        Err(error) => return Err(refuse(&ledger, cur, error, request).await),
+                    };
+                    let mut e = cur.clone();
+                    e.status = status;
+                    e.updated_at = now.clone();
+                    if action == Action::Grant {
+                        e.entitlement_id.clone_from(&msg.entitlement_id);
+                        if let Some(sku) = &msg.sku {
+                            e = e
+                                .apply(&Event::SkuChanged(sku.clone()), &now)
+                                .map_err(ChangeError::Input)?;
+                        }
+                        if msg.expires_at.is_some() {
+                            e.expires_at.clone_from(&msg.expires_at);
+                        }
+                    }
+                    if msg.customer_id.is_some() {
+                        e.customer_id.clone_from(&msg.customer_id);
+                    }
+                    (e, Some(cur.status))
+                }
+            };
+            let event_type = match msg.action {
+                Action::Grant => "entitlement_granted",
+                Action::Suspend => "entitlement_suspended",
+                Action::Resume => "entitlement_resumed",
+                Action::Revoke => "entitlement_revoked",
+            };
+            let reason = match (&msg.reason, msg.action) {
+                (Some(r), _) => format!("marketplace {}: {r}", msg.action.as_str()),
+                (None, Action::Grant) => format!("marketplace grant (sku {})", next.sku),
+                (None, a) => format!("marketplace {}", a.as_str()),
+            };
+            let draft =
+                ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, event_type, reason)
+                    .states(from.map(Status::as_str), Some(next.status.as_str()))
+                    .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs}));
+            let receipt = ledger
+                .append_one(NewReceipt {
+                    draft,
+                    message_id: msg.message_id.clone(),
+                    entitlement: Some(record_json(&next)),
+                })
+                .await?;
+            Ok(Changed {
+                entitlement: next,
+                receipt,
+            })
+        };
+        AtomicResponse::new(Box::pin(actix::fut::wrap_future::<_, Self>(work).map(
+            |res, act, _| {
+                if let Ok(changed) = &res {
+                    act.publish(changed);
+                }
+                res
+            },
+        )))
+    }
+}
+
+impl Handler<ApplyEvent> for Entitlements {
+    type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
+    fn handle(&mut self, msg: ApplyEvent, _: &mut Context<Self>) -> Self::Result {
+        let cached = self.cache.get(&msg.tenant_id).cloned();
+        let ledger = self.ledger.clone();
+        let work = async move {
+            let now = crate::clock::now_rfc3339();
+            let current = load(&ledger, cached, &msg.tenant_id)
+                .await?
+                .ok_or_else(|| ChangeError::NotFound(msg.tenant_id.clone()))?;
+            let request = serde_json::to_value(&msg.event).unwrap_or(Value::Null);
+            let next = match current.apply(&msg.event, &now) {
+                Ok(n) => n,
+                Err(e) if e.is_input_error() => return Err(ChangeError::Input(e)),
+                Err(e) => return Err(refuse(&ledger, &current, e, request).await),
+            };
+            let status = next.status.as_str();
+            let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, msg.event.name(), format!("{} applied", msg.event.name()))
+                .states(Some(status), Some(status))
+                .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs, "tools": next.tools, "iam_roles": next.iam_roles}));
+            let receipt = ledger
+                .append_one(NewReceipt {
+                    draft,
+                    message_id: None,
+                    entitlement: Some(record_json(&next)),
+                })
+                .await?;
+            Ok(Changed {
+                entitlement: next,
+                receipt,
+            })
+        };
+        AtomicResponse::new(Box::pin(actix::fut::wrap_future::<_, Self>(work).map(
+            |res, act, _| {
+                if let Ok(changed) = &res {
+                    act.publish(changed);
+                }
+                res
+            },
+        )))
+    }
+}
+
+/// Chaos hook: panic inside a handler.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+impl Handler<Crash> for Entitlements {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("chaos: entitlements crash requested");
+    }
+}

@@ -1,0 +1,267 @@
+//! JWT verification with pinned algorithms, used for marketplace signatures (and for Pub/Sub
+//! push OIDC tokens later). Only RS256 and ES256 are accepted; `none` and every HS* algorithm
+//! are refused before any key is tried, so a public key can never be used as an HMAC secret.
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+/// Why a token was refused (the text is safe to show; it never contains the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignatureError(pub String);
+
+/// The keys a token may be signed with.
+#[derive(Clone)]
+pub enum Keys {
+    /// One PEM public key (RSA or EC P-256).
+    Pem {
+        rsa: Option<DecodingKey>,
+        ec: Option<DecodingKey>,
+    },
+    /// A JWKS document; the token's `kid` picks the key (or the only key when there is one).
+    Jwks(JwkSet),
+}
+
+impl Keys {
+    /// Reads a PEM public key file.
+    pub fn from_pem_file(path: &Path) -> Result<Keys, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let rsa = DecodingKey::from_rsa_pem(&pem).ok();
+        let ec = DecodingKey::from_ec_pem(&pem).ok();
+        if rsa.is_none() && ec.is_none() {
+            return Err(format!(
+                "{} is not an RSA or EC public key in PEM",
+                path.display()
+            ));
+        }
+        Ok(Keys::Pem { rsa, ec })
+    }
+
+    /// Reads a JWKS file.
+    pub fn from_jwks_file(path: &Path) -> Result<Keys, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::from_jwks_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses a JWKS document.
+    pub fn from_jwks_json(text: &str) -> Result<Keys, String> {
+        let set: JwkSet =
+            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+        if set.keys.is_empty() {
+            return Err("the JWKS has no keys".into());
+        }
+        Ok(Keys::Jwks(set))
+    }
+
+    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, SignatureError> {
+        match self {
+            Keys::Pem { rsa, ec } => match alg {
+                Algorithm::RS256 => rsa.clone(),
+                _ => ec.clone(),
+            }
+            .ok_or_else(|| SignatureError(format!("no {alg:?} key is configured"))),
+            Keys::Jwks(set) => {
+                let jwk = match kid {
+                    Some(k) => set.find(k),
+                    None if set.keys.len() == 1 => set.keys.first(),
+                    None => None,
+                }
+                .ok_or_else(|| {
+                    SignatureError("no key in the JWKS matches the token's kid".into())
+                })?;
+                DecodingKey::from_jwk(jwk)
+                    .map_err(|e| SignatureError(format!("unusable JWKS key: {e}")))
+            }
+        }
+    }
+}
+
+/// What a token must prove besides its signature.
+#[derive(Clone)]
+pub struct Expectations {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+}
+
+/// Verifies `token` and returns its claims: algorithm pinned to RS256/ES256, signature, `exp`
+/// (required), and `iss`/`aud` when expected.
+pub fn verify(token: &str, keys: &Keys, expect: &Expectations) -> Result<Value, SignatureError> {
+    let header =
+        decode_header(token).map_err(|e| SignatureError(format!("malformed token: {e}")))?;
+    let alg = header.alg;
+    if !matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
+        return Err(SignatureError(format!(
+            "algorithm {alg:?} is not allowed (RS256 or ES256 only)"
+        )));
+    }
+    let key = keys.key_for(alg, header.kid.as_deref())?;
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.leeway = expect.leeway_secs;
+    v.set_required_spec_claims(&["exp"]);
+    match &expect.issuer {
+        Some(iss) => v.set_issuer(&[iss]),
+        None => v.iss = None,
+    }
+    match &expect.audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| SignatureError(format!("token refused: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn key(name: &str) -> Vec<u8> {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/keys")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn pem_keys() -> Keys {
+        let rsa = DecodingKey::from_rsa_pem(&key("rsa_public.pem")).ok();
+        let ec = DecodingKey::from_ec_pem(&key("ec_public.pem")).ok();
+        Keys::Pem { rsa, ec }
+    }
+
+    fn expect() -> Expectations {
+        Expectations {
+            issuer: Some("marketplace".into()),
+            audience: Some("tai".into()),
+            leeway_secs: 0,
+        }
+    }
+
+    fn claims(exp_offset: i64) -> Value {
+        let now = (crate::clock::now_ms() / 1000) as i64;
+        json!({"iss": "marketplace", "aud": "tai", "exp": now + exp_offset, "tenant_id": "acme"})
+    }
+
+    fn rs256(c: &Value, private: &str) -> String {
+        encode(
+            &Header::new(Algorithm::RS256),
+            c,
+            &EncodingKey::from_rsa_pem(&key(private)).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_rs256_and_es256_tokens_pass() {
+        assert_eq!(
+            verify(
+                &rs256(&claims(60), "rsa_private.pem"),
+                &pem_keys(),
+                &expect()
+            )
+            .unwrap()["tenant_id"],
+            "acme"
+        );
+        let es = encode(
+            &Header::new(Algorithm::ES256),
+            &claims(60),
+            &EncodingKey::from_ec_pem(&key("ec_private.pem")).unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&es, &pem_keys(), &expect()).is_ok());
+        let jwks = Keys::from_jwks_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/jwks.json"),
+        )
+        .unwrap();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("test-rsa".into());
+        let t = encode(
+            &h,
+            &claims(60),
+            &EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&t, &jwks, &expect()).is_ok());
+    }
+
+    #[test]
+    fn expired_wrong_audience_wrong_issuer_wrong_signer_are_refused() {
+        assert!(
+            verify(
+                &rs256(&claims(-120), "rsa_private.pem"),
+                &pem_keys(),
+                &expect()
+            )
+            .is_err(),
+            "expired"
+        );
+        let mut c = claims(60);
+        c["aud"] = json!("someone-else");
+        assert!(
+            verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).is_err(),
+            "audience"
+        );
+        let mut c = claims(60);
+        c["iss"] = json!("mallory");
+        assert!(
+            verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).is_err(),
+            "issuer"
+        );
+        assert!(
+            verify(
+                &rs256(&claims(60), "other_rsa_private.pem"),
+                &pem_keys(),
+                &expect()
+            )
+            .is_err(),
+            "signer"
+        );
+        let mut c = claims(60);
+        c.as_object_mut().unwrap().remove("exp");
+        assert!(
+            verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).is_err(),
+            "exp is required"
+        );
+    }
+
+    #[test]
+    fn none_and_hmac_with_the_public_key_as_secret_are_refused() {
+        use base64::Engine as _;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims(60))
+        );
+        assert!(verify(&none, &pem_keys(), &expect()).is_err());
+        let hs = encode(
+            &Header::new(Algorithm::HS256),
+            &claims(60),
+            &EncodingKey::from_secret(&key("rsa_public.pem")),
+        )
+        .unwrap();
+        let err = verify(&hs, &pem_keys(), &expect()).unwrap_err();
+        assert!(err.0.contains("not allowed"), "{err}");
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused() {
+        use base64::Engine as _;
+        let t = rs256(&claims(60), "rsa_private.pem");
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        let mut c = claims(60);
+        c["tenant_id"] = json!("mallory");
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.to_string());
+        assert!(verify(&parts.join("."), &pem_keys(), &expect()).is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! Entitlements over HTTP: the marketplace lifecycle (on SQLite and on the Firestore emulator),
+//! entitlement events with their errors, signed marketplace requests, unknown tenants and the
+//! per-tenant rate limit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tai_autonomics::config::LedgerBackend;
+use tai_autonomics::receipts::LedgerStore;
+
+use crate::helpers::*;
+
+fn grant(tenant: &str) -> Value {
+    json!({"tenant_id": tenant, "entitlement_id": "ent-1", "action": "grant", "customer_id": "cust-9"})
+}
+
+fn action(tenant: &str, a: &str) -> Value {
+    json!({"tenant_id": tenant, "entitlement_id": "ent-1", "action": a, "reason": "billing"})
+}
+
+async fn lifecycle(app: &TestApp) {
+    let (s, body) = app.post_json("/marketplace", &grant("acme-corp")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["entitlement"]["sku"].as_str()),
+        (Some("active"), Some("base"))
+    );
+    assert_eq!(
+        (
+            body["receipt"]["type"].as_str(),
+            body["receipt"]["state_from"].clone(),
+            body["receipt"]["state_to"].as_str()
+        ),
+        (Some("entitlement"), Value::Null, Some("active"))
+    );
+
+    let (s, body) = app
+        .post_json("/marketplace", &action("acme-corp", "suspend"))
+        .await;
+    assert_eq!(
+        (
+            s,
+            body["receipt"]["state_from"].as_str(),
+            body["receipt"]["state_to"].as_str()
+        ),
+        (200, Some("active"), Some("suspended"))
+    );
+    let (s, body) = app
+        .post_json("/marketplace", &action("acme-corp", "suspend"))
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str(), body["receipt"]["type"].as_str()),
+        (409, Some("entitlement_conflict"), Some("refusal")),
+        "an invalid transition is 409 with its receipt"
+    );
+    let (s, _) = app
+        .post_json("/marketplace", &action("acme-corp", "resume"))
+        .await;
+    assert_eq!(s, 200);
+    let (s, body) = app
+        .post_json("/marketplace", &action("acme-corp", "revoke"))
+        .await;
+    assert_eq!((s, body["status"].as_str()), (200, Some("revoked")));
+    for a in ["grant", "resume", "suspend", "revoke"] {
+        let (s, body) = app.post_json("/marketplace", &action("acme-corp", a)).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (409, Some("entitlement_conflict")),
+            "revoke is final ({a})"
+        );
+    }
+    let (s, body) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!(
+        (
+            s,
+            body["valid"].as_bool(),
+            body["receipts_checked"].as_u64()
+        ),
+        (200, Some(true), Some(9)),
+        "{body}"
+    );
+    let (_, page) = app.get_json("/v1/tenants/acme-corp/receipts").await;
+    let events: Vec<&str> = page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &events[..5],
+        [
+            "entitlement_granted",
+            "entitlement_suspended",
+            "entitlement_refused",
+            "entitlement_resumed",
+            "entitlement_revoked"
+        ]
+    );
+    let (s, body) = app.get_json("/v1/tenants/acme-corp/entitlement").await;
+    assert_eq!(
+        (
+            s,
+            body["entitlement"]["status"].as_str(),
+            body["active"].as_bool()
+        ),
+        (200, Some("revoked"), Some(false))
+    );
+}
+
+#[actix_web::test]
+async fn the_marketplace_lifecycle_on_sqlite_leaves_a_verifying_chain() {
+    let app = spawn_app(|_| {}).await;
+    lifecycle(&app).await;
+}
+
+#[actix_web::test]
+async fn the_marketplace_lifecycle_on_the_firestore_emulator_leaves_a_verifying_chain() {
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
+        "run through tools/test.sh, which starts the Firestore emulator"
+    );
+    let project = format!(
+        "tai-api-{}-{}",
+        std::process::id(),
+        tai_autonomics::clock::now_ms()
+    );
+    let app = spawn_app(move |s| {
+        s.ledger.backend = LedgerBackend::Firestore;
+        s.firestore.project_id = project;
+    })
+    .await;
+    lifecycle(&app).await;
+}
+
+#[actix_web::test]
+async fn entitlement_events_change_the_record_or_are_refused_with_a_reason() {
+    let app = spawn_app(|_| {}).await;
+    app.post_json("/marketplace", &grant("acme")).await;
+    let ev = |e: &str, v: &str| json!({"event": e, "value": v});
+    let (s, body) = app
+        .post_json(
+            "/v1/tenants/acme/entitlement/events",
+            &ev("pack_enabled", "enterprise"),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body["entitlement"]["tools"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("audit_log")));
+    let cases = [
+        (
+            ev("pack_enabled", "enterprise"),
+            409,
+            "entitlement_conflict",
+        ),
+        (
+            ev("pack_disabled", "professional"),
+            409,
+            "entitlement_conflict",
+        ),
+        (
+            ev("iam_role_removed", "write_rollback"),
+            409,
+            "entitlement_conflict",
+        ),
+        (ev("pack_enabled", "platinum"), 400, "invalid_request"),
+        (ev("sku_changed", "gold"), 400, "invalid_request"),
+        (ev("iam_role_added", "root"), 400, "invalid_request"),
+        (
+            json!({"event": "drop", "value": "x"}),
+            400,
+            "invalid_request",
+        ),
+        (json!({"event": "pack_enabled"}), 400, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let (s, r) = app
+            .post_json("/v1/tenants/acme/entitlement/events", &body)
+            .await;
+        assert_eq!((s, r["code"].as_str()), (status, Some(code)), "{body}");
+        assert_eq!(
+            r["receipt"].is_object(),
+            status == 409,
+            "governed refusals carry their receipt: {r}"
+        );
+    }
+    let (s, body) = app
+        .post_json(
+            "/v1/tenants/acme/entitlement/events",
+            &ev("sku_changed", "enterprise"),
+        )
+        .await;
+    assert_eq!(
+        (s, body["entitlement"]["tools"].as_array().unwrap().len()),
+        (200, 7)
+    );
+    let (s, body) = app
+        .post_json(
+            "/v1/tenants/acme/entitlement/events",
+            &ev("iam_role_removed", "admin"),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        app.get_json("/v1/tenants/acme/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
+async fn unknown_tenants_are_404_and_nothing_is_stored() {
+    let app = spawn_app(|_| {}).await;
+    for (path, body) in [
+        ("/marketplace", action("ghost", "suspend")),
+        (
+            "/v1/tenants/ghost/entitlement/events",
+            json!({"event": "pack_enabled", "value": "enterprise"}),
+        ),
+    ] {
+        let (s, r) = app.post_json(path, &body).await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (404, Some("tenant_not_found")),
+            "{path}"
+        );
+    }
+    assert_eq!(app.get_json("/v1/tenants/ghost/entitlement").await.0, 404);
+    assert_eq!(
+        app.state.tree.ledger.store().head("ghost").await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    assert_eq!(
+        app.state
+            .tree
+            .ledger
+            .store()
+            .entitlement("ghost")
+            .await
+            .unwrap(),
+        None
+    );
+    let (s, r) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "Bad Id", "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    assert_eq!((s, r["code"].as_str()), (400, Some("invalid_tenant_id")));
+    let (s, r) = app.post_json("/marketplace", &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant", "expires_at": "soon"})).await;
+    assert_eq!((s, r["code"].as_str()), (400, Some("invalid_request")));
+}
+
+#[actix_web::test]
+async fn an_expired_entitlement_is_inactive() {
+    let app = spawn_app(|_| {}).await;
+    let mut g = grant("short");
+    g["expires_at"] = json!("2020-01-01T00:00:00Z");
+    assert_eq!(app.post_json("/marketplace", &g).await.0, 200);
+    let (_, body) = app.get_json("/v1/tenants/short/entitlement").await;
+    assert_eq!(
+        (
+            body["entitlement"]["status"].as_str(),
+            body["active"].as_bool()
+        ),
+        (Some("active"), Some(false))
+    );
+}
+
+fn keys_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
+}
+
+fn sign(claims: &Value, alg: Algorithm, key_file: &str) -> String {
+    let pem = std::fs::read(keys_dir().join(key_file)).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        _ => EncodingKey::from_secret(&pem),
+    };
+    encode(&Header::new(alg), claims, &key).unwrap()
+}
+
+#[actix_web::test]
+async fn signed_marketplace_requests_pass_and_every_bad_signature_is_401() {
+    use base64::Engine as _;
+    let app = spawn_app(|s| {
+        s.marketplace.verify = true;
+        s.marketplace.public_key_file = keys_dir().join("rsa_public.pem").display().to_string();
+        s.marketplace.issuer = "cloud-marketplace".into();
+        s.marketplace.audience = "tai-autonomics".into();
+        s.marketplace.leeway_secs = 0;
+    })
+    .await;
+    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
+    let claims = |tenant: &str| json!({"iss": "cloud-marketplace", "aud": "tai-autonomics", "exp": now + 300, "tenant_id": tenant, "entitlement_id": "ent-1", "action": "grant"});
+    let body = |tenant: &str, sig: String| {
+        let mut b = grant(tenant);
+        b["signature"] = json!(sig);
+        b
+    };
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+
+    let (s, r) = app
+        .post_json(
+            "/marketplace",
+            &body(
+                "signed",
+                sign(&claims("signed"), Algorithm::RS256, "rsa_private.pem"),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["receipt"]["metadata"]["request"]["signature_verified"],
+        true
+    );
+
+    let mut expired = claims("t1");
+    expired["exp"] = json!(now - 600);
+    let mut wrong_aud = claims("t1");
+    wrong_aud["aud"] = json!("someone-else");
+    let mut wrong_iss = claims("t1");
+    wrong_iss["iss"] = json!("mallory");
+    let good = sign(&claims("t1"), Algorithm::RS256, "rsa_private.pem");
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let mut evil = claims("t1");
+    evil["action"] = json!("grant");
+    evil["tenant_id"] = json!("t1");
+    evil["exp"] = json!(now + 9999);
+    parts[1] = b64(&evil);
+    let tampered = parts.join(".");
+    let cases: Vec<(&str, Value)> = vec![
+        ("missing", grant("t1")),
+        (
+            "expired",
+            body("t1", sign(&expired, Algorithm::RS256, "rsa_private.pem")),
+        ),
+        (
+            "wrong audience",
+            body("t1", sign(&wrong_aud, Algorithm::RS256, "rsa_private.pem")),
+        ),
+        (
+            "wrong issuer",
+            body("t1", sign(&wrong_iss, Algorithm::RS256, "rsa_private.pem")),
+        ),
+        (
+            "alg none",
+            body(
+                "t1",
+                format!(
+                    "{}.{}.",
+                    b64(&json!({"alg": "none", "typ": "JWT"})),
+                    b64(&claims("t1"))
+                ),
+            ),
+        ),
+        (
+            "HS256 with the public key as secret",
+            body(
+                "t1",
+                sign(&claims("t1"), Algorithm::HS256, "rsa_public.pem"),
+            ),
+        ),
+        (
+            "wrong signer",
+            body(
+                "t1",
+                sign(&claims("t1"), Algorithm::RS256, "other_rsa_private.pem"),
+            ),
+        ),
+        (
+            "claims for another tenant",
+            body(
+                "t1",
+                sign(&claims("t2"), Algorithm::RS256, "rsa_private.pem"),
+            ),
+        ),
+        ("tampered payload", body("t1", tampered)),
+    ];
+    for (name, b) in cases {
+        let (s, r) = app.post_json("/marketplace", &b).await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{name}: {r}"
+        );
+    }
+    assert_eq!(
+        app.state.tree.ledger.store().head("t1").await.unwrap(),
+        None,
+        "refused requests store nothing"
+    );
+}
+
+#[actix_web::test]
+async fn a_burst_over_the_bucket_gets_429_and_the_tenant_recovers() {
+    let app = spawn_app(|s| {
+        s.rate_limit.per_second = 2;
+        s.rate_limit.burst = 3;
+    })
+    .await;
+    app.post_json("/marketplace", &grant("busy")).await; // takes one token
+    app.post_json("/marketplace", &grant("calm")).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let res = app
+            .client
+            .get(app.url("/v1/tenants/busy/entitlement"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 429 {
+            retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        }
+        statuses.push(res.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        retry_after.is_some_and(|s| s >= 1),
+        "429 carries Retry-After"
+    );
+    assert_eq!(
+        app.get_json("/v1/tenants/calm/entitlement").await.0,
+        200,
+        "other tenants are not limited"
+    );
+    eventually("the bucket refills", Duration::from_secs(5), || async {
+        (app.get_json("/v1/tenants/busy/entitlement").await.0 == 200).then_some(())
+    })
+    .await;
+}

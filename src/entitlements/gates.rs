@@ -104,6 +104,9 @@ mod tests {
 
     const NOW: &str = "2026-01-26T14:30:45.123Z";
 
+    /// (name, entitlement, tool, args, expected refusal, expected gates)
+    type Case<'a> = (&'a str, Option<&'a Entitlement>, Option<&'a str>, Value, Option<&'a str>, Value);
+
     fn ent(sku: &str) -> Entitlement {
         Entitlement::new("t", "e", None, sku, None, NOW).unwrap()
     }
@@ -123,14 +126,7 @@ mod tests {
             .unwrap();
         let full = json!({"customer_id": "c-1", "feature_key": "f", "receipt_id": "r"});
 
-        let table: Vec<(
-            &str,
-            Option<&Entitlement>,
-            Option<&str>,
-            Value,
-            Option<&str>,
-            Value,
-        )> = vec![
+        let table: Vec<Case> = vec![
             (
                 "signal, active",
                 Some(&base),

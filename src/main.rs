@@ -31,6 +31,11 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Print the SHA-256 digest of a bearer token, as `auth.tokens` wants it.
+    TokenDigest {
+        /// The token (read from the TAI_TOKEN environment variable when omitted).
+        token: Option<String>,
+    },
 }
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
@@ -128,6 +133,18 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::TokenDigest { token }) = &cli.command {
+        let Some(token) = token
+            .clone()
+            .or_else(|| std::env::var("TAI_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+        else {
+            eprintln!("token-digest: give the token as an argument or in TAI_TOKEN");
+            return ExitCode::FAILURE;
+        };
+        println!("{}", tai_autonomics::auth::token_digest(&token));
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
@@ -138,6 +155,7 @@ fn main() -> ExitCode {
     export_emulator_hosts(&settings);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Verify { tenant, .. } => verify(settings, tenant),
+        Command::TokenDigest { .. } => ExitCode::SUCCESS,
         Command::Config => {
             println!("{}", settings.masked_json());
             ExitCode::SUCCESS

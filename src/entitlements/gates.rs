@@ -105,7 +105,14 @@ mod tests {
     const NOW: &str = "2026-01-26T14:30:45.123Z";
 
     /// (name, entitlement, tool, args, expected refusal, expected gates)
-    type Case<'a> = (&'a str, Option<&'a Entitlement>, Option<&'a str>, Value, Option<&'a str>, Value);
+    type Case<'a> = (
+        &'a str,
+        Option<&'a Entitlement>,
+        Option<&'a str>,
+        Value,
+        Option<&'a str>,
+        Value,
+    );
 
     fn ent(sku: &str) -> Entitlement {
         Entitlement::new("t", "e", None, sku, None, NOW).unwrap()

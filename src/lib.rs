@@ -5,6 +5,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod entitlements;
+pub mod governor;
 pub mod http;
 pub mod receipts;
 pub mod startup;

@@ -1,0 +1,1034 @@
+//! The governor state machine (SPEC §4), pure: no actor, no I/O, no clock. The actor feeds it
+//! one input at a time with the facts it needs (the entitlement gate, the time, a fresh action
+//! id) and carries out what it returns: the receipts to append (in order), the answer for the
+//! caller, and the effects (start or cancel an action, arm or disarm the state timeout).
+//!
+//! States: `boot`, `stable`, `warning`, `intervening`, `refusing`. Thresholds are inclusive.
+//! One action (or tool) in flight at a time; signals arriving meanwhile are postponed (bounded)
+//! and replayed in order once it ends.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::receipts::ReceiptType;
+
+/// A governor's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Boot,
+    Stable,
+    Warning,
+    Intervening,
+    Refusing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Boot => "boot",
+            State::Stable => "stable",
+            State::Warning => "warning",
+            State::Intervening => "intervening",
+            State::Refusing => "refusing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "boot" => State::Boot,
+            "stable" => State::Stable,
+            "warning" => State::Warning,
+            "intervening" => State::Intervening,
+            "refusing" => State::Refusing,
+            _ => return None,
+        })
+    }
+}
+
+/// Inclusive thresholds (per SKU; defaults 60 and 80).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub warning: f64,
+    pub action: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            warning: 60.0,
+            action: 80.0,
+        }
+    }
+}
+
+/// A metric sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub metric: String,
+    pub value: f64,
+    pub timestamp_ms: u64,
+}
+
+/// The action (or tool call) in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub action_id: String,
+    /// `scale_up` for threshold actions, the tool name for tool calls.
+    pub kind: String,
+    /// Where a tool call returns to when it ends (actions end in `stable` or `refusing`).
+    pub return_to: State,
+    pub is_tool: bool,
+}
+
+/// Everything a governor remembers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub state: State,
+    pub in_flight: Option<InFlight>,
+    pub postponed: VecDeque<Signal>,
+    pub postpone_capacity: usize,
+    pub thresholds: Thresholds,
+}
+
+impl Machine {
+    pub fn new(thresholds: Thresholds, postpone_capacity: usize) -> Self {
+        Machine {
+            state: State::Boot,
+            in_flight: None,
+            postponed: VecDeque::new(),
+            postpone_capacity,
+            thresholds,
+        }
+    }
+}
+
+/// One input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Signal(Signal),
+    /// A tool call whose gates (entitlement, tool, preconditions) were evaluated by the caller.
+    ToolCall {
+        tool: String,
+        args: Value,
+        gates: Value,
+        refusal: Option<String>,
+    },
+    /// The tool finished (success or failure), with its result.
+    ToolFinished {
+        action_id: String,
+        ok: bool,
+        result: Value,
+    },
+    ActionCompleted {
+        action_id: String,
+        result: Value,
+    },
+    ActionFailed {
+        action_id: String,
+        error: String,
+    },
+    /// The state timeout of `intervening` fired for this action.
+    ActionTimedOut {
+        action_id: String,
+    },
+    EntitlementChanged {
+        active: bool,
+    },
+    Reset,
+}
+
+/// Facts the machine needs from outside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// Whether the tenant's entitlement is active and not expired right now.
+    pub entitled: bool,
+    /// The entitlement gate's record for `metadata.gates`.
+    pub gates: Value,
+    /// An id for an action started by this input.
+    pub new_action_id: String,
+}
+
+/// A receipt to append: everything but its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptSpec {
+    pub kind: ReceiptType,
+    pub event_type: &'static str,
+    pub state_from: Option<State>,
+    pub state_to: Option<State>,
+    pub reason: String,
+    pub metadata: Value,
+}
+
+/// What the caller is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Decided (accepted, or a governed refusal answered with 200 by the caller's protocol).
+    Accepted { postponed: bool },
+    /// Refused with this HTTP status and reason (`governor_refusing`, `intervening`,
+    /// `postpone_queue_full`, …).
+    Refused { status: u16, reason: &'static str },
+    /// The input made no sense in this state (no receipt).
+    Invalid { reason: String },
+}
+
+/// Side effects for the actor to carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    StartAction {
+        action_id: String,
+        kind: String,
+        params: Value,
+    },
+    RunTool {
+        action_id: String,
+        tool: String,
+        args: Value,
+    },
+    CancelAction {
+        action_id: String,
+    },
+    ArmTimeout {
+        action_id: String,
+    },
+    DisarmTimeout,
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub receipts: Vec<ReceiptSpec>,
+    pub reply: Reply,
+    pub effects: Vec<Effect>,
+}
+
+fn spec(
+    kind: ReceiptType,
+    event_type: &'static str,
+    from: State,
+    to: State,
+    reason: impl Into<String>,
+    metadata: Value,
+) -> ReceiptSpec {
+    ReceiptSpec {
+        kind,
+        event_type,
+        state_from: Some(from),
+        state_to: Some(to),
+        reason: reason.into(),
+        metadata,
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    let mut s = String::new();
+    crate::receipts::jcs::write_number(&mut s, v);
+    s
+}
+
+impl Machine {
+    /// Advances by one input. The caller appends `receipts` in order and only then applies the
+    /// returned machine (the state must not advance if the ledger refuses).
+    pub fn step(&self, input: Input, facts: &Facts) -> (Machine, Step) {
+        let mut next = self.clone();
+        let mut receipts = Vec::new();
+        let mut effects = Vec::new();
+
+        // boot: the first input passes the entitlement gate first.
+        if next.state == State::Boot
+            && !matches!(input, Input::EntitlementChanged { .. } | Input::Reset)
+        {
+            if facts.entitled {
+                receipts.push(spec(
+                    ReceiptType::Transition,
+                    "entitlement_verified",
+                    State::Boot,
+                    State::Stable,
+                    "entitlement active",
+                    json!({"gates": facts.gates}),
+                ));
+                next.state = State::Stable;
+            } else {
+                receipts.push(spec(
+                    ReceiptType::Refusal,
+                    "entitlement_check_failed",
+                    State::Boot,
+                    State::Refusing,
+                    "entitlement inactive",
+                    json!({"gates": facts.gates}),
+                ));
+                next.state = State::Refusing;
+                let refused = match &input {
+                    Input::Signal(_) => Some("signal_refused"),
+                    Input::ToolCall { .. } => Some("tool_call_refused"),
+                    _ => None,
+                };
+                let reply = if refused.is_some() {
+                    Reply::Refused {
+                        status: 409,
+                        reason: "governor_refusing",
+                    }
+                } else {
+                    Reply::Invalid {
+                        reason: "no action in flight".into(),
+                    }
+                };
+                return (
+                    next,
+                    Step {
+                        receipts,
+                        reply,
+                        effects,
+                    },
+                );
+            }
+        }
+
+        let reply = match input {
+            Input::Signal(sig) => next.on_signal(sig, facts, &mut receipts, &mut effects),
+            Input::ToolCall {
+                tool,
+                args,
+                gates,
+                refusal,
+            } => {
+                let from = next.state;
+                match from {
+                    State::Refusing => {
+                        receipts.push(spec(
+                            ReceiptType::Refusal,
+                            "tool_call_refused",
+                            from,
+                            from,
+                            "governor_refusing",
+                            json!({"tool": tool, "gates": gates}),
+                        ));
+                        Reply::Refused {
+                            status: 409,
+                            reason: "governor_refusing",
+                        }
+                    }
+                    State::Intervening => {
+                        receipts.push(spec(
+                            ReceiptType::Refusal,
+                            "tool_call_refused",
+                            from,
+                            from,
+                            "intervening",
+                            json!({"tool": tool, "gates": gates}),
+                        ));
+                        Reply::Refused {
+                            status: 409,
+                            reason: "intervening",
+                        }
+                    }
+                    _ => match refusal {
+                        Some(reason) => {
+                            receipts.push(spec(
+                                ReceiptType::Refusal,
+                                "tool_call_refused",
+                                from,
+                                from,
+                                reason,
+                                json!({"tool": tool, "args": args, "gates": gates}),
+                            ));
+                            Reply::Refused {
+                                status: 403,
+                                reason: "gate_refused",
+                            }
+                        }
+                        None => {
+                            let action_id = facts.new_action_id.clone();
+                            next.in_flight = Some(InFlight {
+                                action_id: action_id.clone(),
+                                kind: tool.clone(),
+                                return_to: from,
+                                is_tool: true,
+                            });
+                            next.state = State::Intervening;
+                            effects.push(Effect::RunTool {
+                                action_id,
+                                tool,
+                                args,
+                            });
+                            Reply::Accepted { postponed: false }
+                        }
+                    },
+                }
+            }
+            Input::ToolFinished {
+                action_id,
+                ok,
+                result,
+            } => match next.in_flight.clone() {
+                Some(f)
+                    if f.is_tool
+                        && f.action_id == action_id
+                        && next.state == State::Intervening =>
+                {
+                    next.in_flight = None;
+                    next.state = f.return_to;
+                    let (event, kind) = if ok {
+                        ("tool_call_succeeded", ReceiptType::ToolCall)
+                    } else {
+                        ("tool_call_failed", ReceiptType::ToolCall)
+                    };
+                    receipts.push(spec(kind, event, f.return_to, f.return_to, format!("tool {} {}", f.kind, if ok { "succeeded" } else { "failed" }), json!({"tool": f.kind, "action_id": action_id, "result": result, "gates": facts.gates})));
+                    next.replay(facts, &mut receipts, &mut effects);
+                    Reply::Accepted { postponed: false }
+                }
+                _ => Reply::Invalid {
+                    reason: format!("no tool call {action_id} in flight"),
+                },
+            },
+            Input::ActionCompleted { action_id, result } => next.end_action(
+                &action_id,
+                State::Stable,
+                "action_completed",
+                ReceiptType::Action,
+                format!("action {action_id} completed"),
+                json!({"result": result}),
+                facts,
+                &mut receipts,
+                &mut effects,
+            ),
+            Input::ActionFailed { action_id, error } => next.end_action(
+                &action_id,
+                State::Refusing,
+                "action_failed",
+                ReceiptType::Action,
+                format!("action {action_id} failed: {error}"),
+                json!({"error": error}),
+                facts,
+                &mut receipts,
+                &mut effects,
+            ),
+            Input::ActionTimedOut { action_id } => next.end_action(
+                &action_id,
+                State::Refusing,
+                "action_timeout",
+                ReceiptType::Action,
+                format!("action {action_id} timed out"),
+                json!({}),
+                facts,
+                &mut receipts,
+                &mut effects,
+            ),
+            Input::EntitlementChanged { active } => {
+                let from = next.state;
+                match (active, from) {
+                    (false, State::Refusing) => Reply::Accepted { postponed: false },
+                    (false, _) => {
+                        if let Some(f) = next.in_flight.take() {
+                            effects.push(Effect::DisarmTimeout);
+                            effects.push(Effect::CancelAction {
+                                action_id: f.action_id,
+                            });
+                        }
+                        next.postponed.clear();
+                        next.state = State::Refusing;
+                        receipts.push(spec(
+                            ReceiptType::Transition,
+                            "entitlement_changed",
+                            from,
+                            State::Refusing,
+                            "entitlement inactive",
+                            json!({"gates": facts.gates}),
+                        ));
+                        Reply::Accepted { postponed: false }
+                    }
+                    (true, State::Refusing) => {
+                        next.state = State::Stable;
+                        receipts.push(spec(
+                            ReceiptType::Transition,
+                            "entitlement_reactivated",
+                            from,
+                            State::Stable,
+                            "entitlement active again",
+                            json!({"gates": facts.gates}),
+                        ));
+                        Reply::Accepted { postponed: false }
+                    }
+                    (true, _) => Reply::Accepted { postponed: false },
+                }
+            }
+            Input::Reset => match next.state {
+                State::Refusing => {
+                    next.state = State::Stable;
+                    receipts.push(spec(
+                        ReceiptType::Transition,
+                        "governor_reset",
+                        State::Refusing,
+                        State::Stable,
+                        "operator reset",
+                        json!({}),
+                    ));
+                    Reply::Accepted { postponed: false }
+                }
+                s => Reply::Invalid {
+                    reason: format!(
+                        "reset applies to a refusing governor, this one is {}",
+                        s.as_str()
+                    ),
+                },
+            },
+        };
+        (
+            next,
+            Step {
+                receipts,
+                reply,
+                effects,
+            },
+        )
+    }
+
+    fn on_signal(
+        &mut self,
+        sig: Signal,
+        facts: &Facts,
+        receipts: &mut Vec<ReceiptSpec>,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        let from = self.state;
+        let input =
+            json!({"metric": sig.metric, "value": sig.value, "timestamp_ms": sig.timestamp_ms});
+        let t = self.thresholds;
+        let thresholds = json!({"warning": t.warning, "action": t.action});
+        match from {
+            State::Refusing => {
+                receipts.push(ReceiptSpec {
+                    kind: ReceiptType::Refusal,
+                    event_type: "signal_refused",
+                    state_from: Some(from),
+                    state_to: Some(from),
+                    reason: "governor_refusing".into(),
+                    metadata: json!({"input": input}),
+                });
+                Reply::Refused {
+                    status: 409,
+                    reason: "governor_refusing",
+                }
+            }
+            State::Intervening => {
+                if self.postponed.len() >= self.postpone_capacity {
+                    receipts.push(ReceiptSpec {
+                        kind: ReceiptType::Refusal,
+                        event_type: "signal_refused",
+                        state_from: Some(from),
+                        state_to: Some(from),
+                        reason: "postpone_queue_full".into(),
+                        metadata: json!({"input": input}),
+                    });
+                    return Reply::Refused {
+                        status: 429,
+                        reason: "postpone_queue_full",
+                    };
+                }
+                self.postponed.push_back(sig);
+                receipts.push(spec(
+                    ReceiptType::Transition,
+                    "signal_postponed",
+                    from,
+                    from,
+                    format!("action in flight; {} queued", self.postponed.len()),
+                    json!({"input": input}),
+                ));
+                Reply::Accepted { postponed: true }
+            }
+            _ => {
+                self.apply_signal(&sig, input, thresholds, facts, receipts, effects);
+                Reply::Accepted { postponed: false }
+            }
+        }
+    }
+
+    /// The threshold rule, in `stable` or `warning`.
+    fn apply_signal(
+        &mut self,
+        sig: &Signal,
+        input: Value,
+        thresholds: Value,
+        facts: &Facts,
+        receipts: &mut Vec<ReceiptSpec>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let from = self.state;
+        let (t, v) = (self.thresholds, sig.value);
+        if v >= t.action {
+            let action_id = facts.new_action_id.clone();
+            let params = json!({"metric": sig.metric, "value": v});
+            self.in_flight = Some(InFlight {
+                action_id: action_id.clone(),
+                kind: "scale_up".into(),
+                return_to: State::Stable,
+                is_tool: false,
+            });
+            self.state = State::Intervening;
+            receipts.push(spec(ReceiptType::Action, "action_started", from, State::Intervening, format!("value {} >= action threshold {}", fmt_num(v), fmt_num(t.action)), json!({"input": input, "thresholds": thresholds, "action": {"action_id": action_id, "type": "scale_up", "params": params}, "gates": facts.gates})));
+            effects.push(Effect::StartAction {
+                action_id: action_id.clone(),
+                kind: "scale_up".into(),
+                params,
+            });
+            effects.push(Effect::ArmTimeout { action_id });
+        } else if v >= t.warning {
+            self.state = State::Warning;
+            receipts.push(spec(
+                ReceiptType::Transition,
+                "signal_warning",
+                from,
+                State::Warning,
+                format!(
+                    "value {} >= warning threshold {}",
+                    fmt_num(v),
+                    fmt_num(t.warning)
+                ),
+                json!({"input": input, "thresholds": thresholds, "gates": facts.gates}),
+            ));
+        } else {
+            self.state = State::Stable;
+            receipts.push(spec(
+                ReceiptType::Transition,
+                "signal_processed",
+                from,
+                State::Stable,
+                format!(
+                    "value {} < warning threshold {}",
+                    fmt_num(v),
+                    fmt_num(t.warning)
+                ),
+                json!({"input": input, "thresholds": thresholds, "gates": facts.gates}),
+            ));
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one helper for the three ways an action ends"
+    )]
+    fn end_action(
+        &mut self,
+        action_id: &str,
+        to: State,
+        event: &'static str,
+        kind: ReceiptType,
+        reason: String,
+        metadata: Value,
+        facts: &Facts,
+        receipts: &mut Vec<ReceiptSpec>,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        match &self.in_flight {
+            Some(f)
+                if !f.is_tool && f.action_id == action_id && self.state == State::Intervening =>
+            {
+                self.in_flight = None;
+                effects.push(Effect::DisarmTimeout);
+                let mut meta = metadata;
+                meta["action_id"] = json!(action_id);
+                receipts.push(spec(kind, event, State::Intervening, to, reason, meta));
+                self.state = to;
+                if to == State::Refusing {
+                    // Postponed signals meet a refusing governor: they are dropped with the
+                    // action (their callers were answered `postponed` already).
+                    self.postponed.clear();
+                } else {
+                    self.replay(facts, receipts, effects);
+                }
+                Reply::Accepted { postponed: false }
+            }
+            _ => Reply::Invalid {
+                reason: format!("no action {action_id} in flight"),
+            },
+        }
+    }
+
+    /// Replays postponed signals in order while the governor is not intervening again.
+    fn replay(
+        &mut self,
+        facts: &Facts,
+        receipts: &mut Vec<ReceiptSpec>,
+        effects: &mut Vec<Effect>,
+    ) {
+        while matches!(self.state, State::Stable | State::Warning) {
+            let Some(sig) = self.postponed.pop_front() else {
+                break;
+            };
+            let input = json!({"metric": sig.metric, "value": sig.value, "timestamp_ms": sig.timestamp_ms, "replayed": true});
+            let t = self.thresholds;
+            let mut f = facts.clone();
+            f.new_action_id = format!("{}-r{}", facts.new_action_id, receipts.len());
+            self.apply_signal(
+                &sig,
+                input,
+                json!({"warning": t.warning, "action": t.action}),
+                &f,
+                receipts,
+                effects,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(entitled: bool) -> Facts {
+        Facts {
+            entitled,
+            gates: json!({"entitlement": if entitled { "pass" } else { "refuse" }}),
+            new_action_id: "act-1".into(),
+        }
+    }
+
+    fn sig(v: f64) -> Input {
+        Input::Signal(Signal {
+            metric: "cpu".into(),
+            value: v,
+            timestamp_ms: 1,
+        })
+    }
+
+    fn at(state: State) -> Machine {
+        let mut m = Machine::new(Thresholds::default(), 2);
+        m.state = state;
+        if state == State::Intervening {
+            m.in_flight = Some(InFlight {
+                action_id: "act-0".into(),
+                kind: "scale_up".into(),
+                return_to: State::Stable,
+                is_tool: false,
+            });
+        }
+        m
+    }
+
+    fn events(s: &Step) -> Vec<&'static str> {
+        s.receipts.iter().map(|r| r.event_type).collect()
+    }
+
+    fn tool(refusal: Option<&str>) -> Input {
+        Input::ToolCall {
+            tool: "health".into(),
+            args: json!({}),
+            gates: json!({"entitlement": "pass"}),
+            refusal: refusal.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn boot_entitled_first_input_is_verified_then_handled_as_in_stable() {
+        let (m, s) = at(State::Boot).step(sig(50.0), &facts(true));
+        assert_eq!(events(&s), ["entitlement_verified", "signal_processed"]);
+        assert_eq!(m.state, State::Stable);
+        assert_eq!(s.receipts[0].state_from, Some(State::Boot));
+    }
+
+    #[test]
+    fn boot_not_entitled_refuses_the_input_and_goes_refusing() {
+        let (m, s) = at(State::Boot).step(sig(50.0), &facts(false));
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["entitlement_check_failed"], State::Refusing)
+        );
+        assert_eq!(
+            s.reply,
+            Reply::Refused {
+                status: 409,
+                reason: "governor_refusing"
+            }
+        );
+    }
+
+    #[test]
+    fn stable_below_warning_stays() {
+        let (m, s) = at(State::Stable).step(sig(59.999), &facts(true));
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["signal_processed"], State::Stable)
+        );
+    }
+
+    #[test]
+    fn stable_or_warning_between_thresholds_goes_warning_inclusively() {
+        for from in [State::Stable, State::Warning] {
+            let (m, s) = at(from).step(sig(60.0), &facts(true));
+            assert_eq!(
+                (events(&s), m.state),
+                (vec!["signal_warning"], State::Warning),
+                "{from:?}"
+            );
+            assert_eq!(s.receipts[0].reason, "value 60 >= warning threshold 60");
+        }
+    }
+
+    #[test]
+    fn warning_below_warning_returns_to_stable() {
+        let (m, s) = at(State::Warning).step(sig(10.0), &facts(true));
+        assert_eq!(
+            (events(&s), m.state, s.receipts[0].state_from),
+            (
+                vec!["signal_processed"],
+                State::Stable,
+                Some(State::Warning)
+            )
+        );
+    }
+
+    #[test]
+    fn stable_or_warning_at_the_action_threshold_starts_scale_up() {
+        for from in [State::Stable, State::Warning] {
+            let (m, s) = at(from).step(sig(80.0), &facts(true));
+            assert_eq!(
+                (events(&s), m.state),
+                (vec!["action_started"], State::Intervening)
+            );
+            assert_eq!(s.receipts[0].kind, ReceiptType::Action);
+            assert!(
+                matches!(&s.effects[0], Effect::StartAction { kind, .. } if kind == "scale_up")
+            );
+            assert!(matches!(&s.effects[1], Effect::ArmTimeout { .. }));
+            assert_eq!(m.in_flight.as_ref().unwrap().action_id, "act-1");
+        }
+    }
+
+    #[test]
+    fn tool_call_with_gates_passing_runs_while_intervening_and_returns() {
+        for from in [State::Stable, State::Warning] {
+            let (m, s) = at(from).step(tool(None), &facts(true));
+            assert_eq!(
+                (m.state, s.reply.clone()),
+                (State::Intervening, Reply::Accepted { postponed: false })
+            );
+            assert!(
+                s.receipts.is_empty(),
+                "the receipt comes when the tool ends"
+            );
+            for (ok, event) in [(true, "tool_call_succeeded"), (false, "tool_call_failed")] {
+                let (back, s) = m.step(
+                    Input::ToolFinished {
+                        action_id: "act-1".into(),
+                        ok,
+                        result: json!({}),
+                    },
+                    &facts(true),
+                );
+                assert_eq!((events(&s), back.state), (vec![event], from));
+            }
+        }
+    }
+
+    #[test]
+    fn tool_call_refused_by_a_gate_stays() {
+        let (m, s) = at(State::Stable).step(tool(Some("tool_not_entitled")), &facts(true));
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["tool_call_refused"], State::Stable)
+        );
+        assert_eq!(s.receipts[0].reason, "tool_not_entitled");
+    }
+
+    #[test]
+    fn intervening_postpones_signals_answers_at_once_and_refuses_when_full() {
+        let m = at(State::Intervening);
+        let (m, s1) = m.step(sig(10.0), &facts(true));
+        let (m, s2) = m.step(sig(70.0), &facts(true));
+        assert_eq!(
+            (s1.reply.clone(), events(&s1)),
+            (
+                Reply::Accepted { postponed: true },
+                vec!["signal_postponed"]
+            )
+        );
+        assert_eq!(s2.reply, Reply::Accepted { postponed: true });
+        let (m, s3) = m.step(sig(20.0), &facts(true));
+        assert_eq!(
+            (s3.reply.clone(), events(&s3)),
+            (
+                Reply::Refused {
+                    status: 429,
+                    reason: "postpone_queue_full"
+                },
+                vec!["signal_refused"]
+            )
+        );
+        assert_eq!(m.postponed.len(), 2);
+    }
+
+    #[test]
+    fn intervening_refuses_tool_calls() {
+        let (m, s) = at(State::Intervening).step(tool(None), &facts(true));
+        assert_eq!(
+            (events(&s), s.reply.clone(), m.state),
+            (
+                vec!["tool_call_refused"],
+                Reply::Refused {
+                    status: 409,
+                    reason: "intervening"
+                },
+                State::Intervening
+            )
+        );
+    }
+
+    #[test]
+    fn action_completed_returns_to_stable_and_replays_postponed_signals_in_order() {
+        let m = at(State::Intervening);
+        let (m, _) = m.step(sig(65.0), &facts(true));
+        let (m, _) = m.step(sig(10.0), &facts(true));
+        let (m, s) = m.step(
+            Input::ActionCompleted {
+                action_id: "act-0".into(),
+                result: json!("advised"),
+            },
+            &facts(true),
+        );
+        assert_eq!(
+            events(&s),
+            ["action_completed", "signal_warning", "signal_processed"]
+        );
+        assert_eq!((m.state, m.postponed.len()), (State::Stable, 0));
+        assert_eq!(s.effects[0], Effect::DisarmTimeout);
+    }
+
+    #[test]
+    fn a_replayed_signal_over_the_action_threshold_starts_the_next_action_and_keeps_the_rest_queued(
+    ) {
+        let m = at(State::Intervening);
+        let (m, _) = m.step(sig(90.0), &facts(true));
+        let (m, _) = m.step(sig(10.0), &facts(true));
+        let (m, s) = m.step(
+            Input::ActionCompleted {
+                action_id: "act-0".into(),
+                result: json!(null),
+            },
+            &facts(true),
+        );
+        assert_eq!(events(&s), ["action_completed", "action_started"]);
+        assert_eq!((m.state, m.postponed.len()), (State::Intervening, 1));
+    }
+
+    #[test]
+    fn action_failed_or_timed_out_goes_refusing() {
+        let (m, s) = at(State::Intervening).step(
+            Input::ActionFailed {
+                action_id: "act-0".into(),
+                error: "webhook 500".into(),
+            },
+            &facts(true),
+        );
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["action_failed"], State::Refusing)
+        );
+        let (m, s) = at(State::Intervening).step(
+            Input::ActionTimedOut {
+                action_id: "act-0".into(),
+            },
+            &facts(true),
+        );
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["action_timeout"], State::Refusing)
+        );
+    }
+
+    #[test]
+    fn a_completion_for_another_action_is_an_error_reply_and_changes_nothing() {
+        let before = at(State::Intervening);
+        let (m, s) = before.step(
+            Input::ActionCompleted {
+                action_id: "other".into(),
+                result: json!(null),
+            },
+            &facts(true),
+        );
+        assert!(matches!(s.reply, Reply::Invalid { .. }));
+        assert!(s.receipts.is_empty());
+        assert_eq!(m, before);
+    }
+
+    #[test]
+    fn entitlement_loss_from_any_state_goes_refusing_and_cancels_the_action() {
+        for from in [State::Stable, State::Warning, State::Intervening] {
+            let (m, s) = at(from).step(Input::EntitlementChanged { active: false }, &facts(false));
+            assert_eq!(
+                (events(&s), m.state),
+                (vec!["entitlement_changed"], State::Refusing),
+                "{from:?}"
+            );
+            if from == State::Intervening {
+                assert!(s.effects.contains(&Effect::CancelAction {
+                    action_id: "act-0".into()
+                }));
+                assert!(m.in_flight.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn refusing_refuses_signals_and_tool_calls_with_409() {
+        let (_, s) = at(State::Refusing).step(sig(10.0), &facts(true));
+        assert_eq!(
+            (events(&s), s.reply.clone()),
+            (
+                vec!["signal_refused"],
+                Reply::Refused {
+                    status: 409,
+                    reason: "governor_refusing"
+                }
+            )
+        );
+        let (_, s) = at(State::Refusing).step(tool(None), &facts(true));
+        assert_eq!(
+            (events(&s), s.reply.clone()),
+            (
+                vec!["tool_call_refused"],
+                Reply::Refused {
+                    status: 409,
+                    reason: "governor_refusing"
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn refusing_returns_to_stable_on_reactivation_or_operator_reset() {
+        let (m, s) =
+            at(State::Refusing).step(Input::EntitlementChanged { active: true }, &facts(true));
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["entitlement_reactivated"], State::Stable)
+        );
+        let (m, s) = at(State::Refusing).step(Input::Reset, &facts(true));
+        assert_eq!(
+            (events(&s), m.state),
+            (vec!["governor_reset"], State::Stable)
+        );
+        let (_, s) = at(State::Stable).step(Input::Reset, &facts(true));
+        assert!(
+            matches!(s.reply, Reply::Invalid { .. }),
+            "reset only applies to refusing"
+        );
+    }
+
+    #[test]
+    fn thresholds_are_configurable() {
+        let mut m = at(State::Stable);
+        m.thresholds = Thresholds {
+            warning: 10.0,
+            action: 20.0,
+        };
+        let (m2, s) = m.step(sig(15.0), &facts(true));
+        assert_eq!(
+            (events(&s), m2.state),
+            (vec!["signal_warning"], State::Warning)
+        );
+        let (_, s) = m.step(sig(20.0), &facts(true));
+        assert_eq!(events(&s), ["action_started"]);
+    }
+}

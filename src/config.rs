@@ -42,6 +42,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub marketplace: MarketplaceSettings,
     pub rate_limit: RateLimitSettings,
+    pub governance: GovernanceSettings,
+    pub actions: ActionSettings,
     pub supervision: SupervisionSettings,
     pub chaos: ChaosSettings,
     pub gcp: GcpSettings,
@@ -135,6 +137,31 @@ pub struct RateLimitSettings {
     pub per_second: u32,
     /// Burst per tenant.
     pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GovernanceSettings {
+    /// Arbiters (threads) governors are spread over by tenant hash; 0 = one per core.
+    pub arbiters: usize,
+    /// A governor with nothing to do for this long stops (and comes back on demand).
+    pub idle_hibernate_secs: u64,
+    /// Signals queued while an action runs; beyond, 429.
+    pub postpone_capacity: usize,
+    /// The state timeout of `intervening`.
+    pub action_timeout_ms: u64,
+    /// Restart intensity of the governance supervisor.
+    pub intensity: u32,
+    pub period_secs: u64,
+    /// Inclusive thresholds per SKU.
+    pub thresholds: std::collections::HashMap<String, crate::governor::Thresholds>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionSettings {
+    /// `eval` (Phase 1: actions are advice, completed at once).
+    pub executor: String,
+    /// Actions in flight across all tenants; beyond, 429 `actions_saturated`.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,6 +405,29 @@ impl Settings {
                 self.rate_limit.per_second.to_string(),
                 "positive per_second and burst",
             );
+        }
+        if self.actions.executor != "eval" {
+            return bad(
+                "actions.executor",
+                self.actions.executor.clone(),
+                "eval (the webhook executor is not built yet)",
+            );
+        }
+        if self.governance.postpone_capacity == 0
+            || self.governance.idle_hibernate_secs == 0
+            || self.governance.action_timeout_ms == 0
+            || self.governance.period_secs == 0
+        {
+            return bad("governance", String::new(), "positive postpone_capacity, idle_hibernate_secs, action_timeout_ms and period_secs");
+        }
+        for (sku, t) in &self.governance.thresholds {
+            if !(t.warning.is_finite() && t.action.is_finite() && t.warning <= t.action) {
+                return bad(
+                    &format!("governance.thresholds.{sku}"),
+                    format!("{t:?}"),
+                    "finite warning <= action",
+                );
+            }
         }
         if self.supervision.root_period_secs == 0 {
             return bad(

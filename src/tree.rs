@@ -4,7 +4,8 @@
 //! `supervision.root_period_secs` (5 in 60 s). Children start in the order listed and stop in
 //! reverse: the Observer first (so it sees every later start), then the ledger's ReceiptWriter
 //! on an arbiter (thread) of its own, so commits never hold up HTTP workers, then the
-//! Entitlements actor (which appends through the writer). Every supervision
+//! Entitlements actor (which appends through the writer), then `governance`: a dynamic
+//! supervisor of one Governor per tenant (transient, with backoff), spread over arbiters. Every supervision
 //! event is counted and logged (`telemetry::events`) and remembered by the Observer.
 
 use std::sync::Arc;
@@ -13,12 +14,13 @@ use std::time::Duration;
 use actix::{Arbiter, ArbiterHandle};
 use anyhow::Context as _;
 use supervisors::{
-    ChildRef, ChildSpec, EventSink, Intensity, Shutdown, Strategy, Supervisor, SupervisorEvent,
-    SupervisorRef,
+    Backoff, ChildRef, ChildSpec, DynamicRef, DynamicSupervisor, EventSink, Intensity, Restart,
+    Shutdown, Strategy, Supervisor, SupervisorEvent, SupervisorRef,
 };
 
 use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
+use crate::governor::{EntitlementUpdate, Governor, GovernorDeps};
 use crate::receipts::firestore::FirestoreStore;
 use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -37,6 +39,8 @@ pub struct Tree {
     pub entitlements: ChildRef<Entitlements>,
     /// Who hears about entitlement changes (kept outside the actor, so it survives restarts).
     pub entitlement_subscribers: Subscribers,
+    /// One governor per tenant, keyed by tenant id.
+    pub governors: DynamicRef<String, Governor>,
 }
 
 /// Opens the configured ledger backend.
@@ -90,6 +94,55 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         Entitlements::new(ent_ledger.clone(), ent_subs.clone())
     });
 
+    let deps = GovernorDeps {
+        ledger: ledger.clone(),
+        thresholds: settings.governance.thresholds.clone(),
+        postpone_capacity: settings.governance.postpone_capacity,
+        action_timeout: Duration::from_millis(settings.governance.action_timeout_ms),
+        idle_hibernate: Duration::from_secs(settings.governance.idle_hibernate_secs),
+        actions_in_flight: Default::default(),
+        max_actions_in_flight: settings.actions.max_in_flight,
+    };
+    let n = match settings.governance.arbiters {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let arbiters: Vec<ArbiterHandle> = (0..n).map(|_| Arbiter::new().handle()).collect();
+    let gov = settings.governance.clone();
+    let (governance_spec, governors) = ChildSpec::dynamic("governance", move || {
+        let deps = deps.clone();
+        DynamicSupervisor::new("governance", move |tenant: &String| {
+            Ok::<_, String>(Governor::new(tenant, deps.clone()))
+        })
+        .restart(Restart::Transient)
+        .backoff(Backoff {
+            min: Duration::from_millis(5),
+            max: Duration::from_secs(2),
+            factor: 2.0,
+            jitter: 0.2,
+            reset_after: Duration::from_secs(30),
+        })
+        .intensity(Intensity::new(
+            gov.intensity,
+            Duration::from_secs(gov.period_secs),
+        ))
+        .shutdown(Shutdown::Timeout(Duration::from_secs(2)))
+        .mailbox(256)
+        .arbiters(arbiters.clone())
+    });
+    // Entitlement changes reach a running governor; one not running loads the record when it starts.
+    let reach = governors.clone();
+    entitlement_subscribers
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::new(
+            move |ch: &crate::entitlements::EntitlementChanged| {
+                if let Some(g) = reach.get(&ch.entitlement.tenant_id) {
+                    let _ = g.try_tell(EntitlementUpdate(ch.entitlement.clone()));
+                }
+            },
+        ));
+
     let remember = observer.clone();
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
         events::supervision(e);
@@ -119,6 +172,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 .shutdown(Shutdown::Timeout(Duration::from_secs(2)))
                 .mailbox(1024),
         )
+        .child(governance_spec)
         .start()
         .await;
     if let Some(reason) = root.exit_reason() {
@@ -131,5 +185,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         ledger_arbiter,
         entitlements,
         entitlement_subscribers,
+        governors,
     })
 }

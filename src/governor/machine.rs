@@ -335,7 +335,7 @@ impl Machine {
                                 json!({"tool": tool, "args": args, "gates": gates}),
                             ));
                             Reply::Refused {
-                                status: 403,
+                                status: 200,
                                 reason: "gate_refused",
                             }
                         }

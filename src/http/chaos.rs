@@ -47,3 +47,28 @@ pub async fn crash_actor(
     tracing::warn!(child = %child, ?outcome, "chaos: crashed a supervised actor");
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "crashed": child.as_str() })))
 }
+
+/// `POST /v1/chaos/governors/{tenant}/crash`: the tenant's running governor panics in a handler.
+pub async fn crash_governor(
+    state: web::Data<AppState>,
+    caller: Caller,
+    tenant: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.settings.chaos.enabled {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
+        ));
+    }
+    caller.require_admin()?;
+    let Some(g) = state.tree.governors.get(&tenant) else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no running governor for {tenant}"),
+        ));
+    };
+    let outcome = g.send(crate::governor::actor::Crash).await;
+    tracing::warn!(tenant = %tenant, ?outcome, "chaos: crashed a governor");
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({ "crashed": format!("governor {tenant}") })))
+}

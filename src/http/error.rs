@@ -40,6 +40,18 @@ pub enum ErrorCode {
     EntitlementConflict,
     /// The tenant's request budget is spent; retry after `Retry-After`.
     RateLimited,
+    /// The governor is `refusing` (entitlement lost, action failed or timed out).
+    GovernorRefusing,
+    /// The governor is `intervening` (an action or tool is in flight).
+    Intervening,
+    /// The input does not apply to the governor's state (reset when not refusing, stale callback).
+    InvalidState,
+    /// Too many signals are queued behind the action in flight.
+    PostponeQueueFull,
+    /// Too many actions are in flight across all tenants.
+    ActionsSaturated,
+    /// The tenant's governor crashed and is being restarted; retry shortly.
+    GovernorRestarting,
     /// Body over `http.max_body_bytes`.
     PayloadTooLarge,
     /// Body is not `application/json`.
@@ -68,7 +80,13 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::InvalidSignature => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::EntitlementConflict => StatusCode::CONFLICT,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::PostponeQueueFull | ErrorCode::ActionsSaturated => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ErrorCode::GovernorRefusing | ErrorCode::Intervening | ErrorCode::InvalidState => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::GovernorRestarting => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Draining | ErrorCode::ActorRestarting | ErrorCode::Unavailable => {
@@ -325,6 +343,12 @@ mod tests {
             ErrorCode::Forbidden,
             ErrorCode::EntitlementConflict,
             ErrorCode::RateLimited,
+            ErrorCode::GovernorRefusing,
+            ErrorCode::Intervening,
+            ErrorCode::InvalidState,
+            ErrorCode::PostponeQueueFull,
+            ErrorCode::ActionsSaturated,
+            ErrorCode::GovernorRestarting,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::Draining,
@@ -357,6 +381,12 @@ mod tests {
                 "forbidden",
                 "entitlement_conflict",
                 "rate_limited",
+                "governor_refusing",
+                "intervening",
+                "invalid_state",
+                "postpone_queue_full",
+                "actions_saturated",
+                "governor_restarting",
                 "payload_too_large",
                 "unsupported_media_type",
                 "draining",
@@ -382,6 +412,11 @@ mod tests {
             ErrorCode::Forbidden,
             ErrorCode::EntitlementConflict,
             ErrorCode::RateLimited,
+            ErrorCode::GovernorRefusing,
+            ErrorCode::Intervening,
+            ErrorCode::InvalidState,
+            ErrorCode::PostponeQueueFull,
+            ErrorCode::ActionsSaturated,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
         ] {

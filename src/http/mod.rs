@@ -6,6 +6,7 @@
 pub mod chaos;
 pub mod entitlements;
 pub mod error;
+pub mod governors;
 pub mod health;
 pub mod middleware;
 pub mod ops;
@@ -113,6 +114,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
         .service(web::resource("/marketplace").route(web::post().to(entitlements::marketplace)))
+        .service(
+            web::resource("/v1/tenants/{tenant}/signals").route(web::post().to(governors::signal)),
+        )
+        .service(web::resource("/v1/governors").route(web::get().to(governors::list)))
+        .service(web::resource("/v1/governors/{tenant}").route(web::get().to(governors::get)))
+        .service(
+            web::resource("/v1/governors/{tenant}/tool-calls")
+                .route(web::post().to(governors::tool_call)),
+        )
+        .service(
+            web::resource("/v1/governors/{tenant}/reset").route(web::post().to(governors::reset)),
+        )
+        .service(
+            web::resource("/v1/governors/{tenant}/actions/{action_id}/{verb}")
+                .route(web::post().to(governors::action_callback)),
+        )
+        .service(
+            web::resource("/v1/chaos/governors/{tenant}/crash")
+                .route(web::post().to(chaos::crash_governor)),
+        )
         .service(
             web::resource("/v1/tenants/{tenant}/entitlement")
                 .route(web::get().to(entitlements::get)),

@@ -140,3 +140,49 @@ pub fn entitlement_changed(status: &'static str) {
 pub fn refused(reason: &'static str) {
     metrics::counter!("tai_refusals_total", "reason" => reason).increment(1);
 }
+
+/// A governor moved from one state to another (empty `from` = a governor appeared, empty
+/// `to` = it stopped): keeps the per-state gauge.
+pub fn governor_state_moved(from: &str, to: &str) {
+    if !from.is_empty() {
+        metrics::gauge!("tai_governor_state", "state" => from.to_owned()).decrement(1.0);
+    }
+    if !to.is_empty() {
+        metrics::gauge!("tai_governor_state", "state" => to.to_owned()).increment(1.0);
+    }
+}
+
+/// A recorded governor transition.
+pub fn governor_transition(from: &'static str, to: &'static str) {
+    metrics::counter!("tai_governor_transitions_total", "from" => from, "to" => to).increment(1);
+}
+
+/// A signal reached a governor.
+pub fn signal_received() {
+    metrics::counter!("tai_signals_received_total").increment(1);
+}
+
+/// A signal was postponed while an action ran.
+pub fn postponed() {
+    metrics::counter!("tai_postpones_total").increment(1);
+}
+
+/// An action was started.
+pub fn action_attempted(kind: &str) {
+    metrics::counter!("tai_actions_attempted_total", "type" => kind.to_owned()).increment(1);
+}
+
+/// An action failed or timed out.
+pub fn action_failed(kind: &str) {
+    metrics::counter!("tai_actions_failed_total", "type" => kind.to_owned()).increment(1);
+}
+
+/// Actions in flight changed by `delta`.
+pub fn actions_pending(delta: f64) {
+    metrics::gauge!("tai_governor_actions_pending").increment(delta);
+}
+
+/// A governed input was decided and its receipts made durable.
+pub fn decision(elapsed: Duration) {
+    metrics::histogram!("tai_decision_latency_seconds").record(elapsed.as_secs_f64());
+}

@@ -5,6 +5,7 @@ mod access;
 mod crash;
 mod entitlements;
 mod errors;
+mod governors;
 mod health;
 mod helpers;
 mod lifecycle;

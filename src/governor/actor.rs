@@ -1,0 +1,570 @@
+//! The Governor actor: one per tenant, the glue between the pure machine and the world.
+//!
+//! On start it rebuilds its state from the tenant's chain (the last receipt that carries a
+//! governor state, and the action in flight if that receipt is `action_started`) and loads the
+//! entitlement. Each input is handled atomically: the machine decides, the receipts are appended
+//! through the ReceiptWriter, and only once they are durable does the state advance and the
+//! caller get its answer. If the ledger refuses, the state does not move (stop the line).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::machine::{
+    Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Signal, State, Thresholds,
+};
+use crate::entitlements::gates;
+use crate::entitlements::Entitlement;
+use crate::receipts::writer::{LedgerError, LedgerHandle, NewReceipt};
+use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
+use crate::telemetry::events;
+
+/// What every governor shares.
+#[derive(Clone)]
+pub struct GovernorDeps {
+    pub ledger: LedgerHandle,
+    pub thresholds: HashMap<String, Thresholds>,
+    pub postpone_capacity: usize,
+    pub action_timeout: Duration,
+    pub idle_hibernate: Duration,
+    /// Actions in flight across all governors, and the bound.
+    pub actions_in_flight: Arc<AtomicUsize>,
+    pub max_actions_in_flight: usize,
+}
+
+/// One tenant's governor.
+pub struct Governor {
+    tenant: String,
+    deps: GovernorDeps,
+    machine: Machine,
+    entitlement: Option<Entitlement>,
+    head_seq: u64,
+    head_hash: String,
+    timeout: Option<SpawnHandle>,
+    last_activity: Instant,
+    /// Whether this governor holds one of the global action slots.
+    holds_action_slot: bool,
+}
+
+/// The answer to a governed input.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub state: State,
+    pub postponed: bool,
+    /// `None` when accepted; else the HTTP status and reason of the refusal.
+    #[serde(skip)]
+    pub refused: Option<(u16, &'static str)>,
+    /// Receipts appended for this input, in order.
+    pub receipts: Vec<Receipt>,
+}
+
+/// Why an input got no governed answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GovernorError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A governor's public view.
+#[derive(Debug, Clone, Serialize)]
+pub struct GovernorView {
+    pub tenant_id: String,
+    pub state: State,
+    pub seq: u64,
+    pub head_hash: String,
+    pub action_in_flight: Option<InFlight>,
+    pub postponed: usize,
+    pub entitlement_active: bool,
+}
+
+impl Governor {
+    pub fn new(tenant: &str, deps: GovernorDeps) -> Self {
+        Governor {
+            tenant: tenant.to_owned(),
+            machine: Machine::new(Thresholds::default(), deps.postpone_capacity),
+            deps,
+            entitlement: None,
+            head_seq: 0,
+            head_hash: String::new(),
+            timeout: None,
+            last_activity: Instant::now(),
+            holds_action_slot: false,
+        }
+    }
+
+    fn view(&self) -> GovernorView {
+        GovernorView {
+            tenant_id: self.tenant.clone(),
+            state: self.machine.state,
+            seq: self.head_seq,
+            head_hash: self.head_hash.clone(),
+            action_in_flight: self.machine.in_flight.clone(),
+            postponed: self.machine.postponed.len(),
+            entitlement_active: self.entitled(),
+        }
+    }
+
+    fn entitled(&self) -> bool {
+        self.entitlement
+            .as_ref()
+            .is_some_and(|e| e.is_active(&crate::clock::now_rfc3339()))
+    }
+
+    fn facts(&self, action_id: String) -> Facts {
+        let gates = gates::evaluate(
+            self.entitlement.as_ref(),
+            &crate::clock::now_rfc3339(),
+            None,
+            &Value::Null,
+        );
+        Facts {
+            entitled: gates.passed(),
+            gates: gates.gates,
+            new_action_id: action_id,
+        }
+    }
+
+    fn set_thresholds(&mut self) {
+        if let Some(e) = &self.entitlement {
+            if let Some(t) = self.deps.thresholds.get(&e.sku) {
+                self.machine.thresholds = *t;
+            }
+        }
+    }
+
+    /// Applies a decided step: appends its receipts, then advances and carries out its effects.
+    fn run(
+        &mut self,
+        input: Input,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        self.last_activity = Instant::now();
+        let started = Instant::now();
+        let facts = self.facts(uuid::Uuid::now_v7().to_string());
+        let (next, step) = self.machine.step(input, &facts);
+        if let Reply::Invalid { reason } = &step.reply {
+            return Box::pin(actix::fut::ready(Err(GovernorError::Invalid(
+                reason.clone(),
+            ))));
+        }
+        let drafts: Vec<NewReceipt> = step
+            .receipts
+            .iter()
+            .map(|s| NewReceipt::new(self.draft(s)))
+            .collect();
+        let ledger = self.deps.ledger.clone();
+        let _ = ctx;
+        Box::pin(
+            wrap_future::<_, Self>(async move { ledger.append(drafts).await }).map(
+                move |appended, act, ctx| {
+                    let receipts = appended?;
+                    let from = act.machine.state;
+                    act.machine = next;
+                    if let Some(last) = receipts.last() {
+                        act.head_seq = last.seq;
+                        act.head_hash.clone_from(&last.receipt_hash);
+                    }
+                    for s in &step.receipts {
+                        if matches!(s.event_type, "action_failed" | "action_timeout") {
+                            events::action_failed("scale_up");
+                        }
+                        if let (Some(f), Some(t)) = (s.state_from, s.state_to) {
+                            if f != t {
+                                events::governor_transition(f.as_str(), t.as_str());
+                            }
+                        }
+                    }
+                    if from != act.machine.state {
+                        events::governor_state_moved(from.as_str(), act.machine.state.as_str());
+                    }
+                    for effect in step.effects.clone() {
+                        act.apply(effect, ctx);
+                    }
+                    let (postponed, refused) = match step.reply {
+                        Reply::Accepted { postponed } => (postponed, None),
+                        Reply::Refused { status, reason } => {
+                            events::refused(reason);
+                            (false, Some((status, reason)))
+                        }
+                        Reply::Invalid { .. } => (false, None),
+                    };
+                    if postponed {
+                        events::postponed();
+                    }
+                    events::decision(started.elapsed());
+                    Ok(Outcome {
+                        state: act.machine.state,
+                        postponed,
+                        refused,
+                        receipts,
+                    })
+                },
+            ),
+        )
+    }
+
+    fn draft(&self, s: &ReceiptSpec) -> ReceiptDraft {
+        ReceiptDraft::new(&self.tenant, s.kind, s.event_type, s.reason.clone())
+            .states(
+                s.state_from.map(State::as_str),
+                s.state_to.map(State::as_str),
+            )
+            .metadata(s.metadata.clone())
+    }
+
+    fn apply(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::StartAction {
+                action_id, kind, ..
+            } => {
+                events::action_attempted(&kind);
+                // Phase 1 (eval executor): the advice is recorded and completes at once.
+                ctx.notify(Callback(Input::ActionCompleted {
+                    action_id,
+                    result: json!("advised"),
+                }));
+            }
+            Effect::RunTool {
+                action_id,
+                tool,
+                args,
+            } => {
+                let result = super::tools::run(&tool, &args, &self.tenant);
+                let ok = result.is_ok();
+                ctx.notify(Callback(Input::ToolFinished {
+                    action_id,
+                    ok,
+                    result: result.unwrap_or_else(|e| json!({"error": e})),
+                }));
+            }
+            Effect::CancelAction { action_id } => {
+                tracing::info!(tenant = %self.tenant, %action_id, "action cancelled: entitlement lost");
+                self.release_slot();
+            }
+            Effect::ArmTimeout { action_id } => {
+                if let Some(h) = self.timeout.take() {
+                    ctx.cancel_future(h);
+                }
+                self.timeout = Some(ctx.run_later(self.deps.action_timeout, move |_, ctx| {
+                    ctx.notify(Callback(Input::ActionTimedOut { action_id }))
+                }));
+            }
+            Effect::DisarmTimeout => {
+                if let Some(h) = self.timeout.take() {
+                    ctx.cancel_future(h);
+                }
+                self.release_slot();
+            }
+        }
+    }
+
+    fn release_slot(&mut self) {
+        if self.holds_action_slot {
+            self.holds_action_slot = false;
+            self.deps.actions_in_flight.fetch_sub(1, Ordering::AcqRel);
+            events::actions_pending(-1.0);
+        }
+    }
+
+    /// Takes a global action slot if this signal would start an action; `false` when saturated.
+    fn reserve_slot_for(&mut self, sig: &Signal) -> bool {
+        let would_start = matches!(
+            self.machine.state,
+            State::Stable | State::Warning | State::Boot
+        ) && sig.value >= self.machine.thresholds.action
+            && self.entitled();
+        if !would_start || self.holds_action_slot {
+            return true;
+        }
+        let n = self.deps.actions_in_flight.fetch_add(1, Ordering::AcqRel);
+        if n >= self.deps.max_actions_in_flight {
+            self.deps.actions_in_flight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.holds_action_slot = true;
+        events::actions_pending(1.0);
+        true
+    }
+}
+
+/// Finds the state a chain leaves a governor in: the last receipt with a governor state.
+async fn rebuild(
+    ledger: &LedgerHandle,
+    tenant: &str,
+) -> Result<
+    (
+        Option<(State, Option<InFlight>)>,
+        u64,
+        String,
+        Option<Entitlement>,
+    ),
+    StoreError,
+> {
+    let store = ledger.store();
+    let entitlement = match store.entitlement(tenant).await? {
+        Some(v) => serde_json::from_value(v).ok(),
+        None => None,
+    };
+    let Some(head) = store.head(tenant).await? else {
+        return Ok((None, 0, String::new(), entitlement));
+    };
+    let mut upto = head.seq;
+    while upto > 0 {
+        let from = upto.saturating_sub(200);
+        let page = store.range(tenant, from, (upto - from) as usize).await?;
+        for r in page.iter().rev() {
+            if r.kind == ReceiptType::Entitlement {
+                continue;
+            }
+            if let Some(state) = r.state_to.as_deref().and_then(State::parse) {
+                let in_flight = (r.event_type == "action_started").then(|| {
+                    let a = &r.metadata["action"];
+                    InFlight {
+                        action_id: a["action_id"].as_str().unwrap_or_default().to_owned(),
+                        kind: a["type"].as_str().unwrap_or("scale_up").to_owned(),
+                        return_to: State::Stable,
+                        is_tool: false,
+                    }
+                });
+                return Ok((Some((state, in_flight)), head.seq, head.hash, entitlement));
+            }
+        }
+        upto = from;
+    }
+    Ok((None, head.seq, head.hash, entitlement))
+}
+
+impl Actor for Governor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(256);
+        let ledger = self.deps.ledger.clone();
+        let tenant = self.tenant.clone();
+        // The mailbox waits until the state is rebuilt.
+        ctx.wait(wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(|res, act, ctx| match res {
+            Ok((state, seq, hash, entitlement)) => {
+                act.entitlement = entitlement;
+                act.set_thresholds();
+                act.head_seq = seq;
+                act.head_hash = hash;
+                if let Some((state, in_flight)) = state {
+                    act.machine.state = state;
+                    if state == State::Intervening {
+                        if let Some(f) = in_flight {
+                            // An action was in flight when the previous incarnation ended: it
+                            // gets a fresh state timeout, and the eval executor completes it.
+                            let id = f.action_id.clone();
+                            act.machine.in_flight = Some(f);
+                            act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
+                            ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
+                        }
+                    }
+                }
+                events::governor_state_moved("", act.machine.state.as_str());
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %act.tenant, error = %e, "governor could not rebuild its state; stopping");
+                supervisors::exit::<Self>(ctx, supervisors::ExitReason::Error(format!("rebuild failed: {e}")));
+            }
+        }));
+        let period = (self.deps.idle_hibernate / 2).max(Duration::from_millis(50));
+        ctx.run_interval(period, |act, ctx| {
+            if act.machine.in_flight.is_none()
+                && act.last_activity.elapsed() >= act.deps.idle_hibernate
+            {
+                tracing::debug!(tenant = %act.tenant, "governor idle: hibernating");
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.release_slot();
+        events::governor_state_moved(self.machine.state.as_str(), "");
+    }
+}
+
+/// A signal for the tenant.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, GovernorError>")]
+pub struct SubmitSignal(pub Signal);
+
+impl Handler<SubmitSignal> for Governor {
+    type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
+    fn handle(&mut self, msg: SubmitSignal, ctx: &mut Context<Self>) -> Self::Result {
+        events::signal_received();
+        if !self.reserve_slot_for(&msg.0) {
+            // Over the global bound: refuse with a receipt, the state stays.
+            let from = self.machine.state;
+            let spec = ReceiptSpec {
+                kind: ReceiptType::Refusal,
+                event_type: "signal_refused",
+                state_from: Some(from),
+                state_to: Some(from),
+                reason: "actions_saturated".into(),
+                metadata: json!({"input": msg.0}),
+            };
+            let draft = NewReceipt::new(self.draft(&spec));
+            let ledger = self.deps.ledger.clone();
+            events::refused("actions_saturated");
+            return AtomicResponse::new(Box::pin(
+                wrap_future::<_, Self>(async move { ledger.append(vec![draft]).await }).map(
+                    move |res, act, _| {
+                        let receipts = res?;
+                        if let Some(last) = receipts.last() {
+                            act.head_seq = last.seq;
+                            act.head_hash.clone_from(&last.receipt_hash);
+                        }
+                        Ok(Outcome {
+                            state: from,
+                            postponed: false,
+                            refused: Some((429, "actions_saturated")),
+                            receipts,
+                        })
+                    },
+                ),
+            ));
+        }
+        let fut = self.run(Input::Signal(msg.0), ctx);
+        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
+            if res.is_err() || act.machine.in_flight.is_none() {
+                act.release_slot();
+            }
+            res
+        })))
+    }
+}
+
+/// A tool call for the tenant.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, GovernorError>")]
+pub struct CallTool {
+    pub tool: String,
+    pub args: Value,
+}
+
+impl Handler<CallTool> for Governor {
+    type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
+    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
+        let now = crate::clock::now_rfc3339();
+        let g = gates::evaluate(self.entitlement.as_ref(), &now, Some(&msg.tool), &msg.args);
+        let input = Input::ToolCall {
+            tool: msg.tool.clone(),
+            args: msg.args.clone(),
+            gates: g.gates.clone(),
+            refusal: g.refusal.map(str::to_owned),
+        };
+        let facts = self.facts(uuid::Uuid::now_v7().to_string());
+        let (running, step) = self.machine.step(input.clone(), &facts);
+        let Some(Effect::RunTool { action_id, .. }) = step.effects.first().cloned() else {
+            // Refused (gates, state): record it as decided.
+            return AtomicResponse::new(self.run(input, ctx));
+        };
+        // Phase 1 tools are synchronous: run it now, in `intervening`, and record how it ended.
+        // If the ledger refuses that receipt, the governor goes back to where it was.
+        let before = self.machine.clone();
+        self.machine = running;
+        let result = super::tools::run(&msg.tool, &msg.args, &self.tenant);
+        let ok = result.is_ok();
+        let finished = Input::ToolFinished {
+            action_id,
+            ok,
+            result: result.unwrap_or_else(|e| json!({"error": e})),
+        };
+        let fut = self.run(finished, ctx);
+        AtomicResponse::new(Box::pin(fut.map(move |res, act, _| {
+            if res.is_err() {
+                act.machine = before;
+            }
+            res
+        })))
+    }
+}
+
+/// Internal: a result the governor sends itself (action completion, timeout, tool result).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Callback(Input);
+
+impl Handler<Callback> for Governor {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: Callback, ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.run(msg.0, ctx);
+        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
+            if let Err(GovernorError::Ledger(e)) = res {
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome; the state timeout still applies");
+            }
+        })))
+    }
+}
+
+/// Operator reset out of `refusing`, or an action callback (`complete` / `fail`).
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, GovernorError>")]
+pub struct Control(pub Input);
+
+impl Handler<Control> for Governor {
+    type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.run(msg.0, ctx))
+    }
+}
+
+/// The tenant's entitlement changed (published by the Entitlements actor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EntitlementUpdate(pub Entitlement);
+
+impl Handler<EntitlementUpdate> for Governor {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
+        let was = self.entitled();
+        self.entitlement = Some(msg.0);
+        self.set_thresholds();
+        let now = self.entitled();
+        if was == now || self.machine.state == State::Boot {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
+        let fut = self.run(Input::EntitlementChanged { active: now }, ctx);
+        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
+            if let Err(e) = res {
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change");
+            }
+        })))
+    }
+}
+
+/// The governor's view.
+#[derive(Message)]
+#[rtype(result = "GovernorView")]
+pub struct GetView;
+
+impl Handler<GetView> for Governor {
+    type Result = MessageResult<GetView>;
+    fn handle(&mut self, _: GetView, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.view())
+    }
+}
+
+/// Chaos hook: panic inside a handler.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+impl Handler<Crash> for Governor {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("chaos: governor crash requested");
+    }
+}

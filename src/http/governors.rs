@@ -1,0 +1,286 @@
+//! Governor routes: signals, tool calls, state, listing, operator reset and action callbacks.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use supervisors::ChildRef;
+
+use super::error::{ApiError, ErrorCode};
+use super::receipts::tenant_id;
+use super::AppState;
+use crate::auth::Caller;
+use crate::entitlements::GetEntitlement;
+use crate::governor::machine::Input;
+use crate::governor::{
+    CallTool, Control, GetView, Governor, GovernorError, Outcome, Signal, SubmitSignal,
+};
+use crate::tenant::TenantId;
+
+impl From<GovernorError> for ApiError {
+    fn from(e: GovernorError) -> Self {
+        match e {
+            GovernorError::Ledger(e) => e.into(),
+            GovernorError::Store(e) => e.into(),
+            GovernorError::Invalid(m) => ApiError::new(ErrorCode::InvalidState, m),
+        }
+    }
+}
+
+/// Maps a call to a governor that did not answer: it crashed or is restarting.
+fn restarting(e: supervisors::CallError) -> ApiError {
+    match e {
+        supervisors::CallError::Timeout => ApiError::new(
+            ErrorCode::Unavailable,
+            "the governor did not answer in time",
+        )
+        .retry_after(1),
+        other => ApiError::new(
+            ErrorCode::GovernorRestarting,
+            format!("the governor is restarting ({other}); retry shortly"),
+        )
+        .retry_after(1),
+    }
+}
+
+/// The tenant's governor, started on demand; 404 (and nothing started) for unknown tenants.
+async fn governor_for(state: &AppState, tenant: &TenantId) -> Result<ChildRef<Governor>, ApiError> {
+    if let Some(g) = state.tree.governors.get(&tenant.to_string()) {
+        return Ok(g);
+    }
+    let known = state
+        .tree
+        .entitlements
+        .send(GetEntitlement(tenant.to_string()))
+        .await??;
+    if known.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::TenantNotFound,
+            format!("tenant {tenant} not found"),
+        ));
+    }
+    state
+        .tree
+        .governors
+        .get_or_start(tenant.to_string())
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))
+}
+
+/// The answer for a governed input: 200 for decisions (accepted, or a governed refusal answered
+/// with 200), the refusal's status otherwise; always with the last receipt.
+fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
+    let receipt = o
+        .receipts
+        .last()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    match o.refused {
+        None => Ok(HttpResponse::Ok().json(json!({"decision": "accept", "state": o.state, "postponed": o.postponed, "receipt": receipt, "receipts": o.receipts}))),
+        Some((200, reason)) => Ok(HttpResponse::Ok().json(json!({"decision": "refuse", "reason": reason, "state": o.state, "postponed": false, "receipt": receipt, "receipts": o.receipts}))),
+        Some((status, reason)) => {
+            let code = match reason {
+                "governor_refusing" => ErrorCode::GovernorRefusing,
+                "intervening" => ErrorCode::Intervening,
+                "postpone_queue_full" => ErrorCode::PostponeQueueFull,
+                "actions_saturated" => ErrorCode::ActionsSaturated,
+                _ => ErrorCode::for_status(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::CONFLICT)),
+            };
+            let mut e = ApiError::new(code, format!("refused: {reason} (governor is {})", o.state.as_str()));
+            e.receipt = Some(receipt);
+            if status == 429 {
+                e = e.retry_after(1);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    pub metric: String,
+    pub value: f64,
+    pub timestamp_ms: Option<u64>,
+}
+
+/// `POST /v1/tenants/{tenant}/signals`
+pub async fn signal(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<SignalRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_id(&path)?;
+    caller.may_act_for(&tenant)?;
+    let req = body.into_inner();
+    if req.metric.is_empty() || req.metric.len() > 128 || req.metric.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "metric must be 1-128 printable characters",
+        ));
+    }
+    if !req.value.is_finite() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "value must be a finite number",
+        ));
+    }
+    state.limit(&tenant)?;
+    let g = governor_for(&state, &tenant).await?;
+    let sig = Signal {
+        metric: req.metric,
+        value: req.value,
+        timestamp_ms: req.timestamp_ms.unwrap_or_else(crate::clock::now_ms),
+    };
+    answer(g.send(SubmitSignal(sig)).await.map_err(restarting)??)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolRequest {
+    pub tool: String,
+    #[serde(default)]
+    pub args: Value,
+    pub timeout_ms: Option<u64>,
+}
+
+/// `POST /v1/governors/{tenant}/tool-calls`
+pub async fn tool_call(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<ToolRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_id(&path)?;
+    caller.may_act_for(&tenant)?;
+    let req = body.into_inner();
+    if req.tool.is_empty()
+        || req.tool.len() > 64
+        || !req
+            .tool
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "tool must be a lowercase tool name such as health",
+        ));
+    }
+    if !(req.args.is_object() || req.args.is_null()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "args must be an object",
+        ));
+    }
+    state.limit(&tenant)?;
+    let g = governor_for(&state, &tenant).await?;
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(1, 30_000));
+    let call = g.send(CallTool {
+        tool: req.tool,
+        args: if req.args.is_null() {
+            json!({})
+        } else {
+            req.args
+        },
+    });
+    let outcome = actix_web::rt::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the tool call did not finish in time",
+            )
+            .retry_after(1)
+        })?;
+    answer(outcome.map_err(restarting)??)
+}
+
+/// `GET /v1/governors/{tenant}`
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_id(&path)?;
+    caller.may_read(&tenant)?;
+    state.limit(&tenant)?;
+    let g = governor_for(&state, &tenant).await?;
+    let view = g.send(GetView).await.map_err(restarting)?;
+    let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);
+    v["restarts"] = json!(g.restarts());
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/governors?limit=`: running governors (hibernated ones are not listed).
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_operator()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut entries = state.tree.governors.list(limit);
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(entries.len());
+    for (tenant, g) in entries {
+        let view = g
+            .send(GetView)
+            .await
+            .ok()
+            .map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
+        out.push(json!({"tenant_id": tenant, "child_state": g.state().as_str(), "restarts": g.restarts(), "governor": view}));
+    }
+    Ok(HttpResponse::Ok().json(json!({"total": state.tree.governors.len(), "governors": out})))
+}
+
+/// `POST /v1/governors/{tenant}/reset` (operator or admin)
+pub async fn reset(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_id(&path)?;
+    caller.require_operator()?;
+    let g = governor_for(&state, &tenant).await?;
+    answer(g.send(Control(Input::Reset)).await.map_err(restarting)??)
+}
+
+/// `POST /v1/governors/{tenant}/actions/{id}/complete` and `…/fail` (admin; action callbacks).
+pub async fn action_callback(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String, String)>,
+    body: Option<web::Json<Value>>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, action_id, verb) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    caller.require_admin()?;
+    if action_id.len() > 64 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "action ids are at most 64 characters",
+        ));
+    }
+    let detail = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    let input = match verb.as_str() {
+        "complete" => Input::ActionCompleted {
+            action_id,
+            result: detail,
+        },
+        "fail" => Input::ActionFailed {
+            action_id,
+            error: detail
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("failed by callback")
+                .to_owned(),
+        },
+        _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route")),
+    };
+    let g = governor_for(&state, &tenant).await?;
+    answer(g.send(Control(input)).await.map_err(restarting)??)
+}

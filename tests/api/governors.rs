@@ -1,0 +1,500 @@
+//! Governors end to end on the real application (SQLite on disk): the signal path with the eval
+//! executor, entitlement loss and return, operator reset, a crash under load, hibernation, and
+//! the bad-input table.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tai_autonomics::receipts::LedgerStore;
+
+use crate::helpers::*;
+
+async fn grant(app: &TestApp, tenant: &str) {
+    let (s, b) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": tenant, "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn signal(app: &TestApp, tenant: &str, value: f64) -> (u16, Value) {
+    app.post_json(
+        &format!("/v1/tenants/{tenant}/signals"),
+        &json!({"metric": "cpu_utilization", "value": value}),
+    )
+    .await
+}
+
+async fn events(app: &TestApp, tenant: &str) -> Vec<String> {
+    let (_, page) = app
+        .get_json(&format!("/v1/tenants/{tenant}/receipts?limit=1000"))
+        .await;
+    page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn governor_state(app: &TestApp, tenant: &str) -> String {
+    app.get_json(&format!("/v1/governors/{tenant}")).await.1["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn signals_50_70_85_go_stable_warning_then_an_action_the_eval_executor_completes() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "acme-corp").await;
+    let (s, b) = signal(&app, "acme-corp", 50.0).await;
+    assert_eq!(
+        (
+            s,
+            b["decision"].as_str(),
+            b["state"].as_str(),
+            b["postponed"].as_bool()
+        ),
+        (200, Some("accept"), Some("stable"), Some(false)),
+        "{b}"
+    );
+    let (_, b) = signal(&app, "acme-corp", 70.0).await;
+    assert_eq!(
+        (
+            b["state"].as_str(),
+            b["receipt"]["event_type"].as_str(),
+            b["receipt"]["reason"].as_str()
+        ),
+        (
+            Some("warning"),
+            Some("signal_warning"),
+            Some("value 70 >= warning threshold 60")
+        )
+    );
+    let (_, b) = signal(&app, "acme-corp", 85.0).await;
+    assert_eq!(
+        (b["state"].as_str(), b["receipt"]["event_type"].as_str()),
+        (Some("intervening"), Some("action_started"))
+    );
+    eventually(
+        "the eval executor completes the action",
+        Duration::from_secs(5),
+        || async { (governor_state(&app, "acme-corp").await == "stable").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        events(&app, "acme-corp").await,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "signal_processed",
+            "signal_warning",
+            "action_started",
+            "action_completed"
+        ]
+    );
+    let (_, report) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!(report["valid"], true);
+    let text = app.get_text("/metrics").await.1;
+    assert!(
+        text.contains("tai_actions_attempted_total{type=\"scale_up\"}")
+            && text.contains("tai_signals_received_total"),
+        "governor metrics exported"
+    );
+}
+
+#[actix_web::test]
+async fn suspend_makes_the_governor_refuse_and_resume_brings_it_back() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "t1").await;
+    signal(&app, "t1", 10.0).await;
+    let (s, _) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "t1", "entitlement_id": "e", "action": "suspend"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    eventually(
+        "the governor hears of the suspension",
+        Duration::from_secs(5),
+        || async { (governor_state(&app, "t1").await == "refusing").then_some(()) },
+    )
+    .await;
+    let (s, b) = signal(&app, "t1", 10.0).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["receipt"]["event_type"].as_str()),
+        (409, Some("governor_refusing"), Some("signal_refused"))
+    );
+    let (s, b) = app
+        .post_json("/v1/governors/t1/tool-calls", &json!({"tool": "health"}))
+        .await;
+    assert_eq!(
+        (s, b["receipt"]["event_type"].as_str()),
+        (409, Some("tool_call_refused"))
+    );
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t1", "entitlement_id": "e", "action": "resume"}),
+    )
+    .await;
+    eventually("resume brings it back", Duration::from_secs(5), || async {
+        (governor_state(&app, "t1").await == "stable").then_some(())
+    })
+    .await;
+    let ev = events(&app, "t1").await;
+    assert!(
+        ev.contains(&"entitlement_changed".to_owned())
+            && ev.contains(&"entitlement_reactivated".to_owned()),
+        "{ev:?}"
+    );
+    assert_eq!(
+        app.get_json("/v1/tenants/t1/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
+async fn an_operator_reset_takes_a_refusing_governor_back_to_stable() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "t2").await;
+    signal(&app, "t2", 1.0).await;
+    let (s, b) = app.post_json("/v1/governors/t2/reset", &json!({})).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (409, Some("invalid_state")),
+        "reset only applies to refusing"
+    );
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t2", "entitlement_id": "e", "action": "suspend"}),
+    )
+    .await;
+    eventually("refusing", Duration::from_secs(5), || async {
+        (governor_state(&app, "t2").await == "refusing").then_some(())
+    })
+    .await;
+    let (s, b) = app.post_json("/v1/governors/t2/reset", &json!({})).await;
+    assert_eq!(
+        (s, b["state"].as_str(), b["receipt"]["event_type"].as_str()),
+        (200, Some("stable"), Some("governor_reset"))
+    );
+}
+
+#[actix_web::test]
+async fn tool_calls_pass_the_gates_or_are_refused_with_a_receipt() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "t3").await; // base: health, support_model
+    let (s, b) = app
+        .post_json(
+            "/v1/governors/t3/tool-calls",
+            &json!({"tool": "support_model", "args": {}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["receipt"]["event_type"].as_str(), b["state"].as_str()),
+        (200, Some("tool_call_succeeded"), Some("stable")),
+        "{b}"
+    );
+    assert_eq!(
+        b["receipt"]["metadata"]["result"]["support_model"],
+        "tiered_enterprise"
+    );
+    let (s, b) = app
+        .post_json(
+            "/v1/governors/t3/tool-calls",
+            &json!({"tool": "entitlement_apply", "args": {"customer_id": "c", "feature_key": "f"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["decision"].as_str(), b["receipt"]["reason"].as_str()),
+        (200, Some("refuse"), Some("tool_not_entitled"))
+    );
+    assert_eq!(
+        b["receipt"]["metadata"]["gates"],
+        json!({"entitlement": "pass", "tool": "refuse", "preconditions": "skipped"})
+    );
+}
+
+#[actix_web::test]
+async fn a_crash_under_load_gives_prompt_503s_and_loses_or_duplicates_nothing() {
+    let app = spawn_app(|s| {
+        s.chaos.enabled = true;
+        s.rate_limit.per_second = 100_000;
+        s.rate_limit.burst = 100_000;
+    })
+    .await;
+    grant(&app, "load").await;
+    signal(&app, "load", 10.0).await;
+    let before_restarts = metric(
+        &app.get_text("/metrics").await.1,
+        "tai_supervisor_restarts_total{supervisor=\"governance\"}",
+    )
+    .unwrap_or(0.0);
+    let (ok, unavailable, slowest) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (url, client, ok, unavailable, slowest) = (
+            app.url("/v1/tenants/load/signals"),
+            app.client.clone(),
+            ok.clone(),
+            unavailable.clone(),
+            slowest.clone(),
+        );
+        tasks.push(actix_web::rt::spawn(async move {
+            for i in 0..40 {
+                let t0 = Instant::now();
+                let mut res = client
+                    .post(&url)
+                    .send_json(&json!({"metric": "cpu", "value": ((w * 7 + i) % 59) as f64}))
+                    .await
+                    .unwrap();
+                let _ = res.body().await;
+                slowest.fetch_max(t0.elapsed().as_millis() as usize, Ordering::Relaxed);
+                match res.status().as_u16() {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    503 => unavailable.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("unexpected status {other}"),
+                };
+            }
+        }));
+    }
+    for _ in 0..3 {
+        actix_web::rt::time::sleep(Duration::from_millis(30)).await;
+        app.post_json("/v1/chaos/governors/load/crash", &json!({}))
+            .await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        slowest.load(Ordering::Relaxed) < 2000,
+        "no caller waited on a crashed governor"
+    );
+    let text = app.get_text("/metrics").await.1;
+    assert!(
+        metric(
+            &text,
+            "tai_supervisor_restarts_total{supervisor=\"governance\"}"
+        )
+        .unwrap_or(0.0)
+            >= before_restarts + 1.0,
+        "restarts counted"
+    );
+    // Every 200 is exactly one durable receipt; the chain verifies and the state is rebuilt.
+    let ev = events(&app, "load").await;
+    let decided = ev
+        .iter()
+        .filter(|e| e.as_str() == "signal_processed")
+        .count();
+    assert_eq!(
+        decided,
+        ok.load(Ordering::Relaxed) + 1,
+        "one receipt per accepted signal, none lost or duplicated"
+    );
+    assert_eq!(
+        app.get_json("/v1/tenants/load/receipts/verify").await.1["valid"],
+        true
+    );
+    assert_eq!(governor_state(&app, "load").await, "stable");
+}
+
+#[actix_web::test]
+async fn an_idle_governor_hibernates_and_returns_with_its_state_and_chain() {
+    let app = spawn_app(|s| s.governance.idle_hibernate_secs = 1).await;
+    grant(&app, "sleepy").await;
+    let (_, b) = signal(&app, "sleepy", 65.0).await;
+    assert_eq!(b["state"], "warning");
+    let seq = b["receipt"]["seq"].as_u64().unwrap();
+    eventually(
+        "the governor hibernates",
+        Duration::from_secs(10),
+        || async {
+            app.state
+                .tree
+                .governors
+                .get(&"sleepy".to_owned())
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, v) = app.get_json("/v1/governors/sleepy").await;
+    assert_eq!(
+        (v["state"].as_str(), v["seq"].as_u64()),
+        (Some("warning"), Some(seq)),
+        "rebuilt from the chain head"
+    );
+    let (_, b) = signal(&app, "sleepy", 10.0).await;
+    assert_eq!(
+        (
+            b["state"].as_str(),
+            b["receipt"]["seq"].as_u64(),
+            b["receipt"]["state_from"].as_str()
+        ),
+        (Some("stable"), Some(seq + 1), Some("warning"))
+    );
+}
+
+#[actix_web::test]
+async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
+    let app = spawn_app(|s| s.http.max_body_bytes = 64 * 1024).await;
+    grant(&app, "good").await;
+    let big = format!("{{\"metric\":\"{}\",\"value\":1}}", "x".repeat(1 << 20));
+    let cases: Vec<(&str, String, &str, u16, &str)> = vec![
+        (
+            "malformed",
+            "/v1/tenants/good/signals".into(),
+            "{\"metric\": ",
+            400,
+            "invalid_json",
+        ),
+        (
+            "value as string",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu","value":"72.5"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "NaN as string",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu","value":"NaN"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "Infinity literal",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu","value":Infinity}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            "huge number",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu","value":1e999}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            "missing value",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu","value":1,"x":2}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty metric",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"","value":1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "negative timestamp",
+            "/v1/tenants/good/signals".into(),
+            r#"{"metric":"cpu","value":1,"timestamp_ms":-1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "1 MB body",
+            "/v1/tenants/good/signals".into(),
+            big.as_str(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "hostile tenant",
+            "/v1/tenants/..%2F..%2Fetc/signals".into(),
+            r#"{"metric":"cpu","value":1}"#,
+            400,
+            "invalid_tenant_id",
+        ),
+        (
+            "unicode tenant",
+            "/v1/tenants/t%C3%A9nant/signals".into(),
+            r#"{"metric":"cpu","value":1}"#,
+            400,
+            "invalid_tenant_id",
+        ),
+        (
+            "upper-case tenant",
+            "/v1/tenants/GOOD/signals".into(),
+            r#"{"metric":"cpu","value":1}"#,
+            400,
+            "invalid_tenant_id",
+        ),
+        (
+            "unknown tenant",
+            "/v1/tenants/nobody/signals".into(),
+            r#"{"metric":"cpu","value":1}"#,
+            404,
+            "tenant_not_found",
+        ),
+        (
+            "unknown tool shape",
+            "/v1/governors/good/tool-calls".into(),
+            r#"{"tool":"DROP TABLE","args":{}}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "args not an object",
+            "/v1/governors/good/tool-calls".into(),
+            r#"{"tool":"health","args":[1]}"#,
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (name, path, body, status, code) in cases {
+        let mut res = app
+            .client
+            .post(app.url(&path))
+            .insert_header(("content-type", "application/json"))
+            .send_body(body.to_owned())
+            .await
+            .unwrap();
+        let json: Value = res.json().limit(1 << 21).await.unwrap_or(Value::Null);
+        assert_eq!(
+            (res.status().as_u16(), json["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {json}"
+        );
+    }
+    let head = app
+        .state
+        .tree
+        .ledger
+        .store()
+        .head("good")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.seq, 1, "only the grant is stored");
+    assert!(
+        app.state.tree.governors.get(&"nobody".to_owned()).is_none(),
+        "no governor for an unknown tenant"
+    );
+    assert_eq!(
+        app.state.tree.ledger.store().head("nobody").await.unwrap(),
+        None
+    );
+}

@@ -47,7 +47,9 @@ async fn start(store: AnyStore, max_batch: usize) -> LedgerHandle {
         max_batch,
         linger: Duration::from_micros(200),
         queue_capacity: 65_536,
+        chaos: Default::default(),
     };
+    let chaos = cfg.chaos.clone();
     let s = store.clone();
     let (spec, child) =
         ChildSpec::worker("ledger", move || ReceiptWriter::new(s.clone(), cfg.clone()));
@@ -58,7 +60,7 @@ async fn start(store: AnyStore, max_batch: usize) -> LedgerHandle {
         .start()
         .await;
     std::mem::forget(root);
-    LedgerHandle::new(child, store, 65_536)
+    LedgerHandle::new(child, store, 65_536, chaos)
 }
 
 fn appends(c: &mut Criterion) {

@@ -158,8 +158,11 @@ pub struct GovernanceSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionSettings {
-    /// `eval` (Phase 1: actions are advice, completed at once).
+    /// `eval` (Phase 1: actions are advice, completed at once) or `webhook` (Phase 2).
     pub executor: String,
+    /// Where the webhook executor POSTs `{action_id, tenant_id, type, params}`.
+    pub webhook_url: String,
+    pub webhook_timeout_ms: u64,
     /// Actions in flight across all tenants; beyond, 429 `actions_saturated`.
     pub max_in_flight: usize,
 }
@@ -406,11 +409,21 @@ impl Settings {
                 "positive per_second and burst",
             );
         }
-        if self.actions.executor != "eval" {
+        if !matches!(self.actions.executor.as_str(), "eval" | "webhook") {
             return bad(
                 "actions.executor",
                 self.actions.executor.clone(),
-                "eval (the webhook executor is not built yet)",
+                "eval or webhook",
+            );
+        }
+        if self.actions.executor == "webhook"
+            && !(self.actions.webhook_url.starts_with("http://")
+                || self.actions.webhook_url.starts_with("https://"))
+        {
+            return bad(
+                "actions.webhook_url",
+                self.actions.webhook_url.clone(),
+                "an http(s) URL when actions.executor = webhook",
             );
         }
         if self.governance.postpone_capacity == 0

@@ -20,7 +20,7 @@ use supervisors::{
 
 use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
-use crate::governor::{EntitlementUpdate, Governor, GovernorDeps};
+use crate::governor::{EntitlementUpdate, Executor, Governor, GovernorDeps};
 use crate::receipts::firestore::FirestoreStore;
 use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -74,11 +74,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         AnyStore::Firestore(_) => settings.ledger.max_batch.min(FirestoreStore::max_batch()),
         AnyStore::Sqlite(_) => settings.ledger.max_batch,
     };
+    let chaos: Arc<crate::receipts::writer::LedgerChaos> = Default::default();
     let writer_cfg = WriterConfig {
         node: settings.node_name(),
         max_batch,
         linger: Duration::from_micros(settings.ledger.linger_us),
         queue_capacity: settings.ledger.queue_capacity,
+        chaos: chaos.clone(),
     };
 
     let (observer_spec, observer) = ChildSpec::worker("observer", Observer::default);
@@ -87,7 +89,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         ReceiptWriter::new(writer_store.clone(), writer_cfg.clone())
     });
     let ledger_arbiter = Arbiter::new().handle();
-    let ledger = LedgerHandle::new(writer, store, settings.ledger.queue_capacity);
+    let ledger = LedgerHandle::new(writer, store, settings.ledger.queue_capacity, chaos);
     let entitlement_subscribers: Subscribers = Default::default();
     let (ent_ledger, ent_subs) = (ledger.clone(), entitlement_subscribers.clone());
     let (entitlements_spec, entitlements) = ChildSpec::worker("entitlements", move || {
@@ -102,6 +104,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         idle_hibernate: Duration::from_secs(settings.governance.idle_hibernate_secs),
         actions_in_flight: Default::default(),
         max_actions_in_flight: settings.actions.max_in_flight,
+        executor: match settings.actions.executor.as_str() {
+            "webhook" => Executor::Webhook {
+                url: settings.actions.webhook_url.clone(),
+                timeout: Duration::from_millis(settings.actions.webhook_timeout_ms),
+            },
+            _ => Executor::Eval,
+        },
     };
     let n = match settings.governance.arbiters {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -36,6 +36,16 @@ pub struct GovernorDeps {
     /// Actions in flight across all governors, and the bound.
     pub actions_in_flight: Arc<AtomicUsize>,
     pub max_actions_in_flight: usize,
+    pub executor: Executor,
+}
+
+/// How actions are carried out.
+#[derive(Clone)]
+pub enum Executor {
+    /// Phase 1: the advice is recorded and the action completes at once with `advised`.
+    Eval,
+    /// Phase 2: POST to a URL; `2xx {"status":"completed"}` completes, 202 waits for a callback.
+    Webhook { url: String, timeout: Duration },
 }
 
 /// One tenant's governor.
@@ -225,14 +235,36 @@ impl Governor {
     fn apply(&mut self, effect: Effect, ctx: &mut Context<Self>) {
         match effect {
             Effect::StartAction {
-                action_id, kind, ..
+                action_id,
+                kind,
+                params,
             } => {
                 events::action_attempted(&kind);
-                // Phase 1 (eval executor): the advice is recorded and completes at once.
-                ctx.notify(Callback(Input::ActionCompleted {
-                    action_id,
-                    result: json!("advised"),
-                }));
+                match self.deps.executor.clone() {
+                    // Phase 1: the advice is recorded and completes at once.
+                    Executor::Eval => ctx.notify(Callback(Input::ActionCompleted {
+                        action_id,
+                        result: json!("advised"),
+                    })),
+                    Executor::Webhook { url, timeout } => {
+                        let body = json!({"action_id": action_id, "tenant_id": self.tenant, "type": kind, "params": params});
+                        ctx.spawn(
+                            wrap_future::<_, Self>(post_webhook(url, timeout, body)).map(
+                                move |outcome, _, ctx| match outcome {
+                                    WebhookOutcome::Completed(result) => {
+                                        ctx.notify(Callback(Input::ActionCompleted {
+                                            action_id,
+                                            result,
+                                        }))
+                                    }
+                                    WebhookOutcome::Accepted => {}
+                                    WebhookOutcome::Failed(error) => ctx
+                                        .notify(Callback(Input::ActionFailed { action_id, error })),
+                                },
+                            ),
+                        );
+                    }
+                }
             }
             Effect::RunTool {
                 action_id,
@@ -294,6 +326,34 @@ impl Governor {
         self.holds_action_slot = true;
         events::actions_pending(1.0);
         true
+    }
+}
+
+enum WebhookOutcome {
+    Completed(Value),
+    /// 202: the executor calls back later.
+    Accepted,
+    Failed(String),
+}
+
+async fn post_webhook(url: String, timeout: Duration, body: Value) -> WebhookOutcome {
+    let client = awc::Client::builder().timeout(timeout).finish();
+    let mut res = match client.post(&url).send_json(&body).await {
+        Ok(r) => r,
+        Err(e) => return WebhookOutcome::Failed(format!("webhook unreachable: {e}")),
+    };
+    match res.status().as_u16() {
+        202 => WebhookOutcome::Accepted,
+        s if (200..300).contains(&s) => match res.json::<Value>().await {
+            Ok(v) if v["status"] == "completed" => WebhookOutcome::Completed(v),
+            Ok(v) => WebhookOutcome::Failed(format!(
+                "webhook answered {s} without status completed: {v}"
+            )),
+            Err(e) => {
+                WebhookOutcome::Failed(format!("webhook answered {s} with an unreadable body: {e}"))
+            }
+        },
+        s => WebhookOutcome::Failed(format!("webhook answered {s}")),
     }
 }
 
@@ -367,7 +427,9 @@ impl Actor for Governor {
                             let id = f.action_id.clone();
                             act.machine.in_flight = Some(f);
                             act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
-                            ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
+                            if matches!(act.deps.executor, Executor::Eval) {
+                                ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
+                            }
                         }
                     }
                 }

@@ -9,7 +9,7 @@ pub mod machine;
 pub mod tools;
 
 pub use actor::{
-    CallTool, Control, EntitlementUpdate, GetView, Governor, GovernorDeps, GovernorError,
+    CallTool, Control, EntitlementUpdate, Executor, GetView, Governor, GovernorDeps, GovernorError,
     GovernorView, Outcome, SubmitSignal,
 };
 pub use machine::{Signal, State, Thresholds};

@@ -72,3 +72,80 @@ pub async fn crash_governor(
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({ "crashed": format!("governor {tenant}") })))
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LedgerChaosRequest {
+    fail_ms: Option<u64>,
+    stall_ms: Option<u64>,
+}
+
+/// `POST /v1/chaos/ledger` `{"fail_ms": N}` or `{"stall_ms": N}`: every commit fails (nothing
+/// written) or waits, for N ms.
+pub async fn ledger(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<LedgerChaosRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.settings.chaos.enabled {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
+        ));
+    }
+    caller.require_admin()?;
+    let chaos = &state.tree.ledger.chaos;
+    match (body.fail_ms, body.stall_ms) {
+        (Some(ms), None) if ms <= 600_000 => chaos.fail_for(std::time::Duration::from_millis(ms)),
+        (None, Some(ms)) if ms <= 600_000 => chaos.stall_for(std::time::Duration::from_millis(ms)),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give exactly one of fail_ms or stall_ms, at most 600000",
+            ))
+        }
+    }
+    tracing::warn!(fail_ms = ?body.fail_ms, stall_ms = ?body.stall_ms, "chaos: ledger failure injected");
+    Ok(HttpResponse::Accepted().json(
+        serde_json::json!({ "ledger": { "fail_ms": body.fail_ms, "stall_ms": body.stall_ms } }),
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct FractionRequest {
+    fraction: f64,
+}
+
+/// `POST /v1/chaos/governors/crash` `{"fraction": 0.1}`: that share of running governors panic.
+pub async fn crash_governors(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<FractionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.settings.chaos.enabled {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
+        ));
+    }
+    caller.require_admin()?;
+    if !(0.0..=1.0).contains(&body.fraction) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "fraction must be between 0 and 1",
+        ));
+    }
+    let running = state.tree.governors.list(usize::MAX);
+    let n = (running.len() as f64 * body.fraction).ceil() as usize;
+    let mut crashed = 0;
+    for (_, g) in running.into_iter().take(n) {
+        if g.try_tell(crate::governor::actor::Crash).is_ok() {
+            crashed += 1;
+        }
+    }
+    tracing::warn!(
+        crashed,
+        fraction = body.fraction,
+        "chaos: crashed a fraction of governors"
+    );
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "crashed": crashed })))
+}

@@ -114,6 +114,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
         .service(web::resource("/marketplace").route(web::post().to(entitlements::marketplace)))
+        .service(web::resource("/v1/chaos/ledger").route(web::post().to(chaos::ledger)))
+        .service(
+            web::resource("/v1/chaos/governors/crash")
+                .route(web::post().to(chaos::crash_governors)),
+        )
         .service(
             web::resource("/v1/tenants/{tenant}/signals").route(web::post().to(governors::signal)),
         )

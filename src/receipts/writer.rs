@@ -78,6 +78,45 @@ pub struct WriterConfig {
     pub max_batch: usize,
     pub linger: Duration,
     pub queue_capacity: usize,
+    /// Injected failures (chaos hooks); inert unless switched on.
+    pub chaos: Arc<LedgerChaos>,
+}
+
+/// Chaos switches of the ledger: make every commit fail, or stall, until a deadline.
+#[derive(Debug, Default)]
+pub struct LedgerChaos {
+    fail_until_ms: std::sync::atomic::AtomicU64,
+    stall_until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl LedgerChaos {
+    /// Every commit fails for `d` (nothing is written).
+    pub fn fail_for(&self, d: Duration) {
+        self.fail_until_ms.store(
+            crate::clock::now_ms() + d.as_millis() as u64,
+            Ordering::Release,
+        );
+    }
+
+    /// Every commit waits until `d` has passed.
+    pub fn stall_for(&self, d: Duration) {
+        self.stall_until_ms.store(
+            crate::clock::now_ms() + d.as_millis() as u64,
+            Ordering::Release,
+        );
+    }
+
+    fn failing(&self) -> bool {
+        crate::clock::now_ms() < self.fail_until_ms.load(Ordering::Acquire)
+    }
+
+    fn stall_left(&self) -> Option<Duration> {
+        let left = self
+            .stall_until_ms
+            .load(Ordering::Acquire)
+            .saturating_sub(crate::clock::now_ms());
+        (left > 0).then(|| Duration::from_millis(left))
+    }
 }
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, LedgerError>>;
@@ -155,7 +194,7 @@ impl ReceiptWriter {
             .collect();
         let store = self.store.clone();
         let node = self.cfg.node.clone();
-        let work = commit(store, node, batch, known);
+        let work = commit(store, node, batch, known, self.cfg.chaos.clone());
         ctx.spawn(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| {
             act.flushing = false;
             match outcome {
@@ -191,8 +230,12 @@ async fn commit(
     node: String,
     batch: Vec<Pending>,
     mut heads: HashMap<String, Head>,
+    chaos: Arc<LedgerChaos>,
 ) -> Result<HashMap<String, Head>, Vec<String>> {
     let started = Instant::now();
+    if let Some(left) = chaos.stall_left() {
+        actix::clock::sleep(left).await;
+    }
     let mut callers: Vec<(Reply, Instant, Vec<Answer>)> = Vec::with_capacity(batch.len());
     let mut items: Vec<AppendItem> = Vec::new();
     let mut seen_messages: HashMap<String, usize> = HashMap::new();
@@ -267,6 +310,9 @@ async fn commit(
     let result = match failure {
         Some(e) => Err(e),
         None if items.is_empty() => Ok(()),
+        None if chaos.failing() => Err(LedgerError::Unavailable(
+            "chaos: ledger failure injected; nothing was written".into(),
+        )),
         None => store.append(&items).await.map_err(LedgerError::from),
     };
     match result {
@@ -362,15 +408,23 @@ impl Handler<Crash> for ReceiptWriter {
 #[derive(Clone)]
 pub struct LedgerHandle {
     writer: ChildRef<ReceiptWriter>,
+    /// The writer's chaos switches (shared with its config).
+    pub chaos: Arc<LedgerChaos>,
     store: AnyStore,
     queued: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 impl LedgerHandle {
-    pub fn new(writer: ChildRef<ReceiptWriter>, store: AnyStore, capacity: usize) -> Self {
+    pub fn new(
+        writer: ChildRef<ReceiptWriter>,
+        store: AnyStore,
+        capacity: usize,
+        chaos: Arc<LedgerChaos>,
+    ) -> Self {
         LedgerHandle {
             writer,
+            chaos,
             store,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,

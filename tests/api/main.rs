@@ -2,6 +2,7 @@
 //! binary (as a child process). One test binary, one module per feature.
 
 mod access;
+mod actions;
 mod crash;
 mod entitlements;
 mod errors;

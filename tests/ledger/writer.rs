@@ -21,7 +21,9 @@ async fn writer(
         max_batch,
         linger: Duration::from_micros(200),
         queue_capacity: capacity,
+        chaos: Default::default(),
     };
+    let chaos = cfg.chaos.clone();
     let s = store.clone();
     let (spec, child) =
         ChildSpec::worker("ledger", move || ReceiptWriter::new(s.clone(), cfg.clone()));
@@ -29,7 +31,7 @@ async fn writer(
         .child(spec.mailbox(capacity))
         .start()
         .await;
-    (LedgerHandle::new(child, store, capacity), root)
+    (LedgerHandle::new(child, store, capacity, chaos), root)
 }
 
 fn draft(tenant: &str, i: usize) -> NewReceipt {

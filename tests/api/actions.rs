@@ -1,0 +1,315 @@
+//! Actions with the webhook executor against a local test server: postponement and ordered
+//! replay, the queue bound, completion and failure callbacks, the state timeout, cancellation on
+//! entitlement loss; and stop-the-line when the ledger fails.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A webhook receiver: records every body, answers with the configured status.
+struct Hook {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+fn hook(status: u16) -> Hook {
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let code = Arc::new(AtomicU16::new(status));
+    let (b, c) = (bodies.clone(), code.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/actions", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        let (b, c) = (b.clone(), c.clone());
+        App::new().route(
+            "/actions",
+            web::post().to(move |body: web::Json<Value>| {
+                let (b, c) = (b.clone(), c.clone());
+                async move {
+                    b.lock().unwrap().push(body.into_inner());
+                    let status =
+                        actix_web::http::StatusCode::from_u16(c.load(Ordering::Relaxed)).unwrap();
+                    HttpResponse::build(status).json(json!({"status": "completed"}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    Hook { url, bodies }
+}
+
+async fn app_with_hook(hook: &Hook, timeout_ms: u64) -> TestApp {
+    let url = hook.url.clone();
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+        s.governance.postpone_capacity = 2;
+        s.governance.action_timeout_ms = timeout_ms;
+        s.chaos.enabled = true;
+    })
+    .await;
+    let (s, b) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    app
+}
+
+async fn signal(app: &TestApp, value: f64) -> (u16, Value) {
+    app.post_json(
+        "/v1/tenants/t/signals",
+        &json!({"metric": "cpu", "value": value}),
+    )
+    .await
+}
+
+async fn state(app: &TestApp) -> Value {
+    app.get_json("/v1/governors/t").await.1
+}
+
+async fn events(app: &TestApp) -> Vec<String> {
+    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
+    page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[actix_web::test]
+async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in_order() {
+    let hook = hook(202);
+    let app = app_with_hook(&hook, 30_000).await;
+    let (_, b) = signal(&app, 85.0).await;
+    assert_eq!(b["state"], "intervening");
+    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the webhook is called", Duration::from_secs(5), || async {
+        (!hook.bodies.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let sent = hook.bodies.lock().unwrap()[0].clone();
+    assert_eq!(
+        (
+            sent["action_id"].as_str(),
+            sent["tenant_id"].as_str(),
+            sent["type"].as_str()
+        ),
+        (Some(action_id.as_str()), Some("t"), Some("scale_up"))
+    );
+
+    let (s1, b1) = signal(&app, 10.0).await;
+    let (s2, b2) = signal(&app, 65.0).await;
+    assert_eq!(
+        (s1, b1["postponed"].as_bool(), s2, b2["postponed"].as_bool()),
+        (200, Some(true), 200, Some(true))
+    );
+    let (s3, b3) = signal(&app, 20.0).await;
+    assert_eq!(
+        (s3, b3["code"].as_str(), b3["receipt"]["reason"].as_str()),
+        (
+            429,
+            Some("postpone_queue_full"),
+            Some("postpone_queue_full")
+        )
+    );
+    let (s, b) = app
+        .post_json("/v1/governors/t/tool-calls", &json!({"tool": "health"}))
+        .await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("intervening")));
+
+    let (s, b) = app
+        .post_json(
+            &format!("/v1/governors/t/actions/{action_id}/complete"),
+            &json!({"status": "completed"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["state"], "warning",
+        "the replayed 10 then 65 leave it in warning"
+    );
+    let ev = events(&app).await;
+    assert_eq!(
+        &ev[2..],
+        [
+            "action_started",
+            "signal_postponed",
+            "signal_postponed",
+            "signal_refused",
+            "tool_call_refused",
+            "action_completed",
+            "signal_processed",
+            "signal_warning"
+        ]
+    );
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/governors/t/actions/{action_id}/complete"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 409, "a second completion is stale");
+    assert_eq!(
+        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
+async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers() {
+    let hook = hook(202);
+    let app = app_with_hook(&hook, 300).await;
+    signal(&app, 95.0).await;
+    eventually(
+        "the state timeout fires",
+        Duration::from_secs(5),
+        || async { (state(&app).await["state"] == "refusing").then_some(()) },
+    )
+    .await;
+    let (s, b) = signal(&app, 10.0).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("governor_refusing")));
+    let (s, b) = app.post_json("/v1/governors/t/reset", &json!({})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("stable")));
+    let ev = events(&app).await;
+    assert!(
+        ev.contains(&"action_timeout".to_owned())
+            && ev.ends_with(&["signal_refused".to_owned(), "governor_reset".to_owned()]),
+        "{ev:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_failing_webhook_fails_the_action_into_refusing() {
+    let hook = hook(500);
+    let app = app_with_hook(&hook, 30_000).await;
+    signal(&app, 90.0).await;
+    eventually(
+        "the failure is recorded",
+        Duration::from_secs(5),
+        || async { (state(&app).await["state"] == "refusing").then_some(()) },
+    )
+    .await;
+    assert!(events(&app).await.contains(&"action_failed".to_owned()));
+}
+
+#[actix_web::test]
+async fn suspension_cancels_the_running_action_and_resume_returns_to_stable() {
+    let hook = hook(202);
+    let app = app_with_hook(&hook, 30_000).await;
+    let (_, b) = signal(&app, 90.0).await;
+    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"}),
+    )
+    .await;
+    eventually("refusing", Duration::from_secs(5), || async {
+        (state(&app).await["state"] == "refusing").then_some(())
+    })
+    .await;
+    assert!(
+        state(&app).await["action_in_flight"].is_null(),
+        "the action was cancelled"
+    );
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/governors/t/actions/{action_id}/complete"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 409, "a cancelled action's completion is stale");
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "resume"}),
+    )
+    .await;
+    eventually("stable again", Duration::from_secs(5), || async {
+        (state(&app).await["state"] == "stable").then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn when_the_ledger_fails_the_input_is_refused_with_503_and_the_state_does_not_move() {
+    let hook = hook(200);
+    let app = app_with_hook(&hook, 30_000).await;
+    signal(&app, 65.0).await;
+    let before = state(&app).await;
+    let (s, _) = app
+        .post_json("/v1/chaos/ledger", &json!({"fail_ms": 800}))
+        .await;
+    assert_eq!(s, 202);
+    let res = app
+        .client
+        .post(app.url("/v1/tenants/t/signals"))
+        .send_json(&json!({"metric": "cpu", "value": 10.0}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let after = state(&app).await;
+    assert_eq!(
+        (after["state"].clone(), after["seq"].clone()),
+        (before["state"].clone(), before["seq"].clone()),
+        "stop the line: nothing advanced"
+    );
+    eventually("the ledger is back", Duration::from_secs(5), || async {
+        (signal(&app, 10.0).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(state(&app).await["state"], "stable");
+    assert_eq!(
+        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
+async fn crashing_a_fraction_of_governors_restarts_them_all() {
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    for i in 0..6 {
+        let t = format!("f{i}");
+        app.post_json(
+            "/marketplace",
+            &json!({"tenant_id": t, "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+        app.post_json(
+            &format!("/v1/tenants/{t}/signals"),
+            &json!({"metric": "cpu", "value": 65.0}),
+        )
+        .await;
+    }
+    let (s, b) = app
+        .post_json("/v1/chaos/governors/crash", &json!({"fraction": 0.5}))
+        .await;
+    assert_eq!((s, b["crashed"].as_u64()), (202, Some(3)));
+    for i in 0..6 {
+        let t = format!("f{i}");
+        let v = eventually("every governor answers", Duration::from_secs(5), || async {
+            let (s, v) = app.get_json(&format!("/v1/governors/{t}")).await;
+            (s == 200).then_some(v)
+        })
+        .await;
+        assert_eq!(v["state"], "warning", "{t} rebuilt its state");
+    }
+}

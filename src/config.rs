@@ -149,6 +149,8 @@ pub struct GovernanceSettings {
     pub postpone_capacity: usize,
     /// The state timeout of `intervening`.
     pub action_timeout_ms: u64,
+    /// How long an HTTP caller waits for a governor's decision before 503.
+    pub decision_timeout_ms: u64,
     /// Restart intensity of the governance supervisor.
     pub intensity: u32,
     pub period_secs: u64,

@@ -96,7 +96,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         Entitlements::new(ent_ledger.clone(), ent_subs.clone())
     });
 
-    let deps = GovernorDeps {
+    let deps = Arc::new(GovernorDeps {
         ledger: ledger.clone(),
         thresholds: settings.governance.thresholds.clone(),
         postpone_capacity: settings.governance.postpone_capacity,
@@ -111,7 +111,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
             },
             _ => Executor::Eval,
         },
-    };
+    });
     let n = match settings.governance.arbiters {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,

@@ -51,7 +51,8 @@ pub enum Executor {
 /// One tenant's governor.
 pub struct Governor {
     tenant: String,
-    deps: GovernorDeps,
+    /// Shared by every governor (one pointer each, so a million governors stay small).
+    deps: Arc<GovernorDeps>,
     machine: Machine,
     entitlement: Option<Entitlement>,
     head_seq: u64,
@@ -98,7 +99,7 @@ pub struct GovernorView {
 }
 
 impl Governor {
-    pub fn new(tenant: &str, deps: GovernorDeps) -> Self {
+    pub fn new(tenant: &str, deps: Arc<GovernorDeps>) -> Self {
         Governor {
             tenant: tenant.to_owned(),
             machine: Machine::new(Thresholds::default(), deps.postpone_capacity),

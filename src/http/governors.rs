@@ -42,6 +42,21 @@ fn restarting(e: supervisors::CallError) -> ApiError {
     }
 }
 
+/// Sends `msg` and waits at most `governance.decision_timeout_ms`: every input gets an answer
+/// within a deadline, a crashed or restarting governor a prompt 503.
+async fn ask<M>(state: &AppState, g: &ChildRef<Governor>, msg: M) -> Result<M::Result, ApiError>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    Governor: actix::Handler<M>,
+{
+    let deadline = std::time::Duration::from_millis(state.settings.governance.decision_timeout_ms);
+    match actix_web::rt::time::timeout(deadline, g.send(msg)).await {
+        Ok(r) => r.map_err(restarting),
+        Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)),
+    }
+}
+
 /// The tenant's governor, started on demand; 404 (and nothing started) for unknown tenants.
 async fn governor_for(state: &AppState, tenant: &TenantId) -> Result<ChildRef<Governor>, ApiError> {
     if let Some(g) = state.tree.governors.get(&tenant.to_string()) {
@@ -132,7 +147,7 @@ pub async fn signal(
         value: req.value,
         timestamp_ms: req.timestamp_ms.unwrap_or_else(crate::clock::now_ms),
     };
-    answer(g.send(SubmitSignal(sig)).await.map_err(restarting)??)
+    answer(ask(&state, &g, SubmitSignal(sig)).await??)
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,7 +219,7 @@ pub async fn get(
     caller.may_read(&tenant)?;
     state.limit(&tenant)?;
     let g = governor_for(&state, &tenant).await?;
-    let view = g.send(GetView).await.map_err(restarting)?;
+    let view = ask(&state, &g, GetView).await?;
     let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);
     v["restarts"] = json!(g.restarts());
     Ok(HttpResponse::Ok().json(v))
@@ -246,7 +261,7 @@ pub async fn reset(
     let tenant = tenant_id(&path)?;
     caller.require_operator()?;
     let g = governor_for(&state, &tenant).await?;
-    answer(g.send(Control(Input::Reset)).await.map_err(restarting)??)
+    answer(ask(&state, &g, Control(Input::Reset)).await??)
 }
 
 /// `POST /v1/governors/{tenant}/actions/{id}/complete` and `…/fail` (admin; action callbacks).
@@ -282,5 +297,5 @@ pub async fn action_callback(
         _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route")),
     };
     let g = governor_for(&state, &tenant).await?;
-    answer(g.send(Control(input)).await.map_err(restarting)??)
+    answer(ask(&state, &g, Control(input)).await??)
 }

@@ -206,6 +206,20 @@ impl Entitlements {
     }
 }
 
+/// Runs a change atomically (one at a time) and publishes it once durable.
+fn publish_after(
+    work: impl std::future::Future<Output = Result<Changed, ChangeError>> + 'static,
+) -> AtomicResponse<Entitlements, Result<Changed, ChangeError>> {
+    AtomicResponse::new(Box::pin(
+        actix::fut::wrap_future::<_, Entitlements>(work).map(|res, act, _| {
+            if let Ok(changed) = &res {
+                act.publish(changed);
+            }
+            res
+        }),
+    ))
+}
+
 impl Handler<Marketplace> for Entitlements {
     type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
     fn handle(&mut self, msg: Marketplace, _: &mut Context<Self>) -> Self::Result {
@@ -293,14 +307,7 @@ impl Handler<Marketplace> for Entitlements {
                 receipt,
             })
         };
-        AtomicResponse::new(Box::pin(actix::fut::wrap_future::<_, Self>(work).map(
-            |res, act, _| {
-                if let Ok(changed) = &res {
-                    act.publish(changed);
-                }
-                res
-            },
-        )))
+        publish_after(work)
     }
 }
 
@@ -336,14 +343,7 @@ impl Handler<ApplyEvent> for Entitlements {
                 receipt,
             })
         };
-        AtomicResponse::new(Box::pin(actix::fut::wrap_future::<_, Self>(work).map(
-            |res, act, _| {
-                if let Ok(changed) = &res {
-                    act.publish(changed);
-                }
-                res
-            },
-        )))
+        publish_after(work)
     }
 }
 

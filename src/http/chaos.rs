@@ -15,13 +15,7 @@ pub async fn crash_actor(
     caller: Caller,
     child: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.settings.chaos.enabled {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
-        ));
-    }
-    caller.require_admin()?;
+    state.chaos_allowed(&caller)?;
     let tree = &state.tree;
     // Each call ends with the child's exit; that error is the expected outcome.
     let outcome = match child.as_str() {
@@ -54,13 +48,7 @@ pub async fn crash_governor(
     caller: Caller,
     tenant: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.settings.chaos.enabled {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
-        ));
-    }
-    caller.require_admin()?;
+    state.chaos_allowed(&caller)?;
     let Some(g) = state.tree.governors.get(&tenant) else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -86,13 +74,7 @@ pub async fn ledger(
     caller: Caller,
     body: web::Json<LedgerChaosRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.settings.chaos.enabled {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
-        ));
-    }
-    caller.require_admin()?;
+    state.chaos_allowed(&caller)?;
     let chaos = &state.tree.ledger.chaos;
     match (body.fail_ms, body.stall_ms) {
         (Some(ms), None) if ms <= 600_000 => chaos.fail_for(std::time::Duration::from_millis(ms)),
@@ -121,13 +103,7 @@ pub async fn crash_governors(
     caller: Caller,
     body: web::Json<FractionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.settings.chaos.enabled {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
-        ));
-    }
-    caller.require_admin()?;
+    state.chaos_allowed(&caller)?;
     if !(0.0..=1.0).contains(&body.fraction) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,

@@ -168,9 +168,7 @@ pub async fn get(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_id(&path)?;
-    caller.may_read(&tenant)?;
-    state.limit(&tenant)?;
+    let tenant = state.readable_tenant(&caller, &path)?;
     match state
         .tree
         .entitlements

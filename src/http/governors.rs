@@ -125,8 +125,7 @@ pub async fn signal(
     path: web::Path<String>,
     body: web::Json<SignalRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_id(&path)?;
-    caller.may_act_for(&tenant)?;
+    let tenant = state.actable_tenant(&caller, &path)?;
     let req = body.into_inner();
     if req.metric.is_empty() || req.metric.len() > 128 || req.metric.chars().any(char::is_control) {
         return Err(ApiError::new(
@@ -140,7 +139,6 @@ pub async fn signal(
             "value must be a finite number",
         ));
     }
-    state.limit(&tenant)?;
     let g = governor_for(&state, &tenant).await?;
     let sig = Signal {
         metric: req.metric,
@@ -165,8 +163,7 @@ pub async fn tool_call(
     path: web::Path<String>,
     body: web::Json<ToolRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_id(&path)?;
-    caller.may_act_for(&tenant)?;
+    let tenant = state.actable_tenant(&caller, &path)?;
     let req = body.into_inner();
     if req.tool.is_empty()
         || req.tool.len() > 64
@@ -186,7 +183,6 @@ pub async fn tool_call(
             "args must be an object",
         ));
     }
-    state.limit(&tenant)?;
     let g = governor_for(&state, &tenant).await?;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(1, 30_000));
     let call = g.send(CallTool {
@@ -215,9 +211,7 @@ pub async fn get(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_id(&path)?;
-    caller.may_read(&tenant)?;
-    state.limit(&tenant)?;
+    let tenant = state.readable_tenant(&caller, &path)?;
     let g = governor_for(&state, &tenant).await?;
     let view = ask(&state, &g, GetView).await?;
     let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);

@@ -51,6 +51,33 @@ impl AppState {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// The tenant named in a path, when `caller` may read it and its bucket has room.
+    pub fn readable_tenant(&self, caller: &Caller, raw: &str) -> Result<TenantId, ApiError> {
+        let tenant = receipts::tenant_id(raw)?;
+        caller.may_read(&tenant)?;
+        self.limit(&tenant)?;
+        Ok(tenant)
+    }
+
+    /// The tenant named in a path, when `caller` may act for it and its bucket has room.
+    pub fn actable_tenant(&self, caller: &Caller, raw: &str) -> Result<TenantId, ApiError> {
+        let tenant = receipts::tenant_id(raw)?;
+        caller.may_act_for(&tenant)?;
+        self.limit(&tenant)?;
+        Ok(tenant)
+    }
+
+    /// Chaos hooks exist only with `chaos.enabled` (404 otherwise) and only for admins.
+    pub fn chaos_allowed(&self, caller: &Caller) -> Result<(), ApiError> {
+        if !self.settings.chaos.enabled {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "chaos hooks are disabled (set TAI_CHAOS__ENABLED=true)",
+            ));
+        }
+        Ok(caller.require_admin()?)
+    }
+
     /// Takes one request from `tenant`'s bucket, or 429 with `Retry-After`.
     pub fn limit(&self, tenant: &TenantId) -> Result<(), ApiError> {
         match self.limiter.check_key(&tenant.as_str().to_owned()) {

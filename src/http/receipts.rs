@@ -53,9 +53,7 @@ pub async fn list(
     path: web::Path<String>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_id(&path)?;
-    caller.may_read(&tenant)?;
-    state.limit(&tenant)?;
+    let tenant = state.readable_tenant(&caller, &path)?;
     let limit = page.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(
@@ -89,9 +87,7 @@ pub async fn verify(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_id(&path)?;
-    caller.may_read(&tenant)?;
-    state.limit(&tenant)?;
+    let tenant = state.readable_tenant(&caller, &path)?;
     known_tenant(&state, &tenant).await?;
     let report = verify_chain(state.tree.ledger.store(), tenant.as_str(), 1000, |_| {}).await?;
     Ok(HttpResponse::Ok().json(report))

@@ -222,9 +222,12 @@ pub async fn get(
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     limit: Option<usize>,
+    /// The cursor: tenants after this id.
+    after: Option<String>,
 }
 
-/// `GET /v1/governors?limit=`: running governors (hibernated ones are not listed).
+/// `GET /v1/governors?limit=&after=`: running governors in tenant order, paged (hibernated ones
+/// are not listed; they are rebuilt on demand).
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -232,8 +235,22 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut entries = state.tree.governors.list(limit);
+    let after = q.after.clone().unwrap_or_default();
+    let mut entries: Vec<_> = state
+        .tree
+        .governors
+        .list(usize::MAX)
+        .into_iter()
+        .filter(|(t, _)| *t > after)
+        .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next = if more {
+        entries.last().map(|(t, _)| t.clone())
+    } else {
+        None
+    };
     let mut out = Vec::with_capacity(entries.len());
     for (tenant, g) in entries {
         let view = g
@@ -243,7 +260,8 @@ pub async fn list(
             .map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
         out.push(json!({"tenant_id": tenant, "child_state": g.state().as_str(), "restarts": g.restarts(), "governor": view}));
     }
-    Ok(HttpResponse::Ok().json(json!({"total": state.tree.governors.len(), "governors": out})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"total": state.tree.governors.len(), "governors": out, "next_after": next})))
 }
 
 /// `POST /v1/governors/{tenant}/reset` (operator or admin)

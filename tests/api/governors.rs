@@ -498,3 +498,33 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
         None
     );
 }
+
+#[actix_web::test]
+async fn running_governors_are_listed_in_pages() {
+    let app = spawn_app(|_| {}).await;
+    for t in ["pa", "pb", "pc"] {
+        grant(&app, t).await;
+        signal(&app, t, 1.0).await;
+    }
+    let (s, page) = app.get_json("/v1/governors?limit=2").await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = page["governors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["tenant_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (ids, page["next_after"].as_str(), page["total"].as_u64()),
+        (vec!["pa", "pb"], Some("pb"), Some(3))
+    );
+    assert_eq!(page["governors"][0]["governor"]["state"], "stable");
+    let (_, rest) = app.get_json("/v1/governors?limit=2&after=pb").await;
+    assert_eq!(
+        (
+            rest["governors"][0]["tenant_id"].as_str(),
+            rest["next_after"].is_null()
+        ),
+        (Some("pc"), true)
+    );
+}

@@ -151,6 +151,8 @@ pub struct GovernanceSettings {
     pub action_timeout_ms: u64,
     /// How long an HTTP caller waits for a governor's decision before 503.
     pub decision_timeout_ms: u64,
+    /// Inputs a governor's mailbox holds; beyond, callers get 503 at once.
+    pub mailbox: usize,
     /// Restart intensity of the governance supervisor.
     pub intensity: u32,
     pub period_secs: u64,
@@ -428,7 +430,8 @@ impl Settings {
                 "an http(s) URL when actions.executor = webhook",
             );
         }
-        if self.governance.postpone_capacity == 0
+        if self.governance.mailbox == 0
+            || self.governance.postpone_capacity == 0
             || self.governance.idle_hibernate_secs == 0
             || self.governance.action_timeout_ms == 0
             || self.governance.period_secs == 0

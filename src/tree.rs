@@ -136,7 +136,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
             Duration::from_secs(gov.period_secs),
         ))
         .shutdown(Shutdown::Timeout(Duration::from_secs(2)))
-        .mailbox(256)
+        .mailbox(gov.mailbox)
         .arbiters(arbiters.clone())
     });
     // Entitlement changes reach a running governor; one not running loads the record when it starts.

@@ -409,7 +409,6 @@ impl Actor for Governor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(256);
         let ledger = self.deps.ledger.clone();
         let tenant = self.tenant.clone();
         // The mailbox waits until the state is rebuilt.

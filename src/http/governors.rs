@@ -51,7 +51,7 @@ where
     Governor: actix::Handler<M>,
 {
     let deadline = std::time::Duration::from_millis(state.settings.governance.decision_timeout_ms);
-    match actix_web::rt::time::timeout(deadline, g.send(msg)).await {
+    match actix_web::rt::time::timeout(deadline, g.call(msg)).await {
         Ok(r) => r.map_err(restarting),
         Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)),
     }

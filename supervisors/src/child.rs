@@ -67,6 +67,8 @@ pub enum CallError {
     Exited,
     /// No answer within the caller's timeout.
     Timeout,
+    /// The child's mailbox is full ([`ChildRef::call`] refuses at once instead of queueing).
+    Full,
 }
 
 // Written by hand rather than with `thiserror` to keep the crate on actix + tracing only.
@@ -79,6 +81,7 @@ impl std::fmt::Display for CallError {
             CallError::Stopped => "child is stopped",
             CallError::Exited => "child exited before answering",
             CallError::Timeout => "child did not answer in time",
+            CallError::Full => "child's mailbox is full",
         })
     }
 }
@@ -108,6 +111,8 @@ impl ChildState {
 pub(crate) struct SlotInner<A: Actor> {
     pub(crate) state: ChildState,
     pub(crate) addr: Option<Addr<A>>,
+    /// A sender of its own for [`ChildRef::call`]: it parks (and refuses) once the mailbox is full.
+    pub(crate) sender: Option<channel::AddressSender<A>>,
     pub(crate) incarnation: u64,
     pub(crate) restarts: u32,
     pub(crate) last_exit: Option<ExitReason>,
@@ -154,6 +159,7 @@ impl<A: Actor> ChildRef<A> {
             slot: Arc::new(RwLock::new(SlotInner {
                 state: ChildState::Stopped,
                 addr: None,
+                sender: None,
                 incarnation: 0,
                 restarts: 0,
                 last_exit: None,
@@ -226,6 +232,30 @@ impl<A: Actor> ChildRef<A> {
         }
     }
 
+    /// Like [`ChildRef::send`], but refuses at once with [`CallError::Full`] when the child's
+    /// mailbox is at capacity, so callers never queue without bound behind a busy child.
+    pub fn call<M>(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let receiver = {
+            let guard = self.read();
+            match &guard.sender {
+                Some(tx) if guard.state == ChildState::Running => {
+                    tx.send(msg).map_err(|e| match e {
+                        SendError::Full(_) => CallError::Full,
+                        SendError::Closed(_) => CallError::Exited,
+                    })
+                }
+                _ => Err(Self::down_error(guard.state)),
+            }
+        };
+        async move { receiver?.await.map_err(|_| CallError::Exited) }
+    }
+
     /// Sends `msg` without waiting for an answer. Fails at once if the child is down or its
     /// mailbox is full; a message accepted here is lost if the incarnation crashes before it.
     pub fn try_tell<M>(&self, msg: M) -> Result<(), CallError>
@@ -248,10 +278,11 @@ impl<A: Actor> ChildRef<A> {
     }
 
     /// Installs a new incarnation's address (the supervisor does this before the actor runs).
-    pub(crate) fn install(&self, incarnation: u64, addr: Addr<A>, restarted: bool) {
+    pub(crate) fn install(&self, incarnation: u64, tx: channel::AddressSender<A>, restarted: bool) {
         let mut g = self.write();
         g.incarnation = incarnation;
-        g.addr = Some(addr);
+        g.sender = Some(tx.clone());
+        g.addr = Some(Addr::new(tx));
         g.state = ChildState::Running;
         if restarted {
             g.restarts += 1;
@@ -263,6 +294,7 @@ impl<A: Actor> ChildRef<A> {
         let mut g = self.write();
         if g.incarnation == incarnation {
             g.addr = None;
+            g.sender = None;
             g.state = ChildState::Restarting;
             g.last_exit = Some(reason.clone());
         }
@@ -273,6 +305,7 @@ impl<A: Actor> ChildRef<A> {
         g.state = state;
         if state != ChildState::Running {
             g.addr = None;
+            g.sender = None;
         }
     }
 }
@@ -492,7 +525,7 @@ where
 {
     let inc = Incarnation::new();
     let (tx, rx) = channel::channel::<A>(mailbox);
-    handle.install(inc.id, Addr::new(tx), restarted);
+    handle.install(inc.id, tx, restarted);
     let notice = ExitNotice {
         inc: inc.clone(),
         handle: handle.clone(),

@@ -560,3 +560,46 @@ async fn terminate_and_restart_child_by_id() {
     assert_eq!(r.send(Ping).await, Ok(2));
     sup.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_bounded_call_to_a_busy_child_is_refused_at_once_when_its_mailbox_is_full() {
+    let (c, l) = (counter(), Log::default());
+    let (spec, r) = ChildSpec::worker("busy", move || Probe::new("busy", &c, &l));
+    let sup = Supervisor::new("s").child(spec.mailbox(2)).start().await;
+    assert_eq!(r.call(Ping).await, Ok(1));
+    r.try_tell(Block(Duration::from_millis(300))).unwrap();
+    let t0 = Instant::now();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let call = r.call(Ping);
+            actix_rt::spawn(async move { (call.await, t0.elapsed()) })
+        })
+        .collect();
+    let mut full = 0;
+    let mut answered = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            (Err(CallError::Full), took) => {
+                full += 1;
+                assert!(
+                    took < Duration::from_millis(250),
+                    "a full mailbox is refused at once"
+                );
+            }
+            (Ok(_), took) => {
+                answered += 1;
+                assert!(
+                    took >= Duration::from_millis(250),
+                    "accepted calls waited for the busy child"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        full >= 1 && answered >= 1,
+        "full {full}, answered {answered}"
+    );
+    assert_eq!(full + answered, 10);
+    sup.shutdown().await;
+}

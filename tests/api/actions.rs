@@ -313,3 +313,67 @@ async fn crashing_a_fraction_of_governors_restarts_them_all() {
         assert_eq!(v["state"], "warning", "{t} rebuilt its state");
     }
 }
+
+#[actix_web::test]
+async fn a_full_governor_mailbox_gives_503_at_once_and_loses_nothing_accepted() {
+    let app = spawn_app(|s| {
+        s.chaos.enabled = true;
+        s.governance.mailbox = 8;
+        s.rate_limit.per_second = 1_000_000;
+        s.rate_limit.burst = 1_000_000;
+    })
+    .await;
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"}),
+    )
+    .await;
+    signal(&app, 1.0).await;
+    app.post_json("/v1/chaos/ledger", &json!({"stall_ms": 1500}))
+        .await;
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (client, url) = (app.client.clone(), app.url("/v1/tenants/t/signals"));
+        tasks.push(actix_web::rt::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let res = client
+                .post(url)
+                .send_json(&json!({"metric": "cpu", "value": 1.0}))
+                .await
+                .unwrap();
+            (
+                res.status().as_u16(),
+                res.headers().contains_key("retry-after"),
+                t0.elapsed(),
+            )
+        }));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _, _) => ok += 1,
+            (503, retry, took) => {
+                busy += 1;
+                assert!(retry);
+                assert!(
+                    took < Duration::from_millis(1200) || took > Duration::from_millis(4000),
+                    "refused at once, or at the decision deadline"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(busy > 0, "a full mailbox refuses");
+    let ev = events(&app).await;
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.as_str() == "signal_processed")
+            .count(),
+        ok + 1,
+        "every accepted signal has exactly one receipt"
+    );
+    assert_eq!(
+        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
+        true
+    );
+}

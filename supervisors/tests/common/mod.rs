@@ -160,3 +160,15 @@ pub fn counter() -> Arc<AtomicU32> {
 pub fn starts(c: &Arc<AtomicU32>) -> u32 {
     c.load(Ordering::SeqCst)
 }
+
+/// Blocks the actor's mailbox for a while (nothing else is handled meanwhile).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Block(pub Duration);
+
+impl Handler<Block> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: Block, ctx: &mut Context<Self>) {
+        ctx.wait(actix::fut::wrap_future(actix::clock::sleep(msg.0)));
+    }
+}

@@ -377,3 +377,70 @@ async fn a_full_governor_mailbox_gives_503_at_once_and_loses_nothing_accepted() 
         true
     );
 }
+
+#[actix_web::test]
+async fn above_the_global_action_bound_a_signal_is_refused_with_429() {
+    let hook = hook(202);
+    let url = hook.url.clone();
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+        s.actions.max_in_flight = 1;
+    })
+    .await;
+    for t in ["a", "b"] {
+        app.post_json(
+            "/marketplace",
+            &json!({"tenant_id": t, "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    }
+    let (s, b) = app
+        .post_json(
+            "/v1/tenants/a/signals",
+            &json!({"metric": "cpu", "value": 90.0}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("intervening")));
+    let (s, b) = app
+        .post_json(
+            "/v1/tenants/b/signals",
+            &json!({"metric": "cpu", "value": 90.0}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["receipt"]["reason"].as_str()),
+        (429, Some("actions_saturated"), Some("actions_saturated"))
+    );
+    let (s, b) = app
+        .post_json(
+            "/v1/tenants/b/signals",
+            &json!({"metric": "cpu", "value": 65.0}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["state"].as_str()),
+        (200, Some("warning")),
+        "signals that start no action still pass"
+    );
+    let action_id = app.get_json("/v1/governors/a").await.1["action_in_flight"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post_json(
+        &format!("/v1/governors/a/actions/{action_id}/complete"),
+        &json!({}),
+    )
+    .await;
+    let (s, b) = app
+        .post_json(
+            "/v1/tenants/b/signals",
+            &json!({"metric": "cpu", "value": 90.0}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["state"].as_str()),
+        (200, Some("intervening")),
+        "the slot is free again"
+    );
+}

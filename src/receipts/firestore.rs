@@ -203,6 +203,18 @@ impl FirestoreStore {
             .map_err(map_err)
     }
 
+    /// The tenant's document: chain head and entitlement record.
+    async fn tenant_doc(&self, tenant: &str) -> Result<Option<TenantDoc>, StoreError> {
+        self.db
+            .fluent()
+            .select()
+            .by_id_in("tenants")
+            .obj()
+            .one(tenant)
+            .await
+            .map_err(map_err)
+    }
+
     async fn receipt_at(&self, tenant: &str, seq: u64) -> Result<Option<Receipt>, StoreError> {
         let parent = self.tenant_parent(tenant)?;
         let doc: Option<ReceiptDoc> = self
@@ -320,19 +332,14 @@ impl LedgerStore for FirestoreStore {
     }
 
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
-        let doc: Option<TenantDoc> = self
-            .db
-            .fluent()
-            .select()
-            .by_id_in("tenants")
-            .obj()
-            .one(tenant)
-            .await
-            .map_err(map_err)?;
-        Ok(doc.filter(|d| d.head_seq > 0).map(|d| Head {
-            seq: d.head_seq as u64,
-            hash: d.head_hash,
-        }))
+        Ok(self
+            .tenant_doc(tenant)
+            .await?
+            .filter(|d| d.head_seq > 0)
+            .map(|d| Head {
+                seq: d.head_seq as u64,
+                hash: d.head_hash,
+            }))
     }
 
     async fn range(
@@ -411,16 +418,7 @@ impl LedgerStore for FirestoreStore {
     }
 
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
-        let doc: Option<TenantDoc> = self
-            .db
-            .fluent()
-            .select()
-            .by_id_in("tenants")
-            .obj()
-            .one(tenant)
-            .await
-            .map_err(map_err)?;
-        Ok(doc.and_then(|d| d.entitlement))
+        Ok(self.tenant_doc(tenant).await?.and_then(|d| d.entitlement))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -88,13 +88,18 @@ impl SqliteStore {
             open(path).map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
         migrate(&mut conn)
             .map_err(|e| unavailable(format!("migrating {}: {e}", path.display())))?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(conn),
-                readers: Mutex::new(Vec::new()),
-            }),
-        })
+        // Checkpoints move WAL pages into the database file. Done inside a commit they hold up
+        // the writer (and every caller waiting on it), so the writer never checkpoints: a thread
+        // of the store's own does, without blocking writers (PASSIVE).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(unavailable)?;
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        });
+        spawn_checkpointer(Arc::downgrade(&inner));
+        Ok(SqliteStore { inner })
     }
 
     /// The ledger file.
@@ -137,6 +142,29 @@ impl SqliteStore {
         })
         .await
         .map_err(unavailable)?
+    }
+}
+
+/// Checkpoints the WAL every 100 ms while the store lives (the thread ends with it).
+fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("ledger-checkpoint".into())
+        .spawn(move || {
+            let Some(path) = inner.upgrade().map(|i| i.path.clone()) else {
+                return;
+            };
+            let Ok(conn) = open(&path) else { return };
+            while inner.strong_count() > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "ledger checkpoint failed; retrying");
+                }
+            }
+            // A last full checkpoint so a cleanly stopped ledger leaves a small WAL.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the ledger checkpoint thread");
     }
 }
 

@@ -5,7 +5,6 @@
 //! An empty variable counts as unset. Every problem is reported as one line naming the key, the
 //! value and what was expected; `main` turns that into exit code 78.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -552,15 +551,6 @@ fn describe(err: &figment::Error, env: &Environment) -> ConfigError {
     ConfigError(format!(
         "invalid configuration: {key}{shown}{from}: {expected}"
     ))
-}
-
-/// Keys set in the environment, for the startup log (values are not logged).
-pub fn env_keys() -> BTreeMap<String, String> {
-    Environment::from_process()
-        .entries()
-        .into_iter()
-        .map(|(k, var, _)| (k, var))
-        .collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! was appended). Codes are the public contract: once shipped, never renamed (a unit test pins
 //! the list). Client mistakes are 4xx; only our own faults are 5xx.
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -320,9 +320,6 @@ pub fn json_error_body<B: MessageBody + 'static>(
     let res = ServiceResponse::new(req, new.map_into_boxed_body()).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(res))
 }
-
-/// Convenience for handlers that build responses by hand.
-pub type Body = EitherBody<BoxBody>;
 
 #[cfg(test)]
 mod tests {

@@ -101,6 +101,26 @@ fn record_json(e: &Entitlement) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
+/// Appends the change's receipt together with the new record.
+async fn commit(
+    ledger: &LedgerHandle,
+    draft: ReceiptDraft,
+    next: Entitlement,
+    message_id: Option<String>,
+) -> Result<Changed, ChangeError> {
+    let receipt = ledger
+        .append_one(NewReceipt {
+            draft,
+            message_id,
+            entitlement: Some(record_json(&next)),
+        })
+        .await?;
+    Ok(Changed {
+        entitlement: next,
+        receipt,
+    })
+}
+
 /// Appends the refusal receipt of a governed refusal and turns it into the error.
 async fn refuse(
     ledger: &LedgerHandle,
@@ -295,17 +315,7 @@ impl Handler<Marketplace> for Entitlements {
                 ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, event_type, reason)
                     .states(from.map(Status::as_str), Some(next.status.as_str()))
                     .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs}));
-            let receipt = ledger
-                .append_one(NewReceipt {
-                    draft,
-                    message_id: msg.message_id.clone(),
-                    entitlement: Some(record_json(&next)),
-                })
-                .await?;
-            Ok(Changed {
-                entitlement: next,
-                receipt,
-            })
+            commit(&ledger, draft, next, msg.message_id.clone()).await
         };
         publish_after(work)
     }
@@ -331,17 +341,7 @@ impl Handler<ApplyEvent> for Entitlements {
             let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, msg.event.name(), format!("{} applied", msg.event.name()))
                 .states(Some(status), Some(status))
                 .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs, "tools": next.tools, "iam_roles": next.iam_roles}));
-            let receipt = ledger
-                .append_one(NewReceipt {
-                    draft,
-                    message_id: None,
-                    entitlement: Some(record_json(&next)),
-                })
-                .await?;
-            Ok(Changed {
-                entitlement: next,
-                receipt,
-            })
+            commit(&ledger, draft, next, None).await
         };
         publish_after(work)
     }

@@ -58,8 +58,7 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    /// GET → (status, body as JSON or Null).
-    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+    async fn get_bytes(&self, path: &str) -> (u16, actix_web::web::Bytes) {
         let mut res = self
             .client
             .get(self.url(path))
@@ -67,24 +66,21 @@ impl TestApp {
             .await
             .expect("request sent");
         let body = res.body().limit(16 << 20).await.expect("body read");
+        (res.status().as_u16(), body)
+    }
+
+    /// GET → (status, body as JSON or Null).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get_bytes(path).await;
         (
-            res.status().as_u16(),
+            status,
             serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         )
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let mut res = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent");
-        let body = res.body().limit(16 << 20).await.expect("body read");
-        (
-            res.status().as_u16(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        let (status, body) = self.get_bytes(path).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     pub async fn post_json(

@@ -8,6 +8,17 @@ use tai_autonomics::receipts::{ReceiptDraft, ReceiptType};
 
 use crate::helpers::*;
 
+/// Runs the real binary's offline `verify` against the ledger file `db`.
+fn verify_cli(db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .arg("verify")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", db)
+        .output()
+        .unwrap()
+}
+
 async fn seed(app: &TestApp, tenant: &str, n: usize) -> Vec<tai_autonomics::receipts::Receipt> {
     let items = (0..n)
         .map(|i| {
@@ -124,12 +135,7 @@ async fn tampering_with_the_sqlite_file_is_reported_at_the_exact_seq_by_http_and
         .contains("receipt_hash"));
     assert_eq!(report["receipts_checked"], 6);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["verify", "--tenant", "acme-corp"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__SQLITE_PATH", &db)
-        .output()
-        .unwrap();
+    let out = verify_cli(&db, &["--tenant", "acme-corp"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -139,19 +145,9 @@ async fn tampering_with_the_sqlite_file_is_reported_at_the_exact_seq_by_http_and
     assert_eq!(stdout["first_broken"]["seq"], 7);
     assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 7"));
 
-    let all = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["verify", "--all"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__SQLITE_PATH", &db)
-        .output()
-        .unwrap();
+    let all = verify_cli(&db, &["--all"]);
     assert_eq!(all.status.code(), Some(1));
-    let unknown = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["verify", "--tenant", "nobody"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__SQLITE_PATH", &db)
-        .output()
-        .unwrap();
+    let unknown = verify_cli(&db, &["--tenant", "nobody"]);
     assert_eq!(unknown.status.code(), Some(66));
 }
 
@@ -161,12 +157,7 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
     seed(&app, "t1", 3).await;
     seed(&app, "t2", 4).await;
     let db = app.dir.path().join("ledger.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["verify", "--all"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__SQLITE_PATH", &db)
-        .output()
-        .unwrap();
+    let out = verify_cli(&db, &["--all"]);
     assert_eq!(
         out.status.code(),
         Some(0),

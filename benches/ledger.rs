@@ -126,6 +126,19 @@ fn verification(c: &mut Criterion) {
             v.checked()
         })
     });
+    // One page as the verifier reads it from a store (1,000 receipts, freshly parsed and so
+    // still in the CPU's caches).
+    let page = &chain[..1000];
+    group.throughput(Throughput::Elements(page.len() as u64));
+    group.bench_function("verify_page_of_1k", |b| {
+        b.iter(|| {
+            let mut v = Verifier::new("tenant-0");
+            for r in page {
+                assert!(v.feed(r));
+            }
+            v.checked()
+        })
+    });
     group.finish();
 }
 

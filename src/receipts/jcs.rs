@@ -26,7 +26,11 @@ pub fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(out, n.as_f64().unwrap_or(f64::NAN)),
+        Value::Number(n) => match n.as_u64() {
+            // Integers a double holds exactly print as themselves (timestamps, counts).
+            Some(u) => write_u64(out, u),
+            _ => write_number(out, n.as_f64().unwrap_or(f64::NAN)),
+        },
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
             out.push('[');
@@ -40,19 +44,29 @@ pub fn write_value(out: &mut String, value: &Value) {
         }
         Value::Object(map) => {
             // Whatever order the map iterates in (sorted, or insertion order under serde_json's
-            // `preserve_order`), members are written in UTF-16 order: already-ordered maps (the
-            // common case) are written as they come, others are sorted first.
-            let in_order = map
-                .keys()
-                .zip(map.keys().skip(1))
-                .all(|(a, b)| utf16_cmp(a, b).is_lt());
+            // `preserve_order`), members are written in UTF-16 order. Already-ordered maps (the
+            // common case) are written in one pass; at the first member out of order, what was
+            // written of this object is dropped and it is written again, sorted.
+            let start = out.len();
             out.push('{');
-            if in_order {
-                write_members(out, map.iter());
-            } else {
-                let mut members: Vec<(&String, &Value)> = map.iter().collect();
-                members.sort_by(|a, b| utf16_cmp(a.0, b.0));
-                write_members(out, members.into_iter());
+            let mut prev: Option<&str> = None;
+            for (k, v) in map {
+                if let Some(p) = prev {
+                    if utf16_cmp(p, k).is_ge() {
+                        out.truncate(start);
+                        let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                        members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+                        out.push('{');
+                        write_members(out, members.into_iter());
+                        out.push('}');
+                        return;
+                    }
+                    out.push(',');
+                }
+                write_string(out, k);
+                out.push(':');
+                write_value(out, v);
+                prev = Some(k);
             }
             out.push('}');
         }
@@ -74,10 +88,14 @@ fn write_members<'a>(out: &mut String, members: impl Iterator<Item = (&'a String
 /// except between characters above U+FFFF (surrogate pairs) and U+E000..U+FFFF, so the
 /// common ASCII case skips the re-encoding.
 fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    if a.is_ascii() && b.is_ascii() {
-        a.as_bytes().cmp(b.as_bytes())
-    } else {
-        a.encode_utf16().cmp(b.encode_utf16())
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    match x.iter().zip(y).position(|(p, q)| p != q) {
+        // Lead bytes 0xEE..=0xEF start U+E000..U+FFFF and 0xF0.. start surrogate pairs: only
+        // when both differing bytes are in that range can the two orders disagree. (A
+        // difference in a continuation byte means equal lead bytes, hence the same class.)
+        Some(i) if x[i] >= 0xEE && y[i] >= 0xEE => a.encode_utf16().cmp(b.encode_utf16()),
+        Some(i) => x[i].cmp(&y[i]),
+        None => x.len().cmp(&y.len()),
     }
 }
 
@@ -86,7 +104,11 @@ fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    // A branch-free scan (the compiler vectorises it): does anything need an escape?
+    let special = bytes.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !special {
         // The common case (ids, hashes, names): nothing to escape.
         out.push_str(s);
         out.push('"');
@@ -117,6 +139,30 @@ pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// 2^53 - 1: every integer up to it is exactly a double.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// An integer as ECMAScript writes it: up to 2^53 its decimal digits (written here without
+/// the formatting machinery), beyond that the nearest double's text.
+pub fn write_u64(out: &mut String, mut v: u64) {
+    if v > MAX_SAFE_INTEGER {
+        write_number(out, v as f64);
+        return;
+    }
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
 /// A finite double as ECMAScript writes it (NaN and infinities cannot occur in JSON values;
 /// they would be written as `null`).
 pub fn write_number(out: &mut String, v: f64) {
@@ -134,7 +180,7 @@ pub fn write_number(out: &mut String, v: f64) {
     let a = v.abs();
     if a.fract() == 0.0 && a < 1e15 {
         // Integers below 2^53 print as themselves (the common case: seq, counts, millis).
-        let _ = write!(out, "{}", a as u64);
+        write_u64(out, a as u64);
         return;
     }
     if (1e-6..1e21).contains(&a) {
@@ -210,6 +256,27 @@ mod tests {
     }
 
     #[test]
+    fn integers_print_as_their_double_would() {
+        for (v, want) in [
+            (json!(0), "0"),
+            (json!(7), "7"),
+            (json!(1769437845123u64), "1769437845123"),
+            (json!(9007199254740991u64), "9007199254740991"),
+            // Beyond 2^53 the value is rounded to a double first, as ECMAScript does.
+            (json!(9007199254740993u64), "9007199254740992"),
+            (json!(u64::MAX), "18446744073709552000"),
+            (json!(-12), "-12"),
+        ] {
+            assert_eq!(canonical(&v), want);
+        }
+        for v in [0, 9, 10, 4_294_967_296, (1 << 53) - 1] {
+            let mut s = String::new();
+            write_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+    }
+
+    #[test]
     fn members_sort_by_utf16_code_units() {
         // U+10000 is D800 DC00 in UTF-16, which sorts before U+E000 though its UTF-8 is larger.
         let v = json!({"\u{e000}": 1, "\u{10000}": 2, "b": 3, "a": 4, "": 5});
@@ -217,6 +284,35 @@ mod tests {
             canonical(&v),
             "{\"\":5,\"a\":4,\"b\":3,\"\u{10000}\":2,\"\u{e000}\":1}"
         );
+        // The byte-order shortcut agrees with a full UTF-16 comparison on every pair.
+        let words = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "é",
+            "éa",
+            "\u{7ff}",
+            "\u{800}",
+            "\u{d7ff}",
+            "\u{e000}",
+            "\u{e000}a",
+            "\u{ffff}",
+            "\u{10000}",
+            "\u{10000}a",
+            "\u{10ffff}",
+            "x\u{e000}",
+            "x\u{10000}",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(
+                    utf16_cmp(a, b),
+                    a.encode_utf16().cmp(b.encode_utf16()),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

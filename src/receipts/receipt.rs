@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::jcs::{write_number, write_string, write_value};
+use super::jcs::{write_string, write_u64, write_value};
 
 /// `prev_hash` of the first receipt of every chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -97,7 +97,7 @@ impl Receipt {
         out.push_str(",\"receipt_id\":");
         write_string(out, &self.receipt_id);
         out.push_str(",\"seq\":");
-        write_number(out, self.seq as f64);
+        write_u64(out, self.seq);
         out.push_str(",\"state_from\":");
         opt(out, &self.state_from);
         out.push_str(",\"state_to\":");

@@ -197,6 +197,47 @@ pub struct PubsubSettings {
     pub topic: String,
     pub subscription: String,
     pub emulator_host: String,
+    pub max_outstanding: u32,
+    pub lease_extension_secs: u64,
+    pub max_lease_secs: u64,
+    pub health_interval_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub push: PushSettings,
+}
+
+/// Authentication of push deliveries (`POST /pubsub`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushSettings {
+    pub verify: bool,
+    pub issuer: String,
+    pub audience: String,
+    pub service_account_email: String,
+    pub jwks_file: String,
+    pub jwks_url: String,
+    pub leeway_secs: u64,
+}
+
+impl PubsubSettings {
+    /// `name` as `projects/{project}/{kind}/{name}` unless it is a full resource name already.
+    fn qualify(&self, kind: &str, name: &str, project: Option<&str>) -> Option<String> {
+        if name.starts_with("projects/") {
+            return Some(name.to_owned());
+        }
+        Some(format!("projects/{}/{kind}/{name}", project?))
+    }
+
+    /// The subscription's full name, when pull is configured.
+    pub fn subscription_path(&self, project: Option<&str>) -> Option<String> {
+        (!self.subscription.is_empty())
+            .then(|| self.qualify("subscriptions", &self.subscription, project))
+            .flatten()
+    }
+
+    /// The topic's full name.
+    pub fn topic_path(&self, project: Option<&str>) -> Option<String> {
+        self.qualify("topics", &self.topic, project)
+    }
 }
 
 /// A configuration problem, printed as one line.
@@ -446,6 +487,47 @@ impl Settings {
                 );
             }
         }
+        let p = &self.pubsub;
+        if !p.subscription.is_empty()
+            && p.subscription_path(self.gcp_project().as_deref()).is_none()
+        {
+            return bad(
+                "pubsub.subscription",
+                p.subscription.clone(),
+                "a full projects/p/subscriptions/s name, or a project id in GOOGLE_CLOUD_PROJECT",
+            );
+        }
+        if !(10..=600).contains(&p.lease_extension_secs) || p.max_lease_secs == 0 {
+            return bad(
+                "pubsub.lease_extension_secs",
+                p.lease_extension_secs.to_string(),
+                "10-600 seconds, and a positive max_lease_secs",
+            );
+        }
+        if p.max_outstanding == 0
+            || p.health_interval_ms == 0
+            || p.reconnect_min_ms == 0
+            || p.reconnect_max_ms < p.reconnect_min_ms
+        {
+            return bad("pubsub", String::new(), "positive max_outstanding, health_interval_ms and reconnect_min_ms <= reconnect_max_ms");
+        }
+        if p.push.verify && p.push.audience.is_empty() {
+            return bad(
+                "pubsub.push.audience",
+                String::new(),
+                "the push subscription's audience when pubsub.push.verify = true",
+            );
+        }
+        if p.push.verify
+            && p.push.jwks_file.is_empty()
+            && !(p.push.jwks_url.starts_with("https://") || p.push.jwks_url.starts_with("http://"))
+        {
+            return bad(
+                "pubsub.push.jwks_url",
+                p.push.jwks_url.clone(),
+                "an http(s) URL or pubsub.push.jwks_file when pubsub.push.verify = true",
+            );
+        }
         if self.supervision.root_period_secs == 0 {
             return bad(
                 "supervision.root_period_secs",
@@ -454,6 +536,14 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The Google Cloud project (`gcp.project_id`, GOOGLE_CLOUD_PROJECT), else Firestore's.
+    pub fn gcp_project(&self) -> Option<String> {
+        [&self.gcp.project_id, &self.firestore.project_id]
+            .into_iter()
+            .find(|p| !p.is_empty())
+            .cloned()
     }
 
     /// The Firestore project: `firestore.project_id`, else `gcp.project_id`.

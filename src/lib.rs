@@ -7,6 +7,8 @@ pub mod config;
 pub mod entitlements;
 pub mod governor;
 pub mod http;
+pub mod intake;
+pub mod pubsub;
 pub mod receipts;
 pub mod startup;
 pub mod telemetry;

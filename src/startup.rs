@@ -44,11 +44,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let auth = crate::auth::Authenticator::new(settings.auth.mode, &settings.auth.tokens)
             .map_err(anyhow::Error::msg)?;
-        let marketplace_keys = load_marketplace_keys(&settings)?;
         let state = web::Data::new(AppState {
             auth,
+            push_auth: crate::pubsub::push_auth::PushAuth::new(&settings.pubsub.push)?
+                .map(Arc::new),
             limiter: http::rate_limiter(settings.rate_limit.per_second, settings.rate_limit.burst),
-            marketplace_keys,
             node: settings.node_name(),
             settings: Arc::new(settings.clone()),
             started: Instant::now(),
@@ -120,24 +120,6 @@ impl Application {
         stop_tree(&self.state).await;
         Ok(())
     }
-}
-
-/// The marketplace signing keys, when signatures are verified.
-fn load_marketplace_keys(
-    settings: &Settings,
-) -> anyhow::Result<Option<crate::entitlements::signature::Keys>> {
-    use crate::entitlements::signature::Keys;
-    let m = &settings.marketplace;
-    if !m.verify {
-        return Ok(None);
-    }
-    let keys = if !m.jwks_file.is_empty() {
-        Keys::from_jwks_file(std::path::Path::new(&m.jwks_file))
-    } else {
-        Keys::from_pem_file(std::path::Path::new(&m.public_key_file))
-    };
-    keys.map(Some)
-        .map_err(|e| anyhow::anyhow!("marketplace signature key: {e}"))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, http::error::ApiError> {

@@ -21,6 +21,9 @@ use supervisors::{
 use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
 use crate::governor::{EntitlementUpdate, Executor, Governor, GovernorDeps};
+use crate::intake::Intake;
+use crate::pubsub::consumer::{ConsumerConfig, PubsubConsumer};
+use crate::pubsub::PubsubHealth;
 use crate::receipts::firestore::FirestoreStore;
 use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -41,6 +44,12 @@ pub struct Tree {
     pub entitlement_subscribers: Subscribers,
     /// One governor per tenant, keyed by tenant id.
     pub governors: DynamicRef<String, Governor>,
+    /// The governed entry points (HTTP, Pub/Sub).
+    pub intake: Intake,
+    /// `pubsub_ready` of `/health`.
+    pub pubsub_health: PubsubHealth,
+    /// The pull consumer, when a subscription is configured.
+    pub pubsub: Option<ChildRef<PubsubConsumer>>,
 }
 
 /// Opens the configured ledger backend.
@@ -152,13 +161,34 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
             },
         ));
 
+    let intake = Intake::new(settings, governors.clone(), entitlements.clone())?;
+
     let remember = observer.clone();
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
         events::supervision(e);
         // Best effort: the ring is a convenience view, metrics above are the record.
         let _ = remember.try_tell(Remember(EventRecord::from_event(e)));
     });
-    let root = Supervisor::new("root")
+    // Pull runs when a subscription is configured: last to start, first to stop.
+    let pubsub_health = PubsubHealth::default();
+    let (consumer_spec, pubsub) =
+        ConsumerConfig::from_settings(&settings.pubsub, settings.gcp_project().as_deref())
+            .map(|cfg| {
+                pubsub_health.enable(
+                    &cfg.subscription,
+                    2 * cfg.health_interval.as_millis() as u64,
+                );
+                let (intake, health) = (intake.clone(), pubsub_health.clone());
+                let (spec, child) = ChildSpec::worker("pubsub", move || {
+                    PubsubConsumer::new(intake.clone(), cfg.clone(), health.clone())
+                });
+                (
+                    spec.shutdown(Shutdown::Timeout(Duration::from_secs(2))),
+                    child,
+                )
+            })
+            .unzip();
+    let mut root = Supervisor::new("root")
         .strategy(Strategy::OneForOne)
         .intensity(Intensity::new(
             settings.supervision.root_intensity,
@@ -181,9 +211,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 .shutdown(Shutdown::Timeout(Duration::from_secs(2)))
                 .mailbox(1024),
         )
-        .child(governance_spec)
-        .start()
-        .await;
+        .child(governance_spec);
+    if let Some(spec) = consumer_spec {
+        root = root.child(spec);
+    }
+    let root = root.start().await;
     if let Some(reason) = root.exit_reason() {
         anyhow::bail!("the supervision tree failed to start: {reason}");
     }
@@ -195,5 +227,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         entitlements,
         entitlement_subscribers,
         governors,
+        intake,
+        pubsub_health,
+        pubsub,
     })
 }

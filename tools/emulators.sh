@@ -37,6 +37,8 @@ emulators_start() {
   export FIRESTORE_EMULATOR_HOST=127.0.0.1:$FS_PORT
   export PUBSUB_EMULATOR_HOST=127.0.0.1:$PS_PORT
   export TAI_TEST_FIRESTORE_PID=$FS_PID TAI_TEST_PUBSUB_PID=$PS_PID
+  # Tests that stop and restart an emulator of their own start it from this jar.
+  export TAI_TEST_PUBSUB_JAR=$PS_JAR
 }
 
 emulators_stop() {

@@ -31,6 +31,9 @@ pub type ChangeSink = Arc<dyn Fn(&EntitlementChanged) + Send + Sync>;
 pub struct Changed {
     pub entitlement: Entitlement,
     pub receipt: Receipt,
+    /// The request's Pub/Sub message id had a receipt already: `receipt` is that one, and
+    /// nothing changed this time.
+    pub duplicate: bool,
 }
 
 /// Why a change did not happen.
@@ -104,10 +107,15 @@ fn record_json(e: &Entitlement) -> Value {
 /// Appends the change's receipt together with the new record.
 async fn commit(
     ledger: &LedgerHandle,
-    draft: ReceiptDraft,
+    mut draft: ReceiptDraft,
     next: Entitlement,
     message_id: Option<String>,
 ) -> Result<Changed, ChangeError> {
+    if let (Some(mid), Value::Object(m)) = (&message_id, &mut draft.metadata) {
+        m.insert("pubsub_message_id".into(), json!(mid));
+    }
+    let draft_id = draft.receipt_id.clone();
+    let tenant = next.tenant_id.clone();
     let receipt = ledger
         .append_one(NewReceipt {
             draft,
@@ -115,9 +123,31 @@ async fn commit(
             entitlement: Some(record_json(&next)),
         })
         .await?;
+    if receipt.receipt_id != draft_id {
+        // Another delivery of the same message was recorded first; this change never happened.
+        return duplicate(ledger, &tenant, receipt).await;
+    }
     Ok(Changed {
         entitlement: next,
         receipt,
+        duplicate: false,
+    })
+}
+
+/// The answer to a redelivered message: its earlier receipt and the record as it is now.
+async fn duplicate(
+    ledger: &LedgerHandle,
+    tenant: &str,
+    existing: Receipt,
+) -> Result<Changed, ChangeError> {
+    crate::telemetry::events::pubsub_duplicate();
+    let entitlement = load(ledger, None, tenant)
+        .await?
+        .ok_or_else(|| ChangeError::NotFound(tenant.to_owned()))?;
+    Ok(Changed {
+        entitlement,
+        receipt: existing,
+        duplicate: true,
     })
 }
 
@@ -127,8 +157,13 @@ async fn refuse(
     current: &Entitlement,
     error: EntitlementError,
     what: Value,
+    message_id: Option<String>,
 ) -> ChangeError {
     let status = current.status.as_str();
+    let mut metadata = json!({"request": what, "code": error.code()});
+    if let Some(mid) = &message_id {
+        metadata["pubsub_message_id"] = json!(mid);
+    }
     let draft = ReceiptDraft::new(
         &current.tenant_id,
         ReceiptType::Refusal,
@@ -136,8 +171,10 @@ async fn refuse(
         error.to_string(),
     )
     .states(Some(status), Some(status))
-    .metadata(json!({"request": what, "code": error.code()}));
-    match ledger.append_one(NewReceipt::new(draft)).await {
+    .metadata(metadata);
+    let mut new = NewReceipt::new(draft);
+    new.message_id = message_id;
+    match ledger.append_one(new).await {
         Ok(receipt) => ChangeError::Refused {
             error,
             receipt: Box::new(receipt),
@@ -232,7 +269,7 @@ fn publish_after(
 ) -> AtomicResponse<Entitlements, Result<Changed, ChangeError>> {
     AtomicResponse::new(Box::pin(
         actix::fut::wrap_future::<_, Entitlements>(work).map(|res, act, _| {
-            if let Ok(changed) = &res {
+            if let Some(changed) = res.as_ref().ok().filter(|c| !c.duplicate) {
                 act.publish(changed);
             }
             res
@@ -246,6 +283,13 @@ impl Handler<Marketplace> for Entitlements {
         let cached = self.cache.get(&msg.tenant_id).cloned();
         let ledger = self.ledger.clone();
         let work = async move {
+            // A Pub/Sub message that has a receipt already is answered with it. Changes are
+            // handled one at a time, so a redelivery always sees the first delivery's receipt.
+            if let Some(mid) = &msg.message_id {
+                if let Some(existing) = ledger.store().by_message_id(mid).await? {
+                    return duplicate(&ledger, &msg.tenant_id, existing).await;
+                }
+            }
             let now = crate::clock::now_rfc3339();
             let current = load(&ledger, cached, &msg.tenant_id).await?;
             let request = json!({
@@ -278,7 +322,16 @@ impl Handler<Marketplace> for Entitlements {
                     }
                     let status = match cur.transition(action) {
                         Ok(s) => s,
-                        Err(error) => return Err(refuse(&ledger, cur, error, request).await),
+                        Err(error) => {
+                            return Err(refuse(
+                                &ledger,
+                                cur,
+                                error,
+                                request,
+                                msg.message_id.clone(),
+                            )
+                            .await)
+                        }
                     };
                     let mut e = cur.clone();
                     e.status = status;
@@ -335,7 +388,7 @@ impl Handler<ApplyEvent> for Entitlements {
             let next = match current.apply(&msg.event, &now) {
                 Ok(n) => n,
                 Err(e) if e.is_input_error() => return Err(ChangeError::Input(e)),
-                Err(e) => return Err(refuse(&ledger, &current, e, request).await),
+                Err(e) => return Err(refuse(&ledger, &current, e, request, None).await),
             };
             let status = next.status.as_str();
             let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, msg.event.name(), format!("{} applied", msg.event.name()))

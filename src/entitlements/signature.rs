@@ -1,6 +1,7 @@
-//! JWT verification with pinned algorithms, used for marketplace signatures (and for Pub/Sub
-//! push OIDC tokens later). Only RS256 and ES256 are accepted; `none` and every HS* algorithm
-//! are refused before any key is tried, so a public key can never be used as an HMAC secret.
+//! JWT verification with pinned algorithms, used for marketplace signatures and Pub/Sub push
+//! OIDC tokens. Only RS256 and ES256 are accepted (RS256 alone where Google signs); `none` and
+//! every HS* algorithm are refused before any key is tried, so a public key can never be used
+//! as an HMAC secret.
 
 use std::path::Path;
 
@@ -86,6 +87,8 @@ pub struct Expectations {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway_secs: u64,
+    /// Accept RS256 only (Google's OIDC tokens), not ES256.
+    pub rs256_only: bool,
 }
 
 /// Verifies `token` and returns its claims: algorithm pinned to RS256/ES256, signature, `exp`
@@ -94,9 +97,14 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expectations) -> Result<Value, 
     let header =
         decode_header(token).map_err(|e| SignatureError(format!("malformed token: {e}")))?;
     let alg = header.alg;
-    if !matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
+    if !(alg == Algorithm::RS256 || (alg == Algorithm::ES256 && !expect.rs256_only)) {
         return Err(SignatureError(format!(
-            "algorithm {alg:?} is not allowed (RS256 or ES256 only)"
+            "algorithm {alg:?} is not allowed ({})",
+            if expect.rs256_only {
+                "RS256 only"
+            } else {
+                "RS256 or ES256 only"
+            }
         )));
     }
     let key = keys.key_for(alg, header.kid.as_deref())?;
@@ -143,6 +151,7 @@ mod tests {
             issuer: Some("marketplace".into()),
             audience: Some("tai".into()),
             leeway_secs: 0,
+            rs256_only: false,
         }
     }
 

@@ -73,6 +73,23 @@ pub struct Outcome {
     pub refused: Option<(u16, &'static str)>,
     /// Receipts appended for this input, in order.
     pub receipts: Vec<Receipt>,
+    /// The input's Pub/Sub message id had a receipt already: `receipts` is that one receipt,
+    /// and nothing was decided or appended this time.
+    #[serde(skip)]
+    pub duplicate: bool,
+}
+
+impl Outcome {
+    fn duplicate(state: State, existing: Receipt) -> Self {
+        events::pubsub_duplicate();
+        Outcome {
+            state,
+            postponed: false,
+            refused: None,
+            receipts: vec![existing],
+            duplicate: true,
+        }
+    }
 }
 
 /// Why an input got no governed answer.
@@ -157,6 +174,7 @@ impl Governor {
     fn run(
         &mut self,
         input: Input,
+        message_id: Option<String>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         self.last_activity = Instant::now();
@@ -168,17 +186,36 @@ impl Governor {
                 reason.clone(),
             ))));
         }
-        let drafts: Vec<NewReceipt> = step
+        let mut drafts: Vec<NewReceipt> = step
             .receipts
             .iter()
             .map(|s| NewReceipt::new(self.draft(s)))
             .collect();
+        // The receipt that records the input carries its Pub/Sub message id (in its metadata,
+        // so the chain shows it, and beside it in the ledger, so a redelivery finds it).
+        let first_id = drafts.first().map(|d| d.draft.receipt_id.clone());
+        let records_input = drafts
+            .iter()
+            .position(|d| d.draft.metadata.get("input").is_some())
+            .unwrap_or(0);
+        if let (Some(mid), Some(d)) = (message_id, drafts.get_mut(records_input)) {
+            with_message_id(&mut d.draft.metadata, &mid);
+            d.message_id = Some(mid);
+        }
         let ledger = self.deps.ledger.clone();
         let _ = ctx;
         Box::pin(
             wrap_future::<_, Self>(async move { ledger.append(drafts).await }).map(
                 move |appended, act, ctx| {
                     let receipts = appended?;
+                    if let Some(existing) = receipts
+                        .first()
+                        .filter(|r| Some(&r.receipt_id) != first_id.as_ref())
+                    {
+                        // Another delivery of the same message won the race: its receipt is
+                        // the answer, and this decision never happened.
+                        return Ok(Outcome::duplicate(act.machine.state, existing.clone()));
+                    }
                     let from = act.machine.state;
                     act.machine = next;
                     if let Some(last) = receipts.last() {
@@ -218,6 +255,7 @@ impl Governor {
                         postponed,
                         refused,
                         receipts,
+                        duplicate: false,
                     })
                 },
             ),
@@ -457,33 +495,80 @@ impl Actor for Governor {
     }
 }
 
-/// A signal for the tenant.
+/// A signal for the tenant, with the Pub/Sub message id it came in when it came through Pub/Sub.
 #[derive(Message)]
 #[rtype(result = "Result<Outcome, GovernorError>")]
-pub struct SubmitSignal(pub Signal);
+pub struct SubmitSignal {
+    pub signal: Signal,
+    pub message_id: Option<String>,
+}
 
 impl Handler<SubmitSignal> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
-    fn handle(&mut self, msg: SubmitSignal, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SubmitSignal, _: &mut Context<Self>) -> Self::Result {
         events::signal_received();
-        if !self.reserve_slot_for(&msg.0) {
+        // A message id that has a receipt already is answered with it and decides nothing.
+        // Inputs are handled one at a time, so a redelivery always sees the first receipt.
+        let store = self.deps.ledger.store().clone();
+        let lookup = msg.message_id.clone();
+        let found = async move {
+            match lookup {
+                Some(mid) => store.by_message_id(&mid).await,
+                None => Ok(None),
+            }
+        };
+        AtomicResponse::new(Box::pin(wrap_future::<_, Self>(found).then(
+            move |found, act, ctx| -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+                match found {
+                    Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
+                    Ok(Some(existing)) => Box::pin(actix::fut::ready(Ok(Outcome::duplicate(
+                        act.machine.state,
+                        existing,
+                    )))),
+                    Ok(None) => act.decide_signal(msg.signal, msg.message_id, ctx),
+                }
+            },
+        )))
+    }
+}
+
+impl Governor {
+    /// A new signal: refused when it would start an action over the global bound, else decided.
+    fn decide_signal(
+        &mut self,
+        sig: Signal,
+        message_id: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        if !self.reserve_slot_for(&sig) {
             // Over the global bound: refuse with a receipt, the state stays.
             let from = self.machine.state;
+            let mut metadata = json!({"input": sig});
+            if let Some(mid) = &message_id {
+                with_message_id(&mut metadata, mid);
+            }
             let spec = ReceiptSpec {
                 kind: ReceiptType::Refusal,
                 event_type: "signal_refused",
                 state_from: Some(from),
                 state_to: Some(from),
                 reason: "actions_saturated".into(),
-                metadata: json!({"input": msg.0}),
+                metadata,
             };
-            let draft = NewReceipt::new(self.draft(&spec));
+            let mut draft = NewReceipt::new(self.draft(&spec));
+            draft.message_id = message_id;
+            let draft_id = draft.draft.receipt_id.clone();
             let ledger = self.deps.ledger.clone();
             events::refused("actions_saturated");
-            return AtomicResponse::new(Box::pin(
+            return Box::pin(
                 wrap_future::<_, Self>(async move { ledger.append(vec![draft]).await }).map(
                     move |res, act, _| {
                         let receipts = res?;
+                        if let Some(existing) =
+                            receipts.first().filter(|r| r.receipt_id != draft_id)
+                        {
+                            return Ok(Outcome::duplicate(act.machine.state, existing.clone()));
+                        }
                         if let Some(last) = receipts.last() {
                             act.head_seq = last.seq;
                             act.head_hash.clone_from(&last.receipt_hash);
@@ -493,18 +578,26 @@ impl Handler<SubmitSignal> for Governor {
                             postponed: false,
                             refused: Some((429, "actions_saturated")),
                             receipts,
+                            duplicate: false,
                         })
                     },
                 ),
-            ));
+            );
         }
-        let fut = self.run(Input::Signal(msg.0), ctx);
-        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
+        let fut = self.run(Input::Signal(sig), message_id, ctx);
+        Box::pin(fut.map(|res, act, _| {
             if res.is_err() || act.machine.in_flight.is_none() {
                 act.release_slot();
             }
             res
-        })))
+        }))
+    }
+}
+
+/// Records a Pub/Sub message id in a receipt's metadata (an object).
+fn with_message_id(metadata: &mut Value, message_id: &str) {
+    if let Value::Object(m) = metadata {
+        m.insert("pubsub_message_id".into(), json!(message_id));
     }
 }
 
@@ -531,7 +624,7 @@ impl Handler<CallTool> for Governor {
         let (running, step) = self.machine.step(input.clone(), &facts);
         let Some(Effect::RunTool { action_id, .. }) = step.effects.first().cloned() else {
             // Refused (gates, state): record it as decided.
-            return AtomicResponse::new(self.run(input, ctx));
+            return AtomicResponse::new(self.run(input, None, ctx));
         };
         // Phase 1 tools are synchronous: run it now, in `intervening`, and record how it ended.
         // If the ledger refuses that receipt, the governor goes back to where it was.
@@ -544,7 +637,7 @@ impl Handler<CallTool> for Governor {
             ok,
             result: result.unwrap_or_else(|e| json!({"error": e})),
         };
-        let fut = self.run(finished, ctx);
+        let fut = self.run(finished, None, ctx);
         AtomicResponse::new(Box::pin(fut.map(move |res, act, _| {
             if res.is_err() {
                 act.machine = before;
@@ -562,7 +655,7 @@ struct Callback(Input);
 impl Handler<Callback> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Callback, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.run(msg.0, ctx);
+        let fut = self.run(msg.0, None, ctx);
         AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
             if let Err(GovernorError::Ledger(e)) = res {
                 tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome; the state timeout still applies");
@@ -579,7 +672,7 @@ pub struct Control(pub Input);
 impl Handler<Control> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(self.run(msg.0, ctx))
+        AtomicResponse::new(self.run(msg.0, None, ctx))
     }
 }
 
@@ -598,7 +691,7 @@ impl Handler<EntitlementUpdate> for Governor {
         if was == now || self.machine.state == State::Boot {
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         }
-        let fut = self.run(Input::EntitlementChanged { active: now }, ctx);
+        let fut = self.run(Input::EntitlementChanged { active: now }, None, ctx);
         AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
             if let Err(e) = res {
                 tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change");

@@ -31,6 +31,15 @@ pub async fn crash_actor(
                 .send(crate::entitlements::actor::Crash)
                 .await
         }
+        "pubsub" => match &tree.pubsub {
+            Some(consumer) => consumer.send(crate::pubsub::consumer::Crash).await,
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    "no pull consumer runs (no subscription is configured)",
+                ))
+            }
+        },
         other => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,

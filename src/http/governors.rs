@@ -3,18 +3,14 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use supervisors::ChildRef;
 
 use super::error::{ApiError, ErrorCode};
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
-use crate::entitlements::GetEntitlement;
 use crate::governor::machine::Input;
-use crate::governor::{
-    CallTool, Control, GetView, Governor, GovernorError, Outcome, Signal, SubmitSignal,
-};
-use crate::tenant::TenantId;
+use crate::governor::{CallTool, Control, GetView, GovernorError, Outcome};
+use crate::intake::SignalRequest;
 
 impl From<GovernorError> for ApiError {
     fn from(e: GovernorError) -> Self {
@@ -26,59 +22,18 @@ impl From<GovernorError> for ApiError {
     }
 }
 
-/// Maps a call to a governor that did not answer: it crashed or is restarting.
-fn restarting(e: supervisors::CallError) -> ApiError {
-    match e {
-        supervisors::CallError::Timeout => ApiError::new(
-            ErrorCode::Unavailable,
-            "the governor did not answer in time",
-        )
-        .retry_after(1),
-        other => ApiError::new(
-            ErrorCode::GovernorRestarting,
-            format!("the governor is restarting ({other}); retry shortly"),
-        )
-        .retry_after(1),
+/// The error code of a governed refusal.
+pub fn refusal_code(reason: &str, status: u16) -> ErrorCode {
+    match reason {
+        "governor_refusing" => ErrorCode::GovernorRefusing,
+        "intervening" => ErrorCode::Intervening,
+        "postpone_queue_full" => ErrorCode::PostponeQueueFull,
+        "actions_saturated" => ErrorCode::ActionsSaturated,
+        _ => ErrorCode::for_status(
+            actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::CONFLICT),
+        ),
     }
-}
-
-/// Sends `msg` and waits at most `governance.decision_timeout_ms`: every input gets an answer
-/// within a deadline, a crashed or restarting governor a prompt 503.
-async fn ask<M>(state: &AppState, g: &ChildRef<Governor>, msg: M) -> Result<M::Result, ApiError>
-where
-    M: actix::Message + Send + 'static,
-    M::Result: Send,
-    Governor: actix::Handler<M>,
-{
-    let deadline = std::time::Duration::from_millis(state.settings.governance.decision_timeout_ms);
-    match actix_web::rt::time::timeout(deadline, g.call(msg)).await {
-        Ok(r) => r.map_err(restarting),
-        Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)),
-    }
-}
-
-/// The tenant's governor, started on demand; 404 (and nothing started) for unknown tenants.
-async fn governor_for(state: &AppState, tenant: &TenantId) -> Result<ChildRef<Governor>, ApiError> {
-    if let Some(g) = state.tree.governors.get(&tenant.to_string()) {
-        return Ok(g);
-    }
-    let known = state
-        .tree
-        .entitlements
-        .send(GetEntitlement(tenant.to_string()))
-        .await??;
-    if known.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::TenantNotFound,
-            format!("tenant {tenant} not found"),
-        ));
-    }
-    state
-        .tree
-        .governors
-        .get_or_start(tenant.to_string())
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))
 }
 
 /// The answer for a governed input: 200 for decisions (accepted, or a governed refusal answered
@@ -93,13 +48,7 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
         None => Ok(HttpResponse::Ok().json(json!({"decision": "accept", "state": o.state, "postponed": o.postponed, "receipt": receipt, "receipts": o.receipts}))),
         Some((200, reason)) => Ok(HttpResponse::Ok().json(json!({"decision": "refuse", "reason": reason, "state": o.state, "postponed": false, "receipt": receipt, "receipts": o.receipts}))),
         Some((status, reason)) => {
-            let code = match reason {
-                "governor_refusing" => ErrorCode::GovernorRefusing,
-                "intervening" => ErrorCode::Intervening,
-                "postpone_queue_full" => ErrorCode::PostponeQueueFull,
-                "actions_saturated" => ErrorCode::ActionsSaturated,
-                _ => ErrorCode::for_status(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::CONFLICT)),
-            };
+            let code = refusal_code(reason, status);
             let mut e = ApiError::new(code, format!("refused: {reason} (governor is {})", o.state.as_str()));
             e.receipt = Some(receipt);
             if status == 429 {
@@ -110,14 +59,6 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalRequest {
-    pub metric: String,
-    pub value: f64,
-    pub timestamp_ms: Option<u64>,
-}
-
 /// `POST /v1/tenants/{tenant}/signals`
 pub async fn signal(
     state: web::Data<AppState>,
@@ -126,26 +67,13 @@ pub async fn signal(
     body: web::Json<SignalRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.actable_tenant(&caller, &path)?;
-    let req = body.into_inner();
-    if req.metric.is_empty() || req.metric.len() > 128 || req.metric.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "metric must be 1-128 printable characters",
-        ));
-    }
-    if !req.value.is_finite() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "value must be a finite number",
-        ));
-    }
-    let g = governor_for(&state, &tenant).await?;
-    let sig = Signal {
-        metric: req.metric,
-        value: req.value,
-        timestamp_ms: req.timestamp_ms.unwrap_or_else(crate::clock::now_ms),
-    };
-    answer(ask(&state, &g, SubmitSignal(sig)).await??)
+    answer(
+        state
+            .tree
+            .intake
+            .signal(&tenant, body.into_inner(), None)
+            .await?,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +111,7 @@ pub async fn tool_call(
             "args must be an object",
         ));
     }
-    let g = governor_for(&state, &tenant).await?;
+    let g = state.tree.intake.governor(&tenant).await?;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(1, 30_000));
     let call = g.send(CallTool {
         tool: req.tool,
@@ -202,7 +130,7 @@ pub async fn tool_call(
             )
             .retry_after(1)
         })?;
-    answer(outcome.map_err(restarting)??)
+    answer(outcome.map_err(crate::intake::restarting)??)
 }
 
 /// `GET /v1/governors/{tenant}`
@@ -212,8 +140,8 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    let g = governor_for(&state, &tenant).await?;
-    let view = ask(&state, &g, GetView).await?;
+    let g = state.tree.intake.governor(&tenant).await?;
+    let view = state.tree.intake.ask(&g, GetView).await?;
     let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);
     v["restarts"] = json!(g.restarts());
     Ok(HttpResponse::Ok().json(v))
@@ -272,8 +200,8 @@ pub async fn reset(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_id(&path)?;
     caller.require_operator()?;
-    let g = governor_for(&state, &tenant).await?;
-    answer(ask(&state, &g, Control(Input::Reset)).await??)
+    let g = state.tree.intake.governor(&tenant).await?;
+    answer(state.tree.intake.ask(&g, Control(Input::Reset)).await??)
 }
 
 /// `POST /v1/governors/{tenant}/actions/{id}/complete` and `…/fail` (admin; action callbacks).
@@ -308,6 +236,6 @@ pub async fn action_callback(
         },
         _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route")),
     };
-    let g = governor_for(&state, &tenant).await?;
-    answer(ask(&state, &g, Control(input)).await??)
+    let g = state.tree.intake.governor(&tenant).await?;
+    answer(state.tree.intake.ask(&g, Control(input)).await??)
 }

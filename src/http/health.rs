@@ -58,8 +58,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         timestamp: crate::clock::now_rfc3339(),
         checks: Checks {
             http_server: if draining { "draining" } else { "ok" },
-            // Pub/Sub delivery is not built yet: nothing consumes a subscription.
-            pubsub_ready: "disabled",
+            pubsub_ready: state.tree.pubsub_health.status(),
             ledger,
             supervision,
         },

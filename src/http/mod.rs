@@ -10,6 +10,7 @@ pub mod governors;
 pub mod health;
 pub mod middleware;
 pub mod ops;
+pub mod pubsub;
 pub mod receipts;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,6 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use self::error::{ApiError, ErrorCode};
 use crate::auth::{Authenticator, Caller};
 use crate::config::Settings;
-use crate::entitlements::signature::Keys;
 use crate::tenant::TenantId;
 use crate::tree::Tree;
 
@@ -34,10 +34,10 @@ use crate::tree::Tree;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Authenticator,
+    /// Checks push OIDC tokens (when `pubsub.push.verify`).
+    pub push_auth: Option<std::sync::Arc<crate::pubsub::push_auth::PushAuth>>,
     /// Per-tenant token buckets.
     pub limiter: DefaultKeyedRateLimiter<String>,
-    /// Keys marketplace signatures are checked against (when `marketplace.verify`).
-    pub marketplace_keys: Option<Keys>,
     /// The node name reported in `/health` (and later in receipts).
     pub node: String,
     pub started: Instant,
@@ -141,6 +141,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
         .service(web::resource("/marketplace").route(web::post().to(entitlements::marketplace)))
+        .service(web::resource("/pubsub").route(web::post().to(pubsub::push)))
+        .service(web::resource("/v1/pubsub").route(web::get().to(pubsub::status)))
         .service(web::resource("/v1/chaos/ledger").route(web::post().to(chaos::ledger)))
         .service(
             web::resource("/v1/chaos/governors/crash")

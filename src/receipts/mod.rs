@@ -65,6 +65,12 @@ impl LedgerStore for AnyStore {
     async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
         each!(self, s => s.by_message_id(message_id).await)
     }
+    async fn by_message_ids(
+        &self,
+        message_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Receipt>, StoreError> {
+        each!(self, s => s.by_message_ids(message_ids).await)
+    }
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         each!(self, s => s.tenants(after, limit).await)
     }

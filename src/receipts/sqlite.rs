@@ -345,6 +345,28 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
+    async fn by_message_ids(
+        &self,
+        message_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Receipt>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids = message_ids.to_vec();
+        self.read(move |c| {
+            let cols = COLUMNS.split(", ").map(|col| format!("r.{col}")).collect::<Vec<_>>().join(", ");
+            let mut s = c.prepare_cached(&format!("SELECT {cols} FROM pubsub_messages m JOIN receipts r ON r.receipt_id = m.receipt_id WHERE m.message_id = ?1")).map_err(unavailable)?;
+            let mut found = std::collections::HashMap::new();
+            for id in ids {
+                if let Some(r) = s.query_row(params![id], row_to_receipt).optional().map_err(unavailable)?.transpose()? {
+                    found.insert(id, r);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let after = after.to_owned();
         self.read(move |c| {

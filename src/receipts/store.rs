@@ -75,6 +75,20 @@ pub trait LedgerStore {
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError>;
     /// The receipt a Pub/Sub message produced.
     async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError>;
+    /// The receipts of those of `message_ids` that produced one, keyed by message id (one
+    /// round trip where the backend allows; the writer checks a whole batch with it).
+    async fn by_message_ids(
+        &self,
+        message_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Receipt>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for id in message_ids {
+            if let Some(r) = self.by_message_id(id).await? {
+                found.insert(id.clone(), r);
+            }
+        }
+        Ok(found)
+    }
     /// Up to `limit` tenants with a chain, in id order, after `after`.
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// The tenant's entitlement record.

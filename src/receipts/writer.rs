@@ -54,8 +54,9 @@ impl From<StoreError> for LedgerError {
 #[derive(Debug, Clone)]
 pub struct NewReceipt {
     pub draft: ReceiptDraft,
-    /// A Pub/Sub message id: if a receipt exists for it already, that receipt is the answer and
-    /// nothing new is appended.
+    /// A Pub/Sub message id, stored with the receipt in the same commit: if a receipt exists
+    /// for it already, that one receipt is the whole answer to the append and none of the
+    /// caller's drafts is appended (callers tell by the receipt id).
     pub message_id: Option<String>,
     /// The tenant's entitlement record after this receipt, committed with it.
     pub entitlement: Option<Value>,
@@ -242,33 +243,51 @@ async fn commit(
     let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
     let timestamp = crate::clock::now_rfc3339();
     let mut failure: Option<LedgerError> = None;
+    // Message ids that have a receipt already: one look-up for the whole batch.
+    let ids: Vec<String> = batch
+        .iter()
+        .flat_map(|p| p.items.iter().filter_map(|i| i.message_id.clone()))
+        .collect();
+    let recorded = match store.by_message_ids(&ids).await {
+        Ok(found) => found,
+        Err(e) => {
+            failure = Some(e.into());
+            Default::default()
+        }
+    };
     let mut rest = batch.into_iter();
 
     'callers: for p in rest.by_ref() {
+        if failure.is_some() {
+            let _ = p
+                .reply
+                .send(Err(failure.clone().unwrap_or(LedgerError::Busy)));
+            continue;
+        }
         let Pending {
             items: drafts,
             reply,
             enqueued,
         } = p;
+        // A caller whose drafts carry a Pub/Sub message id that has a receipt already (in the
+        // store, or earlier in this batch) gets that receipt, and none of its drafts is appended.
+        let existing = drafts
+            .iter()
+            .filter_map(|it| it.message_id.as_deref())
+            .find_map(|mid| match seen_messages.get(mid) {
+                Some(&idx) => Some(items[idx].receipt.clone()),
+                None => recorded.get(mid).cloned(),
+            });
+        if let Some(r) = existing {
+            callers.push((reply, enqueued, vec![Answer::Existing(Box::new(r))]));
+            continue;
+        }
         let mut mine = Vec::with_capacity(drafts.len());
         for it in drafts {
-            if let Some(mid) = &it.message_id {
-                if let Some(&idx) = seen_messages.get(mid) {
-                    mine.push(Answer::Existing(Box::new(items[idx].receipt.clone())));
-                    continue;
-                }
-                match store.by_message_id(mid).await {
-                    Ok(Some(existing)) => {
-                        mine.push(Answer::Existing(Box::new(existing)));
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        failure = Some(e.into());
-                        callers.push((reply, enqueued, mine));
-                        break 'callers;
-                    }
-                }
+            // The same message id twice in one caller's drafts: the first one's receipt.
+            if let Some(&idx) = it.message_id.as_ref().and_then(|m| seen_messages.get(m)) {
+                mine.push(Answer::Existing(Box::new(items[idx].receipt.clone())));
+                continue;
             }
             let tenant = it.draft.tenant_id.clone();
             if !heads.contains_key(&tenant) {

@@ -186,3 +186,31 @@ pub fn actions_pending(delta: f64) {
 pub fn decision(elapsed: Duration) {
     metrics::histogram!("tai_decision_latency_seconds").record(elapsed.as_secs_f64());
 }
+
+/// A Pub/Sub message (push or pull) was handled: `outcome` is `accepted`, `refused` (a governed
+/// refusal with its receipt), `duplicate`, `malformed`, `unknown_tenant` or `transient`.
+pub fn pubsub_message(delivery: &'static str, outcome: &'static str) {
+    metrics::counter!("tai_pubsub_messages_total", "delivery" => delivery, "outcome" => outcome)
+        .increment(1);
+}
+
+/// A pulled message was acked (`ack`) or nacked (`nack`).
+pub fn pubsub_settled(result: &'static str) {
+    metrics::counter!("tai_pubsub_acks_total", "result" => result).increment(1);
+}
+
+/// A redelivered message found its earlier receipt and made no new one.
+pub fn pubsub_duplicate() {
+    metrics::counter!("tai_pubsub_redeliveries_deduplicated_total").increment(1);
+}
+
+/// The streaming pull was reopened after it failed.
+pub fn pubsub_reconnect(error: &str) {
+    metrics::counter!("tai_pubsub_stream_reconnects_total").increment(1);
+    tracing::warn!(%error, "pub/sub stream failed; reconnecting");
+}
+
+/// Pulled messages being processed (delivered, not yet acked or nacked).
+pub fn pubsub_outstanding(delta: f64) {
+    metrics::gauge!("tai_pubsub_outstanding_messages").increment(delta);
+}

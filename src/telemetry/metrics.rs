@@ -43,6 +43,26 @@ pub fn install() -> &'static PrometheusHandle {
 
 fn describe_all() {
     describe_counter!(
+        "tai_pubsub_messages_total",
+        "Pub/Sub messages handled, by delivery (push, pull) and outcome"
+    );
+    describe_counter!(
+        "tai_pubsub_acks_total",
+        "Pulled Pub/Sub messages acked or nacked"
+    );
+    describe_counter!(
+        "tai_pubsub_redeliveries_deduplicated_total",
+        "Pub/Sub redeliveries answered with their earlier receipt"
+    );
+    describe_counter!(
+        "tai_pubsub_stream_reconnects_total",
+        "Streaming pulls reopened after a failure"
+    );
+    describe_gauge!(
+        "tai_pubsub_outstanding_messages",
+        "Pulled Pub/Sub messages being processed"
+    );
+    describe_counter!(
         "tai_http_requests_total",
         "HTTP requests by method, route pattern and status"
     );

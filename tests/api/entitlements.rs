@@ -2,10 +2,9 @@
 //! entitlement events with their errors, signed marketplace requests, unknown tenants and the
 //! per-tenant rate limit.
 
-use std::path::Path;
 use std::time::Duration;
 
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tai_autonomics::config::LedgerBackend;
 use tai_autonomics::receipts::LedgerStore;
@@ -268,20 +267,6 @@ async fn an_expired_entitlement_is_inactive() {
         ),
         (Some("active"), Some(false))
     );
-}
-
-fn keys_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
-}
-
-fn sign(claims: &Value, alg: Algorithm, key_file: &str) -> String {
-    let pem = std::fs::read(keys_dir().join(key_file)).unwrap();
-    let key = match alg {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
-        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
-        _ => EncodingKey::from_secret(&pem),
-    };
-    encode(&Header::new(alg), claims, &key).unwrap()
 }
 
 #[actix_web::test]

@@ -11,16 +11,6 @@ use tai_autonomics::receipts::LedgerStore;
 
 use crate::helpers::*;
 
-async fn grant(app: &TestApp, tenant: &str) {
-    let (s, b) = app
-        .post_json(
-            "/marketplace",
-            &json!({"tenant_id": tenant, "entitlement_id": "e", "action": "grant"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-}
-
 async fn signal(app: &TestApp, tenant: &str, value: f64) -> (u16, Value) {
     app.post_json(
         &format!("/v1/tenants/{tenant}/signals"),

@@ -102,6 +102,34 @@ impl TestApp {
     }
 }
 
+/// Grants `tenant` the base SKU through `POST /marketplace`.
+pub async fn grant(app: &TestApp, tenant: &str) {
+    let (s, b) = app
+        .post_json(
+            "/marketplace",
+            &serde_json::json!({"tenant_id": tenant, "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// The test keys (`tests/keys`).
+pub fn keys_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
+}
+
+/// A JWT over `claims`, signed with a test key.
+pub fn sign(claims: &serde_json::Value, alg: jsonwebtoken::Algorithm, key_file: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let pem = std::fs::read(keys_dir().join(key_file)).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        _ => EncodingKey::from_secret(&pem),
+    };
+    encode(&Header::new(alg), claims, &key).unwrap()
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, or fails the test after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where

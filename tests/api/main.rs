@@ -10,5 +10,6 @@ mod governors;
 mod health;
 mod helpers;
 mod lifecycle;
+mod pubsub;
 mod receipts;
 mod supervision;

@@ -170,5 +170,13 @@ async fn a_redelivered_message_gets_its_original_receipt_and_no_second_one() {
         1,
         "one receipt for one message id"
     );
+    // A decision of several receipts for a message that has its receipt already appends none
+    // of them: the answer is that one receipt.
+    let again = ledger
+        .append(vec![draft("t0", 4), with_id(5), draft("t0", 6)])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![later]);
+    assert_eq!(store.head("t0").await.unwrap().unwrap().seq, 1);
     root.shutdown().await;
 }

@@ -1,0 +1,65 @@
+//! `POST /pubsub`: Pub/Sub push delivery. 200 acknowledges every governed outcome (accepted,
+//! refused with its receipt, or a redelivery answered with its first receipt); 400 for a
+//! malformed envelope or payload and 404 for an unknown tenant (the subscription's dead-letter
+//! policy takes them); 503 with `Retry-After` for a transient failure (Pub/Sub redelivers).
+//! With `pubsub.push.verify` the OIDC token is checked first and anything else is 401 with
+//! nothing processed; without it the route follows `auth.mode` (an admin token in `bearer`).
+//! `GET /v1/pubsub` shows this instance's consumer (status and counters) to operators.
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+
+use super::error::{ApiError, ErrorCode};
+use super::AppState;
+use crate::auth::Caller;
+use crate::pubsub::message::parse_push;
+use crate::pubsub::push_auth::Refused;
+use crate::pubsub::{deliver, Delivered};
+use crate::telemetry::events;
+
+/// `GET /v1/pubsub` (operator): this instance's pull consumer and push settings.
+pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require_operator()?;
+    let mut v = state.tree.pubsub_health.snapshot();
+    v["push_verify"] = serde_json::json!(state.push_auth.is_some());
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// `POST /pubsub`
+pub async fn push(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    match &state.push_auth {
+        Some(auth) => {
+            let header = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            auth.check(header).await.map_err(|e| match e {
+                Refused::Invalid(m) => {
+                    events::refused("invalid_push_token");
+                    tracing::warn!(reason = %m, "pub/sub push refused");
+                    ApiError::new(ErrorCode::Unauthorized, m)
+                }
+                Refused::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m).retry_after(5),
+            })?;
+        }
+        None => Caller::extract(&req).await?.require_admin()?,
+    }
+    let delivery = parse_push(&body).map_err(|m| {
+        events::pubsub_message("push", "malformed");
+        ApiError::new(ErrorCode::InvalidRequest, m.0)
+    })?;
+    let out = deliver(&state.tree.intake, "push", &delivery).await;
+    if out.ack() {
+        return Ok(HttpResponse::Ok().json(out.body(&delivery.message_id)));
+    }
+    match out {
+        Delivered::Rejected(e) | Delivered::Transient(e) => Err(e),
+        _ => Err(ApiError::internal(
+            "a settled delivery was not acknowledged",
+        )),
+    }
+}

@@ -1,0 +1,254 @@
+//! The governed entry points that HTTP, Pub/Sub (push and pull) and later MCP share: a
+//! validated signal goes to its tenant's governor (started on demand; unknown tenants are 404
+//! and nothing is started or stored), a validated marketplace request to the Entitlements
+//! actor. Every input gets an answer within `governance.decision_timeout_ms`; a crashed or
+//! restarting governor gives a prompt 503. Callers add their own authentication, rate limits
+//! and delivery semantics.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use supervisors::{ChildRef, DynamicRef};
+
+use crate::config::{MarketplaceSettings, Settings};
+use crate::entitlements::signature::{verify, Expectations, Keys};
+use crate::entitlements::{Action, Changed, Entitlements, GetEntitlement, Marketplace};
+use crate::governor::{Governor, Outcome, Signal, SubmitSignal};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::tenant::TenantId;
+
+/// A signal as clients send it (`POST /v1/tenants/{t}/signals`, Pub/Sub `data` without the
+/// tenant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    pub metric: String,
+    pub value: f64,
+    pub timestamp_ms: Option<u64>,
+}
+
+/// The marketplace's request (`POST /marketplace`, Pub/Sub `kind = marketplace`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MarketplaceRequest {
+    pub tenant_id: String,
+    pub entitlement_id: String,
+    pub action: Action,
+    pub sku: Option<String>,
+    pub customer_id: Option<String>,
+    pub reason: Option<String>,
+    /// RFC 3339 UTC; the entitlement is inactive after it.
+    pub expires_at: Option<String>,
+    /// A JWT (RS256/ES256) over the same `tenant_id`, `entitlement_id` and `action`.
+    pub signature: Option<String>,
+}
+
+/// Handles to the actors inputs go to, and the rules they are checked by.
+#[derive(Clone)]
+pub struct Intake {
+    governors: DynamicRef<String, Governor>,
+    entitlements: ChildRef<Entitlements>,
+    decision_timeout: Duration,
+    marketplace: MarketplaceSettings,
+    marketplace_keys: Option<Keys>,
+}
+
+/// Maps a call to a governor that did not answer: it crashed or is restarting.
+pub fn restarting(e: supervisors::CallError) -> ApiError {
+    match e {
+        supervisors::CallError::Timeout => ApiError::new(
+            ErrorCode::Unavailable,
+            "the governor did not answer in time",
+        )
+        .retry_after(1),
+        other => ApiError::new(
+            ErrorCode::GovernorRestarting,
+            format!("the governor is restarting ({other}); retry shortly"),
+        )
+        .retry_after(1),
+    }
+}
+
+fn short_text(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{field} must be 1-128 printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Intake {
+    pub fn new(
+        settings: &Settings,
+        governors: DynamicRef<String, Governor>,
+        entitlements: ChildRef<Entitlements>,
+    ) -> anyhow::Result<Intake> {
+        Ok(Intake {
+            governors,
+            entitlements,
+            decision_timeout: Duration::from_millis(settings.governance.decision_timeout_ms),
+            marketplace_keys: load_marketplace_keys(&settings.marketplace)?,
+            marketplace: settings.marketplace.clone(),
+        })
+    }
+
+    /// The tenant's governor, started on demand; 404 (and nothing started) for unknown tenants.
+    pub async fn governor(&self, tenant: &TenantId) -> Result<ChildRef<Governor>, ApiError> {
+        if let Some(g) = self.governors.get(&tenant.to_string()) {
+            return Ok(g);
+        }
+        let known = self
+            .entitlements
+            .send(GetEntitlement(tenant.to_string()))
+            .await??;
+        if known.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::TenantNotFound,
+                format!("tenant {tenant} not found"),
+            ));
+        }
+        self.governors
+            .get_or_start(tenant.to_string())
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))
+    }
+
+    /// Sends `msg` to a governor and waits at most the decision deadline.
+    pub async fn ask<M>(&self, g: &ChildRef<Governor>, msg: M) -> Result<M::Result, ApiError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Governor: actix::Handler<M>,
+    {
+        match actix_web::rt::time::timeout(self.decision_timeout, g.call(msg)).await {
+            Ok(r) => r.map_err(restarting),
+            Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)),
+        }
+    }
+
+    /// A signal for `tenant`, decided by its governor (`message_id`: the Pub/Sub message it
+    /// came in, so a redelivery gets the first receipt).
+    pub async fn signal(
+        &self,
+        tenant: &TenantId,
+        req: SignalRequest,
+        message_id: Option<String>,
+    ) -> Result<Outcome, ApiError> {
+        if req.metric.is_empty()
+            || req.metric.len() > 128
+            || req.metric.chars().any(char::is_control)
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "metric must be 1-128 printable characters",
+            ));
+        }
+        if !req.value.is_finite() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "value must be a finite number",
+            ));
+        }
+        let g = self.governor(tenant).await?;
+        let signal = Signal {
+            metric: req.metric,
+            value: req.value,
+            timestamp_ms: req.timestamp_ms.unwrap_or_else(crate::clock::now_ms),
+        };
+        Ok(self.ask(&g, SubmitSignal { signal, message_id }).await??)
+    }
+
+    /// A marketplace request: fields checked, the signature when `marketplace.verify`, then the
+    /// change decided by the Entitlements actor.
+    pub async fn marketplace(
+        &self,
+        tenant: &TenantId,
+        req: MarketplaceRequest,
+        message_id: Option<String>,
+    ) -> Result<Changed, ApiError> {
+        short_text("entitlement_id", &req.entitlement_id)?;
+        for (f, v) in [("sku", &req.sku), ("customer_id", &req.customer_id)] {
+            if let Some(v) = v {
+                short_text(f, v)?;
+            }
+        }
+        let expires_at = match &req.expires_at {
+            Some(e) => Some(crate::clock::normalize_rfc3339(e).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "expires_at must be an RFC 3339 UTC timestamp such as 2027-01-01T00:00:00Z",
+                )
+            })?),
+            None => None,
+        };
+        let verified = self.marketplace.verify;
+        if verified {
+            self.check_signature(&req)?;
+        }
+        let msg = Marketplace {
+            tenant_id: tenant.to_string(),
+            entitlement_id: req.entitlement_id,
+            action: req.action,
+            sku: req.sku,
+            customer_id: req.customer_id,
+            reason: req.reason.map(|r| r.chars().take(512).collect()),
+            expires_at,
+            signature_verified: verified,
+            message_id,
+        };
+        Ok(self.entitlements.send(msg).await??)
+    }
+
+    /// Checks the signature: pinned algorithms, `exp`/`iss`/`aud`, claims equal to the body.
+    fn check_signature(&self, req: &MarketplaceRequest) -> Result<(), ApiError> {
+        let refuse = |m: String| {
+            crate::telemetry::events::refused("invalid_signature");
+            tracing::warn!(tenant = %req.tenant_id, reason = %m, "marketplace signature refused");
+            ApiError::new(ErrorCode::InvalidSignature, m)
+        };
+        let token = req
+            .signature
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refuse("signature is required".into()))?;
+        let keys = self
+            .marketplace_keys
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("marketplace.verify is on but no key is loaded"))?;
+        let m = &self.marketplace;
+        let expect = Expectations {
+            issuer: Some(m.issuer.clone()).filter(|s| !s.is_empty()),
+            audience: Some(m.audience.clone()).filter(|s| !s.is_empty()),
+            leeway_secs: m.leeway_secs,
+            rs256_only: false,
+        };
+        let claims = verify(token, keys, &expect).map_err(|e| refuse(e.0))?;
+        for (claim, body) in [
+            ("tenant_id", req.tenant_id.as_str()),
+            ("entitlement_id", req.entitlement_id.as_str()),
+            ("action", req.action.as_str()),
+        ] {
+            if claims.get(claim).and_then(|v| v.as_str()) != Some(body) {
+                return Err(refuse(format!(
+                    "claim {claim} does not match the request body"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The marketplace signing keys, when signatures are verified.
+fn load_marketplace_keys(m: &MarketplaceSettings) -> anyhow::Result<Option<Keys>> {
+    if !m.verify {
+        return Ok(None);
+    }
+    let keys = if !m.jwks_file.is_empty() {
+        Keys::from_jwks_file(std::path::Path::new(&m.jwks_file))
+    } else {
+        Keys::from_pem_file(std::path::Path::new(&m.public_key_file))
+    };
+    keys.map(Some)
+        .map_err(|e| anyhow::anyhow!("marketplace signature key: {e}"))
+}

@@ -1,0 +1,236 @@
+//! The Pub/Sub message format (SPEC §9), pure: `attributes.kind` = `signal` (the default; data
+//! `{tenant_id, metric, value, timestamp_ms}`) or `marketplace` (data as `POST /marketplace`),
+//! data JSON; and the push envelope around it (`{"message": {data (base64), attributes,
+//! messageId}, "subscription"}`). Anything else is malformed, with a reason that says why.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::intake::{MarketplaceRequest, SignalRequest};
+use crate::tenant::TenantId;
+
+/// A message id is at most this long (Pub/Sub's are decimal numbers of about 16 digits).
+const MAX_MESSAGE_ID: usize = 128;
+
+/// What a message asks for.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    Signal {
+        tenant: TenantId,
+        signal: SignalRequest,
+    },
+    Marketplace {
+        tenant: TenantId,
+        request: MarketplaceRequest,
+    },
+}
+
+/// Why a message cannot be processed (redelivery cannot help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalData {
+    tenant_id: String,
+    metric: String,
+    value: f64,
+    timestamp_ms: Option<u64>,
+}
+
+fn tenant(raw: &str) -> Result<TenantId, Malformed> {
+    TenantId::parse(raw).map_err(|m| Malformed(format!("tenant_id: {m}")))
+}
+
+/// Reads a message's data by its `kind` attribute.
+pub fn parse(data: &[u8], attributes: &HashMap<String, String>) -> Result<Inbound, Malformed> {
+    let json = |e: serde_json::Error| Malformed(format!("data is not the expected JSON: {e}"));
+    match attributes.get("kind").map(String::as_str) {
+        None | Some("signal") => {
+            let d: SignalData = serde_json::from_slice(data).map_err(json)?;
+            Ok(Inbound::Signal {
+                tenant: tenant(&d.tenant_id)?,
+                signal: SignalRequest {
+                    metric: d.metric,
+                    value: d.value,
+                    timestamp_ms: d.timestamp_ms,
+                },
+            })
+        }
+        Some("marketplace") => {
+            let request: MarketplaceRequest = serde_json::from_slice(data).map_err(json)?;
+            Ok(Inbound::Marketplace {
+                tenant: tenant(&request.tenant_id)?,
+                request,
+            })
+        }
+        Some(other) => Err(Malformed(format!(
+            "attribute kind is {:?}; expected signal or marketplace",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+/// Checks a message id before it is stored.
+pub fn message_id(raw: &str) -> Result<String, Malformed> {
+    if raw.is_empty() || raw.len() > MAX_MESSAGE_ID || raw.chars().any(char::is_control) {
+        return Err(Malformed(format!(
+            "message id must be 1-{MAX_MESSAGE_ID} printable characters"
+        )));
+    }
+    Ok(raw.to_owned())
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    message: PushMessage,
+    #[allow(dead_code)]
+    subscription: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PushMessage {
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    attributes: Option<HashMap<String, String>>,
+    #[serde(rename = "messageId", alias = "message_id")]
+    message_id: String,
+}
+
+/// One message as delivered: id, data and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub data: Vec<u8>,
+    pub attributes: HashMap<String, String>,
+}
+
+/// Reads a push request body (the standard push envelope).
+pub fn parse_push(body: &[u8]) -> Result<Delivery, Malformed> {
+    let env: Envelope = serde_json::from_slice(body)
+        .map_err(|e| Malformed(format!("not a Pub/Sub push envelope: {e}")))?;
+    let data = match env.message.data.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| Malformed(format!("message.data is not base64: {e}")))?,
+    };
+    Ok(Delivery {
+        message_id: message_id(&env.message.message_id)?,
+        data,
+        attributes: env.message.attributes.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn attrs(kind: Option<&str>) -> HashMap<String, String> {
+        kind.map(|k| [("kind".to_owned(), k.to_owned())].into())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn signals_are_the_default_kind() {
+        let data = br#"{"tenant_id":"acme","metric":"cpu","value":72.5,"timestamp_ms":5}"#;
+        for kind in [None, Some("signal")] {
+            match parse(data, &attrs(kind)).unwrap() {
+                Inbound::Signal { tenant, signal } => {
+                    assert_eq!(tenant.as_str(), "acme");
+                    assert_eq!(
+                        (signal.metric.as_str(), signal.value, signal.timestamp_ms),
+                        ("cpu", 72.5, Some(5))
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn marketplace_messages_carry_the_marketplace_body() {
+        let data = br#"{"tenant_id":"acme","entitlement_id":"e1","action":"grant","sku":"base"}"#;
+        assert!(matches!(
+            parse(data, &attrs(Some("marketplace"))).unwrap(),
+            Inbound::Marketplace { tenant, .. } if tenant.as_str() == "acme"
+        ));
+    }
+
+    #[test]
+    fn malformed_messages_say_why() {
+        let cases: &[(&[u8], Option<&str>, &str)] = &[
+            (b"not json", None, "JSON"),
+            (
+                br#"{"tenant_id":"acme","metric":"cpu","value":"NaN"}"#,
+                None,
+                "JSON",
+            ),
+            (
+                br#"{"tenant_id":"acme","metric":"cpu","value":1e999}"#,
+                None,
+                "JSON",
+            ),
+            (br#"{"tenant_id":"acme","metric":"cpu"}"#, None, "value"),
+            (
+                br#"{"tenant_id":"../etc","metric":"cpu","value":1}"#,
+                None,
+                "tenant_id",
+            ),
+            (
+                br#"{"tenant_id":"acme","metric":"cpu","value":1,"x":2}"#,
+                None,
+                "unknown field",
+            ),
+            (
+                br#"{"tenant_id":"acme","metric":"cpu","value":1}"#,
+                Some("bogus"),
+                "kind",
+            ),
+            (
+                br#"{"tenant_id":"acme","action":"grant"}"#,
+                Some("marketplace"),
+                "entitlement_id",
+            ),
+        ];
+        for (data, kind, want) in cases {
+            let e = parse(data, &attrs(*kind)).unwrap_err();
+            assert!(e.0.contains(want), "{e} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn push_envelopes_decode_base64_data() {
+        let data = base64::engine::general_purpose::STANDARD.encode(b"{\"a\":1}");
+        let body = json!({"message": {"data": data, "attributes": {"kind": "signal"}, "messageId": "123", "publishTime": "2026-01-01T00:00:00Z"}, "subscription": "projects/p/subscriptions/s"});
+        let d = parse_push(body.to_string().as_bytes()).unwrap();
+        assert_eq!(d.message_id, "123");
+        assert_eq!(d.data, b"{\"a\":1}");
+        assert_eq!(d.attributes["kind"], "signal");
+        // The snake_case spelling Pub/Sub also sends works too.
+        let body = json!({"message": {"message_id": "9"}});
+        assert_eq!(
+            parse_push(body.to_string().as_bytes()).unwrap().message_id,
+            "9"
+        );
+    }
+
+    #[test]
+    fn bad_envelopes_are_malformed() {
+        for body in [
+            json!({}),
+            json!({"message": {}}),
+            json!({"message": {"messageId": ""}}),
+            json!({"message": {"messageId": "1", "data": "***"}}),
+            json!({"message": {"messageId": "x".repeat(200)}}),
+            json!({"message": {"messageId": 5}}),
+        ] {
+            assert!(parse_push(body.to_string().as_bytes()).is_err(), "{body}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Authentication of push deliveries: the Google-signed OIDC token Pub/Sub sends as
+//! `Authorization: Bearer` (RS256 only, issuer, audience, the push service account's email,
+//! expiry). Keys come from a JWKS file, or from the JWKS URL, fetched on first use, kept for an
+//! hour and fetched again (at most once a minute) when a token names a key not yet seen.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+use crate::config::PushSettings;
+use crate::entitlements::signature::{verify, Expectations, Keys};
+
+const KEYS_FRESH_FOR: Duration = Duration::from_secs(3600);
+const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+/// Checks push tokens.
+pub struct PushAuth {
+    cfg: PushSettings,
+    source: Source,
+}
+
+enum Source {
+    File(Keys),
+    Url(RwLock<Option<(Keys, Instant)>>),
+}
+
+/// Why a push request was refused (safe to show: never contains the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The token is missing or does not prove what it must (401).
+    #[error("{0}")]
+    Invalid(String),
+    /// The keys could not be fetched; Pub/Sub should retry (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl PushAuth {
+    /// `None` when `pubsub.push.verify` is off; an error when the JWKS file is unusable.
+    pub fn new(cfg: &PushSettings) -> anyhow::Result<Option<PushAuth>> {
+        if !cfg.verify {
+            return Ok(None);
+        }
+        let source = if cfg.jwks_file.is_empty() {
+            Source::Url(RwLock::new(None))
+        } else {
+            Source::File(
+                Keys::from_jwks_file(Path::new(&cfg.jwks_file))
+                    .map_err(|e| anyhow::anyhow!("pubsub.push.jwks_file: {e}"))?,
+            )
+        };
+        Ok(Some(PushAuth {
+            cfg: cfg.clone(),
+            source,
+        }))
+    }
+
+    /// Verifies the `Authorization` header's token; returns its claims.
+    pub async fn check(&self, authorization: Option<&str>) -> Result<Value, Refused> {
+        let token = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Refused::Invalid("an Authorization: Bearer OIDC token is required".into())
+            })?;
+        let expect = Expectations {
+            issuer: Some(self.cfg.issuer.clone()).filter(|s| !s.is_empty()),
+            audience: Some(self.cfg.audience.clone()),
+            leeway_secs: self.cfg.leeway_secs,
+            rs256_only: true,
+        };
+        let claims = match &self.source {
+            Source::File(keys) => verify(token, keys, &expect),
+            Source::Url(cache) => {
+                let keys = self.url_keys(cache, false).await?;
+                match verify(token, &keys, &expect) {
+                    // Google rotates its keys: a new kid means fetch again.
+                    Err(e) if e.0.contains("kid") => {
+                        let keys = self.url_keys(cache, true).await?;
+                        verify(token, &keys, &expect)
+                    }
+                    other => other,
+                }
+            }
+        }
+        .map_err(|e| Refused::Invalid(e.0))?;
+        let want = &self.cfg.service_account_email;
+        if !want.is_empty() {
+            if claims.get("email").and_then(Value::as_str) != Some(want.as_str()) {
+                return Err(Refused::Invalid(
+                    "the token's email is not the push service account".into(),
+                ));
+            }
+            if claims.get("email_verified").and_then(Value::as_bool) != Some(true) {
+                return Err(Refused::Invalid("the token's email is not verified".into()));
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn url_keys(
+        &self,
+        cache: &RwLock<Option<(Keys, Instant)>>,
+        refetch: bool,
+    ) -> Result<Keys, Refused> {
+        if let Some((keys, at)) = cache.read().await.as_ref() {
+            let stale = at.elapsed() > KEYS_FRESH_FOR;
+            let may_refetch = at.elapsed() > REFETCH_AT_MOST_EVERY;
+            let fetch = stale || (refetch && may_refetch);
+            if !fetch {
+                return Ok(keys.clone());
+            }
+        }
+        let mut slot = cache.write().await;
+        let keys = fetch_jwks(&self.cfg.jwks_url).await.map_err(|e| {
+            tracing::warn!(url = %self.cfg.jwks_url, error = %e, "could not fetch the push JWKS");
+            Refused::Unavailable(format!("the token cannot be checked now: {e}"))
+        })?;
+        *slot = Some((keys.clone(), Instant::now()));
+        Ok(keys)
+    }
+}
+
+async fn fetch_jwks(url: &str) -> Result<Keys, String> {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let mut res = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("{url} answered {}", res.status()));
+    }
+    let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
+    Keys::from_jwks_json(&String::from_utf8_lossy(&body))
+}

@@ -25,6 +25,7 @@ check "readiness" 200 /health/ready
 check "metrics" 200 /metrics
 grep -q '^tai_http_requests_total' /tmp/smoke.$$ || fail "metrics: tai_http_requests_total missing"
 check "supervision tree" 200 /v1/supervision
+check "pub/sub consumer" 200 /v1/pubsub
 check "unknown route is JSON 404" 404 /no-such-route
 grep -q '"code":"not_found"' /tmp/smoke.$$ || fail "404 body is not the JSON error body"
 rm -f /tmp/smoke.$$

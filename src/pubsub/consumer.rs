@@ -10,15 +10,12 @@
 //! new one after a backoff that doubles up to `pubsub.reconnect_max_ms`. `PUBSUB_EMULATOR_HOST`
 //! is mapped to an `http://` endpoint with anonymous credentials (the crate does not read it).
 
-use std::rc::Rc;
 use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use futures_util::future::Either;
 use google_cloud_auth::credentials::{anonymous, Credentials};
 use google_cloud_pubsub::client::{Subscriber, TopicAdmin};
-use tokio::sync::Notify;
 
 use super::message::{message_id, Delivery};
 use super::{deliver, PubsubHealth};
@@ -74,12 +71,11 @@ impl ConsumerConfig {
 
     /// Checks connectivity every `health_interval` for as long as the actor lives: the
     /// guide's check, a read of the topic (`pubsub.topics.get`).
-    async fn probe_forever(self, health: PubsubHealth, recovered: Rc<Notify>) {
+    async fn probe_forever(self, health: PubsubHealth) {
         let deadline = self
             .health_interval
             .clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut admin: Option<TopicAdmin> = None;
-        let mut last_ok = true;
         loop {
             let ok = match &self.topic {
                 None => true,
@@ -101,12 +97,6 @@ impl ConsumerConfig {
                 }
             };
             health.probe(ok);
-            if ok && !last_ok {
-                // Pub/Sub answers again after an outage: open a fresh stream at once rather
-                // than wait for the client's own retry backoff.
-                recovered.notify_one();
-            }
-            last_ok = ok;
             actix::clock::sleep(self.health_interval).await;
         }
     }
@@ -134,17 +124,13 @@ impl Actor for PubsubConsumer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(subscription = %self.cfg.subscription, emulator = %self.cfg.emulator_host, max_outstanding = self.cfg.max_outstanding, "pub/sub consumer started");
-        let recovered = Rc::new(Notify::new());
         ctx.spawn(wrap_future(pull(
             self.intake.clone(),
             self.cfg.clone(),
             self.health.clone(),
-            recovered.clone(),
         )));
         ctx.spawn(wrap_future(
-            self.cfg
-                .clone()
-                .probe_forever(self.health.clone(), recovered),
+            self.cfg.clone().probe_forever(self.health.clone()),
         ));
     }
 }
@@ -162,7 +148,7 @@ impl Handler<Crash> for PubsubConsumer {
 }
 
 /// Pulls for as long as the actor lives, reopening the stream after a backoff when it fails.
-async fn pull(intake: Intake, cfg: ConsumerConfig, health: PubsubHealth, recovered: Rc<Notify>) {
+async fn pull(intake: Intake, cfg: ConsumerConfig, health: PubsubHealth) {
     let mut backoff = cfg.reconnect_min;
     loop {
         let failure = match cfg.subscriber().await {
@@ -175,18 +161,7 @@ async fn pull(intake: Intake, cfg: ConsumerConfig, health: PubsubHealth, recover
                     .set_max_lease(cfg.max_lease)
                     .build();
                 loop {
-                    let next = {
-                        let next = stream.next();
-                        let reopen = recovered.notified();
-                        futures_util::pin_mut!(next, reopen);
-                        match futures_util::future::select(next, reopen).await {
-                            Either::Left((item, _)) => item,
-                            Either::Right(_) => {
-                                break "connectivity came back after an outage".to_owned()
-                            }
-                        }
-                    };
-                    match next {
+                    match stream.next().await {
                         Some(Ok((m, handler))) => {
                             health.stream_delivered();
                             backoff = cfg.reconnect_min;

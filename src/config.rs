@@ -48,6 +48,14 @@ pub struct Settings {
     pub gcp: GcpSettings,
     pub firestore: FirestoreSettings,
     pub pubsub: PubsubSettings,
+    pub mcp: McpSettings,
+}
+
+/// `/mcp`'s DNS-rebinding protection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct McpSettings {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_profile() -> String {

@@ -12,7 +12,9 @@ use supervisors::{ChildRef, DynamicRef};
 
 use crate::config::{MarketplaceSettings, Settings};
 use crate::entitlements::signature::{verify, Expectations, Keys};
-use crate::entitlements::{Action, Changed, Entitlements, GetEntitlement, Marketplace};
+use crate::entitlements::{
+    Action, ApplyEvent, Changed, Entitlement, Entitlements, Event, GetEntitlement, Marketplace,
+};
 use crate::governor::{Governor, Outcome, Signal, SubmitSignal};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::tenant::TenantId;
@@ -167,6 +169,48 @@ impl Intake {
         req: MarketplaceRequest,
         message_id: Option<String>,
     ) -> Result<Changed, ApiError> {
+        self.change(tenant, req, message_id, self.marketplace.verify)
+            .await
+    }
+
+    /// The same change asked for by an admin (MCP `taiea.entitlement.apply_event`), not by the
+    /// marketplace: no signature.
+    pub async fn entitlement_change(
+        &self,
+        tenant: &TenantId,
+        req: MarketplaceRequest,
+    ) -> Result<Changed, ApiError> {
+        self.change(tenant, req, None, false).await
+    }
+
+    /// An entitlement event (SKU, packs, roles) for an existing tenant.
+    pub async fn entitlement_event(
+        &self,
+        tenant: &TenantId,
+        event: Event,
+    ) -> Result<Changed, ApiError> {
+        let msg = ApplyEvent {
+            tenant_id: tenant.to_string(),
+            event,
+        };
+        Ok(self.entitlements.send(msg).await??)
+    }
+
+    /// The tenant's entitlement record (`None`: never granted).
+    pub async fn entitlement(&self, tenant: &TenantId) -> Result<Option<Entitlement>, ApiError> {
+        Ok(self
+            .entitlements
+            .send(GetEntitlement(tenant.to_string()))
+            .await??)
+    }
+
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        req: MarketplaceRequest,
+        message_id: Option<String>,
+        verify: bool,
+    ) -> Result<Changed, ApiError> {
         short_text("entitlement_id", &req.entitlement_id)?;
         for (f, v) in [("sku", &req.sku), ("customer_id", &req.customer_id)] {
             if let Some(v) = v {
@@ -182,7 +226,7 @@ impl Intake {
             })?),
             None => None,
         };
-        let verified = self.marketplace.verify;
+        let verified = verify;
         if verified {
             self.check_signature(&req)?;
         }

@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod governor;
 pub mod http;
 pub mod intake;
+pub mod mcp;
 pub mod pubsub;
 pub mod receipts;
 pub mod startup;

@@ -1,4 +1,5 @@
-//! The `tai-autonomics` binary: `serve` (default), `verify`, and `config`.
+//! The `tai-autonomics` binary: `serve` (default), `mcp-stdio`, `verify`, `config` and
+//! `token-digest`.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Serve the MCP tools over stdin/stdout (logs go to stderr), on the configured ledger.
+    McpStdio,
     /// Print the SHA-256 digest of a bearer token, as `auth.tokens` wants it.
     TokenDigest {
         /// The token (read from the TAI_TOKEN environment variable when omitted).
@@ -131,6 +134,23 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
     })
 }
 
+/// The supervision tree without the HTTP server, and the MCP registry on stdin/stdout. Whoever
+/// starts the process owns it, so calls run as admin. Ends when the client closes stdin.
+async fn mcp_stdio(settings: Settings) -> anyhow::Result<()> {
+    use rmcp::ServiceExt as _;
+    use tai_autonomics::mcp::TaiMcp;
+    let tree = tai_autonomics::tree::start(&settings).await?;
+    tracing::info!("MCP over stdio: ready");
+    let server = TaiMcp::with_caller(tree.mcp.clone(), tai_autonomics::auth::Caller::Admin)
+        .serve(rmcp::transport::stdio())
+        .await?;
+    let reason = server.waiting().await;
+    tracing::info!(?reason, "MCP over stdio: the client went away; stopping");
+    tree.root.shutdown().await;
+    tree.ledger_arbiter.stop();
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::TokenDigest { token }) = &cli.command {
@@ -156,6 +176,18 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Verify { tenant, .. } => verify(settings, tenant),
         Command::TokenDigest { .. } => ExitCode::SUCCESS,
+        Command::McpStdio => {
+            telemetry::init_tracing(&settings, true);
+            telemetry::install_panic_hook();
+            let result = actix_web::rt::System::new().block_on(mcp_stdio(settings));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tai-autonomics mcp-stdio: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Config => {
             println!("{}", settings.masked_json());
             ExitCode::SUCCESS

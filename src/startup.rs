@@ -48,6 +48,11 @@ impl Application {
             auth,
             push_auth: crate::pubsub::push_auth::PushAuth::new(&settings.pubsub.push)?
                 .map(Arc::new),
+            mcp: Arc::new(crate::mcp::http_service(
+                tree.mcp.clone(),
+                &settings.mcp,
+                settings.http.max_body_bytes,
+            )),
             limiter: http::rate_limiter(settings.rate_limit.per_second, settings.rate_limit.burst),
             node: settings.node_name(),
             settings: Arc::new(settings.clone()),

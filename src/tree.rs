@@ -22,6 +22,7 @@ use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
 use crate::governor::{EntitlementUpdate, Executor, Governor, GovernorDeps};
 use crate::intake::Intake;
+use crate::mcp::registry::{McpRegistry, Ops};
 use crate::pubsub::consumer::{ConsumerConfig, PubsubConsumer};
 use crate::pubsub::PubsubHealth;
 use crate::receipts::firestore::FirestoreStore;
@@ -50,6 +51,8 @@ pub struct Tree {
     pub pubsub_health: PubsubHealth,
     /// The pull consumer, when a subscription is configured.
     pub pubsub: Option<ChildRef<PubsubConsumer>>,
+    /// The MCP tool registry.
+    pub mcp: ChildRef<McpRegistry>,
 }
 
 /// Opens the configured ledger backend.
@@ -163,6 +166,20 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
 
     let intake = Intake::new(settings, governors.clone(), entitlements.clone())?;
 
+    let pubsub_health = PubsubHealth::default();
+    let root_cell: Arc<std::sync::OnceLock<SupervisorRef>> = Default::default();
+    let ops = Ops {
+        intake: intake.clone(),
+        ledger: ledger.clone(),
+        governors: governors.clone(),
+        root: root_cell.clone(),
+        pubsub: pubsub_health.clone(),
+        node: settings.node_name(),
+        started: std::time::Instant::now(),
+    };
+
+    let (mcp_spec, mcp) = ChildSpec::worker("mcp", move || McpRegistry::new(ops.clone()));
+
     let remember = observer.clone();
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
         events::supervision(e);
@@ -170,7 +187,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         let _ = remember.try_tell(Remember(EventRecord::from_event(e)));
     });
     // Pull runs when a subscription is configured: last to start, first to stop.
-    let pubsub_health = PubsubHealth::default();
     let (consumer_spec, pubsub) =
         ConsumerConfig::from_settings(&settings.pubsub, settings.gcp_project().as_deref())
             .map(|cfg| {
@@ -211,11 +227,17 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 .shutdown(Shutdown::Timeout(Duration::from_secs(2)))
                 .mailbox(1024),
         )
-        .child(governance_spec);
+        .child(governance_spec)
+        .child(
+            mcp_spec
+                .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+                .mailbox(1024),
+        );
     if let Some(spec) = consumer_spec {
         root = root.child(spec);
     }
     let root = root.start().await;
+    let _ = root_cell.set(root.clone());
     if let Some(reason) = root.exit_reason() {
         anyhow::bail!("the supervision tree failed to start: {reason}");
     }
@@ -230,5 +252,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         intake,
         pubsub_health,
         pubsub,
+        mcp,
     })
 }

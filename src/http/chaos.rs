@@ -31,6 +31,7 @@ pub async fn crash_actor(
                 .send(crate::entitlements::actor::Crash)
                 .await
         }
+        "mcp" => tree.mcp.send(crate::mcp::registry::Crash).await,
         "pubsub" => match &tree.pubsub {
             Some(consumer) => consumer.send(crate::pubsub::consumer::Crash).await,
             None => {

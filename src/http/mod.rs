@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod error;
 pub mod governors;
 pub mod health;
+pub mod mcp;
 pub mod middleware;
 pub mod ops;
 pub mod pubsub;
@@ -34,6 +35,8 @@ use crate::tree::Tree;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Authenticator,
+    /// The MCP Streamable HTTP service behind `/mcp`.
+    pub mcp: std::sync::Arc<crate::mcp::HttpService>,
     /// Checks push OIDC tokens (when `pubsub.push.verify`).
     pub push_auth: Option<std::sync::Arc<crate::pubsub::push_auth::PushAuth>>,
     /// Per-tenant token buckets.
@@ -143,6 +146,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/marketplace").route(web::post().to(entitlements::marketplace)))
         .service(web::resource("/pubsub").route(web::post().to(pubsub::push)))
         .service(web::resource("/v1/pubsub").route(web::get().to(pubsub::status)))
+        .service(web::resource("/mcp/tools").route(web::get().to(mcp::tools)))
+        .service(web::resource("/mcp").route(web::route().to(mcp::endpoint)))
         .service(web::resource("/v1/chaos/ledger").route(web::post().to(chaos::ledger)))
         .service(
             web::resource("/v1/chaos/governors/crash")

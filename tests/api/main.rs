@@ -10,6 +10,7 @@ mod governors;
 mod health;
 mod helpers;
 mod lifecycle;
+mod mcp;
 mod pubsub;
 mod receipts;
 mod supervision;

@@ -1,0 +1,156 @@
+//! MCP (SPEC §10): the tool registry served as a real MCP server, over Streamable HTTP at
+//! `/mcp` (through `http/mcp.rs`) and over stdio (`tai-autonomics mcp-stdio`).
+//!
+//! The protocol (both eras: the `initialize` handshake of 2025-03-26 … 2025-11-25 and the
+//! stateless 2026-07-28 revision with `server/discover`) is the official `rmcp` SDK's; this
+//! module only adapts it: [`TaiMcp`] answers `tools/list` and `tools/call` by asking the
+//! supervised [`registry::McpRegistry`], with the caller the HTTP layer authenticated (stdio
+//! runs as admin: whoever can start the process owns it). The HTTP service runs stateless with
+//! JSON answers, so any instance serves any request and nothing is lost on a restart.
+
+pub mod registry;
+pub mod tools;
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{json, Value};
+use supervisors::ChildRef;
+
+use crate::auth::Caller;
+use crate::config::McpSettings;
+use registry::{CallTool, ListTools, McpRegistry};
+
+/// The HTTP service `/mcp` hands requests to.
+pub type HttpService = StreamableHttpService<TaiMcp, LocalSessionManager>;
+
+/// One MCP server handler: the registry, and the caller when it is fixed (stdio).
+#[derive(Clone)]
+pub struct TaiMcp {
+    registry: ChildRef<McpRegistry>,
+    caller: Option<Caller>,
+}
+
+impl TaiMcp {
+    /// For HTTP: the caller comes with each request.
+    pub fn per_request(registry: ChildRef<McpRegistry>) -> Self {
+        TaiMcp {
+            registry,
+            caller: None,
+        }
+    }
+
+    /// For stdio: one caller for the whole process.
+    pub fn with_caller(registry: ChildRef<McpRegistry>, caller: Caller) -> Self {
+        TaiMcp {
+            registry,
+            caller: Some(caller),
+        }
+    }
+
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        if let Some(c) = &self.caller {
+            return Ok(c.clone());
+        }
+        ctx.extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Caller>().cloned())
+            .ok_or_else(|| {
+                McpError::internal_error("the request carries no authenticated caller", None)
+            })
+    }
+}
+
+fn restarting(e: supervisors::CallError) -> McpError {
+    McpError::internal_error(
+        format!("the MCP registry is restarting ({e}); retry shortly"),
+        None,
+    )
+}
+
+/// The server's name, version and instructions.
+pub fn server_info() -> InitializeResult {
+    InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        .with_server_info(Implementation::new(
+            "tai-autonomics",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "TAI Autonomics governs tenants: one governor per tenant decides on signals, and \
+             every decision leaves a hash-chained receipt. Use taiea.governor.state and \
+             taiea.audit.log to look, taiea.governor.signal to act, taiea.receipts.verify_chain \
+             to check a chain.",
+        )
+}
+
+impl ServerHandler for TaiMcp {
+    fn get_info(&self) -> InitializeResult {
+        server_info()
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let tools = self.registry.call(ListTools).await.map_err(restarting)?;
+        let tools = tools
+            .into_iter()
+            .map(serde_json::from_value::<Tool>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| McpError::internal_error(format!("tool table: {e}"), None))?;
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let caller = self.caller(&ctx)?;
+        let msg = CallTool {
+            name: request.name.to_string(),
+            arguments: request
+                .arguments
+                .map(Value::Object)
+                .unwrap_or_else(|| json!({})),
+            caller,
+        };
+        match self.registry.call(msg).await.map_err(restarting)? {
+            Ok(result) => serde_json::from_value(result)
+                .map(CallToolResponse::Complete)
+                .map_err(|e| McpError::internal_error(format!("tool result: {e}"), None)),
+            Err(unknown) => Err(McpError::invalid_params(unknown, None)),
+        }
+    }
+}
+
+/// The Streamable HTTP service: stateless, JSON answers, Host and Origin allow-lists.
+pub fn http_service(
+    registry: ChildRef<McpRegistry>,
+    cfg: &McpSettings,
+    max_body: usize,
+) -> HttpService {
+    let mut config = StreamableHttpServerConfig::default();
+    config.legacy_session_mode = false;
+    config.json_response = true;
+    config.max_request_body_bytes = max_body;
+    config = if cfg.allowed_hosts.is_empty() {
+        config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(cfg.allowed_hosts.clone())
+    };
+    config = config.with_allowed_origins(cfg.allowed_origins.clone());
+    StreamableHttpService::new(
+        move || Ok(TaiMcp::per_request(registry.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}

@@ -1,0 +1,393 @@
+//! The McpRegistry actor (supervised): holds the tool table and runs tool calls against the
+//! real actors and ledger. A call is checked in order: the tool exists (else a protocol error),
+//! its arguments fit the schema, the caller's token may use it (a tenant token only its own
+//! tenant), then it runs. Tenant-scoped calls on a known tenant record the gates and append a
+//! `tool_call` receipt to the tenant's chain; the answer waits for that receipt. Results carry
+//! `structuredContent` and a text copy; failures are `isError` results that say what is wrong.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+use supervisors::{DynamicRef, SupervisorRef};
+
+use super::tools::{table, validate, Access, ToolDef};
+use crate::auth::Caller;
+use crate::entitlements::{gates, Action, Event};
+use crate::governor::{GetView, Governor};
+use crate::http::error::ApiError;
+use crate::intake::{Intake, MarketplaceRequest, SignalRequest};
+use crate::pubsub::PubsubHealth;
+use crate::receipts::writer::{LedgerHandle, NewReceipt};
+use crate::receipts::{verify_chain, LedgerStore, ReceiptDraft, ReceiptType};
+use crate::tenant::TenantId;
+
+const ASK: Duration = Duration::from_secs(2);
+
+/// What tools act on.
+#[derive(Clone)]
+pub struct Ops {
+    pub intake: Intake,
+    pub ledger: LedgerHandle,
+    pub governors: DynamicRef<String, Governor>,
+    /// The root supervisor, known once the tree runs.
+    pub root: Arc<OnceLock<SupervisorRef>>,
+    pub pubsub: PubsubHealth,
+    pub node: String,
+    pub started: Instant,
+}
+
+/// The registry.
+pub struct McpRegistry {
+    ops: Ops,
+    tools: Arc<Vec<ToolDef>>,
+}
+
+impl McpRegistry {
+    pub fn new(ops: Ops) -> Self {
+        McpRegistry {
+            ops,
+            tools: Arc::new(table()),
+        }
+    }
+}
+
+impl Actor for McpRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        let names: Vec<&str> = self.tools.iter().map(|t| t.name).collect();
+        tracing::info!(tools = self.tools.len(), names = ?names, "MCP registry started");
+    }
+}
+
+/// `tools/list`: every tool, in table order.
+#[derive(Message)]
+#[rtype(result = "Vec<Value>")]
+pub struct ListTools;
+
+impl Handler<ListTools> for McpRegistry {
+    type Result = MessageResult<ListTools>;
+    fn handle(&mut self, _: ListTools, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.tools.iter().map(ToolDef::to_json).collect())
+    }
+}
+
+/// `tools/call`. `Err` = no such tool (a protocol error); `Ok` = a `CallToolResult`.
+#[derive(Message)]
+#[rtype(result = "Result<Value, String>")]
+pub struct CallTool {
+    pub name: String,
+    pub arguments: Value,
+    pub caller: Caller,
+}
+
+/// Chaos hook: panic inside a handler.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+impl Handler<Crash> for McpRegistry {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("chaos: MCP registry crash requested");
+    }
+}
+
+impl Handler<CallTool> for McpRegistry {
+    type Result = ResponseFuture<Result<Value, String>>;
+    fn handle(&mut self, msg: CallTool, _: &mut Context<Self>) -> Self::Result {
+        let (ops, tools) = (self.ops.clone(), self.tools.clone());
+        Box::pin(async move {
+            let Some(def) = tools.iter().find(|d| d.name == msg.name) else {
+                return Err(format!("unknown tool: {}", msg.name));
+            };
+            let args = if msg.arguments.is_null() {
+                json!({})
+            } else {
+                msg.arguments
+            };
+            if let Err(e) = validate(&def.input, &args) {
+                return Ok(failure(&format!("invalid arguments: {e}")));
+            }
+            Ok(call(&ops, def, &args, &msg.caller).await)
+        })
+    }
+}
+
+/// A successful result: structured content and its text copy.
+fn success(v: Value) -> Value {
+    json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false})
+}
+
+/// A tool error (no structured content, so clients do not validate it against the schema).
+fn failure(message: &str) -> Value {
+    json!({"content": [{"type": "text", "text": message}], "isError": true})
+}
+
+fn api(e: ApiError) -> String {
+    format!(
+        "{}: {}",
+        serde_json::to_value(e.code)
+            .unwrap_or(Value::Null)
+            .as_str()
+            .unwrap_or("error"),
+        e.message
+    )
+}
+
+async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value {
+    let tenant = match args.get("tenant_id").and_then(Value::as_str) {
+        Some(raw) => match TenantId::parse(raw) {
+            Ok(t) => Some(t),
+            Err(e) => return failure(&format!("invalid tenant_id: {e}")),
+        },
+        None => None,
+    };
+    let allowed = match (def.access, &tenant) {
+        (Access::Anyone, _) => Ok(()),
+        (Access::Operator, _) => caller.require_operator(),
+        (Access::Admin, _) => caller.require_admin(),
+        (Access::TenantRead, Some(t)) => caller.may_read(t),
+        (Access::TenantAct, Some(t)) => caller.may_act_for(t),
+        (_, None) => Ok(()),
+    };
+    if let Err(e) = allowed {
+        return failure(&format!("forbidden: {e}"));
+    }
+    let outcome = run(ops, def.name, args, tenant.as_ref()).await;
+    let Some(tenant) = tenant.filter(|_| def.tenant_scoped()) else {
+        return match outcome {
+            Ok(v) => success(v),
+            Err(e) => failure(&e),
+        };
+    };
+    // The call leaves its receipt in a known tenant's chain (nothing for unknown tenants).
+    let entitlement = match ops.intake.entitlement(&tenant).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return match outcome {
+                Ok(v) => success(v),
+                Err(e) => failure(&e),
+            }
+        }
+        Err(e) => return failure(&api(e)),
+    };
+    let gate = gates::evaluate(Some(&entitlement), &crate::clock::now_rfc3339(), None, args);
+    let mut metadata = json!({"tool": def.name, "gates": gate.gates, "outcome": if outcome.is_ok() { "ok" } else { "error" }});
+    if def.name == "taiea.governor.signal" || def.name == "taiea.entitlement.apply_event" {
+        metadata["arguments"] = args.clone();
+    }
+    if let Err(e) = &outcome {
+        metadata["error"] = json!(e);
+    }
+    let draft = ReceiptDraft::new(
+        tenant.as_str(),
+        ReceiptType::ToolCall,
+        "mcp_tool_call",
+        format!("{} called over MCP", def.name),
+    )
+    .metadata(metadata);
+    let receipt = match ops.ledger.append_one(NewReceipt::new(draft)).await {
+        Ok(r) => r,
+        Err(e) => {
+            return failure(&format!(
+                "unavailable: the call's receipt could not be made durable ({e}); retry"
+            ))
+        }
+    };
+    match outcome {
+        Ok(mut v) => {
+            if let Value::Object(m) = &mut v {
+                m.insert("tool_call_receipt_id".into(), json!(receipt.receipt_id));
+            }
+            success(v)
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+fn str_arg(args: &Value, name: &str) -> Option<String> {
+    args.get(name).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn tenant_of(t: Option<&TenantId>) -> Result<&TenantId, String> {
+    t.ok_or_else(|| "missing required argument `tenant_id`".to_owned())
+}
+
+/// Runs one tool; `Err` is the message of an `isError` result.
+async fn run(
+    ops: &Ops,
+    name: &str,
+    args: &Value,
+    tenant: Option<&TenantId>,
+) -> Result<Value, String> {
+    match name {
+        "taiea.health.check" => Ok(health(ops).await),
+        "taiea.support.model" => Ok(crate::governor::tools::support_model()),
+        "taiea.entitlement.apply_event" => {
+            let t = tenant_of(tenant)?;
+            let data = args.get("event_data").cloned().unwrap_or(json!({}));
+            let event_type = str_arg(args, "event_type").unwrap_or_default();
+            let changed = if event_type == "modify" {
+                let sku = str_arg(&data, "sku").ok_or("modify needs event_data.sku")?;
+                ops.intake
+                    .entitlement_event(t, Event::SkuChanged(sku))
+                    .await
+            } else {
+                let action = match event_type.as_str() {
+                    "provision" => Action::Grant,
+                    "deprovision" => Action::Revoke,
+                    "suspend" => Action::Suspend,
+                    _ => Action::Resume,
+                };
+                let req = MarketplaceRequest {
+                    tenant_id: t.to_string(),
+                    entitlement_id: str_arg(&data, "entitlement_id")
+                        .unwrap_or_else(|| format!("mcp-{t}")),
+                    action,
+                    sku: str_arg(&data, "sku"),
+                    customer_id: str_arg(&data, "customer_id"),
+                    reason: str_arg(&data, "reason")
+                        .or_else(|| Some(format!("{event_type} over MCP"))),
+                    expires_at: str_arg(&data, "expires_at"),
+                    signature: None,
+                };
+                ops.intake.entitlement_change(t, req).await
+            }
+            .map_err(api)?;
+            Ok(
+                json!({"tenant_id": t.as_str(), "status": changed.entitlement.status, "entitlement": changed.entitlement, "receipt": changed.receipt}),
+            )
+        }
+        "taiea.receipts.verify_chain" => {
+            let t = tenant_of(tenant)?;
+            let store = ops.ledger.store();
+            if store
+                .head(t.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!("tenant_not_found: tenant {t} has no receipts"));
+            }
+            let report = verify_chain(store, t.as_str(), 1000, |_| {})
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);
+            if let Some(id) = str_arg(args, "receipt_id") {
+                let r = store.get(&id).await.map_err(|e| e.to_string())?;
+                let Some(r) = r.filter(|r| r.tenant_id == t.as_str()) else {
+                    return Err(format!("receipt_not_found: no receipt {id} in {t}'s chain"));
+                };
+                let intact = r.hash_matches(&mut String::new()) && r.seq <= report.head_seq;
+                out["receipt"] = json!({"receipt_id": id, "seq": r.seq, "hash_matches": r.hash_matches(&mut String::new()), "in_verified_chain": intact});
+                out["valid"] = json!(report.valid && intact);
+            }
+            Ok(out)
+        }
+        "taiea.governor.state" => {
+            let t = tenant_of(tenant)?;
+            let g = ops.intake.governor(t).await.map_err(api)?;
+            let view = ops.intake.ask(&g, GetView).await.map_err(api)?;
+            Ok(serde_json::to_value(view).unwrap_or(Value::Null))
+        }
+        "taiea.governor.signal" => {
+            let t = tenant_of(tenant)?;
+            let req = SignalRequest {
+                metric: str_arg(args, "metric").unwrap_or_default(),
+                value: args["value"].as_f64().unwrap_or(f64::NAN),
+                timestamp_ms: args.get("timestamp_ms").and_then(Value::as_u64),
+            };
+            match ops.intake.signal(t, req, None).await {
+                Ok(o) => {
+                    let (decision, reason) = match o.refused {
+                        None => ("accept", Value::Null),
+                        Some((_, reason)) => ("refuse", json!(reason)),
+                    };
+                    Ok(
+                        json!({"decision": decision, "reason": reason, "state": o.state, "postponed": o.postponed, "receipt": o.receipts.last()}),
+                    )
+                }
+                // A governed refusal is a decision, with its receipt.
+                Err(e) if e.receipt.is_some() => Ok(
+                    json!({"decision": "refuse", "reason": e.code, "state": e.message, "postponed": false, "receipt": e.receipt}),
+                ),
+                Err(e) => Err(api(e)),
+            }
+        }
+        "taiea.governors.list" => {
+            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let after = str_arg(args, "after").unwrap_or_default();
+            let mut entries: Vec<_> = ops
+                .governors
+                .list(usize::MAX)
+                .into_iter()
+                .filter(|(t, _)| *t > after)
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let more = entries.len() > limit;
+            entries.truncate(limit);
+            let next = more
+                .then(|| entries.last().map(|(t, _)| t.clone()))
+                .flatten();
+            let governors: Vec<Value> = entries
+                .iter()
+                .map(|(t, g)| json!({"tenant_id": t, "child_state": g.state().as_str(), "restarts": g.restarts()}))
+                .collect();
+            Ok(json!({"total": ops.governors.len(), "governors": governors, "next_after": next}))
+        }
+        "taiea.supervision.tree" => {
+            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let root = ops.root.get().ok_or("unavailable: the tree is starting")?;
+            let snap = actix_web::rt::time::timeout(ASK, root.snapshot(limit))
+                .await
+                .map_err(|_| "unavailable: the supervision tree did not answer in time".to_owned())?
+                .map_err(|e| format!("unavailable: {e}"))?;
+            serde_json::from_str(&snap.to_json()).map_err(|e| e.to_string())
+        }
+        "taiea.audit.log" => {
+            let t = tenant_of(tenant)?;
+            let after = args.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
+            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let store = ops.ledger.store();
+            let Some(head) = store.head(t.as_str()).await.map_err(|e| e.to_string())? else {
+                return Err(format!("tenant_not_found: tenant {t} has no receipts"));
+            };
+            let receipts = store
+                .range(t.as_str(), after, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            let next = (receipts.len() == limit)
+                .then(|| receipts.last().map(|r| r.seq))
+                .flatten();
+            Ok(
+                json!({"tenant_id": t.as_str(), "head_seq": head.seq, "receipts": receipts, "next_after_seq": next}),
+            )
+        }
+        other => Err(format!("unknown tool {other}")),
+    }
+}
+
+/// The `/health` body's essentials.
+async fn health(ops: &Ops) -> Value {
+    let ledger = match actix_web::rt::time::timeout(ASK, ops.ledger.store().ping()).await {
+        Ok(Ok(())) => "ok",
+        _ => "error",
+    };
+    let supervision = match ops.root.get() {
+        Some(root) => match actix_web::rt::time::timeout(ASK, root.count_children()).await {
+            Ok(Ok(c)) if c.active == c.specs => "ok",
+            _ => "error",
+        },
+        None => "starting",
+    };
+    let ok = ledger == "ok" && supervision == "ok";
+    json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "node": ops.node,
+        "uptime_ms": ops.started.elapsed().as_millis() as u64,
+        "checks": {"ledger": ledger, "supervision": supervision, "pubsub_ready": ops.pubsub.status()},
+    })
+}

@@ -1,0 +1,546 @@
+//! MCP end to end on the real application: JSON-RPC over `/mcp` in both protocol eras (the
+//! `initialize` handshake and the stateless 2026-07-28 revision), every tool with its error
+//! cases, access per token, DNS-rebinding protection, `GET /mcp/tools`, a registry crash, and
+//! `mcp-stdio` on the real binary. (Independent clients, Python, TypeScript, the inspector and
+//! the conformance suite, run from `tools/mcp-clients.sh`.)
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const LEGACY: &str = "2025-11-25";
+const MODERN: &str = "2026-07-28";
+
+/// One JSON-RPC exchange over `/mcp` → (HTTP status, body).
+async fn rpc(app: &TestApp, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
+    let mut req = app
+        .client
+        .post(app.url("/mcp"))
+        .insert_header(("accept", "application/json, text/event-stream"));
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let mut res = req.send_json(&body).await.expect("request sent");
+    let bytes = res.body().limit(16 << 20).await.expect("body");
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A legacy-era session: `initialize`, then requests with the negotiated version header.
+struct Legacy<'a> {
+    app: &'a TestApp,
+    token: Option<String>,
+    next: u64,
+}
+
+impl<'a> Legacy<'a> {
+    async fn open(app: &'a TestApp, token: Option<&str>) -> Legacy<'a> {
+        let mut s = Legacy {
+            app,
+            token: token.map(|t| format!("Bearer {t}")),
+            next: 1,
+        };
+        let init = s
+            .request("initialize", json!({"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "tai-tests", "version": "1"}}))
+            .await;
+        assert_eq!(init["result"]["protocolVersion"], LEGACY, "{init}");
+        assert_eq!(init["result"]["serverInfo"]["name"], "tai-autonomics");
+        let mut headers = vec![("mcp-protocol-version", LEGACY)];
+        if let Some(t) = &s.token {
+            headers.push(("authorization", t.as_str()));
+        }
+        let (status, _) = rpc(
+            app,
+            &headers,
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+        assert_eq!(status, 202);
+        s
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let mut headers = vec![("mcp-protocol-version", LEGACY)];
+        if let Some(t) = &self.token {
+            headers.push(("authorization", t.as_str()));
+        }
+        let (status, body) = rpc(
+            self.app,
+            &headers,
+            json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}),
+        )
+        .await;
+        assert_eq!(status, 200, "{method}: {body}");
+        body
+    }
+
+    /// `tools/call` → the result object.
+    async fn call(&mut self, tool: &str, args: Value) -> Value {
+        let body = self
+            .request("tools/call", json!({"name": tool, "arguments": args}))
+            .await;
+        assert!(body["result"].is_object(), "{tool}: {body}");
+        body["result"].clone()
+    }
+}
+
+fn structured(result: &Value) -> &Value {
+    assert_eq!(result["isError"], false, "{result}");
+    // The text copy says the same.
+    let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(&text, &result["structuredContent"]);
+    &result["structuredContent"]
+}
+
+fn error_text(result: &Value) -> String {
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(result.get("structuredContent").is_none());
+    result["content"][0]["text"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn the_handshake_era_lists_the_nine_tools_and_get_mcp_tools_is_the_same_list() {
+    let app = spawn_app(|_| {}).await;
+    let mut s = Legacy::open(&app, None).await;
+    let listed = s.request("tools/list", json!({})).await["result"]["tools"].clone();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 9);
+    for t in listed.as_array().unwrap() {
+        for field in [
+            "title",
+            "description",
+            "inputSchema",
+            "outputSchema",
+            "annotations",
+        ] {
+            assert!(t.get(field).is_some(), "{} lacks {field}", t["name"]);
+        }
+        for hint in [
+            "readOnlyHint",
+            "destructiveHint",
+            "idempotentHint",
+            "openWorldHint",
+        ] {
+            assert!(t["annotations"][hint].is_boolean(), "{} {hint}", t["name"]);
+        }
+    }
+    let (status, direct) = app.get_json("/mcp/tools").await;
+    assert_eq!(status, 200);
+    assert_eq!(direct["tools"], listed);
+    let ping = s.request("ping", json!({})).await;
+    assert_eq!(ping["result"], json!({}));
+}
+
+#[actix_web::test]
+async fn every_tool_acts_on_the_real_actors_and_tenant_calls_leave_receipts() {
+    let app = spawn_app(|_| {}).await;
+    let mut s = Legacy::open(&app, None).await;
+
+    let health = s.call("taiea.health.check", json!({})).await;
+    assert_eq!(structured(&health)["status"], "ok");
+    let support = s.call("taiea.support.model", json!({})).await;
+    assert_eq!(structured(&support)["tiers"].as_array().unwrap().len(), 3);
+
+    // Entitlements: provision, modify, suspend, resume.
+    let provisioned = s
+        .call("taiea.entitlement.apply_event", json!({"tenant_id": "mcp-co", "event_type": "provision", "event_data": {"sku": "base"}}))
+        .await;
+    assert_eq!(structured(&provisioned)["status"], "active");
+    let modified = s
+        .call("taiea.entitlement.apply_event", json!({"tenant_id": "mcp-co", "event_type": "modify", "event_data": {"sku": "professional"}}))
+        .await;
+    assert_eq!(structured(&modified)["entitlement"]["sku"], "professional");
+    for (event, status) in [("suspend", "suspended"), ("resume", "active")] {
+        let r = s
+            .call(
+                "taiea.entitlement.apply_event",
+                json!({"tenant_id": "mcp-co", "event_type": event}),
+            )
+            .await;
+        assert_eq!(structured(&r)["status"], status, "{event}");
+    }
+
+    // Governor: a signal, then its state.
+    let signal = s
+        .call(
+            "taiea.governor.signal",
+            json!({"tenant_id": "mcp-co", "metric": "cpu_utilization", "value": 70}),
+        )
+        .await;
+    let sig = structured(&signal);
+    assert_eq!(
+        (sig["decision"].as_str(), sig["state"].as_str()),
+        (Some("accept"), Some("warning"))
+    );
+    let state = s
+        .call("taiea.governor.state", json!({"tenant_id": "mcp-co"}))
+        .await;
+    assert_eq!(structured(&state)["state"], "warning");
+    let list = s.call("taiea.governors.list", json!({"limit": 10})).await;
+    assert!(structured(&list)["governors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["tenant_id"] == "mcp-co"));
+    let tree = s.call("taiea.supervision.tree", json!({})).await;
+    let children: Vec<&str> = structured(&tree)["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        children.contains(&"mcp") && children.contains(&"governance"),
+        "{children:?}"
+    );
+
+    // The chain: every tenant-scoped call left a tool_call receipt, and it verifies.
+    let audit = s
+        .call(
+            "taiea.audit.log",
+            json!({"tenant_id": "mcp-co", "limit": 1000}),
+        )
+        .await;
+    let receipts = structured(&audit)["receipts"].as_array().unwrap().clone();
+    let tool_calls: Vec<&str> = receipts
+        .iter()
+        .filter(|r| r["type"] == "tool_call")
+        .map(|r| r["metadata"]["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tool_calls,
+        [
+            "taiea.entitlement.apply_event",
+            "taiea.entitlement.apply_event",
+            "taiea.entitlement.apply_event",
+            "taiea.entitlement.apply_event",
+            "taiea.governor.signal",
+            "taiea.governor.state"
+        ]
+    );
+    assert!(receipts.iter().any(|r| r["event_type"] == "signal_warning"));
+    let some = receipts[3]["receipt_id"].as_str().unwrap();
+    let verified = s
+        .call(
+            "taiea.receipts.verify_chain",
+            json!({"tenant_id": "mcp-co", "receipt_id": some}),
+        )
+        .await;
+    let v = structured(&verified);
+    assert_eq!(
+        (v["valid"].as_bool(), v["receipt"]["hash_matches"].as_bool()),
+        (Some(true), Some(true)),
+        "{v}"
+    );
+    let (_, http) = app.get_json("/v1/tenants/mcp-co/receipts/verify").await;
+    assert_eq!(http["valid"], true);
+
+    // Deprovision is final.
+    let revoked = s
+        .call(
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "mcp-co", "event_type": "deprovision"}),
+        )
+        .await;
+    assert_eq!(structured(&revoked)["status"], "revoked");
+    let again = s
+        .call(
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "mcp-co", "event_type": "resume"}),
+        )
+        .await;
+    assert!(
+        error_text(&again).contains("entitlement_conflict"),
+        "{again}"
+    );
+}
+
+#[actix_web::test]
+async fn bad_arguments_are_tool_errors_that_say_what_is_wrong_and_unknown_tools_are_protocol_errors(
+) {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "args-co").await;
+    let before = app.get_json("/v1/tenants/args-co/receipts").await.1["head_seq"].clone();
+    let mut s = Legacy::open(&app, None).await;
+    for (tool, args, says) in [
+        (
+            "taiea.governor.signal",
+            json!({"tenant_id": "args-co", "metric": "cpu"}),
+            "missing required argument `value`",
+        ),
+        (
+            "taiea.governor.signal",
+            json!({"tenant_id": "args-co", "metric": "cpu", "value": "hot"}),
+            "`value` must be number",
+        ),
+        (
+            "taiea.governor.state",
+            json!({}),
+            "missing required argument `tenant_id`",
+        ),
+        (
+            "taiea.governor.state",
+            json!({"tenant_id": "NOT/valid"}),
+            "`tenant_id` must match",
+        ),
+        (
+            "taiea.audit.log",
+            json!({"tenant_id": "args-co", "limit": 0}),
+            "out of range",
+        ),
+        (
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "args-co", "event_type": "explode"}),
+            "one of provision",
+        ),
+        (
+            "taiea.health.check",
+            json!({"extra": 1}),
+            "unknown argument `extra`",
+        ),
+    ] {
+        let r = s.call(tool, args).await;
+        let text = error_text(&r);
+        assert!(text.contains(says), "{tool}: {text} should say {says}");
+    }
+    // Nothing was stored by refused arguments.
+    assert_eq!(
+        app.get_json("/v1/tenants/args-co/receipts").await.1["head_seq"],
+        before
+    );
+    // An unknown tenant: a tool error, and nothing stored or started.
+    let r = s
+        .call("taiea.governor.state", json!({"tenant_id": "ghost"}))
+        .await;
+    assert!(error_text(&r).contains("tenant_not_found"), "{r}");
+    assert_eq!(app.get_json("/v1/tenants/ghost/receipts").await.0, 404);
+    // An unknown tool is a JSON-RPC error.
+    let body = s
+        .request("tools/call", json!({"name": "taiea.nope", "arguments": {}}))
+        .await;
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+}
+
+#[actix_web::test]
+async fn the_stateless_revision_discovers_and_calls_with_meta_and_headers() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "modern-co").await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "tai-tests", "version": "1"}});
+    let (status, discover) = rpc(
+        &app,
+        &[
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "server/discover"),
+        ],
+        json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{discover}");
+    assert!(discover["result"]["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(MODERN)));
+    let (status, call) = rpc(
+        &app,
+        &[("mcp-protocol-version", MODERN), ("mcp-method", "tools/call"), ("mcp-name", "taiea.governor.signal")],
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "taiea.governor.signal", "arguments": {"tenant_id": "modern-co", "metric": "cpu", "value": 10}, "_meta": meta}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{call}");
+    assert_eq!(structured(&call["result"])["state"], "stable");
+    // A header that disagrees with the body is refused.
+    let (status, mismatch) = rpc(
+        &app,
+        &[("mcp-protocol-version", MODERN), ("mcp-method", "tools/call"), ("mcp-name", "taiea.health.check")],
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "taiea.governor.state", "arguments": {"tenant_id": "modern-co"}, "_meta": meta}}),
+    )
+    .await;
+    assert_eq!(
+        (status, mismatch["error"]["code"].as_i64()),
+        (400, Some(-32020))
+    );
+}
+
+#[actix_web::test]
+async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
+    use tai_autonomics::auth::{token_digest, AuthMode, TokenConfig};
+    let app = spawn_app(|s| {
+        s.auth.mode = AuthMode::Bearer;
+        s.auth.tokens = vec![
+            TokenConfig {
+                sha256: token_digest("admin-secret"),
+                role: "admin".into(),
+                tenant: None,
+            },
+            TokenConfig {
+                sha256: token_digest("a-secret"),
+                role: "tenant".into(),
+                tenant: Some("tenant-a".into()),
+            },
+        ];
+    })
+    .await;
+    for t in ["tenant-a", "tenant-b"] {
+        let res = app
+            .client
+            .post(app.url("/marketplace"))
+            .insert_header(("authorization", "Bearer admin-secret"))
+            .send_json(&json!({"tenant_id": t, "entitlement_id": "e", "action": "grant"}))
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    // No token: 401 before any MCP processing.
+    let (status, _) = rpc(&app, &[], json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}})).await;
+    assert_eq!(status, 401);
+    let mut a = Legacy::open(&app, Some("a-secret")).await;
+    let own = a
+        .call("taiea.governor.state", json!({"tenant_id": "tenant-a"}))
+        .await;
+    assert_eq!(structured(&own)["tenant_id"], "tenant-a");
+    for (tool, args) in [
+        ("taiea.governor.state", json!({"tenant_id": "tenant-b"})),
+        (
+            "taiea.governor.signal",
+            json!({"tenant_id": "tenant-b", "metric": "cpu", "value": 1}),
+        ),
+        ("taiea.audit.log", json!({"tenant_id": "tenant-b"})),
+        (
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "tenant-a", "event_type": "suspend"}),
+        ),
+        ("taiea.supervision.tree", json!({})),
+    ] {
+        let r = a.call(tool, args).await;
+        assert!(error_text(&r).starts_with("forbidden"), "{tool}: {r}");
+    }
+    // Tenant B's chain did not move.
+    let b: Value = app
+        .client
+        .get(app.url("/v1/tenants/tenant-b/receipts"))
+        .insert_header(("authorization", "Bearer admin-secret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["head_seq"], 1, "{b}");
+    // DNS rebinding: a foreign Origin or Host is 403.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}});
+    let (status, _) = rpc(
+        &app,
+        &[
+            ("authorization", "Bearer admin-secret"),
+            ("origin", "http://evil.example"),
+        ],
+        init.clone(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = rpc(
+        &app,
+        &[
+            ("authorization", "Bearer admin-secret"),
+            ("origin", "http://localhost:3000"),
+        ],
+        init.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rpc(
+        &app,
+        &[
+            ("authorization", "Bearer admin-secret"),
+            ("host", "evil.example"),
+        ],
+        init,
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[actix_web::test]
+async fn a_registry_crash_is_a_supervised_restart_with_the_table_rebuilt() {
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    let (status, _) = app
+        .post_json("/v1/chaos/actors/mcp/crash", &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let restarted = eventually(
+        "the registry restarted",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (_, snap) = app.get_json("/v1/supervision").await;
+            snap["children"]
+                .as_array()?
+                .iter()
+                .find(|c| {
+                    c["id"] == "mcp" && c["restarts"].as_u64() >= Some(1) && c["state"] == "running"
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert!(restarted["last_exit"]
+        .as_str()
+        .unwrap()
+        .starts_with("panic("));
+    let mut s = Legacy::open(&app, None).await;
+    let tools = s.request("tools/list", json!({})).await;
+    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 9);
+}
+
+#[test]
+fn mcp_stdio_serves_the_same_tools_on_stdin_and_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .arg("mcp-stdio")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", dir.path().join("ledger.db"))
+        .env("TAI_LOG__FORMAT", "json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = |v: Value| writeln!(stdin, "{v}").unwrap();
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "stdio-test", "version": "1"}}}),
+    );
+    let init: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(init["result"]["serverInfo"]["name"], "tai-autonomics");
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let list: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(list["result"]["tools"].as_array().unwrap().len(), 9);
+    send(
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "taiea.entitlement.apply_event", "arguments": {"tenant_id": "stdio-co", "event_type": "provision"}}}),
+    );
+    let call: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        call["result"]["structuredContent"]["status"], "active",
+        "{call}"
+    );
+    drop(stdin);
+    // Closing stdin ends the server cleanly; stdout carried nothing but protocol lines.
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(lines.next().is_none());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("MCP registry started"), "{err}");
+}

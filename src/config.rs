@@ -1,7 +1,8 @@
 //! Configuration: layered loading, validation and the masked printout.
 //!
 //! Owns [`Settings`] and the layering `config/default.toml` → `config/{TAI_PROFILE}.toml` →
-//! environment (`TAI_SECTION__KEY` plus the operations guide's plain variables such as `PORT`).
+//! environment (`TAI_SECTION__KEY` plus the operations guide's plain variables such as `PORT`);
+//! without `config/` in the working directory, the files built into the binary are used.
 //! An empty variable counts as unset. Every problem is reported as one line naming the key, the
 //! value and what was expected; `main` turns that into exit code 78.
 
@@ -357,6 +358,9 @@ impl Settings {
     }
 
     fn load_from(dir: &Path, env: Environment) -> Result<Settings, ConfigError> {
+        const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+        const EMBEDDED_LOCAL: &str = include_str!("../config/local.toml");
+        const EMBEDDED_CLOUD: &str = include_str!("../config/cloud.toml");
         let profile = env
             .vars
             .iter()
@@ -369,13 +373,22 @@ impl Settings {
             return Err(ConfigError(format!("invalid configuration: profile = {profile:?} (from TAI_PROFILE): expected local, cloud or a config/<profile>.toml file")));
         }
         let default_file = dir.join("default.toml");
-        if !default_file.exists() {
-            return Err(ConfigError(format!("invalid configuration: {} not found (run from the project directory or ship config/ with the binary)", default_file.display())));
+        let figment = if default_file.exists() {
+            Figment::new()
+                .merge(Toml::file(&default_file))
+                .merge(Toml::file(dir.join(format!("{profile}.toml"))))
+        } else {
+            // Started elsewhere (an MCP client running `mcp-stdio`, a container without the
+            // folder): the files this binary was built with.
+            let profile_text = match profile.as_str() {
+                "cloud" => EMBEDDED_CLOUD,
+                _ => EMBEDDED_LOCAL,
+            };
+            Figment::new()
+                .merge(Toml::string(EMBEDDED_DEFAULT))
+                .merge(Toml::string(profile_text))
         }
-        let figment = Figment::new()
-            .merge(Toml::file(&default_file))
-            .merge(Toml::file(dir.join(format!("{profile}.toml"))))
-            .merge(&env);
+        .merge(&env);
         let mut settings: Settings = figment.extract().map_err(|e| describe(&e, &env))?;
         settings.profile = profile;
         settings.validate(&env)?;
@@ -689,6 +702,24 @@ mod tests {
             assert_eq!(
                 (s.ledger.backend, s.ledger.sqlite_path.to_str()),
                 (LedgerBackend::Sqlite, Some("data/ledger.db"))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn without_a_config_folder_the_built_in_files_are_used() {
+        Jail::expect_with(|jail| {
+            // No config/ in the working directory (an MCP client starting `mcp-stdio`).
+            jail.set_env("TAI_PROFILE", "cloud");
+            let s = load().unwrap();
+            assert_eq!(
+                (
+                    s.profile.as_str(),
+                    s.http.host.as_str(),
+                    s.mcp.allowed_hosts.len()
+                ),
+                ("cloud", "0.0.0.0", 0)
             );
             Ok(())
         });

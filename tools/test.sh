@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, every test (unit, integration, black-box, doc tests).
+# The test command: formatting, lints, every test (unit, integration, black-box, doc tests) and
+# the independent MCP clients against the real binary.
 # It installs and starts whatever the tests need and stops it again; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +31,7 @@ fi
 
 step "doc tests"
 cargo test --workspace --doc --locked
+
+step "independent MCP clients (Python, TypeScript, Inspector, conformance)"
+cargo build --locked --bin tai-autonomics
+tools/mcp-clients.sh target/debug/tai-autonomics

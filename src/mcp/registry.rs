@@ -118,12 +118,12 @@ impl Handler<CallTool> for McpRegistry {
 
 /// A successful result: structured content and its text copy.
 fn success(v: Value) -> Value {
-    json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false})
+    json!({"resultType": "complete", "content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false})
 }
 
 /// A tool error (no structured content, so clients do not validate it against the schema).
 fn failure(message: &str) -> Value {
-    json!({"content": [{"type": "text", "text": message}], "isError": true})
+    json!({"resultType": "complete", "content": [{"type": "text", "text": message}], "isError": true})
 }
 
 fn api(e: ApiError) -> String {

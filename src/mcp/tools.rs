@@ -63,6 +63,11 @@ fn object(properties: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
 }
 
+/// An output schema: the listed members, more allowed (a tool may add a receipt id or detail).
+fn output(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
 fn tenant_property() -> Value {
     json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$", "description": "The tenant id."})
 }
@@ -82,7 +87,7 @@ pub fn table() -> Vec<ToolDef> {
             description: "The service's health: status, node, uptime and the checks of GET /health.",
             access: Access::Anyone,
             input: object(json!({}), &[]),
-            output: object(
+            output: output(
                 json!({"status": {"type": "string"}, "node": {"type": "string"}, "uptime_ms": {"type": "integer"}, "checks": any_object()}),
                 &["status", "node", "checks"],
             ),
@@ -94,7 +99,7 @@ pub fn table() -> Vec<ToolDef> {
             description: "The static support tiers (basic, professional, enterprise) with response times, availability and channels.",
             access: Access::Anyone,
             input: object(json!({}), &[]),
-            output: object(
+            output: output(
                 json!({"support_model": {"type": "string"}, "tiers": {"type": "array"}}),
                 &["support_model", "tiers"],
             ),
@@ -113,7 +118,7 @@ pub fn table() -> Vec<ToolDef> {
                 }),
                 &["tenant_id", "event_type"],
             ),
-            output: object(
+            output: output(
                 json!({"tenant_id": {"type": "string"}, "status": {"type": "string"}, "entitlement": any_object(), "receipt": any_object()}),
                 &["tenant_id", "status", "receipt"],
             ),
@@ -128,8 +133,8 @@ pub fn table() -> Vec<ToolDef> {
                 json!({"tenant_id": tenant_property(), "receipt_id": {"type": "string", "maxLength": 64}}),
                 &["tenant_id"],
             ),
-            output: object(
-                json!({"tenant_id": {"type": "string"}, "valid": {"type": "boolean"}, "receipts_checked": {"type": "integer"}, "head_seq": {"type": "integer"}, "first_broken": {}, "receipt": {}}),
+            output: output(
+                json!({"tenant_id": {"type": "string"}, "valid": {"type": "boolean"}, "receipts_checked": {"type": "integer"}, "head_seq": {"type": "integer"}, "first_broken": {"anyOf": [{"type": "object"}, {"type": "null"}]}, "receipt": {"anyOf": [{"type": "object"}, {"type": "null"}]}}),
                 &["tenant_id", "valid", "receipts_checked", "head_seq"],
             ),
             hints: READ,
@@ -140,8 +145,8 @@ pub fn table() -> Vec<ToolDef> {
             description: "The tenant's governor: state (boot, stable, warning, intervening, refusing), seq, head hash, action in flight, postponed signals.",
             access: Access::TenantRead,
             input: object(json!({"tenant_id": tenant_property()}), &["tenant_id"]),
-            output: object(
-                json!({"tenant_id": {"type": "string"}, "state": {"type": "string"}, "seq": {"type": "integer"}, "head_hash": {"type": "string"}, "action_in_flight": {}, "postponed": {"type": "integer"}, "entitlement_active": {"type": "boolean"}}),
+            output: output(
+                json!({"tenant_id": {"type": "string"}, "state": {"type": "string"}, "seq": {"type": "integer"}, "head_hash": {"type": "string"}, "action_in_flight": {"anyOf": [{"type": "object"}, {"type": "null"}]}, "postponed": {"type": "integer"}, "entitlement_active": {"type": "boolean"}}),
                 &["tenant_id", "state", "seq"],
             ),
             hints: READ,
@@ -160,8 +165,8 @@ pub fn table() -> Vec<ToolDef> {
                 }),
                 &["tenant_id", "metric", "value"],
             ),
-            output: object(
-                json!({"decision": {"type": "string"}, "state": {"type": "string"}, "postponed": {"type": "boolean"}, "reason": {}, "receipt": {}}),
+            output: output(
+                json!({"decision": {"type": "string"}, "state": {"type": "string"}, "postponed": {"type": "boolean"}, "reason": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "receipt": {"anyOf": [{"type": "object"}, {"type": "null"}]}}),
                 &["decision", "state"],
             ),
             hints: (false, false, false, false),
@@ -175,8 +180,8 @@ pub fn table() -> Vec<ToolDef> {
                 json!({"limit": {"type": "integer", "minimum": 1, "maximum": 1000}, "after": {"type": "string"}}),
                 &[],
             ),
-            output: object(
-                json!({"total": {"type": "integer"}, "governors": {"type": "array"}, "next_after": {}}),
+            output: output(
+                json!({"total": {"type": "integer"}, "governors": {"type": "array"}, "next_after": {"anyOf": [{"type": "string"}, {"type": "null"}]}}),
                 &["total", "governors"],
             ),
             hints: READ,
@@ -190,7 +195,7 @@ pub fn table() -> Vec<ToolDef> {
                 json!({"limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
                 &[],
             ),
-            output: object(
+            output: output(
                 json!({"name": {"type": "string"}, "strategy": {"type": "string"}, "children": {"type": "array"}}),
                 &["name", "children"],
             ),
@@ -205,8 +210,8 @@ pub fn table() -> Vec<ToolDef> {
                 json!({"tenant_id": tenant_property(), "after_seq": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
                 &["tenant_id"],
             ),
-            output: object(
-                json!({"tenant_id": {"type": "string"}, "head_seq": {"type": "integer"}, "receipts": {"type": "array"}, "next_after_seq": {}}),
+            output: output(
+                json!({"tenant_id": {"type": "string"}, "head_seq": {"type": "integer"}, "receipts": {"type": "array"}, "next_after_seq": {"anyOf": [{"type": "integer"}, {"type": "null"}]}}),
                 &["tenant_id", "receipts"],
             ),
             hints: READ,

@@ -1,0 +1,92 @@
+"""Drives the running service's /mcp (or `tai-autonomics mcp-stdio`) with the official Python
+MCP client: lists the tools, calls every one of them, including error cases, and checks the
+answers. Usage: client_check.py URL ERA   (ERA: legacy | 2026-07-28 | auto)
+               client_check.py --stdio BINARY LEDGER_PATH
+Exits non-zero on the first failed check."""
+import json
+import sys
+
+import anyio
+from mcp import Client
+
+TOOLS = {
+    "taiea.health.check", "taiea.support.model", "taiea.entitlement.apply_event",
+    "taiea.receipts.verify_chain", "taiea.governor.state", "taiea.governor.signal",
+    "taiea.governors.list", "taiea.supervision.tree", "taiea.audit.log",
+}
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAIL: {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+async def exercise(c, tenant):
+    tools = (await c.list_tools()).tools
+    names = {t.name for t in tools}
+    check(names == TOOLS, f"tools/list gave {sorted(names)}")
+    for t in tools:
+        check(t.annotations is not None and t.annotations.read_only_hint is not None, f"{t.name} annotations")
+        check(t.output_schema is not None, f"{t.name} outputSchema")
+
+    async def ok(name, args):
+        r = await c.call_tool(name, args)
+        check(not r.is_error, f"{name} {args}: {r.content}")
+        check(r.structured_content is not None, f"{name}: structuredContent")
+        check(json.loads(r.content[0].text) == r.structured_content, f"{name}: text copy")
+        return r.structured_content
+
+    async def err(name, args, says):
+        r = await c.call_tool(name, args)
+        check(r.is_error, f"{name} {args} should be a tool error")
+        text = r.content[0].text
+        check(says in text, f"{name}: {text!r} should say {says!r}")
+
+    check((await ok("taiea.health.check", {}))["status"] == "ok", "health")
+    check(len((await ok("taiea.support.model", {}))["tiers"]) == 3, "support tiers")
+    check((await ok("taiea.entitlement.apply_event", {"tenant_id": tenant, "event_type": "provision", "event_data": {"sku": "base"}}))["status"] == "active", "provision")
+    check((await ok("taiea.entitlement.apply_event", {"tenant_id": tenant, "event_type": "modify", "event_data": {"sku": "professional"}}))["entitlement"]["sku"] == "professional", "modify")
+    check((await ok("taiea.entitlement.apply_event", {"tenant_id": tenant, "event_type": "suspend"}))["status"] == "suspended", "suspend")
+    check((await ok("taiea.entitlement.apply_event", {"tenant_id": tenant, "event_type": "resume"}))["status"] == "active", "resume")
+    s = await ok("taiea.governor.signal", {"tenant_id": tenant, "metric": "cpu_utilization", "value": 72.5})
+    check(s["decision"] == "accept" and s["state"] == "warning", f"signal: {s}")
+    check((await ok("taiea.governor.state", {"tenant_id": tenant}))["state"] == "warning", "state")
+    check(any(g["tenant_id"] == tenant for g in (await ok("taiea.governors.list", {}))["governors"]), "governors.list")
+    check((await ok("taiea.supervision.tree", {"limit": 5}))["name"] == "root", "supervision.tree")
+    audit = await ok("taiea.audit.log", {"tenant_id": tenant, "limit": 100})
+    check(any(r["type"] == "tool_call" for r in audit["receipts"]), "tool_call receipts in the audit log")
+    rid = audit["receipts"][0]["receipt_id"]
+    v = await ok("taiea.receipts.verify_chain", {"tenant_id": tenant, "receipt_id": rid})
+    check(v["valid"] is True, f"verify_chain: {v}")
+    await err("taiea.governor.signal", {"tenant_id": tenant, "metric": "cpu"}, "missing required argument `value`")
+    await err("taiea.governor.signal", {"tenant_id": tenant, "metric": "cpu", "value": "hot"}, "must be number")
+    await err("taiea.governor.state", {"tenant_id": "no-such-tenant"}, "tenant_not_found")
+    await err("taiea.entitlement.apply_event", {"tenant_id": tenant, "event_type": "explode"}, "one of provision")
+    try:
+        r = await c.call_tool("taiea.no.such.tool", {})
+        check(r.is_error, "an unknown tool is refused")
+    except Exception as e:  # the protocol error, as the client raises it
+        check("unknown tool" in str(e), f"unknown tool: {e}")
+
+
+async def over_http(url, era):
+    tenant = "py-" + era.replace(".", "-").replace("-", "")[:20]
+    async with Client(url, mode=era) as c:
+        await exercise(c, tenant)
+        print(f"python mcp client ({era}, negotiated {c.protocol_version}): all tools ok")
+
+
+async def over_stdio(binary, ledger):
+    from mcp.client.stdio import StdioServerParameters
+    params = StdioServerParameters(command=binary, args=["mcp-stdio"], env={"TAI_LEDGER__SQLITE_PATH": ledger, "PATH": "/usr/bin:/bin"})
+    async with Client(params) as c:
+        await exercise(c, "py-stdio")
+        print("python mcp client (stdio): all tools ok")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--stdio":
+        anyio.run(over_stdio, sys.argv[2], sys.argv[3])
+    else:
+        anyio.run(over_http, sys.argv[1], sys.argv[2])

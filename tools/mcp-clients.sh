@@ -10,6 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/debug/tai-autonomics}
 DIR=${MCP_CLIENTS_DIR:-$ROOT/target/mcp-clients}
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build first)" >&2; exit 1; }
+BIN=$(realpath "$BIN")
 mkdir -p "$DIR"
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 

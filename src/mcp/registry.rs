@@ -311,9 +311,12 @@ async fn run(
                     )
                 }
                 // A governed refusal is a decision, with its receipt.
-                Err(e) if e.receipt.is_some() => Ok(
-                    json!({"decision": "refuse", "reason": e.code, "state": e.message, "postponed": false, "receipt": e.receipt}),
-                ),
+                Err(e) if e.receipt.is_some() => {
+                    let state = e.receipt.as_ref().map(|r| r["state_to"].clone());
+                    Ok(
+                        json!({"decision": "refuse", "reason": e.code, "message": e.message, "state": state, "postponed": false, "receipt": e.receipt}),
+                    )
+                }
                 Err(e) => Err(api(e)),
             }
         }

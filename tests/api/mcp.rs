@@ -544,3 +544,31 @@ fn mcp_stdio_serves_the_same_tools_on_stdin_and_stdout() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("MCP registry started"), "{err}");
 }
+
+#[actix_web::test]
+async fn a_governed_refusal_over_mcp_is_a_decision_with_its_receipt() {
+    let app = spawn_app(|_| {}).await;
+    let mut s = Legacy::open(&app, None).await;
+    for event in ["provision", "suspend"] {
+        let r = s
+            .call(
+                "taiea.entitlement.apply_event",
+                json!({"tenant_id": "refused-co", "event_type": event}),
+            )
+            .await;
+        structured(&r);
+    }
+    let r = s
+        .call(
+            "taiea.governor.signal",
+            json!({"tenant_id": "refused-co", "metric": "cpu", "value": 90}),
+        )
+        .await;
+    let out = structured(&r);
+    assert_eq!(
+        (out["decision"].as_str(), out["state"].as_str()),
+        (Some("refuse"), Some("refusing")),
+        "{out}"
+    );
+    assert_eq!(out["receipt"]["type"], "refusal");
+}

@@ -44,6 +44,15 @@ pub struct MarketplaceRequest {
     pub signature: Option<String>,
 }
 
+/// One page of running governors.
+pub struct GovernorPage {
+    pub entries: Vec<(String, ChildRef<Governor>)>,
+    /// The cursor of the next page, when there is one.
+    pub next_after: Option<String>,
+    /// Governors running in all.
+    pub total: usize,
+}
+
 /// Handles to the actors inputs go to, and the rules they are checked by.
 #[derive(Clone)]
 pub struct Intake {
@@ -114,6 +123,28 @@ impl Intake {
             .get_or_start(tenant.to_string())
             .await
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))
+    }
+
+    /// Running governors in tenant order after `after`, at most `limit` (hibernated governors
+    /// are not listed).
+    pub fn running_governors(&self, after: &str, limit: usize) -> GovernorPage {
+        let mut entries: Vec<_> = self
+            .governors
+            .list(usize::MAX)
+            .into_iter()
+            .filter(|(t, _)| t.as_str() > after)
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_after = more
+            .then(|| entries.last().map(|(t, _)| t.clone()))
+            .flatten();
+        GovernorPage {
+            entries,
+            next_after,
+            total: self.governors.len(),
+        }
     }
 
     /// Sends `msg` to a governor and waits at most the decision deadline.

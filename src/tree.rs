@@ -171,7 +171,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     let ops = Ops {
         intake: intake.clone(),
         ledger: ledger.clone(),
-        governors: governors.clone(),
         root: root_cell.clone(),
         pubsub: pubsub_health.clone(),
         node: settings.node_name(),

@@ -164,23 +164,9 @@ pub async fn list(
     caller.require_operator()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let after = q.after.clone().unwrap_or_default();
-    let mut entries: Vec<_> = state
-        .tree
-        .governors
-        .list(usize::MAX)
-        .into_iter()
-        .filter(|(t, _)| *t > after)
-        .collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let more = entries.len() > limit;
-    entries.truncate(limit);
-    let next = if more {
-        entries.last().map(|(t, _)| t.clone())
-    } else {
-        None
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for (tenant, g) in entries {
+    let page = state.tree.intake.running_governors(&after, limit);
+    let mut out = Vec::with_capacity(page.entries.len());
+    for (tenant, g) in page.entries {
         let view = g
             .send(GetView)
             .await
@@ -189,7 +175,7 @@ pub async fn list(
         out.push(json!({"tenant_id": tenant, "child_state": g.state().as_str(), "restarts": g.restarts(), "governor": view}));
     }
     Ok(HttpResponse::Ok()
-        .json(json!({"total": state.tree.governors.len(), "governors": out, "next_after": next})))
+        .json(json!({"total": page.total, "governors": out, "next_after": page.next_after})))
 }
 
 /// `POST /v1/governors/{tenant}/reset` (operator or admin)

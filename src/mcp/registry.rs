@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::{json, Value};
-use supervisors::{DynamicRef, SupervisorRef};
+use supervisors::SupervisorRef;
 
 use super::tools::{table, validate, Access, ToolDef};
 use crate::auth::Caller;
 use crate::entitlements::{gates, Action, Event};
-use crate::governor::{GetView, Governor};
+use crate::governor::GetView;
 use crate::http::error::ApiError;
 use crate::intake::{Intake, MarketplaceRequest, SignalRequest};
 use crate::pubsub::PubsubHealth;
@@ -30,7 +30,6 @@ const ASK: Duration = Duration::from_secs(2);
 pub struct Ops {
     pub intake: Intake,
     pub ledger: LedgerHandle,
-    pub governors: DynamicRef<String, Governor>,
     /// The root supervisor, known once the tree runs.
     pub root: Arc<OnceLock<SupervisorRef>>,
     pub pubsub: PubsubHealth,
@@ -323,23 +322,13 @@ async fn run(
         "taiea.governors.list" => {
             let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
             let after = str_arg(args, "after").unwrap_or_default();
-            let mut entries: Vec<_> = ops
-                .governors
-                .list(usize::MAX)
-                .into_iter()
-                .filter(|(t, _)| *t > after)
-                .collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let more = entries.len() > limit;
-            entries.truncate(limit);
-            let next = more
-                .then(|| entries.last().map(|(t, _)| t.clone()))
-                .flatten();
-            let governors: Vec<Value> = entries
+            let page = ops.intake.running_governors(&after, limit);
+            let governors: Vec<Value> = page
+                .entries
                 .iter()
                 .map(|(t, g)| json!({"tenant_id": t, "child_state": g.state().as_str(), "restarts": g.restarts()}))
                 .collect();
-            Ok(json!({"total": ops.governors.len(), "governors": governors, "next_after": next}))
+            Ok(json!({"total": page.total, "governors": governors, "next_after": page.next_after}))
         }
         "taiea.supervision.tree" => {
             let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;

@@ -33,5 +33,6 @@ step "doc tests"
 cargo test --workspace --doc --locked
 
 step "independent MCP clients (Python, TypeScript, Inspector, conformance)"
-cargo build --locked --bin tai-autonomics
+# The binary the black-box tests built (a separate `cargo build` would compile the dependency
+# graph again with the non-test feature set).
 tools/mcp-clients.sh target/debug/tai-autonomics

@@ -132,6 +132,23 @@ async fn pulling_app(
     .await
 }
 
+/// The shared emulator with a fresh topic and subscription, and the application pulling from it
+/// with `tenants` granted.
+async fn pulling(
+    what: &str,
+    tenants: &[&str],
+    adjust: impl FnOnce(&mut tai_autonomics::config::Settings),
+) -> (Emulator, String, TestApp) {
+    let emu = Emulator::at(emulator());
+    let (topic, sub) = names(what);
+    emu.create(&topic, &sub).await.unwrap();
+    let app = pulling_app(&emu.host, &topic, &sub, adjust).await;
+    for t in tenants {
+        grant(&app, t).await;
+    }
+    (emu, topic, app)
+}
+
 /// Every receipt of `tenant`'s chain (one page).
 async fn receipts(app: &TestApp, tenant: &str) -> Vec<Value> {
     let (status, page) = app
@@ -180,14 +197,8 @@ async fn pubsub_ready(app: &TestApp) -> String {
 
 #[actix_web::test]
 async fn pulled_signals_drive_the_governors_and_each_message_is_acked_once_after_its_receipt() {
-    let emu = Emulator::at(emulator());
-    let (topic, sub) = names("pull");
-    emu.create(&topic, &sub).await.unwrap();
-    let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
     let tenants = ["pull-a", "pull-b", "pull-c"];
-    for t in tenants {
-        grant(&app, t).await;
-    }
+    let (emu, topic, app) = pulling("pull", &tenants, |_| {}).await;
     let mut messages = Vec::new();
     for i in 0..20 {
         for t in tenants {
@@ -230,11 +241,7 @@ async fn pulled_signals_drive_the_governors_and_each_message_is_acked_once_after
 
 #[actix_web::test]
 async fn malformed_messages_are_nacked_and_counted_and_the_consumer_keeps_going() {
-    let emu = Emulator::at(emulator());
-    let (topic, sub) = names("malformed");
-    emu.create(&topic, &sub).await.unwrap();
-    let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
-    grant(&app, "bad-input").await;
+    let (emu, topic, app) = pulling("malformed", &["bad-input"], |_| {}).await;
     let ids = emu
         .publish(
             &topic,
@@ -292,11 +299,7 @@ async fn malformed_messages_are_nacked_and_counted_and_the_consumer_keeps_going(
 
 #[actix_web::test]
 async fn a_message_nacked_on_a_transient_failure_is_redelivered_and_makes_one_receipt() {
-    let emu = Emulator::at(emulator());
-    let (topic, sub) = names("nack");
-    emu.create(&topic, &sub).await.unwrap();
-    let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
-    grant(&app, "nacked").await;
+    let (emu, topic, app) = pulling("nack", &["nacked"], |_| {}).await;
     // The ledger refuses every commit for a while: the decision cannot become durable, the
     // message is nacked, and Pub/Sub delivers it again until it can.
     app.state
@@ -330,19 +333,15 @@ async fn a_message_nacked_on_a_transient_failure_is_redelivered_and_makes_one_re
 
 #[actix_web::test]
 async fn a_redelivery_after_the_lease_ran_out_gets_the_first_receipt_and_makes_no_second() {
-    let emu = Emulator::at(emulator());
-    let (topic, sub) = names("lease");
-    emu.create(&topic, &sub).await.unwrap();
     // The consumer stops extending a lease after 1 s and asks for 10 s at a time, so a message
     // whose decision takes 12 s is delivered a second time while the first is still running:
     // the first ack is as good as lost.
-    let app = pulling_app(&emu.host, &topic, &sub, |s| {
+    let (emu, topic, app) = pulling("lease", &["late-ack"], |s| {
         s.pubsub.lease_extension_secs = 10;
         s.pubsub.max_lease_secs = 1;
         s.governance.decision_timeout_ms = 30_000;
     })
     .await;
-    grant(&app, "late-ack").await;
     app.state
         .tree
         .ledger
@@ -784,11 +783,7 @@ async fn push_keys_can_come_from_a_jwks_url() {
 
 #[actix_web::test]
 async fn a_crashed_consumer_is_restarted_by_its_supervisor_and_keeps_consuming() {
-    let emu = Emulator::at(emulator());
-    let (topic, sub) = names("crash");
-    emu.create(&topic, &sub).await.unwrap();
-    let app = pulling_app(&emu.host, &topic, &sub, |s| s.chaos.enabled = true).await;
-    grant(&app, "crashy").await;
+    let (emu, topic, app) = pulling("crash", &["crashy"], |s| s.chaos.enabled = true).await;
     let first = emu
         .publish(&topic, &[(signal_data("crashy", 10.0), None)])
         .await;

@@ -155,6 +155,35 @@ async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value 
     if let Err(e) = allowed {
         return failure(&format!("forbidden: {e}"));
     }
+    // A tenant acting for itself passes its gates first (entitlement, tool, preconditions);
+    // a refusal is recorded in its chain. Operators and admins are not held back by a
+    // tenant's entitlement (they suspend, resume and audit it), their calls record the gates.
+    if let (Caller::Tenant(_), Some(t)) = (caller, tenant.as_ref().filter(|_| def.tenant_scoped()))
+    {
+        let entitlement = match ops.intake.entitlement(t).await {
+            Ok(e) => e,
+            Err(e) => return failure(&api(e)),
+        };
+        if let Some(ent) = entitlement {
+            let gate = gates::evaluate(
+                Some(&ent),
+                &crate::clock::now_rfc3339(),
+                def.gate_tool(args),
+                args,
+            );
+            if let Some(reason) = gate.refusal {
+                let draft =
+                    ReceiptDraft::new(t.as_str(), ReceiptType::Refusal, "mcp_tool_refused", reason)
+                        .metadata(json!({"tool": def.name, "gates": gate.gates}));
+                if let Err(e) = ops.ledger.append_one(NewReceipt::new(draft)).await {
+                    return failure(&format!(
+                        "unavailable: the refusal could not be recorded ({e}); retry"
+                    ));
+                }
+                return failure(&format!("refused by the gates: {reason} ({})", gate.gates));
+            }
+        }
+    }
     let outcome = run(ops, def.name, args, tenant.as_ref()).await;
     let Some(tenant) = tenant.filter(|_| def.tenant_scoped()) else {
         return match outcome {
@@ -173,7 +202,12 @@ async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value 
         }
         Err(e) => return failure(&api(e)),
     };
-    let gate = gates::evaluate(Some(&entitlement), &crate::clock::now_rfc3339(), None, args);
+    let gate = gates::evaluate(
+        Some(&entitlement),
+        &crate::clock::now_rfc3339(),
+        def.gate_tool(args),
+        args,
+    );
     let mut metadata = json!({"tool": def.name, "gates": gate.gates, "outcome": if outcome.is_ok() { "ok" } else { "error" }});
     if def.name == "taiea.governor.signal" || def.name == "taiea.entitlement.apply_event" {
         metadata["arguments"] = args.clone();

@@ -52,6 +52,19 @@ impl ToolDef {
         })
     }
 
+    /// The SKU tool a tenant must be entitled to for this call (SPEC §5 gates): the audit log is
+    /// the enterprise `audit_log` tool; verifying one receipt is `receipts_verify`; the others
+    /// need only an active entitlement.
+    pub fn gate_tool(&self, args: &Value) -> Option<&'static str> {
+        match self.name {
+            "taiea.audit.log" => Some("audit_log"),
+            "taiea.receipts.verify_chain" if args.get("receipt_id").is_some() => {
+                Some("receipts_verify")
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the tool acts on one tenant (its calls leave a `tool_call` receipt there).
     pub fn tenant_scoped(&self) -> bool {
         matches!(self.access, Access::TenantRead | Access::TenantAct)

@@ -409,6 +409,11 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
         .call("taiea.governor.state", json!({"tenant_id": "tenant-a"}))
         .await;
     assert_eq!(structured(&own)["tenant_id"], "tenant-a");
+    // The tenant's own gates: the audit log is an enterprise tool, tenant-a has the base SKU.
+    let gated = a
+        .call("taiea.audit.log", json!({"tenant_id": "tenant-a"}))
+        .await;
+    assert!(error_text(&gated).contains("tool_not_entitled"), "{gated}");
     for (tool, args) in [
         ("taiea.governor.state", json!({"tenant_id": "tenant-b"})),
         (
@@ -437,6 +442,34 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
         .await
         .unwrap();
     assert_eq!(b["head_seq"], 1, "{b}");
+    // Tenant A's chain records the call and the gate refusal; an admin may read it.
+    let a_chain: Value = app
+        .client
+        .get(app.url("/v1/tenants/tenant-a/receipts"))
+        .insert_header(("authorization", "Bearer admin-secret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = a_chain["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.ends_with(&["mcp_tool_call", "mcp_tool_refused"]),
+        "{events:?}"
+    );
+    let refusal = a_chain["receipts"].as_array().unwrap().last().unwrap();
+    assert_eq!(refusal["metadata"]["gates"]["tool"], "refuse");
+    let mut admin = Legacy::open(&app, Some("admin-secret")).await;
+    let audit = admin
+        .call("taiea.audit.log", json!({"tenant_id": "tenant-a"}))
+        .await;
+    assert_eq!(structured(&audit)["tenant_id"], "tenant-a");
     // DNS rebinding: a foreign Origin or Host is 403.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}});
     let (status, _) = rpc(

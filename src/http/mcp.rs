@@ -39,9 +39,12 @@ pub async fn endpoint(
     Ok(out.streaming(body.into_data_stream()))
 }
 
-/// `GET /mcp/tools`: the registry's tools, as `tools/list` returns them.
-pub async fn tools(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let _ = caller;
+/// `GET /mcp/tools`: the registry's tools, as `tools/list` returns them. Any valid token may
+/// read the list (the extractor answers 401 otherwise).
+pub async fn tools(
+    state: web::Data<AppState>,
+    _authenticated: Caller,
+) -> Result<HttpResponse, ApiError> {
     let tools = state.tree.mcp.call(ListTools).await.map_err(|e| {
         ApiError::new(
             ErrorCode::ActorRestarting,

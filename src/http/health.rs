@@ -25,30 +25,26 @@ struct HealthBody {
     checks: Checks,
 }
 
-/// `ok` when the root supervisor runs every child it has.
-async fn supervision_check(state: &AppState) -> &'static str {
-    match actix_web::rt::time::timeout(Duration::from_secs(1), state.tree.root.count_children())
-        .await
-    {
+/// `ok` when `root` runs every child it has (also the MCP health tool's check).
+pub async fn supervision_status(root: &supervisors::SupervisorRef) -> &'static str {
+    match actix_web::rt::time::timeout(Duration::from_secs(1), root.count_children()).await {
         Ok(Ok(c)) if c.active == c.specs => "ok",
         _ => "error",
     }
 }
 
-/// `ok` when the ledger backend answers.
-async fn ledger_check(state: &AppState) -> &'static str {
+/// `ok` when the ledger backend answers (also the MCP health tool's check).
+pub async fn ledger_status(ledger: &crate::receipts::writer::LedgerHandle) -> &'static str {
     use crate::receipts::LedgerStore;
-    match actix_web::rt::time::timeout(Duration::from_secs(1), state.tree.ledger.store().ping())
-        .await
-    {
+    match actix_web::rt::time::timeout(Duration::from_secs(1), ledger.store().ping()).await {
         Ok(Ok(())) => "ok",
         _ => "error",
     }
 }
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let supervision = supervision_check(&state).await;
-    let ledger = ledger_check(&state).await;
+    let supervision = supervision_status(&state.tree.root).await;
+    let ledger = ledger_status(&state.tree.ledger).await;
     let draining = state.is_draining();
     let ok = supervision == "ok" && ledger == "ok" && !draining;
     let body = HealthBody {
@@ -77,8 +73,8 @@ pub async fn live() -> HttpResponse {
 }
 
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let supervision = supervision_check(&state).await;
-    let ledger = ledger_check(&state).await;
+    let supervision = supervision_status(&state.tree.root).await;
+    let ledger = ledger_status(&state.tree.ledger).await;
     let draining = state.is_draining();
     let ok = supervision == "ok" && ledger == "ok" && !draining;
     let body = serde_json::json!({

@@ -398,15 +398,10 @@ async fn run(
 
 /// The `/health` body's essentials.
 async fn health(ops: &Ops) -> Value {
-    let ledger = match actix_web::rt::time::timeout(ASK, ops.ledger.store().ping()).await {
-        Ok(Ok(())) => "ok",
-        _ => "error",
-    };
+    use crate::http::health::{ledger_status, supervision_status};
+    let ledger = ledger_status(&ops.ledger).await;
     let supervision = match ops.root.get() {
-        Some(root) => match actix_web::rt::time::timeout(ASK, root.count_children()).await {
-            Ok(Ok(c)) if c.active == c.specs => "ok",
-            _ => "error",
-        },
+        Some(root) => supervision_status(root).await,
         None => "starting",
     };
     let ok = ledger == "ok" && supervision == "ok";

@@ -90,6 +90,19 @@ impl<'a> Legacy<'a> {
     }
 }
 
+/// GET with the admin token of the bearer-mode test → the JSON body.
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    app.client
+        .get(app.url(path))
+        .insert_header(("authorization", "Bearer admin-secret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn structured(result: &Value) -> &Value {
     assert_eq!(result["isError"], false, "{result}");
     // The text copy says the same.
@@ -431,28 +444,10 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
         assert!(error_text(&r).starts_with("forbidden"), "{tool}: {r}");
     }
     // Tenant B's chain did not move.
-    let b: Value = app
-        .client
-        .get(app.url("/v1/tenants/tenant-b/receipts"))
-        .insert_header(("authorization", "Bearer admin-secret"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b = admin_get(&app, "/v1/tenants/tenant-b/receipts").await;
     assert_eq!(b["head_seq"], 1, "{b}");
     // Tenant A's chain records the call and the gate refusal; an admin may read it.
-    let a_chain: Value = app
-        .client
-        .get(app.url("/v1/tenants/tenant-a/receipts"))
-        .insert_header(("authorization", "Bearer admin-secret"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a_chain = admin_get(&app, "/v1/tenants/tenant-a/receipts").await;
     let events: Vec<&str> = a_chain["receipts"]
         .as_array()
         .unwrap()
@@ -472,36 +467,15 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
     assert_eq!(structured(&audit)["tenant_id"], "tenant-a");
     // DNS rebinding: a foreign Origin or Host is 403.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}});
-    let (status, _) = rpc(
-        &app,
-        &[
-            ("authorization", "Bearer admin-secret"),
-            ("origin", "http://evil.example"),
-        ],
-        init.clone(),
-    )
-    .await;
-    assert_eq!(status, 403);
-    let (status, _) = rpc(
-        &app,
-        &[
-            ("authorization", "Bearer admin-secret"),
-            ("origin", "http://localhost:3000"),
-        ],
-        init.clone(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, _) = rpc(
-        &app,
-        &[
-            ("authorization", "Bearer admin-secret"),
-            ("host", "evil.example"),
-        ],
-        init,
-    )
-    .await;
-    assert_eq!(status, 403);
+    for (header, value, want) in [
+        ("origin", "http://evil.example", 403),
+        ("origin", "http://localhost:3000", 200),
+        ("host", "evil.example", 403),
+    ] {
+        let headers = [("authorization", "Bearer admin-secret"), (header, value)];
+        let (status, _) = rpc(&app, &headers, init.clone()).await;
+        assert_eq!(status, want, "{header}: {value}");
+    }
 }
 
 #[actix_web::test]

@@ -97,6 +97,11 @@ impl Verifier {
         }
     }
 
+    /// Whether a break was found.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
     /// Receipts verified so far.
     pub fn checked(&self) -> u64 {
         self.checked

@@ -183,17 +183,17 @@ pub fn write_number(out: &mut String, v: f64) {
         write_u64(out, a as u64);
         return;
     }
-    if (1e-6..1e21).contains(&a) {
-        // In this range ECMAScript writes plain decimal notation with the shortest digits that
-        // round-trip, which is exactly what Rust's `Display` writes.
-        let _ = write!(out, "{a}");
+    // zmij writes the shortest digits that round-trip, in plain decimal notation for a range
+    // inside ECMAScript's (1e-6 ≤ a < 1e21), where the two texts agree once a trailing ".0"
+    // is dropped, and as `d.ddde±x` elsewhere.
+    let mut buf = zmij::Buffer::new();
+    let text = buf.format_finite(a);
+    let Some((mantissa, exp)) = text.split_once('e') else {
+        out.push_str(text.strip_suffix(".0").unwrap_or(text));
         return;
-    }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as `d.ddde±x`.
-    let sci = format!("{:e}", v.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    };
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let exp: i32 = exp.parse().unwrap_or(0);
+    let exp: i32 = exp.trim_start_matches('+').parse().unwrap_or(0);
     let k = digits.len() as i32;
     let n = exp + 1; // position of the decimal point relative to the digits
     if k <= n && n <= 21 {
@@ -249,10 +249,86 @@ mod tests {
             (1769437845123.0, "1769437845123"),
             (4.5e-5, "0.000045"),
             (1.25e22, "1.25e+22"),
+            // Two shortest candidates equally near: the even one (V8 agrees).
+            (1.658_206_780_088_562_3e15, "1658206780088562.2"),
         ];
         for (v, want) in cases {
             assert_eq!(num(*v), *want, "{v:e}");
         }
+    }
+
+    /// ECMAScript's layout of the shortest round-trip digits, from Rust's `{:e}` (independent
+    /// of the float printer `write_number` uses).
+    fn reference(v: f64) -> String {
+        if v == 0.0 {
+            return "0".into();
+        }
+        let sci = format!("{:e}", v.abs());
+        let (mantissa, exp) = sci.split_once('e').unwrap();
+        let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+        let (k, n) = (digits.len() as i32, exp.parse::<i32>().unwrap() + 1);
+        let body = if k <= n && n <= 21 {
+            format!("{digits}{}", "0".repeat((n - k) as usize))
+        } else if 0 < n && n <= 21 {
+            format!("{}.{}", &digits[..n as usize], &digits[n as usize..])
+        } else if -6 < n && n <= 0 {
+            format!("0.{}{digits}", "0".repeat((-n) as usize))
+        } else {
+            let frac = if k > 1 {
+                format!(".{}", &digits[1..])
+            } else {
+                String::new()
+            };
+            let e = n - 1;
+            format!(
+                "{}{frac}e{}{}",
+                &digits[..1],
+                if e >= 0 { '+' } else { '-' },
+                e.abs()
+            )
+        };
+        if v < 0.0 {
+            format!("-{body}")
+        } else {
+            body
+        }
+    }
+
+    #[test]
+    fn numbers_agree_with_the_reference_layout_over_many_doubles() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let (mut checked, mut ties) = (0, 0);
+        while checked < 200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Random bit patterns cover every exponent; every tenth is a short decimal value.
+            let v = if checked % 10 == 0 {
+                (x % 10_000_000) as f64 / [1.0, 10.0, 1e3, 1e7, 1e-3][(x % 5) as usize]
+            } else {
+                f64::from_bits(x)
+            };
+            if v.is_finite() {
+                let (ours, theirs) = (num(v), reference(v));
+                if ours != theirs {
+                    // Two shortest candidates equally near: ECMAScript (and RFC 8785) take the
+                    // even one, where Rust's printer may take the other.
+                    assert_eq!(ours.len(), theirs.len(), "{v:e}: {ours} vs {theirs}");
+                    assert_eq!(ours.parse::<f64>().unwrap(), v, "{v:e}: {ours}");
+                    let last = |s: &str| {
+                        let mantissa = s.split('e').next().unwrap_or(s);
+                        mantissa.bytes().rfind(|b| b.is_ascii_digit() && *b != b'0')
+                    };
+                    assert!(
+                        last(&ours).is_some_and(|d| d % 2 == 0),
+                        "{v:e}: {ours} vs {theirs}"
+                    );
+                    ties += 1;
+                }
+                checked += 1;
+            }
+        }
+        assert!(ties < checked / 1000, "{ties} ties in {checked}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod writer;
 
 pub use chain::{Break, Verifier, VerifyReport};
 pub use receipt::{Receipt, ReceiptDraft, ReceiptType, GENESIS_HASH};
-pub use store::{AppendItem, Head, LedgerStore, StoreError};
+pub use store::{AppendItem, Head, LedgerStore, PageRead, StoreError};
 
 use serde_json::Value;
 
@@ -59,6 +59,15 @@ impl LedgerStore for AnyStore {
     ) -> Result<Vec<Receipt>, StoreError> {
         each!(self, s => s.range(tenant, after_seq, limit).await)
     }
+    async fn verify_page(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+        verifier: Verifier,
+    ) -> Result<(Verifier, PageRead), StoreError> {
+        each!(self, s => s.verify_page(tenant, after_seq, limit, verifier).await)
+    }
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
         each!(self, s => s.get(receipt_id).await)
     }
@@ -94,20 +103,14 @@ pub async fn verify_chain<S: LedgerStore>(
     let mut v = Verifier::new(tenant);
     let mut after = 0;
     loop {
-        let rows = store.range(tenant, after, page).await?;
-        let Some(last) = rows.last().map(|r| r.seq) else {
+        let (next, read) = store.verify_page(tenant, after, page, v).await?;
+        v = next;
+        let Some(last) = read.last_seq else {
             break;
         };
-        let mut ok = true;
-        for r in &rows {
-            if !v.feed(r) {
-                ok = false;
-                break;
-            }
-        }
         after = last;
         progress(v.checked());
-        if !ok || rows.len() < page {
+        if v.is_broken() || read.rows < page {
             break;
         }
     }

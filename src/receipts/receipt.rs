@@ -67,6 +67,25 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// A receipt with every member empty, to be filled in place (a store's reading loop).
+    pub fn empty() -> Self {
+        Receipt {
+            receipt_id: String::new(),
+            tenant_id: String::new(),
+            seq: 0,
+            kind: ReceiptType::Transition,
+            event_type: String::new(),
+            state_from: None,
+            state_to: None,
+            reason: String::new(),
+            metadata: Value::Null,
+            node: String::new(),
+            timestamp: String::new(),
+            prev_hash: String::new(),
+            receipt_hash: String::new(),
+        }
+    }
+
     /// The RFC 8785 text of the receipt without `receipt_hash`: what the hash covers. Members
     /// are written in their sorted order directly (all names are ASCII, so byte order is UTF-16
     /// order).

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
+use super::chain::Verifier;
 use super::receipt::{Receipt, ReceiptType};
-use super::store::{AppendItem, Head, LedgerStore, StoreError};
+use super::store::{AppendItem, Head, LedgerStore, PageRead, StoreError};
 
 /// Schema migrations, applied in order; `schema_migrations` records the versions applied.
 const MIGRATIONS: &[(u32, &str)] = &[(
@@ -222,6 +223,59 @@ fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Receipt, S
     }))
 }
 
+/// Refills `r` from a row of `SELECT {COLUMNS}`, reusing its strings (a verifier reads a
+/// whole chain through one receipt).
+fn refill(row: &rusqlite::Row<'_>, r: &mut Receipt) -> Result<(), StoreError> {
+    fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<Option<&'a str>, StoreError> {
+        row.get_ref(i)
+            .map_err(unavailable)?
+            .as_str_or_null()
+            .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+    }
+    fn set(row: &rusqlite::Row<'_>, i: usize, dst: &mut String) -> Result<(), StoreError> {
+        dst.clear();
+        dst.push_str(text(row, i)?.unwrap_or_default());
+        Ok(())
+    }
+    fn set_opt(
+        row: &rusqlite::Row<'_>,
+        i: usize,
+        dst: &mut Option<String>,
+    ) -> Result<(), StoreError> {
+        match (text(row, i)?, dst) {
+            (None, d) => *d = None,
+            (Some(s), Some(d)) => {
+                d.clear();
+                d.push_str(s);
+            }
+            (Some(s), d) => *d = Some(s.to_owned()),
+        }
+        Ok(())
+    }
+    set(row, 0, &mut r.receipt_id)?;
+    set(row, 1, &mut r.tenant_id)?;
+    r.seq = row.get::<_, i64>(2).map_err(unavailable)? as u64;
+    let kind = text(row, 3)?.unwrap_or_default();
+    r.kind = ReceiptType::parse(kind).ok_or_else(|| {
+        StoreError::Corrupt(format!("receipt {}: unknown type {kind:?}", r.receipt_id))
+    })?;
+    set(row, 4, &mut r.event_type)?;
+    set_opt(row, 5, &mut r.state_from)?;
+    set_opt(row, 6, &mut r.state_to)?;
+    set(row, 7, &mut r.reason)?;
+    r.metadata = serde_json::from_str(text(row, 8)?.unwrap_or_default()).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "receipt {}: metadata is not JSON: {e}",
+            r.receipt_id
+        ))
+    })?;
+    set(row, 9, &mut r.node)?;
+    set(row, 10, &mut r.timestamp)?;
+    set(row, 11, &mut r.prev_hash)?;
+    set(row, 12, &mut r.receipt_hash)?;
+    Ok(())
+}
+
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -315,6 +369,34 @@ impl LedgerStore for SqliteStore {
             let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
             let rows = s.query_map(params![tenant, after_seq as i64, limit as i64], row_to_receipt).map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable).and_then(|x| x)).collect()
+        })
+        .await
+    }
+
+    async fn verify_page(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+        mut verifier: Verifier,
+    ) -> Result<(Verifier, PageRead), StoreError> {
+        // Verified where it is read: no page is collected, and one receipt's strings are reused
+        // for every row (allocation and freeing stay on the reading thread).
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
+            let mut rows = s.query(params![tenant, after_seq as i64, limit as i64]).map_err(unavailable)?;
+            let mut r = Receipt::empty();
+            let mut read = PageRead { rows: 0, last_seq: None };
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                refill(row, &mut r)?;
+                read.rows += 1;
+                read.last_seq = Some(r.seq);
+                if !verifier.feed(&r) {
+                    break;
+                }
+            }
+            Ok((verifier, read))
         })
         .await
     }

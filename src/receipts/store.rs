@@ -8,6 +8,7 @@
 
 use serde_json::Value;
 
+use super::chain::Verifier;
 use super::receipt::Receipt;
 
 /// One receipt to append, with what must be committed together with it.
@@ -28,6 +29,15 @@ impl AppendItem {
             entitlement: None,
         }
     }
+}
+
+/// What [`LedgerStore::verify_page`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRead {
+    /// Rows read (a short page ends the chain).
+    pub rows: usize,
+    /// The `seq` of the last row read.
+    pub last_seq: Option<u64>,
 }
 
 /// The last receipt of a chain.
@@ -71,6 +81,28 @@ pub trait LedgerStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Receipt>, StoreError>;
+    /// Feeds up to `limit` receipts of `tenant` with `seq > after_seq` to `verifier` in `seq`
+    /// order, stopping at the first break. Backends may verify where they read (SQLite does, on
+    /// its reading thread, without collecting the page).
+    async fn verify_page(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+        mut verifier: Verifier,
+    ) -> Result<(Verifier, PageRead), StoreError> {
+        let rows = self.range(tenant, after_seq, limit).await?;
+        let read = PageRead {
+            rows: rows.len(),
+            last_seq: rows.last().map(|r| r.seq),
+        };
+        for r in &rows {
+            if !verifier.feed(r) {
+                break;
+            }
+        }
+        Ok((verifier, read))
+    }
     /// One receipt by id.
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError>;
     /// The receipt a Pub/Sub message produced.

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use tai_autonomics::receipts::{
-    AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError, Verifier,
+    verify_chain, AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError, Verifier,
 };
 
 /// A chain of `n` receipts for `tenant` after `prev`, with metadata of every JSON shape.
@@ -176,4 +176,24 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     let h = store.head(&a).await.unwrap().unwrap();
     assert!(v.finish(Some((h.seq, &h.hash))).valid);
     assert_eq!(all.len(), 6);
+
+    // Verification where the store reads: pages of 4 and 2, then nothing; the same report.
+    let (v, first) = store
+        .verify_page(&a, 0, 4, Verifier::new(&a))
+        .await
+        .unwrap();
+    assert_eq!((first.rows, first.last_seq, v.checked()), (4, Some(4), 4));
+    let (v, second) = store.verify_page(&a, 4, 4, v).await.unwrap();
+    assert_eq!((second.rows, second.last_seq, v.checked()), (2, Some(6), 6));
+    let (v, rest) = store.verify_page(&a, 6, 4, v).await.unwrap();
+    assert_eq!((rest.rows, rest.last_seq), (0, None));
+    assert!(v.finish(Some((h.seq, &h.hash))).valid);
+    let report = verify_chain(store, &a, 4, |_| {}).await.unwrap();
+    assert!(report.valid && report.receipts_checked == 6, "{report:?}");
+    // A verifier that expects another tenant stops at the first row.
+    let (v, wrong) = store
+        .verify_page(&a, 0, 4, Verifier::new(&b))
+        .await
+        .unwrap();
+    assert!(v.is_broken() && wrong.rows == 1, "{wrong:?}");
 }

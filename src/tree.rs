@@ -5,7 +5,8 @@
 //! reverse: the Observer first (so it sees every later start), then the ledger's ReceiptWriter
 //! on an arbiter (thread) of its own, so commits never hold up HTTP workers, then the
 //! Entitlements actor (which appends through the writer), then `governance`: a dynamic
-//! supervisor of one Governor per tenant (transient, with backoff), spread over arbiters. Every supervision
+//! supervisor of one Governor per tenant (transient, with backoff), spread over arbiters, and the
+//! Hibernator that sends idle governors to sleep. Every supervision
 //! event is counted and logged (`telemetry::events`) and remembered by the Observer.
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use supervisors::{
 
 use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
-use crate::governor::{EntitlementUpdate, Executor, Governor, GovernorDeps};
+use crate::governor::{EntitlementUpdate, Executor, Governor, GovernorDeps, Hibernator};
 use crate::intake::Intake;
 use crate::mcp::registry::{McpRegistry, Ops};
 use crate::pubsub::consumer::{ConsumerConfig, PubsubConsumer};
@@ -164,6 +165,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
             },
         ));
 
+    let (sleeper, idle) = (
+        governors.clone(),
+        Duration::from_secs(settings.governance.idle_hibernate_secs),
+    );
+    let (hibernator_spec, _) =
+        ChildSpec::worker("hibernator", move || Hibernator::new(sleeper.clone(), idle));
+
     let intake = Intake::new(settings, governors.clone(), entitlements.clone())?;
 
     let pubsub_health = PubsubHealth::default();
@@ -227,6 +235,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 .mailbox(1024),
         )
         .child(governance_spec)
+        .child(
+            hibernator_spec
+                .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+                .mailbox(16),
+        )
         .child(
             mcp_spec
                 .shutdown(Shutdown::Timeout(Duration::from_secs(1)))

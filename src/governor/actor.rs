@@ -21,6 +21,7 @@ use super::machine::{
 };
 use crate::entitlements::gates;
 use crate::entitlements::Entitlement;
+use crate::receipts::receipt::digest_from_hex;
 use crate::receipts::writer::{LedgerError, LedgerHandle, NewReceipt};
 use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
 use crate::telemetry::events;
@@ -54,9 +55,11 @@ pub struct Governor {
     /// Shared by every governor (one pointer each, so a million governors stay small).
     deps: Arc<GovernorDeps>,
     machine: Machine,
-    entitlement: Option<Entitlement>,
+    /// Boxed: most of a governor's life it is only read, and a million governors stay small.
+    entitlement: Option<Box<Entitlement>>,
     head_seq: u64,
-    head_hash: String,
+    /// The head's `receipt_hash` as bytes (no heap string per governor); meaningless at seq 0.
+    head_hash: [u8; 32],
     timeout: Option<SpawnHandle>,
     last_activity: Instant,
     /// Whether this governor holds one of the global action slots.
@@ -123,7 +126,7 @@ impl Governor {
             deps,
             entitlement: None,
             head_seq: 0,
-            head_hash: String::new(),
+            head_hash: [0; 32],
             timeout: None,
             last_activity: Instant::now(),
             holds_action_slot: false,
@@ -135,8 +138,12 @@ impl Governor {
             tenant_id: self.tenant.clone(),
             state: self.machine.state,
             seq: self.head_seq,
-            head_hash: self.head_hash.clone(),
-            action_in_flight: self.machine.in_flight.clone(),
+            head_hash: if self.head_seq == 0 {
+                String::new()
+            } else {
+                crate::receipts::receipt::hex(&self.head_hash)
+            },
+            action_in_flight: self.machine.in_flight.as_deref().cloned(),
             postponed: self.machine.postponed.len(),
             entitlement_active: self.entitled(),
         }
@@ -150,7 +157,7 @@ impl Governor {
 
     fn facts(&self, action_id: String) -> Facts {
         let gates = gates::evaluate(
-            self.entitlement.as_ref(),
+            self.entitlement.as_deref(),
             &crate::clock::now_rfc3339(),
             None,
             &Value::Null,
@@ -220,7 +227,7 @@ impl Governor {
                     act.machine = next;
                     if let Some(last) = receipts.last() {
                         act.head_seq = last.seq;
-                        act.head_hash.clone_from(&last.receipt_hash);
+                        act.head_hash = digest_from_hex(&last.receipt_hash).unwrap_or_default();
                     }
                     for s in &step.receipts {
                         if matches!(s.event_type, "action_failed" | "action_timeout") {
@@ -409,38 +416,27 @@ async fn rebuild(
     ),
     StoreError,
 > {
-    let store = ledger.store();
-    let entitlement = match store.entitlement(tenant).await? {
-        Some(v) => serde_json::from_value(v).ok(),
-        None => None,
-    };
-    let Some(head) = store.head(tenant).await? else {
+    let snap = ledger.store().governor_snapshot(tenant).await?;
+    let entitlement = snap
+        .entitlement
+        .and_then(|v| serde_json::from_value(v).ok());
+    let Some(head) = snap.head else {
         return Ok((None, 0, String::new(), entitlement));
     };
-    let mut upto = head.seq;
-    while upto > 0 {
-        let from = upto.saturating_sub(200);
-        let page = store.range(tenant, from, (upto - from) as usize).await?;
-        for r in page.iter().rev() {
-            if r.kind == ReceiptType::Entitlement {
-                continue;
+    let state = snap.last_state.and_then(|r| {
+        let state = State::parse(r.state_to.as_deref()?)?;
+        let in_flight = (r.event_type == "action_started").then(|| {
+            let a = &r.metadata["action"];
+            InFlight {
+                action_id: a["action_id"].as_str().unwrap_or_default().to_owned(),
+                kind: a["type"].as_str().unwrap_or("scale_up").to_owned(),
+                return_to: State::Stable,
+                is_tool: false,
             }
-            if let Some(state) = r.state_to.as_deref().and_then(State::parse) {
-                let in_flight = (r.event_type == "action_started").then(|| {
-                    let a = &r.metadata["action"];
-                    InFlight {
-                        action_id: a["action_id"].as_str().unwrap_or_default().to_owned(),
-                        kind: a["type"].as_str().unwrap_or("scale_up").to_owned(),
-                        return_to: State::Stable,
-                        is_tool: false,
-                    }
-                });
-                return Ok((Some((state, in_flight)), head.seq, head.hash, entitlement));
-            }
-        }
-        upto = from;
-    }
-    Ok((None, head.seq, head.hash, entitlement))
+        });
+        Some((state, in_flight))
+    });
+    Ok((state, head.seq, head.hash, entitlement))
 }
 
 impl Actor for Governor {
@@ -452,10 +448,10 @@ impl Actor for Governor {
         // The mailbox waits until the state is rebuilt.
         ctx.wait(wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(|res, act, ctx| match res {
             Ok((state, seq, hash, entitlement)) => {
-                act.entitlement = entitlement;
+                act.entitlement = entitlement.map(Box::new);
                 act.set_thresholds();
                 act.head_seq = seq;
-                act.head_hash = hash;
+                act.head_hash = digest_from_hex(&hash).unwrap_or_default();
                 if let Some((state, in_flight)) = state {
                     act.machine.state = state;
                     if state == State::Intervening {
@@ -463,7 +459,7 @@ impl Actor for Governor {
                             // An action was in flight when the previous incarnation ended: it
                             // gets a fresh state timeout, and the eval executor completes it.
                             let id = f.action_id.clone();
-                            act.machine.in_flight = Some(f);
+                            act.machine.in_flight = Some(Box::new(f));
                             act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
                             if matches!(act.deps.executor, Executor::Eval) {
                                 ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
@@ -478,20 +474,30 @@ impl Actor for Governor {
                 supervisors::exit::<Self>(ctx, supervisors::ExitReason::Error(format!("rebuild failed: {e}")));
             }
         }));
-        let period = (self.deps.idle_hibernate / 2).max(Duration::from_millis(50));
-        ctx.run_interval(period, |act, ctx| {
-            if act.machine.in_flight.is_none()
-                && act.last_activity.elapsed() >= act.deps.idle_hibernate
-            {
-                tracing::debug!(tenant = %act.tenant, "governor idle: hibernating");
-                ctx.stop();
-            }
-        });
+        // Idleness is checked when the service's one Hibernator asks (no timer per governor).
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.release_slot();
         events::governor_state_moved(self.machine.state.as_str(), "");
+    }
+}
+
+/// Asks a governor to hibernate (stop normally) if it has been idle for `idle_hibernate` with
+/// nothing in flight; a busy governor ignores it. Sent by the [`super::Hibernator`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hibernate;
+
+impl Handler<Hibernate> for Governor {
+    type Result = ();
+    fn handle(&mut self, _: Hibernate, ctx: &mut Context<Self>) {
+        if self.machine.in_flight.is_none()
+            && self.last_activity.elapsed() >= self.deps.idle_hibernate
+        {
+            tracing::debug!(tenant = %self.tenant, "governor idle: hibernating");
+            ctx.stop();
+        }
     }
 }
 
@@ -571,7 +577,7 @@ impl Governor {
                         }
                         if let Some(last) = receipts.last() {
                             act.head_seq = last.seq;
-                            act.head_hash.clone_from(&last.receipt_hash);
+                            act.head_hash = digest_from_hex(&last.receipt_hash).unwrap_or_default();
                         }
                         Ok(Outcome {
                             state: from,
@@ -613,7 +619,12 @@ impl Handler<CallTool> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
         let now = crate::clock::now_rfc3339();
-        let g = gates::evaluate(self.entitlement.as_ref(), &now, Some(&msg.tool), &msg.args);
+        let g = gates::evaluate(
+            self.entitlement.as_deref(),
+            &now,
+            Some(&msg.tool),
+            &msg.args,
+        );
         let input = Input::ToolCall {
             tool: msg.tool.clone(),
             args: msg.args.clone(),
@@ -685,7 +696,7 @@ impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
         let was = self.entitled();
-        self.entitlement = Some(msg.0);
+        self.entitlement = Some(Box::new(msg.0));
         self.set_thresholds();
         let now = self.entitled();
         if was == now || self.machine.state == State::Boot {

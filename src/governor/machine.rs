@@ -87,7 +87,8 @@ pub struct InFlight {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     pub state: State,
-    pub in_flight: Option<InFlight>,
+    /// Boxed: a governor with nothing in flight (nearly all of them) keeps one pointer.
+    pub in_flight: Option<Box<InFlight>>,
     pub postponed: VecDeque<Signal>,
     pub postpone_capacity: usize,
     pub thresholds: Thresholds,
@@ -341,12 +342,12 @@ impl Machine {
                         }
                         None => {
                             let action_id = facts.new_action_id.clone();
-                            next.in_flight = Some(InFlight {
+                            next.in_flight = Some(Box::new(InFlight {
                                 action_id: action_id.clone(),
                                 kind: tool.clone(),
                                 return_to: from,
                                 is_tool: true,
-                            });
+                            }));
                             next.state = State::Intervening;
                             effects.push(Effect::RunTool {
                                 action_id,
@@ -560,12 +561,12 @@ impl Machine {
         if v >= t.action {
             let action_id = facts.new_action_id.clone();
             let params = json!({"metric": sig.metric, "value": v});
-            self.in_flight = Some(InFlight {
+            self.in_flight = Some(Box::new(InFlight {
                 action_id: action_id.clone(),
                 kind: "scale_up".into(),
                 return_to: State::Stable,
                 is_tool: false,
-            });
+            }));
             self.state = State::Intervening;
             receipts.push(spec(ReceiptType::Action, "action_started", from, State::Intervening, format!("value {} >= action threshold {}", fmt_num(v), fmt_num(t.action)), json!({"input": input, "thresholds": thresholds, "action": {"action_id": action_id, "type": "scale_up", "params": params}, "gates": facts.gates})));
             effects.push(Effect::StartAction {
@@ -697,12 +698,12 @@ mod tests {
         let mut m = Machine::new(Thresholds::default(), 2);
         m.state = state;
         if state == State::Intervening {
-            m.in_flight = Some(InFlight {
+            m.in_flight = Some(Box::new(InFlight {
                 action_id: "act-0".into(),
                 kind: "scale_up".into(),
                 return_to: State::Stable,
                 is_tool: false,
-            });
+            }));
         }
         m
     }

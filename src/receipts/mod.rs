@@ -18,7 +18,7 @@ pub mod writer;
 
 pub use chain::{Break, Verifier, VerifyReport};
 pub use receipt::{Receipt, ReceiptDraft, ReceiptType, GENESIS_HASH};
-pub use store::{AppendItem, Head, LedgerStore, PageRead, StoreError};
+pub use store::{AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError};
 
 use serde_json::Value;
 
@@ -67,6 +67,9 @@ impl LedgerStore for AnyStore {
         verifier: Verifier,
     ) -> Result<(Verifier, PageRead), StoreError> {
         each!(self, s => s.verify_page(tenant, after_seq, limit, verifier).await)
+    }
+    async fn governor_snapshot(&self, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+        each!(self, s => s.governor_snapshot(tenant).await)
     }
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
         each!(self, s => s.get(receipt_id).await)

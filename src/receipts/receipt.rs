@@ -156,6 +156,20 @@ impl Receipt {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The 32 bytes of a lowercase (or uppercase) hex SHA-256; `None` for anything else.
+pub fn digest_from_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -294,6 +308,23 @@ mod tests {
                 .get_version_num(),
             7
         );
+    }
+
+    #[test]
+    fn hex_digests_round_trip_and_reject_anything_else() {
+        let d: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        assert_eq!(digest_from_hex(&hex(&d)), Some(d));
+        assert_eq!(digest_from_hex(&hex(&d).to_uppercase()), Some(d));
+        for bad in [
+            "",
+            "00",
+            &"0".repeat(63),
+            &"0".repeat(65),
+            &"g".repeat(64),
+            &"é".repeat(32),
+        ] {
+            assert_eq!(digest_from_hex(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

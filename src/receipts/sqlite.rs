@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::chain::Verifier;
 use super::receipt::{Receipt, ReceiptType};
-use super::store::{AppendItem, Head, LedgerStore, PageRead, StoreError};
+use super::store::{AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError};
 
 /// Schema migrations, applied in order; `schema_migrations` records the versions applied.
 const MIGRATIONS: &[(u32, &str)] = &[(
@@ -62,6 +62,18 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    snapshots: Mutex<SnapshotQueue>,
+}
+
+type SnapshotReply = tokio::sync::oneshot::Sender<Result<GovernorSnapshot, StoreError>>;
+
+/// Governor snapshots asked for and not yet read. One blocking task at a time drains the queue
+/// on one read connection, so a burst of governor starts costs a few index look-ups each, not
+/// a blocking-pool hop (and a thread) each.
+#[derive(Default)]
+struct SnapshotQueue {
+    waiting: Vec<(String, SnapshotReply)>,
+    draining: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -75,6 +87,13 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "busy_timeout", 5000)?;
     // 64 MiB of page cache: the chain indexes' hot pages stay in memory between commits.
     conn.pragma_update(None, "cache_size", -65536)?;
+    // A cached statement keeps its plan whatever is bound to it: without this, SQLite re-plans
+    // a statement at each new binding of a parameter the planner looked at (the tenant id, a
+    // LIMIT), and a governor start or a page read paid for parsing its SQL again.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
@@ -98,6 +117,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
+            snapshots: Mutex::new(SnapshotQueue::default()),
         });
         spawn_checkpointer(Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
@@ -144,6 +164,101 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+}
+
+/// Answers queued governor snapshots until the queue is empty (run in the blocking pool).
+fn drain_snapshots(inner: &Inner) {
+    /// A panic drops the waiting callers (who get an error) and lets the next caller start a
+    /// new drain.
+    struct Done<'a>(&'a Inner);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let mut q = self.0.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+                q.waiting.clear();
+                q.draining = false;
+            }
+        }
+    }
+    let conn = inner
+        .readers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .map_or_else(|| open(&inner.path), Ok);
+    let done = Done(inner);
+    loop {
+        let batch = {
+            let mut q = inner.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            if q.waiting.is_empty() {
+                // Still under the lock: a caller that queues after this sees `draining`
+                // false and starts the next drain.
+                q.draining = false;
+                break;
+            }
+            std::mem::take(&mut q.waiting)
+        };
+        // One read transaction for the batch: its look-ups share one WAL snapshot and lock.
+        let txn = conn.as_ref().map(|c| c.execute_batch("BEGIN"));
+        for (tenant, reply) in batch {
+            let answer = match &conn {
+                Ok(c) => snapshot(c, &tenant),
+                Err(e) => Err(unavailable(e)),
+            };
+            let _ = reply.send(answer);
+        }
+        if let (Ok(c), Ok(Ok(()))) = (&conn, txn) {
+            let _ = c.execute_batch("COMMIT");
+        }
+    }
+    drop(done);
+    if let Ok(c) = conn {
+        let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 8 {
+            pool.push(c);
+        }
+    }
+}
+
+/// One tenant's governor snapshot: two index look-ups, and a third for a tenant with a chain.
+fn snapshot(c: &Connection, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+    let record: Option<String> = c
+        .prepare_cached("SELECT record FROM entitlements WHERE tenant_id = ?1")
+        .and_then(|mut s| s.query_row(params![tenant], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    let entitlement = record
+        .map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}")))
+        })
+        .transpose()?;
+    let head = c
+        .prepare_cached(
+            "SELECT seq, receipt_hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![tenant], |r| {
+                Ok(Head {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    hash: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(unavailable)?;
+    let last_state = match head {
+        None => None,
+        Some(_) => c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND type != 'entitlement' AND state_to IS NOT NULL ORDER BY seq DESC LIMIT 1"))
+            .and_then(|mut s| s.query_row(params![tenant], row_to_receipt).optional())
+            .map_err(unavailable)?
+            .transpose()?,
+    };
+    Ok(GovernorSnapshot {
+        entitlement,
+        head,
+        last_state,
+    })
 }
 
 /// Checkpoints the WAL every 100 ms while the store lives (the thread ends with it).
@@ -399,6 +514,27 @@ impl LedgerStore for SqliteStore {
             Ok((verifier, read))
         })
         .await
+    }
+
+    async fn governor_snapshot(&self, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self
+                .inner
+                .snapshots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            q.waiting.push((tenant.to_owned(), tx));
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            let inner = self.inner.clone();
+            drop(actix_web::rt::task::spawn_blocking(move || {
+                drain_snapshots(&inner)
+            }));
+        }
+        rx.await
+            .map_err(|_| unavailable("the snapshot reader stopped before answering"))?
     }
 
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {

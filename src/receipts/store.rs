@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use super::chain::Verifier;
-use super::receipt::Receipt;
+use super::receipt::{Receipt, ReceiptType};
 
 /// One receipt to append, with what must be committed together with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +38,20 @@ pub struct PageRead {
     pub rows: usize,
     /// The `seq` of the last row read.
     pub last_seq: Option<u64>,
+}
+
+/// What a governor rebuilds from: the tenant's entitlement record, its chain head, and the last
+/// receipt that records a governor state (`state_to` set, not an entitlement receipt).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GovernorSnapshot {
+    pub entitlement: Option<Value>,
+    pub head: Option<Head>,
+    pub last_state: Option<Receipt>,
+}
+
+/// Whether `r` records a governor state (what [`GovernorSnapshot::last_state`] looks for).
+pub fn records_state(r: &Receipt) -> bool {
+    r.kind != ReceiptType::Entitlement && r.state_to.is_some()
 }
 
 /// The last receipt of a chain.
@@ -102,6 +116,31 @@ pub trait LedgerStore {
             }
         }
         Ok((verifier, read))
+    }
+    /// Everything a starting governor reads, in one call (SQLite answers many concurrent
+    /// starts with one pass over its read connection).
+    async fn governor_snapshot(&self, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+        let entitlement = self.entitlement(tenant).await?;
+        let Some(head) = self.head(tenant).await? else {
+            return Ok(GovernorSnapshot {
+                entitlement,
+                ..Default::default()
+            });
+        };
+        // Walk back a page at a time: the state-bearing receipt is almost always the last.
+        let mut upto = head.seq;
+        let mut last_state = None;
+        while upto > 0 && last_state.is_none() {
+            let from = upto.saturating_sub(200);
+            let page = self.range(tenant, from, (upto - from) as usize).await?;
+            last_state = page.into_iter().rev().find(records_state);
+            upto = from;
+        }
+        Ok(GovernorSnapshot {
+            entitlement,
+            head: Some(head),
+            last_state,
+        })
     }
     /// One receipt by id.
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError>;

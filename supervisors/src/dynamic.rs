@@ -91,6 +91,14 @@ impl<K: Key, A: Actor> Registry<K, A> {
             .collect()
     }
 
+    fn for_each(&self, mut f: impl FnMut(&K, &ChildRef<A>)) {
+        for s in &self.shards {
+            for (k, v) in s.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                f(k, v);
+            }
+        }
+    }
+
     fn collect(&self, limit: usize) -> Vec<(K, ChildRef<A>)> {
         let mut out = Vec::new();
         for s in &self.shards {
@@ -695,6 +703,13 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicRef<K, A> {
     /// `true` when there are no children.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Calls `f` with every known key and handle, one registry shard at a time (each shard is
+    /// read-locked while `f` runs on its entries, so `f` must not start or stop children; a
+    /// `try_tell` is fine). Nothing is collected, whatever the number of children.
+    pub fn for_each(&self, f: impl FnMut(&K, &ChildRef<A>)) {
+        self.registry.for_each(f)
     }
 
     /// Up to `limit` keys with their handles, in no particular order.

@@ -33,6 +33,16 @@ async fn children_are_started_looked_up_and_terminated_by_key() {
     assert_eq!(again.send(Ping).await, Ok(1), "already started: same child");
     d.get_or_start("b".to_owned()).await.unwrap();
     assert_eq!(d.len(), 2);
+    let mut seen = Vec::new();
+    d.for_each(|k, c| seen.push((k.clone(), c.state())));
+    seen.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), ChildState::Running),
+            ("b".to_owned(), ChildState::Running)
+        ]
+    );
     assert_eq!(d.count_children().await.unwrap().active, 2);
     assert!(d.terminate_child("a".to_owned()).await.unwrap());
     wait_until("a gone", T, || {

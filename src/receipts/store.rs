@@ -34,9 +34,9 @@ impl AppendItem {
 /// What [`LedgerStore::verify_page`] read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRead {
-    /// Rows read (a short page ends the chain).
+    /// Rows fed to the verifier: a break ends the page there, and a short page ends the chain.
     pub rows: usize,
-    /// The `seq` of the last row read.
+    /// The `seq` of the last row fed.
     pub last_seq: Option<u64>,
 }
 
@@ -106,11 +106,13 @@ pub trait LedgerStore {
         mut verifier: Verifier,
     ) -> Result<(Verifier, PageRead), StoreError> {
         let rows = self.range(tenant, after_seq, limit).await?;
-        let read = PageRead {
-            rows: rows.len(),
-            last_seq: rows.last().map(|r| r.seq),
+        let mut read = PageRead {
+            rows: 0,
+            last_seq: None,
         };
         for r in &rows {
+            read.rows += 1;
+            read.last_seq = Some(r.seq);
             if !verifier.feed(r) {
                 break;
             }

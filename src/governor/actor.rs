@@ -416,7 +416,10 @@ async fn rebuild(
     ),
     StoreError,
 > {
-    let snap = ledger.store().governor_snapshot(tenant).await?;
+    let snap = ledger
+        .store()
+        .governor_snapshot(tenant, State::NAMES)
+        .await?;
     let entitlement = snap
         .entitlement
         .and_then(|v| serde_json::from_value(v).ok());

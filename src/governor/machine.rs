@@ -26,6 +26,10 @@ pub enum State {
 }
 
 impl State {
+    /// Every state's name, as receipts record it.
+    pub const NAMES: &'static [&'static str] =
+        &["boot", "stable", "warning", "intervening", "refusing"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Boot => "boot",
@@ -718,6 +722,25 @@ mod tests {
             args: json!({}),
             gates: json!({"entitlement": "pass"}),
             refusal: refusal.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn state_names_are_every_state_once() {
+        let parsed: Vec<&str> = State::NAMES
+            .iter()
+            .filter_map(|n| State::parse(n))
+            .map(State::as_str)
+            .collect();
+        assert_eq!(parsed, State::NAMES);
+        for s in [
+            State::Boot,
+            State::Stable,
+            State::Warning,
+            State::Intervening,
+            State::Refusing,
+        ] {
+            assert!(State::NAMES.contains(&s.as_str()));
         }
     }
 

@@ -68,8 +68,12 @@ impl LedgerStore for AnyStore {
     ) -> Result<(Verifier, PageRead), StoreError> {
         each!(self, s => s.verify_page(tenant, after_seq, limit, verifier).await)
     }
-    async fn governor_snapshot(&self, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
-        each!(self, s => s.governor_snapshot(tenant).await)
+    async fn governor_snapshot(
+        &self,
+        tenant: &str,
+        states: &'static [&'static str],
+    ) -> Result<GovernorSnapshot, StoreError> {
+        each!(self, s => s.governor_snapshot(tenant, states).await)
     }
     async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
         each!(self, s => s.get(receipt_id).await)

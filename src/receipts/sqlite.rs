@@ -66,13 +66,14 @@ struct Inner {
 }
 
 type SnapshotReply = tokio::sync::oneshot::Sender<Result<GovernorSnapshot, StoreError>>;
+type SnapshotAsk = (String, &'static [&'static str], SnapshotReply);
 
 /// Governor snapshots asked for and not yet read. One blocking task at a time drains the queue
 /// on one read connection, so a burst of governor starts costs a few index look-ups each, not
 /// a blocking-pool hop (and a thread) each.
 #[derive(Default)]
 struct SnapshotQueue {
-    waiting: Vec<(String, SnapshotReply)>,
+    waiting: Vec<SnapshotAsk>,
     draining: bool,
 }
 
@@ -200,9 +201,9 @@ fn drain_snapshots(inner: &Inner) {
         };
         // One read transaction for the batch: its look-ups share one WAL snapshot and lock.
         let txn = conn.as_ref().map(|c| c.execute_batch("BEGIN"));
-        for (tenant, reply) in batch {
+        for (tenant, states, reply) in batch {
             let answer = match &conn {
-                Ok(c) => snapshot(c, &tenant),
+                Ok(c) => snapshot(c, &tenant, states),
                 Err(e) => Err(unavailable(e)),
             };
             let _ = reply.send(answer);
@@ -220,39 +221,55 @@ fn drain_snapshots(inner: &Inner) {
     }
 }
 
-/// One tenant's governor snapshot: two index look-ups, and a third for a tenant with a chain.
-fn snapshot(c: &Connection, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+/// The tenant's entitlement record.
+fn entitlement_of(c: &Connection, tenant: &str) -> Result<Option<Value>, StoreError> {
     let record: Option<String> = c
         .prepare_cached("SELECT record FROM entitlements WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row(params![tenant], |r| r.get(0)).optional())
         .map_err(unavailable)?;
-    let entitlement = record
+    record
         .map(|t| {
             serde_json::from_str(&t)
                 .map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}")))
         })
-        .transpose()?;
-    let head = c
-        .prepare_cached(
-            "SELECT seq, receipt_hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![tenant], |r| {
-                Ok(Head {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    hash: r.get(1)?,
-                })
+        .transpose()
+}
+
+/// The tenant's chain head.
+fn head_of(c: &Connection, tenant: &str) -> Result<Option<Head>, StoreError> {
+    c.prepare_cached(
+        "SELECT seq, receipt_hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant], |r| {
+            Ok(Head {
+                seq: r.get::<_, i64>(0)? as u64,
+                hash: r.get(1)?,
             })
-            .optional()
         })
-        .map_err(unavailable)?;
+        .optional()
+    })
+    .map_err(unavailable)
+}
+
+/// One tenant's governor snapshot: two index look-ups, and a third for a tenant with a chain.
+fn snapshot(c: &Connection, tenant: &str, states: &[&str]) -> Result<GovernorSnapshot, StoreError> {
+    let entitlement = entitlement_of(c, tenant)?;
+    let head = head_of(c, tenant)?;
     let last_state = match head {
         None => None,
-        Some(_) => c
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND type != 'entitlement' AND state_to IS NOT NULL ORDER BY seq DESC LIMIT 1"))
-            .and_then(|mut s| s.query_row(params![tenant], row_to_receipt).optional())
-            .map_err(unavailable)?
-            .transpose()?,
+        Some(_) => {
+            let marks = vec!["?"; states.len()].join(", ");
+            let sql = format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ? AND type != 'entitlement' AND state_to IN ({marks}) ORDER BY seq DESC LIMIT 1");
+            let args = std::iter::once(tenant).chain(states.iter().copied());
+            c.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params_from_iter(args), row_to_receipt)
+                        .optional()
+                })
+                .map_err(unavailable)?
+                .transpose()?
+        }
     };
     Ok(GovernorSnapshot {
         entitlement,
@@ -303,39 +320,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A row of `SELECT {COLUMNS}` as a receipt (the outer error is SQLite's, for `query_map`).
 fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Receipt, StoreError>> {
-    let kind: String = row.get(3)?;
-    let metadata: String = row.get(8)?;
-    let seq: i64 = row.get(2)?;
-    let receipt_id: String = row.get(0)?;
-    let Some(kind) = ReceiptType::parse(&kind) else {
-        return Ok(Err(StoreError::Corrupt(format!(
-            "receipt {receipt_id}: unknown type {kind:?}"
-        ))));
-    };
-    let metadata: Value = match serde_json::from_str(&metadata) {
-        Ok(v) => v,
-        Err(e) => {
-            return Ok(Err(StoreError::Corrupt(format!(
-                "receipt {receipt_id}: metadata is not JSON: {e}"
-            ))))
-        }
-    };
-    Ok(Ok(Receipt {
-        receipt_id,
-        tenant_id: row.get(1)?,
-        seq: seq as u64,
-        kind,
-        event_type: row.get(4)?,
-        state_from: row.get(5)?,
-        state_to: row.get(6)?,
-        reason: row.get(7)?,
-        metadata,
-        node: row.get(9)?,
-        timestamp: row.get(10)?,
-        prev_hash: row.get(11)?,
-        receipt_hash: row.get(12)?,
-    }))
+    let mut r = Receipt::empty();
+    Ok(refill(row, &mut r).map(|()| r))
 }
 
 /// Refills `r` from a row of `SELECT {COLUMNS}`, reusing its strings (a verifier reads a
@@ -465,12 +453,7 @@ impl LedgerStore for SqliteStore {
 
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
         let tenant = tenant.to_owned();
-        self.read(move |c| {
-            c.prepare_cached("SELECT seq, receipt_hash FROM receipts WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
-                .and_then(|mut s| s.query_row(params![tenant], |r| Ok(Head { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? })).optional())
-                .map_err(unavailable)
-        })
-        .await
+        self.read(move |c| head_of(c, &tenant)).await
     }
 
     async fn range(
@@ -502,12 +485,10 @@ impl LedgerStore for SqliteStore {
             let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
             let mut rows = s.query(params![tenant, after_seq as i64, limit as i64]).map_err(unavailable)?;
             let mut r = Receipt::empty();
-            let mut read = PageRead { rows: 0, last_seq: None };
+            let mut read = PageRead::default();
             while let Some(row) = rows.next().map_err(unavailable)? {
                 refill(row, &mut r)?;
-                read.rows += 1;
-                read.last_seq = Some(r.seq);
-                if !verifier.feed(&r) {
+                if !read.feed(&mut verifier, &r) {
                     break;
                 }
             }
@@ -516,7 +497,11 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn governor_snapshot(&self, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+    async fn governor_snapshot(
+        &self,
+        tenant: &str,
+        states: &'static [&'static str],
+    ) -> Result<GovernorSnapshot, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let start = {
             let mut q = self
@@ -524,7 +509,7 @@ impl LedgerStore for SqliteStore {
                 .snapshots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            q.waiting.push((tenant.to_owned(), tx));
+            q.waiting.push((tenant.to_owned(), states, tx));
             !std::mem::replace(&mut q.draining, true)
         };
         if start {
@@ -597,22 +582,7 @@ impl LedgerStore for SqliteStore {
 
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
         let tenant = tenant.to_owned();
-        self.read(move |c| {
-            let text: Option<String> = c
-                .query_row(
-                    "SELECT record FROM entitlements WHERE tenant_id = ?1",
-                    params![tenant],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            text.map(|t| {
-                serde_json::from_str(&t)
-                    .map_err(|e| StoreError::Corrupt(format!("entitlement of {tenant}: {e}")))
-            })
-            .transpose()
-        })
-        .await
+        self.read(move |c| entitlement_of(c, &tenant)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -32,7 +32,7 @@ impl AppendItem {
 }
 
 /// What [`LedgerStore::verify_page`] read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageRead {
     /// Rows fed to the verifier: a break ends the page there, and a short page ends the chain.
     pub rows: usize,
@@ -40,8 +40,19 @@ pub struct PageRead {
     pub last_seq: Option<u64>,
 }
 
+impl PageRead {
+    /// Feeds `r` to `verifier` and counts it; `false` once the chain is broken (the page ends
+    /// there).
+    pub fn feed(&mut self, verifier: &mut Verifier, r: &Receipt) -> bool {
+        self.rows += 1;
+        self.last_seq = Some(r.seq);
+        verifier.feed(r)
+    }
+}
+
 /// What a governor rebuilds from: the tenant's entitlement record, its chain head, and the last
-/// receipt that records a governor state (`state_to` set, not an entitlement receipt).
+/// receipt that records a governor state (not an entitlement receipt, `state_to` one of the
+/// governor's state names; an entitlement refusal records the entitlement's status there).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GovernorSnapshot {
     pub entitlement: Option<Value>,
@@ -49,9 +60,9 @@ pub struct GovernorSnapshot {
     pub last_state: Option<Receipt>,
 }
 
-/// Whether `r` records a governor state (what [`GovernorSnapshot::last_state`] looks for).
-pub fn records_state(r: &Receipt) -> bool {
-    r.kind != ReceiptType::Entitlement && r.state_to.is_some()
+/// Whether `r` records one of `states` (what [`GovernorSnapshot::last_state`] looks for).
+pub fn records_state(r: &Receipt, states: &[&str]) -> bool {
+    r.kind != ReceiptType::Entitlement && r.state_to.as_deref().is_some_and(|s| states.contains(&s))
 }
 
 /// The last receipt of a chain.
@@ -106,22 +117,21 @@ pub trait LedgerStore {
         mut verifier: Verifier,
     ) -> Result<(Verifier, PageRead), StoreError> {
         let rows = self.range(tenant, after_seq, limit).await?;
-        let mut read = PageRead {
-            rows: 0,
-            last_seq: None,
-        };
+        let mut read = PageRead::default();
         for r in &rows {
-            read.rows += 1;
-            read.last_seq = Some(r.seq);
-            if !verifier.feed(r) {
+            if !read.feed(&mut verifier, r) {
                 break;
             }
         }
         Ok((verifier, read))
     }
-    /// Everything a starting governor reads, in one call (SQLite answers many concurrent
-    /// starts with one pass over its read connection).
-    async fn governor_snapshot(&self, tenant: &str) -> Result<GovernorSnapshot, StoreError> {
+    /// Everything a starting governor reads, in one call; `states` are the governor's state
+    /// names (SQLite answers many concurrent starts with one pass over its read connection).
+    async fn governor_snapshot(
+        &self,
+        tenant: &str,
+        states: &'static [&'static str],
+    ) -> Result<GovernorSnapshot, StoreError> {
         let entitlement = self.entitlement(tenant).await?;
         let Some(head) = self.head(tenant).await? else {
             return Ok(GovernorSnapshot {
@@ -135,7 +145,7 @@ pub trait LedgerStore {
         while upto > 0 && last_state.is_none() {
             let from = upto.saturating_sub(200);
             let page = self.range(tenant, from, (upto - from) as usize).await?;
-            last_state = page.into_iter().rev().find(records_state);
+            last_state = page.into_iter().rev().find(|r| records_state(r, states));
             upto = from;
         }
         Ok(GovernorSnapshot {

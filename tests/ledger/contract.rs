@@ -2,7 +2,8 @@
 
 use serde_json::json;
 use tai_autonomics::receipts::{
-    verify_chain, AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError, Verifier,
+    verify_chain, AppendItem, GovernorSnapshot, Head, LedgerStore, Receipt, ReceiptDraft,
+    ReceiptType, StoreError, Verifier,
 };
 
 /// A chain of `n` receipts for `tenant` after `prev`, with metadata of every JSON shape.
@@ -176,6 +177,53 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     let h = store.head(&a).await.unwrap().unwrap();
     assert!(v.finish(Some((h.seq, &h.hash))).valid);
     assert_eq!(all.len(), 6);
+
+    // A governor's snapshot: entitlement record, head, and the last receipt whose state_to is a
+    // governor state; entitlement receipts and an entitlement refusal (which records the
+    // entitlement's status there) are passed over.
+    const STATES: &[&str] = &["boot", "stable", "warning", "intervening", "refusing"];
+    let c = format!("{prefix}c");
+    let empty = store.governor_snapshot(&c, STATES).await.unwrap();
+    assert_eq!(empty, GovernorSnapshot::default());
+    let seal = |prev: Option<&Receipt>, kind, event: &str, to: &str| {
+        ReceiptDraft::new(&c, kind, event, "contract")
+            .states(Some(to), Some(to))
+            .seal(
+                prev.map(|r| (r.seq, r.receipt_hash.as_str())),
+                "tai@contract",
+                tai_autonomics::clock::now_rfc3339(),
+            )
+    };
+    let warned = seal(None, ReceiptType::Transition, "signal_processed", "warning");
+    let granted = seal(Some(&warned), ReceiptType::Entitlement, "grant", "active");
+    let refused = seal(
+        Some(&granted),
+        ReceiptType::Refusal,
+        "entitlement_refused",
+        "active",
+    );
+    store
+        .append(&[
+            AppendItem::receipt(warned.clone()),
+            AppendItem {
+                receipt: granted,
+                message_id: None,
+                entitlement: Some(json!({"status": "active"})),
+            },
+            AppendItem::receipt(refused.clone()),
+        ])
+        .await
+        .unwrap();
+    let snap = store.governor_snapshot(&c, STATES).await.unwrap();
+    assert_eq!(snap.entitlement, Some(json!({"status": "active"})));
+    assert_eq!(
+        snap.head,
+        Some(Head {
+            seq: 3,
+            hash: refused.receipt_hash.clone()
+        })
+    );
+    assert_eq!(snap.last_state, Some(warned));
 
     // Verification where the store reads: pages of 4 and 2, then nothing; the same report.
     let (v, first) = store

@@ -6,8 +6,8 @@
 //! on an arbiter (thread) of its own, so commits never hold up HTTP workers, then the
 //! Entitlements actor (which appends through the writer), then `governance`: a dynamic
 //! supervisor of one Governor per tenant (transient, with backoff), spread over arbiters, and the
-//! Hibernator that sends idle governors to sleep. Every supervision
-//! event is counted and logged (`telemetry::events`) and remembered by the Observer.
+//! Hibernator that sends idle governors to sleep. Every supervision event is counted and logged
+//! (`telemetry::events`) and remembered by the Observer.
 
 use std::sync::Arc;
 use std::time::Duration;

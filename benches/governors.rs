@@ -23,7 +23,7 @@ async fn deps(dir: &std::path::Path) -> Arc<GovernorDeps> {
     let cfg = WriterConfig {
         node: "tai@bench".into(),
         max_batch: 512,
-        linger: Duration::from_micros(200),
+        linger: Duration::ZERO,
         queue_capacity: 65_536,
         chaos: Default::default(),
     };

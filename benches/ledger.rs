@@ -48,7 +48,7 @@ async fn start(store: AnyStore, max_batch: usize) -> LedgerHandle {
     let cfg = WriterConfig {
         node: "tai@bench".into(),
         max_batch,
-        linger: Duration::from_micros(200),
+        linger: Duration::ZERO,
         queue_capacity: 65_536,
         chaos: Default::default(),
     };

@@ -3,7 +3,8 @@
 //! Callers hand over drafts through a [`LedgerHandle`]; the writer gives each its place in its
 //! tenant's chain, commits many callers' receipts in one transaction (at most `max_batch`
 //! receipts, after at most `linger`), and answers every caller only once its batch is durable.
-//! While a commit runs, new drafts gather for the next one. The queue is bounded: beyond
+//! While a commit runs, new drafts gather for the next one; with `linger` 0 (the default) that
+//! is the whole batching, so a lone receipt never waits for a timer (whose tick is 1 ms). The queue is bounded: beyond
 //! `queue_capacity` receipts waiting, callers get [`LedgerError::Busy`] at once. A failed batch
 //! fails every caller in it and writes nothing (the backend commits all-or-nothing), and the
 //! chain heads the writer keeps are only advanced after a commit succeeded.

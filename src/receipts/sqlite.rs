@@ -52,6 +52,13 @@ const MIGRATIONS: &[(u32, &str)] = &[(
 
 const COLUMNS: &str = "receipt_id, tenant_id, seq, type, event_type, state_from, state_to, reason, metadata, node, timestamp, prev_hash, receipt_hash";
 
+/// Up to `?3` receipts of tenant `?1` after seq `?2`, in chain order (`range`, `verify_page`).
+fn page_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    )
+}
+
 /// The SQLite backend.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -464,9 +471,15 @@ impl LedgerStore for SqliteStore {
     ) -> Result<Vec<Receipt>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
-            let rows = s.query_map(params![tenant, after_seq as i64, limit as i64], row_to_receipt).map_err(unavailable)?;
-            rows.map(|r| r.map_err(unavailable).and_then(|x| x)).collect()
+            let mut s = c.prepare_cached(&page_sql()).map_err(unavailable)?;
+            let rows = s
+                .query_map(
+                    params![tenant, after_seq as i64, limit as i64],
+                    row_to_receipt,
+                )
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable).and_then(|x| x))
+                .collect()
         })
         .await
     }
@@ -482,8 +495,10 @@ impl LedgerStore for SqliteStore {
         // for every row (allocation and freeing stay on the reading thread).
         let tenant = tenant.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached(&format!("SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")).map_err(unavailable)?;
-            let mut rows = s.query(params![tenant, after_seq as i64, limit as i64]).map_err(unavailable)?;
+            let mut s = c.prepare_cached(&page_sql()).map_err(unavailable)?;
+            let mut rows = s
+                .query(params![tenant, after_seq as i64, limit as i64])
+                .map_err(unavailable)?;
             let mut r = Receipt::empty();
             let mut read = PageRead::default();
             while let Some(row) = rows.next().map_err(unavailable)? {

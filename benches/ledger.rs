@@ -157,7 +157,7 @@ fn verification(c: &mut Criterion) {
             entitlement: None,
         })
         .collect();
-    sys.block_on(store.append(&items)).unwrap();
+    sys.block_on(store.append(items)).unwrap();
     let mut group = c.benchmark_group("verify_from_sqlite");
     group.sample_size(20);
     group.throughput(Throughput::Elements(chain.len() as u64));

@@ -236,14 +236,14 @@ impl LedgerStore for FirestoreStore {
         "firestore"
     }
 
-    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError> {
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(batch);
         }
         let mut tx = self.db.begin_transaction().await.map_err(map_err)?;
         let mut heads: BTreeMap<String, (Head, Option<Value>)> = BTreeMap::new();
         let mut writes = 0usize;
-        for item in batch {
+        for item in &batch {
             let r = &item.receipt;
             let parent = self.tenant_parent(&r.tenant_id)?;
             let doc = ReceiptDoc::from(r);
@@ -328,7 +328,8 @@ impl LedgerStore for FirestoreStore {
                 "batch needs {writes} writes, over Firestore's {MAX_WRITES} per commit"
             )));
         }
-        tx.commit().await.map(|_| ()).map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(batch)
     }
 
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {

@@ -45,7 +45,7 @@ impl LedgerStore for AnyStore {
     fn backend(&self) -> &'static str {
         each!(self, s => s.backend())
     }
-    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError> {
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
         each!(self, s => s.append(batch).await)
     }
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {

@@ -5,6 +5,7 @@
 //! DELETE of a receipt: the code has no such path, and the file refuses one too.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -70,7 +71,18 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     snapshots: Mutex<SnapshotQueue>,
+    /// Frames in the WAL as the checkpoint thread last saw them.
+    wal_frames: AtomicU64,
 }
+
+/// WAL frames (4 KiB pages) beyond which the writer checkpoints the rest itself after a commit.
+/// The checkpoint thread alone never lets the WAL start over under a steady write load: new
+/// frames arrive while it copies, so the log is never entirely copied back when the next write
+/// transaction begins, and the WAL grew by the full write rate (1.5 GB in 12 s at 256
+/// producers), every write allocating fresh file pages. The writer adds no frames while it
+/// checkpoints, so its pass copies what the thread has not yet copied, and the next commit
+/// writes the WAL from its start again.
+const WAL_RESTART_FRAMES: u64 = 8192;
 
 type SnapshotReply = tokio::sync::oneshot::Sender<Result<GovernorSnapshot, StoreError>>;
 type SnapshotAsk = (String, &'static [&'static str], SnapshotReply);
@@ -126,6 +138,7 @@ impl SqliteStore {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             snapshots: Mutex::new(SnapshotQueue::default()),
+            wal_frames: AtomicU64::new(0),
         });
         spawn_checkpointer(Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
@@ -294,10 +307,26 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
                 return;
             };
             let Ok(conn) = open(&path) else { return };
+            let mut pause = std::time::Duration::from_millis(100);
             while inner.strong_count() > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "ledger checkpoint failed; retrying");
+                std::thread::sleep(pause);
+                // (busy, frames in the WAL, frames copied back into the database)
+                let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                match pass {
+                    Ok((frames, copied)) => {
+                        if let Some(i) = inner.upgrade() {
+                            i.wal_frames.store(frames.max(0) as u64, Ordering::Relaxed);
+                        }
+                        // Behind: go again soon, so the writer's own pass stays short.
+                        pause = std::time::Duration::from_millis(if copied < frames {
+                            10
+                        } else {
+                            100
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying"),
                 }
             }
             // A last full checkpoint so a cleanly stopped ledger leaves a small WAL.
@@ -453,9 +482,21 @@ impl LedgerStore for SqliteStore {
         "sqlite"
     }
 
-    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError> {
-        let mut conn = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-        append_blocking(&mut conn, batch)
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
+        let inner = self.inner.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            append_blocking(&mut conn, &batch)?;
+            if inner.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+                inner.wal_frames.store(0, Ordering::Relaxed);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "ledger checkpoint by the writer failed");
+                }
+            }
+            Ok(batch)
+        })
+        .await
+        .map_err(unavailable)?
     }
 
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {

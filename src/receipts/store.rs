@@ -94,9 +94,11 @@ pub enum StoreError {
 pub trait LedgerStore {
     /// `sqlite` or `firestore`.
     fn backend(&self) -> &'static str;
-    /// Appends a batch atomically (receipts of several tenants may be mixed, in chain order).
-    /// The SQLite backend commits on the calling thread (the writer has an arbiter of its own).
-    async fn append(&self, batch: &[AppendItem]) -> Result<(), StoreError>;
+    /// Appends a batch atomically (receipts of several tenants may be mixed, in chain order)
+    /// and hands it back once it is durable. The batch is taken by value so that SQLite can
+    /// commit on a thread of the blocking pool: the writer's own thread meanwhile gathers the
+    /// next batch instead of leaving it queued in its mailbox until the commit ends.
+    async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError>;
     /// The chain head of `tenant`.
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError>;
     /// Up to `limit` receipts of `tenant` with `seq > after_seq`, in `seq` order.

@@ -172,18 +172,19 @@ impl ReceiptWriter {
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         // Take whole callers, up to max_batch receipts (a caller's receipts are never split).
-        let mut batch = Vec::new();
         let mut count = 0;
-        while let Some(p) = self.pending.first() {
-            if count > 0 && count + p.items.len() > self.cfg.max_batch {
+        let mut callers = 0;
+        for p in &self.pending {
+            if callers > 0 && count + p.items.len() > self.cfg.max_batch {
                 break;
             }
             count += p.items.len();
-            batch.push(self.pending.remove(0));
+            callers += 1;
         }
-        if batch.is_empty() {
+        if callers == 0 {
             return;
         }
+        let batch: Vec<Pending> = self.pending.drain(..callers).collect();
         self.pending_receipts -= count;
         self.flushing = true;
         let tenants: Vec<String> = batch
@@ -327,16 +328,17 @@ async fn commit(
         callers.push((reply, enqueued, mine));
     }
 
+    let count = items.len();
     let result = match failure {
         Some(e) => Err(e),
-        None if items.is_empty() => Ok(()),
+        None if items.is_empty() => Ok(items),
         None if chaos.failing() => Err(LedgerError::Unavailable(
             "chaos: ledger failure injected; nothing was written".into(),
         )),
-        None => store.append(&items).await.map_err(LedgerError::from),
+        None => store.append(items).await.map_err(LedgerError::from),
     };
     match result {
-        Ok(()) => {
+        Ok(items) => {
             events::ledger_batch_committed(store.backend(), &items, started.elapsed());
             let mut appended: Vec<Option<Receipt>> =
                 items.into_iter().map(|i| Some(i.receipt)).collect();
@@ -359,8 +361,8 @@ async fn commit(
                 .collect())
         }
         Err(e) => {
-            events::ledger_batch_failed(store.backend(), items.len(), &e);
-            tracing::warn!(error = %e, receipts = items.len(), "ledger batch failed; every caller in it is refused");
+            events::ledger_batch_failed(store.backend(), count, &e);
+            tracing::warn!(error = %e, receipts = count, "ledger batch failed; every caller in it is refused");
             for (reply, _, _) in callers {
                 let _ = reply.send(Err(e.clone()));
             }

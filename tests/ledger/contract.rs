@@ -70,7 +70,11 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     let cb = chain(&b, None, 1);
     let mut batch = items(&ca);
     batch.extend(items(&cb));
-    store.append(&batch).await.unwrap();
+    let handed_back = store.append(batch.clone()).await.unwrap();
+    assert_eq!(
+        handed_back, batch,
+        "append hands the committed batch back as given"
+    );
     let head = store.head(&a).await.unwrap().unwrap();
     assert_eq!(
         (head.seq, head.hash.as_str()),
@@ -109,7 +113,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     let mut bad = items(&next);
     bad.extend(items(&fork));
     assert!(
-        matches!(store.append(&bad).await, Err(StoreError::Conflict(_))),
+        matches!(store.append(bad).await, Err(StoreError::Conflict(_))),
         "a fork is a conflict"
     );
     assert_eq!(
@@ -122,7 +126,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     // A message id is stored with its receipt; the same id again is a conflict.
     let with_msg = chain(&a, Some(&ca[2]), 1);
     store
-        .append(&[AppendItem {
+        .append(vec![AppendItem {
             receipt: with_msg[0].clone(),
             message_id: Some("msg-1/x".into()),
             entitlement: Some(json!({"status": "active", "packs": ["base"], "n": 1})),
@@ -140,7 +144,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         entitlement: None,
     };
     assert!(matches!(
-        store.append(&[dup]).await,
+        store.append(vec![dup]).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.head(&a).await.unwrap().unwrap().seq, 4);
@@ -150,14 +154,14 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         store.entitlement(&a).await.unwrap(),
         Some(json!({"status": "active", "packs": ["base"], "n": 1}))
     );
-    store.append(&items(&again)).await.unwrap();
+    store.append(items(&again)).await.unwrap();
     assert_eq!(
         store.entitlement(&a).await.unwrap().unwrap()["status"],
         "active"
     );
     let later = chain(&a, Some(&again[0]), 1);
     store
-        .append(&[AppendItem {
+        .append(vec![AppendItem {
             receipt: later[0].clone(),
             message_id: None,
             entitlement: Some(json!({"status": "suspended"})),
@@ -203,7 +207,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         "active",
     );
     store
-        .append(&[
+        .append(vec![
             AppendItem::receipt(warned.clone()),
             AppendItem {
                 receipt: granted,

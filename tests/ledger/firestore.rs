@@ -31,7 +31,7 @@ async fn two_writers_racing_on_one_tenant_make_one_chain_and_one_clean_conflict(
     let one = FirestoreStore::connect(&p).await.unwrap();
     let two = FirestoreStore::connect(&p).await.unwrap();
     let genesis = super::contract::chain("race", None, 1);
-    one.append(&[AppendItem::receipt(genesis[0].clone())])
+    one.append(vec![AppendItem::receipt(genesis[0].clone())])
         .await
         .unwrap();
     for round in 0..5 {
@@ -40,8 +40,8 @@ async fn two_writers_racing_on_one_tenant_make_one_chain_and_one_clean_conflict(
         let mine = super::contract::chain("race", Some(&head), 1);
         let theirs = super::contract::chain("race", Some(&head), 1);
         let (a, b) = futures_join(
-            one.append(&[AppendItem::receipt(mine[0].clone())]),
-            two.append(&[AppendItem::receipt(theirs[0].clone())]),
+            one.append(vec![AppendItem::receipt(mine[0].clone())]),
+            two.append(vec![AppendItem::receipt(theirs[0].clone())]),
         )
         .await;
         let oks = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();

@@ -18,7 +18,7 @@ async fn reopening_keeps_data_and_the_schema_version() {
     let c = super::contract::chain("t", None, 2);
     store
         .append(
-            &c.iter()
+            c.iter()
                 .cloned()
                 .map(AppendItem::receipt)
                 .collect::<Vec<_>>(),
@@ -39,7 +39,7 @@ async fn the_file_itself_refuses_updates_and_deletes_of_receipts() {
     let store = SqliteStore::open(&path).unwrap();
     store
         .append(
-            &super::contract::chain("t", None, 1)
+            super::contract::chain("t", None, 1)
                 .into_iter()
                 .map(AppendItem::receipt)
                 .collect::<Vec<_>>(),

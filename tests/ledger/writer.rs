@@ -132,7 +132,10 @@ async fn a_failed_batch_fails_every_caller_in_it_and_the_writer_recovers() {
         "tai@other",
         "t".into(),
     );
-    other.append(&[AppendItem::receipt(sneaky)]).await.unwrap();
+    other
+        .append(vec![AppendItem::receipt(sneaky)])
+        .await
+        .unwrap();
     // The writer's cached head is stale: its next batch conflicts as a whole.
     let results = concurrent(&ledger, 20, 1).await;
     let conflicts = results

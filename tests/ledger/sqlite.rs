@@ -64,3 +64,46 @@ async fn the_file_itself_refuses_updates_and_deletes_of_receipts() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// Under a steady write load the WAL starts over instead of growing by the whole write volume:
+/// the writer copies back what the checkpoint thread has not yet copied once the log passes
+/// its threshold (8192 frames, 32 MiB), so the next commit writes the WAL from its start.
+#[actix_web::test]
+async fn the_wal_stays_bounded_under_a_steady_write_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = SqliteStore::open(&path).unwrap();
+    // The store checks neither hashes nor ids; these rows only need to be big and unique.
+    let mut template = super::contract::chain("w", None, 1).remove(0);
+    template.metadata = serde_json::json!({ "padding": "x".repeat(3800) });
+    const TOTAL_MB: u64 = 128;
+    let per_batch = 256u64;
+    let batches = TOTAL_MB * 1024 * 1024 / (4096 * per_batch);
+    let mut largest_wal = 0u64;
+    for b in 0..batches {
+        let batch: Vec<AppendItem> = (0..per_batch)
+            .map(|i| {
+                let seq = b * per_batch + i + 1;
+                let mut r = template.clone();
+                r.seq = seq;
+                r.receipt_id = format!("wal-{seq:012}");
+                AppendItem::receipt(r)
+            })
+            .collect();
+        store.append(batch).await.unwrap();
+        let wal = std::fs::metadata(dir.path().join("ledger.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        largest_wal = largest_wal.max(wal);
+    }
+    assert!(
+        largest_wal < 96 * 1024 * 1024,
+        "{TOTAL_MB} MiB written; the WAL reached {} MiB instead of starting over",
+        largest_wal / (1024 * 1024)
+    );
+    assert_eq!(
+        store.head("w").await.unwrap().map(|h| h.seq),
+        Some(batches * per_batch),
+        "every row is there"
+    );
+}

@@ -50,8 +50,11 @@ pub enum Executor {
 }
 
 /// One tenant's governor.
+///
+/// Kept small: a million of them live at once. With the supervisor's runner around it, the
+/// actor's task must fit tokio's 640-byte (5 × 128) task cell, not the next one, 768.
 pub struct Governor {
-    tenant: String,
+    tenant: Box<str>,
     /// Shared by every governor (one pointer each, so a million governors stay small).
     deps: Arc<GovernorDeps>,
     machine: Machine,
@@ -60,8 +63,10 @@ pub struct Governor {
     head_seq: u64,
     /// The head's `receipt_hash` as bytes (no heap string per governor); meaningless at seq 0.
     head_hash: [u8; 32],
-    timeout: Option<SpawnHandle>,
-    last_activity: Instant,
+    /// The armed action timeout (boxed: only while an action is in flight).
+    timeout: Option<Box<SpawnHandle>>,
+    /// Hibernator ticks since the last input (see [`Hibernate`]).
+    idle_ticks: u8,
     /// Whether this governor holds one of the global action slots.
     holds_action_slot: bool,
 }
@@ -121,21 +126,21 @@ pub struct GovernorView {
 impl Governor {
     pub fn new(tenant: &str, deps: Arc<GovernorDeps>) -> Self {
         Governor {
-            tenant: tenant.to_owned(),
+            tenant: tenant.into(),
             machine: Machine::new(Thresholds::default(), deps.postpone_capacity),
             deps,
             entitlement: None,
             head_seq: 0,
             head_hash: [0; 32],
             timeout: None,
-            last_activity: Instant::now(),
+            idle_ticks: 0,
             holds_action_slot: false,
         }
     }
 
     fn view(&self) -> GovernorView {
         GovernorView {
-            tenant_id: self.tenant.clone(),
+            tenant_id: self.tenant.to_string(),
             state: self.machine.state,
             seq: self.head_seq,
             head_hash: if self.head_seq == 0 {
@@ -184,7 +189,7 @@ impl Governor {
         message_id: Option<String>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
-        self.last_activity = Instant::now();
+        self.idle_ticks = 0;
         let started = Instant::now();
         let facts = self.facts(uuid::Uuid::now_v7().to_string());
         let (next, step) = self.machine.step(input, &facts);
@@ -270,7 +275,7 @@ impl Governor {
     }
 
     fn draft(&self, s: &ReceiptSpec) -> ReceiptDraft {
-        ReceiptDraft::new(&self.tenant, s.kind, s.event_type, s.reason.clone())
+        ReceiptDraft::new(&*self.tenant, s.kind, s.event_type, s.reason.clone())
             .states(
                 s.state_from.map(State::as_str),
                 s.state_to.map(State::as_str),
@@ -331,15 +336,17 @@ impl Governor {
             }
             Effect::ArmTimeout { action_id } => {
                 if let Some(h) = self.timeout.take() {
-                    ctx.cancel_future(h);
+                    ctx.cancel_future(*h);
                 }
-                self.timeout = Some(ctx.run_later(self.deps.action_timeout, move |_, ctx| {
-                    ctx.notify(Callback(Input::ActionTimedOut { action_id }))
-                }));
+                self.timeout = Some(Box::new(
+                    ctx.run_later(self.deps.action_timeout, move |_, ctx| {
+                        ctx.notify(Callback(Input::ActionTimedOut { action_id }))
+                    }),
+                ));
             }
             Effect::DisarmTimeout => {
                 if let Some(h) = self.timeout.take() {
-                    ctx.cancel_future(h);
+                    ctx.cancel_future(*h);
                 }
                 self.release_slot();
             }
@@ -495,9 +502,10 @@ pub struct Hibernate;
 impl Handler<Hibernate> for Governor {
     type Result = ();
     fn handle(&mut self, _: Hibernate, ctx: &mut Context<Self>) {
-        if self.machine.in_flight.is_none()
-            && self.last_activity.elapsed() >= self.deps.idle_hibernate
-        {
+        // The Hibernator ticks every half `idle_hibernate`: the third tick without an input
+        // comes between one and one and a half `idle_hibernate` after it.
+        self.idle_ticks = self.idle_ticks.saturating_add(1);
+        if self.machine.in_flight.is_none() && self.idle_ticks >= 3 {
             tracing::debug!(tenant = %self.tenant, "governor idle: hibernating");
             ctx.stop();
         }
@@ -735,5 +743,17 @@ impl Handler<Crash> for Governor {
     type Result = ();
     fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
         panic!("chaos: governor crash requested");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_governor_is_small_enough_for_the_smaller_task_cell() {
+        // tokio aligns task cells to 128 bytes on x86_64: the supervisor's runner around a
+        // governor's actix context fits the 640-byte cell with a governor of at most 152 bytes;
+        // 8 bytes more and every governor takes a 768-byte cell (128 bytes each, 128 MB a million).
+        let size = std::mem::size_of::<super::Governor>();
+        assert!(size <= 152, "Governor is {size} bytes");
     }
 }

@@ -94,7 +94,8 @@ pub struct Machine {
     /// Boxed: a governor with nothing in flight (nearly all of them) keeps one pointer.
     pub in_flight: Option<Box<InFlight>>,
     pub postponed: VecDeque<Signal>,
-    pub postpone_capacity: usize,
+    /// 32 bits, packed beside `state`: a million governors each carry one.
+    pub postpone_capacity: u32,
     pub thresholds: Thresholds,
 }
 
@@ -104,7 +105,7 @@ impl Machine {
             state: State::Boot,
             in_flight: None,
             postponed: VecDeque::new(),
-            postpone_capacity,
+            postpone_capacity: u32::try_from(postpone_capacity).unwrap_or(u32::MAX),
             thresholds,
         }
     }
@@ -518,7 +519,7 @@ impl Machine {
                 }
             }
             State::Intervening => {
-                if self.postponed.len() >= self.postpone_capacity {
+                if self.postponed.len() >= self.postpone_capacity as usize {
                     receipts.push(ReceiptSpec {
                         kind: ReceiptType::Refusal,
                         event_type: "signal_refused",

@@ -431,7 +431,8 @@ where
     fut: Option<ContextFut<A, Context<A>>>,
     notice: ExitNotice<A>,
     shutdown_applied: bool,
-    requested: Option<ExitReason>,
+    /// Boxed: it is set once, at the end, and every supervised actor's task carries the field.
+    requested: Option<Box<ExitReason>>,
 }
 
 impl<A> Runner<A>
@@ -492,16 +493,20 @@ where
         }
         let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *fut).poll(cx)));
         if let Some(r) = REQUESTED_EXIT.with(|r| r.borrow_mut().take()) {
-            this.requested = Some(r);
+            this.requested = Some(Box::new(r));
         }
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(())) => {
-                let reason = this.requested.take().unwrap_or(if this.shutdown_applied {
-                    ExitReason::Shutdown(None)
-                } else {
-                    ExitReason::Normal
-                });
+                let reason =
+                    this.requested
+                        .take()
+                        .map(|r| *r)
+                        .unwrap_or(if this.shutdown_applied {
+                            ExitReason::Shutdown(None)
+                        } else {
+                            ExitReason::Normal
+                        });
                 this.end(reason);
                 Poll::Ready(())
             }

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::fut::wrap_future;
 use actix::prelude::*;
 use serde_json::Value;
 use supervisors::ChildRef;
@@ -198,23 +197,40 @@ impl ReceiptWriter {
         let store = self.store.clone();
         let node = self.cfg.node.clone();
         let work = commit(store, node, batch, known, self.cfg.chaos.clone());
-        ctx.spawn(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| {
-            act.flushing = false;
-            match outcome {
-                Ok(new_heads) => {
-                    if act.heads.len() + new_heads.len() > HEAD_CACHE_LIMIT {
-                        act.heads.clear();
-                    }
-                    act.heads.extend(new_heads);
+        // Detached from this incarnation: a commit under way on the blocking pool finishes, and
+        // answers its callers, even if the writer crashes meanwhile (otherwise they would hear
+        // "nothing was written" about receipts that were). A restarted writer reloads the heads
+        // it needs from the store; one that raced the old commit gets a clean conflict.
+        let me = ctx.address();
+        actix::spawn(async move {
+            me.do_send(Committed(work.await));
+        });
+    }
+}
+
+/// A commit ended: the new heads, or the tenants whose cached heads must be reloaded.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Committed(Result<HashMap<String, Head>, Vec<String>>);
+
+impl Handler<Committed> for ReceiptWriter {
+    type Result = ();
+    fn handle(&mut self, msg: Committed, ctx: &mut Context<Self>) {
+        self.flushing = false;
+        match msg.0 {
+            Ok(new_heads) => {
+                if self.heads.len() + new_heads.len() > HEAD_CACHE_LIMIT {
+                    self.heads.clear();
                 }
-                Err(touched) => {
-                    for t in touched {
-                        act.heads.remove(&t);
-                    }
+                self.heads.extend(new_heads);
+            }
+            Err(touched) => {
+                for t in touched {
+                    self.heads.remove(&t);
                 }
             }
-            act.schedule(ctx);
-        }));
+        }
+        self.schedule(ctx);
     }
 }
 

@@ -3,8 +3,9 @@
 //! Callers hand over drafts through a [`LedgerHandle`]; the writer gives each its place in its
 //! tenant's chain, commits many callers' receipts in one transaction (at most `max_batch`
 //! receipts, after at most `linger`), and answers every caller only once its batch is durable.
-//! While a commit runs, new drafts gather for the next one; with `linger` 0 (the default) that
-//! is the whole batching, so a lone receipt never waits for a timer (whose tick is 1 ms). The queue is bounded: beyond
+//! While a commit runs (detached from the actor, so a writer crash cannot strand its callers),
+//! new drafts gather for the next one; with `linger` 0 (the default) that is the whole batching,
+//! so a lone receipt never waits for a timer (whose tick is 1 ms). The queue is bounded: beyond
 //! `queue_capacity` receipts waiting, callers get [`LedgerError::Busy`] at once. A failed batch
 //! fails every caller in it and writes nothing (the backend commits all-or-nothing), and the
 //! chain heads the writer keeps are only advanced after a commit succeeded.
@@ -186,13 +187,13 @@ impl ReceiptWriter {
         let batch: Vec<Pending> = self.pending.drain(..callers).collect();
         self.pending_receipts -= count;
         self.flushing = true;
-        let tenants: Vec<String> = batch
+        let known: HashMap<String, Head> = batch
             .iter()
-            .flat_map(|p| p.items.iter().map(|i| i.draft.tenant_id.clone()))
-            .collect();
-        let known: HashMap<String, Head> = tenants
-            .iter()
-            .filter_map(|t| self.heads.get(t).map(|h| (t.clone(), h.clone())))
+            .flat_map(|p| &p.items)
+            .filter_map(|i| {
+                let t = &i.draft.tenant_id;
+                self.heads.get(t).map(|h| (t.clone(), h.clone()))
+            })
             .collect();
         let store = self.store.clone();
         let node = self.cfg.node.clone();

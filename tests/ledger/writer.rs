@@ -16,10 +16,19 @@ async fn writer(
     max_batch: usize,
     capacity: usize,
 ) -> (LedgerHandle, supervisors::SupervisorRef) {
+    writer_lingering(store, max_batch, capacity, Duration::from_micros(200)).await
+}
+
+async fn writer_lingering(
+    store: AnyStore,
+    max_batch: usize,
+    capacity: usize,
+    linger: Duration,
+) -> (LedgerHandle, supervisors::SupervisorRef) {
     let cfg = WriterConfig {
         node: "tai@writer-test".into(),
         max_batch,
-        linger: Duration::from_micros(200),
+        linger,
         queue_capacity: capacity,
         chaos: Default::default(),
     };
@@ -182,4 +191,40 @@ async fn a_redelivered_message_gets_its_original_receipt_and_no_second_one() {
     assert_eq!(again, vec![later]);
     assert_eq!(store.head("t0").await.unwrap().unwrap().seq, 1);
     root.shutdown().await;
+}
+
+/// A commit under way finishes and answers its caller even if the writer crashes meanwhile:
+/// nobody is told "nothing was written" about a receipt that was, and the restarted writer
+/// continues the chain.
+#[actix_web::test]
+async fn a_commit_under_way_survives_a_writer_crash_and_answers_its_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("ledger.db")).unwrap());
+    // No linger: the writer starts the commit as it takes the draft, before the crash arrives.
+    let (ledger, _root) = writer_lingering(store.clone(), 64, 1024, Duration::ZERO).await;
+    // The commit holds still for a moment, so the crash lands while it is under way.
+    ledger.chaos.stall_for(Duration::from_millis(300));
+    let l = ledger.clone();
+    let first = actix_web::rt::spawn(async move { l.append_one(draft("t0", 0)).await });
+    // Once counted, the draft is in the writer's mailbox, ahead of the crash sent next.
+    while ledger.queued() == 0 {
+        actix_web::rt::task::yield_now().await;
+    }
+    let restarts = ledger.writer().restarts();
+    let _ = ledger
+        .writer()
+        .send(tai_autonomics::receipts::writer::Crash)
+        .await;
+    let receipt = first
+        .await
+        .unwrap()
+        .expect("the commit under way answers its caller");
+    assert_eq!(receipt.seq, 1);
+    while ledger.writer().restarts() == restarts {
+        actix_web::rt::task::yield_now().await;
+    }
+    let next = ledger.append_one(draft("t0", 1)).await.unwrap();
+    assert_eq!(next.seq, 2, "the restarted writer continues the chain");
+    let report = verify_chain(&store, "t0", 100, |_| {}).await.unwrap();
+    assert!(report.valid && report.receipts_checked == 2, "{report:?}");
 }

@@ -160,7 +160,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         .push(Arc::new(
             move |ch: &crate::entitlements::EntitlementChanged| {
                 if let Some(g) = reach.get(&ch.entitlement.tenant_id) {
-                    let _ = g.try_tell(EntitlementUpdate(ch.entitlement.clone()));
+                    // Past a full mailbox: a governor kept busy by signals must still learn
+                    // that its tenant was suspended.
+                    let _ = g.tell(EntitlementUpdate(ch.entitlement.clone()));
                 }
             },
         ));

@@ -110,12 +110,15 @@ impl ChildState {
 
 pub(crate) struct SlotInner<A: Actor> {
     pub(crate) state: ChildState,
-    pub(crate) addr: Option<Addr<A>>,
-    /// A sender of its own for [`ChildRef::call`]: it parks (and refuses) once the mailbox is full.
+    /// The one sender of the running incarnation, shared by every path into it: it parks once
+    /// the mailbox is full, and while parked [`ChildRef::call`] and [`ChildRef::try_tell`]
+    /// refuse. An `Addr` is made from it only when one is asked for (each sender costs two
+    /// small shared allocations, and a million children each paid for a second one).
     pub(crate) sender: Option<channel::AddressSender<A>>,
     pub(crate) incarnation: u64,
     pub(crate) restarts: u32,
-    pub(crate) last_exit: Option<ExitReason>,
+    /// Boxed: most children never exit, and every live child's slot carries the field.
+    pub(crate) last_exit: Option<Box<ExitReason>>,
     /// The running incarnation (used by the dynamic supervisor, which keeps no other table).
     pub(crate) inc: Option<Arc<Incarnation>>,
     /// Consecutive restarts, for the backoff delay.
@@ -158,7 +161,6 @@ impl<A: Actor> ChildRef<A> {
         ChildRef {
             slot: Arc::new(RwLock::new(SlotInner {
                 state: ChildState::Stopped,
-                addr: None,
                 sender: None,
                 incarnation: 0,
                 restarts: 0,
@@ -192,13 +194,13 @@ impl<A: Actor> ChildRef<A> {
 
     /// Why the latest incarnation exited, if one has.
     pub fn last_exit(&self) -> Option<ExitReason> {
-        self.read().last_exit.clone()
+        self.read().last_exit.as_deref().cloned()
     }
 
     /// The address of the current incarnation, if one is running. Prefer [`ChildRef::send`]: an
     /// `Addr` kept across a restart reaches nothing.
     pub fn addr(&self) -> Option<Addr<A>> {
-        self.read().addr.clone()
+        self.read().sender.clone().map(Addr::new)
     }
 
     fn down_error(state: ChildState) -> CallError {
@@ -218,16 +220,25 @@ impl<A: Actor> ChildRef<A> {
     {
         let request = {
             let guard = self.read();
-            match &guard.addr {
-                Some(addr) if guard.state == ChildState::Running => Ok(addr.send(msg)),
+            match &guard.sender {
+                Some(tx) if guard.state == ChildState::Running => match tx.send(msg) {
+                    Ok(rx) => Ok(Sent::Queued(rx)),
+                    // Parked because the mailbox is full: this caller waits for room, as
+                    // `Addr::send` does, instead of being refused.
+                    Err(SendError::Full(msg)) => Ok(Sent::Waiting(Addr::new(tx.clone()).send(msg))),
+                    Err(SendError::Closed(_)) => Err(CallError::Exited),
+                },
                 _ => Err(Self::down_error(guard.state)),
             }
         };
         async move {
-            match request?.await {
-                Ok(v) => Ok(v),
-                Err(MailboxError::Closed) => Err(CallError::Exited),
-                Err(MailboxError::Timeout) => Err(CallError::Timeout),
+            match request? {
+                Sent::Queued(rx) => rx.await.map_err(|_| CallError::Exited),
+                Sent::Waiting(req) => match req.await {
+                    Ok(v) => Ok(v),
+                    Err(MailboxError::Closed) => Err(CallError::Exited),
+                    Err(MailboxError::Timeout) => Err(CallError::Timeout),
+                },
             }
         }
     }
@@ -266,12 +277,32 @@ impl<A: Actor> ChildRef<A> {
         A::Context: ToEnvelope<A, M>,
     {
         let guard = self.read();
-        match &guard.addr {
-            Some(addr) if guard.state == ChildState::Running => {
-                addr.try_send(msg).map_err(|e| match e {
+        match &guard.sender {
+            Some(tx) if guard.state == ChildState::Running => {
+                tx.try_send(msg, true).map_err(|e| match e {
                     SendError::Full(_) => CallError::Timeout,
                     SendError::Closed(_) => CallError::Exited,
                 })
+            }
+            _ => Err(Self::down_error(guard.state)),
+        }
+    }
+
+    /// Sends `msg` without waiting and past a full mailbox: for the few control messages that
+    /// must not be refused because callers keep the child busy (a bounded [`ChildRef::call`] or
+    /// [`ChildRef::try_tell`] is refused then). Fails only if the child is down; a message
+    /// accepted here is lost if the incarnation crashes before it.
+    pub fn tell<M>(&self, msg: M) -> Result<(), CallError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let guard = self.read();
+        match &guard.sender {
+            Some(tx) if guard.state == ChildState::Running => {
+                tx.do_send(msg).map_err(|_| CallError::Exited)
             }
             _ => Err(Self::down_error(guard.state)),
         }
@@ -281,8 +312,7 @@ impl<A: Actor> ChildRef<A> {
     pub(crate) fn install(&self, incarnation: u64, tx: channel::AddressSender<A>, restarted: bool) {
         let mut g = self.write();
         g.incarnation = incarnation;
-        g.sender = Some(tx.clone());
-        g.addr = Some(Addr::new(tx));
+        g.sender = Some(tx);
         g.state = ChildState::Running;
         if restarted {
             g.restarts += 1;
@@ -293,10 +323,9 @@ impl<A: Actor> ChildRef<A> {
     pub(crate) fn mark_exited(&self, incarnation: u64, reason: &ExitReason) {
         let mut g = self.write();
         if g.incarnation == incarnation {
-            g.addr = None;
             g.sender = None;
             g.state = ChildState::Restarting;
-            g.last_exit = Some(reason.clone());
+            g.last_exit = Some(Box::new(reason.clone()));
         }
     }
 
@@ -304,10 +333,21 @@ impl<A: Actor> ChildRef<A> {
         let mut g = self.write();
         g.state = state;
         if state != ChildState::Running {
-            g.addr = None;
             g.sender = None;
         }
     }
+}
+
+/// A message on its way through [`ChildRef::send`].
+enum Sent<A, M>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    Queued(tokio::sync::oneshot::Receiver<M::Result>),
+    Waiting(actix::dev::Request<A, M>),
 }
 
 const CMD_NONE: u8 = 0;
@@ -316,7 +356,8 @@ const CMD_KILL: u8 = 2;
 
 #[derive(Default)]
 struct ExitCell {
-    reason: Option<ExitReason>,
+    /// Boxed: set once at the end, and every live child's incarnation carries the cell.
+    reason: Option<Box<ExitReason>>,
     waiter: Option<Waker>,
 }
 
@@ -360,13 +401,13 @@ impl Incarnation {
     }
 
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
-        self.lock().reason.clone()
+        self.lock().reason.as_deref().cloned()
     }
 
     fn finish(&self, reason: ExitReason) {
         let waiter = {
             let mut cell = self.lock();
-            cell.reason = Some(reason);
+            cell.reason = Some(Box::new(reason));
             cell.waiter.take()
         };
         if let Some(w) = waiter {
@@ -387,7 +428,7 @@ impl Future for Exited {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<ExitReason> {
         let mut cell = self.0.lock();
         match &cell.reason {
-            Some(r) => Poll::Ready(r.clone()),
+            Some(r) => Poll::Ready(ExitReason::clone(r)),
             None => {
                 cell.waiter = Some(cx.waker().clone());
                 Poll::Pending
@@ -590,4 +631,25 @@ where
     // reports the incarnation as killed.
     arbiter.spawn_fn(move || run(actor, rx, notice));
     inc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Probe;
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    // Every live child holds one slot and one incarnation, each a shared allocation of its own
+    // (an `Arc`'s two counters, 16 bytes, come on top). The allocator serves them from size
+    // classes of 96 and 112 bytes; a field more and a million children take the next class.
+    #[test]
+    fn a_childs_shared_cells_fit_their_size_classes() {
+        let slot = std::mem::size_of::<RwLock<SlotInner<Probe>>>() + 16;
+        assert!(slot <= 112, "a slot is {slot} bytes");
+        let inc = std::mem::size_of::<Incarnation>() + 16;
+        assert!(inc <= 96, "an incarnation is {inc} bytes");
+    }
 }

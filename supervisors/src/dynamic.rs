@@ -147,6 +147,11 @@ pub struct DynamicSupervisor<K: Key, A: Actor<Context = Context<A>> + Send> {
     window: RestartWindow,
     sink: Option<EventSink>,
     stopping: bool,
+    /// The address every child's exit notice reaches this supervisor by: one, shared by the
+    /// children (each holds it strongly, as each held an address of its own before, so the
+    /// supervisor's mailbox stays open while a child runs); a clone per child cost two small
+    /// shared allocations of actix's.
+    exit_addr: std::sync::Weak<Addr<Self>>,
 }
 
 impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicSupervisor<K, A> {
@@ -170,6 +175,7 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicSupervisor<K, A> {
             window: RestartWindow::default(),
             sink: None,
             stopping: false,
+            exit_addr: std::sync::Weak::new(),
         }
     }
 
@@ -256,7 +262,14 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicSupervisor<K, A> {
                 return Err(error);
             }
         };
-        let addr = ctx.address();
+        let addr = match self.exit_addr.upgrade() {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(ctx.address());
+                self.exit_addr = Arc::downgrade(&a);
+                a
+            }
+        };
         let k = key.clone();
         let on_exit = Box::new(move |inc_id, reason| {
             addr.do_send(DynExited {

@@ -603,3 +603,33 @@ async fn a_bounded_call_to_a_busy_child_is_refused_at_once_when_its_mailbox_is_f
     assert_eq!(full + answered, 10);
     sup.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn while_a_full_mailbox_refuses_bounded_calls_a_waiting_send_is_answered_once_there_is_room()
+{
+    let (c, l) = (counter(), Log::default());
+    let (spec, r) = ChildSpec::worker("busy", move || Probe::new("busy", &c, &l));
+    let sup = Supervisor::new("s").child(spec.mailbox(2)).start().await;
+    assert_eq!(r.call(Ping).await, Ok(1));
+    // The child is busy for a while; two messages fill its mailbox (the handle's one sender
+    // parks), and the next bounded call is refused at once.
+    r.try_tell(Block(Duration::from_millis(200))).unwrap();
+    let queued = actix_rt::spawn(r.call(Ping));
+    assert_eq!(r.call(Ping).await, Err(CallError::Full));
+    assert_eq!(r.try_tell(Ping), Err(CallError::Timeout));
+    // A control message still gets through.
+    r.tell(Ping).unwrap();
+    // `send` is the waiting kind: it is neither refused nor lost.
+    let t0 = Instant::now();
+    let waited = r.send(Ping).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(150),
+        "it waited for the busy child"
+    );
+    // Answered by the same incarnation (a `Ping` answers with the number of starts).
+    assert_eq!(waited, Ok(1));
+    assert_eq!(queued.await.unwrap(), Ok(1));
+    // Once there is room, bounded calls are accepted again.
+    assert_eq!(r.call(Ping).await, Ok(1));
+    sup.shutdown().await;
+}

@@ -75,6 +75,9 @@ struct Inner {
     wal_frames: AtomicU64,
 }
 
+/// The writer connection's page cache, in KiB (readers keep 64 MiB; see `SqliteStore::open`).
+const WRITER_CACHE_KIB: i64 = 4096;
+
 /// WAL frames (4 KiB pages) beyond which the writer checkpoints the rest itself after a commit.
 /// The checkpoint thread alone never lets the WAL start over under a steady write load: new
 /// frames arrive while it copies, so the log is never entirely copied back when the next write
@@ -105,7 +108,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
-    // 64 MiB of page cache: the chain indexes' hot pages stay in memory between commits.
+    // 64 MiB of page cache: the chain indexes' hot pages stay in memory between reads (the
+    // writer then sets a smaller one of its own).
     conn.pragma_update(None, "cache_size", -65536)?;
     // A cached statement keeps its plan whatever is bound to it: without this, SQLite re-plans
     // a statement at each new binding of a parameter the planner looked at (the tenant id, a
@@ -132,6 +136,12 @@ impl SqliteStore {
         // the writer (and every caller waiting on it), so the writer never checkpoints: a thread
         // of the store's own does, without blocking writers (PASSIVE).
         conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(unavailable)?;
+        // A smaller page cache for the writer than for the readers: at the end of every write
+        // transaction SQLite truncates the cache, and that walks the cache's hash table, so its
+        // cost grows with the cache. With 64 MiB it was 5.4 % of the service's CPU at the
+        // maximum signal rate; with 4 MiB 0.8 %, and appends at 256 producers were no slower.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(unavailable)?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),

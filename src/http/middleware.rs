@@ -24,16 +24,21 @@ pub async fn observe(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let trace_id = req
         .headers()
         .get("x-cloud-trace-context")
         .and_then(|v| v.to_str().ok())
         .and_then(trace_id_from_header)
         .unwrap_or_default();
-    let span = tracing::info_span!("request", %method, %route, trace_id = %trace_id);
+    // The route is known once the request has been routed: asked for here, before routing,
+    // actix matches the path against every pattern again (regex-lite), which cost about as much
+    // as the routing itself (4 % of the CPU at the maximum signal rate).
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        route = tracing::field::Empty,
+        trace_id = %trace_id
+    );
 
     let draining = req
         .app_data::<web::Data<AppState>>()
@@ -55,6 +60,12 @@ pub async fn observe(
             .map_into_boxed_body()
     };
 
+    // Routed: the resource path recorded by the router gives the pattern without a match.
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    span.record("route", route.as_str());
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     events::http_request(&method, &route, status, elapsed);

@@ -65,3 +65,25 @@ async fn health_is_json_and_metrics_is_prometheus_text() {
         "root and observer are live actors"
     );
 }
+
+#[actix_web::test]
+async fn request_metrics_are_labelled_with_the_matched_route_pattern() {
+    let app = spawn_app(|_| {}).await;
+    // A routed request (its tenant is unknown: 404 from the handler) and an unrouted one.
+    let (status, _) = app.get_json("/v1/governors/route-label-probe").await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get_json("/no/such/route").await;
+    assert_eq!(status, 404);
+    let (_, text) = app.get_text("/metrics").await;
+    let routed =
+        r#"tai_http_requests_total{method="GET",route="/v1/governors/{tenant}",status="404"}"#;
+    let unrouted = r#"tai_http_requests_total{method="GET",route="unmatched",status="404"}"#;
+    for series in [routed, unrouted] {
+        assert!(
+            metric(&text, series).unwrap_or(0.0) >= 1.0,
+            "{series} missing:\n{text}"
+        );
+    }
+    // No request is labelled with its raw path.
+    assert!(!text.contains("route-label-probe"), "{text}");
+}

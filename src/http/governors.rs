@@ -1,7 +1,7 @@
 //! Governor routes: signals, tool calls, state, listing, operator reset and action callbacks.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ErrorCode};
@@ -9,8 +9,10 @@ use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
 use crate::governor::machine::Input;
+use crate::governor::machine::State;
 use crate::governor::{CallTool, Control, GetView, GovernorError, Outcome};
 use crate::intake::SignalRequest;
+use crate::receipts::Receipt;
 
 impl From<GovernorError> for ApiError {
     fn from(e: GovernorError) -> Self {
@@ -39,17 +41,30 @@ pub fn refusal_code(reason: &str, status: u16) -> ErrorCode {
 /// The answer for a governed input: 200 for decisions (accepted, or a governed refusal answered
 /// with 200), the refusal's status otherwise; always with the last receipt.
 fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
-    let receipt = o
-        .receipts
-        .last()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
+    let decided = |decision, reason, postponed| {
+        HttpResponse::Ok().json(Decided {
+            decision,
+            postponed,
+            reason,
+            receipt: o.receipts.last(),
+            receipts: &o.receipts,
+            state: o.state,
+        })
+    };
     match o.refused {
-        None => Ok(HttpResponse::Ok().json(json!({"decision": "accept", "state": o.state, "postponed": o.postponed, "receipt": receipt, "receipts": o.receipts}))),
-        Some((200, reason)) => Ok(HttpResponse::Ok().json(json!({"decision": "refuse", "reason": reason, "state": o.state, "postponed": false, "receipt": receipt, "receipts": o.receipts}))),
+        None => Ok(decided("accept", None, o.postponed)),
+        Some((200, reason)) => Ok(decided("refuse", Some(reason), false)),
         Some((status, reason)) => {
+            let receipt = o
+                .receipts
+                .last()
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null);
             let code = refusal_code(reason, status);
-            let mut e = ApiError::new(code, format!("refused: {reason} (governor is {})", o.state.as_str()));
+            let mut e = ApiError::new(
+                code,
+                format!("refused: {reason} (governor is {})", o.state.as_str()),
+            );
             e.receipt = Some(receipt);
             if status == 429 {
                 e = e.retry_after(1);
@@ -57,6 +72,19 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
             Err(e)
         }
     }
+}
+
+/// The body of a governed decision, serialised straight from the receipts (members in
+/// alphabetical order, as the `json!` map this replaces wrote them).
+#[derive(Serialize)]
+struct Decided<'a> {
+    decision: &'static str,
+    postponed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    receipt: Option<&'a Receipt>,
+    receipts: &'a [Receipt],
+    state: State,
 }
 
 /// `POST /v1/tenants/{tenant}/signals`

@@ -16,7 +16,9 @@
 //!   handler or hook ends that incarnation with [`ExitReason::Panic`], and its arbiter, its
 //!   siblings and the process live on. Needs `panic = "unwind"`.
 //! - **Stable handles**: a [`ChildRef`] reaches whichever incarnation is current; while the child
-//!   is down, calls fail at once ([`CallError`]) instead of hanging.
+//!   is down, calls fail at once ([`CallError`]) instead of hanging. A full mailbox refuses the
+//!   bounded `call` and `try_tell` at once; `send` waits for room, and `tell` (for control
+//!   messages) goes past it.
 //! - **Introspection** (`which_children`, `count_children`, [`TreeSnapshot`]) and
 //!   **[`SupervisorEvent`]s** delivered to an [`EventSink`]; the crate emits no metrics itself.
 //!

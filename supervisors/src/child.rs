@@ -210,6 +210,18 @@ impl<A: Actor> ChildRef<A> {
         }
     }
 
+    /// Runs `f` with the running incarnation's sender, or fails at once if the child is down.
+    fn with_sender<R>(
+        &self,
+        f: impl FnOnce(&channel::AddressSender<A>) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let guard = self.read();
+        match &guard.sender {
+            Some(tx) if guard.state == ChildState::Running => f(tx),
+            _ => Err(Self::down_error(guard.state)),
+        }
+    }
+
     /// Sends `msg` to the current incarnation and waits for its answer.
     pub fn send<M>(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static
     where
@@ -218,19 +230,13 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let request = {
-            let guard = self.read();
-            match &guard.sender {
-                Some(tx) if guard.state == ChildState::Running => match tx.send(msg) {
-                    Ok(rx) => Ok(Sent::Queued(rx)),
-                    // Parked because the mailbox is full: this caller waits for room, as
-                    // `Addr::send` does, instead of being refused.
-                    Err(SendError::Full(msg)) => Ok(Sent::Waiting(Addr::new(tx.clone()).send(msg))),
-                    Err(SendError::Closed(_)) => Err(CallError::Exited),
-                },
-                _ => Err(Self::down_error(guard.state)),
-            }
-        };
+        let request = self.with_sender(|tx| match tx.send(msg) {
+            Ok(rx) => Ok(Sent::Queued(rx)),
+            // Parked because the mailbox is full: this caller waits for room, as `Addr::send`
+            // does, instead of being refused.
+            Err(SendError::Full(msg)) => Ok(Sent::Waiting(Addr::new(tx.clone()).send(msg))),
+            Err(SendError::Closed(_)) => Err(CallError::Exited),
+        });
         async move {
             match request? {
                 Sent::Queued(rx) => rx.await.map_err(|_| CallError::Exited),
@@ -252,18 +258,12 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let receiver = {
-            let guard = self.read();
-            match &guard.sender {
-                Some(tx) if guard.state == ChildState::Running => {
-                    tx.send(msg).map_err(|e| match e {
-                        SendError::Full(_) => CallError::Full,
-                        SendError::Closed(_) => CallError::Exited,
-                    })
-                }
-                _ => Err(Self::down_error(guard.state)),
-            }
-        };
+        let receiver = self.with_sender(|tx| {
+            tx.send(msg).map_err(|e| match e {
+                SendError::Full(_) => CallError::Full,
+                SendError::Closed(_) => CallError::Exited,
+            })
+        });
         async move { receiver?.await.map_err(|_| CallError::Exited) }
     }
 
@@ -276,16 +276,12 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let guard = self.read();
-        match &guard.sender {
-            Some(tx) if guard.state == ChildState::Running => {
-                tx.try_send(msg, true).map_err(|e| match e {
-                    SendError::Full(_) => CallError::Timeout,
-                    SendError::Closed(_) => CallError::Exited,
-                })
-            }
-            _ => Err(Self::down_error(guard.state)),
-        }
+        self.with_sender(|tx| {
+            tx.try_send(msg, true).map_err(|e| match e {
+                SendError::Full(_) => CallError::Timeout,
+                SendError::Closed(_) => CallError::Exited,
+            })
+        })
     }
 
     /// Sends `msg` without waiting and past a full mailbox: for the few control messages that
@@ -299,13 +295,7 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let guard = self.read();
-        match &guard.sender {
-            Some(tx) if guard.state == ChildState::Running => {
-                tx.do_send(msg).map_err(|_| CallError::Exited)
-            }
-            _ => Err(Self::down_error(guard.state)),
-        }
+        self.with_sender(|tx| tx.do_send(msg).map_err(|_| CallError::Exited))
     }
 
     /// Installs a new incarnation's address (the supervisor does this before the actor runs).

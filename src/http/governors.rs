@@ -8,8 +8,7 @@ use super::error::{ApiError, ErrorCode};
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
-use crate::governor::machine::Input;
-use crate::governor::machine::State;
+use crate::governor::machine::{Input, State};
 use crate::governor::{CallTool, Control, GetView, GovernorError, Outcome};
 use crate::intake::SignalRequest;
 use crate::receipts::Receipt;
@@ -74,8 +73,8 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// The body of a governed decision, serialised straight from the receipts (members in
-/// alphabetical order, as the `json!` map this replaces wrote them).
+/// The body of a governed decision, serialised straight from the receipts without an
+/// intermediate `Value` tree; members in alphabetical order.
 #[derive(Serialize)]
 struct Decided<'a> {
     decision: &'static str,

@@ -67,6 +67,21 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The draft this receipt was sealed from: its place in the chain, node, time and hash
+    /// forgotten, to be sealed again.
+    pub fn unseal(self) -> ReceiptDraft {
+        ReceiptDraft {
+            receipt_id: self.receipt_id,
+            tenant_id: self.tenant_id,
+            kind: self.kind,
+            event_type: self.event_type,
+            state_from: self.state_from,
+            state_to: self.state_to,
+            reason: self.reason,
+            metadata: self.metadata,
+        }
+    }
+
     /// A receipt with every member empty, to be filled in place (a store's reading loop).
     pub fn empty() -> Self {
         Receipt {

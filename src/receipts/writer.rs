@@ -7,8 +7,15 @@
 //! new drafts gather for the next one; with `linger` 0 (the default) that is the whole batching,
 //! so a lone receipt never waits for a timer (whose tick is 1 ms). The queue is bounded: beyond
 //! `queue_capacity` receipts waiting, callers get [`LedgerError::Busy`] at once. A failed batch
-//! fails every caller in it and writes nothing (the backend commits all-or-nothing), and the
-//! chain heads the writer keeps are only advanced after a commit succeeded.
+//! fails every caller in it and writes nothing (the backend commits all-or-nothing).
+//!
+//! Drafts are sealed as they arrive, while the commit before theirs is still under way, so a
+//! commit never waits for its batch to be hashed: the writer's chain heads run ahead of the
+//! store by what is sealed and not yet durable. A draft is sealed at its commit instead when its
+//! tenant's head is not known yet (a look-up in the store), when it carries a Pub/Sub message id
+//! (which may have a receipt already), or when a caller before it waits for either; while such a
+//! commit is under way nothing is sealed ahead. When a commit fails, every head is forgotten
+//! (reloaded from the store on demand) and the callers sealed ahead are sealed again at theirs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,21 +130,59 @@ impl LedgerChaos {
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, LedgerError>>;
 
+/// A caller whose drafts are sealed at their commit.
 struct Pending {
     items: Vec<NewReceipt>,
     reply: Reply,
     enqueued: Instant,
 }
 
+/// A caller whose drafts were sealed on arrival.
+struct Sealed {
+    items: Vec<AppendItem>,
+    reply: Reply,
+    enqueued: Instant,
+}
+
+impl Sealed {
+    /// Back to drafts, to be sealed again at their commit.
+    fn unseal(self) -> Pending {
+        Pending {
+            items: self
+                .items
+                .into_iter()
+                .map(|i| NewReceipt {
+                    draft: i.receipt.unseal(),
+                    message_id: i.message_id,
+                    entitlement: i.entitlement,
+                })
+                .collect(),
+            reply: self.reply,
+            enqueued: self.enqueued,
+        }
+    }
+}
+
 /// The single writer of the ledger backend.
 pub struct ReceiptWriter {
     store: AnyStore,
     cfg: WriterConfig,
+    /// Each known tenant's last sealed receipt: committed, in the commit under way, or sealed
+    /// ahead for the next one.
     heads: HashMap<String, Head>,
+    /// Callers sealed on arrival, in arrival order; all of them arrived before any in `pending`.
+    sealed: Vec<Sealed>,
+    /// Callers to be sealed at their commit, in arrival order.
     pending: Vec<Pending>,
-    pending_receipts: usize,
+    /// Receipts in `sealed` and `pending`.
+    queued_receipts: usize,
     flushing: bool,
+    /// The commit under way seals drafts itself, so `heads` misses their tenants' new heads
+    /// until it ends: nothing is sealed ahead meanwhile.
+    blind: bool,
     linger_scheduled: bool,
+    /// The timestamp of receipts sealed ahead, formatted once per millisecond.
+    stamp: (u64, String),
 }
 
 impl ReceiptWriter {
@@ -146,18 +191,63 @@ impl ReceiptWriter {
             store,
             cfg,
             heads: HashMap::new(),
+            sealed: Vec::new(),
             pending: Vec::new(),
-            pending_receipts: 0,
+            queued_receipts: 0,
             flushing: false,
+            blind: false,
             linger_scheduled: false,
+            stamp: (0, String::new()),
         }
     }
 
+    /// Seals a caller's drafts now if that keeps every chain in arrival order (see the module
+    /// header), or hands the caller back.
+    fn seal_ahead(&mut self, p: Pending) -> Result<Sealed, Pending> {
+        let ready = !self.blind
+            && self.pending.is_empty()
+            && p.items
+                .iter()
+                .all(|i| i.message_id.is_none() && self.heads.contains_key(&i.draft.tenant_id));
+        if !ready {
+            return Err(p);
+        }
+        let ms = crate::clock::now_ms();
+        if self.stamp.0 != ms {
+            self.stamp = (ms, crate::clock::rfc3339_millis(ms));
+        }
+        let (heads, node, timestamp) = (&mut self.heads, &self.cfg.node, &self.stamp.1);
+        let items = p
+            .items
+            .into_iter()
+            .map(|it| {
+                let head = heads
+                    .get_mut(&it.draft.tenant_id)
+                    .expect("every tenant's head is known (checked above)");
+                let receipt = it
+                    .draft
+                    .seal(Some((head.seq, &head.hash)), node, timestamp.clone());
+                head.seq = receipt.seq;
+                head.hash.clone_from(&receipt.receipt_hash);
+                AppendItem {
+                    receipt,
+                    message_id: None,
+                    entitlement: it.entitlement,
+                }
+            })
+            .collect();
+        Ok(Sealed {
+            items,
+            reply: p.reply,
+            enqueued: p.enqueued,
+        })
+    }
+
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.pending.is_empty() {
+        if self.flushing || (self.sealed.is_empty() && self.pending.is_empty()) {
             return;
         }
-        if self.pending_receipts >= self.cfg.max_batch || self.cfg.linger.is_zero() {
+        if self.queued_receipts >= self.cfg.max_batch || self.cfg.linger.is_zero() {
             self.flush(ctx);
         } else if !self.linger_scheduled {
             self.linger_scheduled = true;
@@ -171,22 +261,28 @@ impl ReceiptWriter {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        // Take whole callers, up to max_batch receipts (a caller's receipts are never split).
+        // Take whole callers in arrival order (the sealed ones first), up to max_batch receipts
+        // (a caller's receipts are never split).
         let mut count = 0;
         let mut callers = 0;
-        for p in &self.pending {
-            if callers > 0 && count + p.items.len() > self.cfg.max_batch {
+        let sizes = (self.sealed.iter().map(|s| s.items.len()))
+            .chain(self.pending.iter().map(|p| p.items.len()));
+        for n in sizes {
+            if callers > 0 && count + n > self.cfg.max_batch {
                 break;
             }
-            count += p.items.len();
+            count += n;
             callers += 1;
         }
         if callers == 0 {
             return;
         }
-        let batch: Vec<Pending> = self.pending.drain(..callers).collect();
-        self.pending_receipts -= count;
+        let ahead = callers.min(self.sealed.len());
+        let sealed: Vec<Sealed> = self.sealed.drain(..ahead).collect();
+        let batch: Vec<Pending> = self.pending.drain(..callers - ahead).collect();
+        self.queued_receipts -= count;
         self.flushing = true;
+        self.blind = !batch.is_empty();
         let known: HashMap<String, Head> = batch
             .iter()
             .flat_map(|p| &p.items)
@@ -197,38 +293,55 @@ impl ReceiptWriter {
             .collect();
         let store = self.store.clone();
         let node = self.cfg.node.clone();
-        let work = commit(store, node, batch, known, self.cfg.chaos.clone());
         // Detached from this incarnation: a commit under way on the blocking pool finishes, and
         // answers its callers, even if the writer crashes meanwhile (otherwise they would hear
         // "nothing was written" about receipts that were). A restarted writer reloads the heads
         // it needs from the store; one that raced the old commit gets a clean conflict.
-        let me = ctx.address();
-        actix::spawn(async move {
-            me.do_send(Committed(work.await));
-        });
+        let chaos = self.cfg.chaos.clone();
+        actix::spawn(commit(
+            store,
+            node,
+            sealed,
+            batch,
+            known,
+            chaos,
+            ctx.address(),
+        ));
     }
 }
 
-/// A commit ended: the new heads, or the tenants whose cached heads must be reloaded.
+/// A commit ended: the heads of the drafts it sealed itself, or `None` if it failed.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Committed(Result<HashMap<String, Head>, Vec<String>>);
+struct Committed(Option<HashMap<String, Head>>);
 
 impl Handler<Committed> for ReceiptWriter {
     type Result = ();
     fn handle(&mut self, msg: Committed, ctx: &mut Context<Self>) {
         self.flushing = false;
+        let blind = std::mem::take(&mut self.blind);
         match msg.0 {
-            Ok(new_heads) => {
-                if self.heads.len() + new_heads.len() > HEAD_CACHE_LIMIT {
-                    self.heads.clear();
+            Some(new_heads) => {
+                // Only a blind commit's heads are news: nothing was sealed ahead of them.
+                if blind {
+                    self.heads.extend(new_heads);
                 }
-                self.heads.extend(new_heads);
+                if self.heads.len() > HEAD_CACHE_LIMIT {
+                    // Nothing is in flight now: every head but those of the receipts sealed
+                    // ahead is in the store, and is reloaded from there on demand.
+                    let ahead: std::collections::HashSet<&str> = (self.sealed.iter())
+                        .flat_map(|s| &s.items)
+                        .map(|i| i.receipt.tenant_id.as_str())
+                        .collect();
+                    self.heads.retain(|t, _| ahead.contains(t.as_str()));
+                }
             }
-            Err(touched) => {
-                for t in touched {
-                    self.heads.remove(&t);
-                }
+            None => {
+                // What was sealed ahead follows the failed batch: seal it again at its commit,
+                // from heads reloaded from the store.
+                self.heads.clear();
+                let again: Vec<Pending> = self.sealed.drain(..).map(Sealed::unseal).collect();
+                self.pending.splice(0..0, again);
             }
         }
         self.schedule(ctx);
@@ -243,21 +356,33 @@ enum Answer {
     New(usize),
 }
 
-/// Seals and commits one batch; answers every caller. Returns the new heads, or on failure the
-/// tenants whose cached heads must be reloaded.
+/// Seals the drafts of `batch` (after the receipts of `sealed`), commits them all, tells the
+/// writer (the heads of the drafts it sealed, or that the batch failed) and answers every
+/// caller. The writer hears first: the callers it answers send their next drafts at once, and
+/// the next commit should not wait behind them in the writer's mailbox.
 async fn commit(
     store: AnyStore,
     node: String,
+    sealed: Vec<Sealed>,
     batch: Vec<Pending>,
     mut heads: HashMap<String, Head>,
     chaos: Arc<LedgerChaos>,
-) -> Result<HashMap<String, Head>, Vec<String>> {
+    writer: Addr<ReceiptWriter>,
+) {
     let started = Instant::now();
     if let Some(left) = chaos.stall_left() {
         actix::clock::sleep(left).await;
     }
-    let mut callers: Vec<(Reply, Instant, Vec<Answer>)> = Vec::with_capacity(batch.len());
+    let mut callers: Vec<(Reply, Instant, Vec<Answer>)> =
+        Vec::with_capacity(sealed.len() + batch.len());
     let mut items: Vec<AppendItem> = Vec::new();
+    for s in sealed {
+        let mine = (items.len()..items.len() + s.items.len())
+            .map(Answer::New)
+            .collect();
+        items.extend(s.items);
+        callers.push((s.reply, s.enqueued, mine));
+    }
     let mut seen_messages: HashMap<String, usize> = HashMap::new();
     let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
     let timestamp = crate::clock::now_rfc3339();
@@ -356,6 +481,14 @@ async fn commit(
     };
     match result {
         Ok(items) => {
+            writer.do_send(Committed(Some(
+                heads
+                    .into_iter()
+                    .filter(|(t, _)| touched.contains(t))
+                    .collect(),
+            )));
+            // The writer starts its next commit before these callers are answered.
+            actix_web::rt::task::yield_now().await;
             events::ledger_batch_committed(store.backend(), &items, started.elapsed());
             let mut appended: Vec<Option<Receipt>> =
                 items.into_iter().map(|i| Some(i.receipt)).collect();
@@ -372,12 +505,9 @@ async fn commit(
                 events::receipts_durable(enqueued.elapsed());
                 let _ = reply.send(Ok(receipts));
             }
-            Ok(heads
-                .into_iter()
-                .filter(|(t, _)| touched.contains(t))
-                .collect())
         }
         Err(e) => {
+            writer.do_send(Committed(None));
             events::ledger_batch_failed(store.backend(), count, &e);
             tracing::warn!(error = %e, receipts = count, "ledger batch failed; every caller in it is refused");
             for (reply, _, _) in callers {
@@ -386,7 +516,6 @@ async fn commit(
             for p in rest {
                 let _ = p.reply.send(Err(e.clone()));
             }
-            Err(touched.into_iter().collect())
         }
     }
 }
@@ -407,7 +536,8 @@ impl Actor for ReceiptWriter {
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         // Flush what is queued before stopping: the supervisor waits (shutdown timeout). When
         // the writer is being dropped there is nothing to wait with: callers get an error.
-        if (self.pending.is_empty() && !self.flushing) || supervisors::being_dropped() {
+        let idle = self.sealed.is_empty() && self.pending.is_empty() && !self.flushing;
+        if idle || supervisors::being_dropped() {
             return Running::Stop;
         }
         if !self.flushing {
@@ -425,8 +555,11 @@ struct Enqueue(Pending);
 impl Handler<Enqueue> for ReceiptWriter {
     type Result = ();
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        self.pending_receipts += msg.0.items.len();
-        self.pending.push(msg.0);
+        self.queued_receipts += msg.0.items.len();
+        match self.seal_ahead(msg.0) {
+            Ok(sealed) => self.sealed.push(sealed),
+            Err(pending) => self.pending.push(pending),
+        }
         self.schedule(ctx);
     }
 }

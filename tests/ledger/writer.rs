@@ -228,3 +228,53 @@ async fn a_commit_under_way_survives_a_writer_crash_and_answers_its_caller() {
     let report = verify_chain(&store, "t0", 100, |_| {}).await.unwrap();
     assert!(report.valid && report.receipts_checked == 2, "{report:?}");
 }
+
+/// Drafts that arrive while a commit is under way are sealed on arrival, on top of that commit.
+/// When it fails, they are sealed again from the store's heads, not failed with it.
+#[actix_web::test]
+async fn callers_sealed_ahead_of_a_failed_commit_are_sealed_again_and_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let store = AnyStore::Sqlite(SqliteStore::open(&path).unwrap());
+    let (ledger, root) = writer_lingering(store.clone(), 64, 1024, Duration::ZERO).await;
+    let first = ledger.append_one(draft("t0", 0)).await.unwrap();
+    // Another writer appends seq 2 behind the writer's back: its head for t0 is now stale.
+    let other = SqliteStore::open(&path).unwrap();
+    let sneaky = ReceiptDraft::new("t0", ReceiptType::Refusal, "x", "y").seal(
+        Some((first.seq, &first.receipt_hash)),
+        "tai@other",
+        "t".into(),
+    );
+    other
+        .append(vec![AppendItem::receipt(sneaky)])
+        .await
+        .unwrap();
+    // The next commit holds still, so the callers after it arrive while it is under way.
+    ledger.chaos.stall_for(Duration::from_millis(300));
+    let l = ledger.clone();
+    let doomed = actix_web::rt::spawn(async move { l.append_one(draft("t0", 1)).await });
+    while ledger.queued() == 0 {
+        actix_web::rt::task::yield_now().await;
+    }
+    let behind = concurrent(&ledger, 4, 2).await;
+    assert!(
+        matches!(doomed.await.unwrap(), Err(LedgerError::Conflict(_))),
+        "the commit on the stale head conflicts"
+    );
+    let behind: Vec<_> = behind
+        .into_iter()
+        .map(|r| r.expect("a caller behind the failed commit is not failed with it"))
+        .collect();
+    let t0: Vec<u64> = behind
+        .iter()
+        .filter(|r| r.tenant_id == "t0")
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(t0, vec![3, 4], "sealed again after the sneaky seq 2");
+    for (tenant, count) in [("t0", 4), ("t1", 2)] {
+        let report = verify_chain(&store, tenant, 100, |_| {}).await.unwrap();
+        assert!(report.valid, "{tenant}: {report:?}");
+        assert_eq!(report.receipts_checked, count);
+    }
+    root.shutdown().await;
+}

@@ -8,7 +8,7 @@ use tai_autonomics::receipts::writer::{
     LedgerError, LedgerHandle, NewReceipt, ReceiptWriter, WriterConfig,
 };
 use tai_autonomics::receipts::{
-    verify_chain, AnyStore, AppendItem, LedgerStore, ReceiptDraft, ReceiptType,
+    verify_chain, AnyStore, AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType,
 };
 
 async fn writer(
@@ -55,12 +55,27 @@ fn draft(tenant: &str, i: usize) -> NewReceipt {
     )
 }
 
+/// Appends the receipt after `head` to its chain through a second store on the same file, as
+/// another instance would: the writer's cached head goes stale.
+async fn append_behind_the_writers_back(path: &std::path::Path, head: &Receipt) {
+    let other = SqliteStore::open(path).unwrap();
+    let sneaky = ReceiptDraft::new(head.tenant_id.as_str(), ReceiptType::Refusal, "x", "y").seal(
+        Some((head.seq, &head.receipt_hash)),
+        "tai@other",
+        "t".into(),
+    );
+    other
+        .append(vec![AppendItem::receipt(sneaky)])
+        .await
+        .unwrap();
+}
+
 /// Runs `n` appends concurrently (each its own task) and collects the outcomes.
 async fn concurrent(
     ledger: &LedgerHandle,
     n: usize,
     tenants: usize,
-) -> Vec<Result<tai_autonomics::receipts::Receipt, LedgerError>> {
+) -> Vec<Result<Receipt, LedgerError>> {
     let mut handles = Vec::new();
     for i in 0..n {
         let l = ledger.clone();
@@ -135,16 +150,7 @@ async fn a_failed_batch_fails_every_caller_in_it_and_the_writer_recovers() {
     let (ledger, root) = writer(store.clone(), 512, 1000).await;
     let first = ledger.append_one(draft("t0", 0)).await.unwrap();
     // Another writer (as a second instance would) appends seq 2 behind the writer's back.
-    let other = SqliteStore::open(&path).unwrap();
-    let sneaky = ReceiptDraft::new("t0", ReceiptType::Refusal, "x", "y").seal(
-        Some((first.seq, &first.receipt_hash)),
-        "tai@other",
-        "t".into(),
-    );
-    other
-        .append(vec![AppendItem::receipt(sneaky)])
-        .await
-        .unwrap();
+    append_behind_the_writers_back(&path, &first).await;
     // The writer's cached head is stale: its next batch conflicts as a whole.
     let results = concurrent(&ledger, 20, 1).await;
     let conflicts = results
@@ -239,16 +245,7 @@ async fn callers_sealed_ahead_of_a_failed_commit_are_sealed_again_and_committed(
     let (ledger, root) = writer_lingering(store.clone(), 64, 1024, Duration::ZERO).await;
     let first = ledger.append_one(draft("t0", 0)).await.unwrap();
     // Another writer appends seq 2 behind the writer's back: its head for t0 is now stale.
-    let other = SqliteStore::open(&path).unwrap();
-    let sneaky = ReceiptDraft::new("t0", ReceiptType::Refusal, "x", "y").seal(
-        Some((first.seq, &first.receipt_hash)),
-        "tai@other",
-        "t".into(),
-    );
-    other
-        .append(vec![AppendItem::receipt(sneaky)])
-        .await
-        .unwrap();
+    append_behind_the_writers_back(&path, &first).await;
     // The next commit holds still, so the callers after it arrive while it is under way.
     ledger.chaos.stall_for(Duration::from_millis(300));
     let l = ledger.clone();

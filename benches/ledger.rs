@@ -151,11 +151,7 @@ fn verification(c: &mut Criterion) {
     let store = SqliteStore::open(&dir.path().join("verify.db")).unwrap();
     let items: Vec<AppendItem> = chain
         .iter()
-        .map(|r| AppendItem {
-            receipt: r.clone(),
-            message_id: None,
-            entitlement: None,
-        })
+        .map(|r| AppendItem::receipt(r.clone()))
         .collect();
     sys.block_on(store.append(items)).unwrap();
     let mut group = c.benchmark_group("verify_from_sqlite");

@@ -439,8 +439,7 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
         let mut entitlement = tx.prepare_cached("INSERT INTO entitlements (tenant_id, record) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET record = excluded.record").map_err(unavailable)?;
         for item in batch {
             let r = &item.receipt;
-            let metadata = serde_json::to_string(&r.metadata)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let metadata = item.metadata_text()?;
             insert
                 .execute(params![
                     r.receipt_id,

@@ -19,6 +19,9 @@ pub struct AppendItem {
     pub message_id: Option<String>,
     /// The tenant's entitlement record as it stands after this receipt (upserted atomically).
     pub entitlement: Option<Value>,
+    /// `receipt.metadata` as JSON text, when written ahead by [`AppendItem::sealed`]. Private
+    /// so that it cannot disagree with the metadata it was written from.
+    metadata_text: Option<String>,
 }
 
 impl AppendItem {
@@ -27,6 +30,44 @@ impl AppendItem {
             receipt,
             message_id: None,
             entitlement: None,
+            metadata_text: None,
+        }
+    }
+
+    pub fn with_message_id(mut self, message_id: Option<String>) -> Self {
+        self.message_id = message_id;
+        self
+    }
+
+    pub fn with_entitlement(mut self, entitlement: Option<Value>) -> Self {
+        self.entitlement = entitlement;
+        self
+    }
+
+    /// As the receipt writer builds them: the metadata's JSON text is written here, on the
+    /// writer's thread as the receipt is sealed, not later on the thread that commits the
+    /// batch (on SQLite that thread bounds the ledger's throughput).
+    pub fn sealed(
+        receipt: Receipt,
+        message_id: Option<String>,
+        entitlement: Option<Value>,
+    ) -> Self {
+        let metadata_text = serde_json::to_string(&receipt.metadata).ok();
+        AppendItem {
+            receipt,
+            message_id,
+            entitlement,
+            metadata_text,
+        }
+    }
+
+    /// The metadata's JSON text: written ahead, or now.
+    pub fn metadata_text(&self) -> Result<std::borrow::Cow<'_, str>, StoreError> {
+        match &self.metadata_text {
+            Some(t) => Ok(std::borrow::Cow::Borrowed(t)),
+            None => serde_json::to_string(&self.receipt.metadata)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 }
@@ -180,4 +221,23 @@ pub trait LedgerStore {
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError>;
     /// Whether the backend answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipts::ReceiptDraft;
+
+    #[test]
+    fn metadata_written_ahead_is_the_text_the_store_would_write() {
+        let receipt = ReceiptDraft::new("t", ReceiptType::Transition, "signal_processed", "r")
+            .metadata(serde_json::json!({"value": 80.0, "n": 3, "s": "é\"\n", "z": null}))
+            .seal(None, "tai@test", "2026-11-28T00:00:00.000Z".into());
+        let ahead = AppendItem::sealed(receipt.clone(), None, None);
+        let now = AppendItem::receipt(receipt.clone());
+        assert_eq!(ahead.metadata_text().unwrap(), now.metadata_text().unwrap());
+        // What is stored reads back as the same metadata (80.0 stays a float).
+        let back: Value = serde_json::from_str(&ahead.metadata_text().unwrap()).unwrap();
+        assert_eq!(back, receipt.metadata);
+    }
 }

@@ -229,11 +229,7 @@ impl ReceiptWriter {
                     .seal(Some((head.seq, &head.hash)), node, timestamp.clone());
                 head.seq = receipt.seq;
                 head.hash.clone_from(&receipt.receipt_hash);
-                AppendItem {
-                    receipt,
-                    message_id: None,
-                    entitlement: it.entitlement,
-                }
+                AppendItem::sealed(receipt, None, it.entitlement)
             })
             .collect();
         Ok(Sealed {
@@ -461,11 +457,7 @@ async fn commit(
                 seen_messages.insert(mid.clone(), items.len());
             }
             mine.push(Answer::New(items.len()));
-            items.push(AppendItem {
-                receipt,
-                message_id: it.message_id,
-                entitlement: it.entitlement,
-            });
+            items.push(AppendItem::sealed(receipt, it.message_id, it.entitlement));
         }
         callers.push((reply, enqueued, mine));
     }

@@ -126,11 +126,11 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     // A message id is stored with its receipt; the same id again is a conflict.
     let with_msg = chain(&a, Some(&ca[2]), 1);
     store
-        .append(vec![AppendItem {
-            receipt: with_msg[0].clone(),
-            message_id: Some("msg-1/x".into()),
-            entitlement: Some(json!({"status": "active", "packs": ["base"], "n": 1})),
-        }])
+        .append(vec![AppendItem::receipt(with_msg[0].clone())
+            .with_message_id(Some("msg-1/x".into()))
+            .with_entitlement(Some(
+                json!({"status": "active", "packs": ["base"], "n": 1}),
+            ))])
         .await
         .unwrap();
     assert_eq!(
@@ -138,11 +138,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         Some(&with_msg[0])
     );
     let again = chain(&a, Some(&with_msg[0]), 1);
-    let dup = AppendItem {
-        receipt: again[0].clone(),
-        message_id: Some("msg-1/x".into()),
-        entitlement: None,
-    };
+    let dup = AppendItem::receipt(again[0].clone()).with_message_id(Some("msg-1/x".into()));
     assert!(matches!(
         store.append(vec![dup]).await,
         Err(StoreError::Conflict(_))
@@ -161,11 +157,8 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     );
     let later = chain(&a, Some(&again[0]), 1);
     store
-        .append(vec![AppendItem {
-            receipt: later[0].clone(),
-            message_id: None,
-            entitlement: Some(json!({"status": "suspended"})),
-        }])
+        .append(vec![AppendItem::receipt(later[0].clone())
+            .with_entitlement(Some(json!({"status": "suspended"})))])
         .await
         .unwrap();
     assert_eq!(
@@ -209,11 +202,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     store
         .append(vec![
             AppendItem::receipt(warned.clone()),
-            AppendItem {
-                receipt: granted,
-                message_id: None,
-                entitlement: Some(json!({"status": "active"})),
-            },
+            AppendItem::receipt(granted).with_entitlement(Some(json!({"status": "active"}))),
             AppendItem::receipt(refused.clone()),
         ])
         .await

@@ -333,7 +333,11 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
             while inner.strong_count() > 0 {
                 std::thread::sleep(pause);
                 let mut result = pass();
-                if let (Ok((frames, _)), Ok(file)) = (&result, &database) {
+                // Whether the writer was told already (it resets the count after its pass).
+                let told = inner.upgrade().is_some_and(|i| {
+                    i.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES
+                });
+                if let (Ok((frames, _)), Ok(file), false) = (&result, &database, told) {
                     if *frames as u64 >= WAL_RESTART_FRAMES {
                         // The writer's pass is due: make the copied pages durable here, and
                         // copy what came meanwhile, so that pass has little left to do.

@@ -509,6 +509,48 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
     tx.commit().map_err(unavailable)
 }
 
+/// Commits `batch` on the write connection; past `WAL_RESTART_FRAMES` (once the checkpoint
+/// thread has made its copy durable) the writer then copies the rest itself, so that the next
+/// commit writes the WAL from its start.
+fn commit_on(inner: &Inner, conn: &mut Connection, batch: &[AppendItem]) -> Result<(), StoreError> {
+    append_blocking(conn, batch)?;
+    if inner.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+        inner.wal_frames.store(0, Ordering::Relaxed);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "ledger checkpoint by the writer failed");
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Commits `batch`, hands the outcome to `then`, and commits whatever batch `then` returns
+    /// next, on the same blocking thread, until it returns `None`. The group-commit writer uses
+    /// this to start the next commit as soon as one ends, without a round trip through its
+    /// actor (which took about 0.35 ms per commit at 256 producers). Every batch is its own
+    /// transaction, all-or-nothing as with [`LedgerStore::append`].
+    pub async fn append_chained<F>(&self, batch: Vec<AppendItem>, then: F) -> Result<(), StoreError>
+    where
+        F: FnMut(Result<Vec<AppendItem>, StoreError>) -> Option<Vec<AppendItem>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let mut then = then;
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut batch = batch;
+            loop {
+                let outcome = commit_on(&inner, &mut conn, &batch).map(|()| batch);
+                match then(outcome) {
+                    Some(next) => batch = next,
+                    None => return,
+                }
+            }
+        })
+        .await
+        .map_err(unavailable)
+    }
+}
+
 impl LedgerStore for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -518,14 +560,7 @@ impl LedgerStore for SqliteStore {
         let inner = self.inner.clone();
         actix_web::rt::task::spawn_blocking(move || {
             let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            append_blocking(&mut conn, &batch)?;
-            if inner.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
-                inner.wal_frames.store(0, Ordering::Relaxed);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "ledger checkpoint by the writer failed");
-                }
-            }
-            Ok(batch)
+            commit_on(&inner, &mut conn, &batch).map(|()| batch)
         })
         .await
         .map_err(unavailable)?

@@ -275,3 +275,57 @@ async fn callers_sealed_ahead_of_a_failed_commit_are_sealed_again_and_committed(
     }
     root.shutdown().await;
 }
+
+#[actix_web::test]
+async fn a_failed_commit_chained_after_a_good_one_fails_only_its_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let store = AnyStore::Sqlite(SqliteStore::open(&path).unwrap());
+    // One receipt per commit: the callers sealed during a commit are committed one by one,
+    // chained on the commit thread.
+    let (ledger, root) = writer_lingering(store.clone(), 1, 1024, Duration::ZERO).await;
+    let first = ledger.append_one(draft("t0", 0)).await.unwrap();
+    ledger.append_one(draft("t1", 0)).await.unwrap();
+    append_behind_the_writers_back(&path, &first).await;
+    ledger.chaos.stall_for(Duration::from_millis(300));
+    let spawn = |tenant: &'static str, i: usize| {
+        let l = ledger.clone();
+        actix_web::rt::spawn(async move { l.append_one(draft(tenant, i)).await })
+    };
+    // In this order through the writer's mailbox: `good` starts the stalled commit; `doomed`
+    // is sealed meanwhile on the stale head of t0 and chained after it; `behind` waits in the
+    // queue behind `doomed`.
+    let good = spawn("t1", 1);
+    let doomed = spawn("t0", 1);
+    let behind = [spawn("t1", 2), spawn("t0", 2)];
+    assert_eq!(
+        good.await
+            .unwrap()
+            .expect("the first commit is durable")
+            .seq,
+        2
+    );
+    assert!(
+        matches!(doomed.await.unwrap(), Err(LedgerError::Conflict(_))),
+        "the chained commit on the stale head conflicts"
+    );
+    let mut seqs = Vec::new();
+    for h in behind {
+        let r = h
+            .await
+            .unwrap()
+            .expect("a caller behind the failed commit is not failed with it");
+        seqs.push((r.tenant_id, r.seq));
+    }
+    assert_eq!(
+        seqs,
+        [("t1".to_string(), 3), ("t0".to_string(), 3)],
+        "sealed again from the store"
+    );
+    for (tenant, count) in [("t0", 3), ("t1", 3)] {
+        let report = verify_chain(&store, tenant, 100, |_| {}).await.unwrap();
+        assert!(report.valid, "{tenant}: {report:?}");
+        assert_eq!(report.receipts_checked, count);
+    }
+    root.shutdown().await;
+}

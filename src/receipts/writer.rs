@@ -424,7 +424,6 @@ async fn commit(
     if let Some(left) = chain.chaos.stall_left() {
         actix::clock::sleep(left).await;
     }
-    chain.started = Instant::now();
     let mut items: Vec<AppendItem> = Vec::new();
     chain.callers.reserve(sealed.len() + batch.len());
     chain.add(sealed, &mut items);

@@ -610,7 +610,8 @@ impl Chain {
                 let follow = chain && self.follow;
                 let next = if follow && !self.chaos.failing() && self.chaos.stall_left().is_none() {
                     let sealed = lock(&self.queue).take_batch(self.max_batch);
-                    let mut next = Vec::new();
+                    let mut next = Vec::with_capacity(sealed.iter().map(|s| s.items.len()).sum());
+                    self.callers.reserve(sealed.len());
                     self.add(sealed, &mut next);
                     self.receipts = next.len();
                     self.started = Instant::now();

@@ -188,14 +188,14 @@ impl SealedQueue {
 
     /// Takes whole callers from the front, up to `max` receipts (at least one caller if any).
     fn take_batch(&mut self, max: usize) -> Vec<Sealed> {
-        let n = whole_callers(self.callers.iter().map(|s| s.items.len()), max).0;
+        let n = whole_callers(self.callers.iter().map(|s| s.items.len()), max);
         self.take(n)
     }
 }
 
 /// How many of the callers (given by their receipt counts, in order) fit into `max` receipts,
-/// never fewer than one, and their receipts: a caller's receipts are never split.
-fn whole_callers(sizes: impl Iterator<Item = usize>, max: usize) -> (usize, usize) {
+/// never fewer than one if there is any: a caller's receipts are never split.
+fn whole_callers(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
     let (mut callers, mut count) = (0, 0);
     for n in sizes {
         if callers > 0 && count + n > max {
@@ -204,7 +204,7 @@ fn whole_callers(sizes: impl Iterator<Item = usize>, max: usize) -> (usize, usiz
         count += n;
         callers += 1;
     }
-    (callers, count)
+    callers
 }
 
 fn lock(queue: &std::sync::Mutex<SealedQueue>) -> std::sync::MutexGuard<'_, SealedQueue> {
@@ -310,7 +310,7 @@ impl ReceiptWriter {
         let mut queue = lock(&self.sealed);
         let sizes = (queue.callers.iter().map(|s| s.items.len()))
             .chain(self.pending.iter().map(|p| p.items.len()));
-        let (callers, _) = whole_callers(sizes, self.cfg.max_batch);
+        let callers = whole_callers(sizes, self.cfg.max_batch);
         if callers == 0 {
             return;
         }
@@ -595,19 +595,19 @@ impl Chain {
         }
     }
 
-    /// The batch under way ended with `outcome`. Chooses the next batch (only if `chain` and
-    /// `follow`, the commit succeeded and no chaos switch is on), or else tells the writer the
-    /// flush ended; returns it with the answers owed to the callers of the batch that ended.
+    /// The batch under way ended with `outcome`. Chooses the next batch (only if `may_follow`
+    /// and `follow`, the commit succeeded and no chaos switch is on), or else tells the writer
+    /// the flush ended; returns it with the answers owed to the callers of the batch that ended.
     fn settle(
         &mut self,
         outcome: Result<Vec<AppendItem>, LedgerError>,
-        chain: bool,
+        may_follow: bool,
     ) -> (Option<Vec<AppendItem>>, Answers) {
         let callers = std::mem::take(&mut self.callers);
         match outcome {
             Ok(items) => {
                 events::ledger_batch_committed(self.backend, &items, self.started.elapsed());
-                let follow = chain && self.follow;
+                let follow = may_follow && self.follow;
                 let next = if follow && !self.chaos.failing() && self.chaos.stall_left().is_none() {
                     let sealed = lock(&self.queue).take_batch(self.max_batch);
                     let mut next = Vec::with_capacity(sealed.iter().map(|s| s.items.len()).sum());

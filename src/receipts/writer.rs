@@ -425,7 +425,6 @@ async fn commit(
         actix::clock::sleep(left).await;
     }
     let mut items: Vec<AppendItem> = Vec::new();
-    chain.callers.reserve(sealed.len() + batch.len());
     chain.add(sealed, &mut items);
     let callers = &mut chain.callers;
     let mut seen_messages: HashMap<String, usize> = HashMap::new();
@@ -586,6 +585,7 @@ enum Answers {
 impl Chain {
     /// Makes sealed callers the batch under way, their receipts appended to `items`.
     fn add(&mut self, sealed: Vec<Sealed>, items: &mut Vec<AppendItem>) {
+        self.callers.reserve(sealed.len());
         for s in sealed {
             let mine = (items.len()..items.len() + s.items.len())
                 .map(Answer::New)
@@ -611,7 +611,6 @@ impl Chain {
                 let next = if follow && !self.chaos.failing() && self.chaos.stall_left().is_none() {
                     let sealed = lock(&self.queue).take_batch(self.max_batch);
                     let mut next = Vec::with_capacity(sealed.iter().map(|s| s.items.len()).sum());
-                    self.callers.reserve(sealed.len());
                     self.add(sealed, &mut next);
                     self.receipts = next.len();
                     self.started = Instant::now();

@@ -23,6 +23,8 @@ fn all_sources() -> Vec<PathBuf> {
         "supervisors/src",
         "supervisors/tests",
         "supervisors/benches",
+        "walbuf/src",
+        "walbuf/tests",
         "benches",
     ] {
         if root.join(dir).exists() {

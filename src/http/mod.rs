@@ -1,7 +1,8 @@
 //! The HTTP API: the whole URL table on one screen, shared state and extractor configuration.
 //!
 //! Invariant: handlers hold no state of their own; they validate input, send one message to an
-//! actor (or read a handle), and map the answer. Every response body is JSON, errors included.
+//! actor (or read a handle), and map the answer. Every response body is JSON, errors included,
+//! except `/metrics` (Prometheus text) and `/observer` (one static HTML page).
 
 pub mod chaos;
 pub mod entitlements;
@@ -10,6 +11,8 @@ pub mod governors;
 pub mod health;
 pub mod mcp;
 pub mod middleware;
+pub mod observer;
+pub mod openapi;
 pub mod ops;
 pub mod pubsub;
 pub mod receipts;
@@ -143,6 +146,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
+        .service(web::resource("/observer").route(web::get().to(observer::page)))
         .service(web::resource("/marketplace").route(web::post().to(entitlements::marketplace)))
         .service(web::resource("/pubsub").route(web::post().to(pubsub::push)))
         .service(web::resource("/v1/pubsub").route(web::get().to(pubsub::status)))

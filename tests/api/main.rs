@@ -4,6 +4,7 @@
 mod access;
 mod actions;
 mod crash;
+mod docs;
 mod entitlements;
 mod errors;
 mod governors;

@@ -1,5 +1,7 @@
 //! House rules that no compiler checks: every source file opens with a `//!` header saying what
-//! it owns, and no stubs or debugging leftovers are committed.
+//! it owns, no stubs or debugging leftovers are committed, and the monitoring files under
+//! `tools/monitoring/` query only metrics the service writes, with the operations guide's
+//! alert thresholds.
 
 use std::path::{Path, PathBuf};
 
@@ -65,4 +67,128 @@ fn no_stubs_or_debug_leftovers_are_committed() {
         }
     }
     assert!(hits.is_empty(), "{hits:?}");
+}
+
+/// Metric names in `text`: every run of `[a-z0-9_]` that starts with `tai_` or `process_`.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in ["tai_", "process_"] {
+        for (i, _) in text.match_indices(prefix) {
+            let boundary = text[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+            if !boundary {
+                continue;
+            }
+            let end = text[i..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .map_or(text.len(), |n| i + n);
+            names.push(text[i..end].to_owned());
+        }
+    }
+    names
+}
+
+/// Every query string (`prometheusQuery`, `expr`, `query`) anywhere in a JSON document.
+fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("prometheusQuery" | "expr" | "query", serde_json::Value::String(q)) => {
+                        out.push(q.clone())
+                    }
+                    _ => queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| queries(v, out)),
+        _ => {}
+    }
+}
+
+fn monitoring_file(path: &str) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/monitoring");
+    let text = std::fs::read_to_string(root.join(path)).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn monitoring_files_query_only_metrics_the_service_writes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut written = std::collections::HashSet::new();
+    for f in ["src/telemetry/events.rs", "src/telemetry/metrics.rs"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        for name in metric_names(&text) {
+            written.insert(name);
+        }
+    }
+    assert!(written.contains("tai_governor_state"), "{written:?}");
+    let files = [
+        "cloud-monitoring-dashboard.json",
+        "grafana-dashboard.json",
+        "alerts/error-rate.json",
+        "alerts/latency-p99.json",
+        "alerts/memory.json",
+        "alerts/governor-crashes.json",
+    ];
+    let mut unknown = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    for file in files {
+        let mut qs = Vec::new();
+        queries(&monitoring_file(file), &mut qs);
+        assert!(!qs.is_empty(), "{file} has queries");
+        for name in qs.iter().flat_map(|q| metric_names(q)) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| written.contains(*b)))
+                .unwrap_or(&name)
+                .to_owned();
+            if written.contains(&base) {
+                used.insert(base);
+            } else {
+                unknown.push(format!("{file}: {name}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics the service never writes: {unknown:?}"
+    );
+    // The guide's key metrics are all on the dashboards.
+    for key in [
+        "tai_http_requests_total",
+        "tai_http_request_duration_seconds",
+        "tai_governor_state",
+        "tai_governor_transitions_total",
+        "tai_governor_actions_pending",
+        "tai_receipts_total",
+        "tai_receipt_emission_seconds",
+        "tai_firestore_writes_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "tai_actors",
+    ] {
+        assert!(used.contains(key), "{key} is on no dashboard");
+    }
+}
+
+#[test]
+fn alert_policies_hold_the_operations_guides_thresholds() {
+    // (file, what the query must compare, how long it must hold)
+    let expected = [
+        ("alerts/error-rate.json", "> 0.01", "300s"),
+        ("alerts/latency-p99.json", "> 1", "600s"),
+        ("alerts/memory.json", "> 0.8 *", "300s"),
+        ("alerts/governor-crashes.json", "[1h])) > 2", "0s"),
+    ];
+    for (file, comparison, duration) in expected {
+        let policy = monitoring_file(file);
+        let condition = &policy["conditions"][0]["conditionPrometheusQueryLanguage"];
+        let query = condition["query"].as_str().unwrap();
+        assert!(query.contains(comparison), "{file}: {query}");
+        assert_eq!(condition["duration"], duration, "{file}");
+        assert!(policy["documentation"]["content"].is_string(), "{file}");
+    }
 }

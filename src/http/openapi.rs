@@ -450,11 +450,19 @@ fn operation(op: &Op) -> Value {
     o
 }
 
+/// `post_v1_governors_by_tenant_reset`: the method, then the path's segments, each
+/// `{parameter}` as `by_parameter`, so that two paths that differ only by a parameter differ.
 fn operation_id(op: &Op) -> String {
-    let words: Vec<&str> = op
+    let words: Vec<String> = op
         .path
         .split('/')
-        .filter(|s| !s.is_empty() && !s.starts_with('{'))
+        .filter(|s| !s.is_empty())
+        .map(
+            |s| match s.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(param) => format!("by_{param}"),
+                None => s.to_owned(),
+            },
+        )
         .collect();
     format!("{}_{}", op.method, words.join("_").replace(['-', '.'], "_"))
 }

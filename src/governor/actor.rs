@@ -192,7 +192,7 @@ impl Governor {
         self.idle_ticks = 0;
         let started = Instant::now();
         let facts = self.facts(uuid::Uuid::now_v7().to_string());
-        let (next, step) = self.machine.step(input, &facts);
+        let (next, mut step) = self.machine.step(input, &facts);
         if let Reply::Invalid { reason } = &step.reply {
             return Box::pin(actix::fut::ready(Err(GovernorError::Invalid(
                 reason.clone(),
@@ -200,7 +200,7 @@ impl Governor {
         }
         let mut drafts: Vec<NewReceipt> = step
             .receipts
-            .iter()
+            .iter_mut()
             .map(|s| NewReceipt::new(self.draft(s)))
             .collect();
         // The receipt that records the input carries its Pub/Sub message id (in its metadata,
@@ -274,13 +274,21 @@ impl Governor {
         )
     }
 
-    fn draft(&self, s: &ReceiptSpec) -> ReceiptDraft {
-        ReceiptDraft::new(&*self.tenant, s.kind, s.event_type, s.reason.clone())
-            .states(
-                s.state_from.map(State::as_str),
-                s.state_to.map(State::as_str),
-            )
-            .metadata(s.metadata.clone())
+    /// The draft of a decided receipt. Its reason and metadata move into the draft (a clone of
+    /// the metadata's map per signal showed in profiles); the spec keeps its kind, event and
+    /// states, which is all the metrics read afterwards.
+    fn draft(&self, s: &mut ReceiptSpec) -> ReceiptDraft {
+        ReceiptDraft::new(
+            &*self.tenant,
+            s.kind,
+            s.event_type,
+            std::mem::take(&mut s.reason),
+        )
+        .states(
+            s.state_from.map(State::as_str),
+            s.state_to.map(State::as_str),
+        )
+        .metadata(std::mem::take(&mut s.metadata))
     }
 
     fn apply(&mut self, effect: Effect, ctx: &mut Context<Self>) {
@@ -564,7 +572,7 @@ impl Governor {
             if let Some(mid) = &message_id {
                 with_message_id(&mut metadata, mid);
             }
-            let spec = ReceiptSpec {
+            let mut spec = ReceiptSpec {
                 kind: ReceiptType::Refusal,
                 event_type: "signal_refused",
                 state_from: Some(from),
@@ -572,7 +580,7 @@ impl Governor {
                 reason: "actions_saturated".into(),
                 metadata,
             };
-            let mut draft = NewReceipt::new(self.draft(&spec));
+            let mut draft = NewReceipt::new(self.draft(&mut spec));
             draft.message_id = message_id;
             let draft_id = draft.draft.receipt_id.clone();
             let ledger = self.deps.ledger.clone();

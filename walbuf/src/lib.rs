@@ -1,4 +1,4 @@
-//! A SQLite VFS that hands a write-ahead log's frames to the OS in one write per sync.
+//! A SQLite VFS that hands a write-ahead log's frames to the OS in a few large writes per sync.
 //!
 //! SQLite writes every WAL frame with two system calls: the 24-byte frame header, then the page.
 //! A commit of a hundred pages is two hundred `pwrite`s, and each one looks up, locks and dirties
@@ -8,8 +8,8 @@
 //! - A file that is not a write-ahead log is opened by the default VFS itself, with the default
 //!   VFS's own methods: nothing in between.
 //! - A write-ahead log's writes that continue one another are held in memory, and go to the
-//!   default VFS as one write before anything that could observe the file: a sync, a read, a
-//!   truncate, a size query, a file control, a close, or a write somewhere else.
+//!   default VFS in writes of up to 128 KiB before anything that could observe the file: a
+//!   sync, a read, a truncate, a size query, a file control, a close, or a write somewhere else.
 //!
 //! # When it is correct
 //!
@@ -58,20 +58,9 @@ const MAX_WRITE: i64 = 0x1ffff;
 const FILE_PAGE: i64 = 4096;
 
 /// The VFS could not be registered; the SQLite result code says why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("registering the walbuf SQLite VFS failed (SQLite code {0})")]
 pub struct RegisterError(pub c_int);
-
-impl std::fmt::Display for RegisterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "registering the {NAME} SQLite VFS failed (SQLite code {})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for RegisterError {}
 
 /// What the VFS did with write-ahead log writes, over the whole process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, every test (unit, integration, black-box, doc tests) and
-# the independent MCP clients against the real binary.
+# The test command: formatting, lints, every test (unit, integration, black-box, doc tests),
+# the independent MCP clients against the real binary, and an independent OpenAPI validator
+# against its /openapi.json.
 # It installs and starts whatever the tests need and stops it again; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,3 +39,6 @@ step "independent MCP clients (Python, TypeScript, Inspector, conformance)"
 # The binary the black-box tests built (a separate `cargo build` would compile the dependency
 # graph again with the non-test feature set).
 tools/mcp-clients.sh target/debug/tai-autonomics
+
+step "independent OpenAPI validator against /openapi.json"
+tools/openapi-check.sh target/debug/tai-autonomics

@@ -26,17 +26,9 @@ mkdir -p "$DIR/node22" && ln -sf "$NODE22" "$DIR/node22/node"
   @modelcontextprotocol/conformance@0.2.0-alpha.12)
 cp "$ROOT/tools/mcp/client_check.py" "$ROOT/tools/mcp/ts_v1_check.mjs" "$DIR/"
 
-WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-(cd "$ROOT" && PORT=$PORT TAI_LEDGER__SQLITE_PATH="$WORK/ledger.db" TAI_LOG__FORMAT=json exec "$BIN") >"$WORK/service.log" 2>&1 &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-for _ in $(seq 1 300); do
-  curl -sf -o /dev/null "http://127.0.0.1:$PORT/health/ready" && break
-  kill -0 "$PID" 2>/dev/null || { cat "$WORK/service.log" >&2; exit 1; }
-  sleep 0.1
-done
+# shellcheck source=tools/serve.sh
+source "$ROOT/tools/serve.sh"
+serve_start "$BIN" TAI_LOG__FORMAT=json
 URL="http://127.0.0.1:$PORT/mcp"
 cd "$DIR"
 

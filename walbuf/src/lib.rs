@@ -295,6 +295,25 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     rc
 }
 
+/// Hands what `file` holds to the parent's file, then makes `call` on the parent's file: the
+/// order of every method that lets SQLite or the OS observe the file.
+///
+/// # Safety
+/// `file` is an open `WalFile`; `call` is safe to make on the parent's open file.
+unsafe fn flushed_then(
+    file: *mut ffi::sqlite3_file,
+    call: impl FnOnce(&'static ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let rc = flush(file);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        call(methods(file), inner(file))
+    }
+}
+
 unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes an open `WalFile` once; after this nothing uses `held`.
     unsafe {
@@ -318,11 +337,9 @@ unsafe extern "C" fn wal_read(
     // SAFETY: `file` is an open `WalFile`; the read goes to the parent's file with SQLite's
     // own buffer.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xRead.expect("a file has xRead"))(inner(file), buf, amount, offset)
+        flushed_then(file, |m, f| {
+            (m.xRead.expect("a file has xRead"))(f, buf, amount, offset)
+        })
     }
 }
 
@@ -336,7 +353,8 @@ unsafe extern "C" fn wal_write(
         return ffi::SQLITE_IOERR_WRITE;
     };
     WRITES_TAKEN.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `file` is an open `WalFile`, and SQLite's buffer holds `amount` bytes.
+    // SAFETY: `file` is an open `WalFile`, and SQLite's buffer holds `amount` bytes. Any length
+    // is held: `flush` cuts what is held into pieces the parent can write.
     unsafe {
         let held = held(file);
         if !held.continues(offset) || held.len() + len > HOLD_LIMIT {
@@ -344,15 +362,6 @@ unsafe extern "C" fn wal_write(
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
-        }
-        if len as i64 > MAX_WRITE {
-            WRITES_MADE.fetch_add(1, Ordering::Relaxed);
-            return (methods(file).xWrite.expect("a file has xWrite"))(
-                inner(file),
-                buf,
-                amount,
-                offset,
-            );
         }
         held.hold(offset, std::slice::from_raw_parts(buf.cast::<u8>(), len));
     }
@@ -362,23 +371,15 @@ unsafe extern "C" fn wal_write(
 unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
     // SAFETY: `file` is an open `WalFile`.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xTruncate.expect("a file has xTruncate"))(inner(file), size)
+        flushed_then(file, |m, f| {
+            (m.xTruncate.expect("a file has xTruncate"))(f, size)
+        })
     }
 }
 
 unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: `file` is an open `WalFile`.
-    unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xSync.expect("a file has xSync"))(inner(file), flags)
-    }
+    unsafe { flushed_then(file, |m, f| (m.xSync.expect("a file has xSync"))(f, flags)) }
 }
 
 unsafe extern "C" fn wal_file_size(
@@ -387,11 +388,9 @@ unsafe extern "C" fn wal_file_size(
 ) -> c_int {
     // SAFETY: `file` is an open `WalFile`; `size` is SQLite's.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xFileSize.expect("a file has xFileSize"))(inner(file), size)
+        flushed_then(file, |m, f| {
+            (m.xFileSize.expect("a file has xFileSize"))(f, size)
+        })
     }
 }
 
@@ -424,11 +423,9 @@ unsafe extern "C" fn wal_file_control(
 ) -> c_int {
     // SAFETY: `file` is an open `WalFile`; `arg` is SQLite's, for the parent to read.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xFileControl.expect("a file has xFileControl"))(inner(file), op, arg)
+        flushed_then(file, |m, f| {
+            (m.xFileControl.expect("a file has xFileControl"))(f, op, arg)
+        })
     }
 }
 

@@ -83,12 +83,14 @@ async fn push_round(url: &str, next: &Arc<AtomicU64>) -> Duration {
             for _ in 0..PER_ITER / SENDERS {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let body = json!({"message": {"data": b64(&signal(n)), "messageId": format!("push-{n}")}, "subscription": "projects/tai-bench/subscriptions/push"});
-                let res = client
+                let mut res = client
                     .post(format!("{url}/pubsub"))
                     .send_json(&body)
                     .await
                     .unwrap();
                 assert_eq!(res.status().as_u16(), 200);
+                // Read the answer to its end, or the client cannot reuse the connection.
+                res.body().await.unwrap();
             }
         }));
     }

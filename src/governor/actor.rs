@@ -530,30 +530,11 @@ pub struct SubmitSignal {
 
 impl Handler<SubmitSignal> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
-    fn handle(&mut self, msg: SubmitSignal, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SubmitSignal, ctx: &mut Context<Self>) -> Self::Result {
         events::signal_received();
-        // A message id that has a receipt already is answered with it and decides nothing.
-        // Inputs are handled one at a time, so a redelivery always sees the first receipt.
-        let store = self.deps.ledger.store().clone();
-        let lookup = msg.message_id.clone();
-        let found = async move {
-            match lookup {
-                Some(mid) => store.by_message_id(&mid).await,
-                None => Ok(None),
-            }
-        };
-        AtomicResponse::new(Box::pin(wrap_future::<_, Self>(found).then(
-            move |found, act, ctx| -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
-                match found {
-                    Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
-                    Ok(Some(existing)) => Box::pin(actix::fut::ready(Ok(Outcome::duplicate(
-                        act.machine.state,
-                        existing,
-                    )))),
-                    Ok(None) => act.decide_signal(msg.signal, msg.message_id, ctx),
-                }
-            },
-        )))
+        // A message id that has a receipt already is answered with it by the writer, which
+        // looks ids up as they arrive; the decision made here then never happened (see `run`).
+        AtomicResponse::new(self.decide_signal(msg.signal, msg.message_id, ctx))
     }
 }
 

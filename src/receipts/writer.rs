@@ -12,10 +12,18 @@
 //! Drafts are sealed as they arrive, while the commit before theirs is still under way, so a
 //! commit never waits for its batch to be hashed: the writer's chain heads run ahead of the
 //! store by what is sealed and not yet durable. A draft is sealed at its commit instead when its
-//! tenant's head is not known yet (a look-up in the store), when it carries a Pub/Sub message id
-//! (which may have a receipt already), or when a caller before it waits for either; while such a
-//! commit is under way nothing is sealed ahead. When a commit fails, every head is forgotten
-//! (reloaded from the store on demand) and the callers sealed ahead are sealed again at theirs.
+//! tenant's head is not known yet (a look-up in the store), or when a caller before it waits for
+//! one; while such a commit is under way nothing is sealed ahead. When a commit fails, every head
+//! is forgotten (reloaded from the store on demand) and the callers sealed ahead are sealed again
+//! at theirs.
+//!
+//! Pub/Sub message ids make exactly one receipt each. A caller with message ids claims them on
+//! arrival ([`Claim`]) until it is answered: while one delivery of a message is in the writer's
+//! hands, another gets [`LedgerError::InFlight`] at once (it is retried, and then finds the
+//! first one's receipt). The ids of callers that arrive together are looked up in the store in
+//! one read; a caller with an id that has a receipt is answered with that receipt, and none of
+//! its drafts is appended. The others go on like any caller, sealed ahead when they may be. So
+//! one id never reaches a commit twice, and the store's unique key on it never fails a batch.
 //!
 //! On SQLite (with `linger` 0) a commit that ends takes the callers sealed meanwhile and commits
 //! them next on the same blocking thread ([`Chain`]), answering the callers of the one before on
@@ -53,6 +61,10 @@ pub enum LedgerError {
     /// Another instance appended to the same chain first; nothing was written.
     #[error("the chain moved on concurrently: {0}")]
     Conflict(String),
+    /// Another delivery of the same Pub/Sub message is on its way to the store; nothing was
+    /// written. Retried, it gets that delivery's receipt.
+    #[error("{0}")]
+    InFlight(String),
 }
 
 impl From<StoreError> for LedgerError {
@@ -134,13 +146,67 @@ impl LedgerChaos {
     }
 }
 
-type Reply = oneshot::Sender<Result<Vec<Receipt>, LedgerError>>;
+/// Where a caller's answer goes, and the Pub/Sub message ids the caller holds while the
+/// writer has it.
+struct Reply {
+    tx: oneshot::Sender<Result<Vec<Receipt>, LedgerError>>,
+    claim: Option<Claim>,
+}
+
+impl Reply {
+    /// Answers the caller. Its message ids are released first: the caller may send the same
+    /// id again as soon as it hears, and by then its receipt is in the store for the look-up.
+    fn send(self, answer: Result<Vec<Receipt>, LedgerError>) {
+        let Reply { tx, claim } = self;
+        drop(claim);
+        let _ = tx.send(answer);
+    }
+}
+
+/// The Pub/Sub message ids in the writer's hands (looked up, queued or committing), so that
+/// one id is never on its way to the store twice at once.
+type Claimed = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
+/// A caller's hold on its message ids, from its arrival at the writer until it is answered
+/// (or dropped: a writer that crashes drops what it held).
+struct Claim {
+    claimed: Claimed,
+    ids: Vec<String>,
+}
+
+impl Claim {
+    /// Claims `ids`, or `None` if any of them is claimed already.
+    fn take(claimed: &Claimed, ids: Vec<String>) -> Option<Claim> {
+        let mut set = claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.iter().any(|id| set.contains(id)) {
+            return None;
+        }
+        set.extend(ids.iter().cloned());
+        drop(set);
+        Some(Claim {
+            claimed: claimed.clone(),
+            ids,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut set = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
 
 /// A caller whose drafts are sealed at their commit.
 struct Pending {
     items: Vec<NewReceipt>,
     reply: Reply,
     enqueued: Instant,
+    /// Its message ids were looked up in the store on arrival, none has a receipt, and no two
+    /// of its drafts share one: it may be sealed ahead.
+    checked: bool,
 }
 
 /// A caller whose drafts were sealed on arrival.
@@ -165,6 +231,7 @@ impl Sealed {
                 .collect(),
             reply: self.reply,
             enqueued: self.enqueued,
+            checked: true,
         }
     }
 }
@@ -231,6 +298,11 @@ pub struct ReceiptWriter {
     linger_scheduled: bool,
     /// The timestamp of receipts sealed ahead, formatted once per millisecond.
     stamp: (u64, String),
+    /// Message ids held by callers in this writer's hands (see [`Claim`]).
+    claimed: Claimed,
+    /// Callers with message ids that arrived while a look-up was under way: the next one.
+    to_check: Vec<Pending>,
+    checking: bool,
 }
 
 impl ReceiptWriter {
@@ -246,7 +318,76 @@ impl ReceiptWriter {
             blind: false,
             linger_scheduled: false,
             stamp: (0, String::new()),
+            claimed: Default::default(),
+            to_check: Vec::new(),
+            checking: false,
         }
+    }
+
+    /// Takes in a caller: sealed ahead if it may be, else queued to be sealed at its commit.
+    fn admit(&mut self, p: Pending, ctx: &mut Context<Self>) {
+        let n = p.items.len();
+        match self.seal_ahead(p) {
+            Ok(sealed) => {
+                let mut queue = lock(&self.sealed);
+                queue.receipts += n;
+                queue.callers.push(sealed);
+            }
+            Err(pending) => {
+                self.pending_receipts += n;
+                self.pending.push(pending);
+            }
+        }
+        self.schedule(ctx);
+    }
+
+    /// Looks up the message ids of the callers waiting for it, all in one read, and admits
+    /// the callers none of whose ids has a receipt; the others are answered with the receipt.
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        if self.checking || self.to_check.is_empty() {
+            return;
+        }
+        self.checking = true;
+        let batch = std::mem::take(&mut self.to_check);
+        let ids: Vec<String> = (batch.iter().flat_map(|p| &p.items))
+            .filter_map(|i| i.message_id.clone())
+            .collect();
+        let store = self.store.clone();
+        let lookup = async move { store.by_message_ids(&ids).await };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(lookup).map(move |found, act, ctx| {
+                act.checking = false;
+                match found {
+                    Ok(recorded) => {
+                        for mut p in batch {
+                            let existing = (p.items.iter())
+                                .filter_map(|i| i.message_id.as_deref())
+                                .find_map(|mid| recorded.get(mid));
+                            if let Some(r) = existing {
+                                p.reply.send(Ok(vec![r.clone()]));
+                                continue;
+                            }
+                            let mut ids: Vec<&str> = (p.items.iter())
+                                .filter_map(|i| i.message_id.as_deref())
+                                .collect();
+                            ids.sort_unstable();
+                            let n = ids.len();
+                            ids.dedup();
+                            // The same id twice in one caller: its commit sorts that out.
+                            p.checked = ids.len() == n;
+                            act.admit(p, ctx);
+                        }
+                    }
+                    Err(e) => {
+                        let e = LedgerError::from(e);
+                        for p in batch {
+                            p.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+                act.check(ctx);
+            }),
+        );
     }
 
     /// Seals a caller's drafts now if that keeps every chain in arrival order (see the module
@@ -254,9 +395,9 @@ impl ReceiptWriter {
     fn seal_ahead(&mut self, p: Pending) -> Result<Sealed, Pending> {
         let ready = !self.blind
             && self.pending.is_empty()
-            && p.items
-                .iter()
-                .all(|i| i.message_id.is_none() && self.heads.contains_key(&i.draft.tenant_id));
+            && p.items.iter().all(|i| {
+                (i.message_id.is_none() || p.checked) && self.heads.contains_key(&i.draft.tenant_id)
+            });
         if !ready {
             return Err(p);
         }
@@ -277,7 +418,7 @@ impl ReceiptWriter {
                     .seal(Some((head.seq, &head.hash)), node, timestamp.clone());
                 head.seq = receipt.seq;
                 head.hash.clone_from(&receipt.receipt_hash);
-                AppendItem::sealed(receipt, None, it.entitlement)
+                AppendItem::sealed(receipt, it.message_id, it.entitlement)
             })
             .collect();
         Ok(Sealed {
@@ -447,8 +588,7 @@ async fn commit(
 
     'callers: for p in rest.by_ref() {
         if failure.is_some() {
-            let _ = p
-                .reply
+            p.reply
                 .send(Err(failure.clone().unwrap_or(LedgerError::Busy)));
             continue;
         }
@@ -456,6 +596,7 @@ async fn commit(
             items: drafts,
             reply,
             enqueued,
+            ..
         } = p;
         // A caller whose drafts carry a Pub/Sub message id that has a receipt already (in the
         // store, or earlier in this batch) gets that receipt, and none of its drafts is appended.
@@ -512,7 +653,7 @@ async fn commit(
 
     if let Some(e) = &failure {
         for p in rest {
-            let _ = p.reply.send(Err(e.clone()));
+            p.reply.send(Err(e.clone()));
         }
     }
     chain.receipts = items.len();
@@ -676,12 +817,12 @@ impl Answers {
                         })
                         .collect();
                     events::receipts_durable(enqueued.elapsed());
-                    let _ = reply.send(Ok(receipts));
+                    reply.send(Ok(receipts));
                 }
             }
             Answers::Refused(callers, e) => {
                 for (reply, _, _) in callers {
-                    let _ = reply.send(Err(e.clone()));
+                    reply.send(Err(e.clone()));
                 }
             }
         }
@@ -724,19 +865,25 @@ struct Enqueue(Pending);
 impl Handler<Enqueue> for ReceiptWriter {
     type Result = ();
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        let n = msg.0.items.len();
-        match self.seal_ahead(msg.0) {
-            Ok(sealed) => {
-                let mut queue = lock(&self.sealed);
-                queue.receipts += n;
-                queue.callers.push(sealed);
-            }
-            Err(pending) => {
-                self.pending_receipts += n;
-                self.pending.push(pending);
+        let mut p = msg.0;
+        let ids: Vec<String> = (p.items.iter())
+            .filter_map(|i| i.message_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return self.admit(p, ctx);
+        }
+        // A message id already in the writer's hands (a redelivery racing its first delivery):
+        // that one decides it; this one may come again once it has.
+        match Claim::take(&self.claimed, ids) {
+            Some(claim) => p.reply.claim = Some(claim),
+            None => {
+                return p.reply.send(Err(LedgerError::InFlight(
+                    "a receipt for this Pub/Sub message id is being committed; retry".into(),
+                )))
             }
         }
-        self.schedule(ctx);
+        self.to_check.push(p);
+        self.check(ctx);
     }
 }
 
@@ -807,8 +954,9 @@ impl LedgerHandle {
         let (tx, rx) = oneshot::channel();
         let sent = self.writer.try_tell(Enqueue(Pending {
             items,
-            reply: tx,
+            reply: Reply { tx, claim: None },
             enqueued: Instant::now(),
+            checked: false,
         }));
         let outcome = match sent {
             Ok(()) => rx.await.unwrap_or_else(|_| {

@@ -546,6 +546,16 @@ async fn push_deliveries_are_governed_once_per_message_id_and_bad_envelopes_are_
         );
     }
     assert_eq!(recorded_ids(&app, "pushed").await, ["m-grant", "m-1"]);
+    // The replays decided nothing: once the governor has settled, the chain holds one decision
+    // on a signal of 85 (no replay postponed and replayed later, no second action).
+    eventually("the action ends", Duration::from_secs(10), || async {
+        (app.get_json("/v1/governors/pushed").await.1["action_in_flight"].is_null()).then_some(())
+    })
+    .await;
+    let decided = (receipts(&app, "pushed").await.iter())
+        .filter(|r| r["metadata"]["input"]["value"] == json!(85.0))
+        .count();
+    assert_eq!(decided, 1);
 
     // Malformed envelopes and payloads: 400 with the JSON error body, never 5xx, nothing stored.
     let before = receipts(&app, "pushed").await.len();

@@ -329,3 +329,111 @@ async fn a_failed_commit_chained_after_a_good_one_fails_only_its_callers() {
     }
     root.shutdown().await;
 }
+
+/// Deliveries of one Pub/Sub message that race each other (a redelivery racing the first, or
+/// one id pushed for several tenants) make one receipt: each caller gets that receipt or a
+/// retryable `InFlight`, no batch fails, and the receipts around them are all committed.
+#[actix_web::test]
+async fn racing_deliveries_of_one_message_make_one_receipt_and_fail_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
+    // No linger: drafts whose ids were looked up are sealed ahead and chained.
+    let (ledger, root) = writer_lingering(store.clone(), 64, 10_000, Duration::ZERO).await;
+    for t in 0..4 {
+        ledger.append_one(draft(&format!("t{t}"), 0)).await.unwrap();
+    }
+    for round in 0..20 {
+        let mid = format!("m-{round}");
+        let mut racing = Vec::new();
+        let mut plain = Vec::new();
+        for i in 0..40 {
+            let l = ledger.clone();
+            let mid = mid.clone();
+            let tenant = format!("t{}", i % 4);
+            if i % 5 == 0 {
+                racing.push(actix_web::rt::spawn(async move {
+                    let item = NewReceipt {
+                        message_id: Some(mid),
+                        ..draft(&tenant, i)
+                    };
+                    l.append_one(item).await
+                }));
+            } else {
+                plain.push(actix_web::rt::spawn(async move {
+                    l.append_one(draft(&tenant, i)).await
+                }));
+            }
+        }
+        for h in plain {
+            h.await.unwrap().expect("no batch fails");
+        }
+        let mut got = Vec::new();
+        for h in racing {
+            match h.await.unwrap() {
+                Ok(r) => got.push(r.receipt_id),
+                Err(LedgerError::InFlight(_)) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        got.dedup();
+        assert_eq!(
+            got.len(),
+            1,
+            "round {round}: one receipt for {mid}: {got:?}"
+        );
+        // Retried once the first has its answer: that receipt, and no second one.
+        let again = ledger
+            .append_one(NewReceipt {
+                message_id: Some(mid.clone()),
+                ..draft("t3", 99)
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.receipt_id, got[0]);
+        let stored = store.by_message_id(&mid).await.unwrap().unwrap();
+        assert_eq!(stored.receipt_id, got[0]);
+    }
+    let mut total = 0;
+    for t in 0..4 {
+        let report = verify_chain(&store, &format!("t{t}"), 1000, |_| {})
+            .await
+            .unwrap();
+        assert!(report.valid, "{report:?}");
+        total += report.receipts_checked;
+    }
+    assert_eq!(
+        total,
+        4 + 20 * 32 + 20,
+        "the plain receipts and one per message"
+    );
+
+    // A delivery whose commit fails holds its id no longer: the next delivery is committed.
+    ledger.chaos.fail_for(Duration::from_millis(200));
+    let failed = ledger
+        .append_one(NewReceipt {
+            message_id: Some("m-failed".into()),
+            ..draft("t0", 0)
+        })
+        .await;
+    assert!(
+        matches!(failed, Err(LedgerError::Unavailable(_))),
+        "{failed:?}"
+    );
+    loop {
+        let retry = ledger
+            .append_one(NewReceipt {
+                message_id: Some("m-failed".into()),
+                ..draft("t0", 1)
+            })
+            .await;
+        match retry {
+            Ok(r) => {
+                assert_eq!(store.by_message_id("m-failed").await.unwrap(), Some(r));
+                break;
+            }
+            Err(LedgerError::Unavailable(_)) => actix_web::rt::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    root.shutdown().await;
+}

@@ -60,6 +60,16 @@ fn page_sql() -> String {
     )
 }
 
+/// The receipt recorded for Pub/Sub message id `?1` (built once: it is asked for per arrival
+/// group of Pub/Sub callers).
+fn by_message_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols = COLUMNS.split(", ").map(|col| format!("r.{col}")).collect::<Vec<_>>().join(", ");
+        format!("SELECT {cols} FROM pubsub_messages m JOIN receipts r ON r.receipt_id = m.receipt_id WHERE m.message_id = ?1")
+    })
+}
+
 /// The SQLite backend.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -693,9 +703,11 @@ impl LedgerStore for SqliteStore {
     async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
         let id = message_id.to_owned();
         self.read(move |c| {
-            let cols = COLUMNS.split(", ").map(|col| format!("r.{col}")).collect::<Vec<_>>().join(", ");
-            let mut s = c.prepare_cached(&format!("SELECT {cols} FROM pubsub_messages m JOIN receipts r ON r.receipt_id = m.receipt_id WHERE m.message_id = ?1")).map_err(unavailable)?;
-            s.query_row(params![id], row_to_receipt).optional().map_err(unavailable)?.transpose()
+            let mut s = c.prepare_cached(by_message_sql()).map_err(unavailable)?;
+            s.query_row(params![id], row_to_receipt)
+                .optional()
+                .map_err(unavailable)?
+                .transpose()
         })
         .await
     }
@@ -709,11 +721,15 @@ impl LedgerStore for SqliteStore {
         }
         let ids = message_ids.to_vec();
         self.read(move |c| {
-            let cols = COLUMNS.split(", ").map(|col| format!("r.{col}")).collect::<Vec<_>>().join(", ");
-            let mut s = c.prepare_cached(&format!("SELECT {cols} FROM pubsub_messages m JOIN receipts r ON r.receipt_id = m.receipt_id WHERE m.message_id = ?1")).map_err(unavailable)?;
+            let mut s = c.prepare_cached(by_message_sql()).map_err(unavailable)?;
             let mut found = std::collections::HashMap::new();
             for id in ids {
-                if let Some(r) = s.query_row(params![id], row_to_receipt).optional().map_err(unavailable)?.transpose()? {
+                if let Some(r) = s
+                    .query_row(params![id], row_to_receipt)
+                    .optional()
+                    .map_err(unavailable)?
+                    .transpose()?
+                {
                     found.insert(id, r);
                 }
             }

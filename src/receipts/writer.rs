@@ -845,8 +845,11 @@ impl Actor for ReceiptWriter {
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         // Flush what is queued before stopping: the supervisor waits (shutdown timeout). When
         // the writer is being dropped there is nothing to wait with: callers get an error.
-        let idle =
-            lock(&self.sealed).callers.is_empty() && self.pending.is_empty() && !self.flushing;
+        let idle = lock(&self.sealed).callers.is_empty()
+            && self.pending.is_empty()
+            && !self.flushing
+            && !self.checking
+            && self.to_check.is_empty();
         if idle || supervisors::being_dropped() {
             return Running::Stop;
         }

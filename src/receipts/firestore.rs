@@ -401,6 +401,39 @@ impl LedgerStore for FirestoreStore {
         }
     }
 
+    /// One batched read of the ids' index documents; the receipts are read only for the ids
+    /// found (redeliveries, which are rare).
+    async fn by_message_ids(
+        &self,
+        message_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Receipt>, StoreError> {
+        use futures_util::StreamExt as _;
+        let mut found = std::collections::HashMap::new();
+        if message_ids.is_empty() {
+            return Ok(found);
+        }
+        let ids: std::collections::HashMap<String, &String> =
+            message_ids.iter().map(|m| (message_doc_id(m), m)).collect();
+        let mut docs = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in("pubsub_messages")
+            .obj::<IndexDoc>()
+            .batch_with_errors(ids.keys().cloned().collect::<Vec<_>>())
+            .await
+            .map_err(map_err)?;
+        while let Some(doc) = docs.next().await {
+            let (doc_id, index) = doc.map_err(map_err)?;
+            if let (Some(i), Some(&mid)) = (index, ids.get(&doc_id)) {
+                if let Some(r) = self.receipt_at(&i.tenant_id, i.seq as u64).await? {
+                    found.insert(mid.clone(), r);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let after = after.to_owned();
         let docs: Vec<TenantDoc> = self

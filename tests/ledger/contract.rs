@@ -137,6 +137,16 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         store.by_message_id("msg-1/x").await.unwrap().as_ref(),
         Some(&with_msg[0])
     );
+    // Looked up together with ids that have no receipt: only the recorded one is found.
+    let ids = [
+        "nope".to_string(),
+        "msg-1/x".to_string(),
+        "msg-2".to_string(),
+    ];
+    let found = store.by_message_ids(&ids).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found.get("msg-1/x"), Some(&with_msg[0]));
+    assert!(store.by_message_ids(&[]).await.unwrap().is_empty());
     let again = chain(&a, Some(&with_msg[0]), 1);
     let dup = AppendItem::receipt(again[0].clone()).with_message_id(Some("msg-1/x".into()));
     assert!(matches!(

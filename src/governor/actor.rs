@@ -224,8 +224,8 @@ impl Governor {
                         .first()
                         .filter(|r| Some(&r.receipt_id) != first_id.as_ref())
                     {
-                        // Another delivery of the same message won the race: its receipt is
-                        // the answer, and this decision never happened.
+                        // The message has a receipt already (an earlier delivery's, which the
+                        // writer found): it is the answer, and this decision never happened.
                         return Ok(Outcome::duplicate(act.machine.state, existing.clone()));
                     }
                     let from = act.machine.state;

@@ -572,18 +572,6 @@ async fn commit(
     let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
     let timestamp = crate::clock::now_rfc3339();
     let mut failure: Option<LedgerError> = None;
-    // Message ids that have a receipt already: one look-up for the whole batch.
-    let ids: Vec<String> = batch
-        .iter()
-        .flat_map(|p| p.items.iter().filter_map(|i| i.message_id.clone()))
-        .collect();
-    let recorded = match store.by_message_ids(&ids).await {
-        Ok(found) => found,
-        Err(e) => {
-            failure = Some(e.into());
-            Default::default()
-        }
-    };
     let mut rest = batch.into_iter();
 
     'callers: for p in rest.by_ref() {
@@ -598,19 +586,9 @@ async fn commit(
             enqueued,
             ..
         } = p;
-        // A caller whose drafts carry a Pub/Sub message id that has a receipt already (in the
-        // store, or earlier in this batch) gets that receipt, and none of its drafts is appended.
-        let existing = drafts
-            .iter()
-            .filter_map(|it| it.message_id.as_deref())
-            .find_map(|mid| match seen_messages.get(mid) {
-                Some(&idx) => Some(items[idx].receipt.clone()),
-                None => recorded.get(mid).cloned(),
-            });
-        if let Some(r) = existing {
-            callers.push((reply, enqueued, vec![Answer::Existing(Box::new(r))]));
-            continue;
-        }
+        // Its message ids were looked up on arrival and are held by it alone (see `Claim`), so
+        // none has a receipt in the store or elsewhere in this batch; only its own drafts may
+        // share one.
         let mut mine = Vec::with_capacity(drafts.len());
         for it in drafts {
             // The same message id twice in one caller's drafts: the first one's receipt.

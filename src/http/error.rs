@@ -272,6 +272,24 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) ->
     .into()
 }
 
+/// A non-negative integer query parameter (`after_seq`, `limit`): absent or empty is `None`,
+/// anything else that is not such an integer is 400 `invalid_request` naming the parameter.
+pub fn query_uint<T: std::str::FromStr>(
+    name: &str,
+    raw: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    raw.parse().map(Some).map_err(|_| {
+        let shown: String = raw.chars().take(40).collect();
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{name} must be a non-negative integer, found {shown:?}"),
+        )
+    })
+}
+
 /// Maps path-parameter errors to 400 `invalid_request`.
 pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::new(
@@ -413,5 +431,27 @@ mod tests {
             assert!(s.is_client_error() || server_side, "{c:?}");
         }
         assert_eq!(ErrorCode::Draining.status(), 503);
+    }
+
+    #[test]
+    fn query_numbers_name_the_parameter_and_treat_empty_as_absent() {
+        assert_eq!(query_uint::<u64>("after_seq", None).unwrap(), None);
+        assert_eq!(query_uint::<u64>("after_seq", Some("")).unwrap(), None);
+        assert_eq!(
+            query_uint::<u64>("after_seq", Some("12")).unwrap(),
+            Some(12)
+        );
+        for bad in ["-1", "1.5", "abc", "99999999999999999999999"] {
+            let e = query_uint::<u64>("after_seq", Some(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert_eq!(
+                e.message,
+                format!("after_seq must be a non-negative integer, found {bad:?}")
+            );
+        }
+        // A long value is shown cut short.
+        let long = "x".repeat(10_000);
+        let e = query_uint::<usize>("limit", Some(&long)).unwrap_err();
+        assert!(e.message.len() < 100, "{}", e.message);
     }
 }

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{query_uint, ApiError, ErrorCode};
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
@@ -176,7 +176,7 @@ pub async fn get(
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
     /// The cursor: tenants after this id.
     after: Option<String>,
 }
@@ -189,7 +189,9 @@ pub async fn list(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = query_uint("limit", q.limit.as_deref())?
+        .unwrap_or(100)
+        .clamp(1, 1000);
     let after = q.after.clone().unwrap_or_default();
     let page = state.tree.intake.running_governors(&after, limit);
     let mut out = Vec::with_capacity(page.entries.len());

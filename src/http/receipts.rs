@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{query_uint, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
 use crate::receipts::{verify_chain, LedgerStore, StoreError};
@@ -42,8 +42,8 @@ async fn known_tenant(state: &AppState, tenant: &TenantId) -> Result<u64, ApiErr
 
 #[derive(Deserialize)]
 pub struct Page {
-    after_seq: Option<u64>,
-    limit: Option<usize>,
+    after_seq: Option<String>,
+    limit: Option<String>,
 }
 
 /// `GET /v1/tenants/{tenant}/receipts?after_seq=&limit=`
@@ -54,7 +54,8 @@ pub async fn list(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    let limit = page.limit.unwrap_or(100);
+    let limit = query_uint("limit", page.limit.as_deref())?.unwrap_or(100);
+    let after = query_uint("after_seq", page.after_seq.as_deref())?.unwrap_or(0);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -62,7 +63,6 @@ pub async fn list(
         ));
     }
     let head_seq = known_tenant(&state, &tenant).await?;
-    let after = page.after_seq.unwrap_or(0);
     let receipts = state
         .tree
         .ledger

@@ -98,9 +98,30 @@ async fn unknown_and_hostile_tenants_are_404_and_400() {
             400,
             "invalid_request",
         ),
+        // Empty parameters count as absent.
+        (
+            "/v1/tenants/nobody/receipts?after_seq=&limit=",
+            404,
+            "tenant_not_found",
+        ),
     ] {
         let (s, body) = app.get_json(path).await;
         assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{path}");
+    }
+    // A malformed number is named in the message, on every paged listing.
+    for (path, name) in [
+        ("/v1/tenants/acme/receipts?after_seq=-1", "after_seq"),
+        ("/v1/tenants/acme/receipts?limit=ten", "limit"),
+        ("/v1/governors?limit=1e3", "limit"),
+        ("/v1/supervision?limit=-5", "limit"),
+    ] {
+        let (s, body) = app.get_json(path).await;
+        let message = body["message"].as_str().unwrap_or_default();
+        assert_eq!(s, 400, "{path}: {body}");
+        assert!(
+            message.starts_with(&format!("{name} must be a non-negative integer")),
+            "{path}: {message}"
+        );
     }
 }
 

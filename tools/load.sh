@@ -30,8 +30,10 @@ summary() { # label, then oha output on stdin
   awk -v label="$1" '
     /Success rate:/ {ok=$3}
     /Requests\/sec:/ {rps=$2}
-    /^ *50\.00% in/ {p50=$3}
-    /^ *99\.00% in/ {p99=$3}
+    # oha picks the unit of its latencies per run (ms, or s for slower runs): read it.
+    function ms(v, unit) { return unit ~ /^s/ ? v * 1000 : unit ~ /^(µs|us)/ ? v / 1000 : v }
+    /^ *50\.00% in/ {p50=ms($3, $4)}
+    /^ *99\.00% in/ {p99=ms($3, $4)}
     END {printf "%-44s %10.0f req/s   p50 %7.2f ms   p99 %7.2f ms   success %s\n", label, rps, p50, p99, ok}'
 }
 signal=(-m POST -H 'content-type: application/json' -d '{"metric":"cpu_utilization","value":42.5}' --rand-regex-url "$base/v1/tenants/load-[0-4][0-9][0-9]/signals")

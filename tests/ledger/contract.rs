@@ -65,7 +65,9 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     assert_eq!(store.entitlement(&a).await.unwrap(), None);
     store.ping().await.unwrap();
 
-    // A batch mixing two tenants is appended and read back exactly, hashes intact.
+    // A batch mixing two tenants is appended and read back exactly, hashes intact. Row to row,
+    // some members change (tenant, type, state_to, reason) and some repeat, which a backend that
+    // reuses what it bound for the previous row must get right.
     let ca = chain(&a, None, 3);
     let cb = chain(&b, None, 1);
     let mut batch = items(&ca);

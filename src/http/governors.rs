@@ -1,7 +1,7 @@
 //! Governor routes: signals, tool calls, state, listing, operator reset and action callbacks.
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{query_uint, ApiError, ErrorCode};
@@ -41,18 +41,15 @@ pub fn refusal_code(reason: &str, status: u16) -> ErrorCode {
 /// with 200), the refusal's status otherwise; always with the last receipt.
 fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
     let decided = |decision, reason, postponed| {
-        HttpResponse::Ok().json(Decided {
-            decision,
-            postponed,
-            reason,
-            receipt: o.receipts.last(),
-            receipts: &o.receipts,
-            state: o.state,
-        })
+        let body = decided_body(decision, postponed, reason, &o.receipts, o.state)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("answer not written: {e}")))?;
+        Ok(HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(body))
     };
     match o.refused {
-        None => Ok(decided("accept", None, o.postponed)),
-        Some((200, reason)) => Ok(decided("refuse", Some(reason), false)),
+        None => decided("accept", None, o.postponed),
+        Some((200, reason)) => decided("refuse", Some(reason), false),
         Some((status, reason)) => {
             let receipt = o
                 .receipts
@@ -73,17 +70,45 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// The body of a governed decision, serialised straight from the receipts without an
-/// intermediate `Value` tree; members in alphabetical order.
-#[derive(Serialize)]
-struct Decided<'a> {
-    decision: &'static str,
+/// The body of a governed decision, `{decision, postponed, reason?, receipt, receipts, state}`
+/// in that (alphabetical) order, written straight from the receipts: the last receipt is
+/// written once and copied, as `receipt` and as the end of `receipts`.
+fn decided_body(
+    decision: &str,
     postponed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-    receipt: Option<&'a Receipt>,
-    receipts: &'a [Receipt],
+    reason: Option<&str>,
+    receipts: &[Receipt],
     state: State,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1024 * (receipts.len() + 1));
+    out.extend_from_slice(b"{\"decision\":");
+    serde_json::to_writer(&mut out, decision)?;
+    out.extend_from_slice(b",\"postponed\":");
+    serde_json::to_writer(&mut out, &postponed)?;
+    if let Some(reason) = reason {
+        out.extend_from_slice(b",\"reason\":");
+        serde_json::to_writer(&mut out, reason)?;
+    }
+    out.extend_from_slice(b",\"receipt\":");
+    let (last, earlier) = match receipts.split_last() {
+        Some((last, earlier)) => (Some(last), earlier),
+        None => (None, &[][..]),
+    };
+    let written = out.len();
+    serde_json::to_writer(&mut out, &last)?;
+    let last_text = written..out.len();
+    out.extend_from_slice(b",\"receipts\":[");
+    for r in earlier {
+        serde_json::to_writer(&mut out, r)?;
+        out.push(b',');
+    }
+    if last.is_some() {
+        out.extend_from_within(last_text);
+    }
+    out.extend_from_slice(b"],\"state\":");
+    serde_json::to_writer(&mut out, &state)?;
+    out.push(b'}');
+    Ok(out)
 }
 
 /// `POST /v1/tenants/{tenant}/signals`
@@ -253,4 +278,61 @@ pub async fn action_callback(
     };
     let g = state.tree.intake.governor(&tenant).await?;
     answer(state.tree.intake.ask(&g, Control(input)).await??)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipts::{ReceiptDraft, ReceiptType};
+
+    fn receipts(n: usize) -> Vec<Receipt> {
+        let mut out: Vec<Receipt> = Vec::new();
+        for i in 0..n {
+            let d = ReceiptDraft::new("acme", ReceiptType::Transition, "signal_processed", "\"q\"")
+                .states(Some("stable"), None)
+                .metadata(json!({"input": {"value": i, "text": "café\n"}}));
+            let prev = out.last().map(|r| (r.seq, r.receipt_hash.as_str()));
+            out.push(d.seal(prev, "tai@test", "2026-11-28T14:00:00.000Z".into()));
+        }
+        out
+    }
+
+    /// What the body was before it was written by hand: serde's derive, members in order.
+    #[derive(serde::Serialize)]
+    struct Derived<'a> {
+        decision: &'a str,
+        postponed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        receipt: Option<&'a Receipt>,
+        receipts: &'a [Receipt],
+        state: State,
+    }
+
+    #[test]
+    fn a_decision_body_is_byte_for_byte_what_serde_writes() {
+        for n in 0..3 {
+            let rs = receipts(n);
+            for (decision, reason, postponed) in [
+                ("accept", None, true),
+                ("refuse", Some("gate_refused"), false),
+            ] {
+                let body = decided_body(decision, postponed, reason, &rs, State::Warning).unwrap();
+                let derived = serde_json::to_vec(&Derived {
+                    decision,
+                    postponed,
+                    reason,
+                    receipt: rs.last(),
+                    receipts: &rs,
+                    state: State::Warning,
+                })
+                .unwrap();
+                assert_eq!(
+                    String::from_utf8(body).unwrap(),
+                    String::from_utf8(derived).unwrap(),
+                    "{n} receipts"
+                );
+            }
+        }
+    }
 }

@@ -2,22 +2,19 @@
 # End-to-end load: governed signals with durable receipts over HTTP against the release binary,
 # beside the same server's trivial endpoint (/health/live) as the framework's ceiling, then the
 # signal path at fixed rates for p50/p99. Uses oha (installed from crates.io when missing).
-#   tools/load.sh [seconds per phase, default 10] [connections, default 64]
+#   tools/load.sh [seconds per phase, default 10] [connections, default 256]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-256}
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --locked -q
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-PORT=$port TAI_LOG__LEVEL=warn TAI_LEDGER__SQLITE_PATH="$dir/ledger.db" \
-  TAI_RATE_LIMIT__PER_SECOND=10000000 TAI_RATE_LIMIT__BURST=10000000 \
-  target/release/tai-autonomics >"$dir/service.log" 2>&1 &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-until curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready"; do sleep 0.05; done
-base="http://127.0.0.1:$port"
+ROOT=$(pwd)
+# shellcheck source=tools/serve.sh
+source tools/serve.sh
+serve_start target/release/tai-autonomics TAI_LOG__LEVEL=warn \
+  TAI_RATE_LIMIT__PER_SECOND=10000000 TAI_RATE_LIMIT__BURST=10000000
+base="http://127.0.0.1:$PORT"
 # 500 tenants load-000 … load-499, each with its governor started by a first signal. Decisions
 # are serialised per tenant (each waits for its durable receipt), so throughput grows with tenants.
 for i in $(seq -w 0 499); do

@@ -23,7 +23,7 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = events::method_label(req.method().as_str());
     let trace_id = req
         .headers()
         .get("x-cloud-trace-context")
@@ -68,7 +68,7 @@ pub async fn observe(
     span.record("route", route.as_str());
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
-    events::http_request(&method, &route, status, elapsed);
+    events::http_request(method, &route, status, elapsed);
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(

@@ -49,12 +49,59 @@ pub fn supervisor_children(supervisor: &str, running: usize) {
         .set(running as f64);
 }
 
-/// One HTTP request finished. `route` is the matched pattern (bounded), never the raw path.
-pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
-    let (method, route) = (method.to_owned(), route.to_owned());
-    metrics::counter!("tai_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("tai_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(elapsed.as_secs_f64());
+/// The `method` label of a request: the methods of RFC 9110 (and PATCH) by name, anything else
+/// as `other`. A client picks the method, and each new one would add a counter and a
+/// histogram of 17 buckets per route to `/metrics`, without limit.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
+/// The metric handles of one (route, method, status), looked up once per thread: building the
+/// labelled key and finding it in the registry took seven allocations per request.
+struct HttpSeries {
+    method: &'static str,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+thread_local! {
+    /// By route pattern; few methods and statuses per route, so a short list each.
+    static HTTP_SERIES: std::cell::RefCell<std::collections::HashMap<String, Vec<HttpSeries>>> =
+        Default::default();
+}
+
+/// One HTTP request finished. `route` is the matched pattern (bounded), never the raw path;
+/// `method` is one of [`method_label`]'s.
+pub fn http_request(method: &'static str, route: &str, status: u16, elapsed: Duration) {
+    HTTP_SERIES.with_borrow_mut(|series| {
+        let by_route = match series.get_mut(route) {
+            Some(list) => list,
+            None => series.entry(route.to_owned()).or_default(),
+        };
+        let i = match by_route
+            .iter()
+            .position(|s| s.method == method && s.status == status)
+        {
+            Some(i) => i,
+            None => {
+                let route = route.to_owned();
+                by_route.push(HttpSeries {
+                    method,
+                    status,
+                    requests: metrics::counter!("tai_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string()),
+                    duration: metrics::histogram!("tai_http_request_duration_seconds", "method" => method, "route" => route),
+                });
+                by_route.len() - 1
+            }
+        };
+        let s = &by_route[i];
+        s.requests.increment(1);
+        s.duration.record(elapsed.as_secs_f64());
+    });
     if status >= 400 {
         let class = if status >= 500 { "5xx" } else { "4xx" };
         metrics::counter!("tai_http_errors_total", "class" => class).increment(1);

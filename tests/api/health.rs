@@ -87,3 +87,26 @@ async fn request_metrics_are_labelled_with_the_matched_route_pattern() {
     // No request is labelled with its raw path.
     assert!(!text.contains("route-label-probe"), "{text}");
 }
+
+#[actix_web::test]
+async fn request_metrics_label_methods_outside_the_standard_set_as_other() {
+    let app = spawn_app(|_| {}).await;
+    // A client picks the method: each new one must not add series to /metrics.
+    for method in ["PROBEMETHODA", "PROBEMETHODB"] {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, app.url("/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 405);
+    }
+    let (_, text) = app.get_text("/metrics").await;
+    let other = r#"tai_http_requests_total{method="other",route="/health",status="405"}"#;
+    assert!(
+        metric(&text, other).unwrap_or(0.0) >= 2.0,
+        "{other} missing:\n{text}"
+    );
+    assert!(!text.contains("PROBEMETHOD"), "{text}");
+}

@@ -79,6 +79,45 @@ pub fn restarting(e: supervisors::CallError) -> ApiError {
     }
 }
 
+/// Levels of objects and arrays that client JSON a receipt records (tool arguments) may nest:
+/// the receipt's metadata holds it one or two levels down, well inside the ledger's
+/// [`crate::receipts::receipt::MAX_METADATA_NESTING`].
+pub const MAX_RECORDED_NESTING: usize = 8;
+
+/// Bytes of JSON that client data a receipt records may take: receipts are an audit trail,
+/// and a Firestore document holds at most 1 MiB whatever `http.max_body_bytes` allows.
+pub const MAX_RECORDED_BYTES: usize = 16 * 1024;
+
+/// Checks client JSON that a receipt will record; the message names `field`.
+pub fn check_recorded_json(field: &str, v: &serde_json::Value) -> Result<(), String> {
+    if crate::receipts::receipt::nesting(v) > MAX_RECORDED_NESTING {
+        return Err(format!(
+            "{field} may nest at most {MAX_RECORDED_NESTING} levels of objects and arrays"
+        ));
+    }
+    let mut size = ByteCount(0);
+    if serde_json::to_writer(&mut size, v).is_err() || size.0 > MAX_RECORDED_BYTES {
+        return Err(format!(
+            "{field} may take at most {} KiB as JSON",
+            MAX_RECORDED_BYTES / 1024
+        ));
+    }
+    Ok(())
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn short_text(field: &str, v: &str) -> Result<(), ApiError> {
     if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
         return Err(ApiError::new(

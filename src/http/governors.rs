@@ -163,6 +163,8 @@ pub async fn tool_call(
             "args must be an object",
         ));
     }
+    crate::intake::check_recorded_json("args", &req.args)
+        .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
     let g = state.tree.intake.governor(&tenant).await?;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(1, 30_000));
     let call = g.send(CallTool {

@@ -252,7 +252,9 @@ fn ops() -> Vec<Op> {
         Op {
             body: Some(
                 json!({"type": "object", "required": ["tool"], "properties": {
-                "tool": {"type": "string"}, "args": any_object(),
+                "tool": {"type": "string"},
+                "args": {"type": "object", "additionalProperties": true,
+                    "description": "Recorded in the receipt: at most 8 levels of objects and arrays, and 16 KiB as JSON (400 otherwise)"},
                 "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 30000}}}),
             ),
             errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],

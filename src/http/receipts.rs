@@ -20,7 +20,11 @@ impl From<StoreError> for ApiError {
 
 impl From<crate::receipts::writer::LedgerError> for ApiError {
     fn from(e: crate::receipts::writer::LedgerError) -> Self {
-        ApiError::new(ErrorCode::Unavailable, e.to_string())
+        match e {
+            // The edges check what clients send, so this is the service's own fault.
+            crate::receipts::writer::LedgerError::Rejected(_) => ApiError::internal(e.to_string()),
+            e => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        }
     }
 }
 

@@ -278,6 +278,9 @@ fn check(name: &str, p: &Value, v: &Value) -> Result<(), String> {
             kind(v)
         ));
     }
+    if v.is_object() || v.is_array() {
+        crate::intake::check_recorded_json(&format!("argument `{name}`"), v)?;
+    }
     if let (Some(allowed), Some(s)) = (p["enum"].as_array(), v.as_str()) {
         if !allowed.iter().any(|a| a == s) {
             let list: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();

@@ -195,6 +195,22 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Levels of objects and arrays a receipt's metadata may nest, the metadata object itself
+/// counted as one. Firestore takes maps nested at most 20 deep in a document and refuses the
+/// whole commit otherwise, which would fail every other caller's receipts in the same batch: the
+/// writer refuses a deeper receipt to its own caller, before it joins a batch. The edges keep
+/// client JSON well inside this ([`crate::intake::check_recorded_json`]).
+pub const MAX_METADATA_NESTING: usize = 16;
+
+/// Levels of objects and arrays in `v`: 0 for a scalar, 1 for `{}` or `[1]`.
+pub fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => 1 + m.values().map(nesting).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// A receipt before it has its place in a chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiptDraft {
@@ -270,6 +286,21 @@ impl ReceiptDraft {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_counts_levels_of_objects_and_arrays() {
+        use serde_json::json;
+        for (v, levels) in [
+            (json!(1), 0),
+            (json!("a"), 0),
+            (json!({}), 1),
+            (json!([]), 1),
+            (json!({"a": 1, "b": [1, {"c": []}]}), 4),
+            (json!([[1], [[2]], 3]), 3),
+        ] {
+            assert_eq!(nesting(&v), levels, "{v}");
+        }
+    }
 
     #[test]
     fn every_shared_vector_is_reproduced_byte_for_byte() {

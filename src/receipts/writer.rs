@@ -41,7 +41,7 @@ use serde_json::Value;
 use supervisors::ChildRef;
 use tokio::sync::oneshot;
 
-use super::receipt::{Receipt, ReceiptDraft};
+use super::receipt::{nesting, Receipt, ReceiptDraft, MAX_METADATA_NESTING};
 use super::store::{AppendItem, Head, LedgerStore, StoreError};
 use super::AnyStore;
 use crate::telemetry::events;
@@ -65,6 +65,10 @@ pub enum LedgerError {
     /// written. Retried, it gets that delivery's receipt.
     #[error("{0}")]
     InFlight(String),
+    /// A receipt no backend may hold (its metadata nests too deep); nothing was written, and
+    /// no other caller's receipt was held up by it.
+    #[error("the ledger refused the receipt: {0}")]
+    Rejected(String),
 }
 
 impl From<StoreError> for LedgerError {
@@ -927,6 +931,14 @@ impl LedgerHandle {
         let n = items.len();
         if n == 0 {
             return Ok(Vec::new());
+        }
+        if let Some(levels) = (items.iter())
+            .map(|i| nesting(&i.draft.metadata))
+            .find(|&l| l > MAX_METADATA_NESTING)
+        {
+            return Err(LedgerError::Rejected(format!(
+                "its metadata nests {levels} levels of objects and arrays; at most {MAX_METADATA_NESTING} are stored"
+            )));
         }
         if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);

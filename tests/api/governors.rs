@@ -340,6 +340,11 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
     let app = spawn_app(|s| s.http.max_body_bytes = 64 * 1024).await;
     grant(&app, "good").await;
     let big = format!("{{\"metric\":\"{}\",\"value\":1}}", "x".repeat(1 << 20));
+    // 17 KiB of args, well inside the 64 KiB body limit.
+    let wide_args = format!(
+        "{{\"tool\":\"audit_log\",\"args\":{{\"note\":\"{}\"}}}}",
+        "x".repeat(17 * 1024)
+    );
     let cases: Vec<(&str, String, &str, u16, &str)> = vec![
         (
             "malformed",
@@ -450,6 +455,21 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
             "args not an object",
             "/v1/governors/good/tool-calls".into(),
             r#"{"tool":"health","args":[1]}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            // Nine levels: a receipt recording it would nest past what Firestore stores.
+            "args nested too deep",
+            "/v1/governors/good/tool-calls".into(),
+            r#"{"tool":"audit_log","args":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":[]}}}}}}}}}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "args over 16 KiB",
+            "/v1/governors/good/tool-calls".into(),
+            wide_args.as_str(),
             400,
             "invalid_request",
         ),

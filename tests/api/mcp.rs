@@ -322,6 +322,12 @@ async fn bad_arguments_are_tool_errors_that_say_what_is_wrong_and_unknown_tools_
             json!({"extra": 1}),
             "unknown argument `extra`",
         ),
+        (
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "args-co", "event_type": "suspend",
+                   "event_data": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}}),
+            "argument `event_data` may nest at most 8 levels",
+        ),
     ] {
         let r = s.call(tool, args).await;
         let text = error_text(&r);

@@ -26,6 +26,15 @@ async fn firestore_passes_the_store_contract_on_the_emulator() {
 }
 
 #[actix_web::test]
+async fn deep_metadata_is_refused_to_its_caller_alone_on_the_emulator() {
+    let store = FirestoreStore::connect(&project()).await.unwrap();
+    super::writer::deep_metadata_is_refused_to_its_caller_alone(
+        tai_autonomics::receipts::AnyStore::Firestore(store),
+    )
+    .await;
+}
+
+#[actix_web::test]
 async fn two_writers_racing_on_one_tenant_make_one_chain_and_one_clean_conflict() {
     let p = project();
     let one = FirestoreStore::connect(&p).await.unwrap();

@@ -11,7 +11,7 @@ use tai_autonomics::receipts::{
     verify_chain, AnyStore, AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType,
 };
 
-async fn writer(
+pub async fn writer(
     store: AnyStore,
     max_batch: usize,
     capacity: usize,
@@ -436,4 +436,66 @@ async fn racing_deliveries_of_one_message_make_one_receipt_and_fail_no_batch() {
         }
     }
     root.shutdown().await;
+}
+
+/// Metadata of exactly `levels` nested objects.
+fn nested(levels: usize) -> serde_json::Value {
+    let mut v = serde_json::json!({});
+    for _ in 1..levels {
+        v = serde_json::json!({ "x": v });
+    }
+    v
+}
+
+/// A receipt nested deeper than any backend stores is refused to its own caller, before it
+/// joins a batch: the callers appending beside it are committed. One at the limit is stored
+/// and verifies. Run on SQLite here and on the Firestore emulator (whose refusal of a deep
+/// document would otherwise fail the whole commit).
+pub async fn deep_metadata_is_refused_to_its_caller_alone(store: AnyStore) {
+    use tai_autonomics::receipts::receipt::{nesting, MAX_METADATA_NESTING};
+    let (ledger, root) = writer(store.clone(), 512, 1000).await;
+    let deep = |levels: usize| {
+        let metadata = nested(levels);
+        assert_eq!(nesting(&metadata), levels);
+        NewReceipt::new(
+            ReceiptDraft::new("deep", ReceiptType::ToolCall, "tool_call_refused", "deep")
+                .metadata(metadata),
+        )
+    };
+    let mut handles = Vec::new();
+    for i in 0..24 {
+        let l = ledger.clone();
+        handles.push(actix_web::rt::spawn(async move {
+            l.append_one(draft(&format!("beside{}", i % 3), i)).await
+        }));
+    }
+    let refused = ledger.append_one(deep(MAX_METADATA_NESTING + 1)).await;
+    assert!(
+        matches!(&refused, Err(LedgerError::Rejected(m)) if m.contains("nests 17 levels")),
+        "{refused:?}"
+    );
+    for h in handles {
+        h.await
+            .unwrap()
+            .expect("a caller beside the deep receipt is committed");
+    }
+    let stored = ledger.append_one(deep(MAX_METADATA_NESTING)).await.unwrap();
+    assert_eq!(
+        stored.seq, 1,
+        "the refused receipt took no place in the chain"
+    );
+    for tenant in ["beside0", "beside1", "beside2", "deep"] {
+        let report = verify_chain(&store, tenant, 1000, |_| {}).await.unwrap();
+        assert!(report.valid, "{tenant}: {report:?}");
+    }
+    let back = store.get(&stored.receipt_id).await.unwrap().unwrap();
+    assert_eq!(back.metadata, nested(MAX_METADATA_NESTING));
+    root.shutdown().await;
+}
+
+#[actix_web::test]
+async fn deep_metadata_is_refused_to_its_caller_alone_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
+    deep_metadata_is_refused_to_its_caller_alone(store).await;
 }

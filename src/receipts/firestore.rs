@@ -6,7 +6,9 @@
 //! and by Pub/Sub message. Every receipt, index and message document is created with an
 //! `exists = false` precondition, all in one commit, so two instances appending the same `seq`
 //! can never fork a chain: one commit wins, the other fails whole with [`StoreError::Conflict`].
-//! Values are typed (integers as integers, doubles as doubles, maps as maps).
+//! Values are typed (integers as integers, doubles as doubles, maps as maps). Metadata that
+//! Firestore cannot hold as a map (keys it refuses, arrays in arrays, integers past `i64`) is
+//! stored as JSON text in `metadata_json` instead: a receipt must read back exactly.
 
 use std::collections::BTreeMap;
 
@@ -34,8 +36,13 @@ struct ReceiptDoc {
     state_from: Option<String>,
     state_to: Option<String>,
     reason: String,
+    /// The metadata as a map when Firestore can hold it as one ([`native`]), else `null`.
     #[serde(serialize_with = "serialize_json")]
     metadata: Value,
+    /// The metadata as JSON text when it cannot be a map: it must read back exactly, or the
+    /// receipt would no longer match its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata_json: Option<String>,
     node: String,
     timestamp: String,
     prev_hash: String,
@@ -44,6 +51,7 @@ struct ReceiptDoc {
 
 impl From<&Receipt> for ReceiptDoc {
     fn from(r: &Receipt) -> Self {
+        let native = native(&r.metadata, 1);
         ReceiptDoc {
             receipt_id: r.receipt_id.clone(),
             tenant_id: r.tenant_id.clone(),
@@ -53,7 +61,12 @@ impl From<&Receipt> for ReceiptDoc {
             state_from: r.state_from.clone(),
             state_to: r.state_to.clone(),
             reason: r.reason.clone(),
-            metadata: r.metadata.clone(),
+            metadata: if native {
+                r.metadata.clone()
+            } else {
+                Value::Null
+            },
+            metadata_json: (!native).then(|| r.metadata.to_string()),
             node: r.node.clone(),
             timestamp: r.timestamp.clone(),
             prev_hash: r.prev_hash.clone(),
@@ -72,11 +85,12 @@ impl TryFrom<ReceiptDoc> for Receipt {
             ))
         })?;
         // Firestore drops empty maps' identity to `null` in no case, but an absent field reads as
-        // null: metadata is always an object.
-        let metadata = if d.metadata.is_null() {
-            Value::Object(Default::default())
-        } else {
-            d.metadata
+        // null: metadata is always an object. Text that does not parse (edited by hand) is kept
+        // as a string, so verification reports this receipt rather than failing the read.
+        let metadata = match d.metadata_json {
+            Some(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            None if d.metadata.is_null() => Value::Object(Default::default()),
+            None => d.metadata,
         };
         Ok(Receipt {
             receipt_id: d.receipt_id,
@@ -93,6 +107,29 @@ impl TryFrom<ReceiptDoc> for Receipt {
             prev_hash: d.prev_hash,
             receipt_hash: d.receipt_hash,
         })
+    }
+}
+
+/// Whether Firestore stores `v`, at `depth` levels into a document, as typed values that read
+/// back as the same JSON. It refuses the whole commit for map keys that are empty, longer than
+/// 1,500 bytes or of the form `__…__`, for an array directly inside an array, and for maps and
+/// arrays nested past 20 levels; and it has no integer above `i64::MAX`.
+fn native(v: &Value, depth: usize) -> bool {
+    match v {
+        Value::Object(m) => {
+            depth <= 20
+                && m.iter().all(|(k, v)| {
+                    !k.is_empty()
+                        && k.len() <= 1500
+                        && !(k.len() >= 4 && k.starts_with("__") && k.ends_with("__"))
+                        && native(v, depth + 1)
+                })
+        }
+        Value::Array(items) => {
+            depth <= 20 && items.iter().all(|i| !i.is_array() && native(i, depth + 1))
+        }
+        Value::Number(n) => n.is_i64() || n.is_f64(),
+        _ => true,
     }
 }
 

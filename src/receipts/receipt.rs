@@ -196,10 +196,11 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Levels of objects and arrays a receipt's metadata may nest, the metadata object itself
-/// counted as one. Firestore takes maps nested at most 20 deep in a document and refuses the
-/// whole commit otherwise, which would fail every other caller's receipts in the same batch: the
-/// writer refuses a deeper receipt to its own caller, before it joins a batch. The edges keep
-/// client JSON well inside this ([`crate::intake::check_recorded_json`]).
+/// counted as one: well inside what every backend reads back (serde_json parses at most 128
+/// levels of SQLite's text; Firestore holds maps at most 20 deep, and deeper metadata would go
+/// there as text). The writer refuses a deeper receipt to its own caller before it joins a
+/// batch, so it never fails other callers' commit; the edges keep client JSON well inside this
+/// ([`crate::intake::check_recorded_json`]).
 pub const MAX_METADATA_NESTING: usize = 16;
 
 /// Levels of objects and arrays in `v`: 0 for a scalar, 1 for `{}` or `[1]`.

@@ -249,4 +249,36 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         .await
         .unwrap();
     assert!(v.is_broken() && wrong.rows == 1, "{wrong:?}");
+
+    // Metadata of any JSON a client may have a receipt record (tool arguments) reads back
+    // exactly and verifies, beside a receipt with ordinary metadata in the same batch: keys a
+    // document store might refuse (empty, `__…__`, 1,600 bytes long, with NUL or dots), arrays
+    // in arrays, integers past i64, negative zero, the largest doubles, NUL in text.
+    let d = format!("{prefix}d");
+    let long_key = "k".repeat(1600);
+    let awkward: serde_json::Value = serde_json::from_str(&format!(
+        r#"{{"args": {{"": 1, "__name__": 2, "__x__": [[1, [2]], []], "{long_key}": 3, "a.b": 4,
+            "k\u0000": "v\u0000", "big": 18446744073709551615, "small": -9223372036854775809,
+            "neg_zero": -0.0, "max": 1.7976931348623157e308, "deep": [[[[{{"x": [[]]}}]]]]}}}}"#
+    ))
+    .unwrap();
+    let plain = chain(&d, None, 1);
+    let odd = ReceiptDraft::new(&d, ReceiptType::Refusal, "tool_call_refused", "contract")
+        .metadata(awkward)
+        .seal(
+            Some((plain[0].seq, &plain[0].receipt_hash)),
+            "tai@contract",
+            tai_autonomics::clock::now_rfc3339(),
+        );
+    let mut batch = items(&plain);
+    batch.push(AppendItem::receipt(odd.clone()));
+    store.append(batch).await.unwrap();
+    assert_eq!(
+        store.get(&odd.receipt_id).await.unwrap().as_ref(),
+        Some(&odd)
+    );
+    let back = store.range(&d, 0, 10).await.unwrap();
+    assert_eq!(back, vec![plain[0].clone(), odd]);
+    let report = verify_chain(store, &d, 10, |_| {}).await.unwrap();
+    assert!(report.valid && report.receipts_checked == 2, "{report:?}");
 }

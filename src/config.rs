@@ -145,6 +145,14 @@ pub struct RateLimitSettings {
     pub per_second: u32,
     /// Burst per tenant.
     pub burst: u32,
+    /// Tenants with a bucket above which idle buckets are swept within a second (else once a
+    /// minute). Every syntactically valid tenant id takes a bucket, known or not.
+    #[serde(default = "default_max_tracked_tenants")]
+    pub max_tracked_tenants: usize,
+}
+
+fn default_max_tracked_tenants() -> usize {
+    65_536
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -465,6 +473,13 @@ impl Settings {
                 "marketplace.public_key_file",
                 String::new(),
                 "a PEM public key or marketplace.jwks_file when marketplace.verify = true",
+            );
+        }
+        if self.rate_limit.max_tracked_tenants == 0 {
+            return bad(
+                "rate_limit.max_tracked_tenants",
+                "0".into(),
+                "a positive number of tenants",
             );
         }
         if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {

@@ -85,15 +85,24 @@ impl Application {
         })
     }
 
-    /// Forgets idle rate-limit buckets once a minute, so memory follows active tenants.
+    /// Forgets idle rate-limit buckets (full again, so no different from new ones) once a
+    /// minute, and within a second whenever more than `rate_limit.max_tracked_tenants` tenants
+    /// hold one. A request for an unknown tenant takes a bucket before its 404, and a client
+    /// cycling through made-up tenant ids grew memory by about 400 B per id for up to a minute
+    /// (110 MB in 10 s at 27k requests a second).
     fn spawn_housekeeping(&self) {
         let state = self.state.clone();
+        let most = state.settings.rate_limit.max_tracked_tenants;
         actix_web::rt::spawn(async move {
-            let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
+            let mut tick = actix_web::rt::time::interval(Duration::from_secs(1));
+            let mut seconds = 0u32;
             loop {
                 tick.tick().await;
-                state.limiter.retain_recent();
-                state.limiter.shrink_to_fit();
+                seconds = seconds.wrapping_add(1);
+                if seconds.is_multiple_of(60) || state.limiter.len() > most {
+                    state.limiter.retain_recent();
+                    state.limiter.shrink_to_fit();
+                }
             }
         });
     }

@@ -382,6 +382,28 @@ async fn signed_marketplace_requests_pass_and_every_bad_signature_is_401() {
 }
 
 #[actix_web::test]
+async fn buckets_of_made_up_tenants_are_swept_once_there_are_too_many() {
+    let app = spawn_app(|s| {
+        s.rate_limit.per_second = 1000;
+        s.rate_limit.max_tracked_tenants = 50;
+    })
+    .await;
+    // Each unknown tenant takes a bucket before its 404.
+    for i in 0..200 {
+        let (status, _) = app
+            .get_json(&format!("/v1/tenants/made-up-{i}/entitlement"))
+            .await;
+        assert_eq!(status, 404);
+    }
+    assert!(app.state.limiter.len() > 50, "{}", app.state.limiter.len());
+    // Full again after a millisecond, they are idle: swept within a second or two, not a minute.
+    eventually("idle buckets are swept", Duration::from_secs(5), || async {
+        (app.state.limiter.len() <= 50).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
 async fn a_burst_over_the_bucket_gets_429_and_the_tenant_recovers() {
     let app = spawn_app(|s| {
         s.rate_limit.per_second = 2;

@@ -263,6 +263,8 @@ pub async fn action_callback(
         ));
     }
     let detail = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    crate::intake::check_recorded_json("the body", &detail)
+        .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
     let input = match verb.as_str() {
         "complete" => Input::ActionCompleted {
             action_id,

@@ -133,6 +133,18 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
         .await;
     assert_eq!((s, b["code"].as_str()), (409, Some("intervening")));
 
+    // A callback body the receipt could not record is refused; the action stays in flight.
+    let (s, b) = app
+        .post_json(
+            &format!("/v1/governors/t/actions/{action_id}/complete"),
+            &json!({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{b}"
+    );
     let (s, b) = app
         .post_json(
             &format!("/v1/governors/t/actions/{action_id}/complete"),

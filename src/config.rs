@@ -76,6 +76,9 @@ pub struct HttpSettings {
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     pub max_body_bytes: usize,
+    /// A request body that sends nothing for this long is refused (408 `request_timeout`).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
     pub drain_delay_ms: u64,
     pub shutdown_grace_ms: u64,
 }
@@ -149,6 +152,10 @@ pub struct RateLimitSettings {
     /// minute). Every syntactically valid tenant id takes a bucket, known or not.
     #[serde(default = "default_max_tracked_tenants")]
     pub max_tracked_tenants: usize,
+}
+
+fn default_body_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_max_tracked_tenants() -> usize {
@@ -473,6 +480,13 @@ impl Settings {
                 "marketplace.public_key_file",
                 String::new(),
                 "a PEM public key or marketplace.jwks_file when marketplace.verify = true",
+            );
+        }
+        if self.http.body_timeout_ms == 0 {
+            return bad(
+                "http.body_timeout_ms",
+                "0".into(),
+                "a positive number of milliseconds",
             );
         }
         if self.rate_limit.max_tracked_tenants == 0 {

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     GovernorRestarting,
     /// Body over `http.max_body_bytes`.
     PayloadTooLarge,
+    /// The body stopped arriving for `http.body_timeout_ms`.
+    RequestTimeout,
     /// Body is not `application/json`.
     UnsupportedMediaType,
     /// The instance is draining after SIGTERM.
@@ -88,6 +90,7 @@ impl ErrorCode {
             }
             ErrorCode::GovernorRestarting => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Draining | ErrorCode::ActorRestarting | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -105,6 +108,7 @@ impl ErrorCode {
             405 => ErrorCode::MethodNotAllowed,
             429 => ErrorCode::RateLimited,
             413 => ErrorCode::PayloadTooLarge,
+            408 => ErrorCode::RequestTimeout,
             415 => ErrorCode::UnsupportedMediaType,
             503 => ErrorCode::Unavailable,
             400..=499 => ErrorCode::InvalidRequest,
@@ -255,6 +259,11 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> a
             ErrorCode::PayloadTooLarge,
             "request body is larger than the limit",
         ),
+        J::Payload(actix_web::error::PayloadError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            ApiError::new(ErrorCode::RequestTimeout, e.to_string())
+        }
         other => ApiError::new(
             ErrorCode::InvalidRequest,
             format!("could not read the request body: {other}"),
@@ -311,9 +320,22 @@ pub fn json_error_body<B: MessageBody + 'static>(
     if is_json {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
-    let status = res.status();
+    // A body read as bytes (Pub/Sub push, MCP) that stopped arriving: 408 as on JSON routes.
+    let stalled = (res.response().error())
+        .and_then(|e| e.as_error::<actix_web::error::PayloadError>())
+        .and_then(|p| match p {
+            actix_web::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Some(e.to_string())
+            }
+            _ => None,
+        });
+    let status = match stalled {
+        Some(_) => StatusCode::REQUEST_TIMEOUT,
+        None => res.status(),
+    };
     let code = ErrorCode::for_status(status);
     let message = match code {
+        _ if stalled.is_some() => stalled.unwrap_or_default(),
         ErrorCode::NotFound => "no such route".to_owned(),
         ErrorCode::MethodNotAllowed => {
             format!("method {} is not allowed here", res.request().method())
@@ -364,6 +386,7 @@ mod tests {
         ErrorCode::ActionsSaturated,
         ErrorCode::GovernorRestarting,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Draining,
         ErrorCode::ActorRestarting,
@@ -406,6 +429,7 @@ mod tests {
                 "actions_saturated",
                 "governor_restarting",
                 "payload_too_large",
+                "request_timeout",
                 "unsupported_media_type",
                 "draining",
                 "actor_restarting",

@@ -1,7 +1,17 @@
 //! Request middleware: the drain gate, the request span (with the Cloud trace id) and the HTTP
 //! metrics.
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::rt::time::{sleep, Sleep};
+use actix_web::web::Bytes;
+use actix_web::HttpMessage;
+use futures_util::Stream;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -18,11 +28,66 @@ fn exempt_from_drain(path: &str) -> bool {
     path.starts_with("/health") || path == "/metrics"
 }
 
+/// A request body that must keep arriving: once nothing has come for `idle`, it ends with a
+/// `TimedOut` error, which the JSON extractor answers with 408 `request_timeout`. Without it, a
+/// client that sent its headers and part of its body held the connection and the handler for
+/// as long as it liked.
+struct BodyDeadline {
+    inner: Payload,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    ended: bool,
+}
+
+impl Stream for BodyDeadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            this.timer = None;
+            return Poll::Ready(item);
+        }
+        let idle = this.idle;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(sleep(idle)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.ended = true;
+        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the request body stopped arriving for {} ms",
+                idle.as_millis()
+            ),
+        )))))
+    }
+}
+
 pub async fn observe(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        let idle = Duration::from_millis(state.settings.http.body_timeout_ms);
+        let inner = req.take_payload();
+        if matches!(inner, Payload::None) {
+            req.set_payload(inner);
+        } else {
+            req.set_payload(Payload::Stream {
+                payload: Box::pin(BodyDeadline {
+                    inner,
+                    idle,
+                    timer: None,
+                    ended: false,
+                }),
+            });
+        }
+    }
     let method = events::method_label(req.method().as_str());
     let trace_id = req
         .headers()

@@ -155,3 +155,58 @@ async fn body_errors_map_to_400_413_and_415_with_stable_codes() {
         .to_request();
     assert_eq!(test::call_service(&svc, ok).await.status(), 200);
 }
+
+/// Sends `head` and part of a body over a raw connection and reads what comes back.
+fn stalled_request(address: &str, head: &str, part: &str) -> (String, std::time::Duration) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(format!("{head}\r\n\r\n{part}").as_bytes())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 4096];
+    let n = s.read(&mut answer).unwrap_or(0);
+    (
+        String::from_utf8_lossy(&answer[..n]).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[actix_web::test]
+async fn a_body_that_stops_arriving_gets_408_and_nothing_is_stored() {
+    let app = spawn_app(|s| s.http.body_timeout_ms = 300).await;
+    let (status, _) = app
+        .post_json(
+            "/marketplace",
+            &serde_json::json!({"tenant_id": "slow", "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A JSON route, and routes that read their body as bytes (Pub/Sub push, MCP).
+    for (path, part) in [
+        ("/v1/tenants/slow/signals", r#"{"metric":"cpu","value":1}"#),
+        ("/pubsub", r#"{"message":"#),
+        ("/mcp", r#"{"jsonrpc":"#),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000"
+        );
+        let address = app.address.clone();
+        let (answer, waited) =
+            actix_web::rt::task::spawn_blocking(move || stalled_request(&address, &head, part))
+                .await
+                .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{path}: {answer:?} after {waited:?}"
+        );
+        assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+        assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    }
+    assert_eq!(
+        app.get_json("/v1/tenants/slow/receipts").await.1["head_seq"],
+        1,
+        "only the grant is stored"
+    );
+}

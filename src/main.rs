@@ -5,9 +5,10 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tai_autonomics::config::Settings;
+use tai_autonomics::config::{LedgerBackend, Settings};
 use tai_autonomics::startup::Application;
 use tai_autonomics::telemetry;
+use tai_autonomics::tenant::TenantId;
 
 /// Per-tenant autonomic governance service.
 #[derive(Parser)]
@@ -43,7 +44,9 @@ enum Command {
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
-/// `EX_NOINPUT`: the tenant has no chain.
+/// `EX_USAGE`: the command line names no valid tenant.
+const EX_USAGE: u8 = 64;
+/// `EX_NOINPUT`: the tenant has no chain, or there is no ledger file.
 const EX_NOINPUT: u8 = 66;
 /// `EX_UNAVAILABLE`: the store could not be read.
 const EX_UNAVAILABLE: u8 = 69;
@@ -60,6 +63,20 @@ fn export_emulator_hosts(settings: &Settings) {
 
 fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
     use tai_autonomics::receipts::{verify_chain, LedgerStore};
+    // Opening a SQLite ledger creates it: a mistyped path would verify an empty new file and
+    // report success (and leave the file behind).
+    let path = &settings.ledger.sqlite_path;
+    if settings.ledger.backend == LedgerBackend::Sqlite && !path.exists() {
+        eprintln!(
+            "verify: there is no ledger at {} (ledger.sqlite_path, TAI_LEDGER__SQLITE_PATH)",
+            path.display()
+        );
+        return ExitCode::from(EX_NOINPUT);
+    }
+    if let Some(t) = tenant.as_deref().filter(|t| TenantId::parse(t).is_err()) {
+        eprintln!("verify: {t:?} is not a tenant id (^[a-z0-9][a-z0-9._-]{{0,62}}$)");
+        return ExitCode::from(EX_USAGE);
+    }
     actix_web::rt::System::new().block_on(async move {
         let store = match tai_autonomics::tree::open_store(&settings).await {
             Ok(s) => s,

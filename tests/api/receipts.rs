@@ -170,6 +170,16 @@ async fn tampering_with_the_sqlite_file_is_reported_at_the_exact_seq_by_http_and
     assert_eq!(all.status.code(), Some(1));
     let unknown = verify_cli(&db, &["--tenant", "nobody"]);
     assert_eq!(unknown.status.code(), Some(66));
+    let invalid = verify_cli(&db, &["--tenant", "../Acme"]);
+    assert_eq!(invalid.status.code(), Some(64));
+    // A mistyped ledger path is an error, and verifying it creates no file.
+    let missing = app.dir.path().join("no-such-ledger.db");
+    for args in [&["--all"][..], &["--tenant", "acme-corp"]] {
+        let out = verify_cli(&missing, args);
+        assert_eq!(out.status.code(), Some(66), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("there is no ledger at"));
+    }
+    assert!(!missing.exists());
 }
 
 #[actix_web::test]

@@ -38,6 +38,10 @@ pub fn now_rfc3339() -> String {
 /// assert_eq!(normalize_rfc3339("2027-01-01T00:00:00Z").as_deref(), Some("2027-01-01T00:00:00.000Z"));
 /// assert_eq!(normalize_rfc3339("2027-01-01T00:00:00.5Z").as_deref(), Some("2027-01-01T00:00:00.500Z"));
 /// assert!(normalize_rfc3339("2027-13-01T00:00:00Z").is_none());
+/// assert!(normalize_rfc3339("2027-02-29T00:00:00Z").is_none()); // not a leap year
+/// assert!(normalize_rfc3339("2028-02-29T00:00:00Z").is_some());
+/// assert!(normalize_rfc3339("2100-02-29T00:00:00Z").is_none());
+/// assert!(normalize_rfc3339("2027-04-31T00:00:00Z").is_none());
 /// assert!(normalize_rfc3339("tomorrow").is_none());
 /// ```
 pub fn normalize_rfc3339(s: &str) -> Option<String> {
@@ -62,7 +66,14 @@ pub fn normalize_rfc3339(s: &str) -> Option<String> {
     if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 59 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || sec > 59 {
         return None;
     }
     let frac = &s[19..s.len() - 1];

@@ -249,8 +249,14 @@ async fn unknown_tenants_are_404_and_nothing_is_stored() {
         )
         .await;
     assert_eq!((s, r["code"].as_str()), (400, Some("invalid_tenant_id")));
-    let (s, r) = app.post_json("/marketplace", &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant", "expires_at": "soon"})).await;
-    assert_eq!((s, r["code"].as_str()), (400, Some("invalid_request")));
+    for expires_at in ["soon", "2027-02-30T00:00:00Z", "2027-02-29T00:00:00Z"] {
+        let (s, r) = app.post_json("/marketplace", &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant", "expires_at": expires_at})).await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{expires_at}"
+        );
+    }
 }
 
 #[actix_web::test]

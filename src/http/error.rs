@@ -329,18 +329,18 @@ pub fn json_error_body<B: MessageBody + 'static>(
             }
             _ => None,
         });
-    let status = match stalled {
+    let status = match &stalled {
         Some(_) => StatusCode::REQUEST_TIMEOUT,
         None => res.status(),
     };
     let code = ErrorCode::for_status(status);
-    let message = match code {
-        _ if stalled.is_some() => stalled.unwrap_or_default(),
-        ErrorCode::NotFound => "no such route".to_owned(),
-        ErrorCode::MethodNotAllowed => {
+    let message = match (stalled, code) {
+        (Some(stalled), _) => stalled,
+        (None, ErrorCode::NotFound) => "no such route".to_owned(),
+        (None, ErrorCode::MethodNotAllowed) => {
             format!("method {} is not allowed here", res.request().method())
         }
-        _ => status
+        (None, _) => status
             .canonical_reason()
             .unwrap_or("error")
             .to_ascii_lowercase(),

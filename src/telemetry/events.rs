@@ -60,7 +60,8 @@ pub fn method_label(method: &str) -> &'static str {
 }
 
 /// The metric handles of one (route, method, status), looked up once per thread: building the
-/// labelled key and finding it in the registry took seven allocations per request.
+/// labelled keys, owned label strings and all, and finding them in the registry took about 18
+/// allocations per request (counted with uprobes on the allocator).
 struct HttpSeries {
     method: &'static str,
     status: u16,

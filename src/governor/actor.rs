@@ -403,13 +403,20 @@ async fn post_webhook(url: String, timeout: Duration, body: Value) -> WebhookOut
         Ok(r) => r,
         Err(e) => return WebhookOutcome::Failed(format!("webhook unreachable: {e}")),
     };
+    // The answer is recorded in the action's receipt: bounded like client JSON, so a webhook
+    // cannot make a receipt that fails the ledger's commit for every caller in it.
+    let read = res.json::<Value>().limit(crate::intake::MAX_RECORDED_BYTES);
     match res.status().as_u16() {
         202 => WebhookOutcome::Accepted,
-        s if (200..300).contains(&s) => match res.json::<Value>().await {
-            Ok(v) if v["status"] == "completed" => WebhookOutcome::Completed(v),
-            Ok(v) => WebhookOutcome::Failed(format!(
-                "webhook answered {s} without status completed: {v}"
-            )),
+        s if (200..300).contains(&s) => match read.await {
+            Ok(v) => match crate::intake::check_recorded_json("its answer", &v) {
+                Err(m) => WebhookOutcome::Failed(format!("webhook answered {s}, but {m}")),
+                Ok(()) if v["status"] == "completed" => WebhookOutcome::Completed(v),
+                Ok(()) => WebhookOutcome::Failed(format!(
+                    "webhook answered {s} without status completed: {}",
+                    v.to_string().chars().take(256).collect::<String>()
+                )),
+            },
             Err(e) => {
                 WebhookOutcome::Failed(format!("webhook answered {s} with an unreadable body: {e}"))
             }

@@ -19,22 +19,28 @@ struct Hook {
 }
 
 fn hook(status: u16) -> Hook {
+    hook_answering(status, json!({"status": "completed"}))
+}
+
+/// A webhook receiver that answers with `answer`.
+fn hook_answering(status: u16, answer: Value) -> Hook {
+    let answer = Arc::new(answer);
     let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
     let code = Arc::new(AtomicU16::new(status));
     let (b, c) = (bodies.clone(), code.clone());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/actions", listener.local_addr().unwrap());
     let server = HttpServer::new(move || {
-        let (b, c) = (b.clone(), c.clone());
+        let (b, c, a) = (b.clone(), c.clone(), answer.clone());
         App::new().route(
             "/actions",
             web::post().to(move |body: web::Json<Value>| {
-                let (b, c) = (b.clone(), c.clone());
+                let (b, c, a) = (b.clone(), c.clone(), a.clone());
                 async move {
                     b.lock().unwrap().push(body.into_inner());
                     let status =
                         actix_web::http::StatusCode::from_u16(c.load(Ordering::Relaxed)).unwrap();
-                    HttpResponse::build(status).json(json!({"status": "completed"}))
+                    HttpResponse::build(status).json(&*a)
                 }
             }),
         )
@@ -218,6 +224,40 @@ async fn a_failing_webhook_fails_the_action_into_refusing() {
     )
     .await;
     assert!(events(&app).await.contains(&"action_failed".to_owned()));
+}
+
+#[actix_web::test]
+async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_else() {
+    let deep = json!({"status": "completed",
+        "detail": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}});
+    let huge = json!({"status": "completed", "detail": "x".repeat(20 * 1024)});
+    for (answer, says) in [
+        (deep, "may nest at most 8 levels"),
+        (huge, "unreadable body"),
+    ] {
+        let hook = hook_answering(200, answer);
+        let app = app_with_hook(&hook, 30_000).await;
+        signal(&app, 90.0).await;
+        eventually(
+            "the failure is recorded",
+            Duration::from_secs(5),
+            || async { (state(&app).await["state"] == "refusing").then_some(()) },
+        )
+        .await;
+        let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
+        let failed = page["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["event_type"] == "action_failed")
+            .cloned()
+            .unwrap_or_default();
+        assert!(failed.to_string().contains(says), "{says}: {failed}");
+        assert_eq!(
+            app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
+            true
+        );
+    }
 }
 
 #[actix_web::test]

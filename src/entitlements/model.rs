@@ -73,14 +73,22 @@ pub struct Entitlement {
     pub updated_at: String,
 }
 
+/// A client's value as an error message quotes it: at most 64 characters of it.
+fn shown(v: &str) -> String {
+    match v.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}…", &v[..end]),
+        None => format!("{v:?}"),
+    }
+}
+
 /// Why a change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntitlementError {
-    #[error("unknown sku {0:?} (expected base, professional or enterprise)")]
+    #[error("unknown sku {} (expected base, professional or enterprise)", shown(.0))]
     UnknownSku(String),
-    #[error("unknown pack {0:?} (expected base, professional or enterprise)")]
+    #[error("unknown pack {} (expected base, professional or enterprise)", shown(.0))]
     UnknownPack(String),
-    #[error("unknown IAM role {0:?} (expected read_only, write_rollback, admin or custom_role)")]
+    #[error("unknown IAM role {} (expected read_only, write_rollback, admin or custom_role)", shown(.0))]
     UnknownRole(String),
     #[error("pack {0} is already enabled")]
     PackAlreadyEnabled(String),
@@ -304,6 +312,20 @@ impl Entitlement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_value_is_quoted_up_to_64_characters() {
+        assert_eq!(
+            EntitlementError::UnknownPack("gold".into()).to_string(),
+            r#"unknown pack "gold" (expected base, professional or enterprise)"#
+        );
+        let long = EntitlementError::UnknownSku("é".repeat(5000)).to_string();
+        assert!(
+            long.starts_with(&format!("unknown sku \"{}\"…", "é".repeat(64))),
+            "{long}"
+        );
+        assert!(long.chars().count() < 140, "{long}");
+    }
 
     const NOW: &str = "2026-01-26T14:30:45.123Z";
 

@@ -105,6 +105,52 @@ pub fn check_recorded_json(field: &str, v: &serde_json::Value) -> Result<(), Str
     Ok(())
 }
 
+/// The `limit` smallest keys above `after`, in order, with their values, from one visit of
+/// every (key, value); also how many keys lie above `after`, and how many were visited. A
+/// bounded max-heap holds the candidates, so only they are cloned.
+fn page_after<T: Clone>(
+    visit: impl FnOnce(&mut dyn FnMut(&str, &T)),
+    after: &str,
+    limit: usize,
+) -> (Vec<(String, T)>, usize, usize) {
+    struct ByKey<T>(String, T);
+    impl<T> PartialEq for ByKey<T> {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+    impl<T> Eq for ByKey<T> {}
+    impl<T> PartialOrd for ByKey<T> {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl<T> Ord for ByKey<T> {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0.cmp(&other.0)
+        }
+    }
+    let mut page: std::collections::BinaryHeap<ByKey<T>> = Default::default();
+    let (mut above, mut total) = (0, 0);
+    visit(&mut |k, v| {
+        total += 1;
+        if k <= after {
+            return;
+        }
+        above += 1;
+        if page.len() < limit {
+            page.push(ByKey(k.to_owned(), v.clone()));
+        } else if page.peek().is_some_and(|largest| k < largest.0.as_str()) {
+            page.pop();
+            page.push(ByKey(k.to_owned(), v.clone()));
+        }
+    });
+    let entries = (page.into_sorted_vec().into_iter())
+        .map(|ByKey(k, v)| (k, v))
+        .collect();
+    (entries, above, total)
+}
+
 /// Counts the bytes written to it.
 struct ByteCount(usize);
 
@@ -165,24 +211,18 @@ impl Intake {
     }
 
     /// Running governors in tenant order after `after`, at most `limit` (hibernated governors
-    /// are not listed).
+    /// are not listed). One pass over the registry keeps only the page's candidates: a million
+    /// governors are neither copied nor sorted for a page of ten.
     pub fn running_governors(&self, after: &str, limit: usize) -> GovernorPage {
-        let mut entries: Vec<_> = self
-            .governors
-            .list(usize::MAX)
-            .into_iter()
-            .filter(|(t, _)| t.as_str() > after)
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let more = entries.len() > limit;
-        entries.truncate(limit);
-        let next_after = more
+        let (entries, above, total) =
+            page_after(|f| self.governors.for_each(|k, c| f(k, c)), after, limit);
+        let next_after = (above > limit)
             .then(|| entries.last().map(|(t, _)| t.clone()))
             .flatten();
         GovernorPage {
             entries,
             next_after,
-            total: self.governors.len(),
+            total,
         }
     }
 
@@ -365,4 +405,34 @@ fn load_marketplace_keys(m: &MarketplaceSettings) -> anyhow::Result<Option<Keys>
     };
     keys.map(Some)
         .map_err(|e| anyhow::anyhow!("marketplace signature key: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_after;
+
+    #[test]
+    fn a_page_is_the_smallest_keys_after_the_cursor_in_order() {
+        // 1,000 keys in a scrambled order (a registry's hash order), values their numbers.
+        let keys: Vec<(String, u32)> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(7919) % 1000, i))
+            .map(|(n, _)| (format!("t{n:04}"), n))
+            .collect();
+        let visit = |f: &mut dyn FnMut(&str, &u32)| keys.iter().for_each(|(k, v)| f(k, v));
+        for (after, limit) in [("", 10), ("t0500", 3), ("t0997", 10), ("t0999", 5), ("", 0)] {
+            let mut expected: Vec<(String, u32)> = keys
+                .iter()
+                .filter(|(k, _)| k.as_str() > after)
+                .cloned()
+                .collect();
+            expected.sort();
+            let above = expected.len();
+            expected.truncate(limit);
+            assert_eq!(
+                page_after(visit, after, limit),
+                (expected, above, 1000),
+                "after {after:?}, limit {limit}"
+            );
+        }
+    }
 }

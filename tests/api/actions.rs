@@ -85,6 +85,14 @@ async fn state(app: &TestApp) -> Value {
     app.get_json("/v1/governors/t").await.1
 }
 
+/// Waits until the governor of `t` is `refusing`.
+async fn until_refusing(app: &TestApp, what: &str) {
+    eventually(what, Duration::from_secs(5), || async {
+        (state(app).await["state"] == "refusing").then_some(())
+    })
+    .await;
+}
+
 async fn events(app: &TestApp) -> Vec<String> {
     let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
     page["receipts"]
@@ -194,12 +202,7 @@ async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers
     let hook = hook(202);
     let app = app_with_hook(&hook, 300).await;
     signal(&app, 95.0).await;
-    eventually(
-        "the state timeout fires",
-        Duration::from_secs(5),
-        || async { (state(&app).await["state"] == "refusing").then_some(()) },
-    )
-    .await;
+    until_refusing(&app, "the state timeout fires").await;
     let (s, b) = signal(&app, 10.0).await;
     assert_eq!((s, b["code"].as_str()), (409, Some("governor_refusing")));
     let (s, b) = app.post_json("/v1/governors/t/reset", &json!({})).await;
@@ -217,12 +220,7 @@ async fn a_failing_webhook_fails_the_action_into_refusing() {
     let hook = hook(500);
     let app = app_with_hook(&hook, 30_000).await;
     signal(&app, 90.0).await;
-    eventually(
-        "the failure is recorded",
-        Duration::from_secs(5),
-        || async { (state(&app).await["state"] == "refusing").then_some(()) },
-    )
-    .await;
+    until_refusing(&app, "the failure is recorded").await;
     assert!(events(&app).await.contains(&"action_failed".to_owned()));
 }
 
@@ -238,12 +236,7 @@ async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_e
         let hook = hook_answering(200, answer);
         let app = app_with_hook(&hook, 30_000).await;
         signal(&app, 90.0).await;
-        eventually(
-            "the failure is recorded",
-            Duration::from_secs(5),
-            || async { (state(&app).await["state"] == "refusing").then_some(()) },
-        )
-        .await;
+        until_refusing(&app, "the failure is recorded").await;
         let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
         let failed = page["receipts"]
             .as_array()
@@ -274,10 +267,7 @@ async fn suspension_cancels_the_running_action_and_resume_returns_to_stable() {
         &json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"}),
     )
     .await;
-    eventually("refusing", Duration::from_secs(5), || async {
-        (state(&app).await["state"] == "refusing").then_some(())
-    })
-    .await;
+    until_refusing(&app, "refusing").await;
     assert!(
         state(&app).await["action_in_flight"].is_null(),
         "the action was cancelled"

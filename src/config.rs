@@ -434,6 +434,13 @@ impl Settings {
                 "a positive number of bytes",
             );
         }
+        if self.http.body_timeout_ms == 0 {
+            return bad(
+                "http.body_timeout_ms",
+                "0".into(),
+                "a positive number of milliseconds",
+            );
+        }
         if self.http.drain_delay_ms + self.http.shutdown_grace_ms > 9_000 {
             return bad(
                 "http.shutdown_grace_ms",
@@ -480,13 +487,6 @@ impl Settings {
                 "marketplace.public_key_file",
                 String::new(),
                 "a PEM public key or marketplace.jwks_file when marketplace.verify = true",
-            );
-        }
-        if self.http.body_timeout_ms == 0 {
-            return bad(
-                "http.body_timeout_ms",
-                "0".into(),
-                "a positive number of milliseconds",
             );
         }
         if self.rate_limit.max_tracked_tenants == 0 {

@@ -1,5 +1,5 @@
 //! `GET /health` (the guide's body), `/health/live` (the process answers) and `/health/ready`
-//! (tree up and not draining).
+//! (tree up, ledger taking writes, not draining).
 
 use std::time::Duration;
 
@@ -33,9 +33,13 @@ pub async fn supervision_status(root: &supervisors::SupervisorRef) -> &'static s
     }
 }
 
-/// `ok` when the ledger backend answers (also the MCP health tool's check).
+/// `ok` when the ledger backend answers and appends are not failing lately (also the MCP
+/// health tool's check).
 pub async fn ledger_status(ledger: &crate::receipts::writer::LedgerHandle) -> &'static str {
     use crate::receipts::LedgerStore;
+    if ledger.writes_failing() {
+        return "error";
+    }
     match actix_web::rt::time::timeout(Duration::from_secs(1), ledger.store().ping()).await {
         Ok(Ok(())) => "ok",
         _ => "error",

@@ -84,7 +84,7 @@ fn ops() -> Vec<Op> {
             ..op(
                 "get",
                 "/health/ready",
-                "Readiness: tree up, ledger reachable, not draining",
+                "Readiness: tree up, ledger reachable and taking writes, not draining",
                 OPEN,
                 (200, any_object()),
             )

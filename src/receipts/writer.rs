@@ -32,7 +32,7 @@
 //! flushes without the round trip through its mailbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -893,6 +893,47 @@ pub struct LedgerHandle {
     store: AnyStore,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    writes: Arc<WriteHealth>,
+}
+
+/// How long a failed append keeps the ledger reported as failing when nothing has been
+/// committed since (an idle instance is then judged by its store's answer alone again).
+pub const WRITE_FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Whether appends fail lately: the time of the last failed append (the store or the writer
+/// unavailable) since the last one that became durable. A backend that answers reads but
+/// refuses writes (a full disk, a revoked write permission) is then no longer reported healthy
+/// while every governed input gets 503.
+struct WriteHealth {
+    origin: Instant,
+    /// Milliseconds after `origin`, plus one, of the last failure; 0 after a success.
+    failed_at: AtomicU64,
+}
+
+impl WriteHealth {
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    fn record(&self, outcome: &Result<Vec<Receipt>, LedgerError>) {
+        match outcome {
+            // Read first: on the hot path nothing is written to the shared line.
+            Ok(_) => {
+                if self.failed_at.load(Ordering::Relaxed) != 0 {
+                    self.failed_at.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(LedgerError::Unavailable(_)) => self.failed_at.store(self.now(), Ordering::Relaxed),
+            // A full queue, a lost race, a duplicate delivery or a refused receipt says
+            // nothing about whether the backend takes writes.
+            Err(_) => {}
+        }
+    }
+
+    fn failing(&self) -> bool {
+        let at = self.failed_at.load(Ordering::Relaxed);
+        at != 0 && self.now().saturating_sub(at) < WRITE_FAILURE_WINDOW.as_millis() as u64
+    }
 }
 
 impl LedgerHandle {
@@ -908,7 +949,17 @@ impl LedgerHandle {
             store,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
+            writes: Arc::new(WriteHealth {
+                origin: Instant::now(),
+                failed_at: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// Whether the last append that ended did so because the ledger was unavailable, less
+    /// than [`WRITE_FAILURE_WINDOW`] ago (health checks report the ledger as failing then).
+    pub fn writes_failing(&self) -> bool {
+        self.writes.failing()
     }
 
     /// The store, for reads (never for appends).
@@ -962,6 +1013,7 @@ impl LedgerHandle {
             ))),
         };
         self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.writes.record(&outcome);
         outcome
     }
 

@@ -291,7 +291,8 @@ async fn suspension_cancels_the_running_action_and_resume_returns_to_stable() {
 }
 
 #[actix_web::test]
-async fn when_the_ledger_fails_the_input_is_refused_with_503_and_the_state_does_not_move() {
+async fn when_the_ledger_fails_the_input_is_refused_with_503_health_says_so_and_the_state_does_not_move(
+) {
     let hook = hook(200);
     let app = app_with_hook(&hook, 30_000).await;
     signal(&app, 65.0).await;
@@ -308,6 +309,12 @@ async fn when_the_ledger_fails_the_input_is_refused_with_503_and_the_state_does_
         .unwrap();
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
+    // The store still answers reads; health reports the failing writes all the same.
+    for path in ["/health", "/health/ready"] {
+        let (s, body) = app.get_json(path).await;
+        assert_eq!(s, 503, "{path} while appends fail: {body}");
+        assert_eq!(body["checks"]["ledger"], "error", "{path}: {body}");
+    }
     let after = state(&app).await;
     assert_eq!(
         (after["state"].clone(), after["seq"].clone()),
@@ -319,6 +326,12 @@ async fn when_the_ledger_fails_the_input_is_refused_with_503_and_the_state_does_
     })
     .await;
     assert_eq!(state(&app).await["state"], "stable");
+    let (s, body) = app.get_json("/health").await;
+    assert_eq!(
+        (s, &body["checks"]["ledger"]),
+        (200, &json!("ok")),
+        "one durable append clears it: {body}"
+    );
     assert_eq!(
         app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
         true

@@ -1,13 +1,15 @@
 //! `/mcp` (MCP Streamable HTTP) and `GET /mcp/tools`. The bridge authenticates the caller with
 //! the service's bearer rules (401/403 before any MCP processing), hands the request to rmcp's
-//! service with the caller in its extensions, and streams rmcp's answer back unchanged.
+//! service with the caller in its extensions, and streams rmcp's answer back unchanged, except
+//! that rmcp's plain-text refusals become the service's JSON error body (malformed JSON-RPC is
+//! 400, where rmcp says 415).
 //! `GET /mcp/tools` returns `{"tools": [...]}`, the same list `tools/list` returns.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use http_body_util::BodyExt as _;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{error_response, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
 use crate::mcp::registry::ListTools;
@@ -26,17 +28,66 @@ pub async fn endpoint(
         b = b.header(k.as_str(), v.as_bytes());
     }
     let mut request = b
-        .body(http_body_util::Full::new(body))
+        .body(http_body_util::Full::new(body.clone()))
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("unusable request: {e}")))?;
     request.extensions_mut().insert(caller);
-    let (parts, body) = state.mcp.handle(request).await.into_parts();
+    let (parts, answer) = state.mcp.handle(request).await.into_parts();
     let status = StatusCode::from_u16(parts.status.as_u16())
         .map_err(|e| ApiError::internal(format!("MCP status: {e}")))?;
+    let json_answer = (parts.headers.get(http::header::CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_client_error() && !json_answer {
+        // rmcp refuses in plain text; the client gets the service's JSON error body with
+        // rmcp's reason (it is small: a fixed sentence or a parser's message).
+        let text = answer
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        return Ok(refusal(&req, status, &text, &body));
+    }
     let mut out = HttpResponse::build(status);
     for (k, v) in parts.headers.iter() {
         out.append_header((k.as_str(), v.as_bytes()));
     }
-    Ok(out.streaming(body.into_data_stream()))
+    Ok(out.streaming(answer.into_data_stream()))
+}
+
+/// The JSON error body for a request rmcp refused with `status` and the plain `text` reason.
+/// rmcp answers 415 both for a wrong `Content-Type` and for a JSON body that is not one
+/// JSON-RPC message; the second is the client's malformed input, so 400, and said precisely.
+fn refusal(req: &HttpRequest, status: StatusCode, text: &[u8], body: &[u8]) -> HttpResponse {
+    let declared_json = (req.headers().get(actix_web::http::header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if status == StatusCode::UNSUPPORTED_MEDIA_TYPE && declared_json {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Err(e) => error_response(
+                ErrorCode::InvalidJson,
+                &format!("the body is not JSON: {e}"),
+                None,
+            ),
+            Ok(_) => error_response(
+                ErrorCode::InvalidRequest,
+                "the body is not one JSON-RPC 2.0 message this server reads: `jsonrpc` must be \
+                 \"2.0\", `id` a string or an integer, `params` an object of the method's \
+                 shape; batches are not accepted",
+                None,
+            ),
+        };
+    }
+    let reason: String = String::from_utf8_lossy(text).chars().take(200).collect();
+    let reason = match reason.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase(),
+        r => r.to_owned(),
+    };
+    let mut res = error_response(ErrorCode::for_status(status), &reason, None);
+    *res.status_mut() = status;
+    res
 }
 
 /// `GET /mcp/tools`: the registry's tools, as `tools/list` returns them. Any valid token may

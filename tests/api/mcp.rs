@@ -585,3 +585,106 @@ async fn a_governed_refusal_over_mcp_is_a_decision_with_its_receipt() {
     );
     assert_eq!(out["receipt"]["type"], "refusal");
 }
+
+#[actix_web::test]
+async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothing_runs() {
+    let app = spawn_app(|_| {}).await;
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"}),
+    )
+    .await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "taiea.governor.signal",
+                   "arguments": {"tenant_id": "t", "metric": "cpu", "value": 90.0}}});
+    let both = "application/json, text/event-stream";
+    let json_type = "application/json";
+    // (content type, accept, body, status, code, part of the message)
+    let cases: Vec<(&str, &str, String, u16, &str, &str)> = vec![
+        (
+            json_type,
+            both,
+            String::new(),
+            400,
+            "invalid_json",
+            "not JSON",
+        ),
+        (
+            json_type,
+            both,
+            r#"{"jsonrpc":"#.into(),
+            400,
+            "invalid_json",
+            "line 1 column 11",
+        ),
+        (
+            json_type,
+            both,
+            json!([call]).to_string(),
+            400,
+            "invalid_request",
+            "batches",
+        ),
+        (
+            json_type,
+            both,
+            json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}).to_string(),
+            400,
+            "invalid_request",
+            "\"2.0\"",
+        ),
+        (
+            json_type,
+            both,
+            json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}).to_string(),
+            400,
+            "invalid_request",
+            "`id`",
+        ),
+        (
+            json_type,
+            both,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": [1, 2]})
+                .to_string(),
+            400,
+            "invalid_request",
+            "`params`",
+        ),
+        (
+            "text/plain",
+            both,
+            call.to_string(),
+            415,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ),
+        (
+            json_type,
+            json_type,
+            call.to_string(),
+            406,
+            "invalid_request",
+            "text/event-stream",
+        ),
+    ];
+    for (content_type, accept, body, status, code, says) in cases {
+        let mut res = app
+            .client
+            .post(app.url("/mcp"))
+            .insert_header(("content-type", content_type))
+            .insert_header(("accept", accept))
+            .send_body(body.clone())
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap_or_default();
+        assert_eq!(res.status().as_u16(), status, "{body}: {answer}");
+        assert_eq!(answer["code"], code, "{body}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    assert_eq!(
+        app.get_json("/v1/tenants/t/receipts").await.1["head_seq"],
+        1,
+        "only the grant is stored: no call ran"
+    );
+}

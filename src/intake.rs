@@ -191,7 +191,8 @@ impl Intake {
 
     /// The tenant's governor, started on demand; 404 (and nothing started) for unknown tenants.
     pub async fn governor(&self, tenant: &TenantId) -> Result<ChildRef<Governor>, ApiError> {
-        if let Some(g) = self.governors.get(&tenant.to_string()) {
+        // A governor that has just hibernated is not returned: a fresh one is started below.
+        if let Some(g) = (self.governors.get(&tenant.to_string())).filter(|g| !g.ended_in_order()) {
             return Ok(g);
         }
         let known = self
@@ -226,16 +227,52 @@ impl Intake {
         }
     }
 
-    /// Sends `msg` to a governor and waits at most the decision deadline.
-    pub async fn ask<M>(&self, g: &ChildRef<Governor>, msg: M) -> Result<M::Result, ApiError>
+    /// Sends `msg` to the tenant's governor (started on demand) and waits at most the decision
+    /// deadline; also returns the governor that answered.
+    pub async fn ask<M>(
+        &self,
+        tenant: &TenantId,
+        msg: M,
+    ) -> Result<(ChildRef<Governor>, M::Result), ApiError>
     where
-        M: actix::Message + Send + 'static,
+        M: actix::Message + Clone + Send + 'static,
         M::Result: Send,
         Governor: actix::Handler<M>,
     {
-        match actix_web::rt::time::timeout(self.decision_timeout, g.call(msg)).await {
-            Ok(r) => r.map_err(restarting),
-            Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)),
+        let deadline = self.decision_timeout;
+        let on_deadline = || {
+            ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)
+        };
+        self.call_within(tenant, deadline, on_deadline, |g| g.call(msg.clone()))
+            .await
+    }
+
+    /// Sends what `call` sends to the tenant's governor and waits at most `deadline`
+    /// (`on_deadline` then). A governor that hibernated (stopped in order) just as the input
+    /// came never decided it: the input goes once more, to a governor rebuilt from its chain,
+    /// instead of the caller getting a 503 for a governor that never crashed.
+    pub async fn call_within<R, F>(
+        &self,
+        tenant: &TenantId,
+        deadline: Duration,
+        on_deadline: impl Fn() -> ApiError,
+        call: impl Fn(&ChildRef<Governor>) -> F,
+    ) -> Result<(ChildRef<Governor>, R), ApiError>
+    where
+        F: std::future::Future<Output = Result<R, supervisors::CallError>>,
+    {
+        let mut g = self.governor(tenant).await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match actix_web::rt::time::timeout(deadline, call(&g)).await {
+                Ok(Ok(r)) => return Ok((g, r)),
+                Ok(Err(
+                    supervisors::CallError::StoppedBeforeAnswer | supervisors::CallError::Stopped,
+                )) if tries == 1 => g = self.governor(tenant).await?,
+                Ok(Err(e)) => return Err(restarting(e)),
+                Err(_) => return Err(on_deadline()),
+            }
         }
     }
 
@@ -262,13 +299,15 @@ impl Intake {
                 "value must be a finite number",
             ));
         }
-        let g = self.governor(tenant).await?;
         let signal = Signal {
             metric: req.metric,
             value: req.value,
             timestamp_ms: req.timestamp_ms.unwrap_or_else(crate::clock::now_ms),
         };
-        Ok(self.ask(&g, SubmitSignal { signal, message_id }).await??)
+        Ok(self
+            .ask(tenant, SubmitSignal { signal, message_id })
+            .await?
+            .1?)
     }
 
     /// A marketplace request: fields checked, the signature when `marketplace.verify`, then the

@@ -528,7 +528,7 @@ impl Handler<Hibernate> for Governor {
 }
 
 /// A signal for the tenant, with the Pub/Sub message id it came in when it came through Pub/Sub.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Outcome, GovernorError>")]
 pub struct SubmitSignal {
     pub signal: Signal,
@@ -615,7 +615,7 @@ fn with_message_id(metadata: &mut Value, message_id: &str) {
 }
 
 /// A tool call for the tenant.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Outcome, GovernorError>")]
 pub struct CallTool {
     pub tool: String,
@@ -683,7 +683,7 @@ impl Handler<Callback> for Governor {
 }
 
 /// Operator reset out of `refusing`, or an action callback (`complete` / `fail`).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Outcome, GovernorError>")]
 pub struct Control(pub Input);
 
@@ -719,7 +719,7 @@ impl Handler<EntitlementUpdate> for Governor {
 }
 
 /// The governor's view.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "GovernorView")]
 pub struct GetView;
 

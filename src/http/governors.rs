@@ -165,26 +165,26 @@ pub async fn tool_call(
     }
     crate::intake::check_recorded_json("args", &req.args)
         .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
-    let g = state.tree.intake.governor(&tenant).await?;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(1, 30_000));
-    let call = g.send(CallTool {
+    let call = CallTool {
         tool: req.tool,
         args: if req.args.is_null() {
             json!({})
         } else {
             req.args
         },
-    });
-    let outcome = actix_web::rt::time::timeout(timeout, call)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "the tool call did not finish in time",
-            )
-            .retry_after(1)
-        })?;
-    answer(outcome.map_err(crate::intake::restarting)??)
+    };
+    let on_deadline = || {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the tool call did not finish in time",
+        )
+        .retry_after(1)
+    };
+    let (_, outcome) = (state.tree.intake)
+        .call_within(&tenant, timeout, on_deadline, |g| g.send(call.clone()))
+        .await?;
+    answer(outcome?)
 }
 
 /// `GET /v1/governors/{tenant}`
@@ -194,8 +194,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    let g = state.tree.intake.governor(&tenant).await?;
-    let view = state.tree.intake.ask(&g, GetView).await?;
+    let (g, view) = state.tree.intake.ask(&tenant, GetView).await?;
     let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);
     v["restarts"] = json!(g.restarts());
     Ok(HttpResponse::Ok().json(v))
@@ -242,8 +241,14 @@ pub async fn reset(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_id(&path)?;
     caller.require_operator()?;
-    let g = state.tree.intake.governor(&tenant).await?;
-    answer(state.tree.intake.ask(&g, Control(Input::Reset)).await??)
+    answer(
+        state
+            .tree
+            .intake
+            .ask(&tenant, Control(Input::Reset))
+            .await?
+            .1?,
+    )
 }
 
 /// `POST /v1/governors/{tenant}/actions/{id}/complete` and `…/fail` (admin; action callbacks).
@@ -280,8 +285,7 @@ pub async fn action_callback(
         },
         _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route")),
     };
-    let g = state.tree.intake.governor(&tenant).await?;
-    answer(state.tree.intake.ask(&g, Control(input)).await??)
+    answer(state.tree.intake.ask(&tenant, Control(input)).await?.1?)
 }
 
 #[cfg(test)]

@@ -322,8 +322,7 @@ async fn run(
         }
         "taiea.governor.state" => {
             let t = tenant_of(tenant)?;
-            let g = ops.intake.governor(t).await.map_err(api)?;
-            let view = ops.intake.ask(&g, GetView).await.map_err(api)?;
+            let (_, view) = ops.intake.ask(t, GetView).await.map_err(api)?;
             Ok(serde_json::to_value(view).unwrap_or(Value::Null))
         }
         "taiea.governor.signal" => {

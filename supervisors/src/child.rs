@@ -63,8 +63,14 @@ pub enum CallError {
     Restarting,
     /// The child is stopped for good (or was never started).
     Stopped,
-    /// The incarnation that held the message exited before it answered (it crashed or stopped).
+    /// The incarnation that held the message exited abnormally before it answered (it
+    /// crashed, reported an error or was killed): the message may have been handled in part.
     Exited,
+    /// The incarnation that held the message stopped in an orderly way (a normal exit or a
+    /// shutdown) before it answered. Unless its handler had left work pending in the actor's
+    /// context, the message was never handled: it was still in the mailbox. A dynamic child
+    /// that stopped normally is started afresh by [`crate::DynamicRef::get_or_start`].
+    StoppedBeforeAnswer,
     /// No answer within the caller's timeout.
     Timeout,
     /// The child's mailbox is full ([`ChildRef::call`] refuses at once instead of queueing).
@@ -80,6 +86,7 @@ impl std::fmt::Display for CallError {
             CallError::Restarting => "child is restarting",
             CallError::Stopped => "child is stopped",
             CallError::Exited => "child exited before answering",
+            CallError::StoppedBeforeAnswer => "child stopped before answering",
             CallError::Timeout => "child did not answer in time",
             CallError::Full => "child's mailbox is full",
         })
@@ -210,16 +217,37 @@ impl<A: Actor> ChildRef<A> {
         }
     }
 
-    /// Runs `f` with the running incarnation's sender, or fails at once if the child is down.
+    /// Runs `f` with the running incarnation's sender and id, or fails at once if the child
+    /// is down.
     fn with_sender<R>(
         &self,
-        f: impl FnOnce(&channel::AddressSender<A>) -> Result<R, CallError>,
+        f: impl FnOnce(&channel::AddressSender<A>, u64) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         let guard = self.read();
         match &guard.sender {
-            Some(tx) if guard.state == ChildState::Running => f(tx),
+            Some(tx) if guard.state == ChildState::Running => f(tx, guard.incarnation),
             _ => Err(Self::down_error(guard.state)),
         }
+    }
+
+    /// Why `incarnation` dropped a message unanswered. Its exit is marked on the handle before
+    /// its mailbox is dropped, so the reason is known here unless a newer incarnation has
+    /// already replaced it (then the caller cannot tell, and hears [`CallError::Exited`]).
+    fn unanswered(&self, incarnation: u64) -> CallError {
+        let g = self.read();
+        match &g.last_exit {
+            Some(r) if g.incarnation == incarnation && !r.is_abnormal() => {
+                CallError::StoppedBeforeAnswer
+            }
+            _ => CallError::Exited,
+        }
+    }
+
+    /// Whether the child is down after an orderly exit (normal or shutdown) of its latest
+    /// incarnation: not crashed, so no restart of it is owed to its callers.
+    pub fn ended_in_order(&self) -> bool {
+        let g = self.read();
+        g.state != ChildState::Running && g.last_exit.as_ref().is_some_and(|r| !r.is_abnormal())
     }
 
     /// Sends `msg` to the current incarnation and waits for its answer.
@@ -230,19 +258,24 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let request = self.with_sender(|tx| match tx.send(msg) {
-            Ok(rx) => Ok(Sent::Queued(rx)),
-            // Parked because the mailbox is full: this caller waits for room, as `Addr::send`
-            // does, instead of being refused.
-            Err(SendError::Full(msg)) => Ok(Sent::Waiting(Addr::new(tx.clone()).send(msg))),
-            Err(SendError::Closed(_)) => Err(CallError::Exited),
+        let mut inc = 0;
+        let request = self.with_sender(|tx, i| {
+            inc = i;
+            match tx.send(msg) {
+                Ok(rx) => Ok(Sent::Queued(rx)),
+                // Parked because the mailbox is full: this caller waits for room, as `Addr::send`
+                // does, instead of being refused.
+                Err(SendError::Full(msg)) => Ok(Sent::Waiting(Addr::new(tx.clone()).send(msg))),
+                Err(SendError::Closed(_)) => Err(CallError::Exited),
+            }
         });
+        let handle = self.clone();
         async move {
             match request? {
-                Sent::Queued(rx) => rx.await.map_err(|_| CallError::Exited),
+                Sent::Queued(rx) => rx.await.map_err(|_| handle.unanswered(inc)),
                 Sent::Waiting(req) => match req.await {
                     Ok(v) => Ok(v),
-                    Err(MailboxError::Closed) => Err(CallError::Exited),
+                    Err(MailboxError::Closed) => Err(handle.unanswered(inc)),
                     Err(MailboxError::Timeout) => Err(CallError::Timeout),
                 },
             }
@@ -258,13 +291,16 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let receiver = self.with_sender(|tx| {
+        let mut inc = 0;
+        let receiver = self.with_sender(|tx, i| {
+            inc = i;
             tx.send(msg).map_err(|e| match e {
                 SendError::Full(_) => CallError::Full,
                 SendError::Closed(_) => CallError::Exited,
             })
         });
-        async move { receiver?.await.map_err(|_| CallError::Exited) }
+        let handle = self.clone();
+        async move { receiver?.await.map_err(|_| handle.unanswered(inc)) }
     }
 
     /// Sends `msg` without waiting for an answer. Fails at once if the child is down or its
@@ -276,7 +312,7 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        self.with_sender(|tx| {
+        self.with_sender(|tx, _| {
             tx.try_send(msg, true).map_err(|e| match e {
                 SendError::Full(_) => CallError::Timeout,
                 SendError::Closed(_) => CallError::Exited,
@@ -295,7 +331,7 @@ impl<A: Actor> ChildRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        self.with_sender(|tx| tx.do_send(msg).map_err(|_| CallError::Exited))
+        self.with_sender(|tx, _| tx.do_send(msg).map_err(|_| CallError::Exited))
     }
 
     /// Installs a new incarnation's address (the supervisor does this before the actor runs).
@@ -306,6 +342,17 @@ impl<A: Actor> ChildRef<A> {
         g.state = ChildState::Running;
         if restarted {
             g.restarts += 1;
+        }
+    }
+
+    /// Marks `incarnation` as down with `reason` (unless a newer one has been installed), while
+    /// its sender stays: actix runs the `stopping`/`stopped` hooks of a dropped context only
+    /// while its mailbox has a sender.
+    pub(crate) fn mark_exiting(&self, incarnation: u64, reason: &ExitReason) {
+        let mut g = self.write();
+        if g.incarnation == incarnation {
+            g.state = ChildState::Restarting;
+            g.last_exit = Some(Box::new(reason.clone()));
         }
     }
 
@@ -471,6 +518,11 @@ where
     A: Actor<Context = Context<A>>,
 {
     fn end(&mut self, reason: ExitReason) {
+        // The handle learns first, so that a caller whose message the dropped mailbox held
+        // finds out how the incarnation ended (see `ChildRef::unanswered`).
+        if self.notice.on_exit.is_some() {
+            self.notice.handle.mark_exiting(self.notice.inc.id, &reason);
+        }
         if let Some(fut) = self.fut.take() {
             // Dropping a live ContextFut runs the actor's stopping/stopped hooks once; a panic
             // there must not escape into the arbiter.

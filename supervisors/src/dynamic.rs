@@ -560,7 +560,27 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> Handler<StartChild<K, A>>
             return Err(StartError::Unavailable(CallError::Stopped));
         }
         if let Some(existing) = self.registry.get(&msg.0) {
-            return Ok(existing);
+            let ended = existing
+                .ended_in_order()
+                .then(|| existing.last_exit())
+                .flatten();
+            match ended {
+                Some(reason) if !self.restart.restarts_after(&reason) => {
+                    // It stopped in order and its exit report is still on its way here: that
+                    // report is settled now (and then ignored), and a fresh child takes the key.
+                    existing.write().inc = None;
+                    existing.set_state(ChildState::Stopped);
+                    emit(
+                        &self.sink,
+                        SupervisorEvent::ChildExited {
+                            supervisor: self.name.clone(),
+                            child: msg.0.to_string(),
+                            reason,
+                        },
+                    );
+                }
+                _ => return Ok(existing),
+            }
         }
         let handle = ChildRef::new();
         self.spawn(&msg.0, &handle, false, ctx)
@@ -683,7 +703,9 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicRef<K, A> {
         self.registry.get(key)
     }
 
-    /// Starts a child under `key`; if one exists already, returns it (OTP's `already_started`).
+    /// Starts a child under `key`; if one exists already, returns it (OTP's `already_started`),
+    /// unless it has just stopped in order and its restart policy does not bring it back: then
+    /// a fresh child replaces it.
     pub async fn start_child(&self, key: K) -> Result<ChildRef<A>, StartError> {
         match self
             .handle
@@ -695,11 +717,14 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicRef<K, A> {
         }
     }
 
-    /// The child under `key`, started on demand.
+    /// The child under `key`, started on demand. A child that has just stopped in order (a
+    /// normal exit or a shutdown) and that its restart policy does not bring back is replaced
+    /// by a fresh one at once, even before the supervisor has read its exit report; one that
+    /// crashed is returned as it is (restarting).
     pub async fn get_or_start(&self, key: K) -> Result<ChildRef<A>, StartError> {
         match self.registry.get(&key) {
-            Some(c) => Ok(c),
-            None => self.start_child(key).await,
+            Some(c) if !c.ended_in_order() => Ok(c),
+            _ => self.start_child(key).await,
         }
     }
 

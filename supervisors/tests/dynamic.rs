@@ -84,6 +84,39 @@ async fn a_transient_child_that_exits_normally_is_forgotten_and_can_come_back() 
 }
 
 #[actix_rt::test]
+async fn a_call_queued_behind_a_normal_exit_says_so_and_the_key_starts_afresh_at_once() {
+    quiet_panics();
+    let (log, starts_) = (Log::default(), counter());
+    let d = pool(Restart::Transient, &log, &starts_).start();
+    let a = d.get_or_start("a".to_owned()).await.unwrap();
+    // Both are in the mailbox before the child runs again: the second is never handled.
+    let (stop, queued) = (a.send(Die(Exit::Normal)), a.send(Ping));
+    assert_eq!(stop.await, Ok(()));
+    assert_eq!(queued.await, Err(CallError::StoppedBeforeAnswer));
+    assert!(a.ended_in_order());
+    // No waiting for the supervisor to read the exit report: a fresh child answers now.
+    let back = d.get_or_start("a".to_owned()).await.unwrap();
+    assert_eq!(back.send(Ping).await, Ok(2));
+    assert_eq!(back.restarts(), 0);
+    wait_until("the old handle stopped", T, || {
+        a.state() == ChildState::Stopped
+    })
+    .await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d.get(&"a".to_owned()).unwrap().send(Ping).await, Ok(2));
+
+    // After a crash the caller cannot know how far its message got, and the key is restarting.
+    let b = d.get_or_start("b".to_owned()).await.unwrap();
+    let (crash, queued) = (b.send(Die(Exit::Panic)), b.send(Ping));
+    assert_eq!(crash.await, Err(CallError::Exited));
+    assert_eq!(queued.await, Err(CallError::Exited));
+    assert!(!b.ended_in_order());
+    wait_until("b restarted", T, || b.state() == ChildState::Running).await;
+    assert_eq!(b.restarts(), 1);
+    d.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn the_dynamic_supervisor_gives_up_when_its_intensity_is_exceeded() {
     quiet_panics();
     let (log, starts_) = (Log::default(), counter());

@@ -336,6 +336,65 @@ async fn an_idle_governor_hibernates_and_returns_with_its_state_and_chain() {
 }
 
 #[actix_web::test]
+async fn an_input_queued_behind_hibernation_is_decided_by_the_next_governor_not_refused() {
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    grant(&app, "dozy").await;
+    assert_eq!(signal(&app, "dozy", 65.0).await.0, 200);
+    let g = app.state.tree.governors.get(&"dozy".to_owned()).unwrap();
+    // A stalled ledger holds the governor in a decision (its mailbox waits meanwhile).
+    let (s, _) = app
+        .post_json("/v1/chaos/ledger", &json!({"stall_ms": 800}))
+        .await;
+    assert_eq!(s, 202);
+    let first = {
+        let client = app.client.clone();
+        let url = app.url("/v1/tenants/dozy/signals");
+        actix_web::rt::spawn(async move {
+            let mut res = client
+                .post(url)
+                .send_json(&json!({"metric": "cpu", "value": 66.0}))
+                .await
+                .unwrap();
+            let body: Value = res.json().await.unwrap_or_default();
+            (res.status().as_u16(), body["receipt"]["seq"].as_u64())
+        })
+    };
+    eventually(
+        "the decision waits on the ledger",
+        Duration::from_secs(5),
+        || async { (app.state.tree.ledger.queued() == 1).then_some(()) },
+    )
+    .await;
+    // Three idle ticks queue up behind it: the governor hibernates as soon as it is free,
+    // with the next signal still in its mailbox.
+    for _ in 0..3 {
+        g.try_tell(tai_autonomics::governor::Hibernate).unwrap();
+    }
+    let (status, body) = signal(&app, "dozy", 10.0).await;
+    let (first_status, first_seq) = first.await.unwrap();
+    assert_eq!(first_status, 200);
+    assert_eq!(
+        (
+            status,
+            body["receipt"]["state_from"].as_str(),
+            body["receipt"]["seq"].as_u64()
+        ),
+        (200, Some("warning"), first_seq.map(|s| s + 1)),
+        "decided by a governor rebuilt from the chain: {body}"
+    );
+    assert_eq!(
+        g.state(),
+        supervisors::ChildState::Stopped,
+        "the first one hibernated"
+    );
+    assert_eq!(g.restarts(), 0, "and never crashed");
+    assert_eq!(
+        app.get_json("/v1/tenants/dozy/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
 async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
     let app = spawn_app(|s| s.http.max_body_bytes = 64 * 1024).await;
     grant(&app, "good").await;

@@ -241,7 +241,16 @@ impl Intake {
     {
         let deadline = self.decision_timeout;
         let on_deadline = || {
-            ApiError::new(ErrorCode::Unavailable, "the governor did not decide within its deadline; nothing was recorded for this request if the ledger was stalled").retry_after(1)
+            ApiError::new(
+                ErrorCode::DecisionPending,
+                format!(
+                    "the governor did not decide within {} ms (the ledger is slow); the input is \
+                     still on its way and may yet be decided and recorded: read the tenant's \
+                     receipts before sending it again",
+                    deadline.as_millis()
+                ),
+            )
+            .retry_after(1)
         };
         self.call_within(tenant, deadline, on_deadline, |g| g.call(msg.clone()))
             .await

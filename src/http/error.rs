@@ -64,6 +64,9 @@ pub enum ErrorCode {
     ActorRestarting,
     /// A dependency is unavailable; retry later.
     Unavailable,
+    /// The input was handed to its governor but not decided within the deadline (the ledger is
+    /// slow): it may still be decided and recorded, so look at the receipts before resending.
+    DecisionPending,
     /// Our fault.
     Internal,
 }
@@ -92,9 +95,10 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::Draining | ErrorCode::ActorRestarting | ErrorCode::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::Draining
+            | ErrorCode::ActorRestarting
+            | ErrorCode::Unavailable
+            | ErrorCode::DecisionPending => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -391,6 +395,7 @@ mod tests {
         ErrorCode::Draining,
         ErrorCode::ActorRestarting,
         ErrorCode::Unavailable,
+        ErrorCode::DecisionPending,
         ErrorCode::Internal,
     ];
 
@@ -434,6 +439,7 @@ mod tests {
                 "draining",
                 "actor_restarting",
                 "unavailable",
+                "decision_pending",
                 "internal"
             ]
         );
@@ -448,6 +454,7 @@ mod tests {
                 ErrorCode::Draining
                     | ErrorCode::ActorRestarting
                     | ErrorCode::Unavailable
+                    | ErrorCode::DecisionPending
                     | ErrorCode::GovernorRestarting
                     | ErrorCode::Internal
             );

@@ -176,8 +176,12 @@ pub async fn tool_call(
     };
     let on_deadline = || {
         ApiError::new(
-            ErrorCode::Unavailable,
-            "the tool call did not finish in time",
+            ErrorCode::DecisionPending,
+            format!(
+                "the tool call did not finish within {} ms; it may yet finish and be recorded: \
+                 read the tenant's receipts before calling again",
+                timeout.as_millis()
+            ),
         )
         .retry_after(1)
     };

@@ -499,3 +499,69 @@ async fn above_the_global_action_bound_a_signal_is_refused_with_429() {
         "the slot is free again"
     );
 }
+
+#[actix_web::test]
+async fn an_input_past_its_deadline_is_503_decision_pending_and_may_yet_be_recorded() {
+    let app = spawn_app(|s| {
+        s.chaos.enabled = true;
+        s.governance.decision_timeout_ms = 200;
+    })
+    .await;
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"}),
+    )
+    .await;
+    // The governor is up (its start records `entitlement_verified`).
+    assert_eq!(signal(&app, 10.0).await.0, 200);
+    let last = || async {
+        let (_, page) = app.get_json("/v1/tenants/t/receipts").await;
+        let r = &page["receipts"][page["receipts"].as_array().unwrap().len() - 1];
+        (r["seq"].as_u64().unwrap(), r["event_type"].clone())
+    };
+    // A signal past the decision deadline, then a tool call past its own `timeout_ms`, each
+    // while the ledger stalls with the governor already deciding it.
+    for (path, body, event) in [
+        (
+            "/v1/tenants/t/signals",
+            json!({"metric": "cpu", "value": 65.0}),
+            "signal_warning",
+        ),
+        (
+            "/v1/governors/t/tool-calls",
+            json!({"tool": "health", "timeout_ms": 50}),
+            "tool_call_succeeded",
+        ),
+    ] {
+        let (seq, _) = last().await;
+        let (s, _) = app
+            .post_json("/v1/chaos/ledger", &json!({"stall_ms": 600}))
+            .await;
+        assert_eq!(s, 202);
+        let mut res = app
+            .client
+            .post(app.url(path))
+            .send_json(&body)
+            .await
+            .unwrap();
+        let answer: Value = res.json().await.unwrap();
+        assert_eq!(res.status(), 503, "{path}: {answer}");
+        assert!(res.headers().contains_key("retry-after"));
+        assert_eq!(answer["code"], "decision_pending", "{path}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("may yet"),
+            "{answer}"
+        );
+        // As the answer said: it was still on its way, and it is recorded once the ledger is back.
+        eventually(
+            "recorded after the answer",
+            Duration::from_secs(5),
+            || async { (last().await == (seq + 1, json!(event))).then_some(()) },
+        )
+        .await;
+    }
+    assert_eq!(
+        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
+        true
+    );
+}

@@ -79,6 +79,36 @@ pub fn restarting(e: supervisors::CallError) -> ApiError {
     }
 }
 
+/// How the ledger's message-id index tells an HTTP idempotency key from a Pub/Sub message id
+/// (those never begin with it: Pub/Sub's are decimal, and push refuses the prefix).
+pub const IDEMPOTENCY_PREFIX: &str = "http:";
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The ledger id of a client's `Idempotency-Key` for `tenant`: one receipt per id, as for a
+/// Pub/Sub message id. Keys are per tenant (two tenants may use the same key).
+pub fn idempotency_id(tenant: &TenantId, key: &str) -> Result<String, ApiError> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces)"
+            ),
+        ));
+    }
+    Ok(format!("{IDEMPOTENCY_PREFIX}{tenant}:{key}"))
+}
+
+/// The client's key inside a ledger id made by [`idempotency_id`], if it is one.
+pub fn idempotency_key(ledger_id: &str) -> Option<&str> {
+    let rest = ledger_id.strip_prefix(IDEMPOTENCY_PREFIX)?;
+    rest.split_once(':').map(|(_, key)| key)
+}
+
 /// Levels of objects and arrays that client JSON a receipt records (tool arguments) may nest:
 /// the receipt's metadata holds it one or two levels down, well inside the ledger's
 /// [`crate::receipts::receipt::MAX_METADATA_NESTING`].
@@ -286,7 +316,7 @@ impl Intake {
     }
 
     /// A signal for `tenant`, decided by its governor (`message_id`: the Pub/Sub message it
-    /// came in, so a redelivery gets the first receipt).
+    /// came in, or an [`idempotency_id`], so a repeat gets the first receipt).
     pub async fn signal(
         &self,
         tenant: &TenantId,

@@ -607,10 +607,14 @@ impl Governor {
     }
 }
 
-/// Records a Pub/Sub message id in a receipt's metadata (an object).
+/// Records the input's Pub/Sub message id (`pubsub_message_id`) or the client's idempotency
+/// key (`idempotency_key`) in a receipt's metadata (an object).
 fn with_message_id(metadata: &mut Value, message_id: &str) {
     if let Value::Object(m) = metadata {
-        m.insert("pubsub_message_id".into(), json!(message_id));
+        match crate::intake::idempotency_key(message_id) {
+            Some(key) => m.insert("idempotency_key".into(), json!(key)),
+            None => m.insert("pubsub_message_id".into(), json!(message_id)),
+        };
     }
 }
 
@@ -620,6 +624,8 @@ fn with_message_id(metadata: &mut Value, message_id: &str) {
 pub struct CallTool {
     pub tool: String,
     pub args: Value,
+    /// The ledger id of the call's idempotency key: a repeat gets the first receipt.
+    pub message_id: Option<String>,
 }
 
 impl Handler<CallTool> for Governor {
@@ -642,7 +648,7 @@ impl Handler<CallTool> for Governor {
         let (running, step) = self.machine.step(input.clone(), &facts);
         let Some(Effect::RunTool { action_id, .. }) = step.effects.first().cloned() else {
             // Refused (gates, state): record it as decided.
-            return AtomicResponse::new(self.run(input, None, ctx));
+            return AtomicResponse::new(self.run(input, msg.message_id, ctx));
         };
         // Phase 1 tools are synchronous: run it now, in `intervening`, and record how it ended.
         // If the ledger refuses that receipt, the governor goes back to where it was.
@@ -655,12 +661,19 @@ impl Handler<CallTool> for Governor {
             ok,
             result: result.unwrap_or_else(|e| json!({"error": e})),
         };
-        let fut = self.run(finished, None, ctx);
-        AtomicResponse::new(Box::pin(fut.map(move |res, act, _| {
-            if res.is_err() {
+        let fut = self.run(finished, msg.message_id, ctx);
+        AtomicResponse::new(Box::pin(fut.map(move |res, act, _| match res {
+            // A repeat of a call that was recorded, or not recorded: this call never happened.
+            Ok(mut o) if o.duplicate => {
                 act.machine = before;
+                o.state = act.machine.state;
+                Ok(o)
             }
-            res
+            Err(e) => {
+                act.machine = before;
+                Err(e)
+            }
+            ok => ok,
         })))
     }
 }

@@ -1,6 +1,6 @@
 //! Governor routes: signals, tool calls, state, listing, operator reset and action callbacks.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,6 +12,7 @@ use crate::governor::machine::{Input, State};
 use crate::governor::{CallTool, Control, GetView, GovernorError, Outcome};
 use crate::intake::SignalRequest;
 use crate::receipts::Receipt;
+use crate::tenant::TenantId;
 
 impl From<GovernorError> for ApiError {
     fn from(e: GovernorError) -> Self {
@@ -47,6 +48,15 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
             .content_type(actix_web::http::header::ContentType::json())
             .body(body))
     };
+    if o.duplicate {
+        // A repeated idempotency key: the first request's receipt, nothing decided now.
+        let mut res: HttpResponse = decided("duplicate", None, false)?;
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+            actix_web::http::header::HeaderValue::from_static("true"),
+        );
+        return Ok(res);
+    }
     match o.refused {
         None => decided("accept", None, o.postponed),
         Some((200, reason)) => decided("refuse", Some(reason), false),
@@ -111,19 +121,38 @@ fn decided_body(
     Ok(out)
 }
 
+/// The ledger id of the request's `Idempotency-Key` header, if it has one (400 if it is
+/// malformed or given twice).
+fn idempotency(req: &HttpRequest, tenant: &TenantId) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "Idempotency-Key is given more than once",
+        ));
+    }
+    let key = value.to_str().unwrap_or("\u{0}");
+    crate::intake::idempotency_id(tenant, key).map(Some)
+}
+
 /// `POST /v1/tenants/{tenant}/signals`
 pub async fn signal(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<SignalRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.actable_tenant(&caller, &path)?;
+    let key = idempotency(&req, &tenant)?;
     answer(
         state
             .tree
             .intake
-            .signal(&tenant, body.into_inner(), None)
+            .signal(&tenant, body.into_inner(), key)
             .await?,
     )
 }
@@ -140,10 +169,12 @@ pub struct ToolRequest {
 pub async fn tool_call(
     state: web::Data<AppState>,
     caller: Caller,
+    http: HttpRequest,
     path: web::Path<String>,
     body: web::Json<ToolRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.actable_tenant(&caller, &path)?;
+    let key = idempotency(&http, &tenant)?;
     let req = body.into_inner();
     if req.tool.is_empty()
         || req.tool.len() > 64
@@ -173,6 +204,7 @@ pub async fn tool_call(
         } else {
             req.args
         },
+        message_id: key,
     };
     let on_deadline = || {
         ApiError::new(

@@ -34,6 +34,8 @@ struct Op {
     summary: &'static str,
     callers: &'static [&'static str],
     query: &'static [(&'static str, &'static str)],
+    /// Takes an `Idempotency-Key` header.
+    idempotent: bool,
     body: Option<Value>,
     ok: (u16, Value),
     errors: &'static [u16],
@@ -54,6 +56,7 @@ fn ops() -> Vec<Op> {
         summary,
         callers,
         query: &[],
+        idempotent: false,
         body: None,
         ok,
         errors: &[],
@@ -153,6 +156,7 @@ fn ops() -> Vec<Op> {
         },
         Op {
             body: Some(schema("SignalRequest")),
+            idempotent: true,
             errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],
             ..op(
                 "post",
@@ -257,6 +261,7 @@ fn ops() -> Vec<Op> {
                     "description": "Recorded in the receipt: at most 8 levels of objects and arrays, and 16 KiB as JSON (400 otherwise)"},
                 "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 30000}}}),
             ),
+            idempotent: true,
             errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],
             ..op(
                 "post",
@@ -410,6 +415,11 @@ fn operation(op: &Op) -> Value {
             .iter()
             .map(|(name, ty)| json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}})),
     );
+    if op.idempotent {
+        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "One decision per key and tenant: a repeat is answered with the first request's receipt (`decision: duplicate`, header `Idempotent-Replayed: true`)",
+            "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"}}));
+    }
     let mut responses = Map::new();
     let media = if op.path == "/metrics" {
         "text/plain"
@@ -507,7 +517,7 @@ fn components() -> Value {
                 "value": {"type": "number", "description": "finite"},
                 "timestamp_ms": {"type": "integer", "minimum": 0}}},
             "Decision": {"type": "object", "properties": {
-                "decision": {"enum": ["accept", "refuse"]},
+                "decision": {"enum": ["accept", "refuse", "duplicate"]},
                 "state": state.clone(),
                 "postponed": {"type": "boolean"},
                 "reason": {"type": "string"},

@@ -332,9 +332,19 @@ async fn run(
                 value: args["value"].as_f64().unwrap_or(f64::NAN),
                 timestamp_ms: args.get("timestamp_ms").and_then(Value::as_u64),
             };
-            match ops.intake.signal(t, req, None).await {
+            let key = match str_arg(args, "idempotency_key") {
+                Some(k) => Some(crate::intake::idempotency_id(t, &k).map_err(|_| {
+                    format!(
+                        "invalid idempotency_key: 1-{} visible ASCII characters (no spaces)",
+                        crate::intake::MAX_IDEMPOTENCY_KEY
+                    )
+                })?),
+                None => None,
+            };
+            match ops.intake.signal(t, req, key).await {
                 Ok(o) => {
                     let (decision, reason) = match o.refused {
+                        _ if o.duplicate => ("duplicate", Value::Null),
                         None => ("accept", Value::Null),
                         Some((_, reason)) => ("refuse", json!(reason)),
                     };

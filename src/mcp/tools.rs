@@ -175,6 +175,8 @@ pub fn table() -> Vec<ToolDef> {
                     "metric": {"type": "string", "minLength": 1, "maxLength": 128},
                     "value": {"type": "number"},
                     "timestamp_ms": {"type": "integer", "minimum": 0},
+                    "idempotency_key": {"type": "string", "pattern": "^[!-~]{1,128}$",
+                        "description": "One decision per key and tenant: a repeat gets the first call's receipt (decision duplicate)"},
                 }),
                 &["tenant_id", "metric", "value"],
             ),

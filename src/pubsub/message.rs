@@ -81,6 +81,12 @@ pub fn message_id(raw: &str) -> Result<String, Malformed> {
             "message id must be 1-{MAX_MESSAGE_ID} printable characters"
         )));
     }
+    if raw.starts_with(crate::intake::IDEMPOTENCY_PREFIX) {
+        return Err(Malformed(format!(
+            "message ids beginning with {:?} are reserved for HTTP idempotency keys",
+            crate::intake::IDEMPOTENCY_PREFIX
+        )));
+    }
     Ok(raw.to_owned())
 }
 

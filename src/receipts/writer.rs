@@ -863,7 +863,8 @@ impl Handler<Enqueue> for ReceiptWriter {
             Some(claim) => p.reply.claim = Some(claim),
             None => {
                 return p.reply.send(Err(LedgerError::InFlight(
-                    "a receipt for this Pub/Sub message id is being committed; retry".into(),
+                    "a receipt for this Pub/Sub message id or idempotency key is being committed; retry"
+                        .into(),
                 )))
             }
         }

@@ -597,3 +597,144 @@ async fn running_governors_are_listed_in_pages() {
         (Some("pc"), true)
     );
 }
+
+/// `POST path` with an `Idempotency-Key` header → (status, replayed header, body).
+async fn keyed(app: &TestApp, path: &str, key: &str, body: Value) -> (u16, bool, Value) {
+    let mut res = app
+        .client
+        .post(app.url(path))
+        .insert_header(("idempotency-key", key))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let replayed = res.headers().get("idempotent-replayed").is_some();
+    let body: Value = res.json().limit(1 << 20).await.unwrap_or_default();
+    (res.status().as_u16(), replayed, body)
+}
+
+#[actix_web::test]
+async fn an_idempotency_key_makes_one_decision_per_key_and_tenant() {
+    let app = spawn_app(|s| {
+        s.chaos.enabled = true;
+        s.governance.decision_timeout_ms = 200;
+    })
+    .await;
+    grant(&app, "ika").await;
+    grant(&app, "ikb").await;
+    let head = |t: &'static str| {
+        let app = &app;
+        async move {
+            app.get_json(&format!("/v1/tenants/{t}/receipts")).await.1["head_seq"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let hot = json!({"metric": "cpu", "value": 65.0});
+    let (s, replayed, first) = keyed(&app, "/v1/tenants/ika/signals", "k-1", hot.clone()).await;
+    assert_eq!(
+        (s, replayed, first["decision"].as_str()),
+        (200, false, Some("accept"))
+    );
+    let receipt = &first["receipt"];
+    assert_eq!(receipt["metadata"]["idempotency_key"], "k-1", "{receipt}");
+    assert!(receipt["metadata"].get("pubsub_message_id").is_none());
+    let seq = head("ika").await;
+
+    // The same key again, even with another body: the first receipt, nothing decided.
+    for body in [hot.clone(), json!({"metric": "cpu", "value": 10.0})] {
+        let (s, replayed, again) = keyed(&app, "/v1/tenants/ika/signals", "k-1", body).await;
+        assert_eq!(
+            (s, replayed, again["decision"].as_str()),
+            (200, true, Some("duplicate"))
+        );
+        assert_eq!(again["receipt"]["receipt_id"], receipt["receipt_id"]);
+        assert_eq!(again["state"], "warning");
+    }
+    assert_eq!(head("ika").await, seq);
+    // Keys are per tenant.
+    let (s, replayed, other) = keyed(&app, "/v1/tenants/ikb/signals", "k-1", hot.clone()).await;
+    assert_eq!(
+        (s, replayed, other["decision"].as_str()),
+        (200, false, Some("accept"))
+    );
+
+    // A tool call with a key runs once; its repeat leaves the governor where it was.
+    let tool = json!({"tool": "health"});
+    let (s, _, call) = keyed(&app, "/v1/governors/ika/tool-calls", "t-1", tool.clone()).await;
+    assert_eq!(
+        (s, call["receipt"]["event_type"].as_str()),
+        (200, Some("tool_call_succeeded"))
+    );
+    let (s, replayed, again) = keyed(&app, "/v1/governors/ika/tool-calls", "t-1", tool).await;
+    assert_eq!(
+        (s, replayed, again["decision"].as_str()),
+        (200, true, Some("duplicate"))
+    );
+    assert_eq!(
+        again["receipt"]["receipt_id"],
+        call["receipt"]["receipt_id"]
+    );
+    assert_eq!(governor_state(&app, "ika").await, "warning");
+    let seq = head("ika").await;
+
+    // The case keys are for: an answer lost to the deadline, then a retry.
+    app.post_json("/v1/chaos/ledger", &json!({"stall_ms": 600}))
+        .await;
+    let (s, _, pending) = keyed(&app, "/v1/tenants/ika/signals", "k-2", hot.clone()).await;
+    assert_eq!(
+        (s, pending["code"].as_str()),
+        (503, Some("decision_pending"))
+    );
+    let retried = eventually("the retry is answered", Duration::from_secs(5), || async {
+        let (s, replayed, body) = keyed(&app, "/v1/tenants/ika/signals", "k-2", hot.clone()).await;
+        (s == 200).then_some((replayed, body))
+    })
+    .await;
+    assert_eq!(
+        (retried.0, retried.1["decision"].as_str()),
+        (true, Some("duplicate")),
+        "{}",
+        retried.1
+    );
+    assert_eq!(head("ika").await, seq + 1, "one decision for the key");
+
+    // Malformed keys are 400 and nothing is stored.
+    for bad in ["", "has space", "é", &"x".repeat(129)] {
+        let (s, _, body) = keyed(&app, "/v1/tenants/ika/signals", bad, hot.clone()).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad:?}"
+        );
+    }
+    let mut res = app
+        .client
+        .post(app.url("/v1/tenants/ika/signals"))
+        .insert_header(("idempotency-key", "a"))
+        .append_header(("idempotency-key", "b"))
+        .send_json(&hot)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "{:?}", res.body().await);
+    assert_eq!(head("ika").await, seq + 1);
+    // Pub/Sub message ids cannot take a key's place.
+    let data = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        json!({"tenant_id": "ika", "metric": "cpu", "value": 65.0}).to_string(),
+    );
+    let (s, body) = app
+        .post_json(
+            "/pubsub",
+            &json!({"message": {"data": data, "messageId": "http:ika:k-3"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert_eq!(
+        app.get_json("/v1/tenants/ika/receipts/verify").await.1["valid"],
+        true
+    );
+}

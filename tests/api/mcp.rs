@@ -688,3 +688,44 @@ async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothin
         "only the grant is stored: no call ran"
     );
 }
+
+#[actix_web::test]
+async fn a_signal_with_an_idempotency_key_is_decided_once_however_often_an_agent_sends_it() {
+    let app = spawn_app(|_| {}).await;
+    let mut s = Legacy::open(&app, None).await;
+    let provisioned = s
+        .call(
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "agent-co", "event_type": "provision", "event_data": {"sku": "base"}}),
+        )
+        .await;
+    assert_eq!(structured(&provisioned)["status"], "active");
+    let args = json!({"tenant_id": "agent-co", "metric": "cpu", "value": 70, "idempotency_key": "plan-7/step-1"});
+    let first = s.call("taiea.governor.signal", args.clone()).await;
+    let first = structured(&first).clone();
+    assert_eq!(first["decision"], "accept", "{first}");
+    assert_eq!(
+        first["receipt"]["metadata"]["idempotency_key"],
+        "plan-7/step-1"
+    );
+    let again = s.call("taiea.governor.signal", args).await;
+    let again = structured(&again);
+    assert_eq!(
+        (again["decision"].as_str(), &again["receipt"]["receipt_id"]),
+        (Some("duplicate"), &first["receipt"]["receipt_id"])
+    );
+    let decisions = (app.get_json("/v1/tenants/agent-co/receipts").await.1["receipts"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event_type"] == "signal_warning")
+        .count();
+    assert_eq!(decisions, 1);
+    let bad = s
+        .call(
+            "taiea.governor.signal",
+            json!({"tenant_id": "agent-co", "metric": "cpu", "value": 70, "idempotency_key": "two words"}),
+        )
+        .await;
+    assert!(error_text(&bad).contains("idempotency_key"), "{bad}");
+}

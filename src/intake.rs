@@ -1,9 +1,11 @@
 //! The governed entry points that HTTP, Pub/Sub (push and pull) and later MCP share: a
 //! validated signal goes to its tenant's governor (started on demand; unknown tenants are 404
 //! and nothing is started or stored), a validated marketplace request to the Entitlements
-//! actor. Every input gets an answer within `governance.decision_timeout_ms`; a crashed or
-//! restarting governor gives a prompt 503. Callers add their own authentication, rate limits
-//! and delivery semantics.
+//! actor. Every input gets an answer within `governance.decision_timeout_ms` (503
+//! `decision_pending` past it); a crashed or restarting governor gives a prompt 503, and an
+//! input that a governor left unhandled as it hibernated goes to the next one. Idempotency keys
+//! become ledger ids beside the Pub/Sub message ids ([`idempotency_id`]). Callers add their own
+//! authentication, rate limits and delivery semantics.
 
 use std::time::Duration;
 

@@ -264,6 +264,9 @@ impl PubsubSettings {
     }
 }
 
+/// Most threads `http.workers` and `governance.arbiters` may ask for.
+const MAX_THREADS: usize = 256;
+
 /// A configuration problem, printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -410,7 +413,40 @@ impl Settings {
         Ok(settings)
     }
 
+    /// A `TAI_SECTION__KEY` variable that names no setting is refused, so that a misspelled
+    /// variable (`TAI_AUTH__MDOE`) cannot leave its setting at the default unseen. A setting
+    /// is known when the effective configuration has it: a map's new entries (a threshold for
+    /// another SKU) are known once they are read. Variables without `__` are not ours to judge.
+    fn check_variables(&self, env: &Environment) -> Result<(), ConfigError> {
+        let effective = serde_json::to_value(self).unwrap_or_default();
+        for (key, var, _) in env.entries() {
+            if !var.starts_with("TAI_") || !var.contains("__") {
+                continue;
+            }
+            let mut at = Some(&effective);
+            for part in key.split('.') {
+                at = at.and_then(|v| v.get(part));
+            }
+            if at.is_some() {
+                continue;
+            }
+            let section = key.split('.').next().unwrap_or_default();
+            let hint = match effective.get(section).and_then(|v| v.as_object()) {
+                Some(m) => format!(
+                    "; the settings of {section} are {}",
+                    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                ),
+                None => "; see the configuration table in README.md".to_owned(),
+            };
+            return Err(ConfigError(format!(
+                "invalid configuration: {var} names no setting ({key}){hint}"
+            )));
+        }
+        Ok(())
+    }
+
     fn validate(&self, env: &Environment) -> Result<(), ConfigError> {
+        self.check_variables(env)?;
         let bad = |key: &str, value: String, expected: &str| {
             let from = env
                 .source_of(key)
@@ -520,13 +556,34 @@ impl Settings {
                 "an http(s) URL when actions.executor = webhook",
             );
         }
-        if self.governance.mailbox == 0
-            || self.governance.postpone_capacity == 0
-            || self.governance.idle_hibernate_secs == 0
-            || self.governance.action_timeout_ms == 0
-            || self.governance.period_secs == 0
-        {
-            return bad("governance", String::new(), "positive postpone_capacity, idle_hibernate_secs, action_timeout_ms and period_secs");
+        let g = &self.governance;
+        for (key, value) in [
+            ("governance.mailbox", g.mailbox as u64),
+            ("governance.postpone_capacity", g.postpone_capacity as u64),
+            ("governance.idle_hibernate_secs", g.idle_hibernate_secs),
+            ("governance.action_timeout_ms", g.action_timeout_ms),
+            ("governance.decision_timeout_ms", g.decision_timeout_ms),
+            ("governance.period_secs", g.period_secs),
+            (
+                "actions.webhook_timeout_ms",
+                self.actions.webhook_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "0".into(), "a positive number");
+            }
+        }
+        for (key, value) in [
+            ("governance.arbiters", g.arbiters),
+            ("http.workers", self.http.workers),
+        ] {
+            if value > MAX_THREADS {
+                return bad(
+                    key,
+                    value.to_string(),
+                    &format!("0 (one per core) up to {MAX_THREADS} threads"),
+                );
+            }
         }
         for (sku, t) in &self.governance.thresholds {
             if !(t.warning.is_finite() && t.action.is_finite() && t.warning <= t.action) {
@@ -825,6 +882,67 @@ mod tests {
             jail.set_env("PORT", "70000");
             let e = load().unwrap_err().0;
             assert!(e.contains("http.port") && e.contains("70000"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_variable_that_names_no_setting_is_refused_with_the_settings_it_could_mean() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            // Not in our `TAI_SECTION__KEY` form: left alone.
+            jail.set_env("TAI_BENCH_GOVERNORS", "5");
+            assert!(load().is_ok());
+            jail.set_env("TAI_AUTH__MDOE", "bearer");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("TAI_AUTH__MDOE names no setting (auth.mdoe)")
+                    && e.contains("the settings of auth are mode, tokens"),
+                "{e}"
+            );
+            jail.set_env("TAI_AUTH__MDOE", "");
+            jail.set_env("TAI_GOVERNANCES__MAILBOX", "4");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("TAI_GOVERNANCES__MAILBOX") && e.contains("README"),
+                "{e}"
+            );
+            jail.set_env("TAI_GOVERNANCES__MAILBOX", "");
+            // A new entry of a map is a setting.
+            jail.set_env("TAI_GOVERNANCE__THRESHOLDS__GOLD__WARNING", "50");
+            jail.set_env("TAI_GOVERNANCE__THRESHOLDS__GOLD__ACTION", "70");
+            let s = load().unwrap();
+            assert_eq!(s.governance.thresholds["gold"].warning, 50.0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_where_a_positive_number_is_needed_and_thread_counts_name_their_key() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            for (var, key) in [
+                ("TAI_GOVERNANCE__MAILBOX", "governance.mailbox"),
+                (
+                    "TAI_GOVERNANCE__DECISION_TIMEOUT_MS",
+                    "governance.decision_timeout_ms",
+                ),
+                (
+                    "TAI_ACTIONS__WEBHOOK_TIMEOUT_MS",
+                    "actions.webhook_timeout_ms",
+                ),
+            ] {
+                jail.set_env(var, "0");
+                let e = load().unwrap_err().0;
+                assert!(e.contains(key) && e.contains(var), "{e}");
+                jail.set_env(var, "");
+            }
+            jail.set_env("TAI_GOVERNANCE__ARBITERS", "100000");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("governance.arbiters") && e.contains("256"),
+                "{e}"
+            );
             Ok(())
         });
     }

@@ -416,6 +416,15 @@ impl Intake {
             })?),
             None => None,
         };
+        if let Some(e) = &expires_at {
+            // Both are RFC 3339 UTC with milliseconds, so the text orders as the time does.
+            if *e <= crate::clock::now_rfc3339() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("expires_at {e} is not in the future; an entitlement that has already expired cannot be granted"),
+                ));
+            }
+        }
         let verified = verify;
         if verified {
             self.check_signature(&req)?;

@@ -507,11 +507,7 @@ async fn an_input_past_its_deadline_is_503_decision_pending_and_may_yet_be_recor
         s.governance.decision_timeout_ms = 200;
     })
     .await;
-    app.post_json(
-        "/marketplace",
-        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"}),
-    )
-    .await;
+    grant(&app, "t").await;
     // The governor is up (its start records `entitlement_verified`).
     assert_eq!(signal(&app, 10.0).await.0, 200);
     let last = || async {

@@ -355,7 +355,14 @@ pub fn json_error_body<B: MessageBody + 'static>(
         *new.status_mut() = status;
     }
     if let Some(allow) = old.headers().get(header::ALLOW) {
-        new.headers_mut().insert(header::ALLOW, allow.clone());
+        // Every GET route answers HEAD too (see `middleware::observe`).
+        let allow = match allow.to_str() {
+            Ok(a) if a.split(',').any(|m| m.trim() == "GET") && !a.contains("HEAD") => {
+                HeaderValue::from_str(&format!("{a}, HEAD")).unwrap_or_else(|_| allow.clone())
+            }
+            _ => allow.clone(),
+        };
+        new.headers_mut().insert(header::ALLOW, allow);
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         new.headers_mut()

@@ -89,6 +89,12 @@ pub async fn observe(
         }
     }
     let method = events::method_label(req.method().as_str());
+    // HEAD is GET without the content (RFC 9110 §9.3.2: every general-purpose server supports
+    // both), so it is routed as GET; actix-http, which parsed the request as HEAD, sends the
+    // head of the answer only.
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
     let trace_id = req
         .headers()
         .get("x-cloud-trace-context")

@@ -17,7 +17,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_the_json_body() {
     );
     let mut res = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(res.headers().get("allow").unwrap(), "GET");
+    assert_eq!(res.headers().get("allow").unwrap(), "GET, HEAD");
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(
         (body["type"].as_str(), body["code"].as_str()),

@@ -110,3 +110,44 @@ async fn request_metrics_label_methods_outside_the_standard_set_as_other() {
     );
     assert!(!text.contains("PROBEMETHOD"), "{text}");
 }
+
+#[actix_web::test]
+async fn head_answers_wherever_get_does_with_the_head_only() {
+    let app = spawn_app(|_| {}).await;
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/observer",
+        "/openapi.json",
+        "/v1/governors",
+    ] {
+        let get = app.client.get(app.url(path)).send().await.unwrap();
+        let mut head = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "{path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "{path}"
+        );
+        let length: usize = (head.headers().get("content-length"))
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or_default();
+        assert!(length > 0, "{path}: the length of what GET would send");
+        assert!(head.body().await.unwrap().is_empty(), "{path}: no content");
+    }
+    // POST-only routes still refuse it.
+    let res = app
+        .client
+        .head(app.url("/marketplace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    let (_, metrics) = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"tai_http_requests_total{method="HEAD",route="/health",status="200"}"#),
+        "HEAD is counted as HEAD"
+    );
+}

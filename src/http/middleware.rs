@@ -114,7 +114,26 @@ pub async fn observe(
     let draining = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|s| s.is_draining());
-    let res = if draining && !exempt_from_drain(req.path()) {
+    // No decompression is built in, so a compressed body would read as malformed JSON.
+    let encoding = (req.headers().get(actix_web::http::header::CONTENT_ENCODING))
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|e| !e.is_empty() && e != "identity");
+    let res = if let Some(encoding) = encoding {
+        let (r, _) = req.into_parts();
+        let shown: String = encoding.chars().take(32).collect();
+        ServiceResponse::new(
+            r,
+            error_response(
+                ErrorCode::UnsupportedMediaType,
+                &format!("Content-Encoding {shown:?} is not supported; send the body uncompressed"),
+                None,
+            ),
+        )
+    } else if draining && !exempt_from_drain(req.path()) {
         let (r, _) = req.into_parts();
         ServiceResponse::new(
             r,

@@ -210,3 +210,55 @@ async fn a_body_that_stops_arriving_gets_408_and_nothing_is_stored() {
         "only the grant is stored"
     );
 }
+
+#[actix_web::test]
+async fn a_compressed_body_is_415_naming_the_encoding_and_nothing_is_stored() {
+    let app = spawn_app(|_| {}).await;
+    let (status, _) = app
+        .post_json(
+            "/marketplace",
+            &serde_json::json!({"tenant_id": "zip", "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for path in ["/v1/tenants/zip/signals", "/pubsub", "/mcp"] {
+        let mut res = app
+            .client
+            .post(app.url(path))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("accept", "application/json, text/event-stream"))
+            .insert_header(("content-encoding", "gzip"))
+            .send_body(vec![0x1f, 0x8b, 0x08, 0x00])
+            .await
+            .unwrap();
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(res.status(), 415, "{path}: {body}");
+        assert_eq!(body["code"], "unsupported_media_type", "{path}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Encoding \"gzip\""),
+            "{body}"
+        );
+    }
+    // `identity` is no encoding at all.
+    let res = app
+        .client
+        .post(app.url("/v1/tenants/zip/signals"))
+        .insert_header(("content-encoding", "identity"))
+        .send_json(&serde_json::json!({"metric": "cpu", "value": 1.0}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.get_json("/v1/tenants/zip/receipts").await.1["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["event_type"] == "signal_processed")
+            .count(),
+        1,
+        "only the uncompressed signal was decided"
+    );
+}

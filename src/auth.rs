@@ -30,6 +30,14 @@ pub enum AuthError {
     Forbidden(String),
 }
 
+/// The token of an `Authorization: Bearer <token>` header value. The scheme's case does not
+/// matter (RFC 9110 §11.1: `bearer`, `Bearer`, `BEARER`); spaces around the token do not count.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// `none` or `bearer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,12 +130,7 @@ impl Authenticator {
             return Ok(Caller::Admin);
         }
         let token = authorization
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(bearer_token)
             .ok_or(AuthError::Unauthenticated)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare against every entry, with no early exit.
@@ -225,6 +228,14 @@ mod tests {
     fn bearer_tokens_map_to_their_roles() {
         let a = auth();
         assert_eq!(a.authenticate(Some("Bearer adm")), Ok(Caller::Admin));
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            assert_eq!(
+                a.authenticate(Some(&format!("{scheme} adm"))),
+                Ok(Caller::Admin),
+                "{scheme}"
+            );
+        }
         assert_eq!(a.authenticate(Some("Bearer ops")), Ok(Caller::Operator));
         assert_eq!(
             a.authenticate(Some("Bearer ta")),
@@ -234,6 +245,7 @@ mod tests {
             None,
             Some(""),
             Some("Bearer "),
+            Some("Bearer"),
             Some("Basic adm"),
             Some("Bearer nope"),
             Some("adm"),

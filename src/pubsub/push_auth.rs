@@ -60,9 +60,7 @@ impl PushAuth {
     /// Verifies the `Authorization` header's token; returns its claims.
     pub async fn check(&self, authorization: Option<&str>) -> Result<Value, Refused> {
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(crate::auth::bearer_token)
             .ok_or_else(|| {
                 Refused::Invalid("an Authorization: Bearer OIDC token is required".into())
             })?;

@@ -527,7 +527,8 @@ impl Handler<Hibernate> for Governor {
     }
 }
 
-/// A signal for the tenant, with the Pub/Sub message id it came in when it came through Pub/Sub.
+/// A signal for the tenant, with the Pub/Sub message id it came in, or the ledger id of the
+/// client's idempotency key: a repeat of either is answered with the first receipt.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<Outcome, GovernorError>")]
 pub struct SubmitSignal {

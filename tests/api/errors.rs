@@ -214,13 +214,7 @@ async fn a_body_that_stops_arriving_gets_408_and_nothing_is_stored() {
 #[actix_web::test]
 async fn a_compressed_body_is_415_naming_the_encoding_and_nothing_is_stored() {
     let app = spawn_app(|_| {}).await;
-    let (status, _) = app
-        .post_json(
-            "/marketplace",
-            &serde_json::json!({"tenant_id": "zip", "entitlement_id": "e", "action": "grant"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    grant(&app, "zip").await;
     for path in ["/v1/tenants/zip/signals", "/pubsub", "/mcp"] {
         let mut res = app
             .client

@@ -589,11 +589,7 @@ async fn a_governed_refusal_over_mcp_is_a_decision_with_its_receipt() {
 #[actix_web::test]
 async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothing_runs() {
     let app = spawn_app(|_| {}).await;
-    app.post_json(
-        "/marketplace",
-        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"}),
-    )
-    .await;
+    grant(&app, "t").await;
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "taiea.governor.signal",
                    "arguments": {"tenant_id": "t", "metric": "cpu", "value": 90.0}}});

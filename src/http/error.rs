@@ -244,8 +244,13 @@ impl From<supervisors::CallError> for ApiError {
 /// Maps JSON body errors: syntax → 400 `invalid_json`, shape → 400 `invalid_request`,
 /// size → 413, content type → 415.
 pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    json_api_error(&err).into()
+}
+
+/// The [`ApiError`] for a JSON body that could not be read (see [`json_error`]).
+pub fn json_api_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError as J;
-    let api = match &err {
+    match err {
         J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::new(
             ErrorCode::PayloadTooLarge,
             "request body is larger than the limit",
@@ -272,8 +277,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> a
             ErrorCode::InvalidRequest,
             format!("could not read the request body: {other}"),
         ),
-    };
-    api.into()
+    }
 }
 
 /// Maps query-string errors to 400 `invalid_request`.

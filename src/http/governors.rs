@@ -292,7 +292,8 @@ pub async fn action_callback(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String, String)>,
-    body: Option<web::Json<Value>>,
+    req: HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, action_id, verb) = path.into_inner();
     let tenant = tenant_id(&tenant)?;
@@ -303,7 +304,9 @@ pub async fn action_callback(
             "action ids are at most 64 characters",
         ));
     }
-    let detail = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    // The body is optional, but one that is sent must be JSON: a malformed body is refused
+    // and the action stays in flight (actix's `Option<Json<_>>` read it as absent).
+    let detail = super::optional_json(&req, &body)?;
     crate::intake::check_recorded_json("the body", &detail)
         .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
     let input = match verb.as_str() {
@@ -313,11 +316,16 @@ pub async fn action_callback(
         },
         "fail" => Input::ActionFailed {
             action_id,
-            error: detail
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("failed by callback")
-                .to_owned(),
+            error: match detail.get("error") {
+                None | Some(Value::Null) => "failed by callback".to_owned(),
+                Some(Value::String(e)) => e.clone(),
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        "error must be a string",
+                    ))
+                }
+            },
         },
         _ => return Err(ApiError::new(ErrorCode::NotFound, "no such route")),
     };

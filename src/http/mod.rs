@@ -24,9 +24,10 @@ use std::time::Instant;
 use std::num::NonZeroU32;
 
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use serde_json::Value;
 
 use self::error::{ApiError, ErrorCode};
 use crate::auth::{Authenticator, Caller};
@@ -126,6 +127,26 @@ impl FromRequest for Caller {
         }
         std::future::ready(result)
     }
+}
+
+/// An optional JSON body, read as bytes: an empty body is `Null`; any other must be JSON, and
+/// is refused as on every JSON route otherwise (415 for another content type, 400
+/// `invalid_json` or `invalid_request`, as [`error::json_error`] maps them). actix's
+/// `Option<Json<_>>` turns every such error into `None`, so a handler would act on a body it
+/// could not read.
+pub fn optional_json(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
+    use actix_web::error::JsonPayloadError;
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    let is_json = req.mime_type().ok().flatten().is_some_and(|m| {
+        m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
+    });
+    if !is_json {
+        return Err(error::json_api_error(&JsonPayloadError::ContentType));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| error::json_api_error(&JsonPayloadError::Deserialize(e)))
 }
 
 /// Extractor limits and error mapping for every route.

@@ -159,6 +159,48 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
         (400, Some("invalid_request")),
         "{b}"
     );
+    // So is a body that is not JSON, or not a string where the error goes: the callback body
+    // is optional, but one that is sent is read, never taken as absent.
+    for (verb, content_type, body, status, code) in [
+        (
+            "complete",
+            "application/json",
+            "{\"result\": 5",
+            400,
+            "invalid_json",
+        ),
+        ("fail", "application/json", "[1", 400, "invalid_json"),
+        (
+            "complete",
+            "text/plain",
+            "{}",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "fail",
+            "application/json",
+            "{\"error\": 5}",
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let mut res = app
+            .client
+            .post(app.url(&format!("/v1/governors/t/actions/{action_id}/{verb}")))
+            .insert_header(("content-type", content_type))
+            .send_body(body)
+            .await
+            .unwrap();
+        let b: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            (res.status().as_u16(), b["code"].as_str()),
+            (status, Some(code)),
+            "{verb} {body}"
+        );
+    }
+    let view = app.get_json("/v1/governors/t").await.1;
+    assert_eq!(view["action_in_flight"]["action_id"], action_id, "{view}");
     let (s, b) = app
         .post_json(
             &format!("/v1/governors/t/actions/{action_id}/complete"),

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::receipt::{Receipt, ReceiptType};
-use super::store::{AppendItem, Head, LedgerStore, StoreError};
+use super::store::{seq_bound, AppendItem, Head, LedgerStore, StoreError};
 
 /// Documents one receipt costs in a commit: the receipt, its index entry, maybe a message.
 const WRITES_PER_RECEIPT: usize = 3;
@@ -393,7 +393,7 @@ impl LedgerStore for FirestoreStore {
             .select()
             .from("receipts")
             .parent(parent)
-            .filter(|q| q.field("seq").greater_than(after_seq as i64))
+            .filter(|q| q.field("seq").greater_than(seq_bound(after_seq)))
             .order(|o| o.fields([o.field("seq").asc()]))
             .limit(limit.min(10_000) as u32)
             .obj()

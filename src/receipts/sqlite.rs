@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use super::chain::Verifier;
 use super::receipt::{Receipt, ReceiptType};
-use super::store::{AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError};
+use super::store::{
+    seq_bound, AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError,
+};
 
 /// Schema migrations, applied in order; `schema_migrations` records the versions applied.
 const MIGRATIONS: &[(u32, &str)] = &[(
@@ -652,7 +654,7 @@ impl LedgerStore for SqliteStore {
             let mut s = c.prepare_cached(&page_sql()).map_err(unavailable)?;
             let rows = s
                 .query_map(
-                    params![tenant, after_seq as i64, limit as i64],
+                    params![tenant, seq_bound(after_seq), limit as i64],
                     row_to_receipt,
                 )
                 .map_err(unavailable)?;
@@ -675,7 +677,7 @@ impl LedgerStore for SqliteStore {
         self.read(move |c| {
             let mut s = c.prepare_cached(&page_sql()).map_err(unavailable)?;
             let mut rows = s
-                .query(params![tenant, after_seq as i64, limit as i64])
+                .query(params![tenant, seq_bound(after_seq), limit as i64])
                 .map_err(unavailable)?;
             let mut r = Receipt::empty();
             let mut read = PageRead::default();

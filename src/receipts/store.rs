@@ -110,6 +110,13 @@ pub struct GovernorSnapshot {
     pub last_state: Option<Receipt>,
 }
 
+/// `after_seq` as the signed 64-bit integer both backends store seqs as. A seq past
+/// `i64::MAX` cannot exist, so a bound beyond it is `i64::MAX` (an empty page), never the
+/// negative number a plain cast makes of it (which read the chain from its start).
+pub fn seq_bound(after_seq: u64) -> i64 {
+    i64::try_from(after_seq).unwrap_or(i64::MAX)
+}
+
 /// Whether `r` records one of `states` (what [`GovernorSnapshot::last_state`] looks for).
 pub fn records_state(r: &Receipt, states: &[&str]) -> bool {
     r.kind != ReceiptType::Entitlement && r.state_to.as_deref().is_some_and(|s| states.contains(&s))
@@ -151,7 +158,8 @@ pub trait LedgerStore {
     async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError>;
     /// The chain head of `tenant`.
     async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError>;
-    /// Up to `limit` receipts of `tenant` with `seq > after_seq`, in `seq` order.
+    /// Up to `limit` receipts of `tenant` with `seq > after_seq`, in `seq` order (none for an
+    /// `after_seq` beyond what a backend's signed 64-bit seq holds; see [`seq_bound`]).
     async fn range(
         &self,
         tenant: &str,

@@ -97,6 +97,12 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         );
     }
     assert_eq!(store.range(&a, 1, 1).await.unwrap(), vec![ca[1].clone()]);
+    for past in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        assert!(
+            store.range(&a, past, 10).await.unwrap().is_empty(),
+            "nothing after seq {past}"
+        );
+    }
     assert_eq!(
         store.get(&ca[1].receipt_id).await.unwrap().as_ref(),
         Some(&ca[1])

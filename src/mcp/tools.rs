@@ -313,10 +313,11 @@ fn check(name: &str, p: &Value, v: &Value) -> Result<(), String> {
         if p["minimum"].as_f64().is_some_and(|m| n < m)
             || p["maximum"].as_f64().is_some_and(|m| n > m)
         {
-            return Err(format!(
-                "argument `{name}` is out of range ({}..={})",
-                p["minimum"], p["maximum"]
-            ));
+            return Err(match (&p["minimum"], &p["maximum"]) {
+                (Value::Null, max) => format!("argument `{name}` must be at most {max}"),
+                (min, Value::Null) => format!("argument `{name}` must be at least {min}"),
+                (min, max) => format!("argument `{name}` is out of range ({min}..={max})"),
+            });
         }
     }
     Ok(())
@@ -405,7 +406,7 @@ mod tests {
             ),
             (
                 json!({"tenant_id": "acme", "metric": "cpu", "value": 1, "timestamp_ms": -5}),
-                "out of range",
+                "`timestamp_ms` must be at least 0",
             ),
             (json!([1]), "must be an object"),
         ] {

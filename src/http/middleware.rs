@@ -150,6 +150,17 @@ pub async fn observe(
             .map_into_boxed_body()
     };
 
+    // While draining, every answer closes its connection (HTTP/1.1), so a client opens a new
+    // one for its next request, which another instance takes or the closed listener refuses,
+    // instead of sending it on a connection the server is about to close (no way to tell then
+    // whether it was handled). Asked again here: the drain may have begun during the request.
+    let mut res = res;
+    if draining_now(&res) {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+
     // Routed: the resource path recorded by the router gives the pattern without a match.
     let route = res
         .request()
@@ -171,4 +182,9 @@ pub async fn observe(
         }
     });
     Ok(res)
+}
+
+/// Whether the service is draining (see `startup::drain`).
+fn draining_now<B>(res: &ServiceResponse<B>) -> bool {
+    (res.request().app_data::<web::Data<AppState>>()).is_some_and(|s| s.is_draining())
 }

@@ -25,6 +25,27 @@ fn blocking_get(url: &str) -> Option<u16> {
     buf.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// One keep-alive GET on `s`: the answer's head and as much of its body as arrived within
+/// half a second (the connection stays open unless the server closes it).
+fn exchange(s: &mut std::net::TcpStream, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[test]
 fn a_bad_value_stops_startup_with_exit_code_78_and_one_line() {
     let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
@@ -66,6 +87,12 @@ fn the_config_command_prints_the_effective_configuration() {
 fn sigterm_turns_readiness_503_drains_and_exits_0_within_10_seconds() {
     let mut bin = start_binary(&[("TAI_HTTP__DRAIN_DELAY_MS", "1500")]);
     assert_eq!(blocking_get(&bin.url("/health/ready")), Some(200));
+    // A keep-alive connection opened before the signal.
+    let url = bin.url("/health/live");
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut kept = std::net::TcpStream::connect(host).unwrap();
+    let first = exchange(&mut kept, host, "/health/live");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let t0 = Instant::now();
     bin.signal("TERM");
     // Readiness flips at once and stays 503 for the drain delay; new work is refused with 503.
@@ -86,6 +113,16 @@ fn sigterm_turns_readiness_503_drains_and_exits_0_within_10_seconds() {
         }
     }
     assert!(saw_503, "readiness answered 503 during the drain");
+    // While draining, an answer on a kept connection closes it: the client's next request goes
+    // on a new connection, never on one the server is about to close.
+    let during = exchange(&mut kept, host, "/v1/supervision");
+    assert!(during.starts_with("HTTP/1.1 503"), "{during}");
+    assert!(
+        during
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{during}"
+    );
     assert_eq!(
         bin.wait_exit(Duration::from_secs(10)),
         Some(0),

@@ -196,7 +196,15 @@ pub async fn tool_call(
     }
     crate::intake::check_recorded_json("args", &req.args)
         .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
-    let timeout = std::time::Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(1, 30_000));
+    let timeout_ms = req.timeout_ms.unwrap_or(5000);
+    if !(1..=30_000).contains(&timeout_ms) {
+        // As the OpenAPI schema says; a silent clamp turned 0 into a 1 ms deadline.
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("timeout_ms must be between 1 and 30000, found {timeout_ms}"),
+        ));
+    }
+    let timeout = std::time::Duration::from_millis(timeout_ms);
     let call = CallTool {
         tool: req.tool,
         args: if req.args.is_null() {

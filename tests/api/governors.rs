@@ -532,6 +532,20 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
             400,
             "invalid_request",
         ),
+        (
+            "timeout_ms of zero",
+            "/v1/governors/good/tool-calls".into(),
+            r#"{"tool":"health","timeout_ms":0}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "timeout_ms past 30 s",
+            "/v1/governors/good/tool-calls".into(),
+            r#"{"tool":"health","timeout_ms":30001}"#,
+            400,
+            "invalid_request",
+        ),
     ];
     for (name, path, body, status, code) in cases {
         let mut res = app

@@ -320,7 +320,7 @@ impl Handler<Marketplace> for Entitlements {
                             )));
                         }
                     }
-                    let status = match cur.transition(action) {
+                    let status = match cur.marketplace_transition(action, &msg.entitlement_id) {
                         Ok(s) => s,
                         Err(error) => {
                             return Err(refuse(

@@ -105,6 +105,8 @@ pub enum EntitlementError {
     },
     #[error("the entitlement is revoked; revoke is final")]
     Revoked,
+    #[error("entitlement {} is not this tenant's (the tenant's is {})", shown(.named), shown(.current))]
+    OtherEntitlement { named: String, current: String },
 }
 
 impl EntitlementError {
@@ -131,6 +133,7 @@ impl EntitlementError {
             EntitlementError::RoleNotEnabled(_) => "role_not_enabled",
             EntitlementError::InvalidTransition { .. } => "invalid_transition",
             EntitlementError::Revoked => "entitlement_revoked",
+            EntitlementError::OtherEntitlement { .. } => "entitlement_mismatch",
         }
     }
 }
@@ -294,6 +297,24 @@ impl Entitlement {
     }
 
     /// The status after a marketplace action on an existing entitlement.
+    /// The status after a marketplace `action` that names `entitlement_id`. Only `grant` may
+    /// name another entitlement (a new purchase, which re-activates a suspended tenant under
+    /// its id); `suspend`, `resume` and `revoke` must name the tenant's own, so that a late
+    /// message about an earlier entitlement cannot suspend or revoke the current one.
+    pub fn marketplace_transition(
+        &self,
+        action: Action,
+        entitlement_id: &str,
+    ) -> Result<Status, EntitlementError> {
+        if action != Action::Grant && entitlement_id != self.entitlement_id {
+            return Err(EntitlementError::OtherEntitlement {
+                named: entitlement_id.to_owned(),
+                current: self.entitlement_id.clone(),
+            });
+        }
+        self.transition(action)
+    }
+
     pub fn transition(&self, action: Action) -> Result<Status, EntitlementError> {
         use Status::*;
         match (self.status, action) {
@@ -467,6 +488,28 @@ mod tests {
         assert_eq!(
             e.apply(&Event::IamRoleAdded("admin".into()), NOW),
             Err(EntitlementError::Revoked)
+        );
+    }
+
+    #[test]
+    fn only_a_grant_may_name_another_entitlement() {
+        let mut e = ent("base");
+        for a in [Action::Suspend, Action::Resume, Action::Revoke] {
+            assert_eq!(
+                e.marketplace_transition(a, "e-old").map_err(|x| x.code()),
+                Err("entitlement_mismatch"),
+                "{a:?}"
+            );
+        }
+        assert_eq!(
+            e.marketplace_transition(Action::Suspend, "e"),
+            Ok(Status::Suspended)
+        );
+        e.status = Status::Suspended;
+        // A new purchase re-activates a suspended tenant under its own id.
+        assert_eq!(
+            e.marketplace_transition(Action::Grant, "e-new"),
+            Ok(Status::Active)
         );
     }
 

@@ -275,10 +275,19 @@ async fn run(
                     "suspend" => Action::Suspend,
                     _ => Action::Resume,
                 };
+                // Without an id, provision names a new one and the others act on the
+                // tenant's current entitlement (the marketplace refuses any other id).
+                let entitlement_id = match str_arg(&data, "entitlement_id") {
+                    Some(id) => id,
+                    None if action == Action::Grant => format!("mcp-{t}"),
+                    None => match ops.intake.entitlement(t).await.map_err(api)? {
+                        Some(e) => e.entitlement_id,
+                        None => format!("mcp-{t}"),
+                    },
+                };
                 let req = MarketplaceRequest {
                     tenant_id: t.to_string(),
-                    entitlement_id: str_arg(&data, "entitlement_id")
-                        .unwrap_or_else(|| format!("mcp-{t}")),
+                    entitlement_id,
                     action,
                     sku: str_arg(&data, "sku"),
                     customer_id: str_arg(&data, "customer_id"),

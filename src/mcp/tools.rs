@@ -121,7 +121,7 @@ pub fn table() -> Vec<ToolDef> {
         ToolDef {
             name: "taiea.entitlement.apply_event",
             title: "Apply an entitlement event",
-            description: "Changes a tenant's entitlement: provision (grant; event_data.sku, entitlement_id, expires_at), deprovision (revoke, final), suspend, resume, modify (SKU change; event_data.sku). Each change is a receipt in the tenant's chain.",
+            description: "Changes a tenant's entitlement: provision (grant; event_data.sku, entitlement_id, expires_at), deprovision (revoke, final), suspend, resume, modify (SKU change; event_data.sku). Without event_data.entitlement_id the event acts on the tenant's own entitlement; another id is refused. Each change is a receipt in the tenant's chain.",
             access: Access::Admin,
             input: object(
                 json!({

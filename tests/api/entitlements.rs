@@ -58,6 +58,26 @@ async fn lifecycle(app: &TestApp) {
         .post_json("/marketplace", &action("acme-corp", "resume"))
         .await;
     assert_eq!(s, 200);
+    // A revoke that names another entitlement (a late message about an earlier purchase) is
+    // refused with its receipt, and the tenant's own entitlement stays active.
+    let mut stale = action("acme-corp", "revoke");
+    stale["entitlement_id"] = json!("ent-0");
+    let (s, body) = app.post_json("/marketplace", &stale).await;
+    assert_eq!(
+        (
+            s,
+            body["code"].as_str(),
+            body["receipt"]["metadata"]["code"].as_str()
+        ),
+        (
+            409,
+            Some("entitlement_conflict"),
+            Some("entitlement_mismatch")
+        ),
+        "{body}"
+    );
+    let (_, body) = app.get_json("/v1/tenants/acme-corp/entitlement").await;
+    assert_eq!(body["entitlement"]["status"], "active", "{body}");
     let (s, body) = app
         .post_json("/marketplace", &action("acme-corp", "revoke"))
         .await;
@@ -77,7 +97,7 @@ async fn lifecycle(app: &TestApp) {
             body["valid"].as_bool(),
             body["receipts_checked"].as_u64()
         ),
-        (200, Some(true), Some(9)),
+        (200, Some(true), Some(10)),
         "{body}"
     );
     let (_, page) = app.get_json("/v1/tenants/acme-corp/receipts").await;
@@ -88,12 +108,13 @@ async fn lifecycle(app: &TestApp) {
         .map(|r| r["event_type"].as_str().unwrap())
         .collect();
     assert_eq!(
-        &events[..5],
+        &events[..6],
         [
             "entitlement_granted",
             "entitlement_suspended",
             "entitlement_refused",
             "entitlement_resumed",
+            "entitlement_refused",
             "entitlement_revoked"
         ]
     );

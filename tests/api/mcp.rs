@@ -183,6 +183,23 @@ async fn every_tool_acts_on_the_real_actors_and_tenant_calls_leave_receipts() {
             .await;
         assert_eq!(structured(&r)["status"], status, "{event}");
     }
+    // Without an entitlement id, an event acts on the tenant's own entitlement, whatever
+    // granted it; naming another one is refused (a late message about an earlier purchase).
+    grant(&app, "http-co").await;
+    let r = s
+        .call(
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "http-co", "event_type": "suspend"}),
+        )
+        .await;
+    assert_eq!(structured(&r)["status"], "suspended", "{r}");
+    let r = s
+        .call(
+            "taiea.entitlement.apply_event",
+            json!({"tenant_id": "http-co", "event_type": "resume", "event_data": {"entitlement_id": "e-old"}}),
+        )
+        .await;
+    assert!(error_text(&r).contains("is not this tenant's"), "{r}");
 
     // Governor: a signal, then its state.
     let signal = s

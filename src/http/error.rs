@@ -307,6 +307,19 @@ pub fn query_uint<T: std::str::FromStr>(
     })
 }
 
+/// A page size from the query: 100 when absent, else 1 to 1000 (400 otherwise), on every
+/// paged route alike (and as the MCP tools' schemas say).
+pub fn query_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    match query_uint::<usize>("limit", raw)? {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("limit must be between 1 and 1000, found {n}"),
+        )),
+    }
+}
+
 /// Maps path-parameter errors to 400 `invalid_request`.
 pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::new(

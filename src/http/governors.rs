@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{query_uint, ApiError, ErrorCode};
+use super::error::{query_limit, ApiError, ErrorCode};
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
@@ -259,9 +259,7 @@ pub async fn list(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator()?;
-    let limit = query_uint("limit", q.limit.as_deref())?
-        .unwrap_or(100)
-        .clamp(1, 1000);
+    let limit = query_limit(q.limit.as_deref())?;
     let after = q.after.clone().unwrap_or_default();
     let page = state.tree.intake.running_governors(&after, limit);
     let mut out = Vec::with_capacity(page.entries.len());

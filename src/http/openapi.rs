@@ -295,7 +295,8 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[401, 403],
+            errors: &[400, 401, 403],
+            query: &[("limit", "integer")],
             ..op(
                 "get",
                 "/v1/supervision",
@@ -410,11 +411,19 @@ fn operation(op: &Op) -> Value {
             p
         })
         .collect();
-    parameters.extend(
-        op.query
-            .iter()
-            .map(|(name, ty)| json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}})),
-    );
+    parameters.extend(op.query.iter().map(|(name, ty)| {
+        let mut schema = json!({"type": ty});
+        match *name {
+            "limit" => {
+                schema["minimum"] = json!(1);
+                schema["maximum"] = json!(1000);
+                schema["default"] = json!(100);
+            }
+            "after_seq" => schema["minimum"] = json!(0),
+            _ => {}
+        }
+        json!({"name": name, "in": "query", "required": false, "schema": schema})
+    }));
     if op.idempotent {
         parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
             "description": "One decision per key and tenant: a repeat is answered with the first request's receipt (`decision: duplicate`, header `Idempotent-Replayed: true`)",

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use supervisors::TreeSnapshot;
 
-use super::error::{query_uint, ApiError, ErrorCode};
+use super::error::{query_limit, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
 use crate::telemetry::observer::RecentEvents;
@@ -44,9 +44,7 @@ pub async fn supervision(
     q: web::Query<SnapshotQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator()?;
-    let limit = query_uint("limit", q.limit.as_deref())?
-        .unwrap_or(100)
-        .min(1000);
+    let limit = query_limit(q.limit.as_deref())?;
     let snap = actix_web::rt::time::timeout(ASK, state.tree.root.snapshot(limit))
         .await
         .map_err(|_| {

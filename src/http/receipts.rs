@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::error::{query_uint, ApiError, ErrorCode};
+use super::error::{query_limit, query_uint, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
 use crate::receipts::{verify_chain, LedgerStore, StoreError};
@@ -58,14 +58,8 @@ pub async fn list(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    let limit = query_uint("limit", page.limit.as_deref())?.unwrap_or(100);
+    let limit = query_limit(page.limit.as_deref())?;
     let after = query_uint("after_seq", page.after_seq.as_deref())?.unwrap_or(0);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "limit must be between 1 and 1000",
-        ));
-    }
     let head_seq = known_tenant(&state, &tenant).await?;
     let receipts = state
         .tree

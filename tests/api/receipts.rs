@@ -108,18 +108,25 @@ async fn unknown_and_hostile_tenants_are_404_and_400() {
         let (s, body) = app.get_json(path).await;
         assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{path}");
     }
-    // A malformed number is named in the message, on every paged listing.
+    // A malformed or out-of-range number is named in the message, on every paged listing.
     for (path, name) in [
         ("/v1/tenants/acme/receipts?after_seq=-1", "after_seq"),
         ("/v1/tenants/acme/receipts?limit=ten", "limit"),
         ("/v1/governors?limit=1e3", "limit"),
         ("/v1/supervision?limit=-5", "limit"),
+        // Page sizes are 1 to 1000 on every paged listing, as the MCP tools' schemas say.
+        ("/v1/tenants/acme/receipts?limit=1001", "limit"),
+        ("/v1/governors?limit=0", "limit"),
+        ("/v1/governors?limit=5000", "limit"),
+        ("/v1/supervision?limit=0", "limit"),
+        ("/v1/supervision?limit=99999999", "limit"),
     ] {
         let (s, body) = app.get_json(path).await;
         let message = body["message"].as_str().unwrap_or_default();
         assert_eq!(s, 400, "{path}: {body}");
         assert!(
-            message.starts_with(&format!("{name} must be a non-negative integer")),
+            message.starts_with(&format!("{name} must be a non-negative integer"))
+                || message.starts_with(&format!("{name} must be between 1 and 1000")),
             "{path}: {message}"
         );
     }

@@ -17,7 +17,7 @@ use crate::entitlements::signature::{verify, Expectations, Keys};
 use crate::entitlements::{
     Action, ApplyEvent, Changed, Entitlement, Entitlements, Event, GetEntitlement, Marketplace,
 };
-use crate::governor::{Governor, Outcome, Signal, SubmitSignal};
+use crate::governor::{GetView, Governor, GovernorView, Outcome, Signal, SubmitSignal};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::tenant::TenantId;
 
@@ -285,6 +285,29 @@ impl Intake {
             .retry_after(1)
         };
         self.call_within(tenant, deadline, on_deadline, |g| g.call(msg.clone()))
+            .await
+    }
+
+    /// The tenant's governor and its view, within the decision deadline. A governor that is
+    /// deciding (its receipt not yet durable, the ledger slow) answers when it has decided;
+    /// past the deadline the read is 503 `decision_pending`, and nothing was asked of it.
+    pub async fn view(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(ChildRef<Governor>, GovernorView), ApiError> {
+        let deadline = self.decision_timeout;
+        let on_deadline = || {
+            ApiError::new(
+                ErrorCode::DecisionPending,
+                format!(
+                    "the governor is still deciding an input after {} ms (the ledger is slow); \
+                     its state can be read once that decision is recorded",
+                    deadline.as_millis()
+                ),
+            )
+            .retry_after(1)
+        };
+        self.call_within(tenant, deadline, on_deadline, |g| g.call(GetView))
             .await
     }
 

@@ -238,7 +238,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    let (g, view) = state.tree.intake.ask(&tenant, GetView).await?;
+    let (g, view) = state.tree.intake.view(&tenant).await?;
     let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);
     v["restarts"] = json!(g.restarts());
     Ok(HttpResponse::Ok().json(v))
@@ -262,18 +262,26 @@ pub async fn list(
     let limit = query_limit(q.limit.as_deref())?;
     let after = q.after.clone().unwrap_or_default();
     let page = state.tree.intake.running_governors(&after, limit);
-    let mut out = Vec::with_capacity(page.entries.len());
-    for (tenant, g) in page.entries {
-        let view = g
-            .send(GetView)
+    // Asked all at once, and waited for at most LIST_WAIT: a governor that is deciding (its
+    // receipt not yet durable) is listed with `governor: null` instead of holding up the page.
+    let views = page.entries.iter().map(|(_, g)| async move {
+        actix_web::rt::time::timeout(LIST_WAIT, g.send(GetView))
             .await
             .ok()
-            .map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
+            .and_then(Result::ok)
+    });
+    let views = futures_util::future::join_all(views).await;
+    let mut out = Vec::with_capacity(page.entries.len());
+    for ((tenant, g), view) in page.entries.iter().zip(views) {
+        let view = view.map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
         out.push(json!({"tenant_id": tenant, "child_state": g.state().as_str(), "restarts": g.restarts(), "governor": view}));
     }
     Ok(HttpResponse::Ok()
         .json(json!({"total": page.total, "governors": out, "next_after": page.next_after})))
 }
+
+/// How long `GET /v1/governors` waits for the governors of a page to show their state.
+const LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `POST /v1/governors/{tenant}/reset` (operator or admin)
 pub async fn reset(

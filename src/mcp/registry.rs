@@ -15,7 +15,6 @@ use supervisors::SupervisorRef;
 use super::tools::{table, validate, Access, ToolDef};
 use crate::auth::Caller;
 use crate::entitlements::{gates, Action, Event};
-use crate::governor::GetView;
 use crate::http::error::ApiError;
 use crate::intake::{Intake, MarketplaceRequest, SignalRequest};
 use crate::pubsub::PubsubHealth;
@@ -331,7 +330,7 @@ async fn run(
         }
         "taiea.governor.state" => {
             let t = tenant_of(tenant)?;
-            let (_, view) = ops.intake.ask(t, GetView).await.map_err(api)?;
+            let (_, view) = ops.intake.view(t).await.map_err(api)?;
             Ok(serde_json::to_value(view).unwrap_or(Value::Null))
         }
         "taiea.governor.signal" => {

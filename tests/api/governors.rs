@@ -752,3 +752,56 @@ async fn an_idempotency_key_makes_one_decision_per_key_and_tenant() {
         true
     );
 }
+
+#[actix_web::test]
+async fn reading_a_governor_that_is_deciding_never_waits_for_the_ledger() {
+    let app = spawn_app(|s| {
+        s.chaos.enabled = true;
+        s.governance.decision_timeout_ms = 300;
+    })
+    .await;
+    for t in ["busy", "idle"] {
+        grant(&app, t).await;
+        assert_eq!(signal(&app, t, 10.0).await.0, 200);
+    }
+    let (s, _) = app
+        .post_json("/v1/chaos/ledger", &json!({"stall_ms": 4000}))
+        .await;
+    assert_eq!(s, 202);
+    // `busy` decides a signal whose receipt waits on the stalled ledger.
+    let (client, url) = (app.client.clone(), app.url("/v1/tenants/busy/signals"));
+    actix_web::rt::spawn(async move {
+        let _ = client
+            .post(url)
+            .send_json(&json!({"metric": "cpu", "value": 20.0}))
+            .await;
+    });
+    let answer = eventually("busy reads as deciding", Duration::from_secs(2), || async {
+        let (s, b) = app.get_json("/v1/governors/busy").await;
+        (s == 503).then_some(b)
+    })
+    .await;
+    assert_eq!(answer["code"], "decision_pending", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("still deciding"),
+        "a read is not an input that may yet be recorded: {answer}"
+    );
+    // The list does not wait for it (the stall outlasts the list's wait): the busy governor
+    // is listed without its state, the idle one with it.
+    let (s, list) = app.get_json("/v1/governors").await;
+    assert_eq!(s, 200, "{list}");
+    let by_tenant = |t: &str| {
+        list["governors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["tenant_id"] == t)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert!(by_tenant("busy")["governor"].is_null(), "{list}");
+    assert_eq!(by_tenant("idle")["governor"]["state"], "stable", "{list}");
+}

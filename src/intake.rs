@@ -228,8 +228,7 @@ impl Intake {
             return Ok(g);
         }
         let known = self
-            .entitlements
-            .send(GetEntitlement(tenant.to_string()))
+            .entitlements_within(GetEntitlement(tenant.to_string()), false)
             .await??;
         if known.is_none() {
             return Err(ApiError::new(
@@ -406,15 +405,45 @@ impl Intake {
             tenant_id: tenant.to_string(),
             event,
         };
-        Ok(self.entitlements.send(msg).await??)
+        Ok(self.entitlements_within(msg, true).await??)
     }
 
     /// The tenant's entitlement record (`None`: never granted).
     pub async fn entitlement(&self, tenant: &TenantId) -> Result<Option<Entitlement>, ApiError> {
         Ok(self
-            .entitlements
-            .send(GetEntitlement(tenant.to_string()))
+            .entitlements_within(GetEntitlement(tenant.to_string()), false)
             .await??)
+    }
+
+    /// Sends `msg` to the Entitlements actor and waits at most the decision deadline. The
+    /// actor takes one change at a time and answers it once its receipt is durable, so while
+    /// the ledger is slow every later message waits behind that change; past the deadline the
+    /// caller gets 503 `decision_pending` (`change`: whether `msg` is a change itself).
+    async fn entitlements_within<M>(&self, msg: M, change: bool) -> Result<M::Result, ApiError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Entitlements: actix::Handler<M>,
+    {
+        let deadline = self.decision_timeout;
+        match actix_web::rt::time::timeout(deadline, self.entitlements.send(msg)).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => {
+                let ms = deadline.as_millis();
+                let message = if change {
+                    format!(
+                        "the entitlement change was not recorded within {ms} ms (the ledger is \
+                         slow); it may yet be: read the tenant's entitlement before sending it again"
+                    )
+                } else {
+                    format!(
+                        "an entitlement change is still being recorded after {ms} ms (the ledger \
+                         is slow); entitlements can be read once it is"
+                    )
+                };
+                Err(ApiError::new(ErrorCode::DecisionPending, message).retry_after(1))
+            }
+        }
     }
 
     async fn change(
@@ -463,7 +492,7 @@ impl Intake {
             signature_verified: verified,
             message_id,
         };
-        Ok(self.entitlements.send(msg).await??)
+        Ok(self.entitlements_within(msg, true).await??)
     }
 
     /// Checks the signature: pinned algorithms, `exp`/`iss`/`aud`, claims equal to the body.

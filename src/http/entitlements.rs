@@ -6,7 +6,7 @@ use super::error::{ApiError, ErrorCode};
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
-use crate::entitlements::{ApplyEvent, ChangeError, Changed, Event, GetEntitlement};
+use crate::entitlements::{ChangeError, Changed, Event};
 use crate::intake::MarketplaceRequest;
 
 impl From<ChangeError> for ApiError {
@@ -62,11 +62,13 @@ pub async fn event(
     caller.require_admin()?;
     let tenant = tenant_id(&path)?;
     state.limit(&tenant)?;
-    let msg = ApplyEvent {
-        tenant_id: tenant.to_string(),
-        event: body.into_inner(),
-    };
-    Ok(changed(state.tree.entitlements.send(msg).await??))
+    Ok(changed(
+        state
+            .tree
+            .intake
+            .entitlement_event(&tenant, body.into_inner())
+            .await?,
+    ))
 }
 
 /// `GET /v1/tenants/{tenant}/entitlement`
@@ -76,12 +78,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    match state
-        .tree
-        .entitlements
-        .send(GetEntitlement(tenant.to_string()))
-        .await??
-    {
+    match state.tree.intake.entitlement(&tenant).await? {
         Some(e) => {
             let active = e.is_active(&crate::clock::now_rfc3339());
             Ok(HttpResponse::Ok().json(serde_json::json!({ "entitlement": e, "active": active })))

@@ -481,3 +481,49 @@ async fn a_burst_over_the_bucket_gets_429_and_the_tenant_recovers() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn entitlement_changes_and_reads_are_answered_within_the_decision_deadline() {
+    let app = spawn_app(|s| {
+        s.chaos.enabled = true;
+        s.governance.decision_timeout_ms = 300;
+    })
+    .await;
+    let (s, _) = app.post_json("/marketplace", &grant("known")).await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .post_json("/v1/chaos/ledger", &json!({"stall_ms": 2000}))
+        .await;
+    assert_eq!(s, 202);
+    // The change waits on the stalled ledger; its caller is answered at the deadline.
+    let (s, body) = app.post_json("/marketplace", &grant("newcomer")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (503, Some("decision_pending")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("may yet"),
+        "{body}"
+    );
+    // A read queued behind it is answered at the deadline too, and says why.
+    let (s, body) = app.get_json("/v1/tenants/known/entitlement").await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (503, Some("decision_pending")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("still being recorded"),
+        "{body}"
+    );
+    // As the first answer said, the grant is recorded once the ledger is back.
+    eventually("the grant is recorded", Duration::from_secs(5), || async {
+        let (s, body) = app.get_json("/v1/tenants/newcomer/entitlement").await;
+        (s == 200 && body["entitlement"]["status"] == "active").then_some(())
+    })
+    .await;
+}

@@ -17,7 +17,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::machine::{
-    Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Signal, State, Thresholds,
+    restore, Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Restored, Signal, State,
+    Thresholds,
 };
 use crate::entitlements::gates;
 use crate::entitlements::Entitlement;
@@ -429,15 +430,7 @@ async fn post_webhook(url: String, timeout: Duration, body: Value) -> WebhookOut
 async fn rebuild(
     ledger: &LedgerHandle,
     tenant: &str,
-) -> Result<
-    (
-        Option<(State, Option<InFlight>)>,
-        u64,
-        String,
-        Option<Entitlement>,
-    ),
-    StoreError,
-> {
+) -> Result<(Option<Restored>, u64, String, Option<Entitlement>), StoreError> {
     let snap = ledger
         .store()
         .governor_snapshot(tenant, State::NAMES)
@@ -448,20 +441,46 @@ async fn rebuild(
     let Some(head) = snap.head else {
         return Ok((None, 0, String::new(), entitlement));
     };
-    let state = snap.last_state.and_then(|r| {
-        let state = State::parse(r.state_to.as_deref()?)?;
-        let in_flight = (r.event_type == "action_started").then(|| {
-            let a = &r.metadata["action"];
-            InFlight {
-                action_id: a["action_id"].as_str().unwrap_or_default().to_owned(),
-                kind: a["type"].as_str().unwrap_or("scale_up").to_owned(),
-                return_to: State::Stable,
-                is_tool: false,
+    let restored = match snap.last_state {
+        None => None,
+        Some(r) if r.state_to.as_deref() != Some("intervening") => restore(&r, &[]),
+        Some(r) if r.event_type == "action_started" => restore(&r, &[]),
+        // Signals were postponed (or refused) since the governor entered `intervening`: read
+        // back to where it did, for the action in flight and the whole queue.
+        Some(_) => {
+            let (boundary, tail) = since_intervening(ledger, tenant, head.seq).await?;
+            boundary.and_then(|b| restore(&b, &tail))
+        }
+    };
+    Ok((restored, head.seq, head.hash, entitlement))
+}
+
+/// Reads the chain back from `head` to the newest receipt that started an action or recorded
+/// a governor state other than `intervening`; returns it and every receipt after it.
+async fn since_intervening(
+    ledger: &LedgerHandle,
+    tenant: &str,
+    head: u64,
+) -> Result<(Option<Receipt>, Vec<Receipt>), StoreError> {
+    const PAGE: u64 = 256;
+    let store = ledger.store();
+    let mut newer: Vec<Receipt> = Vec::new();
+    let mut upto = head;
+    while upto > 0 {
+        let from = upto.saturating_sub(PAGE);
+        let page = store.range(tenant, from, (upto - from) as usize).await?;
+        for r in page.into_iter().rev() {
+            let leaves = r.kind != ReceiptType::Entitlement
+                && r.state_to.as_deref().is_some_and(|s| s != "intervening");
+            if r.event_type == "action_started" || leaves {
+                newer.reverse();
+                return Ok((Some(r), newer));
             }
-        });
-        Some((state, in_flight))
-    });
-    Ok((state, head.seq, head.hash, entitlement))
+            newer.push(r);
+        }
+        upto = from;
+    }
+    Ok((None, Vec::new()))
 }
 
 impl Actor for Governor {
@@ -477,19 +496,21 @@ impl Actor for Governor {
                 act.set_thresholds();
                 act.head_seq = seq;
                 act.head_hash = digest_from_hex(&hash).unwrap_or_default();
-                if let Some((state, in_flight)) = state {
-                    act.machine.state = state;
-                    if state == State::Intervening {
-                        if let Some(f) = in_flight {
-                            // An action was in flight when the previous incarnation ended: it
-                            // gets a fresh state timeout, and the eval executor completes it.
-                            let id = f.action_id.clone();
-                            act.machine.in_flight = Some(Box::new(f));
-                            act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
-                            if matches!(act.deps.executor, Executor::Eval) {
-                                ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
-                            }
+                if let Some(r) = state {
+                    act.machine.state = r.state;
+                    act.machine.postponed = r.postponed;
+                    if let Some(f) = r.in_flight {
+                        // An action was in flight when the previous incarnation ended: it
+                        // gets a fresh state timeout, and the eval executor completes it (the
+                        // queue is replayed when it ends, as before the restart).
+                        let id = f.action_id.clone();
+                        act.machine.in_flight = Some(Box::new(f));
+                        act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
+                        if matches!(act.deps.executor, Executor::Eval) {
+                            ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
                         }
+                    } else if r.replay {
+                        ctx.notify(Callback(Input::Resume));
                     }
                 }
                 events::governor_state_moved("", act.machine.state.as_str());

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::receipts::ReceiptType;
+use crate::receipts::{Receipt, ReceiptType};
 
 /// A governor's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +144,9 @@ pub enum Input {
         active: bool,
     },
     Reset,
+    /// After a restart that lost a tool call in flight: replays the signals it had postponed
+    /// (see [`restore`]).
+    Resume,
 }
 
 /// Facts the machine needs from outside.
@@ -255,7 +258,10 @@ impl Machine {
 
         // boot: the first input passes the entitlement gate first.
         if next.state == State::Boot
-            && !matches!(input, Input::EntitlementChanged { .. } | Input::Reset)
+            && !matches!(
+                input,
+                Input::EntitlementChanged { .. } | Input::Reset | Input::Resume
+            )
         {
             if facts.entitled {
                 receipts.push(spec(
@@ -470,6 +476,18 @@ impl Machine {
                     }
                     (true, _) => Reply::Accepted { postponed: false },
                 }
+            }
+            Input::Resume => {
+                match next.state {
+                    State::Stable | State::Warning => {
+                        next.replay(facts, &mut receipts, &mut effects)
+                    }
+                    // As when an action fails: postponed signals meet a refusing governor and
+                    // are dropped (their callers were answered `postponed` already).
+                    State::Refusing => next.postponed.clear(),
+                    State::Boot | State::Intervening => {}
+                }
+                Reply::Accepted { postponed: false }
             }
             Input::Reset => match next.state {
                 State::Refusing => {
@@ -714,12 +732,78 @@ impl Machine {
                 effects,
             );
         }
+        // A replayed signal started another action with signals still queued: its receipt
+        // records them, so that a governor rebuilt from the chain has the whole queue.
+        if self.state == State::Intervening && !self.postponed.is_empty() {
+            if let Some(r) = receipts
+                .iter_mut()
+                .rev()
+                .find(|r| r.event_type == "action_started")
+            {
+                let queued = self.postponed.iter().map(signal_input).collect();
+                r.metadata["postponed"] = Value::Array(queued);
+            }
+        }
     }
+}
+
+fn signal_input(s: &Signal) -> Value {
+    json!({"metric": s.metric, "value": s.value, "timestamp_ms": s.timestamp_ms})
+}
+
+/// What a governor was doing when its previous incarnation ended, as its chain tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    pub state: State,
+    pub in_flight: Option<InFlight>,
+    pub postponed: VecDeque<Signal>,
+    /// The postponed signals wait for nothing: a tool call was in flight (tool calls write no
+    /// receipt until they end) and ended with the incarnation, so they are replayed now.
+    pub replay: bool,
+}
+
+/// Rebuilds a governor from the receipts since it last left a state other than `intervening`.
+/// `boundary` is the newest receipt that either started an action (`action_started`) or
+/// recorded another governor state; `tail` is every receipt after it, oldest first. The queue
+/// is the one `action_started` recorded (signals still queued when a replayed signal started
+/// it) followed by the signal of each `signal_postponed` in the tail.
+pub fn restore(boundary: &Receipt, tail: &[Receipt]) -> Option<Restored> {
+    let queued_here = tail.iter().filter(|r| r.event_type == "signal_postponed");
+    let queued_before = boundary.metadata["postponed"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    let postponed: VecDeque<Signal> = queued_before
+        .chain(queued_here.map(|r| &r.metadata["input"]))
+        .filter_map(|v| Signal::deserialize(v).ok())
+        .collect();
+    if boundary.event_type == "action_started" {
+        let a = &boundary.metadata["action"];
+        return Some(Restored {
+            state: State::Intervening,
+            in_flight: Some(InFlight {
+                action_id: a["action_id"].as_str().unwrap_or_default().to_owned(),
+                kind: a["type"].as_str().unwrap_or("scale_up").to_owned(),
+                return_to: State::Stable,
+                is_tool: false,
+            }),
+            postponed,
+            replay: false,
+        });
+    }
+    let state = State::parse(boundary.state_to.as_deref()?)?;
+    Some(Restored {
+        state,
+        in_flight: None,
+        replay: !postponed.is_empty(),
+        postponed,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receipts::ReceiptDraft;
 
     fn facts(entitled: bool) -> Facts {
         Facts {
@@ -973,6 +1057,89 @@ mod tests {
         );
         assert_eq!(events(&s), ["action_completed", "action_started"]);
         assert_eq!((m.state, m.postponed.len()), (State::Intervening, 1));
+        // The new action's receipt records what is still queued, for a rebuild.
+        assert_eq!(
+            s.receipts[1].metadata["postponed"],
+            json!([{"metric": "cpu", "value": 10.0, "timestamp_ms": 1}])
+        );
+    }
+
+    /// A sealed receipt of `event` that moves to `to`, with `metadata`.
+    fn receipt(event: &'static str, to: State, metadata: Value) -> Receipt {
+        ReceiptDraft::new("t", ReceiptType::Transition, event, "r")
+            .states(Some(to.as_str()), Some(to.as_str()))
+            .metadata(metadata)
+            .seal(None, "n", "2026-01-01T00:00:00.000Z".into())
+    }
+
+    #[test]
+    fn a_rebuild_restores_the_action_and_the_whole_queue_in_order() {
+        let started = receipt(
+            "action_started",
+            State::Intervening,
+            json!({"action": {"action_id": "a-9", "type": "scale_up"},
+                   "postponed": [{"metric": "cpu", "value": 1.0, "timestamp_ms": 1}]}),
+        );
+        let tail = [
+            receipt(
+                "signal_postponed",
+                State::Intervening,
+                json!({"input": {"metric": "cpu", "value": 2.0, "timestamp_ms": 2}}),
+            ),
+            receipt(
+                "signal_refused",
+                State::Intervening,
+                json!({"input": {"metric": "cpu", "value": 3.0, "timestamp_ms": 3}}),
+            ),
+            receipt(
+                "signal_postponed",
+                State::Intervening,
+                json!({"input": {"metric": "cpu", "value": 4.0, "timestamp_ms": 4, "replayed": true}}),
+            ),
+        ];
+        let r = restore(&started, &tail).unwrap();
+        assert_eq!((r.state, r.replay), (State::Intervening, false));
+        assert_eq!(r.in_flight.unwrap().action_id, "a-9");
+        let values: Vec<f64> = r.postponed.iter().map(|s| s.value).collect();
+        assert_eq!(
+            values,
+            [1.0, 2.0, 4.0],
+            "the refused signal was never queued"
+        );
+    }
+
+    #[test]
+    fn signals_postponed_behind_a_tool_call_lost_in_a_restart_are_replayed() {
+        // Tool calls write no receipt until they end: the chain shows `warning`, then
+        // postponements.
+        let before = receipt("signal_warning", State::Warning, json!({}));
+        let tail = [receipt(
+            "signal_postponed",
+            State::Intervening,
+            json!({"input": {"metric": "cpu", "value": 85.0, "timestamp_ms": 5}}),
+        )];
+        let r = restore(&before, &tail).unwrap();
+        assert_eq!(
+            (r.state, r.in_flight.is_none(), r.replay),
+            (State::Warning, true, true)
+        );
+        let mut m = Machine::new(Thresholds::default(), 2);
+        m.state = r.state;
+        m.postponed = r.postponed;
+        let (m, s) = m.step(Input::Resume, &facts(true));
+        assert_eq!(events(&s), ["action_started"]);
+        assert_eq!((m.state, m.postponed.len()), (State::Intervening, 0));
+        // Nothing queued, nothing to replay; a refusing governor drops the queue.
+        assert!(!restore(&before, &[]).unwrap().replay);
+        let mut m = Machine::new(Thresholds::default(), 2);
+        m.state = State::Refusing;
+        m.postponed.push_back(Signal {
+            metric: "cpu".into(),
+            value: 1.0,
+            timestamp_ms: 1,
+        });
+        let (m, s) = m.step(Input::Resume, &facts(true));
+        assert!(s.receipts.is_empty() && m.postponed.is_empty());
     }
 
     #[test]

@@ -603,3 +603,93 @@ async fn an_input_past_its_deadline_is_503_decision_pending_and_may_yet_be_recor
         true
     );
 }
+
+/// Crashes the governor of `t` and waits until its next incarnation answers.
+async fn crash_and_wait(app: &TestApp, restarts: u64) -> Value {
+    let (s, b) = app
+        .post_json("/v1/chaos/governors/t/crash", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    eventually("the governor is back", Duration::from_secs(5), || async {
+        let (s, v) = app.get_json("/v1/governors/t").await;
+        (s == 200 && v["restarts"] == restarts).then_some(v)
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_action_and_queue() {
+    let hook = hook(202);
+    let app = app_with_hook(&hook, 30_000).await;
+    assert_eq!(signal(&app, 85.0).await.1["state"], "intervening");
+    for v in [95.0, 10.0] {
+        let (s, b) = signal(&app, v).await;
+        assert_eq!((s, b["postponed"].as_bool()), (200, Some(true)), "{b}");
+    }
+    let before = state(&app).await;
+    let first = before["action_in_flight"]["action_id"].clone();
+    assert_eq!(before["postponed"], 2, "{before}");
+
+    // The chain's last receipt is a postponement, not the action's start: the rebuilt governor
+    // still has the action in flight and both signals queued, in order.
+    let after = crash_and_wait(&app, 1).await;
+    assert_eq!(
+        (
+            &after["state"],
+            &after["action_in_flight"]["action_id"],
+            &after["postponed"]
+        ),
+        (&json!("intervening"), &first, &json!(2)),
+        "{after}"
+    );
+    // Its completion replays them: 95 starts the next action with 10 still queued, which
+    // that action's receipt records.
+    let (s, b) = app
+        .post_json(
+            &format!(
+                "/v1/governors/t/actions/{}/complete",
+                first.as_str().unwrap()
+            ),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, &b["state"]), (200, &json!("intervening")), "{b}");
+    let second = state(&app).await;
+    assert_eq!(second["postponed"], 1, "{second}");
+
+    // Crashed again, now right after that `action_started`: the queue comes back from it.
+    let after = crash_and_wait(&app, 2).await;
+    assert_eq!(
+        (&after["action_in_flight"], &after["postponed"]),
+        (&second["action_in_flight"], &json!(1)),
+        "{after}"
+    );
+    let next = second["action_in_flight"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = app
+        .post_json(
+            &format!("/v1/governors/t/actions/{next}/complete"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, &b["state"]), (200, &json!("stable")), "{b}");
+    let ev = events(&app).await;
+    assert_eq!(
+        &ev[2..],
+        [
+            "action_started",
+            "signal_postponed",
+            "signal_postponed",
+            "action_completed",
+            "action_started",
+            "action_completed",
+            "signal_processed"
+        ]
+    );
+    assert_eq!(
+        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
+        true
+    );
+}

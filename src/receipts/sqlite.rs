@@ -550,10 +550,15 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
             bind_receipt(&mut insert, r, prev, &metadata).map_err(unavailable)?;
             prev = Some(r);
             insert.raw_execute().map_err(|e| {
-                if is_constraint(&e) {
+                if is_constraint(&e) && e.to_string().contains("receipts.seq") {
                     StoreError::Conflict(format!(
-                        "receipt {} (tenant {}, seq {}) already exists",
-                        r.receipt_id, r.tenant_id, r.seq
+                        "seq {} of tenant {} is taken: another writer appended to the chain first",
+                        r.seq, r.tenant_id
+                    ))
+                } else if is_constraint(&e) {
+                    StoreError::Conflict(format!(
+                        "receipt id {} is in the ledger already",
+                        r.receipt_id
                     ))
                 } else {
                     unavailable(e)

@@ -1,7 +1,7 @@
 //! The contract on SQLite, plus what only SQLite promises: migrations and append-only triggers.
 
 use tai_autonomics::receipts::sqlite::SqliteStore;
-use tai_autonomics::receipts::{AppendItem, LedgerStore};
+use tai_autonomics::receipts::{AppendItem, LedgerStore, StoreError};
 
 #[actix_web::test]
 async fn sqlite_passes_the_store_contract() {
@@ -30,6 +30,15 @@ async fn reopening_keeps_data_and_the_schema_version() {
     let again = SqliteStore::open(&path).unwrap();
     assert_eq!(again.schema_version().unwrap(), 1);
     assert_eq!(again.range("t", 0, 10).await.unwrap(), c);
+    // A second seq 2 (another writer's chain) is a conflict that says which seq was taken.
+    let fork = super::contract::chain("t", Some(&c[0]), 1);
+    match again
+        .append(vec![AppendItem::receipt(fork[0].clone())])
+        .await
+    {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("seq 2 of tenant t is taken"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
 }
 
 #[actix_web::test]

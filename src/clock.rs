@@ -89,6 +89,33 @@ pub fn normalize_rfc3339(s: &str) -> Option<String> {
     ))
 }
 
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp ([`normalize_rfc3339`]'s forms);
+/// `None` for anything else or a time before 1970.
+///
+/// ```
+/// use tai_autonomics::clock::{millis_of, rfc3339_millis};
+/// assert_eq!(millis_of("2026-01-26T14:30:45.123Z"), Some(1_769_437_845_123));
+/// assert_eq!(millis_of(&rfc3339_millis(951_782_400_000)), Some(951_782_400_000));
+/// assert_eq!(millis_of("1969-12-31T23:59:59Z"), None);
+/// ```
+pub fn millis_of(s: &str) -> Option<u64> {
+    let n = normalize_rfc3339(s)?;
+    let num = |r: std::ops::Range<usize>| n[r].parse::<i64>().ok();
+    let days = days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?);
+    let secs = days * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    u64::try_from(secs * 1000 + num(20..23)?).ok()
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y.rem_euclid(400);
+    let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), counting in 400-year eras
 /// that start on 1 March so that leap days fall at the end of an era-year.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -134,6 +161,7 @@ mod tests {
             let cur = civil_from_days(d);
             assert!(cur > prev, "day {d}: {cur:?} after {prev:?}");
             assert!((1..=12).contains(&cur.1) && (1..=31).contains(&cur.2));
+            assert_eq!(days_from_civil(cur.0, cur.1.into(), cur.2.into()), d);
             prev = cur;
         }
     }

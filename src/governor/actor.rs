@@ -20,6 +20,7 @@ use super::machine::{
     restore, Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Restored, Signal, State,
     Thresholds,
 };
+use crate::clock::millis_of;
 use crate::entitlements::gates;
 use crate::entitlements::Entitlement;
 use crate::receipts::receipt::digest_from_hex;
@@ -514,6 +515,8 @@ impl Actor for Governor {
                     }
                 }
                 events::governor_state_moved("", act.machine.state.as_str());
+                // An entitlement that expired while no incarnation watched it is acted on now.
+                act.arm_expiry(ctx);
             }
             Err(e) => {
                 tracing::warn!(tenant = %act.tenant, error = %e, "governor could not rebuild its state; stopping");
@@ -738,7 +741,11 @@ impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
         let was = self.entitled();
+        let expiry_moved = self.expiry_ms() != msg.0.expires_at.as_deref().and_then(millis_of);
         self.entitlement = Some(Box::new(msg.0));
+        if expiry_moved {
+            self.arm_expiry(ctx);
+        }
         self.set_thresholds();
         let now = self.entitled();
         if was == now || self.machine.state == State::Boot {
@@ -748,6 +755,67 @@ impl Handler<EntitlementUpdate> for Governor {
         AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
             if let Err(e) = res {
                 tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change");
+            }
+        })))
+    }
+}
+
+/// The entitlement's `expires_at` (milliseconds) is due: sent by [`Governor::arm_expiry`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ExpiryDue(u64);
+
+/// The longest a governor waits for an expiry at a time; a later one is waited for in steps.
+const EXPIRY_STEP_MS: u64 = 86_400_000;
+
+impl Governor {
+    fn expiry_ms(&self) -> Option<u64> {
+        let e = self.entitlement.as_ref()?;
+        e.expires_at.as_deref().and_then(millis_of)
+    }
+
+    /// Has the governor told when its entitlement expires (at once if it has). An expiry is an
+    /// entitlement change like a suspension: `refusing`, the running action cancelled. A timer
+    /// whose expiry was since moved finds another one and does nothing.
+    fn arm_expiry(&self, ctx: &mut Context<Self>) {
+        let Some(at) = self.expiry_ms() else {
+            return;
+        };
+        // `is_active` holds up to and including the expiry's millisecond.
+        let wait = (at + 1).saturating_sub(crate::clock::now_ms());
+        ctx.notify_later(
+            ExpiryDue(at),
+            Duration::from_millis(wait.min(EXPIRY_STEP_MS)),
+        );
+    }
+}
+
+impl Handler<ExpiryDue> for Governor {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: ExpiryDue, ctx: &mut Context<Self>) -> Self::Result {
+        let done = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        if self.expiry_ms() != Some(msg.0) {
+            return done();
+        }
+        if self.entitled() {
+            // Woken early: the expiry was more than a step away, or the entitlement is not
+            // active for another reason and an update will say when it is.
+            if crate::clock::now_ms() <= msg.0 {
+                self.arm_expiry(ctx);
+            }
+            return done();
+        }
+        if matches!(self.machine.state, State::Boot | State::Refusing) {
+            return done();
+        }
+        let (at, fut) = (
+            msg.0,
+            self.run(Input::EntitlementChanged { active: false }, None, ctx),
+        );
+        AtomicResponse::new(Box::pin(fut.map(move |res, act, ctx| {
+            if let Err(e) = res {
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an expiry; trying again in a second");
+                ctx.notify_later(ExpiryDue(at), Duration::from_secs(1));
             }
         })))
     }

@@ -693,3 +693,40 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
         true
     );
 }
+
+#[actix_web::test]
+async fn expiry_moves_a_governor_to_refusing_with_its_action_cancelled_when_it_falls_due() {
+    let hook = hook(202);
+    let app = app_with_hook(&hook, 30_000).await;
+    let expires = tai_autonomics::clock::now_ms() + 2000;
+    let (s, b) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "x", "entitlement_id": "e", "action": "grant",
+                    "expires_at": tai_autonomics::clock::rfc3339_millis(expires)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = app
+        .post_json(
+            "/v1/tenants/x/signals",
+            &json!({"metric": "cpu", "value": 90.0}),
+        )
+        .await;
+    assert_eq!((s, &b["state"]), (200, &json!("intervening")), "{b}");
+    // Nothing else happens to the tenant: the expiry alone moves its governor.
+    let view = eventually("refusing at expiry", Duration::from_secs(10), || async {
+        let v = app.get_json("/v1/governors/x").await.1;
+        (v["state"] == "refusing").then_some(v)
+    })
+    .await;
+    assert!(view["action_in_flight"].is_null(), "cancelled: {view}");
+    assert!(tai_autonomics::clock::now_ms() > expires);
+    let (_, page) = app.get_json("/v1/tenants/x/receipts").await;
+    let last = &page["receipts"][page["receipts"].as_array().unwrap().len() - 1];
+    assert_eq!(
+        (&last["event_type"], &last["state_to"]),
+        (&json!("entitlement_changed"), &json!("refusing")),
+        "{last}"
+    );
+}

@@ -320,7 +320,9 @@ impl Handler<Marketplace> for Entitlements {
                             )));
                         }
                     }
-                    let status = match cur.marketplace_transition(action, &msg.entitlement_id) {
+                    let renewal = action == Action::Grant && cur.is_expired(&now);
+                    let status = match cur.marketplace_transition(action, &msg.entitlement_id, &now)
+                    {
                         Ok(s) => s,
                         Err(error) => {
                             return Err(refuse(
@@ -343,7 +345,8 @@ impl Handler<Marketplace> for Entitlements {
                                 .apply(&Event::SkuChanged(sku.clone()), &now)
                                 .map_err(ChangeError::Input)?;
                         }
-                        if msg.expires_at.is_some() {
+                        // A renewal replaces the expiry that passed (none: no expiry).
+                        if msg.expires_at.is_some() || renewal {
                             e.expires_at.clone_from(&msg.expires_at);
                         }
                     }

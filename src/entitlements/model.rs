@@ -297,14 +297,16 @@ impl Entitlement {
     }
 
     /// The status after a marketplace action on an existing entitlement.
-    /// The status after a marketplace `action` that names `entitlement_id`. Only `grant` may
-    /// name another entitlement (a new purchase, which re-activates a suspended tenant under
-    /// its id); `suspend`, `resume` and `revoke` must name the tenant's own, so that a late
-    /// message about an earlier entitlement cannot suspend or revoke the current one.
+    /// The status after a marketplace `action` that names `entitlement_id`, at `now`. Only
+    /// `grant` may name another entitlement (a new purchase, which re-activates a suspended
+    /// tenant under its id); `suspend`, `resume` and `revoke` must name the tenant's own, so
+    /// that a late message about an earlier entitlement cannot suspend or revoke the current
+    /// one. A `grant` of an active entitlement that has expired renews it.
     pub fn marketplace_transition(
         &self,
         action: Action,
         entitlement_id: &str,
+        now: &str,
     ) -> Result<Status, EntitlementError> {
         if action != Action::Grant && entitlement_id != self.entitlement_id {
             return Err(EntitlementError::OtherEntitlement {
@@ -312,7 +314,15 @@ impl Entitlement {
                 current: self.entitlement_id.clone(),
             });
         }
+        if action == Action::Grant && self.status == Status::Active && self.is_expired(now) {
+            return Ok(Status::Active);
+        }
         self.transition(action)
+    }
+
+    /// Whether the entitlement has an `expires_at` that `now` is past.
+    pub fn is_expired(&self, now: &str) -> bool {
+        self.expires_at.as_deref().is_some_and(|exp| now > exp)
     }
 
     pub fn transition(&self, action: Action) -> Result<Status, EntitlementError> {
@@ -496,19 +506,28 @@ mod tests {
         let mut e = ent("base");
         for a in [Action::Suspend, Action::Resume, Action::Revoke] {
             assert_eq!(
-                e.marketplace_transition(a, "e-old").map_err(|x| x.code()),
+                e.marketplace_transition(a, "e-old", NOW)
+                    .map_err(|x| x.code()),
                 Err("entitlement_mismatch"),
                 "{a:?}"
             );
         }
         assert_eq!(
-            e.marketplace_transition(Action::Suspend, "e"),
+            e.marketplace_transition(Action::Suspend, "e", NOW),
             Ok(Status::Suspended)
         );
         e.status = Status::Suspended;
         // A new purchase re-activates a suspended tenant under its own id.
         assert_eq!(
-            e.marketplace_transition(Action::Grant, "e-new"),
+            e.marketplace_transition(Action::Grant, "e-new", NOW),
+            Ok(Status::Active)
+        );
+        // An active entitlement is granted only once, unless it has expired (a renewal).
+        e.status = Status::Active;
+        assert!(e.marketplace_transition(Action::Grant, "e", NOW).is_err());
+        e.expires_at = Some("2026-01-26T14:30:45.122Z".into());
+        assert_eq!(
+            e.marketplace_transition(Action::Grant, "e", NOW),
             Ok(Status::Active)
         );
     }

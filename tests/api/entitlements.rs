@@ -304,6 +304,22 @@ async fn an_expired_entitlement_is_inactive() {
         body["entitlement"]["status"], "active",
         "the record keeps its status"
     );
+    // An active entitlement is granted once; an expired one, again (a renewal), and the
+    // renewal's expiry replaces the one that passed (here: none).
+    let (s, body) = app.post_json("/marketplace", &grant("short")).await;
+    assert_eq!(s, 200, "{body}");
+    let (_, body) = app.get_json("/v1/tenants/short/entitlement").await;
+    assert_eq!(
+        (&body["active"], &body["entitlement"]["expires_at"]),
+        (&json!(true), &Value::Null),
+        "{body}"
+    );
+    let (s, body) = app.post_json("/marketplace", &grant("short")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (409, Some("entitlement_conflict")),
+        "{body}"
+    );
 }
 
 #[actix_web::test]

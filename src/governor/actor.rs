@@ -301,6 +301,10 @@ impl Governor {
                 params,
             } => {
                 events::action_attempted(&kind);
+                // A fresh signal reserved its slot before the decision; an action started by
+                // a replayed signal takes one here (it is decided already, so it may exceed
+                // the bound for a while rather than go uncounted).
+                self.hold_slot();
                 match self.deps.executor.clone() {
                     // Phase 1: the advice is recorded and completes at once.
                     Executor::Eval => ctx.notify(Callback(Input::ActionCompleted {
@@ -360,6 +364,15 @@ impl Governor {
                 }
                 self.release_slot();
             }
+        }
+    }
+
+    /// Takes a global action slot for an action that runs whatever the bound says.
+    fn hold_slot(&mut self) {
+        if !self.holds_action_slot {
+            self.holds_action_slot = true;
+            self.deps.actions_in_flight.fetch_add(1, Ordering::AcqRel);
+            events::actions_pending(1.0);
         }
     }
 
@@ -506,6 +519,8 @@ impl Actor for Governor {
                         // queue is replayed when it ends, as before the restart).
                         let id = f.action_id.clone();
                         act.machine.in_flight = Some(Box::new(f));
+                        // The previous incarnation released its slot as it stopped.
+                        act.hold_slot();
                         act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
                         if matches!(act.deps.executor, Executor::Eval) {
                             ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));

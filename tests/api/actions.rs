@@ -483,6 +483,7 @@ async fn above_the_global_action_bound_a_signal_is_refused_with_429() {
         s.actions.executor = "webhook".into();
         s.actions.webhook_url = url;
         s.actions.max_in_flight = 1;
+        s.chaos.enabled = true;
     })
     .await;
     for t in ["a", "b"] {
@@ -519,6 +520,48 @@ async fn above_the_global_action_bound_a_signal_is_refused_with_429() {
         (s, b["state"].as_str()),
         (200, Some("warning")),
         "signals that start no action still pass"
+    );
+    let saturated = || async {
+        let (s, b) = app
+            .post_json(
+                "/v1/tenants/b/signals",
+                &json!({"metric": "cpu", "value": 90.0}),
+            )
+            .await;
+        (s, b["code"].as_str().map(str::to_owned)) == (429, Some("actions_saturated".into()))
+    };
+    // The slot stays taken while `a`'s action runs: across a crash of its governor (the rebuilt
+    // one takes it again) and into the next action a replayed signal starts.
+    let (s, b) = app
+        .post_json(
+            "/v1/tenants/a/signals",
+            &json!({"metric": "cpu", "value": 95.0}),
+        )
+        .await;
+    assert_eq!((s, &b["postponed"]), (200, &json!(true)), "{b}");
+    let (s, _) = app
+        .post_json("/v1/chaos/governors/a/crash", &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let action_id = eventually("a is back", Duration::from_secs(5), || async {
+        let (s, v) = app.get_json("/v1/governors/a").await;
+        (s == 200 && v["restarts"] == 1).then_some(v)
+    })
+    .await["action_in_flight"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(saturated().await, "after the crash");
+    let (s, b) = app
+        .post_json(
+            &format!("/v1/governors/a/actions/{action_id}/complete"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, &b["state"]), (200, &json!("intervening")), "{b}");
+    assert!(
+        saturated().await,
+        "a replayed signal started the next action"
     );
     let action_id = app.get_json("/v1/governors/a").await.1["action_in_flight"]["action_id"]
         .as_str()

@@ -158,11 +158,14 @@ async fn mcp_stdio(settings: Settings) -> anyhow::Result<()> {
     use tai_autonomics::mcp::TaiMcp;
     let tree = tai_autonomics::tree::start(&settings).await?;
     tracing::info!("MCP over stdio: ready");
+    let relay = tai_autonomics::mcp::stdio::relay(tokio::io::stdin(), tokio::io::stdout());
     let server = TaiMcp::with_caller(tree.mcp.clone(), tai_autonomics::auth::Caller::Admin)
-        .serve(rmcp::transport::stdio())
+        .serve(relay.transport)
         .await?;
     let reason = server.waiting().await;
     tracing::info!(?reason, "MCP over stdio: the client went away; stopping");
+    // The last answers are on their way to stdout.
+    let _ = actix_web::rt::time::timeout(std::time::Duration::from_secs(2), relay.done).await;
     tree.root.shutdown().await;
     tree.ledger_arbiter.stop();
     Ok(())

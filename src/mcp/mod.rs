@@ -9,6 +9,7 @@
 //! JSON answers, so any instance serves any request and nothing is lost on a restart.
 
 pub mod registry;
+pub mod stdio;
 pub mod tools;
 
 use std::sync::Arc;

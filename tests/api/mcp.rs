@@ -557,6 +557,15 @@ fn mcp_stdio_serves_the_same_tools_on_stdin_and_stdout() {
     send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
     let list: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(list["result"]["tools"].as_array().unwrap().len(), 9);
+    // A line that is not JSON is answered with the parse error, not dropped.
+    writeln!(stdin, "{{\"jsonrpc\": \"2.0\", \"id\": 7, \"method\"").unwrap();
+    let parse: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (&parse["error"]["code"], &parse["id"]),
+        (&json!(-32700), &Value::Null),
+        "{parse}"
+    );
+    let mut send = |v: Value| writeln!(stdin, "{v}").unwrap();
     send(
         json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "taiea.entitlement.apply_event", "arguments": {"tenant_id": "stdio-co", "event_type": "provision"}}}),
     );

@@ -5,7 +5,7 @@
 //! a word, and the client then waits for an answer that never comes.
 //!
 //! Lines go through whole: rmcp's answers and the relay's parse errors are written to stdout
-//! by one task, so they never interleave.
+//! by one task, so they never interleave. An error answer without an `id` gets `"id": null`.
 
 use serde::de::IgnoredAny;
 use serde_json::json;
@@ -26,6 +26,21 @@ pub struct Relay {
 pub fn parse_error(e: &serde_json::Error) -> String {
     json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("Parse error: {e}")}})
         .to_string()
+}
+
+/// An error response must carry `"id"` (JSON-RPC 2.0 §5), `null` when the request's could not
+/// be read; rmcp leaves it out of its `-32600` answers to messages without one.
+pub fn with_null_id(line: Vec<u8>) -> Vec<u8> {
+    if line.windows(5).any(|w| w == b"\"id\":") {
+        return line;
+    }
+    match serde_json::from_slice::<serde_json::Value>(&line) {
+        Ok(serde_json::Value::Object(mut m)) if m.contains_key("error") => {
+            m.insert("id".into(), serde_json::Value::Null);
+            serde_json::Value::Object(m).to_string().into_bytes()
+        }
+        _ => line,
+    }
 }
 
 /// Starts relaying `input` to rmcp and rmcp's answers (with the relay's own) to `output`.
@@ -81,7 +96,7 @@ where
             if line.ends_with(b"\n") {
                 line.pop();
             }
-            if lines.send(line).await.is_err() {
+            if lines.send(with_null_id(line)).await.is_err() {
                 break;
             }
         }
@@ -142,5 +157,21 @@ mod tests {
             (&json!(-32700), &json!(null))
         );
         assert!(lines.contains(&json!({"answer": 1})));
+    }
+
+    #[test]
+    fn an_error_answer_without_an_id_gets_a_null_one() {
+        let fixed = with_null_id(
+            br#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid request"}}"#.to_vec(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&fixed).unwrap();
+        assert_eq!(
+            (&v["id"], &v["error"]["code"]),
+            (&json!(null), &json!(-32600))
+        );
+        let answer = br#"{"jsonrpc":"2.0","id":3,"result":{}}"#.to_vec();
+        assert_eq!(with_null_id(answer.clone()), answer);
+        let notification = br#"{"jsonrpc":"2.0","method":"notifications/x"}"#.to_vec();
+        assert_eq!(with_null_id(notification.clone()), notification);
     }
 }

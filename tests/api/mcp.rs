@@ -547,6 +547,14 @@ fn mcp_stdio_serves_the_same_tools_on_stdin_and_stdout() {
         .expect("binary starts");
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // JSON that is not a JSON-RPC message: rmcp's -32600, with the `id` JSON-RPC requires.
+    writeln!(stdin, "{{\"foo\": 1}}").unwrap();
+    let invalid: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (&invalid["error"]["code"], invalid.get("id")),
+        (&json!(-32600), Some(&Value::Null)),
+        "{invalid}"
+    );
     let mut send = |v: Value| writeln!(stdin, "{v}").unwrap();
     send(
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "stdio-test", "version": "1"}}}),

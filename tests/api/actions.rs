@@ -81,6 +81,23 @@ async fn signal(app: &TestApp, value: f64) -> (u16, Value) {
     .await
 }
 
+/// Completes `tenant`'s action `action_id` through the webhook callback.
+async fn complete(app: &TestApp, tenant: &str, action_id: &str) -> (u16, Value) {
+    app.post_json(
+        &format!("/v1/governors/{tenant}/actions/{action_id}/complete"),
+        &json!({}),
+    )
+    .await
+}
+
+/// Whether `tenant`'s chain verifies.
+async fn chain_verifies(app: &TestApp, tenant: &str) -> bool {
+    let (_, report) = app
+        .get_json(&format!("/v1/tenants/{tenant}/receipts/verify"))
+        .await;
+    report["valid"] == true
+}
+
 async fn state(app: &TestApp) -> Value {
     app.get_json("/v1/governors/t").await.1
 }
@@ -226,17 +243,9 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
             "signal_warning"
         ]
     );
-    let (s, _) = app
-        .post_json(
-            &format!("/v1/governors/t/actions/{action_id}/complete"),
-            &json!({}),
-        )
-        .await;
+    let (s, _) = complete(&app, "t", &action_id).await;
     assert_eq!(s, 409, "a second completion is stale");
-    assert_eq!(
-        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
-        true
-    );
+    assert!(chain_verifies(&app, "t").await);
 }
 
 #[actix_web::test]
@@ -288,10 +297,7 @@ async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_e
             .cloned()
             .unwrap_or_default();
         assert!(failed.to_string().contains(says), "{says}: {failed}");
-        assert_eq!(
-            app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
-            true
-        );
+        assert!(chain_verifies(&app, "t").await);
     }
 }
 
@@ -314,12 +320,7 @@ async fn suspension_cancels_the_running_action_and_resume_returns_to_stable() {
         state(&app).await["action_in_flight"].is_null(),
         "the action was cancelled"
     );
-    let (s, _) = app
-        .post_json(
-            &format!("/v1/governors/t/actions/{action_id}/complete"),
-            &json!({}),
-        )
-        .await;
+    let (s, _) = complete(&app, "t", &action_id).await;
     assert_eq!(s, 409, "a cancelled action's completion is stale");
     app.post_json(
         "/marketplace",
@@ -374,10 +375,7 @@ async fn when_the_ledger_fails_the_input_is_refused_with_503_health_says_so_and_
         (200, &json!("ok")),
         "one durable append clears it: {body}"
     );
-    assert_eq!(
-        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
-        true
-    );
+    assert!(chain_verifies(&app, "t").await);
 }
 
 #[actix_web::test]
@@ -469,10 +467,7 @@ async fn a_full_governor_mailbox_gives_503_at_once_and_loses_nothing_accepted() 
         ok + 1,
         "every accepted signal has exactly one receipt"
     );
-    assert_eq!(
-        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
-        true
-    );
+    assert!(chain_verifies(&app, "t").await);
 }
 
 #[actix_web::test]
@@ -552,12 +547,7 @@ async fn above_the_global_action_bound_a_signal_is_refused_with_429() {
         .unwrap()
         .to_owned();
     assert!(saturated().await, "after the crash");
-    let (s, b) = app
-        .post_json(
-            &format!("/v1/governors/a/actions/{action_id}/complete"),
-            &json!({}),
-        )
-        .await;
+    let (s, b) = complete(&app, "a", &action_id).await;
     assert_eq!((s, &b["state"]), (200, &json!("intervening")), "{b}");
     assert!(
         saturated().await,
@@ -567,11 +557,7 @@ async fn above_the_global_action_bound_a_signal_is_refused_with_429() {
         .as_str()
         .unwrap()
         .to_owned();
-    app.post_json(
-        &format!("/v1/governors/a/actions/{action_id}/complete"),
-        &json!({}),
-    )
-    .await;
+    complete(&app, "a", &action_id).await;
     let (s, b) = app
         .post_json(
             "/v1/tenants/b/signals",
@@ -641,10 +627,7 @@ async fn an_input_past_its_deadline_is_503_decision_pending_and_may_yet_be_recor
         )
         .await;
     }
-    assert_eq!(
-        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
-        true
-    );
+    assert!(chain_verifies(&app, "t").await);
 }
 
 /// Crashes the governor of `t` and waits until its next incarnation answers.
@@ -687,15 +670,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
     );
     // Its completion replays them: 95 starts the next action with 10 still queued, which
     // that action's receipt records.
-    let (s, b) = app
-        .post_json(
-            &format!(
-                "/v1/governors/t/actions/{}/complete",
-                first.as_str().unwrap()
-            ),
-            &json!({}),
-        )
-        .await;
+    let (s, b) = complete(&app, "t", first.as_str().unwrap()).await;
     assert_eq!((s, &b["state"]), (200, &json!("intervening")), "{b}");
     let second = state(&app).await;
     assert_eq!(second["postponed"], 1, "{second}");
@@ -711,12 +686,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, b) = app
-        .post_json(
-            &format!("/v1/governors/t/actions/{next}/complete"),
-            &json!({}),
-        )
-        .await;
+    let (s, b) = complete(&app, "t", &next).await;
     assert_eq!((s, &b["state"]), (200, &json!("stable")), "{b}");
     let ev = events(&app).await;
     assert_eq!(
@@ -731,10 +701,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
             "signal_processed"
         ]
     );
-    assert_eq!(
-        app.get_json("/v1/tenants/t/receipts/verify").await.1["valid"],
-        true
-    );
+    assert!(chain_verifies(&app, "t").await);
 }
 
 #[actix_web::test]

@@ -111,6 +111,17 @@ pub fn idempotency_key(ledger_id: &str) -> Option<&str> {
     rest.split_once(':').map(|(_, key)| key)
 }
 
+/// Records an input's ledger message id in a receipt's metadata (an object): the client's
+/// idempotency key as `idempotency_key`, a Pub/Sub message id as `pubsub_message_id`.
+pub fn record_message_id(metadata: &mut serde_json::Value, message_id: &str) {
+    if let serde_json::Value::Object(m) = metadata {
+        match idempotency_key(message_id) {
+            Some(key) => m.insert("idempotency_key".into(), key.into()),
+            None => m.insert("pubsub_message_id".into(), message_id.into()),
+        };
+    }
+}
+
 /// Levels of objects and arrays that client JSON a receipt records (tool arguments) may nest:
 /// the receipt's metadata holds it one or two levels down, well inside the ledger's
 /// [`crate::receipts::receipt::MAX_METADATA_NESTING`].
@@ -395,15 +406,18 @@ impl Intake {
         self.change(tenant, req, None, false).await
     }
 
-    /// An entitlement event (SKU, packs, roles) for an existing tenant.
+    /// An entitlement event (SKU, packs, roles) for an existing tenant; `message_id` is the
+    /// client's idempotency id, if any.
     pub async fn entitlement_event(
         &self,
         tenant: &TenantId,
         event: Event,
+        message_id: Option<String>,
     ) -> Result<Changed, ApiError> {
         let msg = ApplyEvent {
             tenant_id: tenant.to_string(),
             event,
+            message_id,
         };
         Ok(self.entitlements_within(msg, true).await??)
     }

@@ -111,8 +111,8 @@ async fn commit(
     next: Entitlement,
     message_id: Option<String>,
 ) -> Result<Changed, ChangeError> {
-    if let (Some(mid), Value::Object(m)) = (&message_id, &mut draft.metadata) {
-        m.insert("pubsub_message_id".into(), json!(mid));
+    if let Some(mid) = &message_id {
+        crate::intake::record_message_id(&mut draft.metadata, mid);
     }
     let draft_id = draft.receipt_id.clone();
     let tenant = next.tenant_id.clone();
@@ -140,7 +140,10 @@ async fn duplicate(
     tenant: &str,
     existing: Receipt,
 ) -> Result<Changed, ChangeError> {
-    crate::telemetry::events::pubsub_duplicate();
+    let by_key = existing.metadata.get("idempotency_key").is_some();
+    if !by_key {
+        crate::telemetry::events::pubsub_duplicate();
+    }
     let entitlement = load(ledger, None, tenant)
         .await?
         .ok_or_else(|| ChangeError::NotFound(tenant.to_owned()))?;
@@ -162,7 +165,7 @@ async fn refuse(
     let status = current.status.as_str();
     let mut metadata = json!({"request": what, "code": error.code()});
     if let Some(mid) = &message_id {
-        metadata["pubsub_message_id"] = json!(mid);
+        crate::intake::record_message_id(&mut metadata, mid);
     }
     let draft = ReceiptDraft::new(
         &current.tenant_id,
@@ -206,6 +209,9 @@ pub struct Marketplace {
 pub struct ApplyEvent {
     pub tenant_id: String,
     pub event: Event,
+    /// The client's idempotency id ([`crate::intake::idempotency_id`]): a repeat is answered
+    /// with the first receipt.
+    pub message_id: Option<String>,
 }
 
 /// Reads a tenant's record.
@@ -383,6 +389,11 @@ impl Handler<ApplyEvent> for Entitlements {
         let cached = self.cache.get(&msg.tenant_id).cloned();
         let ledger = self.ledger.clone();
         let work = async move {
+            if let Some(mid) = &msg.message_id {
+                if let Some(existing) = ledger.store().by_message_id(mid).await? {
+                    return duplicate(&ledger, &msg.tenant_id, existing).await;
+                }
+            }
             let now = crate::clock::now_rfc3339();
             let current = load(&ledger, cached, &msg.tenant_id)
                 .await?
@@ -391,13 +402,15 @@ impl Handler<ApplyEvent> for Entitlements {
             let next = match current.apply(&msg.event, &now) {
                 Ok(n) => n,
                 Err(e) if e.is_input_error() => return Err(ChangeError::Input(e)),
-                Err(e) => return Err(refuse(&ledger, &current, e, request, None).await),
+                Err(e) => {
+                    return Err(refuse(&ledger, &current, e, request, msg.message_id.clone()).await)
+                }
             };
             let status = next.status.as_str();
             let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, msg.event.name(), format!("{} applied", msg.event.name()))
                 .states(Some(status), Some(status))
                 .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs, "tools": next.tools, "iam_roles": next.iam_roles}));
-            commit(&ledger, draft, next, None).await
+            commit(&ledger, draft, next, msg.message_id.clone()).await
         };
         publish_after(work)
     }

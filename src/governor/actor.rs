@@ -650,12 +650,7 @@ impl Governor {
 /// Records the input's Pub/Sub message id (`pubsub_message_id`) or the client's idempotency
 /// key (`idempotency_key`) in a receipt's metadata (an object).
 fn with_message_id(metadata: &mut Value, message_id: &str) {
-    if let Value::Object(m) = metadata {
-        match crate::intake::idempotency_key(message_id) {
-            Some(key) => m.insert("idempotency_key".into(), json!(key)),
-            None => m.insert("pubsub_message_id".into(), json!(message_id)),
-        };
-    }
+    crate::intake::record_message_id(metadata, message_id);
 }
 
 /// A tool call for the tenant.

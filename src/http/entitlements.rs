@@ -1,8 +1,9 @@
 //! `POST /marketplace`, `POST /v1/tenants/{t}/entitlement/events`, `GET /v1/tenants/{t}/entitlement`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::{ApiError, ErrorCode};
+use super::governors::idempotency;
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
@@ -28,27 +29,34 @@ impl From<ChangeError> for ApiError {
 }
 
 fn changed(c: Changed) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "decision": "accept",
+    let mut res = HttpResponse::Ok().json(serde_json::json!({
+        "decision": if c.duplicate { "duplicate" } else { "accept" },
         "tenant_id": c.entitlement.tenant_id,
         "status": c.entitlement.status,
         "entitlement": c.entitlement,
         "receipt": c.receipt,
-    }))
+    }));
+    if c.duplicate {
+        // Only a repeated idempotency key gets here (Pub/Sub answers its own duplicates).
+        super::governors::mark_replayed(&mut res);
+    }
+    res
 }
 
 /// `POST /marketplace`
 pub async fn marketplace(
     state: web::Data<AppState>,
     caller: Caller,
+    http: HttpRequest,
     body: web::Json<MarketplaceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let req = body.into_inner();
     let tenant = tenant_id(&req.tenant_id)?;
+    let key = idempotency(&http, &tenant)?;
     state.limit(&tenant)?;
     Ok(changed(
-        state.tree.intake.marketplace(&tenant, req, None).await?,
+        state.tree.intake.marketplace(&tenant, req, key).await?,
     ))
 }
 
@@ -56,17 +64,19 @@ pub async fn marketplace(
 pub async fn event(
     state: web::Data<AppState>,
     caller: Caller,
+    http: HttpRequest,
     path: web::Path<String>,
     body: web::Json<Event>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let tenant = tenant_id(&path)?;
+    let key = idempotency(&http, &tenant)?;
     state.limit(&tenant)?;
     Ok(changed(
         state
             .tree
             .intake
-            .entitlement_event(&tenant, body.into_inner())
+            .entitlement_event(&tenant, body.into_inner(), key)
             .await?,
     ))
 }

@@ -51,10 +51,7 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
     if o.duplicate {
         // A repeated idempotency key: the first request's receipt, nothing decided now.
         let mut res: HttpResponse = decided("duplicate", None, false)?;
-        res.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-            actix_web::http::header::HeaderValue::from_static("true"),
-        );
+        mark_replayed(&mut res);
         return Ok(res);
     }
     match o.refused {
@@ -123,7 +120,16 @@ fn decided_body(
 
 /// The ledger id of the request's `Idempotency-Key` header, if it has one (400 if it is
 /// malformed or given twice).
-fn idempotency(req: &HttpRequest, tenant: &TenantId) -> Result<Option<String>, ApiError> {
+/// Marks the answer to a repeated idempotency key (`Idempotent-Replayed: true`).
+pub fn mark_replayed(res: &mut HttpResponse) {
+    res.headers_mut().insert(
+        actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+        actix_web::http::header::HeaderValue::from_static("true"),
+    );
+}
+
+/// The ledger id of the request's `Idempotency-Key` header, if it has one.
+pub fn idempotency(req: &HttpRequest, tenant: &TenantId) -> Result<Option<String>, ApiError> {
     let mut values = req.headers().get_all("idempotency-key");
     let Some(value) = values.next() else {
         return Ok(None);

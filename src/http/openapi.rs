@@ -104,6 +104,7 @@ fn ops() -> Vec<Op> {
         ),
         Op {
             body: Some(schema("MarketplaceRequest")),
+            idempotent: true,
             errors: &[400, 401, 403, 409, 413, 415, 429, 503],
             ..op(
                 "post",
@@ -172,6 +173,7 @@ fn ops() -> Vec<Op> {
                 "event": {"enum": ["sku_changed", "pack_enabled", "pack_disabled", "iam_role_added", "iam_role_removed"]},
                 "value": {"type": "string"}}}),
             ),
+            idempotent: true,
             errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],
             ..op(
                 "post",

@@ -265,7 +265,7 @@ async fn run(
             let changed = if event_type == "modify" {
                 let sku = str_arg(&data, "sku").ok_or("modify needs event_data.sku")?;
                 ops.intake
-                    .entitlement_event(t, Event::SkuChanged(sku))
+                    .entitlement_event(t, Event::SkuChanged(sku), None)
                     .await
             } else {
                 let action = match event_type.as_str() {

@@ -543,3 +543,65 @@ async fn entitlement_changes_and_reads_are_answered_within_the_decision_deadline
     })
     .await;
 }
+
+#[actix_web::test]
+async fn an_idempotency_key_makes_one_entitlement_change_and_a_repeat_gets_its_receipt() {
+    let app = spawn_app(|_| {}).await;
+    let head = || async {
+        app.get_json("/v1/tenants/ik-ent/receipts").await.1["head_seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let (s, replayed, first) = keyed(&app, "/marketplace", "g-1", grant("ik-ent")).await;
+    assert_eq!(
+        (s, replayed, &first["decision"]),
+        (200, false, &json!("accept")),
+        "{first}"
+    );
+    assert_eq!(first["receipt"]["metadata"]["idempotency_key"], "g-1");
+    // A retried grant is the first one's answer, not a 409 for granting twice.
+    let (s, replayed, again) = keyed(&app, "/marketplace", "g-1", grant("ik-ent")).await;
+    assert_eq!(
+        (s, replayed, &again["decision"]),
+        (200, true, &json!("duplicate")),
+        "{again}"
+    );
+    assert_eq!(
+        again["receipt"]["receipt_id"],
+        first["receipt"]["receipt_id"]
+    );
+    assert_eq!(head().await, 1);
+    let pack = json!({"event": "pack_enabled", "value": "professional"});
+    let path = "/v1/tenants/ik-ent/entitlement/events";
+    let (s, _, enabled) = keyed(&app, path, "p-1", pack.clone()).await;
+    assert_eq!(s, 200, "{enabled}");
+    let (s, replayed, again) = keyed(&app, path, "p-1", pack.clone()).await;
+    assert_eq!(
+        (s, replayed, &again["decision"]),
+        (200, true, &json!("duplicate")),
+        "{again}"
+    );
+    assert_eq!(
+        again["receipt"]["receipt_id"],
+        enabled["receipt"]["receipt_id"]
+    );
+    // A new key is a new request: enabling the pack twice is refused, with its receipt, and
+    // that refusal is what a repeat of its key gets.
+    let (s, _, refused) = keyed(&app, path, "p-2", pack.clone()).await;
+    assert_eq!(
+        (s, &refused["code"]),
+        (409, &json!("entitlement_conflict")),
+        "{refused}"
+    );
+    let (s, replayed, again) = keyed(&app, path, "p-2", pack).await;
+    assert_eq!((s, replayed), (200, true), "{again}");
+    assert_eq!(
+        again["receipt"]["receipt_id"],
+        refused["receipt"]["receipt_id"]
+    );
+    assert_eq!(
+        head().await,
+        3,
+        "grant, pack enabled, refusal: nothing for the repeats"
+    );
+}

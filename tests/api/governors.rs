@@ -612,20 +612,6 @@ async fn running_governors_are_listed_in_pages() {
     );
 }
 
-/// `POST path` with an `Idempotency-Key` header → (status, replayed header, body).
-async fn keyed(app: &TestApp, path: &str, key: &str, body: Value) -> (u16, bool, Value) {
-    let mut res = app
-        .client
-        .post(app.url(path))
-        .insert_header(("idempotency-key", key))
-        .send_json(&body)
-        .await
-        .unwrap();
-    let replayed = res.headers().get("idempotent-replayed").is_some();
-    let body: Value = res.json().limit(1 << 20).await.unwrap_or_default();
-    (res.status().as_u16(), replayed, body)
-}
-
 #[actix_web::test]
 async fn an_idempotency_key_makes_one_decision_per_key_and_tenant() {
     let app = spawn_app(|s| {

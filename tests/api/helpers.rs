@@ -102,6 +102,25 @@ impl TestApp {
     }
 }
 
+/// `POST path` with an `Idempotency-Key` header → (status, replayed header, body).
+pub async fn keyed(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (u16, bool, serde_json::Value) {
+    let mut res = app
+        .client
+        .post(app.url(path))
+        .insert_header(("idempotency-key", key))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let replayed = res.headers().get("idempotent-replayed").is_some();
+    let body: serde_json::Value = res.json().limit(1 << 20).await.unwrap_or_default();
+    (res.status().as_u16(), replayed, body)
+}
+
 /// Grants `tenant` the base SKU through `POST /marketplace`.
 pub async fn grant(app: &TestApp, tenant: &str) {
     let (s, b) = app

@@ -344,9 +344,20 @@ impl Governor {
                     result: result.unwrap_or_else(|e| json!({"error": e})),
                 }));
             }
-            Effect::CancelAction { action_id } => {
-                tracing::info!(tenant = %self.tenant, %action_id, "action cancelled: entitlement lost");
+            Effect::CancelAction { action_id, reason } => {
+                tracing::info!(tenant = %self.tenant, %action_id, reason, "action cancelled");
                 self.release_slot();
+                // The webhook's side may still be working on it: it is told, once, at the
+                // same URL (best effort: a failure is logged; the receipts already say it).
+                if let Executor::Webhook { url, timeout } = self.deps.executor.clone() {
+                    let body = json!({"action_id": action_id, "tenant_id": self.tenant, "event": "cancelled", "reason": reason});
+                    let tenant = self.tenant.clone();
+                    ctx.spawn(wrap_future::<_, Self>(async move {
+                        if let Err(e) = notify_webhook(&url, timeout, &body).await {
+                            tracing::warn!(%tenant, %action_id, error = %e, "the webhook was not told of a cancelled action");
+                        }
+                    }));
+                }
             }
             Effect::ArmTimeout { action_id } => {
                 if let Some(h) = self.timeout.take() {
@@ -437,6 +448,16 @@ async fn post_webhook(url: String, timeout: Duration, body: Value) -> WebhookOut
             }
         },
         s => WebhookOutcome::Failed(format!("webhook answered {s}")),
+    }
+}
+
+/// POSTs a notice to the webhook; any 2xx is taken.
+async fn notify_webhook(url: &str, timeout: Duration, body: &Value) -> Result<(), String> {
+    let client = awc::Client::builder().timeout(timeout).finish();
+    match client.post(url).send_json(body).await {
+        Ok(res) if res.status().is_success() => Ok(()),
+        Ok(res) => Err(format!("webhook answered {}", res.status().as_u16())),
+        Err(e) => Err(format!("webhook unreachable: {e}")),
     }
 }
 

@@ -196,8 +196,11 @@ pub enum Effect {
         tool: String,
         args: Value,
     },
+    /// The action ends without its executor saying so: `reason` is `entitlement_inactive` or
+    /// `timed_out` (the executor is told, see the actor).
     CancelAction {
         action_id: String,
+        reason: &'static str,
     },
     ArmTimeout {
         action_id: String,
@@ -428,17 +431,26 @@ impl Machine {
                 &mut receipts,
                 &mut effects,
             ),
-            Input::ActionTimedOut { action_id } => next.end_action(
-                &action_id,
-                State::Refusing,
-                "action_timeout",
-                ReceiptType::Action,
-                format!("action {action_id} timed out"),
-                json!({}),
-                facts,
-                &mut receipts,
-                &mut effects,
-            ),
+            Input::ActionTimedOut { action_id } => {
+                let reply = next.end_action(
+                    &action_id,
+                    State::Refusing,
+                    "action_timeout",
+                    ReceiptType::Action,
+                    format!("action {action_id} timed out"),
+                    json!({}),
+                    facts,
+                    &mut receipts,
+                    &mut effects,
+                );
+                if matches!(reply, Reply::Accepted { .. }) {
+                    effects.push(Effect::CancelAction {
+                        action_id,
+                        reason: "timed_out",
+                    });
+                }
+                reply
+            }
             Input::EntitlementChanged { active } => {
                 let from = next.state;
                 match (active, from) {
@@ -448,6 +460,7 @@ impl Machine {
                             effects.push(Effect::DisarmTimeout);
                             effects.push(Effect::CancelAction {
                                 action_id: f.action_id,
+                                reason: "entitlement_inactive",
                             });
                         }
                         next.postponed.clear();
@@ -1165,6 +1178,14 @@ mod tests {
             (events(&s), m.state),
             (vec!["action_timeout"], State::Refusing)
         );
+        // The executor is told the action was given up on.
+        assert_eq!(
+            s.effects.last(),
+            Some(&Effect::CancelAction {
+                action_id: "act-0".into(),
+                reason: "timed_out"
+            })
+        );
     }
 
     #[test]
@@ -1193,7 +1214,8 @@ mod tests {
             );
             if from == State::Intervening {
                 assert!(s.effects.contains(&Effect::CancelAction {
-                    action_id: "act-0".into()
+                    action_id: "act-0".into(),
+                    reason: "entitlement_inactive",
                 }));
                 assert!(m.in_flight.is_none());
             }

@@ -81,6 +81,20 @@ async fn signal(app: &TestApp, value: f64) -> (u16, Value) {
     .await
 }
 
+/// Waits until the webhook has been told that `action_id` was cancelled for `reason`.
+async fn told_of_cancellation(hook: &Hook, action_id: &str, reason: &str) {
+    let expected =
+        json!({"action_id": action_id, "tenant_id": "t", "event": "cancelled", "reason": reason});
+    eventually("the webhook is told", Duration::from_secs(5), || async {
+        hook.bodies
+            .lock()
+            .unwrap()
+            .contains(&expected)
+            .then_some(())
+    })
+    .await;
+}
+
 /// Completes `tenant`'s action `action_id` through the webhook callback.
 async fn complete(app: &TestApp, tenant: &str, action_id: &str) -> (u16, Value) {
     app.post_json(
@@ -252,8 +266,13 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
 async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers() {
     let hook = hook(202);
     let app = app_with_hook(&hook, 300).await;
-    signal(&app, 95.0).await;
+    let (_, b) = signal(&app, 95.0).await;
+    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     until_refusing(&app, "the state timeout fires").await;
+    told_of_cancellation(&hook, &action_id, "timed_out").await;
     let (s, b) = signal(&app, 10.0).await;
     assert_eq!((s, b["code"].as_str()), (409, Some("governor_refusing")));
     let (s, b) = app.post_json("/v1/governors/t/reset", &json!({})).await;
@@ -320,6 +339,7 @@ async fn suspension_cancels_the_running_action_and_resume_returns_to_stable() {
         state(&app).await["action_in_flight"].is_null(),
         "the action was cancelled"
     );
+    told_of_cancellation(&hook, &action_id, "entitlement_inactive").await;
     let (s, _) = complete(&app, "t", &action_id).await;
     assert_eq!(s, 409, "a cancelled action's completion is stale");
     app.post_json(

@@ -190,6 +190,8 @@ pub struct ActionSettings {
     /// Where the webhook executor POSTs `{action_id, tenant_id, type, params}`.
     pub webhook_url: String,
     pub webhook_timeout_ms: u64,
+    /// Signs every webhook POST (`X-Tai-Signature`, see `governor::webhook`); empty: unsigned.
+    pub webhook_secret: String,
     /// Actions in flight across all tenants; beyond, 429 `actions_saturated`.
     pub max_in_flight: usize,
 }
@@ -557,6 +559,15 @@ impl Settings {
                 "actions.webhook_url",
                 self.actions.webhook_url.clone(),
                 "an http(s) URL when actions.executor = webhook",
+            );
+        }
+        let secret = self.actions.webhook_secret.chars().count();
+        if secret > 0 && secret < 16 {
+            // The value itself is never printed.
+            return bad(
+                "actions.webhook_secret",
+                "***".into(),
+                "at least 16 characters (or empty: webhooks unsigned)",
             );
         }
         let g = &self.governance;
@@ -979,6 +990,23 @@ mod tests {
             jail.set_env("TAI_AUTH__MODE", "bearer");
             let e = load().unwrap_err().0;
             assert!(e.contains("auth.tokens"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_short_webhook_secret_is_refused_without_being_printed_and_a_good_one_is_masked() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("TAI_ACTIONS__WEBHOOK_SECRET", "tooshort");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("actions.webhook_secret") && !e.contains("tooshort"),
+                "{e}"
+            );
+            jail.set_env("TAI_ACTIONS__WEBHOOK_SECRET", "a-secret-long-enough");
+            let s = load().unwrap();
+            assert!(!s.masked_json().contains("a-secret-long-enough"));
             Ok(())
         });
     }

@@ -118,10 +118,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         actions_in_flight: Default::default(),
         max_actions_in_flight: settings.actions.max_in_flight,
         executor: match settings.actions.executor.as_str() {
-            "webhook" => Executor::Webhook {
+            "webhook" => Executor::Webhook(crate::governor::webhook::Webhook {
                 url: settings.actions.webhook_url.clone(),
                 timeout: Duration::from_millis(settings.actions.webhook_timeout_ms),
-            },
+                secret: Some(settings.actions.webhook_secret.as_bytes())
+                    .filter(|s| !s.is_empty())
+                    .map(Into::into),
+            }),
             _ => Executor::Eval,
         },
     });

@@ -20,6 +20,7 @@ use super::machine::{
     restore, Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Restored, Signal, State,
     Thresholds,
 };
+use super::webhook::Outcome as WebhookOutcome;
 use crate::clock::millis_of;
 use crate::entitlements::gates;
 use crate::entitlements::Entitlement;
@@ -48,7 +49,7 @@ pub enum Executor {
     /// Phase 1: the advice is recorded and the action completes at once with `advised`.
     Eval,
     /// Phase 2: POST to a URL; `2xx {"status":"completed"}` completes, 202 waits for a callback.
-    Webhook { url: String, timeout: Duration },
+    Webhook(super::webhook::Webhook),
 }
 
 /// One tenant's governor.
@@ -311,10 +312,10 @@ impl Governor {
                         action_id,
                         result: json!("advised"),
                     })),
-                    Executor::Webhook { url, timeout } => {
+                    Executor::Webhook(hook) => {
                         let body = json!({"action_id": action_id, "tenant_id": self.tenant, "type": kind, "params": params});
                         ctx.spawn(
-                            wrap_future::<_, Self>(post_webhook(url, timeout, body)).map(
+                            wrap_future::<_, Self>(async move { hook.start(&body).await }).map(
                                 move |outcome, _, ctx| match outcome {
                                     WebhookOutcome::Completed(result) => {
                                         ctx.notify(Callback(Input::ActionCompleted {
@@ -349,11 +350,11 @@ impl Governor {
                 self.release_slot();
                 // The webhook's side may still be working on it: it is told, once, at the
                 // same URL (best effort: a failure is logged; the receipts already say it).
-                if let Executor::Webhook { url, timeout } = self.deps.executor.clone() {
+                if let Executor::Webhook(hook) = self.deps.executor.clone() {
                     let body = json!({"action_id": action_id, "tenant_id": self.tenant, "event": "cancelled", "reason": reason});
                     let tenant = self.tenant.clone();
                     ctx.spawn(wrap_future::<_, Self>(async move {
-                        if let Err(e) = notify_webhook(&url, timeout, &body).await {
+                        if let Err(e) = hook.notify(&body).await {
                             tracing::warn!(%tenant, %action_id, error = %e, "the webhook was not told of a cancelled action");
                         }
                     }));
@@ -413,51 +414,6 @@ impl Governor {
         self.holds_action_slot = true;
         events::actions_pending(1.0);
         true
-    }
-}
-
-enum WebhookOutcome {
-    Completed(Value),
-    /// 202: the executor calls back later.
-    Accepted,
-    Failed(String),
-}
-
-async fn post_webhook(url: String, timeout: Duration, body: Value) -> WebhookOutcome {
-    let client = awc::Client::builder().timeout(timeout).finish();
-    let mut res = match client.post(&url).send_json(&body).await {
-        Ok(r) => r,
-        Err(e) => return WebhookOutcome::Failed(format!("webhook unreachable: {e}")),
-    };
-    // The answer is recorded in the action's receipt: bounded like client JSON, so a webhook
-    // cannot make a receipt that fails the ledger's commit for every caller in it.
-    let read = res.json::<Value>().limit(crate::intake::MAX_RECORDED_BYTES);
-    match res.status().as_u16() {
-        202 => WebhookOutcome::Accepted,
-        s if (200..300).contains(&s) => match read.await {
-            Ok(v) => match crate::intake::check_recorded_json("its answer", &v) {
-                Err(m) => WebhookOutcome::Failed(format!("webhook answered {s}, but {m}")),
-                Ok(()) if v["status"] == "completed" => WebhookOutcome::Completed(v),
-                Ok(()) => WebhookOutcome::Failed(format!(
-                    "webhook answered {s} without status completed: {}",
-                    v.to_string().chars().take(256).collect::<String>()
-                )),
-            },
-            Err(e) => {
-                WebhookOutcome::Failed(format!("webhook answered {s} with an unreadable body: {e}"))
-            }
-        },
-        s => WebhookOutcome::Failed(format!("webhook answered {s}")),
-    }
-}
-
-/// POSTs a notice to the webhook; any 2xx is taken.
-async fn notify_webhook(url: &str, timeout: Duration, body: &Value) -> Result<(), String> {
-    let client = awc::Client::builder().timeout(timeout).finish();
-    match client.post(url).send_json(body).await {
-        Ok(res) if res.status().is_success() => Ok(()),
-        Ok(res) => Err(format!("webhook answered {}", res.status().as_u16())),
-        Err(e) => Err(format!("webhook unreachable: {e}")),
     }
 }
 

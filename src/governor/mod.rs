@@ -1,14 +1,15 @@
 //! Governors: one state machine per tenant (SPEC §4).
 //!
 //! Owns the pure transition logic (`machine`), the Governor actor that drives it (`actor`), the
-//! one Hibernator that sends idle governors to sleep (`hibernate`) and the eval-only tools
-//! (`tools`). Invariant: a governor's state advances only after the receipts
+//! one Hibernator that sends idle governors to sleep (`hibernate`), the eval-only tools
+//! (`tools`) and the webhook executor's requests (`webhook`). Invariant: a governor's state advances only after the receipts
 //! of its decision are durable; it is the only source of its tenant's governor receipts.
 
 pub mod actor;
 pub mod hibernate;
 pub mod machine;
 pub mod tools;
+pub mod webhook;
 
 pub use actor::{
     CallTool, Control, EntitlementUpdate, Executor, GetView, Governor, GovernorDeps, GovernorError,

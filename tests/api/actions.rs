@@ -16,7 +16,11 @@ use crate::helpers::*;
 struct Hook {
     url: String,
     bodies: Arc<Mutex<Vec<Value>>>,
+    signed: Arc<Mutex<Vec<Seen>>>,
 }
+
+/// A request's `X-Tai-Timestamp` and `X-Tai-Signature` headers and its exact body.
+type Seen = (Option<String>, Option<String>, Vec<u8>);
 
 fn hook(status: u16) -> Hook {
     hook_answering(status, json!({"status": "completed"}))
@@ -26,18 +30,30 @@ fn hook(status: u16) -> Hook {
 fn hook_answering(status: u16, answer: Value) -> Hook {
     let answer = Arc::new(answer);
     let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let signed: Arc<Mutex<Vec<_>>> = Arc::default();
     let code = Arc::new(AtomicU16::new(status));
-    let (b, c) = (bodies.clone(), code.clone());
+    let (b, c, sg) = (bodies.clone(), code.clone(), signed.clone());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/actions", listener.local_addr().unwrap());
     let server = HttpServer::new(move || {
-        let (b, c, a) = (b.clone(), c.clone(), answer.clone());
+        let (b, c, a, sg) = (b.clone(), c.clone(), answer.clone(), sg.clone());
         App::new().route(
             "/actions",
-            web::post().to(move |body: web::Json<Value>| {
-                let (b, c, a) = (b.clone(), c.clone(), a.clone());
+            web::post().to(move |req: actix_web::HttpRequest, raw: web::Bytes| {
+                let (b, c, a, sg) = (b.clone(), c.clone(), a.clone(), sg.clone());
                 async move {
-                    b.lock().unwrap().push(body.into_inner());
+                    let header = |name: &str| {
+                        (req.headers().get(name)).map(|v| v.to_str().unwrap().to_owned())
+                    };
+                    let seen = (
+                        header("x-tai-timestamp"),
+                        header("x-tai-signature"),
+                        raw.to_vec(),
+                    );
+                    sg.lock().unwrap().push(seen);
+                    b.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&raw).unwrap());
                     let status =
                         actix_web::http::StatusCode::from_u16(c.load(Ordering::Relaxed)).unwrap();
                     HttpResponse::build(status).json(&*a)
@@ -50,7 +66,11 @@ fn hook_answering(status: u16, answer: Value) -> Hook {
     .unwrap()
     .run();
     actix_web::rt::spawn(server);
-    Hook { url, bodies }
+    Hook {
+        url,
+        bodies,
+        signed,
+    }
 }
 
 async fn app_with_hook(hook: &Hook, timeout_ms: u64) -> TestApp {
@@ -149,6 +169,11 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
     })
     .await;
     let sent = hook.bodies.lock().unwrap()[0].clone();
+    let (timestamp, signature, _) = hook.signed.lock().unwrap()[0].clone();
+    assert!(
+        timestamp.is_none() && signature.is_none(),
+        "unsigned without a secret"
+    );
     assert_eq!(
         (
             sent["action_id"].as_str(),
@@ -759,4 +784,37 @@ async fn expiry_moves_a_governor_to_refusing_with_its_action_cancelled_when_it_f
         (&json!("entitlement_changed"), &json!("refusing")),
         "{last}"
     );
+}
+
+#[actix_web::test]
+async fn with_a_secret_every_webhook_request_is_signed_over_its_timestamp_and_body() {
+    let hook = hook(202);
+    let (url, secret) = (hook.url.clone(), "a-secret-long-enough");
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+        s.actions.webhook_secret = secret.into();
+        s.actions.max_in_flight = 10;
+    })
+    .await;
+    grant(&app, "t").await;
+    let (_, b) = signal(&app, 90.0).await;
+    assert_eq!(b["state"], "intervening", "{b}");
+    // The start, then (after the suspension) the cancellation: both signed.
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"}),
+    )
+    .await;
+    let signed = eventually("two requests", Duration::from_secs(5), || async {
+        let seen = hook.signed.lock().unwrap().clone();
+        (seen.len() == 2).then_some(seen)
+    })
+    .await;
+    for (timestamp, sig, body) in signed {
+        let ts: u64 = timestamp.expect("X-Tai-Timestamp").parse().unwrap();
+        let expected = tai_autonomics::governor::webhook::signature(secret.as_bytes(), ts, &body);
+        assert_eq!(sig.as_deref(), Some(expected.as_str()));
+        assert!(tai_autonomics::clock::now_ms().abs_diff(ts) < 60_000);
+    }
 }

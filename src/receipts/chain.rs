@@ -54,8 +54,25 @@ impl Verifier {
     /// Checks the next receipt; returns `false` once the chain is broken (further input is
     /// ignored).
     pub fn feed(&mut self, r: &Receipt) -> bool {
+        self.feed_with(r, |r, buf| Some(r.hash_matches(buf)))
+            .unwrap_or(false)
+    }
+
+    /// [`Verifier::feed`] with the receipt's metadata as the JSON text a store holds (the
+    /// receipt's own `metadata` is not read), canonicalised without building a tree. `None`,
+    /// with nothing checked, when that text has to be parsed first: parse it into the receipt
+    /// and [`Verifier::feed`] it.
+    pub fn feed_text(&mut self, r: &Receipt, metadata: &str) -> Option<bool> {
+        self.feed_with(r, |r, buf| r.hash_matches_text(buf, metadata))
+    }
+
+    fn feed_with(
+        &mut self,
+        r: &Receipt,
+        hash_matches: impl FnOnce(&Receipt, &mut String) -> Option<bool>,
+    ) -> Option<bool> {
         if self.broken.is_some() {
-            return false;
+            return Some(false);
         }
         // Breaks are reported at the chain position where they occur.
         let fail = |reason: String| Break {
@@ -76,14 +93,14 @@ impl Verifier {
             Some(fail(
                 "prev_hash does not match the previous receipt's receipt_hash".to_owned(),
             ))
-        } else if !r.hash_matches(&mut self.buf) {
+        } else if !hash_matches(r, &mut self.buf)? {
             Some(fail(
                 "receipt_hash does not match the receipt's content".to_owned(),
             ))
         } else {
             None
         };
-        match problem {
+        Some(match problem {
             Some(b) => {
                 self.broken = Some(b);
                 false
@@ -94,7 +111,7 @@ impl Verifier {
                 self.prev_hash.clone_from(&r.receipt_hash);
                 true
             }
-        }
+        })
     }
 
     /// Whether a break was found.

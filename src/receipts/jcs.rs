@@ -139,6 +139,260 @@ pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Levels of objects and arrays [`write_text`] follows before it leaves the text to the tree.
+const TEXT_DEPTH: usize = 64;
+
+/// Writes the canonical text of the JSON `text` into `out` without building a tree: what
+/// [`write_value`] writes for the value `text` parses to. `None` when the text is left to the
+/// tree (parse it, then [`write_value`]): members out of order, nesting past 64 levels, or
+/// anything that is not JSON; `out` then holds a partial text.
+///
+/// ```
+/// use tai_autonomics::receipts::jcs::write_text;
+/// let mut out = String::new();
+/// write_text(&mut out, r#"{"a": [80.0, 1e-7, "\u00e9\n"], "b": 1e21}"#).unwrap();
+/// assert_eq!(out, r#"{"a":[80,1e-7,"é\n"],"b":1e+21}"#);
+/// assert!(write_text(&mut String::new(), r#"{"b": 1, "a": 2}"#).is_none());
+/// ```
+pub fn write_text(out: &mut String, text: &str) -> Option<()> {
+    let mut p = TextReader {
+        bytes: text.as_bytes(),
+        text,
+        at: 0,
+        scratch: String::new(),
+    };
+    p.value(out, 0)?;
+    p.skip_ws();
+    (p.at == p.bytes.len()).then_some(())
+}
+
+struct TextReader<'a> {
+    bytes: &'a [u8],
+    text: &'a str,
+    at: usize,
+    /// A decoded string with escapes (most strings have none and are borrowed).
+    scratch: String,
+}
+
+impl<'a> TextReader<'a> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.skip_ws();
+        (self.bytes.get(self.at) == Some(&b)).then(|| self.at += 1)
+    }
+
+    fn value(&mut self, out: &mut String, depth: usize) -> Option<()> {
+        self.skip_ws();
+        match *self.bytes.get(self.at)? {
+            b'{' if depth < TEXT_DEPTH => {
+                self.at += 1;
+                out.push('{');
+                if self.eat(b'}').is_some() {
+                    out.push('}');
+                    return Some(());
+                }
+                let (mut prev, mut first) = (String::new(), true);
+                loop {
+                    self.skip_ws();
+                    let key = self.string()?;
+                    if !first && utf16_cmp(&prev, key).is_ge() {
+                        return None;
+                    }
+                    if !first {
+                        out.push(',');
+                    }
+                    write_string(out, key);
+                    prev.clear();
+                    prev.push_str(key);
+                    first = false;
+                    self.eat(b':')?;
+                    out.push(':');
+                    self.value(out, depth + 1)?;
+                    if self.eat(b',').is_none() {
+                        self.eat(b'}')?;
+                        out.push('}');
+                        return Some(());
+                    }
+                }
+            }
+            b'[' if depth < TEXT_DEPTH => {
+                self.at += 1;
+                out.push('[');
+                if self.eat(b']').is_some() {
+                    out.push(']');
+                    return Some(());
+                }
+                loop {
+                    self.value(out, depth + 1)?;
+                    if self.eat(b',').is_none() {
+                        self.eat(b']')?;
+                        out.push(']');
+                        return Some(());
+                    }
+                    out.push(',');
+                }
+            }
+            b'"' => {
+                let s = self.string()?;
+                write_string(out, s);
+                Some(())
+            }
+            b't' => self.literal("true", out),
+            b'f' => self.literal("false", out),
+            b'n' => self.literal("null", out),
+            b'-' | b'0'..=b'9' => self.number(out),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &str, out: &mut String) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word.as_bytes()).then(|| {
+            self.at = end;
+            out.push_str(word);
+        })
+    }
+
+    /// A number as [`write_value`] writes the `serde_json::Number` it parses to: a
+    /// non-negative integer that fits in 64 bits as an integer, anything else as its double.
+    fn number(&mut self, out: &mut String) -> Option<()> {
+        let start = self.at;
+        while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+        let token = &self.text[start..self.at];
+        if !valid_number(token.as_bytes()) {
+            return None;
+        }
+        match token.parse::<u64>() {
+            Ok(u) => write_u64(out, u),
+            Err(_) => write_number(out, token.parse::<f64>().ok().filter(|v| v.is_finite())?),
+        }
+        Some(())
+    }
+
+    /// The string at the cursor (which is on its opening quote), unescaped.
+    fn string(&mut self) -> Option<&str> {
+        if self.bytes.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        self.at += 1;
+        let start = self.at;
+        loop {
+            match *self.bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(&self.text[start..self.at - 1]);
+                }
+                b'\\' => break,
+                0x00..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        // Escapes: decode into the scratch string.
+        self.scratch.clear();
+        self.scratch.push_str(&self.text[start..self.at]);
+        loop {
+            match *self.bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(&self.scratch);
+                }
+                b'\\' => {
+                    let c = match *self.bytes.get(self.at + 1)? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4(self.at + 2)?;
+                            self.at += 6;
+                            let code = if (0xd800..0xdc00).contains(&hi) {
+                                if self.bytes.get(self.at..self.at + 2)? != b"\\u" {
+                                    return None;
+                                }
+                                let lo = self.hex4(self.at + 2)?;
+                                if !(0xdc00..0xe000).contains(&lo) {
+                                    return None;
+                                }
+                                self.at += 6;
+                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                            } else {
+                                hi
+                            };
+                            self.scratch.push(char::from_u32(code)?);
+                            continue;
+                        }
+                        _ => return None,
+                    };
+                    self.scratch.push(c);
+                    self.at += 2;
+                }
+                0x00..=0x1f => return None,
+                _ => {
+                    // Copy up to the next quote or escape in one go (on char boundaries: both
+                    // are ASCII).
+                    let run = self.bytes[self.at..]
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+                    self.scratch.push_str(&self.text[self.at..self.at + run]);
+                    self.at += run;
+                }
+            }
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Option<u32> {
+        let digits = self.text.get(at..at + 4)?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(digits, 16).ok()
+    }
+}
+
+/// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn valid_number(b: &[u8]) -> bool {
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    if b.get(i) == Some(&b'0') {
+        i += 1;
+    } else if !digits(&mut i) {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
 /// 2^53 - 1: every integer up to it is exactly a double.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
@@ -398,6 +652,73 @@ mod tests {
             "\"a\\\"b\\\\c\\u0001\\u001f\u{7f}\u{2028}é\""
         );
         assert_eq!(canonical(&json!("\u{8}\t\n\u{c}\r")), r#""\b\t\n\f\r""#);
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO)
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[ -~é\u{1f600}\u{e000}\n\t\u{1}\"\\\\]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zé\u{1f600}\u{e000}]{0,4}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_text_path_writes_what_the_tree_path_writes(v in json_value()) {
+            let want = canonical(&v);
+            for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap()] {
+                let mut got = String::new();
+                match write_text(&mut got, &text) {
+                    // Maps serde orders by bytes: surrogate pairs against U+E000.. go to the tree.
+                    None => proptest::prop_assert!(write_text(&mut String::new(), &want).is_some()),
+                    Some(()) => proptest::prop_assert_eq!(&got, &want, "{}", text),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_path_leaves_what_is_not_plain_json_to_the_tree() {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "tru",
+            "\"a",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "{\"b\":1,\"a\":2}",
+            "{\"a\":1,\"a\":2}",
+            "1 2",
+            "\"\u{1}\"",
+            "NaN",
+            "1e999",
+        ] {
+            assert!(write_text(&mut String::new(), bad).is_none(), "{bad:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(write_text(&mut String::new(), &deep).is_none());
+        let mut out = String::new();
+        write_text(&mut out, "\"\\ud83d\\ude00\\/\\u0041\\u001f\"").unwrap();
+        assert_eq!(out, "\"\u{1f600}/A\\u001f\"");
     }
 
     #[test]

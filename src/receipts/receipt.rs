@@ -113,6 +113,24 @@ impl Receipt {
     /// Writes [`Receipt::canonical`] into `out` (cleared first), so a verifier can reuse one
     /// buffer for a whole chain.
     pub fn write_canonical(&self, out: &mut String) {
+        self.write_canonical_with(out, |out| {
+            write_value(out, &self.metadata);
+            Some(())
+        });
+    }
+
+    /// [`Receipt::write_canonical`] with the metadata given as the JSON text a store holds
+    /// (`self.metadata` is not read): `None` when [`super::jcs::write_text`] leaves that text
+    /// to the tree.
+    pub fn write_canonical_text(&self, out: &mut String, metadata: &str) -> Option<()> {
+        self.write_canonical_with(out, |out| super::jcs::write_text(out, metadata))
+    }
+
+    fn write_canonical_with(
+        &self,
+        out: &mut String,
+        metadata: impl FnOnce(&mut String) -> Option<()>,
+    ) -> Option<()> {
         out.clear();
         let opt = |out: &mut String, v: &Option<String>| match v {
             Some(s) => write_string(out, s),
@@ -121,7 +139,7 @@ impl Receipt {
         out.push_str("{\"event_type\":");
         write_string(out, &self.event_type);
         out.push_str(",\"metadata\":");
-        write_value(out, &self.metadata);
+        metadata(out)?;
         out.push_str(",\"node\":");
         write_string(out, &self.node);
         out.push_str(",\"prev_hash\":");
@@ -143,6 +161,7 @@ impl Receipt {
         out.push_str(",\"type\":");
         write_string(out, self.kind.as_str());
         out.push('}');
+        Some(())
     }
 
     /// Lowercase hex SHA-256 of [`Receipt::canonical`].
@@ -159,7 +178,18 @@ impl Receipt {
 
     /// Whether the stored `receipt_hash` matches the content (no allocation with a warm `buf`).
     pub fn hash_matches(&self, buf: &mut String) -> bool {
-        let digest = self.digest_with(buf);
+        self.digest_matches(&self.digest_with(buf))
+    }
+
+    /// [`Receipt::hash_matches`] with the metadata as the JSON text a store holds; `None`
+    /// when the text has to be parsed first.
+    pub fn hash_matches_text(&self, buf: &mut String, metadata: &str) -> Option<bool> {
+        self.write_canonical_text(buf, metadata)?;
+        let digest: [u8; 32] = Sha256::digest(buf.as_bytes()).into();
+        Some(self.digest_matches(&digest))
+    }
+
+    fn digest_matches(&self, digest: &[u8; 32]) -> bool {
         let stored = self.receipt_hash.as_bytes();
         stored.len() == 64
             && digest.iter().enumerate().all(|(i, b)| {

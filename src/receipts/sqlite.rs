@@ -437,6 +437,22 @@ fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Receipt, S
 /// Refills `r` from a row of `SELECT {COLUMNS}`, reusing its strings (a verifier reads a
 /// whole chain through one receipt).
 fn refill(row: &rusqlite::Row<'_>, r: &mut Receipt) -> Result<(), StoreError> {
+    let metadata = refill_columns(row, r)?;
+    r.metadata = parse_metadata(r, metadata)?;
+    Ok(())
+}
+
+fn parse_metadata(r: &Receipt, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "receipt {}: metadata is not JSON: {e}",
+            r.receipt_id
+        ))
+    })
+}
+
+/// Refills every member of `r` but its metadata, and returns the metadata's stored text.
+fn refill_columns<'a>(row: &'a rusqlite::Row<'_>, r: &mut Receipt) -> Result<&'a str, StoreError> {
     fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<Option<&'a str>, StoreError> {
         row.get_ref(i)
             .map_err(unavailable)?
@@ -474,17 +490,12 @@ fn refill(row: &rusqlite::Row<'_>, r: &mut Receipt) -> Result<(), StoreError> {
     set_opt(row, 5, &mut r.state_from)?;
     set_opt(row, 6, &mut r.state_to)?;
     set(row, 7, &mut r.reason)?;
-    r.metadata = serde_json::from_str(text(row, 8)?.unwrap_or_default()).map_err(|e| {
-        StoreError::Corrupt(format!(
-            "receipt {}: metadata is not JSON: {e}",
-            r.receipt_id
-        ))
-    })?;
+    let metadata = text(row, 8)?.unwrap_or_default();
     set(row, 9, &mut r.node)?;
     set(row, 10, &mut r.timestamp)?;
     set(row, 11, &mut r.prev_hash)?;
     set(row, 12, &mut r.receipt_hash)?;
-    Ok(())
+    Ok(metadata)
 }
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
@@ -687,8 +698,17 @@ impl LedgerStore for SqliteStore {
             let mut r = Receipt::empty();
             let mut read = PageRead::default();
             while let Some(row) = rows.next().map_err(unavailable)? {
-                refill(row, &mut r)?;
-                if !read.feed(&mut verifier, &r) {
+                // The metadata is canonicalised from its stored text, without a tree; text the
+                // fast path leaves alone is parsed as every read parses it.
+                let metadata = refill_columns(row, &mut r)?;
+                let fed = match read.feed_text(&mut verifier, &r, metadata) {
+                    Some(ok) => ok,
+                    None => {
+                        r.metadata = parse_metadata(&r, metadata)?;
+                        read.feed(&mut verifier, &r)
+                    }
+                };
+                if !fed {
                     break;
                 }
             }

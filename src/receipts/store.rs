@@ -98,6 +98,20 @@ impl PageRead {
         self.last_seq = Some(r.seq);
         verifier.feed(r)
     }
+
+    /// [`PageRead::feed`] with the metadata as the text a store holds ([`Verifier::feed_text`]):
+    /// `None`, with nothing fed or counted, when that text has to be parsed first.
+    pub fn feed_text(
+        &mut self,
+        verifier: &mut Verifier,
+        r: &Receipt,
+        metadata: &str,
+    ) -> Option<bool> {
+        let fed = verifier.feed_text(r, metadata)?;
+        self.rows += 1;
+        self.last_seq = Some(r.seq);
+        Some(fed)
+    }
 }
 
 /// What a governor rebuilds from: the tenant's entitlement record, its chain head, and the last

@@ -214,7 +214,7 @@ impl Governor {
             .position(|d| d.draft.metadata.get("input").is_some())
             .unwrap_or(0);
         if let (Some(mid), Some(d)) = (message_id, drafts.get_mut(records_input)) {
-            with_message_id(&mut d.draft.metadata, &mid);
+            crate::intake::record_message_id(&mut d.draft.metadata, &mid);
             d.message_id = Some(mid);
         }
         let ledger = self.deps.ledger.clone();
@@ -575,7 +575,7 @@ impl Governor {
             let from = self.machine.state;
             let mut metadata = json!({"input": sig});
             if let Some(mid) = &message_id {
-                with_message_id(&mut metadata, mid);
+                crate::intake::record_message_id(&mut metadata, mid);
             }
             let mut spec = ReceiptSpec {
                 kind: ReceiptType::Refusal,
@@ -622,12 +622,6 @@ impl Governor {
             res
         }))
     }
-}
-
-/// Records the input's Pub/Sub message id (`pubsub_message_id`) or the client's idempotency
-/// key (`idempotency_key`) in a receipt's metadata (an object).
-fn with_message_id(metadata: &mut Value, message_id: &str) {
-    crate::intake::record_message_id(metadata, message_id);
 }
 
 /// A tool call for the tenant.

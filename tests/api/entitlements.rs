@@ -559,32 +559,30 @@ async fn an_idempotency_key_makes_one_entitlement_change_and_a_repeat_gets_its_r
         "{first}"
     );
     assert_eq!(first["receipt"]["metadata"]["idempotency_key"], "g-1");
+    // A repeat of a key is answered with the first request's receipt, and decides nothing.
+    let replays = |path: &'static str, key: &'static str, body: Value, first: Value| {
+        let app = &app;
+        async move {
+            let (s, replayed, again) = keyed(app, path, key, body).await;
+            assert_eq!(
+                (s, replayed, &again["decision"]),
+                (200, true, &json!("duplicate")),
+                "{again}"
+            );
+            assert_eq!(
+                again["receipt"]["receipt_id"],
+                first["receipt"]["receipt_id"]
+            );
+        }
+    };
     // A retried grant is the first one's answer, not a 409 for granting twice.
-    let (s, replayed, again) = keyed(&app, "/marketplace", "g-1", grant("ik-ent")).await;
-    assert_eq!(
-        (s, replayed, &again["decision"]),
-        (200, true, &json!("duplicate")),
-        "{again}"
-    );
-    assert_eq!(
-        again["receipt"]["receipt_id"],
-        first["receipt"]["receipt_id"]
-    );
+    replays("/marketplace", "g-1", grant("ik-ent"), first).await;
     assert_eq!(head().await, 1);
     let pack = json!({"event": "pack_enabled", "value": "professional"});
     let path = "/v1/tenants/ik-ent/entitlement/events";
     let (s, _, enabled) = keyed(&app, path, "p-1", pack.clone()).await;
     assert_eq!(s, 200, "{enabled}");
-    let (s, replayed, again) = keyed(&app, path, "p-1", pack.clone()).await;
-    assert_eq!(
-        (s, replayed, &again["decision"]),
-        (200, true, &json!("duplicate")),
-        "{again}"
-    );
-    assert_eq!(
-        again["receipt"]["receipt_id"],
-        enabled["receipt"]["receipt_id"]
-    );
+    replays(path, "p-1", pack.clone(), enabled).await;
     // A new key is a new request: enabling the pack twice is refused, with its receipt, and
     // that refusal is what a repeat of its key gets.
     let (s, _, refused) = keyed(&app, path, "p-2", pack.clone()).await;
@@ -593,12 +591,7 @@ async fn an_idempotency_key_makes_one_entitlement_change_and_a_repeat_gets_its_r
         (409, &json!("entitlement_conflict")),
         "{refused}"
     );
-    let (s, replayed, again) = keyed(&app, path, "p-2", pack).await;
-    assert_eq!((s, replayed), (200, true), "{again}");
-    assert_eq!(
-        again["receipt"]["receipt_id"],
-        refused["receipt"]["receipt_id"]
-    );
+    replays(path, "p-2", pack, refused).await;
     assert_eq!(
         head().await,
         3,

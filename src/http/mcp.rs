@@ -62,7 +62,9 @@ fn refusal(req: &HttpRequest, status: StatusCode, text: &[u8], body: &[u8]) -> H
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
     if status == StatusCode::UNSUPPORTED_MEDIA_TYPE && declared_json {
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        // Read as a tree, not skipped: skipping takes numbers no f64 holds (`1e400`), which
+        // rmcp's typed parse then refuses, and the client would be told of a wrong shape.
+        return match serde_json::from_slice::<serde_json::Value>(body) {
             Err(e) => error_response(
                 ErrorCode::InvalidJson,
                 &format!("the body is not JSON: {e}"),

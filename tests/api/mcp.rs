@@ -650,6 +650,15 @@ async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothin
         (
             json_type,
             both,
+            // JSON by the grammar, but no f64 holds it: said as such, not as a wrong shape.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"taiea.governor.signal","arguments":{"tenant_id":"t","metric":"cpu","value":1e400}}}"#.into(),
+            400,
+            "invalid_json",
+            "number out of range",
+        ),
+        (
+            json_type,
+            both,
             json!([call]).to_string(),
             400,
             "invalid_request",

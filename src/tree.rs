@@ -7,7 +7,7 @@
 //! Entitlements actor (which appends through the writer), then `governance`: a dynamic
 //! supervisor of one Governor per tenant (transient, with backoff), spread over arbiters, and the
 //! Hibernator that sends idle governors to sleep. Every supervision event is counted and logged
-//! (`telemetry::events`) and remembered by the Observer.
+//! (`telemetry::events`) and remembered in the ring the Observer serves (`EventLog`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
 use crate::receipts::AnyStore;
 use crate::telemetry::events;
-use crate::telemetry::observer::{EventRecord, Observer, Remember};
+use crate::telemetry::observer::{EventLog, EventRecord, Observer};
 
 /// Handles to the running tree.
 #[derive(Clone)]
@@ -96,7 +96,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         chaos: chaos.clone(),
     };
 
-    let (observer_spec, observer) = ChildSpec::worker("observer", Observer::default);
+    // The events outlive any one Observer: a restarted one serves the same ring.
+    let event_log = EventLog::default();
+    let log = event_log.clone();
+    let (observer_spec, observer) =
+        ChildSpec::worker("observer", move || Observer::new(log.clone()));
     let writer_store = store.clone();
     let (ledger_spec, writer) = ChildSpec::worker("ledger", move || {
         ReceiptWriter::new(writer_store.clone(), writer_cfg.clone())
@@ -192,11 +196,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
 
     let (mcp_spec, mcp) = ChildSpec::worker("mcp", move || McpRegistry::new(ops.clone()));
 
-    let remember = observer.clone();
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
         events::supervision(e);
-        // Best effort: the ring is a convenience view, metrics above are the record.
-        let _ = remember.try_tell(Remember(EventRecord::from_event(e)));
+        // Straight into the ring: no mailbox to fill in a crash storm, and the Observer's own
+        // exit is remembered although it is down when that event comes.
+        event_log.push(EventRecord::from_event(e));
     });
     // Pull runs when a subscription is configured: last to start, first to stop.
     let (consumer_spec, pubsub) =

@@ -1,11 +1,14 @@
 //! The Observer actor: the tree's memory of recent supervision events.
 //!
-//! Owns a bounded ring of the latest events (what restarted, when, why) that operators read at
-//! `GET /v1/supervision/events`, the Erlang observer's "what just happened" view. Metrics do not
-//! depend on it: they are counted where the event is emitted, so a crashed Observer loses only
-//! its ring, which restarts empty.
+//! Serves a bounded ring of the latest events (what restarted, when, why) that operators read at
+//! `GET /v1/supervision/events`, the Erlang observer's "what just happened" view. The ring
+//! ([`EventLog`]) lives outside the actor, the way an ETS table outlives the process that reads
+//! it: the tree's event sink writes into it directly, so no event waits in (or is dropped by) a
+//! mailbox, and a crashed Observer comes back to the same ring, its own exit included. Metrics
+//! do not depend on it: they are counted where the event is emitted.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -69,29 +72,42 @@ impl EventRecord {
     }
 }
 
-/// Keeps the latest [`CAPACITY`] supervision events.
-#[derive(Default)]
+/// The latest [`CAPACITY`] supervision events, shared by the sink that writes them and every
+/// incarnation of the [`Observer`] that reads them.
+#[derive(Clone, Default)]
+pub struct EventLog(Arc<Mutex<VecDeque<EventRecord>>>);
+
+impl EventLog {
+    /// Remembers `event`, forgetting the oldest past [`CAPACITY`].
+    pub fn push(&self, event: EventRecord) {
+        // Nothing panics while the lock is held; a poisoned lock still holds a whole ring.
+        let mut ring = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() == CAPACITY {
+            ring.pop_front();
+        }
+        ring.push_back(event);
+    }
+
+    /// The remembered events, oldest first.
+    pub fn recent(&self) -> Vec<EventRecord> {
+        let ring = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ring.iter().cloned().collect()
+    }
+}
+
+/// Serves the [`EventLog`] it is given (the same one after every restart).
 pub struct Observer {
-    events: VecDeque<EventRecord>,
+    log: EventLog,
+}
+
+impl Observer {
+    pub fn new(log: EventLog) -> Self {
+        Observer { log }
+    }
 }
 
 impl Actor for Observer {
     type Context = Context<Self>;
-}
-
-/// Remember an event.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Remember(pub EventRecord);
-
-impl Handler<Remember> for Observer {
-    type Result = ();
-    fn handle(&mut self, msg: Remember, _: &mut Context<Self>) {
-        if self.events.len() == CAPACITY {
-            self.events.pop_front();
-        }
-        self.events.push_back(msg.0);
-    }
 }
 
 /// The remembered events, oldest first.
@@ -102,7 +118,7 @@ pub struct RecentEvents;
 impl Handler<RecentEvents> for Observer {
     type Result = MessageResult<RecentEvents>;
     fn handle(&mut self, _: RecentEvents, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.events.iter().cloned().collect())
+        MessageResult(self.log.recent())
     }
 }
 
@@ -122,22 +138,41 @@ impl Handler<Crash> for Observer {
 mod tests {
     use super::*;
 
-    #[actix::test]
-    async fn the_ring_keeps_the_latest_events_only() {
-        let addr = Observer::default().start();
-        for i in 0..(CAPACITY + 10) {
-            addr.send(Remember(EventRecord {
-                time: String::new(),
-                supervisor: "s".into(),
-                child: Some(i.to_string()),
-                event: "child_started",
-                reason: None,
-            }))
-            .await
-            .unwrap();
+    fn started(i: usize) -> EventRecord {
+        EventRecord {
+            time: String::new(),
+            supervisor: "s".into(),
+            child: Some(i.to_string()),
+            event: "child_started",
+            reason: None,
         }
-        let got = addr.send(RecentEvents).await.unwrap();
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_events_only() {
+        let log = EventLog::default();
+        for i in 0..(CAPACITY + 10) {
+            log.push(started(i));
+        }
+        let got = log.recent();
         assert_eq!(got.len(), CAPACITY);
         assert_eq!(got[0].child.as_deref(), Some("10"));
+        assert_eq!(got[CAPACITY - 1].child.as_deref(), Some("265"));
+    }
+
+    #[actix::test]
+    async fn a_new_observer_on_the_same_log_serves_what_the_last_one_saw() {
+        let log = EventLog::default();
+        log.push(started(1));
+        let first = Observer::new(log.clone()).start();
+        assert_eq!(first.send(RecentEvents).await.unwrap().len(), 1);
+        drop(first);
+        log.push(started(2));
+        let second = Observer::new(log).start();
+        let got = second.send(RecentEvents).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.child.as_deref()).collect::<Vec<_>>(),
+            [Some("1"), Some("2")]
+        );
     }
 }

@@ -116,3 +116,68 @@ async fn the_supervision_snapshot_lists_the_root_and_its_children() {
     );
     assert_eq!(snap["counts"]["active"], snap["counts"]["specs"]);
 }
+
+#[actix_web::test]
+async fn the_recent_events_outlive_a_crash_of_the_observer_and_include_its_own_exit() {
+    // Arrange: a governor that crashed and came back is in the recent events.
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    grant(&app, "t").await;
+    let signal = serde_json::json!({"metric": "cpu", "value": 10});
+    assert_eq!(app.post_json("/v1/tenants/t/signals", &signal).await.0, 200);
+    let crash = app
+        .post_json("/v1/chaos/governors/t/crash", &serde_json::json!({}))
+        .await;
+    assert_eq!(crash.0, 202, "{}", crash.1);
+    let has = |events: &serde_json::Value, child: &str, event: &str| {
+        events["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["child"] == child && e["event"] == event))
+    };
+    eventually(
+        "the governor's restart is remembered",
+        Duration::from_secs(5),
+        || async {
+            has(
+                &app.get_json("/v1/supervision/events").await.1,
+                "t",
+                "child_restarted",
+            )
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Act: the Observer itself panics.
+    assert_eq!(
+        app.post_json("/v1/chaos/actors/observer/crash", &serde_json::json!({}))
+            .await
+            .0,
+        202
+    );
+
+    // Assert: the restarted Observer still has the governor's restart, and its own exit too,
+    // which happened while no Observer was running.
+    let events = eventually(
+        "the observer answers again",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = app.get_json("/v1/supervision/events").await;
+            (status == 200 && has(&body, "observer", "child_restarted")).then_some(body)
+        },
+    )
+    .await;
+    assert!(has(&events, "t", "child_restarted"), "{events}");
+    let exit = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["child"] == "observer" && e["event"] == "child_exited")
+        .unwrap_or_else(|| panic!("the observer's exit: {events}"));
+    assert!(
+        exit["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("panic("),
+        "{exit}"
+    );
+}

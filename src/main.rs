@@ -105,8 +105,8 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
         };
         let tty = std::io::stderr().is_terminal();
         let mut broken = 0;
-        for t in &tenants {
-            match store.head(t).await {
+        for (i, t) in tenants.iter().enumerate() {
+            let head = match store.head(t).await {
                 Ok(None) => {
                     eprintln!("verify: tenant {t} has no receipts");
                     return ExitCode::from(EX_NOINPUT);
@@ -115,11 +115,12 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
                     eprintln!("verify: {e}");
                     return ExitCode::from(EX_UNAVAILABLE);
                 }
-                Ok(Some(_)) => {}
-            }
+                Ok(Some(head)) => head.seq,
+            };
             let progress = |n: u64| {
                 if tty {
-                    eprint!("\r\x1b[2Kverifying {t}: {n} receipts");
+                    let line = progress_line(t, i + 1, tenants.len(), n, head);
+                    eprint!("\r\x1b[2K{line}");
                     let _ = std::io::stderr().flush();
                 }
             };
@@ -149,6 +150,26 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
     })
+}
+
+/// `verify`'s progress bar on a terminal: the chain (n of how many), then the receipts checked
+/// against the head seq read before the check began (a live chain may grow past it meanwhile).
+/// A long tenant id is cut to 16 characters, so that the line stays within 80 columns (up to
+/// ten million receipts in one of a thousand chains): a line that wraps is not redrawn in place.
+fn progress_line(tenant: &str, chain: usize, chains: usize, checked: u64, head: u64) -> String {
+    const WIDTH: u64 = 16;
+    let shown = match tenant.char_indices().nth(16) {
+        Some((cut, _)) => format!("{}…", &tenant[..cut - 1]),
+        None => tenant.to_owned(),
+    };
+    let of = head.max(checked).max(1);
+    let filled = (checked * WIDTH / of) as usize;
+    format!(
+        "verifying {shown} ({chain}/{chains}) [{}{}] {:>3}% {checked}/{head}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled),
+        checked * 100 / of
+    )
 }
 
 /// The supervision tree without the HTTP server, and the MCP registry on stdin/stdout. Whoever
@@ -231,5 +252,45 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn the_progress_bar_fills_with_the_receipts_checked() {
+        assert_eq!(
+            progress_line("acme", 2, 5, 0, 10_000),
+            "verifying acme (2/5) [----------------]   0% 0/10000"
+        );
+        assert_eq!(
+            progress_line("acme", 2, 5, 5_000, 10_000),
+            "verifying acme (2/5) [########--------]  50% 5000/10000"
+        );
+        assert_eq!(
+            progress_line("acme", 5, 5, 10_000, 10_000),
+            "verifying acme (5/5) [################] 100% 10000/10000"
+        );
+        // A chain that grew while it was checked stays at a full bar; an empty head divides by one.
+        assert!(progress_line("acme", 1, 1, 12_000, 10_000).contains("[################] 100%"));
+        assert!(progress_line("acme", 1, 1, 0, 0).contains("  0% 0/0"));
+    }
+
+    #[test]
+    fn a_long_tenant_id_is_cut_so_that_the_line_fits_80_columns() {
+        let tenant = format!("a{}", "b".repeat(62));
+        let line = progress_line(&tenant, 999, 1000, 9_999_999, 10_000_000);
+        assert!(
+            line.starts_with("verifying abbbbbbbbbbbbbb… (999/1000)"),
+            "{line}"
+        );
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+        assert!(progress_line("sixteen-chars-id", 1, 1, 0, 1).contains(" sixteen-chars-id "));
     }
 }

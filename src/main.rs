@@ -183,13 +183,36 @@ async fn mcp_stdio(settings: Settings) -> anyhow::Result<()> {
     let server = TaiMcp::with_caller(tree.mcp.clone(), tai_autonomics::auth::Caller::Admin)
         .serve(relay.transport)
         .await?;
+    // As `serve`: a root supervisor that gives up ends the process (non-zero), rather than
+    // leaving a client talking to a server whose every call fails.
+    let gave_up: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
+    let (root, cancel, gave) = (
+        tree.root.clone(),
+        server.cancellation_token(),
+        gave_up.clone(),
+    );
+    let watch = actix_web::rt::spawn(async move {
+        let reason = root
+            .join()
+            .await
+            .map_or_else(|| "unknown".into(), |r| r.to_string());
+        tracing::error!(%reason, "the supervision tree exited on its own; stopping");
+        let _ = gave.set(reason);
+        cancel.cancel();
+    });
     let reason = server.waiting().await;
-    tracing::info!(?reason, "MCP over stdio: the client went away; stopping");
+    watch.abort();
+    if gave_up.get().is_none() {
+        tracing::info!(?reason, "MCP over stdio: the client went away; stopping");
+    }
     // The last answers are on their way to stdout.
     let _ = actix_web::rt::time::timeout(std::time::Duration::from_secs(2), relay.done).await;
     tree.root.shutdown().await;
     tree.ledger_arbiter.stop();
-    Ok(())
+    match gave_up.get() {
+        Some(reason) => anyhow::bail!("the supervision tree exited on its own ({reason})"),
+        None => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -118,7 +118,13 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT (when `signals` is true) or until the server stops, then
-    /// drains and stops the tree.
+    /// drains and stops the tree. If the supervision tree exits on its own (the root supervisor
+    /// gave up: more than `supervision.root_intensity` restarts in its period), the instance
+    /// stops too and this returns the tree's reason as an error, so the process exits non-zero
+    /// and the platform starts a new instance: OTP's permanent application, whose top
+    /// supervisor's exit stops the node. An HTTP server left serving without its actors would
+    /// answer 503 to everything for as long as nobody restarts it, and `/health/live` would
+    /// keep it alive.
     pub async fn run_until_stopped(self, signals: bool) -> anyhow::Result<()> {
         self.spawn_housekeeping();
         let handle = self.server.handle();
@@ -130,9 +136,33 @@ impl Application {
                 drain(&state, &h).await;
             });
         }
+        let gave_up: Arc<std::sync::OnceLock<String>> = Default::default();
+        {
+            let (state, h, gave_up) = (self.state.clone(), handle.clone(), gave_up.clone());
+            actix_web::rt::spawn(async move {
+                let reason = state.tree.root.join().await;
+                if state.is_draining() {
+                    return; // our own shutdown stopped it
+                }
+                let reason = reason.map_or_else(|| "unknown".to_owned(), |r| r.to_string());
+                tracing::error!(
+                    reason = %reason,
+                    "the supervision tree exited on its own; stopping the instance so that it is restarted"
+                );
+                let _ = gave_up.set(reason);
+                // No drain delay: without the tree every request would be refused anyway.
+                state.draining.store(true, Ordering::Release);
+                h.stop(true).await;
+            });
+        }
         self.server.await.context("http server")?;
         stop_tree(&self.state).await;
-        Ok(())
+        match gave_up.get() {
+            Some(reason) => Err(anyhow::anyhow!(
+                "the supervision tree exited on its own ({reason})"
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The real binary: configuration errors exit 78, SIGTERM drains and exits 0 within 10 s.
+//! The real binary: configuration errors exit 78, SIGTERM drains and exits 0 within 10 s, and
+//! a root supervisor that gives up takes the process down with it (non-zero) to be restarted.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,6 +19,23 @@ fn blocking_get(url: &str) -> Option<u16> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A tiny HTTP/1.1 POST of `{}` over std; the status, or `None` without an answer.
+fn blocking_post(url: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let (host, path) = addr.split_once('/')?;
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     )
     .ok()?;
     let mut buf = String::new();
@@ -137,4 +155,40 @@ fn sigint_stops_the_service_the_same_way() {
     assert_eq!(blocking_get(&bin.url("/health")), Some(200));
     bin.signal("INT");
     assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_root_supervisor_that_gives_up_stops_the_process_non_zero_so_it_is_restarted() {
+    // Arrange: the root allows one restart in its period.
+    let mut bin = start_binary(&[
+        ("TAI_CHAOS__ENABLED", "true"),
+        ("TAI_SUPERVISION__ROOT_INTENSITY", "1"),
+    ]);
+    assert_eq!(blocking_get(&bin.url("/health/ready")), Some(200));
+    let crash = bin.url("/v1/chaos/actors/mcp/crash");
+
+    // Act: the first crash is restarted; the second is one too many.
+    assert_eq!(blocking_post(&crash), Some(202));
+    let t0 = Instant::now();
+    loop {
+        // Wait until the MCP registry runs again, so the second crash reaches it.
+        if blocking_get(&bin.url("/mcp/tools")) == Some(200) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the registry came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(blocking_get(&bin.url("/health/ready")), Some(200));
+    blocking_post(&crash);
+
+    // Assert: the process does not linger with a dead tree (liveness would keep it so): it
+    // exits non-zero, at once.
+    let code = bin.wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit code {code:?}, expected a failure"
+    );
 }

@@ -7,7 +7,17 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 fn blocking_get(url: &str) -> Option<u16> {
-    // A tiny HTTP/1.1 GET over std, so this test needs no async runtime of its own.
+    blocking_request("GET", url, "")
+}
+
+/// POSTs `{}`.
+fn blocking_post(url: &str) -> Option<u16> {
+    blocking_request("POST", url, "{}")
+}
+
+/// A tiny HTTP/1.1 request over std, so these tests need no async runtime of their own: the
+/// answer's status, or `None` without one. A non-empty `body` goes as JSON.
+fn blocking_request(method: &str, url: &str, body: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let (host, path) = addr
@@ -16,26 +26,16 @@ fn blocking_get(url: &str) -> Option<u16> {
         .unwrap_or((addr, "/".into()));
     let mut s = std::net::TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let json = match body {
+        "" => String::new(),
+        b => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// A tiny HTTP/1.1 POST of `{}` over std; the status, or `None` without an answer.
-fn blocking_post(url: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let (host, path) = addr.split_once('/')?;
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{json}Connection: close\r\n\r\n{body}"
     )
     .ok()?;
     let mut buf = String::new();

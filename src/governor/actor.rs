@@ -508,7 +508,7 @@ impl Actor for Governor {
                 }
                 events::governor_state_moved("", act.machine.state.as_str());
                 // An entitlement that expired while no incarnation watched it is acted on now.
-                act.arm_expiry(ctx);
+                act.expire_or_arm(ctx);
             }
             Err(e) => {
                 tracing::warn!(tenant = %act.tenant, error = %e, "governor could not rebuild its state; stopping");
@@ -768,6 +768,31 @@ impl Governor {
             ExpiryDue(at),
             Duration::from_millis(wait.min(EXPIRY_STEP_MS)),
         );
+    }
+}
+
+impl Governor {
+    /// At a (re)start: an entitlement that expired while no incarnation watched it is acted on
+    /// before the mailbox opens, so that the caller who woke the governor already finds it
+    /// `refusing` (its first view had said the state of the last receipt); an expiry still to
+    /// come is armed.
+    fn expire_or_arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.expiry_ms() else {
+            return;
+        };
+        if crate::clock::now_ms() <= at
+            || self.entitled()
+            || matches!(self.machine.state, State::Boot | State::Refusing)
+        {
+            return self.arm_expiry(ctx);
+        }
+        let fut = self.run(Input::EntitlementChanged { active: false }, None, ctx);
+        ctx.wait(fut.map(move |res, act, ctx| {
+            if let Err(e) = res {
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an expiry; trying again in a second");
+                ctx.notify_later(ExpiryDue(at), Duration::from_secs(1));
+            }
+        }));
     }
 }
 

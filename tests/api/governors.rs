@@ -336,6 +336,62 @@ async fn an_idle_governor_hibernates_and_returns_with_its_state_and_chain() {
 }
 
 #[actix_web::test]
+async fn a_governor_woken_after_its_entitlement_expired_is_refusing_at_the_first_look() {
+    // Arrange: a tenant whose entitlement expires while its governor hibernates.
+    let app = spawn_app(|s| s.governance.idle_hibernate_secs = 1).await;
+    let expires = tai_autonomics::clock::now_ms() + 3000;
+    let (s, b) = app
+        .post_json(
+            "/marketplace",
+            &serde_json::json!({"tenant_id": "lapsed", "entitlement_id": "e", "action": "grant",
+                                "expires_at": tai_autonomics::clock::rfc3339_millis(expires)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(signal(&app, "lapsed", 65.0).await.1["state"], "warning");
+    let asleep = || app.state.tree.governors.get(&"lapsed".to_owned()).is_none();
+    eventually("hibernated", Duration::from_secs(10), || async {
+        asleep().then_some(())
+    })
+    .await;
+    assert!(
+        tai_autonomics::clock::now_ms() < expires,
+        "asleep before the expiry, so no live timer saw it"
+    );
+    eventually("past the expiry", Duration::from_secs(10), || async {
+        (tai_autonomics::clock::now_ms() > expires).then_some(())
+    })
+    .await;
+    assert!(asleep(), "nothing woke it meanwhile");
+
+    // Act: the first look wakes it.
+    let (_, view) = app.get_json("/v1/governors/lapsed").await;
+
+    // Assert: it already answers as what it is, with the expiry recorded once.
+    assert_eq!(
+        (view["state"].as_str(), view["entitlement_active"].as_bool()),
+        (Some("refusing"), Some(false)),
+        "{view}"
+    );
+    let (_, page) = app.get_json("/v1/tenants/lapsed/receipts").await;
+    let types: Vec<&str> = page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "signal_warning",
+            "entitlement_changed"
+        ]
+    );
+}
+
+#[actix_web::test]
 async fn an_input_queued_behind_hibernation_is_decided_by_the_next_governor_not_refused() {
     let app = spawn_app(|s| s.chaos.enabled = true).await;
     grant(&app, "dozy").await;

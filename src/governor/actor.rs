@@ -418,10 +418,12 @@ impl Governor {
 }
 
 /// Finds the state a chain leaves a governor in: the last receipt with a governor state.
-async fn rebuild(
-    ledger: &LedgerHandle,
-    tenant: &str,
-) -> Result<(Option<Restored>, u64, String, Option<Entitlement>), StoreError> {
+/// What a governor rebuilds from: its state as the chain left it, the head (seq, hash), the
+/// entitlement record, and whether the entitlement was reactivated after the governor last
+/// began refusing (a resume or grant that no incarnation was running to hear).
+type Rebuilt = (Option<Restored>, u64, String, Option<Entitlement>, bool);
+
+async fn rebuild(ledger: &LedgerHandle, tenant: &str) -> Result<Rebuilt, StoreError> {
     let snap = ledger
         .store()
         .governor_snapshot(tenant, State::NAMES)
@@ -430,7 +432,7 @@ async fn rebuild(
         .entitlement
         .and_then(|v| serde_json::from_value(v).ok());
     let Some(head) = snap.head else {
-        return Ok((None, 0, String::new(), entitlement));
+        return Ok((None, 0, String::new(), entitlement, false));
     };
     let restored = match snap.last_state {
         None => None,
@@ -443,7 +445,48 @@ async fn rebuild(
             boundary.and_then(|b| restore(&b, &tail))
         }
     };
-    Ok((restored, head.seq, head.hash, entitlement))
+    // Only a refusing governor whose tenant is entitled now can have missed a reactivation;
+    // the read is skipped for every other start.
+    let refusing = restored
+        .as_ref()
+        .is_some_and(|r| r.state == State::Refusing);
+    let entitled = entitlement
+        .as_ref()
+        .is_some_and(|e: &Entitlement| e.is_active(&crate::clock::now_rfc3339()));
+    let reactivated =
+        refusing && entitled && reactivated_since_refusing(ledger, tenant, head.seq).await?;
+    Ok((restored, head.seq, head.hash, entitlement, reactivated))
+}
+
+/// Reads the chain back from `head` to the receipt with which the governor began refusing;
+/// `true` if an entitlement was granted or resumed after it.
+async fn reactivated_since_refusing(
+    ledger: &LedgerHandle,
+    tenant: &str,
+    head: u64,
+) -> Result<bool, StoreError> {
+    const PAGE: u64 = 256;
+    let store = ledger.store();
+    let mut reactivated = false;
+    let mut upto = head;
+    while upto > 0 {
+        let from = upto.saturating_sub(PAGE);
+        let page = store.range(tenant, from, (upto - from) as usize).await?;
+        for r in page.into_iter().rev() {
+            if r.kind == ReceiptType::Entitlement {
+                reactivated |= matches!(
+                    r.event_type.as_str(),
+                    "entitlement_granted" | "entitlement_resumed"
+                );
+            } else if r.state_to.as_deref() == Some("refusing")
+                && r.state_from.as_deref() != Some("refusing")
+            {
+                return Ok(reactivated);
+            }
+        }
+        upto = from;
+    }
+    Ok(false)
 }
 
 /// Reads the chain back from `head` to the newest receipt that started an action or recorded
@@ -482,7 +525,7 @@ impl Actor for Governor {
         let tenant = self.tenant.clone();
         // The mailbox waits until the state is rebuilt.
         ctx.wait(wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(|res, act, ctx| match res {
-            Ok((state, seq, hash, entitlement)) => {
+            Ok((state, seq, hash, entitlement, reactivated)) => {
                 act.entitlement = entitlement.map(Box::new);
                 act.set_thresholds();
                 act.head_seq = seq;
@@ -507,8 +550,8 @@ impl Actor for Governor {
                     }
                 }
                 events::governor_state_moved("", act.machine.state.as_str());
-                // An entitlement that expired while no incarnation watched it is acted on now.
-                act.expire_or_arm(ctx);
+                // An entitlement change that no incarnation was running to hear is acted on now.
+                act.reconcile_entitlement(reactivated, ctx);
             }
             Err(e) => {
                 tracing::warn!(tenant = %act.tenant, error = %e, "governor could not rebuild its state; stopping");
@@ -772,25 +815,30 @@ impl Governor {
 }
 
 impl Governor {
-    /// At a (re)start: an entitlement that expired while no incarnation watched it is acted on
-    /// before the mailbox opens, so that the caller who woke the governor already finds it
-    /// `refusing` (its first view had said the state of the last receipt); an expiry still to
-    /// come is armed.
-    fn expire_or_arm(&mut self, ctx: &mut Context<Self>) {
-        let Some(at) = self.expiry_ms() else {
+    /// At a (re)start, before the mailbox opens: an entitlement change that no incarnation was
+    /// running to hear (a suspension, revocation or expiry while the governor hibernated or
+    /// restarted, or a resume or grant while it was refusing) is handled now as it would have
+    /// been then, so the caller who woke the governor finds it as a running one would be. An
+    /// expiry still to come is armed. If the change cannot be recorded, the governor stops
+    /// with an error, as when it cannot rebuild, and its supervisor starts it again.
+    fn reconcile_entitlement(&mut self, reactivated: bool, ctx: &mut Context<Self>) {
+        let entitled = self.entitled();
+        let lapsed = self.entitlement.is_some()
+            && !entitled
+            && !matches!(self.machine.state, State::Boot | State::Refusing);
+        let back = reactivated && entitled && self.machine.state == State::Refusing;
+        self.arm_expiry(ctx);
+        if !(lapsed || back) {
             return;
-        };
-        if crate::clock::now_ms() <= at
-            || self.entitled()
-            || matches!(self.machine.state, State::Boot | State::Refusing)
-        {
-            return self.arm_expiry(ctx);
         }
-        let fut = self.run(Input::EntitlementChanged { active: false }, None, ctx);
-        ctx.wait(fut.map(move |res, act, ctx| {
+        let fut = self.run(Input::EntitlementChanged { active: back }, None, ctx);
+        ctx.wait(fut.map(|res, act, ctx| {
             if let Err(e) = res {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an expiry; trying again in a second");
-                ctx.notify_later(ExpiryDue(at), Duration::from_secs(1));
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change missed while stopped; stopping");
+                supervisors::exit::<Self>(
+                    ctx,
+                    supervisors::ExitReason::Error(format!("entitlement change not recorded: {e}")),
+                );
             }
         }));
     }

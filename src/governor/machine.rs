@@ -312,6 +312,22 @@ impl Machine {
             }
         }
 
+        // The entitlement gate decides every signal. An entitlement that lapsed without this
+        // governor being told moves it to `refusing` first, as the change itself would have,
+        // and the signal is then refused like any other there.
+        if matches!(input, Input::Signal(_))
+            && !facts.entitled
+            && matches!(
+                next.state,
+                State::Stable | State::Warning | State::Intervening
+            )
+        {
+            let (lapsed, step) = next.step(Input::EntitlementChanged { active: false }, facts);
+            next = lapsed;
+            receipts.extend(step.receipts);
+            effects.extend(step.effects);
+        }
+
         let reply = match input {
             Input::Signal(sig) => next.on_signal(sig, facts, &mut receipts, &mut effects),
             Input::ToolCall {
@@ -1219,6 +1235,33 @@ mod tests {
                 }));
                 assert!(m.in_flight.is_none());
             }
+        }
+    }
+
+    #[test]
+    fn a_signal_meeting_a_lapsed_entitlement_records_the_loss_and_is_refused() {
+        // The governor was not told (it hibernated or restarted meanwhile): the gate decides.
+        for from in [State::Stable, State::Warning, State::Intervening] {
+            let (m, s) = at(from).step(sig(10.0), &facts(false));
+            assert_eq!(
+                (events(&s), m.state, s.reply.clone()),
+                (
+                    vec!["entitlement_changed", "signal_refused"],
+                    State::Refusing,
+                    Reply::Refused {
+                        status: 409,
+                        reason: "governor_refusing"
+                    }
+                ),
+                "{from:?}"
+            );
+            assert_eq!(
+                from == State::Intervening,
+                s.effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::CancelAction { .. })),
+                "{from:?}"
+            );
         }
     }
 

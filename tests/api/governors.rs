@@ -392,6 +392,70 @@ async fn a_governor_woken_after_its_entitlement_expired_is_refusing_at_the_first
 }
 
 #[actix_web::test]
+async fn a_suspension_and_a_resume_while_the_governor_hibernates_reach_it_when_it_wakes() {
+    let app = spawn_app(|s| s.governance.idle_hibernate_secs = 1).await;
+    grant(&app, "napper").await;
+    assert_eq!(signal(&app, "napper", 65.0).await.1["state"], "warning");
+    let marketplace = |action: &str| serde_json::json!({"tenant_id": "napper", "entitlement_id": "e", "action": action});
+    let asleep = || async {
+        app.state
+            .tree
+            .governors
+            .get(&"napper".to_owned())
+            .is_none()
+            .then_some(())
+    };
+
+    // Suspended while asleep: the first look finds it refusing, and a signal is refused.
+    eventually("hibernated", Duration::from_secs(10), asleep).await;
+    let (s, b) = app.post_json("/marketplace", &marketplace("suspend")).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, view) = app.get_json("/v1/governors/napper").await;
+    assert_eq!(view["state"], "refusing", "{view}");
+    let (s, b) = signal(&app, "napper", 65.0).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (409, Some("governor_refusing")),
+        "{b}"
+    );
+
+    // Resumed while asleep: the first look finds it stable, and a signal is decided.
+    eventually("hibernated again", Duration::from_secs(10), asleep).await;
+    let (s, b) = app.post_json("/marketplace", &marketplace("resume")).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, view) = app.get_json("/v1/governors/napper").await;
+    assert_eq!(view["state"], "stable", "{view}");
+    assert_eq!(signal(&app, "napper", 65.0).await.1["state"], "warning");
+
+    let (_, page) = app.get_json("/v1/tenants/napper/receipts").await;
+    let types: Vec<&str> = page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "signal_warning",
+            "entitlement_suspended",
+            "entitlement_changed",
+            "signal_refused",
+            "entitlement_resumed",
+            "entitlement_reactivated",
+            "signal_warning"
+        ]
+    );
+    assert!(
+        app.get_json("/v1/tenants/napper/receipts/verify").await.1["valid"]
+            .as_bool()
+            .unwrap()
+    );
+}
+
+#[actix_web::test]
 async fn an_input_queued_behind_hibernation_is_decided_by_the_next_governor_not_refused() {
     let app = spawn_app(|s| s.chaos.enabled = true).await;
     grant(&app, "dozy").await;

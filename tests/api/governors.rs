@@ -373,15 +373,8 @@ async fn a_governor_woken_after_its_entitlement_expired_is_refusing_at_the_first
         (Some("refusing"), Some(false)),
         "{view}"
     );
-    let (_, page) = app.get_json("/v1/tenants/lapsed/receipts").await;
-    let types: Vec<&str> = page["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_type"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        types,
+        events(&app, "lapsed").await,
         [
             "entitlement_granted",
             "entitlement_verified",
@@ -427,15 +420,8 @@ async fn a_suspension_and_a_resume_while_the_governor_hibernates_reach_it_when_i
     assert_eq!(view["state"], "stable", "{view}");
     assert_eq!(signal(&app, "napper", 65.0).await.1["state"], "warning");
 
-    let (_, page) = app.get_json("/v1/tenants/napper/receipts").await;
-    let types: Vec<&str> = page["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_type"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        types,
+        events(&app, "napper").await,
         [
             "entitlement_granted",
             "entitlement_verified",

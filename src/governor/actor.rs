@@ -815,32 +815,56 @@ impl Governor {
 }
 
 impl Governor {
-    /// At a (re)start, before the mailbox opens: an entitlement change that no incarnation was
-    /// running to hear (a suspension, revocation or expiry while the governor hibernated or
-    /// restarted, or a resume or grant while it was refusing) is handled now as it would have
-    /// been then, so the caller who woke the governor finds it as a running one would be. An
-    /// expiry still to come is armed. If the change cannot be recorded, the governor stops
-    /// with an error, as when it cannot rebuild, and its supervisor starts it again.
+    /// At a (re)start: an entitlement change that no incarnation was running to hear (a
+    /// suspension, revocation or expiry while the governor hibernated or restarted, or a resume
+    /// or grant while it was refusing; `reactivated` says the chain has one) is handled as it
+    /// would have been then. Run before the mailbox opens, so the caller who woke the governor
+    /// finds it as a running one would be. An expiry still to come is armed.
     fn reconcile_entitlement(&mut self, reactivated: bool, ctx: &mut Context<Self>) {
+        self.arm_expiry(ctx);
+        if let Some(fut) = self.missed_change(reactivated, ctx) {
+            ctx.wait(fut);
+        }
+    }
+
+    /// Records the missed change, if one is still due; if the ledger refuses, tries again in a
+    /// second (meanwhile the gate refuses every signal of a lapsed tenant by itself).
+    fn missed_change(
+        &mut self,
+        reactivated: bool,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseActFuture<Self, ()>> {
         let entitled = self.entitled();
         let lapsed = self.entitlement.is_some()
             && !entitled
             && !matches!(self.machine.state, State::Boot | State::Refusing);
         let back = reactivated && entitled && self.machine.state == State::Refusing;
-        self.arm_expiry(ctx);
         if !(lapsed || back) {
-            return;
+            return None;
         }
         let fut = self.run(Input::EntitlementChanged { active: back }, None, ctx);
-        ctx.wait(fut.map(|res, act, ctx| {
+        Some(Box::pin(fut.map(move |res, act, ctx| {
             if let Err(e) = res {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change missed while stopped; stopping");
-                supervisors::exit::<Self>(
-                    ctx,
-                    supervisors::ExitReason::Error(format!("entitlement change not recorded: {e}")),
-                );
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change missed while stopped; trying again in a second");
+                ctx.notify_later(Reconcile(reactivated), Duration::from_secs(1));
             }
-        }));
+        })))
+    }
+}
+
+/// Try again to record an entitlement change missed while stopped (see
+/// [`Governor::reconcile_entitlement`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Reconcile(bool);
+
+impl Handler<Reconcile> for Governor {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) -> Self::Result {
+        match self.missed_change(msg.0, ctx) {
+            Some(fut) => AtomicResponse::new(fut),
+            None => AtomicResponse::new(Box::pin(actix::fut::ready(()))),
+        }
     }
 }
 

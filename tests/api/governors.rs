@@ -442,6 +442,56 @@ async fn a_suspension_and_a_resume_while_the_governor_hibernates_reach_it_when_i
 }
 
 #[actix_web::test]
+async fn a_missed_suspension_that_the_ledger_refuses_at_wake_is_recorded_once_it_recovers() {
+    let app = spawn_app(|s| {
+        s.governance.idle_hibernate_secs = 1;
+        s.chaos.enabled = true;
+    })
+    .await;
+    grant(&app, "t").await;
+    assert_eq!(signal(&app, "t", 65.0).await.1["state"], "warning");
+    eventually("hibernated", Duration::from_secs(10), || async {
+        app.state
+            .tree
+            .governors
+            .get(&"t".to_owned())
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let suspend = serde_json::json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"});
+    assert_eq!(app.post_json("/marketplace", &suspend).await.0, 200);
+
+    // The governor wakes while every append fails: it cannot record the change yet.
+    let (s, b) = app
+        .post_json("/v1/chaos/ledger", &serde_json::json!({"fail_ms": 1000}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let (s, view) = app.get_json("/v1/governors/t").await;
+    assert_eq!(
+        (s, view["state"].as_str()),
+        (200, Some("warning")),
+        "{view}"
+    );
+    // Its gate still refuses signals meanwhile (503 while nothing can be recorded).
+    assert_eq!(signal(&app, "t", 10.0).await.0, 503);
+
+    // Once the ledger takes writes again, the change is recorded, once.
+    eventually(
+        "refusing after the outage",
+        Duration::from_secs(10),
+        || async { (app.get_json("/v1/governors/t").await.1["state"] == "refusing").then_some(()) },
+    )
+    .await;
+    let changes = events(&app, "t")
+        .await
+        .iter()
+        .filter(|e| *e == "entitlement_changed")
+        .count();
+    assert_eq!(changes, 1);
+}
+
+#[actix_web::test]
 async fn an_input_queued_behind_hibernation_is_decided_by_the_next_governor_not_refused() {
     let app = spawn_app(|s| s.chaos.enabled = true).await;
     grant(&app, "dozy").await;

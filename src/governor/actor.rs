@@ -308,24 +308,27 @@ impl Governor {
                 self.hold_slot();
                 match self.deps.executor.clone() {
                     // Phase 1: the advice is recorded and completes at once.
-                    Executor::Eval => ctx.notify(Callback(Input::ActionCompleted {
-                        action_id,
-                        result: json!("advised"),
-                    })),
+                    Executor::Eval => to_self(
+                        ctx,
+                        Callback(Input::ActionCompleted {
+                            action_id,
+                            result: json!("advised"),
+                        }),
+                    ),
                     Executor::Webhook(hook) => {
                         let body = json!({"action_id": action_id, "tenant_id": self.tenant, "type": kind, "params": params});
                         ctx.spawn(
                             wrap_future::<_, Self>(async move { hook.start(&body).await }).map(
                                 move |outcome, _, ctx| match outcome {
-                                    WebhookOutcome::Completed(result) => {
-                                        ctx.notify(Callback(Input::ActionCompleted {
-                                            action_id,
-                                            result,
-                                        }))
-                                    }
+                                    WebhookOutcome::Completed(result) => to_self(
+                                        ctx,
+                                        Callback(Input::ActionCompleted { action_id, result }),
+                                    ),
                                     WebhookOutcome::Accepted => {}
-                                    WebhookOutcome::Failed(error) => ctx
-                                        .notify(Callback(Input::ActionFailed { action_id, error })),
+                                    WebhookOutcome::Failed(error) => to_self(
+                                        ctx,
+                                        Callback(Input::ActionFailed { action_id, error }),
+                                    ),
                                 },
                             ),
                         );
@@ -339,11 +342,14 @@ impl Governor {
             } => {
                 let result = super::tools::run(&tool, &args, &self.tenant);
                 let ok = result.is_ok();
-                ctx.notify(Callback(Input::ToolFinished {
-                    action_id,
-                    ok,
-                    result: result.unwrap_or_else(|e| json!({"error": e})),
-                }));
+                to_self(
+                    ctx,
+                    Callback(Input::ToolFinished {
+                        action_id,
+                        ok,
+                        result: result.unwrap_or_else(|e| json!({"error": e})),
+                    }),
+                );
             }
             Effect::CancelAction { action_id, reason } => {
                 tracing::info!(tenant = %self.tenant, %action_id, reason, "action cancelled");
@@ -366,7 +372,7 @@ impl Governor {
                 }
                 self.timeout = Some(Box::new(
                     ctx.run_later(self.deps.action_timeout, move |_, ctx| {
-                        ctx.notify(Callback(Input::ActionTimedOut { action_id }))
+                        to_self(ctx, Callback(Input::ActionTimedOut { action_id }))
                     }),
                 ));
             }
@@ -543,10 +549,10 @@ impl Actor for Governor {
                         act.hold_slot();
                         act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
                         if matches!(act.deps.executor, Executor::Eval) {
-                            ctx.notify(Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
+                            to_self(ctx, Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
                         }
                     } else if r.replay {
-                        ctx.notify(Callback(Input::Resume));
+                        to_self(ctx, Callback(Input::Resume));
                     }
                 }
                 events::governor_state_moved("", act.machine.state.as_str());
@@ -784,6 +790,30 @@ impl Handler<EntitlementUpdate> for Governor {
     }
 }
 
+/// Sends `msg` to this governor through its mailbox, never with `ctx.notify`. actix 0.13
+/// polls notified messages (context items) right after the mailbox without first taking in
+/// the wait that a mailbox message's `AtomicResponse` has just begun, so a notified input (an
+/// action's outcome, a timer) was decided from the state that the other decision was about to
+/// replace: two receipts from one state, the second applied over the first. The mailbox waits.
+fn to_self<M>(ctx: &mut Context<Governor>, msg: M)
+where
+    Governor: Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    ctx.address().do_send(msg);
+}
+
+/// [`to_self`] after `after`: the timer only posts the message, it decides nothing.
+fn to_self_later<M>(ctx: &mut Context<Governor>, msg: M, after: Duration)
+where
+    Governor: Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    ctx.run_later(after, move |_, ctx| to_self(ctx, msg));
+}
+
 /// The entitlement's `expires_at` (milliseconds) is due: sent by [`Governor::arm_expiry`].
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -807,7 +837,8 @@ impl Governor {
         };
         // `is_active` holds up to and including the expiry's millisecond.
         let wait = (at + 1).saturating_sub(crate::clock::now_ms());
-        ctx.notify_later(
+        to_self_later(
+            ctx,
             ExpiryDue(at),
             Duration::from_millis(wait.min(EXPIRY_STEP_MS)),
         );
@@ -846,7 +877,7 @@ impl Governor {
         Some(Box::pin(fut.map(move |res, act, ctx| {
             if let Err(e) = res {
                 tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change missed while stopped; trying again in a second");
-                ctx.notify_later(Reconcile(reactivated), Duration::from_secs(1));
+                to_self_later(ctx, Reconcile(reactivated), Duration::from_secs(1));
             }
         })))
     }
@@ -893,7 +924,7 @@ impl Handler<ExpiryDue> for Governor {
         AtomicResponse::new(Box::pin(fut.map(move |res, act, ctx| {
             if let Err(e) = res {
                 tracing::warn!(tenant = %act.tenant, error = %e, "could not record an expiry; trying again in a second");
-                ctx.notify_later(ExpiryDue(at), Duration::from_secs(1));
+                to_self_later(ctx, ExpiryDue(at), Duration::from_secs(1));
             }
         })))
     }

@@ -818,3 +818,68 @@ async fn with_a_secret_every_webhook_request_is_signed_over_its_timestamp_and_bo
         assert!(tai_autonomics::clock::now_ms().abs_diff(ts) < 60_000);
     }
 }
+
+#[actix_web::test]
+async fn an_action_outcome_and_an_entitlement_change_ready_together_are_decided_one_after_the_other(
+) {
+    // Arrange: a governor whose next decision waits on a stalled ledger.
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    grant(&app, "t").await;
+    assert_eq!(
+        app.post_json(
+            "/v1/tenants/t/signals",
+            &json!({"metric": "cpu", "value": 10.0})
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, record) = app.get_json("/v1/tenants/t/entitlement").await;
+    let mut suspended: tai_autonomics::entitlements::Entitlement =
+        serde_json::from_value(record["entitlement"].clone()).unwrap();
+    suspended.status = tai_autonomics::entitlements::Status::Suspended;
+    let (s, b) = app
+        .post_json("/v1/chaos/ledger", &json!({"stall_ms": 300}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+
+    // Act: a signal starts an action (the eval executor completes it at once, from inside the
+    // governor), and while its receipt waits, an entitlement change queues in the mailbox. Both
+    // are ready when the receipt is durable.
+    let high = json!({"metric": "cpu", "value": 90.0});
+    let signal = app.post_json("/v1/tenants/t/signals", &high);
+    let tell = async {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        let governor = app.state.tree.governors.get(&"t".to_owned()).unwrap();
+        governor
+            .tell(tai_autonomics::governor::actor::EntitlementUpdate(
+                suspended,
+            ))
+            .unwrap();
+    };
+    let ((s, b), ()) = futures_util::future::join(signal, tell).await;
+    assert_eq!(s, 200, "{b}");
+
+    // Assert: each decision starts where the one before it left the governor.
+    let view = eventually("refusing", Duration::from_secs(5), || async {
+        let v = app.get_json("/v1/governors/t").await.1;
+        (v["state"] == "refusing").then_some(v)
+    })
+    .await;
+    assert!(view["action_in_flight"].is_null(), "{view}");
+    let (_, page) = app.get_json("/v1/tenants/t/receipts").await;
+    let moves: Vec<(String, String, String)> = page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] != "entitlement")
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (s("event_type"), s("state_from"), s("state_to"))
+        })
+        .collect();
+    for pair in moves.windows(2) {
+        assert_eq!(pair[1].1, pair[0].2, "{moves:?}");
+    }
+    assert!(chain_verifies(&app, "t").await);
+}

@@ -158,8 +158,8 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
 /// ten million receipts in one of a thousand chains): a line that wraps is not redrawn in place.
 fn progress_line(tenant: &str, chain: usize, chains: usize, checked: u64, head: u64) -> String {
     const WIDTH: u64 = 16;
-    let shown = match tenant.char_indices().nth(16) {
-        Some((cut, _)) => format!("{}…", &tenant[..cut - 1]),
+    let shown = match tenant.chars().nth(16) {
+        Some(_) => format!("{}…", tenant.chars().take(15).collect::<String>()),
         None => tenant.to_owned(),
     };
     let of = head.max(checked).max(1);

@@ -849,6 +849,8 @@ async fn an_action_outcome_and_an_entitlement_change_ready_together_are_decided_
     let high = json!({"metric": "cpu", "value": 90.0});
     let signal = app.post_json("/v1/tenants/t/signals", &high);
     let tell = async {
+        // Nothing outside shows a decision waiting on the ledger, so the change is sent well
+        // inside the 300 ms stall; the action_started asserted below shows it came in time.
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         let governor = app.state.tree.governors.get(&"t".to_owned()).unwrap();
         governor
@@ -878,6 +880,10 @@ async fn an_action_outcome_and_an_entitlement_change_ready_together_are_decided_
             (s("event_type"), s("state_from"), s("state_to"))
         })
         .collect();
+    assert!(
+        moves.iter().any(|m| m.0 == "action_started"),
+        "the signal was decided before the change arrived: {moves:?}"
+    );
     for pair in moves.windows(2) {
         assert_eq!(pair[1].1, pair[0].2, "{moves:?}");
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use supervisors::{ChildSpec, DynamicSupervisor, Restart, Supervisor};
+use tai_autonomics::entitlements::Entitlements;
 use tai_autonomics::governor::{Executor, GetView, Governor, GovernorDeps};
 use tai_autonomics::receipts::sqlite::SqliteStore;
 use tai_autonomics::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -31,9 +32,21 @@ async fn deps(dir: &std::path::Path) -> Arc<GovernorDeps> {
     let s = store.clone();
     let (spec, child) =
         ChildSpec::worker("ledger", move || ReceiptWriter::new(s.clone(), cfg.clone()));
-    std::mem::forget(Supervisor::new("root").child(spec).start().await);
+    let ledger = LedgerHandle::new(child, store, 65_536, chaos);
+    let l = ledger.clone();
+    let (ent_spec, entitlements) = ChildSpec::worker("entitlements", move || {
+        Entitlements::new(l.clone(), Default::default())
+    });
+    std::mem::forget(
+        Supervisor::new("root")
+            .child(spec)
+            .child(ent_spec)
+            .start()
+            .await,
+    );
     Arc::new(GovernorDeps {
-        ledger: LedgerHandle::new(child, store, 65_536, chaos),
+        ledger,
+        entitlements,
         thresholds: Default::default(),
         postpone_capacity: 64,
         action_timeout: Duration::from_secs(30),

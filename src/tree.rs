@@ -115,6 +115,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
 
     let deps = Arc::new(GovernorDeps {
         ledger: ledger.clone(),
+        entitlements: entitlements.clone(),
         thresholds: settings.governance.thresholds.clone(),
         postpone_capacity: settings.governance.postpone_capacity,
         action_timeout: Duration::from_millis(settings.governance.action_timeout_ms),

@@ -100,8 +100,15 @@ async fn load(
     }
 }
 
+/// The record as the ledger stores it.
 fn record_json(e: &Entitlement) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
+}
+
+/// The fingerprint the ledger gives `e` as the tenant's latest record (see
+/// [`NewReceipt::expects`]): what a receipt decided on `e` expects.
+pub fn fingerprint(e: &Entitlement) -> u64 {
+    crate::receipts::writer::record_fingerprint(Some(&record_json(e)))
 }
 
 /// Appends the change's receipt together with the new record.
@@ -121,6 +128,7 @@ async fn commit(
             draft,
             message_id,
             entitlement: Some(record_json(&next)),
+            expects: None,
         })
         .await?;
     if receipt.receipt_id != draft_id {
@@ -218,6 +226,24 @@ pub struct ApplyEvent {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Option<Entitlement>, StoreError>")]
 pub struct GetEntitlement(pub String);
+
+/// Reads a tenant's record from the store, past the cache (and drops the cached one): asked by
+/// a governor whose decision a change of the record overtook. Handled after any change under
+/// way has ended, so the store has it; read past the cache in case another instance made it.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<Entitlement>, StoreError>")]
+pub struct ReloadEntitlement(pub String);
+
+impl Handler<ReloadEntitlement> for Entitlements {
+    type Result = ResponseFuture<Result<Option<Entitlement>, StoreError>>;
+    fn handle(&mut self, msg: ReloadEntitlement, _: &mut Context<Self>) -> Self::Result {
+        // Not cached again: a change that starts while this read is under way must not be
+        // overwritten by what the read found.
+        self.cache.remove(&msg.0);
+        let ledger = self.ledger.clone();
+        Box::pin(async move { load(&ledger, None, &msg.0).await })
+    }
+}
 
 /// Adds a subscriber to every durable change.
 #[derive(Message)]

@@ -14,6 +14,6 @@ pub mod signature;
 
 pub use actor::{
     ApplyEvent, ChangeError, ChangeSink, Changed, EntitlementChanged, Entitlements, GetEntitlement,
-    Marketplace, Subscribe, Subscribers,
+    Marketplace, ReloadEntitlement, Subscribe, Subscribers,
 };
 pub use model::{Action, Entitlement, EntitlementError, Event, Status};

@@ -5,6 +5,12 @@
 //! entitlement. Each input is handled atomically: the machine decides, the receipts are appended
 //! through the ReceiptWriter, and only once they are durable does the state advance and the
 //! caller get its answer. If the ledger refuses, the state does not move (stop the line).
+//!
+//! Every receipt a governor decides names the entitlement record it was decided on, and the
+//! writer seals it only if that is still the tenant's latest record. A decision that a change
+//! overtook (a suspension made durable while the governor still held the active record) is
+//! not recorded: the governor learns the new record from the Entitlements actor, records what
+//! the change means for it, and decides the input again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +21,7 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
+use supervisors::ChildRef;
 
 use super::machine::{
     restore, Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Restored, Signal, State,
@@ -23,9 +30,9 @@ use super::machine::{
 use super::webhook::Outcome as WebhookOutcome;
 use crate::clock::millis_of;
 use crate::entitlements::gates;
-use crate::entitlements::Entitlement;
+use crate::entitlements::{Entitlement, Entitlements, ReloadEntitlement};
 use crate::receipts::receipt::digest_from_hex;
-use crate::receipts::writer::{LedgerError, LedgerHandle, NewReceipt};
+use crate::receipts::writer::{record_fingerprint, LedgerError, LedgerHandle, NewReceipt};
 use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
 use crate::telemetry::events;
 
@@ -33,6 +40,8 @@ use crate::telemetry::events;
 #[derive(Clone)]
 pub struct GovernorDeps {
     pub ledger: LedgerHandle,
+    /// Asked for a tenant's record when a decision was overtaken by a change of it.
+    pub entitlements: ChildRef<Entitlements>,
     pub thresholds: HashMap<String, Thresholds>,
     pub postpone_capacity: usize,
     pub action_timeout: Duration,
@@ -62,7 +71,7 @@ pub struct Governor {
     deps: Arc<GovernorDeps>,
     machine: Machine,
     /// Boxed: most of a governor's life it is only read, and a million governors stay small.
-    entitlement: Option<Box<Entitlement>>,
+    entitlement: Option<Box<Known>>,
     head_seq: u64,
     /// The head's `receipt_hash` as bytes (no heap string per governor); meaningless at seq 0.
     head_hash: [u8; 32],
@@ -72,6 +81,23 @@ pub struct Governor {
     idle_ticks: u8,
     /// Whether this governor holds one of the global action slots.
     holds_action_slot: bool,
+}
+
+/// The tenant's entitlement record as a governor knows it, with the fingerprint that every
+/// receipt decided on it expects (see [`NewReceipt::expects`]).
+struct Known {
+    record: Entitlement,
+    fingerprint: u64,
+}
+
+impl Known {
+    fn new(record: Entitlement) -> Box<Known> {
+        let fingerprint = crate::entitlements::actor::fingerprint(&record);
+        Box::new(Known {
+            record,
+            fingerprint,
+        })
+    }
 }
 
 /// The answer to a governed input.
@@ -157,15 +183,25 @@ impl Governor {
         }
     }
 
-    fn entitled(&self) -> bool {
+    fn record(&self) -> Option<&Entitlement> {
+        self.entitlement.as_deref().map(|k| &k.record)
+    }
+
+    /// What this governor's decisions expect the tenant's latest record to be.
+    fn fingerprint(&self) -> u64 {
         self.entitlement
-            .as_ref()
+            .as_deref()
+            .map_or(record_fingerprint(None), |k| k.fingerprint)
+    }
+
+    fn entitled(&self) -> bool {
+        self.record()
             .is_some_and(|e| e.is_active(&crate::clock::now_rfc3339()))
     }
 
     fn facts(&self, action_id: String) -> Facts {
         let gates = gates::evaluate(
-            self.entitlement.as_deref(),
+            self.record(),
             &crate::clock::now_rfc3339(),
             None,
             &Value::Null,
@@ -178,15 +214,128 @@ impl Governor {
     }
 
     fn set_thresholds(&mut self) {
-        if let Some(e) = &self.entitlement {
+        if let Some(e) = self.record() {
             if let Some(t) = self.deps.thresholds.get(&e.sku) {
                 self.machine.thresholds = *t;
             }
         }
     }
 
-    /// Applies a decided step: appends its receipts, then advances and carries out its effects.
+    /// Decides `input` and records it (see [`Governor::decide`]). If a change of the tenant's
+    /// entitlement overtook the decision, the governor learns the new record, records what it
+    /// changes, and decides the input again, once; the answer lists the receipts of both.
     fn run(
+        &mut self,
+        input: Input,
+        message_id: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        let again = (input.clone(), message_id.clone());
+        let first = self.decide(input, message_id, ctx);
+        self.retrying(first, move |act, ctx| match again {
+            // What the new record changes was recorded as it was learned.
+            (Input::EntitlementChanged { .. }, _) => {
+                Box::pin(actix::fut::ready(Ok(act.unchanged())))
+            }
+            (input, message_id) => act.decide(input, message_id, ctx),
+        })
+    }
+
+    /// Runs `first`; if its decision was overtaken by an entitlement change, learns the change
+    /// and runs `again` instead, with the receipts of the change in front of its answer's.
+    fn retrying(
+        &mut self,
+        first: ResponseActFuture<Self, Result<Outcome, GovernorError>>,
+        again: impl FnOnce(
+                &mut Self,
+                &mut Context<Self>,
+            ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>>
+            + 'static,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        Box::pin(
+            first.then(move |res, act, ctx| -> ResponseActFuture<Self, _> {
+                if !matches!(res, Err(GovernorError::Ledger(LedgerError::Superseded(_)))) {
+                    return Box::pin(actix::fut::ready(res));
+                }
+                events::decision_superseded();
+                Box::pin(act.relearn(ctx).then(
+                    move |learned, act, ctx| -> ResponseActFuture<Self, _> {
+                        let changed = match learned {
+                            Ok(changed) => changed,
+                            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+                        };
+                        Box::pin(again(act, ctx).map(move |res, _, _| {
+                            res.map(|mut o| {
+                                if !o.duplicate {
+                                    o.receipts.splice(0..0, changed);
+                                }
+                                o
+                            })
+                        }))
+                    },
+                ))
+            }),
+        )
+    }
+
+    /// An answer that records nothing and leaves the state as it is.
+    fn unchanged(&self) -> Outcome {
+        Outcome {
+            state: self.machine.state,
+            postponed: false,
+            refused: None,
+            receipts: Vec::new(),
+            duplicate: false,
+        }
+    }
+
+    /// After a decision was overtaken: asks the Entitlements actor for the tenant's record as
+    /// stored (it answers once the change under way is durable and published) and learns it.
+    fn relearn(
+        &mut self,
+        _: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Vec<Receipt>, GovernorError>> {
+        let ask = self
+            .deps
+            .entitlements
+            .call(ReloadEntitlement(self.tenant.to_string()));
+        Box::pin(wrap_future::<_, Self>(ask).then(|got, act, ctx| match got {
+            Ok(Ok(Some(record))) => act.learn(record, ctx),
+            Ok(Ok(None)) => Box::pin(actix::fut::ready(Err(GovernorError::Ledger(
+                LedgerError::Unavailable("the tenant's entitlement record is missing".into()),
+            )))),
+            Ok(Err(e)) => Box::pin(actix::fut::ready(Err(GovernorError::Store(e)))),
+            Err(e) => Box::pin(actix::fut::ready(Err(GovernorError::Ledger(
+                LedgerError::Unavailable(format!("the entitlements service did not answer: {e}")),
+            )))),
+        }))
+    }
+
+    /// Takes in the tenant's new entitlement record: the expiry timer and the SKU's thresholds
+    /// follow it, and if it changes whether the tenant is entitled, that is decided as an input
+    /// (`refusing` with the action cancelled, or back to `stable`). Returns its receipts.
+    fn learn(
+        &mut self,
+        record: Entitlement,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Vec<Receipt>, GovernorError>> {
+        let was = self.entitled();
+        let expiry_moved = self.expiry_ms() != record.expires_at.as_deref().and_then(millis_of);
+        self.entitlement = Some(Known::new(record));
+        if expiry_moved {
+            self.arm_expiry(ctx);
+        }
+        self.set_thresholds();
+        let now = self.entitled();
+        if was == now || self.machine.state == State::Boot {
+            return Box::pin(actix::fut::ready(Ok(Vec::new())));
+        }
+        let fut = self.decide(Input::EntitlementChanged { active: now }, None, ctx);
+        Box::pin(fut.map(|res, _, _| res.map(|o| o.receipts)))
+    }
+
+    /// Applies a decided step: appends its receipts, then advances and carries out its effects.
+    fn decide(
         &mut self,
         input: Input,
         message_id: Option<String>,
@@ -201,10 +350,14 @@ impl Governor {
                 reason.clone(),
             ))));
         }
+        let expects = Some(self.fingerprint());
         let mut drafts: Vec<NewReceipt> = step
             .receipts
             .iter_mut()
-            .map(|s| NewReceipt::new(self.draft(s)))
+            .map(|s| NewReceipt {
+                expects,
+                ..NewReceipt::new(self.draft(s))
+            })
             .collect();
         // The receipt that records the input carries its Pub/Sub message id (in its metadata,
         // so the chain shows it, and beside it in the ledger, so a redelivery finds it).
@@ -423,22 +576,39 @@ impl Governor {
     }
 }
 
-/// Finds the state a chain leaves a governor in: the last receipt with a governor state.
-/// What a governor rebuilds from: its state as the chain left it, the head (seq, hash), the
-/// entitlement record, and whether the entitlement was reactivated after the governor last
-/// began refusing (a resume or grant that no incarnation was running to hear).
-type Rebuilt = (Option<Restored>, u64, String, Option<Entitlement>, bool);
+/// What a governor rebuilds from.
+struct Rebuilt {
+    /// Its state as the chain left it (the last receipt with a governor state).
+    restored: Option<Restored>,
+    /// The chain's head.
+    seq: u64,
+    hash: String,
+    /// The entitlement record, fingerprinted as stored (what the writer compares with).
+    record: Option<Entitlement>,
+    fingerprint: u64,
+    /// Whether the entitlement was reactivated after the governor last began refusing (a
+    /// resume or grant that no incarnation was running to hear).
+    reactivated: bool,
+}
 
 async fn rebuild(ledger: &LedgerHandle, tenant: &str) -> Result<Rebuilt, StoreError> {
     let snap = ledger
         .store()
         .governor_snapshot(tenant, State::NAMES)
         .await?;
-    let entitlement = snap
+    let fingerprint = record_fingerprint(snap.entitlement.as_ref());
+    let entitlement: Option<Entitlement> = snap
         .entitlement
         .and_then(|v| serde_json::from_value(v).ok());
     let Some(head) = snap.head else {
-        return Ok((None, 0, String::new(), entitlement, false));
+        return Ok(Rebuilt {
+            restored: None,
+            seq: 0,
+            hash: String::new(),
+            record: entitlement,
+            fingerprint,
+            reactivated: false,
+        });
     };
     let restored = match snap.last_state {
         None => None,
@@ -461,7 +631,14 @@ async fn rebuild(ledger: &LedgerHandle, tenant: &str) -> Result<Rebuilt, StoreEr
         .is_some_and(|e: &Entitlement| e.is_active(&crate::clock::now_rfc3339()));
     let reactivated =
         refusing && entitled && reactivated_since_refusing(ledger, tenant, head.seq).await?;
-    Ok((restored, head.seq, head.hash, entitlement, reactivated))
+    Ok(Rebuilt {
+        restored,
+        seq: head.seq,
+        hash: head.hash,
+        record: entitlement,
+        fingerprint,
+        reactivated,
+    })
 }
 
 /// Reads the chain back from `head` to the receipt with which the governor began refusing;
@@ -531,12 +708,12 @@ impl Actor for Governor {
         let tenant = self.tenant.clone();
         // The mailbox waits until the state is rebuilt.
         ctx.wait(wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(|res, act, ctx| match res {
-            Ok((state, seq, hash, entitlement, reactivated)) => {
-                act.entitlement = entitlement.map(Box::new);
+            Ok(Rebuilt { restored, seq, hash, record, fingerprint, reactivated }) => {
+                act.entitlement = record.map(|record| Box::new(Known { record, fingerprint }));
                 act.set_thresholds();
                 act.head_seq = seq;
                 act.head_hash = digest_from_hex(&hash).unwrap_or_default();
-                if let Some(r) = state {
+                if let Some(r) = restored {
                     act.machine.state = r.state;
                     act.machine.postponed = r.postponed;
                     if let Some(f) = r.in_flight {
@@ -686,13 +863,20 @@ pub struct CallTool {
 impl Handler<CallTool> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
+        // Overtaken by an entitlement change, the call is gated and decided again as a whole.
+        let first = self.call_tool(msg.clone(), ctx);
+        AtomicResponse::new(self.retrying(first, move |act, ctx| act.call_tool(msg, ctx)))
+    }
+}
+
+impl Governor {
+    fn call_tool(
+        &mut self,
+        msg: CallTool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         let now = crate::clock::now_rfc3339();
-        let g = gates::evaluate(
-            self.entitlement.as_deref(),
-            &now,
-            Some(&msg.tool),
-            &msg.args,
-        );
+        let g = gates::evaluate(self.record(), &now, Some(&msg.tool), &msg.args);
         let input = Input::ToolCall {
             tool: msg.tool.clone(),
             args: msg.args.clone(),
@@ -703,7 +887,7 @@ impl Handler<CallTool> for Governor {
         let (running, step) = self.machine.step(input.clone(), &facts);
         let Some(Effect::RunTool { action_id, .. }) = step.effects.first().cloned() else {
             // Refused (gates, state): record it as decided.
-            return AtomicResponse::new(self.run(input, msg.message_id, ctx));
+            return self.decide(input, msg.message_id, ctx);
         };
         // Phase 1 tools are synchronous: run it now, in `intervening`, and record how it ended.
         // If the ledger refuses that receipt, the governor goes back to where it was.
@@ -716,8 +900,8 @@ impl Handler<CallTool> for Governor {
             ok,
             result: result.unwrap_or_else(|e| json!({"error": e})),
         };
-        let fut = self.run(finished, msg.message_id, ctx);
-        AtomicResponse::new(Box::pin(fut.map(move |res, act, _| match res {
+        let fut = self.decide(finished, msg.message_id, ctx);
+        Box::pin(fut.map(move |res, act, _| match res {
             // A repeat of a call that was recorded, or not recorded: this call never happened.
             Ok(mut o) if o.duplicate => {
                 act.machine = before;
@@ -729,7 +913,7 @@ impl Handler<CallTool> for Governor {
                 Err(e)
             }
             ok => ok,
-        })))
+        }))
     }
 }
 
@@ -770,20 +954,14 @@ pub struct EntitlementUpdate(pub Entitlement);
 impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
-        let was = self.entitled();
-        let expiry_moved = self.expiry_ms() != msg.0.expires_at.as_deref().and_then(millis_of);
-        self.entitlement = Some(Box::new(msg.0));
-        if expiry_moved {
-            self.arm_expiry(ctx);
-        }
-        self.set_thresholds();
-        let now = self.entitled();
-        if was == now || self.machine.state == State::Boot {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
-        }
-        let fut = self.run(Input::EntitlementChanged { active: now }, None, ctx);
-        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
-            if let Err(e) = res {
+        let fut = self.learn(msg.0, ctx);
+        AtomicResponse::new(Box::pin(fut.map(|res, act, _| match res {
+            Ok(_) => {}
+            // A later change is on its way here too (or was learned already).
+            Err(GovernorError::Ledger(LedgerError::Superseded(_))) => {
+                tracing::debug!(tenant = %act.tenant, "an entitlement change was overtaken by a later one");
+            }
+            Err(e) => {
                 tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change");
             }
         })))
@@ -824,7 +1002,7 @@ const EXPIRY_STEP_MS: u64 = 86_400_000;
 
 impl Governor {
     fn expiry_ms(&self) -> Option<u64> {
-        let e = self.entitlement.as_ref()?;
+        let e = self.record()?;
         e.expires_at.as_deref().and_then(millis_of)
     }
 

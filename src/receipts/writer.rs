@@ -69,6 +69,11 @@ pub enum LedgerError {
     /// no other caller's receipt was held up by it.
     #[error("the ledger refused the receipt: {0}")]
     Rejected(String),
+    /// The tenant's entitlement record is no longer the one the caller decided on (see
+    /// [`NewReceipt::expects`]); nothing of the caller's was written. The caller learns the new
+    /// record and decides again.
+    #[error("the tenant's entitlement changed before the decision was recorded: {0}")]
+    Superseded(String),
 }
 
 impl From<StoreError> for LedgerError {
@@ -90,6 +95,12 @@ pub struct NewReceipt {
     pub message_id: Option<String>,
     /// The tenant's entitlement record after this receipt, committed with it.
     pub entitlement: Option<Value>,
+    /// The [`record_fingerprint`] of the entitlement record the draft was decided on. The draft
+    /// is sealed only if that is still the tenant's latest record at its place in the chain
+    /// (records carried by the caller's own drafts do not count); otherwise the caller gets
+    /// [`LedgerError::Superseded`] and none of its drafts is appended. So no decision made on a
+    /// record follows a change of that record in the chain, however close the two come.
+    pub expects: Option<u64>,
 }
 
 impl NewReceipt {
@@ -98,8 +109,83 @@ impl NewReceipt {
             draft,
             message_id: None,
             entitlement: None,
+            expects: None,
         }
     }
+}
+
+/// A short fingerprint of an entitlement record (`None`: the tenant has none): the first eight
+/// bytes of the SHA-256 of its canonical JSON, so equal records have equal fingerprints
+/// however their maps were ordered.
+pub fn record_fingerprint(record: Option<&Value>) -> u64 {
+    use sha2::{Digest, Sha256};
+    let Some(record) = record else {
+        return 0;
+    };
+    let digest = Sha256::digest(super::jcs::canonical(record).as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// A tenant's chain as the writer sees it: its last sealed receipt (seq 0: none yet) and, once
+/// the writer has needed it, the fingerprint of the tenant's entitlement record as of that
+/// receipt.
+#[derive(Debug, Clone)]
+struct Tip {
+    seq: u64,
+    hash: String,
+    record: Option<u64>,
+}
+
+impl Tip {
+    fn of(head: Option<Head>) -> Tip {
+        match head {
+            Some(h) => Tip {
+                seq: h.seq,
+                hash: h.hash,
+                record: None,
+            },
+            None => Tip {
+                seq: 0,
+                hash: String::new(),
+                record: None,
+            },
+        }
+    }
+
+    /// What the next receipt is sealed after (`None`: the genesis).
+    fn prev(&self) -> Option<(u64, &str)> {
+        (self.seq > 0).then_some((self.seq, self.hash.as_str()))
+    }
+
+    /// Moves the tip to `receipt`, which carried `record` (if any) with it.
+    fn advance(&mut self, receipt: &Receipt, record: Option<&Value>) {
+        self.seq = receipt.seq;
+        self.hash.clone_from(&receipt.receipt_hash);
+        if record.is_some() {
+            self.record = Some(record_fingerprint(record));
+        }
+    }
+}
+
+/// Whether a caller's drafts were decided on records that have changed since (see
+/// [`NewReceipt::expects`]); `None` if a record they name is not known to `tips` yet.
+fn superseded(items: &[NewReceipt], tips: &HashMap<String, Tip>) -> Option<bool> {
+    for it in items {
+        if let Some(expected) = it.expects {
+            if tips.get(&it.draft.tenant_id)?.record? != expected {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
+}
+
+fn superseded_error() -> LedgerError {
+    LedgerError::Superseded(
+        "a newer entitlement record of the tenant is in the chain; nothing was written".into(),
+    )
 }
 
 /// Tuning of the writer.
@@ -231,6 +317,9 @@ impl Sealed {
                     draft: i.receipt.unseal(),
                     message_id: i.message_id,
                     entitlement: i.entitlement,
+                    // Resealed in the same order after the same receipts: where it was current
+                    // it still is.
+                    expects: None,
                 })
                 .collect(),
             reply: self.reply,
@@ -288,7 +377,7 @@ pub struct ReceiptWriter {
     cfg: WriterConfig,
     /// Each known tenant's last sealed receipt: committed, in the commit under way, or sealed
     /// ahead for the next one.
-    heads: HashMap<String, Head>,
+    heads: HashMap<String, Tip>,
     /// Callers sealed on arrival, in arrival order; all of them arrived before any in `pending`.
     sealed: Arc<std::sync::Mutex<SealedQueue>>,
     /// Callers to be sealed at their commit, in arrival order.
@@ -332,11 +421,12 @@ impl ReceiptWriter {
     fn admit(&mut self, p: Pending, ctx: &mut Context<Self>) {
         let n = p.items.len();
         match self.seal_ahead(p) {
-            Ok(sealed) => {
+            Ok(Some(sealed)) => {
                 let mut queue = lock(&self.sealed);
                 queue.receipts += n;
                 queue.callers.push(sealed);
             }
+            Ok(None) => {}
             Err(pending) => {
                 self.pending_receipts += n;
                 self.pending.push(pending);
@@ -395,8 +485,9 @@ impl ReceiptWriter {
     }
 
     /// Seals a caller's drafts now if that keeps every chain in arrival order (see the module
-    /// header), or hands the caller back.
-    fn seal_ahead(&mut self, p: Pending) -> Result<Sealed, Pending> {
+    /// header), or hands the caller back. `None`: the caller was answered that its decision was
+    /// superseded.
+    fn seal_ahead(&mut self, p: Pending) -> Result<Option<Sealed>, Pending> {
         let ready = !self.blind
             && self.pending.is_empty()
             && p.items.iter().all(|i| {
@@ -404,6 +495,14 @@ impl ReceiptWriter {
             });
         if !ready {
             return Err(p);
+        }
+        match superseded(&p.items, &self.heads) {
+            None => return Err(p),
+            Some(true) => {
+                p.reply.send(Err(superseded_error()));
+                return Ok(None);
+            }
+            Some(false) => {}
         }
         let ms = crate::clock::now_ms();
         if self.stamp.0 != ms {
@@ -417,19 +516,16 @@ impl ReceiptWriter {
                 let head = heads
                     .get_mut(&it.draft.tenant_id)
                     .expect("every tenant's head is known (checked above)");
-                let receipt = it
-                    .draft
-                    .seal(Some((head.seq, &head.hash)), node, timestamp.clone());
-                head.seq = receipt.seq;
-                head.hash.clone_from(&receipt.receipt_hash);
+                let receipt = it.draft.seal(head.prev(), node, timestamp.clone());
+                head.advance(&receipt, it.entitlement.as_ref());
                 AppendItem::sealed(receipt, it.message_id, it.entitlement)
             })
             .collect();
-        Ok(Sealed {
+        Ok(Some(Sealed {
             items,
             reply: p.reply,
             enqueued: p.enqueued,
-        })
+        }))
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -466,7 +562,7 @@ impl ReceiptWriter {
         self.pending_receipts -= batch.iter().map(|p| p.items.len()).sum::<usize>();
         self.flushing = true;
         self.blind = !batch.is_empty();
-        let known: HashMap<String, Head> = batch
+        let known: HashMap<String, Tip> = batch
             .iter()
             .flat_map(|p| &p.items)
             .filter_map(|i| {
@@ -501,7 +597,7 @@ impl ReceiptWriter {
 /// A commit ended: the heads of the drafts it sealed itself, or `None` if it failed.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Committed(Option<HashMap<String, Head>>);
+struct Committed(Option<HashMap<String, Tip>>);
 
 impl Handler<Committed> for ReceiptWriter {
     type Result = ();
@@ -541,6 +637,27 @@ impl Handler<Committed> for ReceiptWriter {
     }
 }
 
+/// Loads `tenant`'s tip into `tips` if it is not there, and the fingerprint of its entitlement
+/// record if `record` asks for it and the tip does not have it.
+async fn know(
+    store: &AnyStore,
+    tips: &mut HashMap<String, Tip>,
+    tenant: &str,
+    record: bool,
+) -> Result<(), StoreError> {
+    if !tips.contains_key(tenant) {
+        let head = store.head(tenant).await?;
+        tips.insert(tenant.to_owned(), Tip::of(head));
+    }
+    let tip = tips.get_mut(tenant).expect("inserted above");
+    if record && tip.record.is_none() {
+        tip.record = Some(record_fingerprint(
+            store.entitlement(tenant).await?.as_ref(),
+        ));
+    }
+    Ok(())
+}
+
 /// What a caller gets back for one of its drafts.
 enum Answer {
     /// A receipt that exists already (same Pub/Sub message id).
@@ -563,7 +680,7 @@ async fn commit(
     node: String,
     sealed: Vec<Sealed>,
     batch: Vec<Pending>,
-    mut heads: HashMap<String, Head>,
+    mut heads: HashMap<String, Tip>,
     mut chain: Chain,
 ) {
     if let Some(left) = chain.chaos.stall_left() {
@@ -590,6 +707,26 @@ async fn commit(
             enqueued,
             ..
         } = p;
+        // The tips its drafts are sealed after, and the records they were decided on, from the
+        // store where the writer does not know them (nothing of such a tenant is in flight).
+        for it in &drafts {
+            if let Err(e) = know(
+                &store,
+                &mut heads,
+                &it.draft.tenant_id,
+                it.expects.is_some(),
+            )
+            .await
+            {
+                failure = Some(e.into());
+                callers.push((reply, enqueued, Vec::new()));
+                break 'callers;
+            }
+        }
+        if superseded(&drafts, &heads) != Some(false) {
+            reply.send(Err(superseded_error()));
+            continue;
+        }
         // Its message ids were looked up on arrival and are held by it alone (see `Claim`), so
         // none has a receipt in the store or elsewhere in this batch; only its own drafts may
         // share one.
@@ -601,28 +738,11 @@ async fn commit(
                 continue;
             }
             let tenant = it.draft.tenant_id.clone();
-            if !heads.contains_key(&tenant) {
-                match store.head(&tenant).await {
-                    Ok(Some(h)) => {
-                        heads.insert(tenant.clone(), h);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        failure = Some(e.into());
-                        callers.push((reply, enqueued, mine));
-                        break 'callers;
-                    }
-                }
-            }
-            let prev = heads.get(&tenant).map(|h| (h.seq, h.hash.as_str()));
-            let receipt = it.draft.seal(prev, &node, timestamp.clone());
-            heads.insert(
-                tenant.clone(),
-                Head {
-                    seq: receipt.seq,
-                    hash: receipt.receipt_hash.clone(),
-                },
-            );
+            let tip = heads
+                .get_mut(&tenant)
+                .expect("every tenant's tip is known (loaded above)");
+            let receipt = it.draft.seal(tip.prev(), &node, timestamp.clone());
+            tip.advance(&receipt, it.entitlement.as_ref());
             touched.insert(tenant);
             if let Some(mid) = &it.message_id {
                 seen_messages.insert(mid.clone(), items.len());
@@ -695,7 +815,7 @@ struct Chain {
     /// When the batch under way was handed over.
     started: Instant,
     /// The heads of the drafts the first batch sealed itself (sent once, when the flush ends).
-    heads: HashMap<String, Head>,
+    heads: HashMap<String, Tip>,
     told: bool,
 }
 
@@ -756,7 +876,7 @@ impl Chain {
         }
     }
 
-    fn tell(&mut self, heads: Option<HashMap<String, Head>>) {
+    fn tell(&mut self, heads: Option<HashMap<String, Tip>>) {
         self.told = true;
         self.writer.do_send(Committed(heads));
     }

@@ -215,6 +215,12 @@ pub fn postponed() {
     metrics::counter!("tai_postpones_total").increment(1);
 }
 
+/// A governor's decision was overtaken by a change of its tenant's entitlement before it was
+/// recorded, and was decided again on the new record.
+pub fn decision_superseded() {
+    metrics::counter!("tai_decisions_superseded_total").increment(1);
+}
+
 /// An action was started.
 pub fn action_attempted(kind: &str) {
     metrics::counter!("tai_actions_attempted_total", "type" => kind.to_owned()).increment(1);

@@ -55,6 +55,10 @@ fn describe_all() {
         "Pub/Sub redeliveries answered with their earlier receipt"
     );
     describe_counter!(
+        "tai_decisions_superseded_total",
+        "Governor decisions overtaken by an entitlement change before they were recorded, decided again"
+    );
+    describe_counter!(
         "tai_pubsub_stream_reconnects_total",
         "Streaming pulls reopened after a failure"
     );

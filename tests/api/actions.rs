@@ -820,8 +820,7 @@ async fn with_a_secret_every_webhook_request_is_signed_over_its_timestamp_and_bo
 }
 
 #[actix_web::test]
-async fn an_action_outcome_and_an_entitlement_change_ready_together_are_decided_one_after_the_other(
-) {
+async fn an_action_outcome_and_a_signal_ready_together_are_decided_one_after_the_other() {
     // Arrange: a governor whose next decision waits on a stalled ledger.
     let app = spawn_app(|s| s.chaos.enabled = true).await;
     grant(&app, "t").await;
@@ -834,38 +833,40 @@ async fn an_action_outcome_and_an_entitlement_change_ready_together_are_decided_
         .0,
         200
     );
-    let (_, record) = app.get_json("/v1/tenants/t/entitlement").await;
-    let mut suspended: tai_autonomics::entitlements::Entitlement =
-        serde_json::from_value(record["entitlement"].clone()).unwrap();
-    suspended.status = tai_autonomics::entitlements::Status::Suspended;
     let (s, b) = app
         .post_json("/v1/chaos/ledger", &json!({"stall_ms": 300}))
         .await;
     assert_eq!(s, 202, "{b}");
 
     // Act: a signal starts an action (the eval executor completes it at once, from inside the
-    // governor), and while its receipt waits, an entitlement change queues in the mailbox. Both
-    // are ready when the receipt is durable.
+    // governor), and while its receipt waits, another signal queues in the mailbox. Both are
+    // ready when the receipt is durable.
     let high = json!({"metric": "cpu", "value": 90.0});
-    let signal = app.post_json("/v1/tenants/t/signals", &high);
-    let tell = async {
-        // Nothing outside shows a decision waiting on the ledger, so the change is sent well
-        // inside the 300 ms stall; the action_started asserted below shows it came in time.
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        let governor = app.state.tree.governors.get(&"t".to_owned()).unwrap();
-        governor
-            .tell(tai_autonomics::governor::actor::EntitlementUpdate(
-                suspended,
-            ))
-            .unwrap();
+    let first = app.post_json("/v1/tenants/t/signals", &high);
+    let second = async {
+        eventually(
+            "the first decision waits on the ledger",
+            Duration::from_secs(5),
+            || async { (app.state.tree.ledger.queued() == 1).then_some(()) },
+        )
+        .await;
+        app.post_json(
+            "/v1/tenants/t/signals",
+            &json!({"metric": "cpu", "value": 20.0}),
+        )
+        .await
     };
-    let ((s, b), ()) = futures_util::future::join(signal, tell).await;
-    assert_eq!(s, 200, "{b}");
+    let ((s, b), (s2, b2)) = futures_util::future::join(first, second).await;
+    let started = b["receipts"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|r| r["event_type"] == "action_started"));
+    assert!(s == 200 && started, "{b}");
+    assert_eq!((s2, b2["postponed"].as_bool()), (200, Some(true)), "{b2}");
 
     // Assert: each decision starts where the one before it left the governor.
-    let view = eventually("refusing", Duration::from_secs(5), || async {
+    let view = eventually("stable", Duration::from_secs(5), || async {
         let v = app.get_json("/v1/governors/t").await.1;
-        (v["state"] == "refusing").then_some(v)
+        (v["state"] == "stable" && v["postponed"] == 0).then_some(v)
     })
     .await;
     assert!(view["action_in_flight"].is_null(), "{view}");
@@ -880,10 +881,7 @@ async fn an_action_outcome_and_an_entitlement_change_ready_together_are_decided_
             (s("event_type"), s("state_from"), s("state_to"))
         })
         .collect();
-    assert!(
-        moves.iter().any(|m| m.0 == "action_started"),
-        "the signal was decided before the change arrived: {moves:?}"
-    );
+    assert!(moves.iter().any(|m| m.0 == "action_completed"), "{moves:?}");
     for pair in moves.windows(2) {
         assert_eq!(pair[1].1, pair[0].2, "{moves:?}");
     }

@@ -150,6 +150,86 @@ async fn suspend_makes_the_governor_refuse_and_resume_brings_it_back() {
 }
 
 #[actix_web::test]
+async fn a_signal_decided_as_its_tenant_is_suspended_is_decided_again_and_refused() {
+    // Arrange: a running governor, and a suspension on its way to the ledger (stalled) that
+    // the governor has not heard of: the Entitlements actor tells it once it is durable.
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    grant(&app, "t9").await;
+    assert_eq!(signal(&app, "t9", 10.0).await.0, 200);
+    let (s, _) = app
+        .post_json("/v1/chaos/ledger", &json!({"stall_ms": 400}))
+        .await;
+    assert_eq!(s, 202);
+    let suspend = {
+        let client = app.client.clone();
+        let url = app.url("/marketplace");
+        actix_web::rt::spawn(async move {
+            let res = client
+                .post(url)
+                .send_json(&json!({"tenant_id": "t9", "entitlement_id": "e", "action": "suspend"}))
+                .await
+                .unwrap();
+            res.status().as_u16()
+        })
+    };
+    eventually(
+        "the suspension waits on the ledger",
+        Duration::from_secs(5),
+        || async { (app.state.tree.ledger.queued() == 1).then_some(()) },
+    )
+    .await;
+
+    // Act: a signal, decided on the record the governor holds (still active).
+    let (s, b) = signal(&app, "t9", 10.0).await;
+
+    // Assert: the decision was not recorded after the suspension; the governor learned it,
+    // moved to `refusing`, and refused the signal.
+    assert_eq!(suspend.await.unwrap(), 200);
+    assert_eq!(
+        (
+            s,
+            b["code"].as_str(),
+            b["receipt"]["event_type"].as_str(),
+            b["receipt"]["state_from"].as_str()
+        ),
+        (
+            409,
+            Some("governor_refusing"),
+            Some("signal_refused"),
+            Some("refusing")
+        ),
+        "{b}"
+    );
+    let ev = events(&app, "t9").await;
+    let at = ev
+        .iter()
+        .position(|e| e == "entitlement_suspended")
+        .unwrap();
+    assert_eq!(
+        ev[at..],
+        [
+            "entitlement_suspended",
+            "entitlement_changed",
+            "signal_refused"
+        ],
+        "{ev:?}"
+    );
+    let (_, page) = app.get_json("/v1/tenants/t9/receipts").await;
+    assert!(
+        page["receipts"].as_array().unwrap()[at + 1..]
+            .iter()
+            .all(|r| r["metadata"]["gates"]["entitlement"] != "pass"),
+        "{page}"
+    );
+    let text = app.get_text("/metrics").await.1;
+    assert!(metric(&text, "tai_decisions_superseded_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(
+        app.get_json("/v1/tenants/t9/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
 async fn an_operator_reset_takes_a_refusing_governor_back_to_stable() {
     let app = spawn_app(|_| {}).await;
     grant(&app, "t2").await;

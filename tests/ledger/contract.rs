@@ -137,7 +137,7 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         .append(vec![AppendItem::receipt(with_msg[0].clone())
             .with_message_id(Some("msg-1/x".into()))
             .with_entitlement(Some(
-                json!({"status": "active", "packs": ["base"], "n": 1}),
+                json!({"status": "active", "packs": ["base"], "roles": [], "customer_id": null, "n": 1}),
             ))])
         .await
         .unwrap();
@@ -166,7 +166,9 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     // Entitlement records: upserted with a receipt, kept by appends without one, replaced.
     assert_eq!(
         store.entitlement(&a).await.unwrap(),
-        Some(json!({"status": "active", "packs": ["base"], "n": 1}))
+        Some(
+            json!({"status": "active", "packs": ["base"], "roles": [], "customer_id": null, "n": 1})
+        )
     );
     store.append(items(&again)).await.unwrap();
     assert_eq!(

@@ -499,3 +499,62 @@ async fn deep_metadata_is_refused_to_its_caller_alone_on_sqlite() {
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
     deep_metadata_is_refused_to_its_caller_alone(store).await;
 }
+
+#[actix_web::test]
+async fn a_draft_decided_on_a_replaced_entitlement_record_is_refused_and_nothing_of_its_caller_is_written(
+) {
+    use tai_autonomics::receipts::writer::record_fingerprint;
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
+    let (ledger, root) = writer(store.clone(), 64, 1000).await;
+    let (active, suspended) = (
+        serde_json::json!({"tenant_id": "t", "status": "active"}),
+        serde_json::json!({"tenant_id": "t", "status": "suspended"}),
+    );
+    let record = |r: &serde_json::Value, i| NewReceipt {
+        entitlement: Some(r.clone()),
+        ..draft("t", i)
+    };
+    let decided_on = |r: &serde_json::Value, i| NewReceipt {
+        expects: Some(record_fingerprint(Some(r))),
+        ..draft("t", i)
+    };
+    // A record's fingerprint does not depend on the order of its keys.
+    assert_eq!(
+        record_fingerprint(Some(&active)),
+        record_fingerprint(Some(
+            &serde_json::from_str(r#"{"status": "active", "tenant_id": "t"}"#).unwrap()
+        ))
+    );
+
+    ledger.append_one(record(&active, 1)).await.unwrap();
+    ledger.append_one(decided_on(&active, 2)).await.unwrap();
+    ledger.append_one(record(&suspended, 3)).await.unwrap();
+    let late = ledger
+        .append(vec![decided_on(&active, 4), decided_on(&active, 5)])
+        .await;
+    assert!(matches!(late, Err(LedgerError::Superseded(_))), "{late:?}");
+    assert_eq!(
+        store.head("t").await.unwrap().unwrap().seq,
+        3,
+        "nothing written"
+    );
+    let fresh = ledger.append_one(decided_on(&suspended, 6)).await.unwrap();
+    assert_eq!(fresh.seq, 4);
+    drop(root);
+
+    // A writer that knows nothing of the tenant yet reads the record from the store.
+    let (ledger, _root) = writer(store.clone(), 64, 1000).await;
+    let late = ledger.append_one(decided_on(&active, 7)).await;
+    assert!(matches!(late, Err(LedgerError::Superseded(_))), "{late:?}");
+    assert_eq!(
+        ledger
+            .append_one(decided_on(&suspended, 8))
+            .await
+            .unwrap()
+            .seq,
+        5
+    );
+    let report = verify_chain(&store, "t", 1000, |_| {}).await.unwrap();
+    assert!(report.valid && report.receipts_checked == 5, "{report:?}");
+}

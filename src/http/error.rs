@@ -130,6 +130,10 @@ pub struct ApiError {
     pub retry_after_secs: Option<u64>,
     /// The receipt appended for this refusal, if one was.
     pub receipt: Option<serde_json::Value>,
+    /// Every receipt a governor appended for the refused input, in order (a JSON array whose
+    /// last element is `receipt`): a refusal can follow the record of what led to it, such as
+    /// `entitlement_changed` before `signal_refused`.
+    pub receipts: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -140,6 +144,7 @@ impl ApiError {
             message: message.into(),
             retry_after_secs,
             receipt: None,
+            receipts: None,
         }
     }
 
@@ -170,6 +175,8 @@ struct ErrorBody<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     receipt: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipts: Option<&'a serde_json::Value>,
 }
 
 /// The JSON error response for `code` and `message`.
@@ -178,7 +185,7 @@ pub fn error_response(
     message: &str,
     retry_after_secs: Option<u64>,
 ) -> HttpResponse {
-    error_response_with(code, message, retry_after_secs, None)
+    error_response_with(code, message, retry_after_secs, None, None)
 }
 
 fn error_response_with(
@@ -186,6 +193,7 @@ fn error_response_with(
     message: &str,
     retry_after_secs: Option<u64>,
     receipt: Option<&serde_json::Value>,
+    receipts: Option<&serde_json::Value>,
 ) -> HttpResponse {
     let mut res = HttpResponse::build(code.status());
     if let Some(secs) = retry_after_secs {
@@ -199,6 +207,7 @@ fn error_response_with(
         code,
         message,
         receipt,
+        receipts,
     })
 }
 
@@ -212,6 +221,7 @@ impl ResponseError for ApiError {
             &self.message,
             self.retry_after_secs,
             self.receipt.as_ref(),
+            self.receipts.as_ref(),
         )
     }
 }

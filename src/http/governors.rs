@@ -58,17 +58,16 @@ fn answer(o: Outcome) -> Result<HttpResponse, ApiError> {
         None => decided("accept", None, o.postponed),
         Some((200, reason)) => decided("refuse", Some(reason), false),
         Some((status, reason)) => {
-            let receipt = o
-                .receipts
-                .last()
+            let receipts: Vec<Value> = (o.receipts.iter())
                 .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null);
+                .collect();
             let code = refusal_code(reason, status);
             let mut e = ApiError::new(
                 code,
                 format!("refused: {reason} (governor is {})", o.state.as_str()),
             );
-            e.receipt = Some(receipt);
+            e.receipt = Some(receipts.last().cloned().unwrap_or(Value::Null));
+            e.receipts = Some(Value::Array(receipts));
             if status == 429 {
                 e = e.retry_after(1);
             }

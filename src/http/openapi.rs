@@ -521,7 +521,9 @@ fn components() -> Value {
                 "type": {"const": "refusal"},
                 "code": {"type": "string", "description": "a stable snake_case code"},
                 "message": {"type": "string"},
-                "receipt": receipt.clone()}},
+                "receipt": receipt.clone(),
+                "receipts": {"type": "array", "items": schema("Receipt"),
+                    "description": "a governor's refusal: every receipt appended for the input, in order (the last is `receipt`)"}}},
             "Receipt": receipt,
             "SignalRequest": {"type": "object", "required": ["metric", "value"], "additionalProperties": false, "properties": {
                 "metric": {"type": "string"},

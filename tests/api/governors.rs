@@ -201,6 +201,11 @@ async fn a_signal_decided_as_its_tenant_is_suspended_is_decided_again_and_refuse
         ),
         "{b}"
     );
+    let receipts: Vec<&str> = b["receipts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["event_type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(receipts, ["entitlement_changed", "signal_refused"], "{b}");
     let ev = events(&app, "t9").await;
     let at = ev
         .iter()

@@ -316,6 +316,69 @@ async fn a_governor_rebuilt_on_the_firestore_emulator_holds_the_record_the_ledge
 }
 
 #[actix_web::test]
+async fn a_suspension_made_through_one_instance_stops_the_other_instances_governor() {
+    // Arrange: two instances on one Firestore project, each with a running governor for the
+    // same tenant.
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
+        "run through tools/test.sh, which starts the Firestore emulator"
+    );
+    let project = format!(
+        "tai-two-{}-{}",
+        std::process::id(),
+        tai_autonomics::clock::now_ms()
+    );
+    let on = |project: String| {
+        move |s: &mut tai_autonomics::config::Settings| {
+            s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;
+            s.firestore.project_id = project;
+        }
+    };
+    let a = spawn_app(on(project.clone())).await;
+    let b = spawn_app(on(project)).await;
+    grant(&a, "both").await;
+    assert_eq!(signal(&a, "both", 10.0).await.0, 200);
+    let (s, body) = signal(&b, "both", 10.0).await;
+    assert_eq!(s, 200, "{body}");
+
+    // Act: suspended through A; B hears nothing of it. (A's cached head is stale after B's
+    // receipts: its first try may be a clean conflict, 503, and the retry succeeds.)
+    let suspend = json!({"tenant_id": "both", "entitlement_id": "e", "action": "suspend"});
+    let mut s = a.post_json("/marketplace", &suspend).await.0;
+    if s == 503 {
+        s = a.post_json("/marketplace", &suspend).await.0;
+    }
+    assert_eq!(s, 200);
+
+    // Assert: B's next decision is not recorded on the record it held. Its cached head is
+    // stale first (a clean conflict, 503); then the ledger's record overtakes its decision,
+    // and it learns the suspension and refuses.
+    let (s, first) = signal(&b, "both", 10.0).await;
+    let (s, b2) = if s == 503 {
+        signal(&b, "both", 10.0).await
+    } else {
+        (s, first)
+    };
+    let receipts: Vec<&str> = b2["receipts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["event_type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        (s, b2["code"].as_str(), receipts),
+        (
+            409,
+            Some("governor_refusing"),
+            vec!["entitlement_changed", "signal_refused"]
+        ),
+        "{b2}"
+    );
+    assert_eq!(
+        b.get_json("/v1/tenants/both/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
+#[actix_web::test]
 async fn an_operator_reset_takes_a_refusing_governor_back_to_stable() {
     let app = spawn_app(|_| {}).await;
     grant(&app, "t2").await;

@@ -137,15 +137,7 @@ async fn the_marketplace_lifecycle_on_sqlite_leaves_a_verifying_chain() {
 
 #[actix_web::test]
 async fn the_marketplace_lifecycle_on_the_firestore_emulator_leaves_a_verifying_chain() {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "run through tools/test.sh, which starts the Firestore emulator"
-    );
-    let project = format!(
-        "tai-api-{}-{}",
-        std::process::id(),
-        tai_autonomics::clock::now_ms()
-    );
+    let project = firestore_project("tai-api");
     let app = spawn_app(move |s| {
         s.ledger.backend = LedgerBackend::Firestore;
         s.firestore.project_id = project;

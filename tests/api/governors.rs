@@ -243,27 +243,17 @@ async fn entitlement_cycle_overtakes_nothing(app: &TestApp) {
     let marketplace =
         |action: &str| json!({"tenant_id": "cyc", "entitlement_id": "e", "action": action});
     for round in 0..2 {
-        assert_eq!(
-            app.post_json("/marketplace", &marketplace("suspend"))
-                .await
-                .0,
-            200
-        );
-        eventually("refusing", Duration::from_secs(10), || async {
-            (governor_state(app, "cyc").await == "refusing").then_some(())
-        })
-        .await;
-        stamp.push(signal(app, "cyc", 10.0).await.0);
-        assert_eq!(
-            app.post_json("/marketplace", &marketplace("resume"))
-                .await
-                .0,
-            200
-        );
-        eventually("stable again", Duration::from_secs(10), || async {
-            (governor_state(app, "cyc").await == "stable").then_some(())
-        })
-        .await;
+        for (action, state) in [("suspend", "refusing"), ("resume", "stable")] {
+            let (s, _) = app.post_json("/marketplace", &marketplace(action)).await;
+            assert_eq!(s, 200, "{action}");
+            eventually(state, Duration::from_secs(10), || async {
+                (governor_state(app, "cyc").await == state).then_some(())
+            })
+            .await;
+            if action == "suspend" {
+                stamp.push(signal(app, "cyc", 10.0).await.0);
+            }
+        }
         // Rebuilt from the store: the record it reads is fingerprinted as the ledger has it.
         let (s, _) = app
             .post_json("/v1/chaos/governors/cyc/crash", &json!({}))
@@ -297,15 +287,7 @@ async fn a_governor_rebuilt_on_sqlite_holds_the_record_the_ledger_holds() {
 
 #[actix_web::test]
 async fn a_governor_rebuilt_on_the_firestore_emulator_holds_the_record_the_ledger_holds() {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "run through tools/test.sh, which starts the Firestore emulator"
-    );
-    let project = format!(
-        "tai-gov-{}-{}",
-        std::process::id(),
-        tai_autonomics::clock::now_ms()
-    );
+    let project = firestore_project("tai-gov");
     let app = spawn_app(move |s| {
         s.chaos.enabled = true;
         s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;
@@ -319,15 +301,7 @@ async fn a_governor_rebuilt_on_the_firestore_emulator_holds_the_record_the_ledge
 async fn a_suspension_made_through_one_instance_stops_the_other_instances_governor() {
     // Arrange: two instances on one Firestore project, each with a running governor for the
     // same tenant.
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "run through tools/test.sh, which starts the Firestore emulator"
-    );
-    let project = format!(
-        "tai-two-{}-{}",
-        std::process::id(),
-        tai_autonomics::clock::now_ms()
-    );
+    let project = firestore_project("tai-two");
     let on = |project: String| {
         move |s: &mut tai_autonomics::config::Settings| {
             s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;

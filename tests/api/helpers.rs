@@ -121,6 +121,20 @@ pub async fn keyed(
     (res.status().as_u16(), replayed, body)
 }
 
+/// A project of its own on the Firestore emulator that `tools/test.sh` started (the test fails
+/// without one): `prefix`, the process id and the time.
+pub fn firestore_project(prefix: &str) -> String {
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
+        "run through tools/test.sh, which starts the Firestore emulator"
+    );
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        tai_autonomics::clock::now_ms()
+    )
+}
+
 /// Grants `tenant` the base SKU through `POST /marketplace`.
 pub async fn grant(app: &TestApp, tenant: &str) {
     let (s, b) = app

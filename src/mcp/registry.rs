@@ -357,14 +357,15 @@ async fn run(
                         Some((_, reason)) => ("refuse", json!(reason)),
                     };
                     Ok(
-                        json!({"decision": decision, "reason": reason, "state": o.state, "postponed": o.postponed, "receipt": o.receipts.last()}),
+                        json!({"decision": decision, "reason": reason, "state": o.state, "postponed": o.postponed, "receipt": o.receipts.last(), "receipts": o.receipts}),
                     )
                 }
-                // A governed refusal is a decision, with its receipt.
+                // A governed refusal is a decision, with its receipts.
                 Err(e) if e.receipt.is_some() => {
                     let state = e.receipt.as_ref().map(|r| r["state_to"].clone());
+                    let receipts = e.receipts.clone().unwrap_or_else(|| json!([e.receipt]));
                     Ok(
-                        json!({"decision": "refuse", "reason": e.code, "message": e.message, "state": state, "postponed": false, "receipt": e.receipt}),
+                        json!({"decision": "refuse", "reason": e.code, "message": e.message, "state": state, "postponed": false, "receipt": e.receipt, "receipts": receipts}),
                     )
                 }
                 Err(e) => Err(api(e)),

@@ -181,7 +181,8 @@ pub fn table() -> Vec<ToolDef> {
                 &["tenant_id", "metric", "value"],
             ),
             output: output(
-                json!({"decision": {"type": "string"}, "state": {"type": "string"}, "postponed": {"type": "boolean"}, "reason": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "receipt": {"anyOf": [{"type": "object"}, {"type": "null"}]}}),
+                json!({"decision": {"type": "string"}, "state": {"type": "string"}, "postponed": {"type": "boolean"}, "reason": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "receipt": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                    "receipts": {"type": "array", "items": {"type": "object"}, "description": "Every receipt appended for the signal, in order (the last is receipt)"}}),
                 &["decision", "state"],
             ),
             hints: (false, false, false, false),

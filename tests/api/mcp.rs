@@ -213,6 +213,11 @@ async fn every_tool_acts_on_the_real_actors_and_tenant_calls_leave_receipts() {
         (sig["decision"].as_str(), sig["state"].as_str()),
         (Some("accept"), Some("warning"))
     );
+    assert_eq!(
+        sig["receipts"].as_array().and_then(|r| r.last()),
+        Some(&sig["receipt"]),
+        "{sig}"
+    );
     let state = s
         .call("taiea.governor.state", json!({"tenant_id": "mcp-co"}))
         .await;
@@ -618,6 +623,10 @@ async fn a_governed_refusal_over_mcp_is_a_decision_with_its_receipt() {
         "{out}"
     );
     assert_eq!(out["receipt"]["type"], "refusal");
+    let receipts = out["receipts"]
+        .as_array()
+        .expect("every receipt of the refusal");
+    assert_eq!(receipts.last(), Some(&out["receipt"]), "{out}");
 }
 
 #[actix_web::test]

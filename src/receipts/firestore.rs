@@ -492,6 +492,23 @@ impl LedgerStore for FirestoreStore {
         Ok(self.tenant_doc(tenant).await?.and_then(|d| d.entitlement))
     }
 
+    async fn head_and_entitlement(
+        &self,
+        tenant: &str,
+    ) -> Result<(Option<Head>, Option<Value>), StoreError> {
+        // Both live in the tenant's document: one read, one snapshot.
+        Ok(match self.tenant_doc(tenant).await? {
+            None => (None, None),
+            Some(d) => (
+                (d.head_seq > 0).then_some(Head {
+                    seq: d.head_seq as u64,
+                    hash: d.head_hash,
+                }),
+                d.entitlement,
+            ),
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await.map_err(map_err)
     }

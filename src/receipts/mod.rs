@@ -93,6 +93,12 @@ impl LedgerStore for AnyStore {
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
         each!(self, s => s.entitlement(tenant).await)
     }
+    async fn head_and_entitlement(
+        &self,
+        tenant: &str,
+    ) -> Result<(Option<Head>, Option<Value>), StoreError> {
+        each!(self, s => s.head_and_entitlement(tenant).await)
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         each!(self, s => s.ping().await)
     }

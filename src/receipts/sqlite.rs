@@ -811,6 +811,21 @@ impl LedgerStore for SqliteStore {
         self.read(move |c| entitlement_of(c, &tenant)).await
     }
 
+    async fn head_and_entitlement(
+        &self,
+        tenant: &str,
+    ) -> Result<(Option<Head>, Option<Value>), StoreError> {
+        let tenant = tenant.to_owned();
+        // One trip to the blocking pool, one read transaction.
+        self.read(move |c| {
+            let tx = c.unchecked_transaction().map_err(unavailable)?;
+            let both = (head_of(&tx, &tenant)?, entitlement_of(&tx, &tenant)?);
+            tx.finish().map_err(unavailable)?;
+            Ok(both)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await

@@ -250,6 +250,14 @@ pub trait LedgerStore {
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// The tenant's entitlement record.
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError>;
+    /// The chain head and the entitlement record together (one read where the backend keeps
+    /// them together): what the writer loads for a tenant whose decisions name their record.
+    async fn head_and_entitlement(
+        &self,
+        tenant: &str,
+    ) -> Result<(Option<Head>, Option<Value>), StoreError> {
+        Ok((self.head(tenant).await?, self.entitlement(tenant).await?))
+    }
     /// Whether the backend answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -646,8 +646,16 @@ async fn know(
     record: bool,
 ) -> Result<(), StoreError> {
     if !tips.contains_key(tenant) {
-        let head = store.head(tenant).await?;
-        tips.insert(tenant.to_owned(), Tip::of(head));
+        let tip = if record {
+            let (head, entitlement) = store.head_and_entitlement(tenant).await?;
+            Tip {
+                record: Some(record_fingerprint(entitlement.as_ref())),
+                ..Tip::of(head)
+            }
+        } else {
+            Tip::of(store.head(tenant).await?)
+        };
+        tips.insert(tenant.to_owned(), tip);
     }
     let tip = tips.get_mut(tenant).expect("inserted above");
     if record && tip.record.is_none() {

@@ -186,6 +186,19 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         Some(json!({"status": "suspended"}))
     );
     assert_eq!(store.entitlement(&b).await.unwrap(), None);
+    // Read together, as the writer loads a tenant whose decisions name their record.
+    assert_eq!(
+        store.head_and_entitlement(&a).await.unwrap(),
+        (
+            store.head(&a).await.unwrap(),
+            store.entitlement(&a).await.unwrap()
+        )
+    );
+    assert!(store.head_and_entitlement(&a).await.unwrap().0.is_some());
+    assert_eq!(
+        store.head_and_entitlement("nobody").await.unwrap(),
+        (None, None)
+    );
 
     // The whole chain verifies.
     let all = store.range(&a, 0, 100).await.unwrap();

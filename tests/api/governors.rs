@@ -154,6 +154,7 @@ async fn suspend_makes_the_governor_refuse_and_resume_brings_it_back() {
 async fn a_signal_decided_as_its_tenant_is_suspended_is_decided_again_and_refused() {
     // Arrange: a running governor, and a suspension on its way to the ledger (stalled) that
     // the governor has not heard of: the Entitlements actor tells it once it is durable.
+    let _counted = OVERTAKING.lock().await;
     let app = spawn_app(|s| s.chaos.enabled = true).await;
     grant(&app, "t9").await;
     assert_eq!(signal(&app, "t9", 10.0).await.0, 200);
@@ -238,6 +239,12 @@ async fn a_signal_decided_as_its_tenant_is_suspended_is_decided_again_and_refuse
 /// A governor through suspension, resumption and restarts: each rebuilt governor's record
 /// must be the one the ledger holds, so no decision is overtaken (and decided twice).
 async fn entitlement_cycle_overtakes_nothing(app: &TestApp) {
+    let _counted = OVERTAKING.lock().await;
+    let overtaken = || async {
+        let text = app.get_text("/metrics").await.1;
+        metric(&text, "tai_decisions_superseded_total").unwrap_or(0.0)
+    };
+    let before = overtaken().await;
     grant(app, "cyc").await;
     let mut stamp = vec![signal(app, "cyc", 65.0).await.0];
     let marketplace =
@@ -267,12 +274,7 @@ async fn entitlement_cycle_overtakes_nothing(app: &TestApp) {
         stamp.push(next);
     }
     assert_eq!(stamp, [200, 409, 200, 409, 200]);
-    let text = app.get_text("/metrics").await.1;
-    assert_eq!(
-        metric(&text, "tai_decisions_superseded_total").unwrap_or(0.0),
-        0.0,
-        "no decision was overtaken"
-    );
+    assert_eq!(overtaken().await, before, "no decision was overtaken");
     assert_eq!(
         app.get_json("/v1/tenants/cyc/receipts/verify").await.1["valid"],
         true
@@ -301,6 +303,7 @@ async fn a_governor_rebuilt_on_the_firestore_emulator_holds_the_record_the_ledge
 async fn a_suspension_made_through_one_instance_stops_the_other_instances_governor() {
     // Arrange: two instances on one Firestore project, each with a running governor for the
     // same tenant.
+    let _counted = OVERTAKING.lock().await;
     let project = firestore_project("tai-two");
     let on = |project: String| {
         move |s: &mut tai_autonomics::config::Settings| {

@@ -121,6 +121,12 @@ pub async fn keyed(
     (res.status().as_u16(), replayed, body)
 }
 
+/// Held by the tests that make or count decisions overtaken by an entitlement change. Metrics
+/// are process-wide: nextest runs each test in a process of its own, but `cargo test` (the
+/// fallback of `tools/test.sh`) runs them all in one, where a count must not see another test's
+/// overtaken decisions.
+pub static OVERTAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A project of its own on the Firestore emulator that `tools/test.sh` started (the test fails
 /// without one): `prefix`, the process id and the time.
 pub fn firestore_project(prefix: &str) -> String {

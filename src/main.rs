@@ -24,14 +24,20 @@ enum Command {
     Serve,
     /// Print the effective configuration (secrets masked) and exit.
     Config,
-    /// Verify receipt chains offline against the configured store; exit 1 if any is broken.
+    /// Verify receipt chains offline against the configured store, or saved as JSON; exit 1
+    /// if any is broken.
     Verify {
         /// The tenant whose chain to verify.
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        #[arg(long, conflicts_with = "all", required_unless_present_any = ["all", "file"])]
         tenant: Option<String>,
         /// Verify every tenant's chain.
         #[arg(long)]
         all: bool,
+        /// Verify the receipts in this JSON file instead (`-`: standard input): receipts,
+        /// arrays of them or pages of `GET /v1/tenants/{t}/receipts`, one after another, each
+        /// tenant's chain from seq 1. No configuration or store is read.
+        #[arg(long, conflicts_with_all = ["tenant", "all"])]
+        file: Option<std::path::PathBuf>,
     },
     /// Serve the MCP tools over stdin/stdout (logs go to stderr), on the configured ledger.
     McpStdio,
@@ -46,6 +52,8 @@ enum Command {
 const EX_CONFIG: u8 = 78;
 /// `EX_USAGE`: the command line names no valid tenant.
 const EX_USAGE: u8 = 64;
+/// `EX_DATAERR`: the file to verify is not receipts.
+const EX_DATAERR: u8 = 65;
 /// `EX_NOINPUT`: the tenant has no chain, or there is no ledger file.
 const EX_NOINPUT: u8 = 66;
 /// `EX_UNAVAILABLE`: the store could not be read.
@@ -129,13 +137,9 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
                     if tty {
                         eprint!("\r\x1b[2K");
                     }
-                    if !report.valid {
+                    if !print_report(&report) {
                         broken += 1;
-                        if let Some(b) = &report.first_broken {
-                            eprintln!("chain of {t} is BROKEN at seq {}: {}", b.seq, b.reason);
-                        }
                     }
-                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
                 }
                 Err(e) => {
                     eprintln!("verify: {e}");
@@ -143,13 +147,59 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
                 }
             }
         }
-        eprintln!("verified {} chain(s): {} broken", tenants.len(), broken);
-        if broken > 0 {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        }
+        verdict(tenants.len(), broken)
     })
+}
+
+/// Prints a chain's report (JSON on stdout, a break on stderr); whether the chain is valid.
+fn print_report(report: &tai_autonomics::receipts::VerifyReport) -> bool {
+    if let Some(b) = &report.first_broken {
+        eprintln!(
+            "chain of {} is BROKEN at seq {}: {}",
+            report.tenant_id, b.seq, b.reason
+        );
+    }
+    println!("{}", serde_json::to_string(report).unwrap_or_default());
+    report.valid
+}
+
+/// The closing line of `verify`, and its exit code.
+fn verdict(chains: usize, broken: usize) -> ExitCode {
+    eprintln!("verified {chains} chain(s): {broken} broken");
+    if broken > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `verify --file`: the chains in saved JSON, without configuration or store.
+fn verify_file(path: &std::path::Path) -> ExitCode {
+    let input: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(path) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("verify: cannot read {}: {e}", path.display());
+                return ExitCode::from(EX_NOINPUT);
+            }
+        }
+    };
+    match tai_autonomics::receipts::offline::verify_json(std::io::BufReader::new(input)) {
+        Err(e) => {
+            eprintln!("verify: {}: {e}", path.display());
+            ExitCode::from(EX_DATAERR)
+        }
+        Ok(reports) if reports.is_empty() => {
+            eprintln!("verify: {} holds no receipts", path.display());
+            ExitCode::from(EX_NOINPUT)
+        }
+        Ok(reports) => {
+            let broken = reports.iter().filter(|r| !print_report(r)).count();
+            verdict(reports.len(), broken)
+        }
+    }
 }
 
 /// `verify`'s progress bar on a terminal: the chain (n of how many), then the receipts checked
@@ -228,6 +278,12 @@ fn main() -> ExitCode {
         };
         println!("{}", tai_autonomics::auth::token_digest(&token));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Verify {
+        file: Some(path), ..
+    }) = &cli.command
+    {
+        return verify_file(path);
     }
     let settings = match Settings::load() {
         Ok(s) => s,

@@ -2,7 +2,7 @@
 //! the single writer.
 //!
 //! Owns: [`receipt::Receipt`] and drafts, RFC 8785 canonical JSON ([`jcs`]), chain verification
-//! ([`chain`]), the [`store::LedgerStore`] contract with its SQLite and Firestore backends, and
+//! ([`chain`]; of saved JSON, without a store: [`offline`]), the [`store::LedgerStore`] contract with its SQLite and Firestore backends, and
 //! the [`writer::ReceiptWriter`] actor.
 //!
 //! Invariant: only the ReceiptWriter appends; it assigns `seq` and `prev_hash`, so within an
@@ -11,6 +11,7 @@
 pub mod chain;
 pub mod firestore;
 pub mod jcs;
+pub mod offline;
 pub mod receipt;
 pub mod sqlite;
 pub mod store;

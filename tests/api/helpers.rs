@@ -58,7 +58,8 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    async fn get_bytes(&self, path: &str) -> (u16, actix_web::web::Bytes) {
+    /// GET → (status, the body as sent).
+    pub async fn get_bytes(&self, path: &str) -> (u16, actix_web::web::Bytes) {
         let mut res = self
             .client
             .get(self.url(path))

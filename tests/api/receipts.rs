@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use serde_json::json;
+
 use tai_autonomics::receipts::writer::NewReceipt;
 use tai_autonomics::receipts::{ReceiptDraft, ReceiptType};
 
@@ -212,5 +214,92 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
             .map(|l| l["receipts_checked"].as_u64().unwrap())
             .collect::<Vec<_>>(),
         vec![3, 4]
+    );
+}
+
+/// Runs the real binary's `verify --file` on `file`, with a configuration that would not load
+/// (so none is read) and `stdin` on its standard input.
+fn verify_file_cli(file: &str, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["verify", "--file", file])
+        .env("TAI_AUTH__MDOE", "bearer")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[actix_web::test]
+async fn pages_saved_from_the_api_verify_offline_and_a_change_in_the_file_is_found_at_its_seq() {
+    let app = spawn_app(|_| {}).await;
+    seed(&app, "acme-corp", 10).await;
+    // The pages exactly as the API sent them, saved one after another.
+    let mut saved = Vec::new();
+    for after in [0, 4, 8] {
+        let (status, body) = app
+            .get_bytes(&format!(
+                "/v1/tenants/acme-corp/receipts?after_seq={after}&limit=4"
+            ))
+            .await;
+        assert_eq!(status, 200);
+        saved.extend_from_slice(&body);
+        saved.push(b'\n');
+    }
+    let file = app.dir.path().join("acme-corp.json");
+    std::fs::write(&file, &saved).unwrap();
+    let out = verify_file_cli(file.to_str().unwrap(), b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &report["tenant_id"],
+            &report["valid"],
+            &report["receipts_checked"]
+        ),
+        (&json!("acme-corp"), &json!(true), &json!(10u64))
+    );
+    let (_, last) = app
+        .get_json("/v1/tenants/acme-corp/receipts?after_seq=9")
+        .await;
+    assert_eq!(report["head_hash"], last["receipts"][0]["receipt_hash"]);
+
+    // One stored value changed in the file (seq 6's reason), read from standard input.
+    let text = String::from_utf8(saved).unwrap();
+    let tampered = text.replacen(
+        "value 5 < warning threshold 60",
+        "value 95 < warning threshold 60",
+        1,
+    );
+    assert_ne!(tampered, text);
+    let out = verify_file_cli("-", tampered.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["first_broken"]["seq"], &report["receipts_checked"]),
+        (&json!(6u64), &json!(5u64))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 6"));
+
+    // Not receipts, no receipts, no file.
+    assert_eq!(
+        verify_file_cli("-", b"{\"receipts\": 3}").status.code(),
+        Some(65)
+    );
+    assert_eq!(verify_file_cli("-", b"\n").status.code(), Some(66));
+    let missing = app.dir.path().join("nothing.json");
+    assert_eq!(
+        verify_file_cli(missing.to_str().unwrap(), b"")
+            .status
+            .code(),
+        Some(66)
     );
 }

@@ -214,6 +214,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/tenants/{tenant}/receipts/verify")
                 .route(web::get().to(receipts::verify)),
         )
+        .service(
+            web::resource("/v1/tenants/{tenant}/receipts/export")
+                .route(web::get().to(receipts::export)),
+        )
         .service(web::resource("/v1/receipts/{receipt_id}").route(web::get().to(receipts::get)))
         .service(web::resource("/v1/supervision").route(web::get().to(ops::supervision)))
         .service(

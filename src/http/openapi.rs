@@ -221,6 +221,16 @@ fn ops() -> Vec<Op> {
             errors: &[400, 401, 403, 404, 503],
             ..op(
                 "get",
+                "/v1/tenants/{tenant}/receipts/export",
+                "The tenant's whole chain up to its head (header Chain-Head-Seq), one receipt per line (NDJSON), for `tai-autonomics verify --file`",
+                READERS,
+                (200, schema("Receipt")),
+            )
+        },
+        Op {
+            errors: &[400, 401, 403, 404, 503],
+            ..op(
+                "get",
                 "/v1/receipts/{receipt_id}",
                 "One receipt by id",
                 READERS,
@@ -436,6 +446,8 @@ fn operation(op: &Op) -> Value {
         "text/plain"
     } else if op.path == "/observer" {
         "text/html"
+    } else if op.path.ends_with("/receipts/export") {
+        "application/x-ndjson"
     } else {
         "application/json"
     };

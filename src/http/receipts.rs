@@ -1,4 +1,5 @@
-//! Receipt reads: a tenant's chain (paged), its verification, and one receipt by id.
+//! Receipt reads: a tenant's chain (paged, or exported whole as NDJSON), its verification, and
+//! one receipt by id.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -77,6 +78,51 @@ pub async fn list(
         "receipts": receipts,
         "next_after_seq": next,
     })))
+}
+
+/// Receipts read from the store per chunk of an export.
+const EXPORT_PAGE: usize = 1000;
+
+/// `GET /v1/tenants/{tenant}/receipts/export`: the chain from seq 1 up to its head when the
+/// export began (header `Chain-Head-Seq`), one receipt per line, read and sent a page at a time,
+/// so any length takes constant memory. What `tai-autonomics verify --file` checks offline. A
+/// store failure part-way ends the response without its last chunk, so the client sees a
+/// broken transfer, never a short chain that looks whole.
+pub async fn export(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = state.readable_tenant(&caller, &path)?;
+    let head_seq = known_tenant(&state, &tenant).await?;
+    let store = state.tree.ledger.store().clone();
+    let chunks = futures_util::stream::unfold(Some(0u64), move |after| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            let after = after.filter(|&a| a < head_seq)?;
+            let want = EXPORT_PAGE.min(usize::try_from(head_seq - after).unwrap_or(EXPORT_PAGE));
+            match store.range(tenant.as_str(), after, want).await {
+                // A chain that ends before its head ends the export; verifying it tells.
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = page.last().map(|r| r.seq);
+                    let mut chunk = Vec::with_capacity(page.len() * 1024);
+                    for r in &page {
+                        if let Err(e) = serde_json::to_writer(&mut chunk, r) {
+                            return Some((Err(StoreError::Corrupt(e.to_string())), None));
+                        }
+                        chunk.push(b'\n');
+                    }
+                    Some((Ok(web::Bytes::from(chunk)), next))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header(("Chain-Head-Seq", head_seq.to_string()))
+        .streaming(chunks))
 }
 
 /// `GET /v1/tenants/{tenant}/receipts/verify`

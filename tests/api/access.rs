@@ -94,6 +94,12 @@ async fn every_route_answers_each_role_as_specified() {
         ),
         (
             "GET",
+            "/v1/tenants/tenant-a/receipts/export",
+            None,
+            [401, 200, 200, 200, 403],
+        ),
+        (
+            "GET",
             receipt_path.as_str(),
             None,
             [401, 200, 200, 200, 404],

@@ -303,3 +303,98 @@ async fn pages_saved_from_the_api_verify_offline_and_a_change_in_the_file_is_fou
         Some(66)
     );
 }
+
+#[actix_web::test]
+async fn the_export_is_the_whole_chain_one_receipt_a_line_and_verifies_offline() {
+    let app = spawn_app(|_| {}).await;
+    // More than one page of the export (1,000), and a second tenant that must not appear.
+    let seeded = seed(&app, "acme-corp", 2345).await;
+    seed(&app, "other", 3).await;
+    let mut res = app
+        .client
+        .get(app.url("/v1/tenants/acme-corp/receipts/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/x-ndjson")
+    );
+    assert_eq!(header("chain-head-seq").as_deref(), Some("2345"));
+    let body = res.body().limit(64 << 20).await.unwrap();
+    let lines: Vec<tai_autonomics::receipts::Receipt> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines, seeded,
+        "every receipt, in chain order, exactly as stored"
+    );
+
+    let file = app.dir.path().join("export.ndjson");
+    std::fs::write(&file, &body).unwrap();
+    let out = verify_file_cli(file.to_str().unwrap(), b"");
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["valid"], &report["receipts_checked"]),
+        (&json!(true), &json!(2345u64))
+    );
+
+    // The intact export ends with the closing chunk.
+    let whole = raw_get(&app, "/v1/tenants/acme-corp/receipts/export").await;
+    assert!(whole.ends_with(b"\r\n0\r\n\r\n"));
+
+    // A row that cannot be read back (its type made unknown, past the trigger) fails the
+    // second page: the response has begun, so it ends as a broken transfer, not a short chain.
+    let conn = rusqlite::Connection::open(app.dir.path().join("ledger.db")).unwrap();
+    conn.execute_batch("DROP TRIGGER receipts_are_append_only_update")
+        .unwrap();
+    conn.execute(
+        "UPDATE receipts SET type = 'bogus' WHERE tenant_id = 'acme-corp' AND seq = 1500",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let raw = raw_get(&app, "/v1/tenants/acme-corp/receipts/export").await;
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{:?}", &raw[..40]);
+    assert!(raw.len() > 100_000, "the first page was sent");
+    assert!(
+        !raw.ends_with(b"\r\n0\r\n\r\n"),
+        "the response ended as if the chain were whole"
+    );
+
+    let (status, body) = app.get_json("/v1/tenants/nobody/receipts/export").await;
+    assert_eq!((status, &body["code"]), (404, &json!("tenant_not_found")));
+    let (status, _) = app.get_json("/v1/tenants/No/receipts/export").await;
+    assert_eq!(status, 400);
+}
+
+/// `GET path` over a plain socket, everything the server sent until it closed: the framing
+/// itself, which a client library would check for us (awc takes a closed connection as the end
+/// of a chunked body).
+async fn raw_get(app: &TestApp, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = socket.read_to_end(&mut out);
+        out
+    })
+    .await
+    .unwrap()
+}

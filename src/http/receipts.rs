@@ -2,12 +2,13 @@
 //! one receipt by id.
 
 use actix_web::{web, HttpResponse};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 
 use super::error::{query_limit, query_uint, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
-use crate::receipts::{verify_chain, LedgerStore, StoreError};
+use crate::receipts::{verify_chain, AnyStore, LedgerStore, StoreError};
 use crate::tenant::TenantId;
 
 impl From<StoreError> for ApiError {
@@ -85,9 +86,10 @@ const EXPORT_PAGE: usize = 1000;
 
 /// `GET /v1/tenants/{tenant}/receipts/export`: the chain from seq 1 up to its head when the
 /// export began (header `Chain-Head-Seq`), one receipt per line, read and sent a page at a time,
-/// so any length takes constant memory. What `tai-autonomics verify --file` checks offline. A
-/// store failure part-way ends the response without its last chunk, so the client sees a
-/// broken transfer, never a short chain that looks whole.
+/// so any length takes constant memory. What `tai-autonomics verify --file` checks offline. The
+/// first page is read before the answer starts, so a store that fails at once is a 503; one that
+/// fails part-way ends the response without its last chunk, so the client sees a broken
+/// transfer, never a short chain that looks whole.
 pub async fn export(
     state: web::Data<AppState>,
     caller: Caller,
@@ -96,33 +98,50 @@ pub async fn export(
     let tenant = state.readable_tenant(&caller, &path)?;
     let head_seq = known_tenant(&state, &tenant).await?;
     let store = state.tree.ledger.store().clone();
-    let chunks = futures_util::stream::unfold(Some(0u64), move |after| {
+    let first = export_chunk(&store, &tenant, 0, head_seq)
+        .await
+        .transpose()?;
+    let rest = futures_util::stream::unfold(first.as_ref().map(|c| c.1), move |after| {
         let (store, tenant) = (store.clone(), tenant.clone());
         async move {
-            let after = after.filter(|&a| a < head_seq)?;
-            let want = EXPORT_PAGE.min(usize::try_from(head_seq - after).unwrap_or(EXPORT_PAGE));
-            match store.range(tenant.as_str(), after, want).await {
-                // A chain that ends before its head ends the export; verifying it tells.
-                Ok(page) if page.is_empty() => None,
-                Ok(page) => {
-                    let next = page.last().map(|r| r.seq);
-                    let mut chunk = Vec::with_capacity(page.len() * 1024);
-                    for r in &page {
-                        if let Err(e) = serde_json::to_writer(&mut chunk, r) {
-                            return Some((Err(StoreError::Corrupt(e.to_string())), None));
-                        }
-                        chunk.push(b'\n');
-                    }
-                    Some((Ok(web::Bytes::from(chunk)), next))
-                }
+            match export_chunk(&store, &tenant, after?, head_seq).await? {
+                Ok((chunk, last)) => Some((Ok(chunk), Some(last))),
                 Err(e) => Some((Err(e), None)),
             }
         }
     });
+    let chunks = futures_util::stream::iter(first.map(|c| Ok(c.0))).chain(rest);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header(("Chain-Head-Seq", head_seq.to_string()))
         .streaming(chunks))
+}
+
+/// The export's next chunk after seq `after`, and the last seq in it: `None` at `head_seq`, or
+/// where the chain ends before it (verifying the export tells).
+async fn export_chunk(
+    store: &AnyStore,
+    tenant: &TenantId,
+    after: u64,
+    head_seq: u64,
+) -> Option<Result<(web::Bytes, u64), StoreError>> {
+    if after >= head_seq {
+        return None;
+    }
+    let want = EXPORT_PAGE.min(usize::try_from(head_seq - after).unwrap_or(EXPORT_PAGE));
+    let page = match store.range(tenant.as_str(), after, want).await {
+        Ok(page) => page,
+        Err(e) => return Some(Err(e)),
+    };
+    let last = page.last()?.seq;
+    let mut chunk = Vec::with_capacity(page.len() * 1024);
+    for r in &page {
+        if let Err(e) = serde_json::to_writer(&mut chunk, r) {
+            return Some(Err(StoreError::Corrupt(e.to_string())));
+        }
+        chunk.push(b'\n');
+    }
+    Some(Ok((web::Bytes::from(chunk), last)))
 }
 
 /// `GET /v1/tenants/{tenant}/receipts/verify`

@@ -2,8 +2,8 @@
 //! the single writer.
 //!
 //! Owns: [`receipt::Receipt`] and drafts, RFC 8785 canonical JSON ([`jcs`]), chain verification
-//! ([`chain`]; of saved JSON, without a store: [`offline`]), the [`store::LedgerStore`] contract with its SQLite and Firestore backends, and
-//! the [`writer::ReceiptWriter`] actor.
+//! ([`chain`]; of saved JSON, without a store: [`offline`]), the [`store::LedgerStore`] contract
+//! with its SQLite and Firestore backends, and the [`writer::ReceiptWriter`] actor.
 //!
 //! Invariant: only the ReceiptWriter appends; it assigns `seq` and `prev_hash`, so within an
 //! instance a tenant's chain has exactly one writer. Nothing updates or deletes a receipt.

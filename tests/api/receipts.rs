@@ -371,6 +371,16 @@ async fn the_export_is_the_whole_chain_one_receipt_a_line_and_verifies_offline()
         !raw.ends_with(b"\r\n0\r\n\r\n"),
         "the response ended as if the chain were whole"
     );
+    // A failure in the first page comes before the answer starts: an error status and body.
+    let conn = rusqlite::Connection::open(app.dir.path().join("ledger.db")).unwrap();
+    conn.execute(
+        "UPDATE receipts SET type = 'bogus' WHERE tenant_id = 'acme-corp' AND seq = 10",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (status, body) = app.get_json("/v1/tenants/acme-corp/receipts/export").await;
+    assert_eq!((status, &body["code"]), (500, &json!("internal")), "{body}");
 
     let (status, body) = app.get_json("/v1/tenants/nobody/receipts/export").await;
     assert_eq!((status, &body["code"]), (404, &json!("tenant_not_found")));

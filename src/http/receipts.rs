@@ -87,9 +87,10 @@ const EXPORT_PAGE: usize = 1000;
 /// `GET /v1/tenants/{tenant}/receipts/export`: the chain from seq 1 up to its head when the
 /// export began (header `Chain-Head-Seq`), one receipt per line, read and sent a page at a time,
 /// so any length takes constant memory. What `tai-autonomics verify --file` checks offline. The
-/// first page is read before the answer starts, so a store that fails at once is a 503; one that
-/// fails part-way ends the response without its last chunk, so the client sees a broken
-/// transfer, never a short chain that looks whole.
+/// first page is read before the answer starts, so a store that fails at once gives an error
+/// answer with the JSON body (503 when it is unreachable); one that fails part-way ends the
+/// response without its last chunk, so the client sees a broken transfer, never a short chain
+/// that looks whole.
 pub async fn export(
     state: web::Data<AppState>,
     caller: Caller,

@@ -54,7 +54,8 @@ const EX_CONFIG: u8 = 78;
 const EX_USAGE: u8 = 64;
 /// `EX_DATAERR`: the file to verify is not receipts.
 const EX_DATAERR: u8 = 65;
-/// `EX_NOINPUT`: the tenant has no chain, or there is no ledger file.
+/// `EX_NOINPUT`: the tenant has no chain, there is no ledger file, or the file to verify is
+/// missing or holds no receipts.
 const EX_NOINPUT: u8 = 66;
 /// `EX_UNAVAILABLE`: the store could not be read.
 const EX_UNAVAILABLE: u8 = 69;

@@ -160,7 +160,7 @@ fn verification(c: &mut Criterion) {
     group.bench_function("verify_10k_receipts", |b| {
         b.iter(|| {
             let report = sys
-                .block_on(verify_chain(&store, "tenant-0", 1000, |_| {}))
+                .block_on(verify_chain(&store, "tenant-0", None, 1000, |_| {}))
                 .unwrap();
             assert!(report.valid);
             report.receipts_checked

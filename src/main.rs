@@ -1,11 +1,13 @@
 //! The `tai-autonomics` binary: `serve` (default), `mcp-stdio`, `verify`, `config` and
 //! `token-digest`.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tai_autonomics::config::{LedgerBackend, Settings};
+use tai_autonomics::receipts::Anchor;
 use tai_autonomics::startup::Application;
 use tai_autonomics::telemetry;
 use tai_autonomics::tenant::TenantId;
@@ -38,6 +40,12 @@ enum Command {
         /// tenant's chain from seq 1. No configuration or store is read.
         #[arg(long, conflicts_with_all = ["tenant", "all"])]
         file: Option<std::path::PathBuf>,
+        /// Also require TENANT's chain to hold the receipt at SEQ with receipt_hash HASH (a
+        /// `head_seq` and `head_hash` recorded from an earlier report): a chain rewritten and
+        /// sealed again since then verifies by itself, but not against its anchor. Repeat for
+        /// more tenants.
+        #[arg(long, value_name = "TENANT:SEQ:HASH")]
+        anchor: Vec<String>,
     },
     /// Serve the MCP tools over stdin/stdout (logs go to stderr), on the configured ledger.
     McpStdio,
@@ -50,7 +58,7 @@ enum Command {
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
-/// `EX_USAGE`: the command line names no valid tenant.
+/// `EX_USAGE`: the command line names no valid tenant, or an anchor that is not valid.
 const EX_USAGE: u8 = 64;
 /// `EX_DATAERR`: the file to verify is not receipts.
 const EX_DATAERR: u8 = 65;
@@ -70,8 +78,28 @@ fn export_emulator_hosts(settings: &Settings) {
     }
 }
 
-fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
-    use tai_autonomics::receipts::{verify_chain, LedgerStore};
+/// The `--anchor` arguments, one per tenant; `Err` is the usage message.
+fn parse_anchors(args: &[String]) -> Result<HashMap<String, Anchor>, String> {
+    let mut anchors = HashMap::new();
+    for arg in args {
+        let (tenant, rest) = arg
+            .split_once(':')
+            .ok_or_else(|| format!("--anchor {arg:?} is not TENANT:SEQ:HASH"))?;
+        TenantId::parse(tenant).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
+        let anchor = Anchor::parse(rest).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
+        if anchors.insert(tenant.to_owned(), anchor).is_some() {
+            return Err(format!("--anchor names tenant {tenant} twice"));
+        }
+    }
+    Ok(anchors)
+}
+
+fn verify(
+    settings: Settings,
+    tenant: Option<String>,
+    anchors: HashMap<String, Anchor>,
+) -> ExitCode {
+    use tai_autonomics::receipts::{verify_chain, LedgerStore, Verifier};
     // Opening a SQLite ledger creates it: a mistyped path would verify an empty new file and
     // report success (and leave the file behind).
     let path = &settings.ledger.sqlite_path;
@@ -84,6 +112,13 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
     }
     if let Some(t) = tenant.as_deref().filter(|t| TenantId::parse(t).is_err()) {
         eprintln!("verify: {t:?} is not a tenant id (^[a-z0-9][a-z0-9._-]{{0,62}}$)");
+        return ExitCode::from(EX_USAGE);
+    }
+    if let Some(other) = tenant
+        .as_deref()
+        .and_then(|t| anchors.keys().find(|a| a.as_str() != t))
+    {
+        eprintln!("verify: --anchor names tenant {other}, which --tenant does not verify");
         return ExitCode::from(EX_USAGE);
     }
     actix_web::rt::System::new().block_on(async move {
@@ -133,7 +168,7 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
                     let _ = std::io::stderr().flush();
                 }
             };
-            match verify_chain(&store, t, 5000, progress).await {
+            match verify_chain(&store, t, anchors.get(t).cloned(), 5000, progress).await {
                 Ok(report) => {
                     if tty {
                         eprint!("\r\x1b[2K");
@@ -148,7 +183,19 @@ fn verify(settings: Settings, tenant: Option<String>) -> ExitCode {
                 }
             }
         }
-        verdict(tenants.len(), broken)
+        // An anchored tenant the ledger has no chain for: its chain does not reach the anchor.
+        let mut absent: Vec<(&String, &Anchor)> = anchors
+            .iter()
+            .filter(|(t, _)| !tenants.contains(t))
+            .collect();
+        absent.sort_by(|a, b| a.0.cmp(b.0));
+        for (t, a) in &absent {
+            let report = Verifier::new(t.as_str())
+                .with_anchor(Some((*a).clone()))
+                .finish(None);
+            print_report(&report);
+        }
+        verdict(tenants.len() + absent.len(), broken + absent.len())
     })
 }
 
@@ -175,7 +222,7 @@ fn verdict(chains: usize, broken: usize) -> ExitCode {
 }
 
 /// `verify --file`: the chains in saved JSON, without configuration or store.
-fn verify_file(path: &std::path::Path) -> ExitCode {
+fn verify_file(path: &std::path::Path, anchors: &HashMap<String, Anchor>) -> ExitCode {
     let input: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -187,7 +234,7 @@ fn verify_file(path: &std::path::Path) -> ExitCode {
             }
         }
     };
-    match tai_autonomics::receipts::offline::verify_json(std::io::BufReader::new(input)) {
+    match tai_autonomics::receipts::offline::verify_json(std::io::BufReader::new(input), anchors) {
         Err(e) => {
             eprintln!("verify: {}: {e}", path.display());
             ExitCode::from(EX_DATAERR)
@@ -280,11 +327,21 @@ fn main() -> ExitCode {
         println!("{}", tai_autonomics::auth::token_digest(&token));
         return ExitCode::SUCCESS;
     }
+    let anchors = match &cli.command {
+        Some(Command::Verify { anchor, .. }) => match parse_anchors(anchor) {
+            Ok(anchors) => anchors,
+            Err(m) => {
+                eprintln!("verify: {m}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        _ => HashMap::new(),
+    };
     if let Some(Command::Verify {
         file: Some(path), ..
     }) = &cli.command
     {
-        return verify_file(path);
+        return verify_file(path, &anchors);
     }
     let settings = match Settings::load() {
         Ok(s) => s,
@@ -295,7 +352,7 @@ fn main() -> ExitCode {
     };
     export_emulator_hosts(&settings);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Verify { tenant, .. } => verify(settings, tenant),
+        Command::Verify { tenant, .. } => verify(settings, tenant, anchors),
         Command::TokenDigest { .. } => ExitCode::SUCCESS,
         Command::McpStdio => {
             telemetry::init_tracing(&settings, true);

@@ -208,11 +208,12 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
+            query: &[("anchor_seq", "integer"), ("anchor_hash", "string")],
             errors: &[400, 401, 403, 404, 503],
             ..op(
                 "get",
                 "/v1/tenants/{tenant}/receipts/verify",
-                "Verify the tenant's whole chain",
+                "Verify the tenant's whole chain, and against an anchor (anchor_seq and anchor_hash together: a head_seq and head_hash reported earlier) when given",
                 READERS,
                 (200, schema("Verification")),
             )
@@ -584,7 +585,9 @@ fn components() -> Value {
                 "head_seq": {"type": "integer"},
                 "head_hash": {"type": "string"},
                 "first_broken": {"type": ["object", "null"], "properties": {
-                    "seq": {"type": "integer"}, "reason": {"type": "string"}}}}},
+                    "seq": {"type": "integer"}, "reason": {"type": "string"}}},
+                "anchor": {"type": "object", "properties": {
+                    "seq": {"type": "integer"}, "hash": {"type": "string"}}}}},
             "Health": {"type": "object", "required": ["status", "node", "uptime_ms", "timestamp", "checks"], "properties": {
                 "status": {"enum": ["ok", "unavailable"]},
                 "node": {"type": "string"},

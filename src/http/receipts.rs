@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::error::{query_limit, query_uint, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
-use crate::receipts::{verify_chain, AnyStore, LedgerStore, StoreError};
+use crate::receipts::{verify_chain, Anchor, AnyStore, LedgerStore, StoreError};
 use crate::tenant::TenantId;
 
 impl From<StoreError> for ApiError {
@@ -145,15 +145,42 @@ async fn export_chunk(
     Some(Ok((web::Bytes::from(chunk), last)))
 }
 
-/// `GET /v1/tenants/{tenant}/receipts/verify`
+#[derive(Deserialize)]
+pub struct VerifyQuery {
+    anchor_seq: Option<String>,
+    anchor_hash: Option<String>,
+}
+
+impl VerifyQuery {
+    /// The anchor asked for: both parameters or neither (empty counts as absent).
+    fn anchor(&self) -> Result<Option<Anchor>, ApiError> {
+        let seq = query_uint::<u64>("anchor_seq", self.anchor_seq.as_deref())?;
+        let hash = self.anchor_hash.as_deref().filter(|h| !h.is_empty());
+        let invalid = |m: String| ApiError::new(ErrorCode::InvalidRequest, m);
+        match (seq, hash) {
+            (None, None) => Ok(None),
+            (Some(seq), Some(hash)) => Anchor::new(seq, hash).map(Some).map_err(invalid),
+            _ => Err(invalid(
+                "anchor_seq and anchor_hash are given together or not at all".into(),
+            )),
+        }
+    }
+}
+
+/// `GET /v1/tenants/{tenant}/receipts/verify?anchor_seq=&anchor_hash=`: the whole chain, and
+/// with an anchor (a `head_seq` and `head_hash` an earlier verification reported) whether the
+/// chain still holds that receipt, which no rewrite of the ledger can fake.
 pub async fn verify(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
+    query: web::Query<VerifyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
+    let anchor = query.anchor()?;
     known_tenant(&state, &tenant).await?;
-    let report = verify_chain(state.tree.ledger.store(), tenant.as_str(), 1000, |_| {}).await?;
+    let store = state.tree.ledger.store();
+    let report = verify_chain(store, tenant.as_str(), anchor, 1000, |_| {}).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 

@@ -19,7 +19,7 @@ use crate::http::error::ApiError;
 use crate::intake::{Intake, MarketplaceRequest, SignalRequest};
 use crate::pubsub::PubsubHealth;
 use crate::receipts::writer::{LedgerHandle, NewReceipt};
-use crate::receipts::{verify_chain, LedgerStore, ReceiptDraft, ReceiptType};
+use crate::receipts::{verify_chain, Anchor, LedgerStore, ReceiptDraft, ReceiptType};
 use crate::tenant::TenantId;
 
 const ASK: Duration = Duration::from_secs(2);
@@ -304,6 +304,17 @@ async fn run(
         }
         "taiea.receipts.verify_chain" => {
             let t = tenant_of(tenant)?;
+            let anchor = match (args.get("anchor_seq"), str_arg(args, "anchor_hash")) {
+                (None, None) => None,
+                (Some(seq), Some(hash)) => Some(
+                    Anchor::new(seq.as_u64().unwrap_or(0), &hash)
+                        .map_err(|m| format!("invalid_request: {m}"))?,
+                ),
+                _ => return Err(
+                    "invalid_request: anchor_seq and anchor_hash are given together or not at all"
+                        .into(),
+                ),
+            };
             let store = ops.ledger.store();
             if store
                 .head(t.as_str())
@@ -313,7 +324,7 @@ async fn run(
             {
                 return Err(format!("tenant_not_found: tenant {t} has no receipts"));
             }
-            let report = verify_chain(store, t.as_str(), 1000, |_| {})
+            let report = verify_chain(store, t.as_str(), anchor, 1000, |_| {})
                 .await
                 .map_err(|e| e.to_string())?;
             let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);

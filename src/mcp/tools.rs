@@ -140,14 +140,16 @@ pub fn table() -> Vec<ToolDef> {
         ToolDef {
             name: "taiea.receipts.verify_chain",
             title: "Verify a receipt chain",
-            description: "Recomputes every hash of the tenant's chain and checks seq continuity and prev_hash links; with receipt_id, also that this receipt is in the chain and its hash matches its content.",
+            description: "Recomputes every hash of the tenant's chain and checks seq continuity and prev_hash links; with receipt_id, also that this receipt is in the chain and its hash matches its content; with anchor_seq and anchor_hash (a head_seq and head_hash recorded from an earlier check), also that the chain still holds that receipt, which a ledger sealed again after a change does not.",
             access: Access::TenantRead,
             input: object(
-                json!({"tenant_id": tenant_property(), "receipt_id": {"type": "string", "maxLength": 64}}),
+                json!({"tenant_id": tenant_property(), "receipt_id": {"type": "string", "maxLength": 64},
+                    "anchor_seq": {"type": "integer", "minimum": 1},
+                    "anchor_hash": {"type": "string", "minLength": 64, "maxLength": 64, "description": "64 lowercase hex digits."}}),
                 &["tenant_id"],
             ),
             output: output(
-                json!({"tenant_id": {"type": "string"}, "valid": {"type": "boolean"}, "receipts_checked": {"type": "integer"}, "head_seq": {"type": "integer"}, "first_broken": {"anyOf": [{"type": "object"}, {"type": "null"}]}, "receipt": {"anyOf": [{"type": "object"}, {"type": "null"}]}}),
+                json!({"tenant_id": {"type": "string"}, "valid": {"type": "boolean"}, "receipts_checked": {"type": "integer"}, "head_seq": {"type": "integer"}, "head_hash": {"type": "string"}, "first_broken": {"anyOf": [{"type": "object"}, {"type": "null"}]}, "anchor": {"type": "object"}, "receipt": {"anyOf": [{"type": "object"}, {"type": "null"}]}}),
                 &["tenant_id", "valid", "receipts_checked", "head_seq"],
             ),
             hints: READ,

@@ -3,6 +3,12 @@
 //!
 //! Pure and streaming: a [`Verifier`] holds one previous hash, so a chain of any length is
 //! checked in constant memory, page by page.
+//!
+//! A chain that verifies proves only that it is consistent: whoever can write the ledger can
+//! change a receipt and seal every receipt after it again. An [`Anchor`] (a seq and its
+//! `receipt_hash`, recorded somewhere the ledger's writers cannot change) closes that gap: since
+//! each hash covers the one before it, a chain whose receipt at the anchor's seq still has the
+//! recorded hash is, up to there, exactly the chain that was recorded.
 
 use serde::Serialize;
 
@@ -21,10 +27,49 @@ pub struct VerifyReport {
     pub tenant_id: String,
     pub valid: bool,
     pub receipts_checked: u64,
-    /// The last receipt that verified.
+    /// The last receipt that verified: with `head_hash`, the anchor to record for a later check.
     pub head_seq: u64,
     pub head_hash: String,
     pub first_broken: Option<Break>,
+    /// The anchor the chain was checked against, if one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Anchor>,
+}
+
+/// A receipt's `receipt_hash` recorded at some time: the chain must still reach `seq` with that
+/// hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Anchor {
+    /// An anchor from its parts: `seq` from 1, `hash` 64 lowercase hex digits (as receipts
+    /// write it).
+    pub fn new(seq: u64, hash: &str) -> Result<Self, String> {
+        if seq == 0 {
+            return Err("an anchor's seq starts at 1".into());
+        }
+        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err("an anchor's hash is 64 lowercase hex digits".into());
+        }
+        Ok(Anchor {
+            seq,
+            hash: hash.to_owned(),
+        })
+    }
+
+    /// `SEQ:HASH`, as a report's `head_seq` and `head_hash` give them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (seq, hash) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} is not SEQ:HASH"))?;
+        let seq = seq
+            .parse()
+            .map_err(|_| format!("{seq:?} is not a seq (a positive integer)"))?;
+        Anchor::new(seq, hash)
+    }
 }
 
 /// Checks receipts fed in `seq` order.
@@ -35,6 +80,7 @@ pub struct Verifier {
     prev_hash: String,
     checked: u64,
     broken: Option<Break>,
+    anchor: Option<Anchor>,
     /// Scratch space for canonical texts, reused for every receipt.
     buf: String,
 }
@@ -47,8 +93,16 @@ impl Verifier {
             prev_hash: GENESIS_HASH.to_owned(),
             checked: 0,
             broken: None,
+            anchor: None,
             buf: String::with_capacity(1024),
         }
+    }
+
+    /// Also checks the chain against `anchor`: it must reach the anchor's seq, and the receipt
+    /// there must have the anchor's hash.
+    pub fn with_anchor(mut self, anchor: Option<Anchor>) -> Self {
+        self.anchor = anchor;
+        self
     }
 
     /// Checks the next receipt; returns `false` once the chain is broken (further input is
@@ -97,6 +151,17 @@ impl Verifier {
             Some(fail(
                 "receipt_hash does not match the receipt's content".to_owned(),
             ))
+        } else if self
+            .anchor
+            .as_ref()
+            .is_some_and(|a| a.seq == r.seq && a.hash != r.receipt_hash)
+        {
+            // Consistent in itself, yet not the receipt recorded: the chain was sealed again
+            // from this receipt or one before it.
+            Some(fail(
+                "receipt_hash is not the anchor's: the chain was rewritten at or before this seq"
+                    .to_owned(),
+            ))
         } else {
             None
         };
@@ -140,6 +205,18 @@ impl Verifier {
                 }
             }
         }
+        if let Some(a) = self.anchor.as_ref().filter(|_| self.broken.is_none()) {
+            let last = self.expected_seq - 1;
+            if a.seq > last {
+                self.broken = Some(Break {
+                    seq: last + 1,
+                    reason: format!(
+                        "the chain ends at seq {last}, before the anchor's seq {}",
+                        a.seq
+                    ),
+                });
+            }
+        }
         VerifyReport {
             tenant_id: self.tenant_id,
             valid: self.broken.is_none(),
@@ -147,6 +224,7 @@ impl Verifier {
             head_seq: self.expected_seq - 1,
             head_hash: self.prev_hash,
             first_broken: self.broken,
+            anchor: self.anchor,
         }
     }
 }
@@ -247,6 +325,88 @@ mod tests {
         }
         let report = v.finish(Some((3, &chain[2].receipt_hash)));
         assert_eq!(report.first_broken.map(|b| b.seq), Some(3));
+    }
+
+    /// `chain` checked against `anchor`.
+    fn verify_anchored(chain: &[Receipt], anchor: Anchor) -> VerifyReport {
+        let mut v = Verifier::new("tenant-a").with_anchor(Some(anchor));
+        for r in chain {
+            v.feed(r);
+        }
+        v.finish(chain.last().map(|r| (r.seq, r.receipt_hash.as_str())))
+    }
+
+    #[test]
+    fn a_chain_sealed_again_verifies_alone_and_breaks_at_an_anchor_recorded_before() {
+        let payloads: Vec<(String, f64)> = (0..9).map(|i| (format!("r{i}"), i as f64)).collect();
+        let chain = build_chain(&payloads);
+        let recorded = Anchor::new(8, &chain[7].receipt_hash).unwrap();
+        // Whoever can write the ledger changes seq 4 and seals it and every receipt after it.
+        let mut rewritten = chain[..3].to_vec();
+        for r in &chain[3..] {
+            let mut r = r.clone();
+            if r.seq == 4 {
+                r.reason = "forged".into();
+            }
+            let (node, timestamp) = (r.node.clone(), r.timestamp.clone());
+            let prev = rewritten.last().map(|p| (p.seq, p.receipt_hash.clone()));
+            let prev = prev.as_ref().map(|(seq, hash)| (*seq, hash.as_str()));
+            rewritten.push(r.unseal().seal(prev, &node, timestamp));
+        }
+        assert_ne!(chain[7].receipt_hash, rewritten[7].receipt_hash);
+        assert!(
+            verify(&rewritten).valid,
+            "a rewrite is consistent in itself"
+        );
+
+        let report = verify_anchored(&rewritten, recorded.clone());
+        let broken = report.first_broken.expect("the anchor tells");
+        assert_eq!(broken.seq, 8);
+        assert!(broken.reason.contains("anchor"), "{}", broken.reason);
+        assert_eq!(report.anchor, Some(recorded.clone()));
+        // The original chain holds its anchor, and so does the rewrite one before the change.
+        assert!(verify_anchored(&chain, recorded).valid);
+        let before = Anchor::new(3, &chain[2].receipt_hash).unwrap();
+        assert!(verify_anchored(&rewritten, before).valid);
+    }
+
+    #[test]
+    fn a_chain_cut_short_of_its_anchor_breaks_after_its_end() {
+        let chain = build_chain(&[("a".into(), 1.0), ("b".into(), 2.0), ("c".into(), 3.0)]);
+        let report = verify_anchored(&chain[..2], Anchor::new(3, &chain[2].receipt_hash).unwrap());
+        let broken = report.first_broken.unwrap();
+        assert_eq!(broken.seq, 3);
+        assert!(
+            broken.reason.contains("before the anchor's seq 3"),
+            "{}",
+            broken.reason
+        );
+        let none = Verifier::new("t")
+            .with_anchor(Some(Anchor::new(1, GENESIS_HASH).unwrap()))
+            .finish(None);
+        assert_eq!(none.first_broken.map(|b| b.seq), Some(1));
+    }
+
+    #[test]
+    fn anchors_are_read_as_seq_colon_hash() {
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            Anchor::parse(&format!("12:{hash}")),
+            Ok(Anchor {
+                seq: 12,
+                hash: hash.clone()
+            })
+        );
+        for bad in [
+            format!("0:{hash}"),
+            format!("-1:{hash}"),
+            format!("x:{hash}"),
+            format!("12:{}", hash.to_uppercase()),
+            format!("12:{}", &hash[1..]),
+            hash.clone(),
+        ] {
+            assert!(Anchor::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

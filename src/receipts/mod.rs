@@ -17,7 +17,7 @@ pub mod sqlite;
 pub mod store;
 pub mod writer;
 
-pub use chain::{Break, Verifier, VerifyReport};
+pub use chain::{Anchor, Break, Verifier, VerifyReport};
 pub use receipt::{Receipt, ReceiptDraft, ReceiptType, GENESIS_HASH};
 pub use store::{AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError};
 
@@ -105,16 +105,18 @@ impl LedgerStore for AnyStore {
     }
 }
 
-/// Verifies `tenant`'s whole chain page by page (constant memory), with `progress` called after
-/// each page with the number of receipts checked so far.
+/// Verifies `tenant`'s whole chain page by page (constant memory), and against `anchor` when
+/// one is given, with `progress` called after each page with the number of receipts checked so
+/// far.
 pub async fn verify_chain<S: LedgerStore>(
     store: &S,
     tenant: &str,
+    anchor: Option<Anchor>,
     page: usize,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
     let head = store.head(tenant).await?;
-    let mut v = Verifier::new(tenant);
+    let mut v = Verifier::new(tenant).with_anchor(anchor);
     let mut after = 0;
     loop {
         let (next, read) = store.verify_page(tenant, after, page, v).await?;

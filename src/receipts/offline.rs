@@ -4,8 +4,9 @@
 //! The input is JSON values one after another (newline-delimited or not): a receipt, an array
 //! of receipts, or an object with a `receipts` array (a page of `GET …/receipts`, a governor's
 //! answer). Receipts are grouped by tenant in the order read, and each tenant's chain is
-//! verified from seq 1 as the store's chains are ([`Verifier`]). Values are read one at a time,
-//! so a newline-delimited file of any length is checked in constant memory.
+//! verified from seq 1 as the store's chains are ([`Verifier`]), and against its [`Anchor`] when
+//! the caller recorded one. Values are read one at a time, so a newline-delimited file of any
+//! length is checked in constant memory.
 //!
 //! Stricter than a JSON parser: a receipt must have exactly the schema's members, and no object
 //! anywhere may name a member twice. Otherwise a file could verify while another reader, taking
@@ -17,7 +18,7 @@ use std::io::Read;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::chain::{Verifier, VerifyReport};
+use super::chain::{Anchor, Verifier, VerifyReport};
 use super::receipt::Receipt;
 
 /// Why the input could not be verified at all (a receipt that is only wrong breaks its chain
@@ -30,15 +31,21 @@ pub enum OfflineError {
     NotAReceipt { index: u64, reason: String },
 }
 
-/// Verifies every tenant's chain in `input`; one report per tenant, in the order first read
-/// (none for an input without receipts).
-pub fn verify_json(input: impl Read) -> Result<Vec<VerifyReport>, OfflineError> {
+/// Verifies every tenant's chain in `input`, each against its anchor in `anchors` if it has
+/// one; one report per tenant, in the order first read, then one for each anchored tenant the
+/// input lacks (broken: its chain does not reach the anchor). None for an input without
+/// receipts.
+pub fn verify_json(
+    input: impl Read,
+    anchors: &HashMap<String, Anchor>,
+) -> Result<Vec<VerifyReport>, OfflineError> {
     let members: Vec<String> = match serde_json::to_value(Receipt::empty()) {
         Ok(Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
         _ => Vec::new(),
     };
     let mut chains = Chains {
         members,
+        anchors,
         verifiers: Vec::new(),
         index: HashMap::new(),
         read: 0,
@@ -62,23 +69,36 @@ pub fn verify_json(input: impl Read) -> Result<Vec<VerifyReport>, OfflineError> 
             other => chains.feed(other)?,
         }
     }
+    if chains.read == 0 {
+        return Ok(Vec::new());
+    }
+    let mut missing: Vec<(&String, &Anchor)> = anchors
+        .iter()
+        .filter(|(t, _)| !chains.index.contains_key(*t))
+        .collect();
+    missing.sort_by(|a, b| a.0.cmp(b.0));
+    let missing = missing
+        .into_iter()
+        .map(|(t, a)| Verifier::new(t.clone()).with_anchor(Some(a.clone())));
     Ok(chains
         .verifiers
         .into_iter()
+        .chain(missing)
         .map(|v| v.finish(None))
         .collect())
 }
 
 /// One verifier per tenant, in the order the tenants were first read.
-struct Chains {
+struct Chains<'a> {
     /// The members of a receipt, as the schema names them.
     members: Vec<String>,
+    anchors: &'a HashMap<String, Anchor>,
     verifiers: Vec<Verifier>,
     index: HashMap<String, usize>,
     read: u64,
 }
 
-impl Chains {
+impl Chains<'_> {
     fn feed(&mut self, value: Value) -> Result<(), OfflineError> {
         self.read += 1;
         let index = self.read;
@@ -99,8 +119,9 @@ impl Chains {
         let at = match self.index.get(&receipt.tenant_id) {
             Some(&at) => at,
             None => {
+                let anchor = self.anchors.get(&receipt.tenant_id).cloned();
                 self.verifiers
-                    .push(Verifier::new(receipt.tenant_id.clone()));
+                    .push(Verifier::new(receipt.tenant_id.clone()).with_anchor(anchor));
                 self.index
                     .insert(receipt.tenant_id.clone(), self.verifiers.len() - 1);
                 self.verifiers.len() - 1
@@ -194,7 +215,7 @@ mod tests {
     }
 
     fn verified(input: &str) -> Vec<(String, bool, u64, Option<u64>)> {
-        verify_json(input.as_bytes())
+        verify_json(input.as_bytes(), &HashMap::new())
             .unwrap()
             .into_iter()
             .map(|r| {
@@ -258,12 +279,14 @@ mod tests {
         let mut extra = serde_json::to_value(&a[1]).unwrap();
         extra["note"] = json!("added");
         let input = format!("{}\n{}", text(&a[0]), text(&extra));
-        let e = verify_json(input.as_bytes()).unwrap_err().to_string();
+        let e = verify_json(input.as_bytes(), &HashMap::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("receipt 2 ") && e.contains("\"note\""), "{e}");
 
         let mut missing = serde_json::to_value(&a[0]).unwrap();
         missing.as_object_mut().unwrap().remove("node");
-        let e = verify_json(text(&missing).as_bytes())
+        let e = verify_json(text(&missing).as_bytes(), &HashMap::new())
             .unwrap_err()
             .to_string();
         assert!(e.contains("receipt 1 ") && e.contains("\"node\""), "{e}");
@@ -271,7 +294,7 @@ mod tests {
         let mut typed = serde_json::to_value(&a[0]).unwrap();
         typed["seq"] = json!("1");
         assert!(matches!(
-            verify_json(text(&typed).as_bytes()),
+            verify_json(text(&typed).as_bytes(), &HashMap::new()),
             Err(OfflineError::NotAReceipt { index: 1, .. })
         ));
 
@@ -280,11 +303,50 @@ mod tests {
         let twice = one.replacen("\"reason\":", "\"reason\":\"other\",\"reason\":", 1);
         let deep = one.replacen("\"value\":", "\"value\":1,\"value\":", 1);
         for input in [twice, deep] {
-            let e = verify_json(input.as_bytes()).unwrap_err().to_string();
+            let e = verify_json(input.as_bytes(), &HashMap::new())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("appears twice"), "{e}");
         }
         for input in ["[1]", "{\"receipts\": 3}", "{\"x\": 1}", "{nope"] {
-            assert!(verify_json(input.as_bytes()).is_err(), "{input}");
+            assert!(
+                verify_json(input.as_bytes(), &HashMap::new()).is_err(),
+                "{input}"
+            );
         }
+    }
+
+    #[test]
+    fn each_chain_is_held_to_its_anchor_and_an_anchored_chain_that_is_absent_is_broken() {
+        let (a, b) = (chain("a", 4), chain("b", 2));
+        let input = format!("{}\n{}", text(&a), text(&b));
+        let anchors = |entries: &[(&str, u64, &str)]| -> HashMap<String, Anchor> {
+            entries
+                .iter()
+                .map(|(t, seq, hash)| (t.to_string(), Anchor::new(*seq, hash).unwrap()))
+                .collect()
+        };
+        let check = |anchors: HashMap<String, Anchor>| -> Vec<(String, Option<u64>)> {
+            verify_json(input.as_bytes(), &anchors)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.tenant_id, r.first_broken.map(|b| b.seq)))
+                .collect()
+        };
+        let held = anchors(&[("a", 3, &a[2].receipt_hash), ("b", 2, &b[1].receipt_hash)]);
+        assert_eq!(check(held), [("a".into(), None), ("b".into(), None)]);
+        // Another chain's hash at seq 3 (as a rewrite would give), and a chain not in the input.
+        let wrong = anchors(&[("a", 3, &b[1].receipt_hash), ("c", 1, &a[0].receipt_hash)]);
+        assert_eq!(
+            check(wrong),
+            [
+                ("a".into(), Some(3)),
+                ("b".into(), None),
+                ("c".into(), Some(1))
+            ]
+        );
+        // No receipts at all stays "no receipts", anchors or not.
+        let some = anchors(&[("c", 1, &a[0].receipt_hash)]);
+        assert!(verify_json("".as_bytes(), &some).unwrap().is_empty());
     }
 }

@@ -280,6 +280,32 @@ async fn every_tool_acts_on_the_real_actors_and_tenant_calls_leave_receipts() {
     );
     let (_, http) = app.get_json("/v1/tenants/mcp-co/receipts/verify").await;
     assert_eq!(http["valid"], true);
+    // Against an anchor: the head reported now holds; a hash that is not the head's does not.
+    let anchor =
+        json!({"tenant_id": "mcp-co", "anchor_seq": v["head_seq"], "anchor_hash": v["head_hash"]});
+    let held = s.call("taiea.receipts.verify_chain", anchor.clone()).await;
+    let held = structured(&held);
+    assert_eq!(
+        (&held["valid"], &held["anchor"]["seq"]),
+        (&json!(true), &v["head_seq"]),
+        "{held}"
+    );
+    let mut other = anchor.clone();
+    other["anchor_hash"] = json!("0".repeat(64));
+    let broken = s.call("taiea.receipts.verify_chain", other).await;
+    let broken = structured(&broken);
+    assert_eq!(
+        (&broken["valid"], &broken["first_broken"]["seq"]),
+        (&json!(false), &v["head_seq"]),
+        "{broken}"
+    );
+    let half = s
+        .call(
+            "taiea.receipts.verify_chain",
+            json!({"tenant_id": "mcp-co", "anchor_seq": 1}),
+        )
+        .await;
+    assert!(error_text(&half).contains("invalid_request"), "{half}");
 
     // Deprovision is final.
     let revoked = s

@@ -192,6 +192,142 @@ async fn tampering_with_the_sqlite_file_is_reported_at_the_exact_seq_by_http_and
 }
 
 #[actix_web::test]
+async fn a_chain_rewritten_and_sealed_again_verifies_alone_but_not_against_its_anchor() {
+    let app = spawn_app(|_| {}).await;
+    let seeded = seed(&app, "acme-corp", 12).await;
+    let (_, before) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    let (head_seq, head_hash) = (
+        before["head_seq"].as_u64().unwrap(),
+        before["head_hash"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(head_seq, 12);
+    let early = format!("5:{}", seeded[4].receipt_hash);
+
+    // Someone who can write the file changes seq 7 and seals it and every receipt after it.
+    let db = app.dir.path().join("ledger.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TRIGGER receipts_are_append_only_update")
+        .unwrap();
+    let mut prev = seeded[5].clone();
+    for r in &seeded[6..] {
+        let mut r = r.clone();
+        if r.seq == 7 {
+            r.reason = "value 99 < warning threshold 60".into();
+        }
+        let (node, timestamp) = (r.node.clone(), r.timestamp.clone());
+        let forged = r
+            .unseal()
+            .seal(Some((prev.seq, &prev.receipt_hash)), &node, timestamp);
+        conn.execute(
+            "UPDATE receipts SET reason = ?1, prev_hash = ?2, receipt_hash = ?3 WHERE tenant_id = 'acme-corp' AND seq = ?4",
+            rusqlite::params![forged.reason, forged.prev_hash, forged.receipt_hash, forged.seq as i64],
+        )
+        .unwrap();
+        prev = forged;
+    }
+    drop(conn);
+
+    let (status, alone) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!(
+        (status, &alone["valid"]),
+        (200, &json!(true)),
+        "a rewrite is consistent in itself"
+    );
+    assert_ne!(alone["head_hash"], json!(head_hash));
+    let anchored = format!(
+        "/v1/tenants/acme-corp/receipts/verify?anchor_seq={head_seq}&anchor_hash={head_hash}"
+    );
+    let (status, report) = app.get_json(&anchored).await;
+    assert_eq!((status, &report["valid"]), (200, &json!(false)), "{report}");
+    assert_eq!(report["first_broken"]["seq"], 12);
+    assert!(
+        report["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("anchor"),
+        "{report}"
+    );
+    assert_eq!(report["anchor"], json!({"seq": 12, "hash": head_hash}));
+    let (_, held) = app
+        .get_json(&format!(
+            "/v1/tenants/acme-corp/receipts/verify?anchor_seq=5&anchor_hash={}",
+            seeded[4].receipt_hash
+        ))
+        .await;
+    assert_eq!(
+        held["valid"], true,
+        "the chain up to seq 5 is what was recorded"
+    );
+    let (_, past) = app
+        .get_json(&format!(
+            "/v1/tenants/acme-corp/receipts/verify?anchor_seq=40&anchor_hash={head_hash}"
+        ))
+        .await;
+    assert_eq!(past["first_broken"]["seq"], 13, "{past}");
+    let hex = "a".repeat(64);
+    for query in [
+        "anchor_seq=12".to_owned(),
+        format!("anchor_hash={hex}"),
+        format!("anchor_seq=0&anchor_hash={hex}"),
+        format!("anchor_seq=x&anchor_hash={hex}"),
+        format!("anchor_seq=12&anchor_hash={}", hex.to_uppercase()),
+        "anchor_seq=12&anchor_hash=abc".to_owned(),
+    ] {
+        let (status, body) = app
+            .get_json(&format!("/v1/tenants/acme-corp/receipts/verify?{query}"))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{query}: {body}"
+        );
+    }
+
+    // The CLI, against the store and against an export of the rewritten chain.
+    let latest = format!("acme-corp:{head_seq}:{head_hash}");
+    let out = verify_cli(&db, &["--tenant", "acme-corp", "--anchor", &latest]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 12"));
+    let early_anchor = format!("acme-corp:{early}");
+    let out = verify_cli(&db, &["--all", "--anchor", &early_anchor]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An anchored tenant the ledger has no chain for is a broken chain.
+    let absent = format!("nobody:{early}");
+    let out = verify_cli(
+        &db,
+        &["--all", "--anchor", &early_anchor, "--anchor", &absent],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chain of nobody is BROKEN at seq 1"));
+    for bad in [
+        vec!["--tenant", "acme-corp", "--anchor", &absent],
+        vec!["--all", "--anchor", "acme-corp:12"],
+        vec![
+            "--all",
+            "--anchor",
+            &early_anchor,
+            "--anchor",
+            &early_anchor,
+        ],
+        vec!["--all", "--anchor", "Acme:1:00"],
+    ] {
+        assert_eq!(verify_cli(&db, &bad).status.code(), Some(64), "{bad:?}");
+    }
+    let (_, export) = app.get_bytes("/v1/tenants/acme-corp/receipts/export").await;
+    let out = verify_file_cli_with(&["--file", "-", "--anchor", &latest], &export);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["first_broken"]["seq"], 12);
+    let out = verify_file_cli_with(&["--file", "-", "--anchor", &early_anchor], &export);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[actix_web::test]
 async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
     let app = spawn_app(|_| {}).await;
     seed(&app, "t1", 3).await;
@@ -220,9 +356,15 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
 /// Runs the real binary's `verify --file` on `file`, with a configuration that would not load
 /// (so none is read) and `stdin` on its standard input.
 fn verify_file_cli(file: &str, stdin: &[u8]) -> std::process::Output {
+    verify_file_cli_with(&["--file", file], stdin)
+}
+
+/// [`verify_file_cli`] with any `verify` arguments.
+fn verify_file_cli_with(args: &[&str], stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["verify", "--file", file])
+        .arg("verify")
+        .args(args)
         .env("TAI_AUTH__MDOE", "bearer")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use tai_autonomics::receipts::{
-    verify_chain, AppendItem, GovernorSnapshot, Head, LedgerStore, Receipt, ReceiptDraft,
+    verify_chain, Anchor, AppendItem, GovernorSnapshot, Head, LedgerStore, Receipt, ReceiptDraft,
     ReceiptType, StoreError, Verifier,
 };
 
@@ -262,8 +262,22 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     let (v, rest) = store.verify_page(&a, 6, 4, v).await.unwrap();
     assert_eq!((rest.rows, rest.last_seq), (0, None));
     assert!(v.finish(Some((h.seq, &h.hash))).valid);
-    let report = verify_chain(store, &a, 4, |_| {}).await.unwrap();
+    let report = verify_chain(store, &a, None, 4, |_| {}).await.unwrap();
     assert!(report.valid && report.receipts_checked == 6, "{report:?}");
+    // Against an anchor: the recorded hash at seq 5 holds, another hash there or a seq past the
+    // head does not (pages of 4, so the anchor lies on the second page).
+    let fifth = store.range(&a, 4, 1).await.unwrap().remove(0);
+    for (anchor, broken_at) in [
+        (Anchor::new(5, &fifth.receipt_hash).unwrap(), None),
+        (Anchor::new(5, &fifth.prev_hash).unwrap(), Some(5)),
+        (Anchor::new(9, &fifth.receipt_hash).unwrap(), Some(7)),
+    ] {
+        let report = verify_chain(store, &a, Some(anchor.clone()), 4, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.first_broken.map(|b| b.seq), broken_at, "{anchor:?}");
+        assert_eq!(report.anchor, Some(anchor));
+    }
     // A verifier that expects another tenant stops at the first row.
     let (v, wrong) = store
         .verify_page(&a, 0, 4, Verifier::new(&b))
@@ -300,6 +314,6 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
     );
     let back = store.range(&d, 0, 10).await.unwrap();
     assert_eq!(back, vec![plain[0].clone(), odd]);
-    let report = verify_chain(store, &d, 10, |_| {}).await.unwrap();
+    let report = verify_chain(store, &d, None, 10, |_| {}).await.unwrap();
     assert!(report.valid && report.receipts_checked == 2, "{report:?}");
 }

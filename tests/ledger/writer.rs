@@ -103,7 +103,9 @@ async fn many_callers_are_committed_in_groups_and_every_chain_verifies() {
     );
     for t in 0..6 {
         let tenant = format!("t{t}");
-        let report = verify_chain(&store, &tenant, 1000, |_| {}).await.unwrap();
+        let report = verify_chain(&store, &tenant, None, 1000, |_| {})
+            .await
+            .unwrap();
         assert!(report.valid, "{report:?}");
         assert_eq!(report.receipts_checked, 100);
     }
@@ -133,7 +135,9 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing_accepted() {
         300,
         "every caller got an answer: durable or busy"
     );
-    let report = verify_chain(&store, "t0", 1000, |_| {}).await.unwrap();
+    let report = verify_chain(&store, "t0", None, 1000, |_| {})
+        .await
+        .unwrap();
     assert!(report.valid);
     assert_eq!(
         report.receipts_checked as usize, ok,
@@ -163,7 +167,9 @@ async fn a_failed_batch_fails_every_caller_in_it_and_the_writer_recovers() {
         .all(|r| r.is_ok() || matches!(r, Err(LedgerError::Conflict(_)))));
     // It reloads the head and goes on.
     let after = ledger.append_one(draft("t0", 99)).await.unwrap();
-    let report = verify_chain(&store, "t0", 1000, |_| {}).await.unwrap();
+    let report = verify_chain(&store, "t0", None, 1000, |_| {})
+        .await
+        .unwrap();
     assert!(report.valid, "{report:?}");
     assert_eq!(report.head_seq, after.seq);
     root.shutdown().await;
@@ -231,7 +237,7 @@ async fn a_commit_under_way_survives_a_writer_crash_and_answers_its_caller() {
     }
     let next = ledger.append_one(draft("t0", 1)).await.unwrap();
     assert_eq!(next.seq, 2, "the restarted writer continues the chain");
-    let report = verify_chain(&store, "t0", 100, |_| {}).await.unwrap();
+    let report = verify_chain(&store, "t0", None, 100, |_| {}).await.unwrap();
     assert!(report.valid && report.receipts_checked == 2, "{report:?}");
 }
 
@@ -269,7 +275,9 @@ async fn callers_sealed_ahead_of_a_failed_commit_are_sealed_again_and_committed(
         .collect();
     assert_eq!(t0, vec![3, 4], "sealed again after the sneaky seq 2");
     for (tenant, count) in [("t0", 4), ("t1", 2)] {
-        let report = verify_chain(&store, tenant, 100, |_| {}).await.unwrap();
+        let report = verify_chain(&store, tenant, None, 100, |_| {})
+            .await
+            .unwrap();
         assert!(report.valid, "{tenant}: {report:?}");
         assert_eq!(report.receipts_checked, count);
     }
@@ -323,7 +331,9 @@ async fn a_failed_commit_chained_after_a_good_one_fails_only_its_callers() {
         "sealed again from the store"
     );
     for (tenant, count) in [("t0", 3), ("t1", 3)] {
-        let report = verify_chain(&store, tenant, 100, |_| {}).await.unwrap();
+        let report = verify_chain(&store, tenant, None, 100, |_| {})
+            .await
+            .unwrap();
         assert!(report.valid, "{tenant}: {report:?}");
         assert_eq!(report.receipts_checked, count);
     }
@@ -395,7 +405,7 @@ async fn racing_deliveries_of_one_message_make_one_receipt_and_fail_no_batch() {
     }
     let mut total = 0;
     for t in 0..4 {
-        let report = verify_chain(&store, &format!("t{t}"), 1000, |_| {})
+        let report = verify_chain(&store, &format!("t{t}"), None, 1000, |_| {})
             .await
             .unwrap();
         assert!(report.valid, "{report:?}");
@@ -485,7 +495,9 @@ pub async fn deep_metadata_is_refused_to_its_caller_alone(store: AnyStore) {
         "the refused receipt took no place in the chain"
     );
     for tenant in ["beside0", "beside1", "beside2", "deep"] {
-        let report = verify_chain(&store, tenant, 1000, |_| {}).await.unwrap();
+        let report = verify_chain(&store, tenant, None, 1000, |_| {})
+            .await
+            .unwrap();
         assert!(report.valid, "{tenant}: {report:?}");
     }
     let back = store.get(&stored.receipt_id).await.unwrap().unwrap();
@@ -555,6 +567,6 @@ async fn a_draft_decided_on_a_replaced_entitlement_record_is_refused_and_nothing
             .seq,
         5
     );
-    let report = verify_chain(&store, "t", 1000, |_| {}).await.unwrap();
+    let report = verify_chain(&store, "t", None, 1000, |_| {}).await.unwrap();
     assert!(report.valid && report.receipts_checked == 5, "{report:?}");
 }

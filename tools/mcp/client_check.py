@@ -59,6 +59,10 @@ async def exercise(c, tenant):
     rid = audit["receipts"][0]["receipt_id"]
     v = await ok("taiea.receipts.verify_chain", {"tenant_id": tenant, "receipt_id": rid})
     check(v["valid"] is True, f"verify_chain: {v}")
+    anchored = await ok("taiea.receipts.verify_chain", {"tenant_id": tenant, "anchor_seq": v["head_seq"], "anchor_hash": v["head_hash"]})
+    check(anchored["valid"] is True and anchored["anchor"]["seq"] == v["head_seq"], f"verify_chain against its head: {anchored}")
+    moved = await ok("taiea.receipts.verify_chain", {"tenant_id": tenant, "anchor_seq": v["head_seq"], "anchor_hash": "0" * 64})
+    check(moved["valid"] is False and moved["first_broken"]["seq"] == v["head_seq"], f"verify_chain against another hash: {moved}")
     await err("taiea.governor.signal", {"tenant_id": tenant, "metric": "cpu"}, "missing required argument `value`")
     await err("taiea.governor.signal", {"tenant_id": tenant, "metric": "cpu", "value": "hot"}, "must be number")
     await err("taiea.governor.state", {"tenant_id": "no-such-tenant"}, "tenant_not_found")

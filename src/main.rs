@@ -37,7 +37,8 @@ enum Command {
         all: bool,
         /// Verify the receipts in this JSON file instead (`-`: standard input): receipts,
         /// arrays of them or pages of `GET /v1/tenants/{t}/receipts`, one after another, each
-        /// tenant's chain from seq 1. No configuration or store is read.
+        /// tenant's chain from seq 1 (or from right after its --anchor, as an export
+        /// `?after_seq=` the anchor's seq gives). No configuration or store is read.
         #[arg(long, conflicts_with_all = ["tenant", "all"])]
         file: Option<std::path::PathBuf>,
         /// Also require TENANT's chain to hold the receipt at SEQ with receipt_hash HASH (a

@@ -219,11 +219,12 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
+            query: &[("after_seq", "integer")],
             errors: &[400, 401, 403, 404, 503],
             ..op(
                 "get",
                 "/v1/tenants/{tenant}/receipts/export",
-                "The tenant's whole chain up to its head (header Chain-Head-Seq), one receipt per line (NDJSON), for `tai-autonomics verify --file`",
+                "The tenant's whole chain (or what follows after_seq) up to its head (header Chain-Head-Seq), one receipt per line (NDJSON), for `tai-autonomics verify --file` (with --anchor at after_seq)",
                 READERS,
                 (200, schema("Receipt")),
             )

@@ -84,9 +84,15 @@ pub async fn list(
 /// Receipts read from the store per chunk of an export.
 const EXPORT_PAGE: usize = 1000;
 
-/// `GET /v1/tenants/{tenant}/receipts/export`: the chain from seq 1 up to its head when the
-/// export began (header `Chain-Head-Seq`), one receipt per line, read and sent a page at a time,
-/// so any length takes constant memory. What `tai-autonomics verify --file` checks offline. The
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    after_seq: Option<String>,
+}
+
+/// `GET /v1/tenants/{tenant}/receipts/export?after_seq=`: the chain from seq 1 (or after
+/// `after_seq`: what followed an anchor) up to its head when the export began (header
+/// `Chain-Head-Seq`), one receipt per line, read and sent a page at a time, so any length takes
+/// constant memory. What `tai-autonomics verify --file` checks offline. The
 /// first page is read before the answer starts, so a store that fails at once gives an error
 /// answer with the JSON body (503 when it is unreachable); one that fails part-way ends the
 /// response without its last chunk, so the client sees a broken transfer, never a short chain
@@ -95,11 +101,13 @@ pub async fn export(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
+    query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
+    let after = query_uint("after_seq", query.after_seq.as_deref())?.unwrap_or(0);
     let head_seq = known_tenant(&state, &tenant).await?;
     let store = state.tree.ledger.store().clone();
-    let first = export_chunk(&store, &tenant, 0, head_seq)
+    let first = export_chunk(&store, &tenant, after, head_seq)
         .await
         .transpose()?;
     let rest = futures_util::stream::unfold(first.as_ref().map(|c| c.1), move |after| {

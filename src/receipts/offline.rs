@@ -5,8 +5,9 @@
 //! of receipts, or an object with a `receipts` array (a page of `GET …/receipts`, a governor's
 //! answer). Receipts are grouped by tenant in the order read, and each tenant's chain is
 //! verified from seq 1 as the store's chains are ([`Verifier`]), and against its [`Anchor`] when
-//! the caller recorded one. Values are read one at a time, so a newline-delimited file of any
-//! length is checked in constant memory.
+//! the caller recorded one; a tenant whose receipts begin right after its anchor's seq is
+//! checked from the anchor instead ([`Verifier::resume`]). Values are read one at a time, so a
+//! newline-delimited file of any length is checked in constant memory.
 //!
 //! Stricter than a JSON parser: a receipt must have exactly the schema's members, and no object
 //! anywhere may name a member twice. Otherwise a file could verify while another reader, taking
@@ -119,9 +120,14 @@ impl Chains<'_> {
         let at = match self.index.get(&receipt.tenant_id) {
             Some(&at) => at,
             None => {
-                let anchor = self.anchors.get(&receipt.tenant_id).cloned();
-                self.verifiers
-                    .push(Verifier::new(receipt.tenant_id.clone()).with_anchor(anchor));
+                let tenant = receipt.tenant_id.clone();
+                let verifier = match self.anchors.get(&tenant).cloned() {
+                    // Receipts that begin right after the anchor (an export `?after_seq=` the
+                    // anchor's seq): only they are checked, linked to the anchor's hash.
+                    Some(a) if receipt.seq == a.seq + 1 => Verifier::resume(tenant, a),
+                    anchor => Verifier::new(tenant).with_anchor(anchor),
+                };
+                self.verifiers.push(verifier);
                 self.index
                     .insert(receipt.tenant_id.clone(), self.verifiers.len() - 1);
                 self.verifiers.len() - 1
@@ -344,6 +350,20 @@ mod tests {
                 ("b".into(), None),
                 ("c".into(), Some(1))
             ]
+        );
+        // Receipts that begin right after the anchor are checked from it.
+        let tail = a[2..].iter().map(text).collect::<Vec<_>>().join("\n");
+        let from = |seq: u64, hash: &str| anchors(&[("a", seq, hash)]);
+        let resumed = |anchors: HashMap<String, Anchor>| {
+            let r = verify_json(tail.as_bytes(), &anchors).unwrap().remove(0);
+            (r.receipts_checked, r.first_broken.map(|b| b.seq))
+        };
+        assert_eq!(resumed(from(2, &a[1].receipt_hash)), (2, None));
+        assert_eq!(resumed(from(2, &a[0].receipt_hash)), (0, Some(3)));
+        assert_eq!(
+            resumed(from(1, &a[0].receipt_hash)),
+            (0, Some(1)),
+            "not after it: from seq 1"
         );
         // No receipts at all stays "no receipts", anchors or not.
         let some = anchors(&[("c", 1, &a[0].receipt_hash)]);

@@ -491,6 +491,44 @@ async fn the_export_is_the_whole_chain_one_receipt_a_line_and_verifies_offline()
         (&json!(true), &json!(2345u64))
     );
 
+    // What followed an anchor, checked from the anchor alone.
+    let (status, tail) = app
+        .get_bytes("/v1/tenants/acme-corp/receipts/export?after_seq=2000")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tail.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        345
+    );
+    for (hash, code, checked, head) in [
+        (&seeded[1999].receipt_hash, 0, 345, 2345),
+        (&seeded[1998].receipt_hash, 1, 0, 2000),
+    ] {
+        let anchor = format!("acme-corp:2000:{hash}");
+        let out = verify_file_cli_with(&["--file", "-", "--anchor", &anchor], &tail);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (&report["receipts_checked"], &report["head_seq"]),
+            (&json!(checked), &json!(head))
+        );
+    }
+    let (status, none) = app
+        .get_bytes("/v1/tenants/acme-corp/receipts/export?after_seq=2345")
+        .await;
+    assert_eq!((status, none.len()), (200, 0));
+    let (status, body) = app
+        .get_json("/v1/tenants/acme-corp/receipts/export?after_seq=-1")
+        .await;
+    assert_eq!((status, &body["code"]), (400, &json!("invalid_request")));
+
     // The intact export ends with the closing chunk.
     let whole = raw_get(&app, "/v1/tenants/acme-corp/receipts/export").await;
     assert!(whole.ends_with(b"\r\n0\r\n\r\n"));

@@ -110,7 +110,7 @@ impl Verifier {
     /// Verifying only what was added since the last check takes work in proportion to that.
     pub fn resume(tenant_id: impl Into<String>, anchor: Anchor) -> Self {
         let mut v = Verifier::new(tenant_id);
-        v.expected_seq = anchor.seq + 1;
+        v.expected_seq = anchor.seq.saturating_add(1);
         v.prev_hash.clone_from(&anchor.hash);
         v.anchor = Some(anchor);
         v

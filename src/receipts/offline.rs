@@ -124,7 +124,9 @@ impl Chains<'_> {
                 let verifier = match self.anchors.get(&tenant).cloned() {
                     // Receipts that begin right after the anchor (an export `?after_seq=` the
                     // anchor's seq): only they are checked, linked to the anchor's hash.
-                    Some(a) if receipt.seq == a.seq + 1 => Verifier::resume(tenant, a),
+                    Some(a) if a.seq.checked_add(1) == Some(receipt.seq) => {
+                        Verifier::resume(tenant, a)
+                    }
                     anchor => Verifier::new(tenant).with_anchor(anchor),
                 };
                 self.verifiers.push(verifier);
@@ -365,6 +367,10 @@ mod tests {
             (0, Some(1)),
             "not after it: from seq 1"
         );
+        // The largest seq an anchor can name is only out of reach.
+        let far = anchors(&[("a", u64::MAX, &a[0].receipt_hash)]);
+        let r = verify_json(input.as_bytes(), &far).unwrap().remove(0);
+        assert_eq!(r.first_broken.map(|b| b.seq), Some(5));
         // No receipts at all stays "no receipts", anchors or not.
         let some = anchors(&[("c", 1, &a[0].receipt_hash)]);
         assert!(verify_json("".as_bytes(), &some).unwrap().is_empty());

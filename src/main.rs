@@ -100,7 +100,8 @@ fn verify(
     tenant: Option<String>,
     anchors: HashMap<String, Anchor>,
 ) -> ExitCode {
-    use tai_autonomics::receipts::{verify_chain, LedgerStore, Verifier};
+    use tai_autonomics::receipts::chain::unreached_anchors;
+    use tai_autonomics::receipts::{verify_chain, LedgerStore};
     // Opening a SQLite ledger creates it: a mistyped path would verify an empty new file and
     // report success (and leave the file behind).
     let path = &settings.ledger.sqlite_path;
@@ -185,18 +186,11 @@ fn verify(
             }
         }
         // An anchored tenant the ledger has no chain for: its chain does not reach the anchor.
-        let mut absent: Vec<(&String, &Anchor)> = anchors
-            .iter()
-            .filter(|(t, _)| !tenants.contains(t))
-            .collect();
-        absent.sort_by(|a, b| a.0.cmp(b.0));
-        for (t, a) in &absent {
-            let report = Verifier::new(t.as_str())
-                .with_anchor(Some((*a).clone()))
-                .finish(None);
-            print_report(&report);
+        let unreached = unreached_anchors(&anchors, |t| tenants.iter().any(|k| k == t));
+        for report in &unreached {
+            print_report(report);
         }
-        verdict(tenants.len() + absent.len(), broken + absent.len())
+        verdict(tenants.len() + unreached.len(), broken + unreached.len())
     })
 }
 

@@ -72,6 +72,25 @@ impl Anchor {
     }
 }
 
+/// The reports of the anchored tenants that `has_chain` says have no chain, in tenant order:
+/// each is broken, since a chain that is not there does not reach its anchor.
+pub fn unreached_anchors(
+    anchors: &std::collections::HashMap<String, Anchor>,
+    has_chain: impl Fn(&str) -> bool,
+) -> Vec<VerifyReport> {
+    let mut absent: Vec<(&String, &Anchor)> =
+        anchors.iter().filter(|(t, _)| !has_chain(t)).collect();
+    absent.sort_by(|a, b| a.0.cmp(b.0));
+    absent
+        .into_iter()
+        .map(|(t, a)| {
+            Verifier::new(t.clone())
+                .with_anchor(Some(a.clone()))
+                .finish(None)
+        })
+        .collect()
+}
+
 /// Checks receipts fed in `seq` order.
 #[derive(Debug, Clone)]
 pub struct Verifier {

@@ -19,7 +19,7 @@ use std::io::Read;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::chain::{Anchor, Verifier, VerifyReport};
+use super::chain::{unreached_anchors, Anchor, Verifier, VerifyReport};
 use super::receipt::Receipt;
 
 /// Why the input could not be verified at all (a receipt that is only wrong breaks its chain
@@ -73,19 +73,12 @@ pub fn verify_json(
     if chains.read == 0 {
         return Ok(Vec::new());
     }
-    let mut missing: Vec<(&String, &Anchor)> = anchors
-        .iter()
-        .filter(|(t, _)| !chains.index.contains_key(*t))
-        .collect();
-    missing.sort_by(|a, b| a.0.cmp(b.0));
-    let missing = missing
-        .into_iter()
-        .map(|(t, a)| Verifier::new(t.clone()).with_anchor(Some(a.clone())));
+    let unreached = unreached_anchors(anchors, |t| chains.index.contains_key(t));
     Ok(chains
         .verifiers
         .into_iter()
-        .chain(missing)
         .map(|v| v.finish(None))
+        .chain(unreached)
         .collect())
 }
 

@@ -32,6 +32,7 @@ use crate::clock::millis_of;
 use crate::entitlements::gates;
 use crate::entitlements::{Entitlement, Entitlements, ReloadEntitlement};
 use crate::receipts::receipt::digest_from_hex;
+use crate::receipts::store::records_state;
 use crate::receipts::writer::{record_fingerprint, LedgerError, LedgerHandle, NewReceipt};
 use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
 use crate::telemetry::events;
@@ -687,8 +688,10 @@ async fn since_intervening(
         let from = upto.saturating_sub(PAGE);
         let page = store.range(tenant, from, (upto - from) as usize).await?;
         for r in page.into_iter().rev() {
-            let leaves = r.kind != ReceiptType::Entitlement
-                && r.state_to.as_deref().is_some_and(|s| s != "intervening");
+            // Only a governor state counts: an entitlement refusal (a `refusal` receipt)
+            // records the entitlement's status as its states, and is read past like the rest.
+            let leaves =
+                records_state(&r, State::NAMES) && r.state_to.as_deref() != Some("intervening");
             if r.event_type == "action_started" || leaves {
                 newer.reverse();
                 return Ok((Some(r), newer));

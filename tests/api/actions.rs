@@ -701,8 +701,22 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
     let first = before["action_in_flight"]["action_id"].clone();
     assert_eq!(before["postponed"], 2, "{before}");
 
-    // The chain's last receipt is a postponement, not the action's start: the rebuilt governor
-    // still has the action in flight and both signals queued, in order.
+    // A refused entitlement request (the tenant is active already) records the entitlement's
+    // status, not the governor's, as its states.
+    let (s, b) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "t", "entitlement_id": "e", "action": "resume"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["receipt"]["state_to"]),
+        (409, &json!("active")),
+        "{b}"
+    );
+
+    // The chain's last receipts are a postponement and that refusal, not the action's start:
+    // the rebuilt governor still has the action in flight and both signals queued, in order.
     let after = crash_and_wait(&app, 1).await;
     assert_eq!(
         (
@@ -740,6 +754,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
             "action_started",
             "signal_postponed",
             "signal_postponed",
+            "entitlement_refused",
             "action_completed",
             "action_started",
             "action_completed",

@@ -312,11 +312,14 @@ impl Machine {
             }
         }
 
-        // The entitlement gate decides every signal. An entitlement that lapsed without this
-        // governor being told moves it to `refusing` first, as the change itself would have,
-        // and the signal is then refused like any other there.
-        if matches!(input, Input::Signal(_))
-            && !facts.entitled
+        // An entitlement that lapsed without this governor having recorded it (an expiry fell
+        // due, or the change was learned but its receipt could not be written) moves it to
+        // `refusing` first, as the change itself would have: the action in flight is cancelled
+        // and the queue dropped. The input then meets a refusing governor: a signal or a tool
+        // call is refused as there, and an outcome of the cancelled action or tool is refused
+        // with no receipt of its own, so nothing is accepted for a tenant that is not entitled.
+        if !facts.entitled
+            && !matches!(input, Input::EntitlementChanged { .. } | Input::Reset)
             && matches!(
                 next.state,
                 State::Stable | State::Warning | State::Intervening
@@ -326,6 +329,26 @@ impl Machine {
             next = lapsed;
             receipts.extend(step.receipts);
             effects.extend(step.effects);
+            if matches!(
+                input,
+                Input::ToolFinished { .. }
+                    | Input::ActionCompleted { .. }
+                    | Input::ActionFailed { .. }
+                    | Input::ActionTimedOut { .. }
+            ) {
+                let reply = Reply::Refused {
+                    status: 409,
+                    reason: "governor_refusing",
+                };
+                return (
+                    next,
+                    Step {
+                        receipts,
+                        reply,
+                        effects,
+                    },
+                );
+            }
         }
 
         let reply = match input {
@@ -1260,6 +1283,73 @@ mod tests {
                 s.effects
                     .iter()
                     .any(|e| matches!(e, Effect::CancelAction { .. })),
+                "{from:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_outcome_meeting_a_lapsed_entitlement_records_the_loss_and_is_refused() {
+        // The suspension was learned but its receipt could not be written, or the expiry fell
+        // due unseen: the action's outcome (a callback, the state timeout) must not take a
+        // tenant that is not entitled back to `stable` or replay its queue.
+        let outcomes = [
+            Input::ActionCompleted {
+                action_id: "act-0".into(),
+                result: json!("done"),
+            },
+            Input::ActionFailed {
+                action_id: "act-0".into(),
+                error: "boom".into(),
+            },
+            Input::ActionTimedOut {
+                action_id: "act-0".into(),
+            },
+        ];
+        for input in outcomes {
+            let mut m = at(State::Intervening);
+            if let Input::Signal(s) = sig(70.0) {
+                m.postponed.push_back(s);
+            }
+            let (m, s) = m.step(input.clone(), &facts(false));
+            assert_eq!(
+                (events(&s), m.state, s.reply.clone()),
+                (
+                    vec!["entitlement_changed"],
+                    State::Refusing,
+                    Reply::Refused {
+                        status: 409,
+                        reason: "governor_refusing"
+                    }
+                ),
+                "{input:?}"
+            );
+            assert!(m.in_flight.is_none() && m.postponed.is_empty(), "{input:?}");
+            assert!(
+                s.effects.contains(&Effect::CancelAction {
+                    action_id: "act-0".into(),
+                    reason: "entitlement_inactive"
+                }),
+                "{input:?}: {:?}",
+                s.effects
+            );
+        }
+    }
+
+    #[test]
+    fn a_tool_call_meeting_a_lapsed_entitlement_records_the_loss_and_is_refused() {
+        for from in [State::Stable, State::Warning, State::Intervening] {
+            let (m, s) = at(from).step(tool(Some("entitlement_inactive")), &facts(false));
+            assert_eq!(
+                (events(&s), m.state, s.reply.clone()),
+                (
+                    vec!["entitlement_changed", "tool_call_refused"],
+                    State::Refusing,
+                    Reply::Refused {
+                        status: 409,
+                        reason: "governor_refusing"
+                    }
+                ),
                 "{from:?}"
             );
         }

@@ -14,4 +14,5 @@ mod lifecycle;
 mod mcp;
 mod pubsub;
 mod receipts;
+mod soak;
 mod supervision;

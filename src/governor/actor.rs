@@ -925,13 +925,34 @@ impl Governor {
 #[rtype(result = "()")]
 struct Callback(Input);
 
+/// How long an outcome that could not be recorded waits before it is decided again.
+const OUTCOME_RETRY: Duration = Duration::from_secs(1);
+
 impl Handler<Callback> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Callback, ctx: &mut Context<Self>) -> Self::Result {
+        let again = msg.0.outcome_of().is_some().then(|| msg.0.clone());
         let fut = self.run(msg.0, None, ctx);
-        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
-            if let Err(GovernorError::Ledger(e)) = res {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome; the state timeout still applies");
+        AtomicResponse::new(Box::pin(fut.map(move |res, act, ctx| {
+            let Err(GovernorError::Ledger(e)) = res else {
+                return;
+            };
+            // The outcome of the action still in flight could not be recorded (the ledger
+            // refused): it is decided again in a second, as long as that action is in flight.
+            // A state timeout that fired has no timer left, so without this the governor would
+            // stay `intervening` until a callback came, postponing and then refusing signals.
+            let pending = |input: &Input| {
+                let id = input.outcome_of();
+                act.machine.in_flight.as_ref().is_some_and(|f| Some(f.action_id.as_str()) == id)
+            };
+            match again.filter(pending) {
+                Some(input) => {
+                    tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome; trying again in a second");
+                    to_self_later(ctx, Callback(input), OUTCOME_RETRY);
+                }
+                None => {
+                    tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome");
+                }
             }
         })))
     }

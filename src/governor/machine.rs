@@ -149,6 +149,19 @@ pub enum Input {
     Resume,
 }
 
+impl Input {
+    /// The action or tool call this input reports the outcome of.
+    pub fn outcome_of(&self) -> Option<&str> {
+        match self {
+            Input::ToolFinished { action_id, .. }
+            | Input::ActionCompleted { action_id, .. }
+            | Input::ActionFailed { action_id, .. }
+            | Input::ActionTimedOut { action_id } => Some(action_id),
+            _ => None,
+        }
+    }
+}
+
 /// Facts the machine needs from outside.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {

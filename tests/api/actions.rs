@@ -311,6 +311,31 @@ async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers
 }
 
 #[actix_web::test]
+async fn a_state_timeout_the_ledger_refuses_is_recorded_once_it_recovers() {
+    let hook = hook(202);
+    let app = app_with_hook(&hook, 300).await;
+    let (_, b) = signal(&app, 95.0).await;
+    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The timeout fires while every commit fails: its receipt cannot be written.
+    let (s, b) = app
+        .post_json("/v1/chaos/ledger", &json!({"fail_ms": 800}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    until_refusing(&app, "the timeout is recorded after the ledger recovers").await;
+    told_of_cancellation(&hook, &action_id, "timed_out").await;
+    let ev = events(&app).await;
+    assert_eq!(
+        ev.iter().filter(|e| *e == "action_timeout").count(),
+        1,
+        "{ev:?}"
+    );
+    assert!(chain_verifies(&app, "t").await);
+}
+
+#[actix_web::test]
 async fn a_failing_webhook_fails_the_action_into_refusing() {
     let hook = hook(500);
     let app = app_with_hook(&hook, 30_000).await;

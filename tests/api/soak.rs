@@ -1,17 +1,20 @@
 //! A seeded random mix against the real binary: signals (some with idempotency keys, some of
-//! those sent again), tool calls, suspensions and resumptions, operator resets, governor
-//! crashes, ledger failures and stalls, and reads, from several callers at once, with governors
-//! hibernating whenever their tenant goes quiet for a second. Afterwards every chain must hold
-//! every receipt an answer acknowledged, verify, and tell one consistent story: each governor
-//! decision starts in the state the one before it left, nothing is accepted while the tenant is
-//! suspended, each idempotency key decides once, and each governor, read back, is in the state
-//! its chain ends in. A failure names its seed; `TAI_SOAK_SEED` gives every caller the same
+//! those sent again), Pub/Sub pushes and redeliveries, tool calls, webhook action callbacks,
+//! suspensions, resumptions and grants, operator resets, governor crashes, ledger failures and
+//! stalls, and reads, from several callers at once, with governors hibernating whenever their
+//! tenant goes quiet for a second. Afterwards every chain must hold every receipt an answer
+//! acknowledged, verify, and tell one consistent story: each governor decision starts in the
+//! state the one before it left, nothing is accepted while the tenant is suspended, each
+//! idempotency key and Pub/Sub message id decides once, and each governor, read back, is in
+//! the state its chain ends in. A failure names its seed; `TAI_SOAK_SEED` gives every caller the same
 //! draws again (the interleaving is the scheduler's).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -120,6 +123,7 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
         .finish();
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut keys: Vec<String> = Vec::new();
+    let mut messages: Vec<(String, Value)> = Vec::new();
     let mut n = 0;
     while start.elapsed() < RUN {
         n += 1;
@@ -137,120 +141,129 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
         let signal = json!({"metric": "cpu_utilization", "value": rng.below(100) as f64 + 0.5});
         let signals = format!("/v1/tenants/{tenant}/signals");
         let governor = format!("/v1/governors/{tenant}");
-        let market =
-            |action: &str| json!({"tenant_id": tenant, "entitlement_id": "e", "action": action});
         let decided: &[u16] = &[200, 409, 429, 503];
+        let r = rng.below(100);
         // (operation, method, path, idempotency key, body, the statuses it may answer)
-        let (op, method, path, key, body, allowed): (&str, _, _, _, _, &[u16]) =
-            match rng.below(100) {
-                0..=41 => ("signal", "POST", signals, None, Some(signal), decided),
-                // The webhook accepted every action for later: a caller reports how one went.
-                42..=49 => {
-                    let in_flight = match send(&client, "GET", &url(&governor), None, None).await {
-                        Ok((200, v)) => v["action_in_flight"]["action_id"]
-                            .as_str()
-                            .map(str::to_owned),
-                        _ => None,
-                    };
-                    let Some(action) = in_flight else { continue };
-                    let verb = ["fail", "complete", "complete", "complete"][rng.below(4) as usize];
-                    let path = format!("{governor}/actions/{action}/{verb}");
-                    // 409: the action ended meanwhile (timed out, cancelled, or reported by
-                    // another caller).
-                    (
-                        "action callback",
-                        "POST",
-                        path,
-                        None,
-                        Some(json!({})),
-                        &[200, 409, 503],
-                    )
+        let (op, method, path, key, body, allowed): (&str, _, _, _, _, &[u16]) = match r {
+            0..=35 => ("signal", "POST", signals, None, Some(signal), decided),
+            // Pub/Sub push, now and then a redelivery of an earlier message (for whichever
+            // tenant this turn picked: its data names the first one's).
+            36..=41 => {
+                if messages.is_empty() || rng.below(3) > 0 {
+                    let mut data = signal;
+                    data["tenant_id"] = json!(tenant);
+                    messages.push((format!("m-{id}-{n}"), data));
                 }
-                50..=57 => {
-                    keys.push(format!("k-{id}-{n}"));
-                    (
-                        "keyed signal",
-                        "POST",
-                        signals,
-                        keys.last().cloned(),
-                        Some(signal),
-                        decided,
-                    )
-                }
-                // A key again, for whichever tenant this turn picked: a replay where it was
-                // first sent, a first decision anywhere else.
-                58..=61 if !keys.is_empty() => {
-                    let key = keys[rng.below(keys.len() as u64) as usize].clone();
-                    (
-                        "repeated key",
-                        "POST",
-                        signals,
-                        Some(key),
-                        Some(signal),
-                        decided,
-                    )
-                }
-                58..=69 => {
-                    let path = format!("{governor}/tool-calls");
-                    let call = json!({"tool": "health", "args": {}});
-                    ("tool call", "POST", path, None, Some(call), decided)
-                }
-                70..=75 => {
-                    let body = Some(market("suspend"));
-                    (
-                        "suspend",
-                        "POST",
-                        "/marketplace".into(),
-                        None,
-                        body,
-                        &[200, 409, 503],
-                    )
-                }
-                76..=83 => {
-                    let body = Some(market("resume"));
-                    (
-                        "resume",
-                        "POST",
-                        "/marketplace".into(),
-                        None,
-                        body,
-                        &[200, 409, 503],
-                    )
-                }
-                84..=87 => {
-                    let path = format!("{governor}/reset");
-                    ("reset", "POST", path, None, None, &[200, 409, 503])
-                }
-                // 404: no governor runs for the tenant (it hibernated).
-                88..=89 => {
-                    let path = format!("/v1/chaos/governors/{tenant}/crash");
-                    (
-                        "crash",
-                        "POST",
-                        path,
-                        None,
-                        Some(json!({})),
-                        &[202, 404, 503],
-                    )
-                }
-                90..=96 => ("read", "GET", governor, None, None, &[200, 503]),
-                _ if id == 0 => {
-                    let fault = [json!({"fail_ms": 80}), json!({"stall_ms": 150})];
-                    let body = Some(fault[rng.below(2) as usize].clone());
-                    (
-                        "ledger fault",
-                        "POST",
-                        "/v1/chaos/ledger".into(),
-                        None,
-                        body,
-                        &[202],
-                    )
-                }
-                _ => {
-                    let path = format!("/v1/tenants/{tenant}/receipts/verify");
-                    ("verify", "GET", path, None, None, &[200, 503])
-                }
-            };
+                let (mid, data) = &messages[rng.below(messages.len() as u64) as usize];
+                let envelope = json!({
+                    "message": {"data": STANDARD.encode(data.to_string()), "messageId": mid},
+                    "subscription": "projects/soak/subscriptions/push",
+                });
+                (
+                    "push",
+                    "POST",
+                    "/pubsub".into(),
+                    None,
+                    Some(envelope),
+                    &[200, 503],
+                )
+            }
+            // The webhook accepted every action for later: a caller reports how one went.
+            42..=49 => {
+                let in_flight = match send(&client, "GET", &url(&governor), None, None).await {
+                    Ok((200, v)) => v["action_in_flight"]["action_id"]
+                        .as_str()
+                        .map(str::to_owned),
+                    _ => None,
+                };
+                let Some(action) = in_flight else { continue };
+                let verb = ["fail", "complete", "complete", "complete"][rng.below(4) as usize];
+                let path = format!("{governor}/actions/{action}/{verb}");
+                // 409: the action ended meanwhile (timed out, cancelled, or reported by
+                // another caller).
+                (
+                    "action callback",
+                    "POST",
+                    path,
+                    None,
+                    Some(json!({})),
+                    &[200, 409, 503],
+                )
+            }
+            50..=57 => {
+                keys.push(format!("k-{id}-{n}"));
+                (
+                    "keyed signal",
+                    "POST",
+                    signals,
+                    keys.last().cloned(),
+                    Some(signal),
+                    decided,
+                )
+            }
+            // A key again, for whichever tenant this turn picked: a replay where it was
+            // first sent, a first decision anywhere else.
+            58..=61 if !keys.is_empty() => {
+                let key = keys[rng.below(keys.len() as u64) as usize].clone();
+                (
+                    "repeated key",
+                    "POST",
+                    signals,
+                    Some(key),
+                    Some(signal),
+                    decided,
+                )
+            }
+            58..=69 => {
+                let path = format!("{governor}/tool-calls");
+                let call = json!({"tool": "health", "args": {}});
+                ("tool call", "POST", path, None, Some(call), decided)
+            }
+            // A grant re-activates a suspended tenant; an active one is granted once (409).
+            70..=83 => {
+                let action = match r {
+                    70..=75 => "suspend",
+                    76..=81 => "resume",
+                    _ => "grant",
+                };
+                let body = json!({"tenant_id": tenant, "entitlement_id": "e", "action": action});
+                let path = "/marketplace".to_owned();
+                (action, "POST", path, None, Some(body), &[200, 409, 503])
+            }
+            84..=87 => {
+                let path = format!("{governor}/reset");
+                ("reset", "POST", path, None, None, &[200, 409, 503])
+            }
+            // 404: no governor runs for the tenant (it hibernated).
+            88..=89 => {
+                let path = format!("/v1/chaos/governors/{tenant}/crash");
+                (
+                    "crash",
+                    "POST",
+                    path,
+                    None,
+                    Some(json!({})),
+                    &[202, 404, 503],
+                )
+            }
+            90..=96 => ("read", "GET", governor, None, None, &[200, 503]),
+            _ if id == 0 => {
+                let fault = [json!({"fail_ms": 80}), json!({"stall_ms": 150})];
+                let body = Some(fault[rng.below(2) as usize].clone());
+                (
+                    "ledger fault",
+                    "POST",
+                    "/v1/chaos/ledger".into(),
+                    None,
+                    body,
+                    &[202],
+                )
+            }
+            _ => {
+                let path = format!("/v1/tenants/{tenant}/receipts/verify");
+                ("verify", "GET", path, None, None, &[200, 503])
+            }
+        };
         let answer = send(&client, method, &url(&path), key.as_deref(), body).await;
         let mut seen = seen.lock().unwrap();
         match answer {
@@ -446,6 +459,7 @@ async fn soak(backend: &[(&str, &str)]) {
     assert!(seen.broken.is_empty(), "{ctx}: {:#?}", seen.broken);
 
     let mut ids: HashSet<String> = HashSet::new();
+    let mut message_ids: HashSet<String> = HashSet::new();
     let mut decided = 0;
     for t in 0..TENANTS {
         let tenant = format!("soak-{t}");
@@ -480,6 +494,12 @@ async fn soak(backend: &[(&str, &str)]) {
                 );
             }
             assert!(ids.insert(id.clone()), "{ctx}: receipt {id} stored twice");
+            if let Some(mid) = r["metadata"]["pubsub_message_id"].as_str() {
+                assert!(
+                    message_ids.insert(mid.to_owned()),
+                    "{ctx}: message {mid} decided twice"
+                );
+            }
             if let Some(key) = r["metadata"]["idempotency_key"].as_str() {
                 assert!(
                     keys.insert(key.to_owned()),

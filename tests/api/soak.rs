@@ -1,7 +1,7 @@
 //! A seeded random mix against the real binary: signals (some with idempotency keys, some of
 //! those sent again), Pub/Sub pushes and redeliveries, tool calls, webhook action callbacks,
-//! suspensions, resumptions and grants, operator resets, governor crashes, ledger failures and
-//! stalls, and reads, from several callers at once, with governors hibernating whenever their
+//! suspensions, resumptions and grants, operator resets, governor crashes, crashes of the
+//! receipt writer and the Entitlements actor, ledger failures and stalls, and reads, from several callers at once, with governors hibernating whenever their
 //! tenant goes quiet for a second. Afterwards every chain must hold every receipt an answer
 //! acknowledged, verify, and tell one consistent story: each governor decision starts in the
 //! state the one before it left, nothing is accepted while the tenant is suspended, each
@@ -32,6 +32,7 @@ const PACED: u64 = 4;
 const MAX_PAUSE_MS: u64 = 16;
 /// Every caller sends until then: each quiet group takes a turn and is left alone after it.
 const RUN: Duration = Duration::from_secs(5);
+const ACTOR_CRASHES: usize = 3;
 
 /// xorshift64*, so that a seed gives the same draws again.
 struct Rng(u64);
@@ -124,6 +125,7 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut keys: Vec<String> = Vec::new();
     let mut messages: Vec<(String, Value)> = Vec::new();
+    let mut actor_crashes = 0;
     let mut n = 0;
     while start.elapsed() < RUN {
         n += 1;
@@ -247,17 +249,19 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
                 )
             }
             90..=96 => ("read", "GET", governor, None, None, &[200, 503]),
+            // Now and then the receipt writer or the Entitlements actor itself panics (at most
+            // `ACTOR_CRASHES` in a run: the root supervisor allows 5 restarts a minute).
+            _ if id == 0 && actor_crashes < ACTOR_CRASHES && rng.below(4) == 0 => {
+                actor_crashes += 1;
+                let actor = ["ledger", "entitlements"][rng.below(2) as usize];
+                let path = format!("/v1/chaos/actors/{actor}/crash");
+                ("actor crash", "POST", path, None, Some(json!({})), &[202])
+            }
             _ if id == 0 => {
                 let fault = [json!({"fail_ms": 80}), json!({"stall_ms": 150})];
                 let body = Some(fault[rng.below(2) as usize].clone());
-                (
-                    "ledger fault",
-                    "POST",
-                    "/v1/chaos/ledger".into(),
-                    None,
-                    body,
-                    &[202],
-                )
+                let path = "/v1/chaos/ledger".to_owned();
+                ("ledger fault", "POST", path, None, body, &[202])
             }
             _ => {
                 let path = format!("/v1/tenants/{tenant}/receipts/verify");

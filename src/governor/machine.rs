@@ -1275,29 +1275,34 @@ mod tests {
     }
 
     #[test]
-    fn a_signal_meeting_a_lapsed_entitlement_records_the_loss_and_is_refused() {
+    fn a_signal_or_tool_call_meeting_a_lapsed_entitlement_records_the_loss_and_is_refused() {
         // The governor was not told (it hibernated or restarted meanwhile): the gate decides.
-        for from in [State::Stable, State::Warning, State::Intervening] {
-            let (m, s) = at(from).step(sig(10.0), &facts(false));
-            assert_eq!(
-                (events(&s), m.state, s.reply.clone()),
-                (
-                    vec!["entitlement_changed", "signal_refused"],
-                    State::Refusing,
-                    Reply::Refused {
-                        status: 409,
-                        reason: "governor_refusing"
-                    }
-                ),
-                "{from:?}"
-            );
-            assert_eq!(
-                from == State::Intervening,
-                s.effects
-                    .iter()
-                    .any(|e| matches!(e, Effect::CancelAction { .. })),
-                "{from:?}"
-            );
+        for (input, refused) in [
+            (sig(10.0), "signal_refused"),
+            (tool(Some("entitlement_inactive")), "tool_call_refused"),
+        ] {
+            for from in [State::Stable, State::Warning, State::Intervening] {
+                let (m, s) = at(from).step(input.clone(), &facts(false));
+                assert_eq!(
+                    (events(&s), m.state, s.reply.clone()),
+                    (
+                        vec!["entitlement_changed", refused],
+                        State::Refusing,
+                        Reply::Refused {
+                            status: 409,
+                            reason: "governor_refusing"
+                        }
+                    ),
+                    "{from:?}"
+                );
+                assert_eq!(
+                    from == State::Intervening,
+                    s.effects
+                        .iter()
+                        .any(|e| matches!(e, Effect::CancelAction { .. })),
+                    "{from:?}"
+                );
+            }
         }
     }
 
@@ -1345,25 +1350,6 @@ mod tests {
                 }),
                 "{input:?}: {:?}",
                 s.effects
-            );
-        }
-    }
-
-    #[test]
-    fn a_tool_call_meeting_a_lapsed_entitlement_records_the_loss_and_is_refused() {
-        for from in [State::Stable, State::Warning, State::Intervening] {
-            let (m, s) = at(from).step(tool(Some("entitlement_inactive")), &facts(false));
-            assert_eq!(
-                (events(&s), m.state, s.reply.clone()),
-                (
-                    vec!["entitlement_changed", "tool_call_refused"],
-                    State::Refusing,
-                    Reply::Refused {
-                        status: 409,
-                        reason: "governor_refusing"
-                    }
-                ),
-                "{from:?}"
             );
         }
     }

@@ -101,6 +101,17 @@ async fn signal(app: &TestApp, value: f64) -> (u16, Value) {
     .await
 }
 
+/// Sends a signal of `value` (at or above the action threshold) and returns the id of the
+/// action it started.
+async fn start_action(app: &TestApp, value: f64) -> String {
+    let (s, b) = signal(app, value).await;
+    assert_eq!((s, &b["state"]), (200, &json!("intervening")), "{b}");
+    b["receipt"]["metadata"]["action"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Waits until the webhook has been told that `action_id` was cancelled for `reason`.
 async fn told_of_cancellation(hook: &Hook, action_id: &str, reason: &str) {
     let expected =
@@ -158,12 +169,7 @@ async fn events(app: &TestApp) -> Vec<String> {
 async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in_order() {
     let hook = hook(202);
     let app = app_with_hook(&hook, 30_000).await;
-    let (_, b) = signal(&app, 85.0).await;
-    assert_eq!(b["state"], "intervening");
-    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let action_id = start_action(&app, 85.0).await;
     eventually("the webhook is called", Duration::from_secs(5), || async {
         (!hook.bodies.lock().unwrap().is_empty()).then_some(())
     })
@@ -291,11 +297,7 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
 async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers() {
     let hook = hook(202);
     let app = app_with_hook(&hook, 300).await;
-    let (_, b) = signal(&app, 95.0).await;
-    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let action_id = start_action(&app, 95.0).await;
     until_refusing(&app, "the state timeout fires").await;
     told_of_cancellation(&hook, &action_id, "timed_out").await;
     let (s, b) = signal(&app, 10.0).await;
@@ -314,11 +316,7 @@ async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers
 async fn a_state_timeout_the_ledger_refuses_is_recorded_once_it_recovers() {
     let hook = hook(202);
     let app = app_with_hook(&hook, 300).await;
-    let (_, b) = signal(&app, 95.0).await;
-    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let action_id = start_action(&app, 95.0).await;
     // The timeout fires while every commit fails: its receipt cannot be written.
     let (s, b) = app
         .post_json("/v1/chaos/ledger", &json!({"fail_ms": 800}))
@@ -374,11 +372,7 @@ async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_e
 async fn suspension_cancels_the_running_action_and_resume_returns_to_stable() {
     let hook = hook(202);
     let app = app_with_hook(&hook, 30_000).await;
-    let (_, b) = signal(&app, 90.0).await;
-    let action_id = b["receipt"]["metadata"]["action"]["action_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let action_id = start_action(&app, 90.0).await;
     app.post_json(
         "/marketplace",
         &json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"}),

@@ -24,15 +24,14 @@ use serde_json::{json, Value};
 use supervisors::ChildRef;
 
 use super::machine::{
-    restore, Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply, Restored, Signal, State,
-    Thresholds,
+    is_restore_boundary, restore, Effect, Facts, InFlight, Input, Machine, ReceiptSpec, Reply,
+    Restored, Signal, State, Thresholds,
 };
 use super::webhook::Outcome as WebhookOutcome;
 use crate::clock::millis_of;
 use crate::entitlements::gates;
 use crate::entitlements::{Entitlement, Entitlements, ReloadEntitlement};
 use crate::receipts::receipt::digest_from_hex;
-use crate::receipts::store::records_state;
 use crate::receipts::writer::{record_fingerprint, LedgerError, LedgerHandle, NewReceipt};
 use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
 use crate::telemetry::events;
@@ -342,10 +341,23 @@ impl Governor {
         message_id: Option<String>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        self.decide_after(Vec::new(), input, message_id, ctx)
+    }
+
+    /// [`Governor::decide`], with `before` (receipts of a step the governor took just before,
+    /// in the same handler) appended first, in the same batch.
+    fn decide_after(
+        &mut self,
+        before: Vec<ReceiptSpec>,
+        input: Input,
+        message_id: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         self.idle_ticks = 0;
         let started = Instant::now();
         let facts = self.facts(uuid::Uuid::now_v7().to_string());
         let (next, mut step) = self.machine.step(input, &facts);
+        step.receipts.splice(0..0, before);
         if let Reply::Invalid { reason } = &step.reply {
             return Box::pin(actix::fut::ready(Err(GovernorError::Invalid(
                 reason.clone(),
@@ -365,7 +377,10 @@ impl Governor {
         let first_id = drafts.first().map(|d| d.draft.receipt_id.clone());
         let records_input = drafts
             .iter()
-            .position(|d| d.draft.metadata.get("input").is_some())
+            .position(|d| {
+                let m = &d.draft.metadata;
+                m.get("input").is_some() || m.get("tool").is_some()
+            })
             .unwrap_or(0);
         if let (Some(mid), Some(d)) = (message_id, drafts.get_mut(records_input)) {
             crate::intake::record_message_id(&mut d.draft.metadata, &mid);
@@ -688,11 +703,7 @@ async fn since_intervening(
         let from = upto.saturating_sub(PAGE);
         let page = store.range(tenant, from, (upto - from) as usize).await?;
         for r in page.into_iter().rev() {
-            // Only a governor state counts: an entitlement refusal (a `refusal` receipt)
-            // records the entitlement's status as its states, and is read past like the rest.
-            let leaves =
-                records_state(&r, State::NAMES) && r.state_to.as_deref() != Some("intervening");
-            if r.event_type == "action_started" || leaves {
+            if is_restore_boundary(&r) {
                 newer.reverse();
                 return Ok((Some(r), newer));
             }
@@ -903,7 +914,9 @@ impl Governor {
             ok,
             result: result.unwrap_or_else(|e| json!({"error": e})),
         };
-        let fut = self.decide(finished, msg.message_id, ctx);
+        // A first input leaves `boot` on its way (`entitlement_verified`): that receipt goes
+        // first, in the same batch as the tool's.
+        let fut = self.decide_after(step.receipts, finished, msg.message_id, ctx);
         Box::pin(fut.map(move |res, act, _| match res {
             // A repeat of a call that was recorded, or not recorded: this call never happened.
             Ok(mut o) if o.duplicate => {

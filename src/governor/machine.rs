@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::receipts::store::records_state;
 use crate::receipts::{Receipt, ReceiptType};
 
 /// A governor's state.
@@ -827,6 +828,14 @@ pub struct Restored {
     pub replay: bool,
 }
 
+/// Whether a rebuild reading its chain backwards stops at `r`: `r` started an action, or it
+/// records a governor state other than `intervening`. An entitlement receipt, or an
+/// entitlement refusal (whose states are the entitlement's status), is read past.
+pub fn is_restore_boundary(r: &Receipt) -> bool {
+    r.event_type == "action_started"
+        || (records_state(r, State::NAMES) && r.state_to.as_deref() != Some("intervening"))
+}
+
 /// Rebuilds a governor from the receipts since it last left a state other than `intervening`.
 /// `boundary` is the newest receipt that either started an action (`action_started`) or
 /// recorded another governor state; `tail` is every receipt after it, oldest first. The queue
@@ -1414,5 +1423,227 @@ mod tests {
         );
         let (_, s) = m.step(sig(20.0), &facts(true));
         assert_eq!(events(&s), ["action_started"]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Any run of inputs against the pure machine, with the tenant entitled or not at each step.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::receipts::ReceiptDraft;
+
+    /// An input in terms of the machine it meets: outcomes name the action in flight
+    /// (`current`) or another one. A tool call that passes its gates runs and ends within the
+    /// governor's one handler (Phase 1 tools are synchronous), so it ends as `ok` says.
+    #[derive(Debug, Clone)]
+    enum Gen {
+        Signal(f64),
+        Tool {
+            refused: bool,
+            ok: bool,
+        },
+        Completed {
+            current: bool,
+        },
+        Failed {
+            current: bool,
+        },
+        TimedOut {
+            current: bool,
+        },
+        Entitlement {
+            active: bool,
+        },
+        /// Not an input: the Entitlements actor appends to the same chain.
+        EntitlementReceipt {
+            refused: bool,
+        },
+        Reset,
+        Resume,
+    }
+
+    fn gen() -> impl Strategy<Value = Gen> {
+        prop_oneof![
+            6 => prop_oneof![Just(10.0), Just(65.0), Just(85.0), 0.0..100.0f64].prop_map(Gen::Signal),
+            2 => (any::<bool>(), any::<bool>()).prop_map(|(refused, ok)| Gen::Tool { refused, ok }),
+            2 => any::<bool>().prop_map(|current| Gen::Completed { current }),
+            1 => any::<bool>().prop_map(|current| Gen::Failed { current }),
+            1 => any::<bool>().prop_map(|current| Gen::TimedOut { current }),
+            1 => any::<bool>().prop_map(|active| Gen::Entitlement { active }),
+            1 => any::<bool>().prop_map(|refused| Gen::EntitlementReceipt { refused }),
+            1 => Just(Gen::Reset),
+            1 => Just(Gen::Resume),
+        ]
+    }
+
+    fn input(g: &Gen, m: &Machine) -> Input {
+        let id = |current: bool| match (&m.in_flight, current) {
+            (Some(f), true) => f.action_id.clone(),
+            _ => "another".to_owned(),
+        };
+        match g {
+            Gen::Signal(v) => Input::Signal(Signal {
+                metric: "cpu".into(),
+                value: *v,
+                timestamp_ms: 1,
+            }),
+            Gen::Tool { refused, .. } => Input::ToolCall {
+                tool: "health".into(),
+                args: json!({}),
+                gates: json!({}),
+                refusal: refused.then(|| "tool_not_entitled".to_owned()),
+            },
+            Gen::Completed { current } => Input::ActionCompleted {
+                action_id: id(*current),
+                result: json!(null),
+            },
+            Gen::Failed { current } => Input::ActionFailed {
+                action_id: id(*current),
+                error: "e".into(),
+            },
+            Gen::TimedOut { current } => Input::ActionTimedOut {
+                action_id: id(*current),
+            },
+            Gen::Entitlement { active } | Gen::EntitlementReceipt { refused: active } => {
+                Input::EntitlementChanged { active: *active }
+            }
+            Gen::Reset => Input::Reset,
+            Gen::Resume => Input::Resume,
+        }
+    }
+
+    fn seal(s: &ReceiptSpec) -> Receipt {
+        ReceiptDraft::new("t", s.kind, s.event_type, s.reason.clone())
+            .states(
+                s.state_from.map(State::as_str),
+                s.state_to.map(State::as_str),
+            )
+            .metadata(s.metadata.clone())
+            .seal(None, "n", "2026-01-01T00:00:00.000Z".into())
+    }
+
+    /// What a governor started on `chain` restores, read as the governor's `rebuild` reads
+    /// the store: the last receipt that records a governor state, and if that is in
+    /// `intervening` after the action started, back to the action's start.
+    fn rebuilt(chain: &[Receipt]) -> Option<Restored> {
+        let last = chain
+            .iter()
+            .rev()
+            .find(|r| records_state(r, State::NAMES))?;
+        if last.state_to.as_deref() != Some("intervening") || last.event_type == "action_started" {
+            return restore(last, &[]);
+        }
+        let at = chain.iter().rposition(is_restore_boundary)?;
+        restore(&chain[at], &chain[at + 1..])
+    }
+
+    /// A receipt of the Entitlements actor: a change, or a refused request (whose states are
+    /// the entitlement's status, not the governor's).
+    fn entitlement_receipt(refused: bool) -> Receipt {
+        let (kind, event, from, to) = if refused {
+            (
+                ReceiptType::Refusal,
+                "entitlement_refused",
+                "active",
+                "active",
+            )
+        } else {
+            (
+                ReceiptType::Entitlement,
+                "entitlement_suspended",
+                "active",
+                "suspended",
+            )
+        };
+        ReceiptDraft::new("t", kind, event, "r")
+            .states(Some(from), Some(to))
+            .seal(None, "n", "2026-01-01T00:00:00.000Z".into())
+    }
+
+    const ACCEPTING: &[&str] = &[
+        "entitlement_verified",
+        "signal_processed",
+        "signal_warning",
+        "signal_postponed",
+        "action_started",
+        "action_completed",
+        "action_failed",
+        "action_timeout",
+        "tool_call_succeeded",
+        "tool_call_failed",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Every receipt starts where the one before left the machine; the machine is in the
+        /// state its last receipt records; nothing is accepted for a tenant that is not
+        /// entitled; the queue keeps its bound; and a governor rebuilt from the receipts so
+        /// far has the machine's state, action in flight and queue.
+        #[test]
+        fn any_run_keeps_the_chain_and_the_machine_in_step(
+            run in proptest::collection::vec((gen(), proptest::bool::weighted(0.8)), 1..60)
+        ) {
+            let mut m = Machine::new(Thresholds::default(), 2);
+            let mut chain: Vec<Receipt> = Vec::new();
+            let mut state = State::Boot;
+            for (g, entitled) in &run {
+                if let Gen::EntitlementReceipt { refused } = g {
+                    chain.push(entitlement_receipt(*refused));
+                    continue;
+                }
+                let facts = Facts {
+                    entitled: *entitled,
+                    gates: json!({}),
+                    new_action_id: format!("a{}", chain.len()),
+                };
+                let i = input(g, &m);
+                let (mut next, mut step) = m.step(i.clone(), &facts);
+                // As the governor runs a tool call: the tool ends in the same handler, and the
+                // receipts of both steps are appended together.
+                if let (Gen::Tool { ok, .. }, Some(Effect::RunTool { action_id, .. })) =
+                    (g, step.effects.first().cloned())
+                {
+                    let done = Input::ToolFinished { action_id, ok: *ok, result: json!(null) };
+                    let (ended, finished) = next.step(done, &facts);
+                    let ended_validly = !matches!(finished.reply, Reply::Invalid { .. });
+                    prop_assert!(ended_validly, "the tool in flight ends");
+                    next = ended;
+                    step.receipts.extend(finished.receipts);
+                }
+                if matches!(step.reply, Reply::Invalid { .. }) {
+                    // The governor records nothing of an invalid input and keeps its machine.
+                    continue;
+                }
+                for r in &step.receipts {
+                    prop_assert_eq!(r.state_from, Some(state), "{} after {:?}", r.event_type, i);
+                    state = r.state_to.unwrap();
+                    prop_assert!(
+                        *entitled || !ACCEPTING.contains(&r.event_type),
+                        "{} while not entitled, for {:?}", r.event_type, i
+                    );
+                }
+                m = next;
+                chain.extend(step.receipts.iter().map(seal));
+                prop_assert_eq!(m.state, state, "after {:?}", i);
+                prop_assert!(m.postponed.len() <= 2);
+                prop_assert_eq!(m.in_flight.is_some(), m.state == State::Intervening, "after {:?}", i);
+                let Some(r) = rebuilt(&chain) else {
+                    prop_assert_eq!(m.state, State::Boot, "nothing recorded a state, after {:?}", i);
+                    continue;
+                };
+                prop_assert_eq!(r.state, m.state, "after {:?}", i);
+                prop_assert_eq!(
+                    r.in_flight.map(|f| f.action_id),
+                    m.in_flight.as_ref().map(|f| f.action_id.clone()),
+                    "after {:?}", i
+                );
+                let values = |q: &VecDeque<Signal>| q.iter().map(|s| s.value).collect::<Vec<_>>();
+                prop_assert_eq!(values(&r.postponed), values(&m.postponed), "after {:?}", i);
+            }
+        }
     }
 }

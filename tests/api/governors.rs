@@ -401,6 +401,22 @@ async fn tool_calls_pass_the_gates_or_are_refused_with_a_receipt() {
         b["receipt"]["metadata"]["result"]["support_model"],
         "tiered_enterprise"
     );
+    // The tool call was the governor's first input: it left `boot` on the way, on the record.
+    let answered: Vec<_> = b["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(answered, ["entitlement_verified", "tool_call_succeeded"]);
+    assert_eq!(
+        events(&app, "t3").await,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "tool_call_succeeded"
+        ]
+    );
     let (s, b) = app
         .post_json(
             "/v1/governors/t3/tool-calls",

@@ -992,14 +992,19 @@ impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
         let fut = self.learn(msg.0, ctx);
-        AtomicResponse::new(Box::pin(fut.map(|res, act, _| match res {
+        AtomicResponse::new(Box::pin(fut.map(|res, act, ctx| match res {
             Ok(_) => {}
             // A later change is on its way here too (or was learned already).
             Err(GovernorError::Ledger(LedgerError::Superseded(_))) => {
                 tracing::debug!(tenant = %act.tenant, "an entitlement change was overtaken by a later one");
             }
+            // The governor knows the new record but could not record what it changes: it
+            // tries again every second, as for a change missed while it was stopped. The next
+            // input would record a lapse first anyway, but nothing else would record a
+            // reactivation, and the governor would refuse an entitled tenant until a reset.
             Err(e) => {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change");
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
+                to_self_later(ctx, Reconcile(act.entitled()), Duration::from_secs(1));
             }
         })))
     }
@@ -1091,7 +1096,7 @@ impl Governor {
         let fut = self.run(Input::EntitlementChanged { active: back }, None, ctx);
         Some(Box::pin(fut.map(move |res, act, ctx| {
             if let Err(e) = res {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change missed while stopped; trying again in a second");
+                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
                 to_self_later(ctx, Reconcile(reactivated), Duration::from_secs(1));
             }
         })))
@@ -1099,7 +1104,7 @@ impl Governor {
 }
 
 /// Try again to record an entitlement change missed while stopped (see
-/// [`Governor::reconcile_entitlement`]).
+/// [`Governor::reconcile_entitlement`]), or learned while running but refused by the ledger.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Reconcile(bool);

@@ -1,13 +1,15 @@
 //! A seeded random mix against the real binary: signals (some with idempotency keys, some of
 //! those sent again), Pub/Sub pushes and redeliveries, tool calls, webhook action callbacks,
 //! suspensions, resumptions and grants, operator resets, governor crashes, crashes of the
-//! receipt writer and the Entitlements actor, ledger failures and stalls, and reads, from several callers at once, with governors hibernating whenever their
-//! tenant goes quiet for a second. Afterwards every chain must hold every receipt an answer
-//! acknowledged, verify, and tell one consistent story: each governor decision starts in the
-//! state the one before it left, nothing is accepted while the tenant is suspended, each
-//! idempotency key and Pub/Sub message id decides once, and each governor, read back, is in
-//! the state its chain ends in. A failure names its seed; `TAI_SOAK_SEED` gives every caller the same
-//! draws again (the interleaving is the scheduler's).
+//! receipt writer and the Entitlements actor, ledger failures and stalls, and reads, from
+//! several callers at once, with governors hibernating whenever their tenant goes quiet for a
+//! second. Afterwards every chain must hold every receipt an answer acknowledged, verify, and
+//! tell one consistent story: each governor decision starts in the state the one before it
+//! left, nothing is accepted while the tenant is suspended, each idempotency key and Pub/Sub
+//! message id decides once, each governor, read back, is in the state its chain ends in, and a
+//! tenant entitled again after a lapse has its signals accepted. A failure names its seed;
+//! `TAI_SOAK_SEED` gives every caller the same draws again (the interleaving is the
+//! scheduler's).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ const PACED: u64 = 4;
 const MAX_PAUSE_MS: u64 = 16;
 /// Every caller sends until then: each quiet group takes a turn and is left alone after it.
 const RUN: Duration = Duration::from_secs(5);
+/// Crashes of the receipt writer or the Entitlements actor in a run: the root supervisor
+/// allows five restarts a minute.
 const ACTOR_CRASHES: usize = 3;
 
 /// xorshift64*, so that a seed gives the same draws again.
@@ -250,8 +254,7 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
                 )
             }
             90..=96 => ("read", "GET", governor, None, None, &[200, 503]),
-            // Now and then the receipt writer or the Entitlements actor itself panics (at most
-            // `ACTOR_CRASHES` in a run: the root supervisor allows 5 restarts a minute).
+            // Now and then the receipt writer or the Entitlements actor itself panics.
             _ if id == 0 && actor_crashes < ACTOR_CRASHES && rng.below(4) == 0 => {
                 actor_crashes += 1;
                 let actor = ["ledger", "entitlements"][rng.below(2) as usize];

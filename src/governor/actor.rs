@@ -331,7 +331,21 @@ impl Governor {
             return Box::pin(actix::fut::ready(Ok(Vec::new())));
         }
         let fut = self.decide(Input::EntitlementChanged { active: now }, None, ctx);
-        Box::pin(fut.map(|res, _, _| res.map(|o| o.receipts)))
+        Box::pin(fut.map(move |res, act, ctx| {
+            // The governor knows the new record now but could not record what it changes: it
+            // tries again every second, as for a change missed while it was stopped. The next
+            // input would record a lapse first anyway, but nothing else would record a
+            // reactivation, and the governor would refuse an entitled tenant until a reset.
+            // (A superseded change has a later one on its way.)
+            match &res {
+                Err(GovernorError::Ledger(LedgerError::Superseded(_))) | Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
+                    to_self_later(ctx, Reconcile(now), Duration::from_secs(1));
+                }
+            }
+            res.map(|o| o.receipts)
+        }))
     }
 
     /// Applies a decided step: appends its receipts, then advances and carries out its effects.
@@ -992,19 +1006,15 @@ impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
         let fut = self.learn(msg.0, ctx);
-        AtomicResponse::new(Box::pin(fut.map(|res, act, ctx| match res {
+        AtomicResponse::new(Box::pin(fut.map(|res, act, _| match res {
             Ok(_) => {}
             // A later change is on its way here too (or was learned already).
             Err(GovernorError::Ledger(LedgerError::Superseded(_))) => {
                 tracing::debug!(tenant = %act.tenant, "an entitlement change was overtaken by a later one");
             }
-            // The governor knows the new record but could not record what it changes: it
-            // tries again every second, as for a change missed while it was stopped. The next
-            // input would record a lapse first anyway, but nothing else would record a
-            // reactivation, and the governor would refuse an entitled tenant until a reset.
+            // `learn` tries again by itself.
             Err(e) => {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
-                to_self_later(ctx, Reconcile(act.entitled()), Duration::from_secs(1));
+                tracing::debug!(tenant = %act.tenant, error = %e, "an entitlement change was not recorded yet");
             }
         })))
     }

@@ -1006,14 +1006,9 @@ impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
         let fut = self.learn(msg.0, ctx);
-        AtomicResponse::new(Box::pin(fut.map(|res, act, _| match res {
-            Ok(_) => {}
-            // A later change is on its way here too (or was learned already).
-            Err(GovernorError::Ledger(LedgerError::Superseded(_))) => {
-                tracing::debug!(tenant = %act.tenant, "an entitlement change was overtaken by a later one");
-            }
-            // `learn` tries again by itself.
-            Err(e) => {
+        // A superseded change has a later one on its way; `learn` retries any other failure.
+        AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
+            if let Err(e) = res {
                 tracing::debug!(tenant = %act.tenant, error = %e, "an entitlement change was not recorded yet");
             }
         })))

@@ -343,13 +343,7 @@ impl Machine {
             next = lapsed;
             receipts.extend(step.receipts);
             effects.extend(step.effects);
-            if matches!(
-                input,
-                Input::ToolFinished { .. }
-                    | Input::ActionCompleted { .. }
-                    | Input::ActionFailed { .. }
-                    | Input::ActionTimedOut { .. }
-            ) {
+            if input.outcome_of().is_some() {
                 let reply = Reply::Refused {
                     status: 409,
                     reason: "governor_refusing",

@@ -27,6 +27,7 @@ async fn deps(dir: &std::path::Path) -> Arc<GovernorDeps> {
         linger: Duration::ZERO,
         queue_capacity: 65_536,
         chaos: Default::default(),
+        governor_states: tai_autonomics::governor::State::NAMES,
     };
     let chaos = cfg.chaos.clone();
     let s = store.clone();

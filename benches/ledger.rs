@@ -51,6 +51,7 @@ async fn start(store: AnyStore, max_batch: usize) -> LedgerHandle {
         linger: Duration::ZERO,
         queue_capacity: 65_536,
         chaos: Default::default(),
+        governor_states: &[],
     };
     let chaos = cfg.chaos.clone();
     let s = store.clone();

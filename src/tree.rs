@@ -94,6 +94,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         linger: Duration::from_micros(settings.ledger.linger_us),
         queue_capacity: settings.ledger.queue_capacity,
         chaos: chaos.clone(),
+        governor_states: crate::governor::State::NAMES,
     };
 
     // The events outlive any one Observer: a restarted one serves the same ring.

@@ -129,6 +129,7 @@ async fn commit(
             message_id,
             entitlement: Some(record_json(&next)),
             expects: None,
+            follows: None,
         })
         .await?;
     if receipt.receipt_id != draft_id {

@@ -72,8 +72,12 @@ pub struct Governor {
     machine: Machine,
     /// Boxed: most of a governor's life it is only read, and a million governors stay small.
     entitlement: Option<Box<Known>>,
+    /// The seq of the chain's last receipt that records a governor state, as this governor
+    /// knows it (0: none): its own last receipt, or the one it was rebuilt from. Its decisions
+    /// follow it (see [`NewReceipt::follows`]).
     head_seq: u64,
-    /// The head's `receipt_hash` as bytes (no heap string per governor); meaningless at seq 0.
+    /// That receipt's `receipt_hash` as bytes (no heap string per governor); meaningless at
+    /// seq 0.
     head_hash: [u8; 32],
     /// The armed action timeout (boxed: only while an action is in flight).
     timeout: Option<Box<SpawnHandle>>,
@@ -242,7 +246,9 @@ impl Governor {
     }
 
     /// Runs `first`; if its decision was overtaken by an entitlement change, learns the change
-    /// and runs `again` instead, with the receipts of the change in front of its answer's.
+    /// and runs `again` instead, with the receipts of the change in front of its answer's. If
+    /// the chain had moved on without this governor (a conflict), reloads the governor from the
+    /// chain and runs `again` there.
     fn retrying(
         &mut self,
         first: ResponseActFuture<Self, Result<Outcome, GovernorError>>,
@@ -254,8 +260,23 @@ impl Governor {
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         Box::pin(
             first.then(move |res, act, ctx| -> ResponseActFuture<Self, _> {
-                if !matches!(res, Err(GovernorError::Ledger(LedgerError::Superseded(_)))) {
-                    return Box::pin(actix::fut::ready(res));
+                match res {
+                    Err(GovernorError::Ledger(LedgerError::Superseded(_))) => {}
+                    Err(GovernorError::Ledger(LedgerError::Conflict(e))) => {
+                        // The chain moved on without this governor: it takes in the chain as
+                        // it stands and decides the input again there.
+                        tracing::info!(tenant = %act.tenant, error = %e, "the chain moved on without this governor; reloading it");
+                        events::governor_reloaded();
+                        return Box::pin(act.reload(ctx).then(
+                            move |reloaded, act, ctx| -> ResponseActFuture<Self, _> {
+                                match reloaded {
+                                    Ok(()) => again(act, ctx),
+                                    Err(e) => Box::pin(actix::fut::ready(Err(e))),
+                                }
+                            },
+                        ));
+                    }
+                    res => return Box::pin(actix::fut::ready(res)),
                 }
                 events::decision_superseded();
                 Box::pin(act.relearn(ctx).then(
@@ -339,6 +360,11 @@ impl Governor {
             // (A superseded change has a later one on its way.)
             match &res {
                 Err(GovernorError::Ledger(LedgerError::Superseded(_))) | Ok(_) => {}
+                // The chain moved on without this governor: at once, through `run`, which
+                // reloads it first.
+                Err(GovernorError::Ledger(LedgerError::Conflict(_))) => {
+                    to_self(ctx, Reconcile(now));
+                }
                 Err(e) => {
                     tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
                     to_self_later(ctx, Reconcile(now), Duration::from_secs(1));
@@ -378,11 +404,13 @@ impl Governor {
             ))));
         }
         let expects = Some(self.fingerprint());
+        let follows = Some(self.head_seq);
         let mut drafts: Vec<NewReceipt> = step
             .receipts
             .iter_mut()
             .map(|s| NewReceipt {
                 expects,
+                follows,
                 ..NewReceipt::new(self.draft(s))
             })
             .collect();
@@ -610,7 +638,7 @@ impl Governor {
 struct Rebuilt {
     /// Its state as the chain left it (the last receipt with a governor state).
     restored: Option<Restored>,
-    /// The chain's head.
+    /// That receipt's seq and hash (0: none).
     seq: u64,
     hash: String,
     /// The entitlement record, fingerprinted as stored (what the writer compares with).
@@ -640,6 +668,10 @@ async fn rebuild(ledger: &LedgerHandle, tenant: &str) -> Result<Rebuilt, StoreEr
             reactivated: false,
         });
     };
+    let (seq, hash) = snap
+        .last_state
+        .as_ref()
+        .map_or((0, String::new()), |r| (r.seq, r.receipt_hash.clone()));
     let restored = match snap.last_state {
         None => None,
         Some(r) if r.state_to.as_deref() != Some("intervening") => restore(&r, &[]),
@@ -663,8 +695,8 @@ async fn rebuild(ledger: &LedgerHandle, tenant: &str) -> Result<Rebuilt, StoreEr
         refusing && entitled && reactivated_since_refusing(ledger, tenant, head.seq).await?;
     Ok(Rebuilt {
         restored,
-        seq: head.seq,
-        hash: head.hash,
+        seq,
+        hash,
         record: entitlement,
         fingerprint,
         reactivated,
@@ -728,6 +760,107 @@ async fn since_intervening(
     Ok((None, Vec::new()))
 }
 
+impl Governor {
+    /// Takes in what [`rebuild`] read: the state, the action in flight and the queue the chain
+    /// left, and the entitlement. Returns whether the chain has a reactivation this governor
+    /// has yet to act on. A governor that could not read its chain stops with an error (its
+    /// supervisor restarts it).
+    fn take_in(
+        &mut self,
+        res: Result<Rebuilt, StoreError>,
+        ctx: &mut Context<Self>,
+    ) -> Result<bool, StoreError> {
+        let Rebuilt {
+            restored,
+            seq,
+            hash,
+            record,
+            fingerprint,
+            reactivated,
+        } = match res {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, error = %e, "governor could not rebuild its state; stopping");
+                supervisors::exit::<Self>(
+                    ctx,
+                    supervisors::ExitReason::Error(format!("rebuild failed: {e}")),
+                );
+                return Err(e);
+            }
+        };
+        self.entitlement = record.map(|record| {
+            Box::new(Known {
+                record,
+                fingerprint,
+            })
+        });
+        self.set_thresholds();
+        self.head_seq = seq;
+        self.head_hash = digest_from_hex(&hash).unwrap_or_default();
+        if let Some(r) = restored {
+            self.machine.state = r.state;
+            self.machine.postponed = r.postponed;
+            if let Some(f) = r.in_flight {
+                // An action was in flight when the previous incarnation ended: it gets a fresh
+                // state timeout, and the eval executor completes it (the queue is replayed when
+                // it ends, as before the restart).
+                let id = f.action_id.clone();
+                self.machine.in_flight = Some(Box::new(f));
+                // The previous incarnation released its slot as it stopped.
+                self.hold_slot();
+                self.apply(
+                    Effect::ArmTimeout {
+                        action_id: id.clone(),
+                    },
+                    ctx,
+                );
+                if matches!(self.deps.executor, Executor::Eval) {
+                    to_self(
+                        ctx,
+                        Callback(Input::ActionCompleted {
+                            action_id: id,
+                            result: json!("advised"),
+                        }),
+                    );
+                }
+            } else if r.replay {
+                to_self(ctx, Callback(Input::Resume));
+            }
+        }
+        events::governor_state_moved("", self.machine.state.as_str());
+        Ok(reactivated)
+    }
+
+    /// After a conflict (the chain moved on without this governor: another instance's governor
+    /// decided, or an incarnation before this one had a commit land after this one was
+    /// rebuilt): lets go of what it held (the action's timer and slot, the queue) and rebuilds
+    /// from the chain as at a start. A change of the entitlement it has yet to act on is acted
+    /// on after the input that ran into the conflict.
+    fn reload(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<(), GovernorError>> {
+        if let Some(h) = self.timeout.take() {
+            ctx.cancel_future(*h);
+        }
+        self.release_slot();
+        events::governor_state_moved(self.machine.state.as_str(), "");
+        self.machine = Machine::new(Thresholds::default(), self.deps.postpone_capacity);
+        let ledger = self.deps.ledger.clone();
+        let tenant = self.tenant.clone();
+        Box::pin(
+            wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(
+                |res, act, ctx| {
+                    let reactivated = act.take_in(res, ctx)?;
+                    act.arm_expiry(ctx);
+                    to_self(ctx, Reconcile(reactivated));
+                    Ok(())
+                },
+            ),
+        )
+    }
+}
+
 impl Actor for Governor {
     type Context = Context<Self>;
 
@@ -735,40 +868,17 @@ impl Actor for Governor {
         let ledger = self.deps.ledger.clone();
         let tenant = self.tenant.clone();
         // The mailbox waits until the state is rebuilt.
-        ctx.wait(wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(|res, act, ctx| match res {
-            Ok(Rebuilt { restored, seq, hash, record, fingerprint, reactivated }) => {
-                act.entitlement = record.map(|record| Box::new(Known { record, fingerprint }));
-                act.set_thresholds();
-                act.head_seq = seq;
-                act.head_hash = digest_from_hex(&hash).unwrap_or_default();
-                if let Some(r) = restored {
-                    act.machine.state = r.state;
-                    act.machine.postponed = r.postponed;
-                    if let Some(f) = r.in_flight {
-                        // An action was in flight when the previous incarnation ended: it
-                        // gets a fresh state timeout, and the eval executor completes it (the
-                        // queue is replayed when it ends, as before the restart).
-                        let id = f.action_id.clone();
-                        act.machine.in_flight = Some(Box::new(f));
-                        // The previous incarnation released its slot as it stopped.
-                        act.hold_slot();
-                        act.apply(Effect::ArmTimeout { action_id: id.clone() }, ctx);
-                        if matches!(act.deps.executor, Executor::Eval) {
-                            to_self(ctx, Callback(Input::ActionCompleted { action_id: id, result: json!("advised") }));
-                        }
-                    } else if r.replay {
-                        to_self(ctx, Callback(Input::Resume));
+        ctx.wait(
+            wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(
+                |res, act, ctx| {
+                    if let Ok(reactivated) = act.take_in(res, ctx) {
+                        // An entitlement change that no incarnation was running to hear is
+                        // acted on now.
+                        act.reconcile_entitlement(reactivated, ctx);
                     }
-                }
-                events::governor_state_moved("", act.machine.state.as_str());
-                // An entitlement change that no incarnation was running to hear is acted on now.
-                act.reconcile_entitlement(reactivated, ctx);
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %act.tenant, error = %e, "governor could not rebuild its state; stopping");
-                supervisors::exit::<Self>(ctx, supervisors::ExitReason::Error(format!("rebuild failed: {e}")));
-            }
-        }));
+                },
+            ),
+        );
         // Idleness is checked when the service's one Hibernator asks (no timer per governor).
     }
 
@@ -826,6 +936,7 @@ impl Governor {
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         if !self.reserve_slot_for(&sig) {
             // Over the global bound: refuse with a receipt, the state stays.
+            let again = (sig.clone(), message_id.clone());
             let from = self.machine.state;
             let mut metadata = json!({"input": sig});
             if let Some(mid) = &message_id {
@@ -841,10 +952,11 @@ impl Governor {
             };
             let mut draft = NewReceipt::new(self.draft(&mut spec));
             draft.message_id = message_id;
+            draft.follows = Some(self.head_seq);
             let draft_id = draft.draft.receipt_id.clone();
             let ledger = self.deps.ledger.clone();
             events::refused("actions_saturated");
-            return Box::pin(
+            let refused = Box::pin(
                 wrap_future::<_, Self>(async move { ledger.append(vec![draft]).await }).map(
                     move |res, act, _| {
                         let receipts = res?;
@@ -867,6 +979,10 @@ impl Governor {
                     },
                 ),
             );
+            let (sig, message_id) = again;
+            return self.retrying(refused, move |act, ctx| {
+                act.decide_signal(sig, message_id, ctx)
+            });
         }
         let fut = self.run(Input::Signal(sig), message_id, ctx);
         Box::pin(fut.map(|res, act, _| {

@@ -199,15 +199,19 @@ pub trait LedgerStore {
         }
         Ok((verifier, read))
     }
-    /// Everything a starting governor reads, in one call; `states` are the governor's state
-    /// names (SQLite answers many concurrent starts with one pass over its read connection).
+    /// Everything a starting governor reads, in one call and one snapshot: the record and the
+    /// head as of one moment (receipts up to the head never change afterwards); `states` are
+    /// the governor's state names (SQLite answers many concurrent starts with one pass over its
+    /// read connection).
     async fn governor_snapshot(
         &self,
         tenant: &str,
         states: &'static [&'static str],
     ) -> Result<GovernorSnapshot, StoreError> {
-        let entitlement = self.entitlement(tenant).await?;
-        let Some(head) = self.head(tenant).await? else {
+        // One read where the backend keeps them together (Firestore): read apart, a change
+        // committed between the two reads would pair the new head with the old record.
+        let (head, entitlement) = self.head_and_entitlement(tenant).await?;
+        let Some(head) = head else {
             return Ok(GovernorSnapshot {
                 entitlement,
                 ..Default::default()

@@ -42,7 +42,7 @@ use supervisors::ChildRef;
 use tokio::sync::oneshot;
 
 use super::receipt::{nesting, Receipt, ReceiptDraft, MAX_METADATA_NESTING};
-use super::store::{AppendItem, Head, LedgerStore, StoreError};
+use super::store::{records_state, AppendItem, Head, LedgerStore, StoreError};
 use super::AnyStore;
 use crate::telemetry::events;
 
@@ -101,6 +101,14 @@ pub struct NewReceipt {
     /// [`LedgerError::Superseded`] and none of its drafts is appended. So no decision made on a
     /// record follows a change of that record in the chain, however close the two come.
     pub expects: Option<u64>,
+    /// Set on a governor's drafts (each records a governor state): the seq of the chain's last
+    /// receipt that records one, as the governor knows it (0: none yet). The caller's first
+    /// such draft is sealed only if that is still so at its place in the chain; otherwise the
+    /// caller gets [`LedgerError::Conflict`] and none of its drafts is appended. A governor
+    /// that another one overtook (on another instance sharing the store, or an incarnation
+    /// before it whose commit landed after its rebuild) so reloads its state before it decides,
+    /// and every governor decision in a chain starts where the one before it left.
+    pub follows: Option<u64>,
 }
 
 impl NewReceipt {
@@ -110,6 +118,7 @@ impl NewReceipt {
             message_id: None,
             entitlement: None,
             expects: None,
+            follows: None,
         }
     }
 }
@@ -129,28 +138,24 @@ pub fn record_fingerprint(record: Option<&Value>) -> u64 {
 }
 
 /// A tenant's chain as the writer sees it: its last sealed receipt (seq 0: none yet) and, once
-/// the writer has needed it, the fingerprint of the tenant's entitlement record as of that
-/// receipt.
+/// the writer has needed them, the fingerprint of the tenant's entitlement record and the seq
+/// of the last receipt that records a governor state (0: none), both as of that receipt.
 #[derive(Debug, Clone)]
 struct Tip {
     seq: u64,
     hash: String,
     record: Option<u64>,
+    governed: Option<u64>,
 }
 
 impl Tip {
     fn of(head: Option<Head>) -> Tip {
-        match head {
-            Some(h) => Tip {
-                seq: h.seq,
-                hash: h.hash,
-                record: None,
-            },
-            None => Tip {
-                seq: 0,
-                hash: String::new(),
-                record: None,
-            },
+        let (seq, hash) = head.map_or((0, String::new()), |h| (h.seq, h.hash));
+        Tip {
+            seq,
+            hash,
+            record: None,
+            governed: None,
         }
     }
 
@@ -159,27 +164,43 @@ impl Tip {
         (self.seq > 0).then_some((self.seq, self.hash.as_str()))
     }
 
-    /// Moves the tip to `receipt`, which carried `record` (if any) with it.
-    fn advance(&mut self, receipt: &Receipt, record: Option<&Value>) {
+    /// Moves the tip to `receipt`, which carried `record` (if any) with it; `states` are the
+    /// governor's.
+    fn advance(&mut self, receipt: &Receipt, record: Option<&Value>, states: &[&str]) {
         self.seq = receipt.seq;
         self.hash.clone_from(&receipt.receipt_hash);
         if record.is_some() {
             self.record = Some(record_fingerprint(record));
         }
+        if records_state(receipt, states) {
+            self.governed = Some(receipt.seq);
+        }
     }
 }
 
-/// Whether a caller's drafts were decided on records that have changed since (see
-/// [`NewReceipt::expects`]); `None` if a record they name is not known to `tips` yet.
-fn superseded(items: &[NewReceipt], tips: &HashMap<String, Tip>) -> Option<bool> {
+/// Why a caller's drafts may not be sealed at `tips` as they stand: decided on a record that
+/// has changed since ([`NewReceipt::expects`]), or after a governor state the chain has moved
+/// past ([`NewReceipt::follows`]). `Some(None)`: they may; `None`: what they name is not known
+/// to `tips` yet.
+fn refusal(items: &[NewReceipt], tips: &HashMap<String, Tip>) -> Option<Option<LedgerError>> {
     for it in items {
         if let Some(expected) = it.expects {
             if tips.get(&it.draft.tenant_id)?.record? != expected {
-                return Some(true);
+                return Some(Some(superseded_error()));
             }
         }
     }
-    Some(false)
+    if let Some(it) = items.iter().find(|i| i.follows.is_some()) {
+        let governed = tips.get(&it.draft.tenant_id)?.governed?;
+        if Some(governed) != it.follows {
+            return Some(Some(LedgerError::Conflict(format!(
+                "the chain's last governor decision is at seq {governed}, not at {} where the \
+                 governor left it; nothing was written",
+                it.follows.unwrap_or_default()
+            ))));
+        }
+    }
+    Some(None)
 }
 
 fn superseded_error() -> LedgerError {
@@ -197,6 +218,9 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// Injected failures (chaos hooks); inert unless switched on.
     pub chaos: Arc<LedgerChaos>,
+    /// The names of the governor's states: a receipt (not of the entitlement kind) whose
+    /// `state_to` is one of them records a governor state (see [`NewReceipt::follows`]).
+    pub governor_states: &'static [&'static str],
 }
 
 /// Chaos switches of the ledger: make every commit fail, or stall, until a deadline.
@@ -304,22 +328,26 @@ struct Sealed {
     items: Vec<AppendItem>,
     reply: Reply,
     enqueued: Instant,
+    /// The caller's [`NewReceipt::expects`] and [`NewReceipt::follows`], checked again if it
+    /// is sealed again.
+    expects: Option<u64>,
+    follows: Option<u64>,
 }
 
 impl Sealed {
     /// Back to drafts, to be sealed again at their commit.
     fn unseal(self) -> Pending {
         Pending {
-            items: self
-                .items
-                .into_iter()
-                .map(|i| NewReceipt {
+            // Checked again on the first draft (the check reads the tips before the caller's
+            // drafts): on one instance it passes again, resealed in the same order after the
+            // same receipts; another instance sharing the store may have written meanwhile.
+            items: (self.items.into_iter().enumerate())
+                .map(|(n, i)| NewReceipt {
                     draft: i.receipt.unseal(),
                     message_id: i.message_id,
                     entitlement: i.entitlement,
-                    // Resealed in the same order after the same receipts: where it was current
-                    // it still is.
-                    expects: None,
+                    expects: self.expects.filter(|_| n == 0),
+                    follows: self.follows.filter(|_| n == 0),
                 })
                 .collect(),
             reply: self.reply,
@@ -496,19 +524,22 @@ impl ReceiptWriter {
         if !ready {
             return Err(p);
         }
-        match superseded(&p.items, &self.heads) {
+        match refusal(&p.items, &self.heads) {
             None => return Err(p),
-            Some(true) => {
-                p.reply.send(Err(superseded_error()));
+            Some(Some(e)) => {
+                p.reply.send(Err(e));
                 return Ok(None);
             }
-            Some(false) => {}
+            Some(None) => {}
         }
         let ms = crate::clock::now_ms();
         if self.stamp.0 != ms {
             self.stamp = (ms, crate::clock::rfc3339_millis(ms));
         }
         let (heads, node, timestamp) = (&mut self.heads, &self.cfg.node, &self.stamp.1);
+        let states = self.cfg.governor_states;
+        let expects = p.items.iter().find_map(|i| i.expects);
+        let follows = p.items.iter().find_map(|i| i.follows);
         let items = p
             .items
             .into_iter()
@@ -517,7 +548,7 @@ impl ReceiptWriter {
                     .get_mut(&it.draft.tenant_id)
                     .expect("every tenant's head is known (checked above)");
                 let receipt = it.draft.seal(head.prev(), node, timestamp.clone());
-                head.advance(&receipt, it.entitlement.as_ref());
+                head.advance(&receipt, it.entitlement.as_ref(), states);
                 AppendItem::sealed(receipt, it.message_id, it.entitlement)
             })
             .collect();
@@ -525,6 +556,8 @@ impl ReceiptWriter {
             items,
             reply: p.reply,
             enqueued: p.enqueued,
+            expects,
+            follows,
         }))
     }
 
@@ -590,7 +623,8 @@ impl ReceiptWriter {
             heads: HashMap::new(),
             told: false,
         };
-        actix::spawn(commit(store, node, sealed, batch, known, chain));
+        let states = self.cfg.governor_states;
+        actix::spawn(commit(store, node, states, sealed, batch, known, chain));
     }
 }
 
@@ -637,31 +671,57 @@ impl Handler<Committed> for ReceiptWriter {
     }
 }
 
-/// Loads `tenant`'s tip into `tips` if it is not there, and the fingerprint of its entitlement
-/// record if `record` asks for it and the tip does not have it.
+/// What a caller's draft needs known of its tenant's chain besides the tip.
+struct Needs {
+    /// The fingerprint of the entitlement record ([`NewReceipt::expects`]).
+    record: bool,
+    /// The seq of the last receipt that records one of these governor states
+    /// ([`NewReceipt::follows`]).
+    governed: Option<&'static [&'static str]>,
+}
+
+/// Loads `tenant`'s tip into `tips` if it is not there, and what `needs` asks for that the tip
+/// does not have. No receipt of the tenant is in flight when the tip is not known; when the
+/// tip is known and what it lacks is read from the store, only receipts that change neither
+/// (the writer's tips learn both from every receipt it seals) may be.
 async fn know(
     store: &AnyStore,
     tips: &mut HashMap<String, Tip>,
     tenant: &str,
-    record: bool,
+    needs: Needs,
 ) -> Result<(), StoreError> {
+    let governed_seq =
+        |snap: &super::store::GovernorSnapshot| Some(snap.last_state.as_ref().map_or(0, |r| r.seq));
     if !tips.contains_key(tenant) {
-        let tip = if record {
-            let (head, entitlement) = store.head_and_entitlement(tenant).await?;
-            Tip {
-                record: Some(record_fingerprint(entitlement.as_ref())),
-                ..Tip::of(head)
+        let tip = match needs.governed {
+            // A governor's decision: everything in one read.
+            Some(states) => {
+                let snap = store.governor_snapshot(tenant, states).await?;
+                Tip {
+                    record: Some(record_fingerprint(snap.entitlement.as_ref())),
+                    governed: governed_seq(&snap),
+                    ..Tip::of(snap.head.clone())
+                }
             }
-        } else {
-            Tip::of(store.head(tenant).await?)
+            None if needs.record => {
+                let (head, entitlement) = store.head_and_entitlement(tenant).await?;
+                Tip {
+                    record: Some(record_fingerprint(entitlement.as_ref())),
+                    ..Tip::of(head)
+                }
+            }
+            None => Tip::of(store.head(tenant).await?),
         };
         tips.insert(tenant.to_owned(), tip);
     }
     let tip = tips.get_mut(tenant).expect("inserted above");
-    if record && tip.record.is_none() {
+    if needs.record && tip.record.is_none() {
         tip.record = Some(record_fingerprint(
             store.entitlement(tenant).await?.as_ref(),
         ));
+    }
+    if let (Some(states), None) = (needs.governed, tip.governed) {
+        tip.governed = governed_seq(&store.governor_snapshot(tenant, states).await?);
     }
     Ok(())
 }
@@ -686,6 +746,7 @@ type Caller = (Reply, Instant, Vec<Answer>);
 async fn commit(
     store: AnyStore,
     node: String,
+    states: &'static [&'static str],
     sealed: Vec<Sealed>,
     batch: Vec<Pending>,
     mut heads: HashMap<String, Tip>,
@@ -718,22 +779,22 @@ async fn commit(
         // The tips its drafts are sealed after, and the records they were decided on, from the
         // store where the writer does not know them (nothing of such a tenant is in flight).
         for it in &drafts {
-            if let Err(e) = know(
-                &store,
-                &mut heads,
-                &it.draft.tenant_id,
-                it.expects.is_some(),
-            )
-            .await
-            {
+            let needs = Needs {
+                record: it.expects.is_some(),
+                governed: it.follows.is_some().then_some(states),
+            };
+            if let Err(e) = know(&store, &mut heads, &it.draft.tenant_id, needs).await {
                 failure = Some(e.into());
                 callers.push((reply, enqueued, Vec::new()));
                 break 'callers;
             }
         }
-        if superseded(&drafts, &heads) != Some(false) {
-            reply.send(Err(superseded_error()));
-            continue;
+        match refusal(&drafts, &heads) {
+            Some(None) => {}
+            refused => {
+                reply.send(Err(refused.flatten().unwrap_or_else(superseded_error)));
+                continue;
+            }
         }
         // Its message ids were looked up on arrival and are held by it alone (see `Claim`), so
         // none has a receipt in the store or elsewhere in this batch; only its own drafts may
@@ -750,7 +811,7 @@ async fn commit(
                 .get_mut(&tenant)
                 .expect("every tenant's tip is known (loaded above)");
             let receipt = it.draft.seal(tip.prev(), &node, timestamp.clone());
-            tip.advance(&receipt, it.entitlement.as_ref());
+            tip.advance(&receipt, it.entitlement.as_ref(), states);
             touched.insert(tenant);
             if let Some(mid) = &it.message_id {
                 seen_messages.insert(mid.clone(), items.len());

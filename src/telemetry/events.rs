@@ -221,6 +221,13 @@ pub fn decision_superseded() {
     metrics::counter!("tai_decisions_superseded_total").increment(1);
 }
 
+/// A governor found that its tenant's chain had moved on without it (another instance's
+/// governor decided, or a commit of an incarnation before it landed after its rebuild) and
+/// reloaded itself from the chain.
+pub fn governor_reloaded() {
+    metrics::counter!("tai_governor_reloads_total").increment(1);
+}
+
 /// An action was started.
 pub fn action_attempted(kind: &str) {
     metrics::counter!("tai_actions_attempted_total", "type" => kind.to_owned()).increment(1);

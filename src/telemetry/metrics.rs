@@ -59,6 +59,10 @@ fn describe_all() {
         "Governor decisions overtaken by an entitlement change before they were recorded, decided again"
     );
     describe_counter!(
+        "tai_governor_reloads_total",
+        "Governors that found their chain moved on without them (another instance decided) and reloaded it before deciding again"
+    );
+    describe_counter!(
         "tai_pubsub_stream_reconnects_total",
         "Streaming pulls reopened after a failure"
     );

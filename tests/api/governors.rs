@@ -1,7 +1,8 @@
-//! Governors end to end on the real application (SQLite on disk; one entitlement cycle also on
-//! the Firestore emulator): the signal path with the eval executor, entitlement loss and return,
-//! decisions overtaken by a change, operator reset, a crash under load, hibernation, and the
-//! bad-input table.
+//! Governors end to end on the real application (SQLite on disk; one entitlement cycle, and two
+//! instances sharing one tenant, on the Firestore emulator): the signal path with the eval
+//! executor, entitlement loss and return, decisions overtaken by a change, governors that
+//! another instance's governor overtook, operator reset, a crash under load, hibernation, and
+//! the bad-input table.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -328,8 +329,10 @@ async fn a_suspension_made_through_one_instance_stops_the_other_instances_govern
     assert_eq!(s, 200);
 
     // Assert: B's next decision is not recorded on the record it held. Its cached head is
-    // stale first (a clean conflict, 503); then the ledger's record overtakes its decision,
-    // and it learns the suspension and refuses.
+    // stale first (a clean conflict); it reloads its governor from the chain and decides again,
+    // and the suspension refuses the signal. Whichever governor recorded the move to
+    // `refusing` first (A's, told of the change, or B's, deciding), the other one finds it in
+    // the chain: the move is recorded once.
     let (s, first) = signal(&b, "both", 10.0).await;
     let (s, b2) = if s == 503 {
         signal(&b, "both", 10.0).await
@@ -341,18 +344,117 @@ async fn a_suspension_made_through_one_instance_stops_the_other_instances_govern
         .map(|a| a.iter().filter_map(|r| r["event_type"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(
-        (s, b2["code"].as_str(), receipts),
-        (
-            409,
-            Some("governor_refusing"),
-            vec!["entitlement_changed", "signal_refused"]
-        ),
+        (s, b2["code"].as_str(), receipts.last().copied()),
+        (409, Some("governor_refusing"), Some("signal_refused")),
         "{b2}"
+    );
+    eventually("A's governor refuses", Duration::from_secs(10), || async {
+        (governor_state(&a, "both").await == "refusing").then_some(())
+    })
+    .await;
+    let chain = events(&a, "both").await;
+    assert_eq!(
+        chain[4..],
+        [
+            "entitlement_suspended",
+            "entitlement_changed",
+            "signal_refused"
+        ],
+        "{chain:?}"
     );
     assert_eq!(
         b.get_json("/v1/tenants/both/receipts/verify").await.1["valid"],
         true
     );
+}
+
+#[actix_web::test]
+async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story() {
+    // Arrange: two instances on one Firestore project; each runs a governor for the tenant as
+    // soon as a signal reaches it (nothing keeps a tenant on one instance).
+    let project = firestore_project("tai-turns");
+    let on = |project: String| {
+        move |s: &mut tai_autonomics::config::Settings| {
+            s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;
+            s.firestore.project_id = project;
+        }
+    };
+    let a = spawn_app(on(project.clone())).await;
+    let b = spawn_app(on(project)).await;
+    grant(&a, "turns").await;
+
+    // Act: signals alternate between the instances, through `warning`, an action (the eval
+    // executor completes it) and back. Each instance's governor is behind the other's
+    // decisions every time it is asked.
+    let mut answered = Vec::new();
+    for (i, value) in [50.0, 70.0, 50.0, 70.0, 85.0, 50.0, 70.0, 10.0]
+        .into_iter()
+        .enumerate()
+    {
+        let app = [&a, &b][i % 2];
+        let (s, body) = signal(app, "turns", value).await;
+        assert_eq!(s, 200, "signal {i} ({value}): {body}");
+        answered.push(body["state"].as_str().unwrap_or_default().to_owned());
+        if value == 85.0 {
+            eventually("the action completes", Duration::from_secs(10), || async {
+                events(&a, "turns")
+                    .await
+                    .contains(&"action_completed".to_owned())
+                    .then_some(())
+            })
+            .await;
+        }
+    }
+
+    // Assert: every answer is what one governor would have given, the chain holds exactly its
+    // receipts, and each decision starts in the state the one before it left.
+    assert_eq!(
+        answered,
+        [
+            "stable",
+            "warning",
+            "stable",
+            "warning",
+            "intervening",
+            "stable",
+            "warning",
+            "stable"
+        ]
+    );
+    let (_, page) = b.get_json("/v1/tenants/turns/receipts?limit=1000").await;
+    let receipts = page["receipts"].as_array().unwrap();
+    let decided: Vec<&str> = receipts[1..]
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            "entitlement_verified",
+            "signal_processed",
+            "signal_warning",
+            "signal_processed",
+            "signal_warning",
+            "action_started",
+            "action_completed",
+            "signal_processed",
+            "signal_warning",
+            "signal_processed"
+        ]
+    );
+    for pair in receipts[1..].windows(2) {
+        assert_eq!(pair[1]["state_from"], pair[0]["state_to"], "{}", pair[1]);
+    }
+    assert_eq!(
+        a.get_json("/v1/tenants/turns/receipts/verify").await.1["valid"],
+        true
+    );
+    // Each instance found the chain moved on by the other and reloaded its governor.
+    for app in [&a, &b] {
+        let (_, text) = app.get_text("/metrics").await;
+        let reloads = metric(&text, "tai_governor_reloads_total").unwrap_or(0.0);
+        assert!(reloads >= 1.0, "reloads: {reloads}");
+    }
 }
 
 #[actix_web::test]

@@ -25,12 +25,23 @@ async fn writer_lingering(
     capacity: usize,
     linger: Duration,
 ) -> (LedgerHandle, supervisors::SupervisorRef) {
+    writer_with(store, max_batch, capacity, linger, &[]).await
+}
+
+async fn writer_with(
+    store: AnyStore,
+    max_batch: usize,
+    capacity: usize,
+    linger: Duration,
+    governor_states: &'static [&'static str],
+) -> (LedgerHandle, supervisors::SupervisorRef) {
     let cfg = WriterConfig {
         node: "tai@writer-test".into(),
         max_batch,
         linger,
         queue_capacity: capacity,
         chaos: Default::default(),
+        governor_states,
     };
     let chaos = cfg.chaos.clone();
     let s = store.clone();
@@ -281,6 +292,77 @@ async fn callers_sealed_ahead_of_a_failed_commit_are_sealed_again_and_committed(
         assert!(report.valid, "{tenant}: {report:?}");
         assert_eq!(report.receipts_checked, count);
     }
+    root.shutdown().await;
+}
+
+/// A caller sealed ahead of a commit that fails is checked again when it is sealed again: the
+/// store may have moved on behind the writer's back (another instance sharing it), and a
+/// decision on a record that was replaced meanwhile must not land after the replacement.
+#[actix_web::test]
+async fn a_decision_sealed_ahead_of_a_failed_commit_is_checked_again_when_sealed_again() {
+    use tai_autonomics::receipts::writer::record_fingerprint;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let store = AnyStore::Sqlite(SqliteStore::open(&path).unwrap());
+    let (ledger, root) = writer_lingering(store.clone(), 64, 1024, Duration::ZERO).await;
+    let (active, suspended) = (
+        serde_json::json!({"tenant_id": "t", "status": "active"}),
+        serde_json::json!({"tenant_id": "t", "status": "suspended"}),
+    );
+    let granted = ledger
+        .append_one(NewReceipt {
+            entitlement: Some(active.clone()),
+            ..draft("t", 0)
+        })
+        .await
+        .unwrap();
+    let first_u = ledger.append_one(draft("u", 0)).await.unwrap();
+    // Another instance appends to u, so the writer's next commit for u conflicts.
+    append_behind_the_writers_back(&path, &first_u).await;
+    ledger.chaos.stall_for(Duration::from_millis(300));
+    let l = ledger.clone();
+    let doomed = actix_web::rt::spawn(async move { l.append_one(draft("u", 1)).await });
+    while ledger.queued() == 0 {
+        actix_web::rt::task::yield_now().await;
+    }
+    // Decided on the active record, and sealed on arrival behind the stalled commit.
+    let l = ledger.clone();
+    let decided = actix_web::rt::spawn(async move {
+        l.append_one(NewReceipt {
+            expects: Some(record_fingerprint(Some(&active))),
+            ..draft("t", 1)
+        })
+        .await
+    });
+    // Meanwhile the other instance suspends t.
+    let other = SqliteStore::open(&path).unwrap();
+    let suspension = ReceiptDraft::new("t", ReceiptType::Entitlement, "entitlement_suspended", "s")
+        .seal(
+            Some((granted.seq, &granted.receipt_hash)),
+            "tai@other",
+            "t".into(),
+        );
+    other
+        .append(vec![
+            AppendItem::receipt(suspension).with_entitlement(Some(suspended))
+        ])
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(doomed.await.unwrap(), Err(LedgerError::Conflict(_))),
+        "the commit on u's stale head conflicts"
+    );
+    let decided = decided.await.unwrap();
+    assert!(
+        matches!(decided, Err(LedgerError::Superseded(_))),
+        "{decided:?}"
+    );
+    assert_eq!(
+        store.head("t").await.unwrap().unwrap().seq,
+        2,
+        "nothing after the suspension"
+    );
     root.shutdown().await;
 }
 
@@ -569,4 +651,71 @@ async fn a_draft_decided_on_a_replaced_entitlement_record_is_refused_and_nothing
     );
     let report = verify_chain(&store, "t", None, 1000, |_| {}).await.unwrap();
     assert!(report.valid && report.receipts_checked == 5, "{report:?}");
+}
+
+#[actix_web::test]
+async fn a_governor_draft_behind_the_chains_last_governor_decision_is_a_conflict_and_nothing_of_its_caller_is_written(
+) {
+    use tai_autonomics::governor::State;
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.path().join("l.db")).unwrap());
+    let governed = || writer_with(store.clone(), 64, 1000, Duration::ZERO, State::NAMES);
+    let (ledger, root) = governed().await;
+    // A governor's draft, following the chain's last governor decision at `seq` as it knows it.
+    let follows = |seq, i| NewReceipt {
+        follows: Some(seq),
+        ..draft("t", i)
+    };
+    // Receipts of others: the Entitlements actor's (its refusals carry the entitlement's
+    // status as their states) and an MCP call's (no states).
+    let others = || {
+        let plain = |kind, event, state: Option<&str>| {
+            NewReceipt::new(ReceiptDraft::new("t", kind, event, "r").states(state, state))
+        };
+        vec![
+            plain(
+                ReceiptType::Entitlement,
+                "entitlement_granted",
+                Some("active"),
+            ),
+            plain(ReceiptType::Refusal, "entitlement_refused", Some("active")),
+            plain(ReceiptType::ToolCall, "mcp_tool_call", None),
+        ]
+    };
+
+    ledger.append(others()).await.unwrap();
+    assert_eq!(ledger.append_one(follows(0, 1)).await.unwrap().seq, 4);
+    ledger.append(others()).await.unwrap();
+    // Others' receipts between two decisions do not count.
+    assert_eq!(ledger.append_one(follows(4, 2)).await.unwrap().seq, 8);
+    // A governor still at seq 4 (another instance's, say) is behind.
+    let behind = ledger.append(vec![follows(4, 3), follows(4, 4)]).await;
+    assert!(
+        matches!(&behind, Err(LedgerError::Conflict(m)) if m.contains("seq 8, not at 4")),
+        "{behind:?}"
+    );
+    assert_eq!(
+        store.head("t").await.unwrap().unwrap().seq,
+        8,
+        "nothing written"
+    );
+    // A caller's later drafts follow its own first one.
+    let both = ledger
+        .append(vec![follows(8, 5), follows(8, 6)])
+        .await
+        .unwrap();
+    assert_eq!(both.iter().map(|r| r.seq).collect::<Vec<_>>(), [9, 10]);
+    drop(root);
+
+    // A writer that knows nothing of the tenant yet reads the last decision from the store.
+    let (ledger, _root) = governed().await;
+    ledger.append(others()).await.unwrap();
+    let behind = ledger.append_one(follows(8, 7)).await;
+    assert!(
+        matches!(behind, Err(LedgerError::Conflict(_))),
+        "{behind:?}"
+    );
+    assert_eq!(ledger.append_one(follows(10, 8)).await.unwrap().seq, 14);
+    let report = verify_chain(&store, "t", None, 1000, |_| {}).await.unwrap();
+    assert!(report.valid && report.receipts_checked == 14, "{report:?}");
 }

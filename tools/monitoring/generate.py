@@ -28,7 +28,8 @@ PANELS = [
     ("Signals and refusals (per s)", [
         ("sum(rate(tai_signals_received_total[5m]))", "signals"),
         ("sum by (reason) (rate(tai_refusals_total[5m]))", "refused: {{reason}}"),
-        ("sum(rate(tai_decisions_superseded_total[5m]))", "overtaken by an entitlement change, decided again")]),
+        ("sum(rate(tai_decisions_superseded_total[5m]))", "overtaken by an entitlement change, decided again"),
+        ("sum(rate(tai_governor_reloads_total[5m]))", "chain moved on elsewhere, governor reloaded")]),
     ("Decision latency p99 (s)", [
         ("histogram_quantile(0.99, sum by (le) (rate(tai_decision_latency_seconds_bucket[5m])))", "p99")]),
     ("Receipts emitted by type (per s)", [("sum by (type) (rate(tai_receipts_total[5m]))", "{{type}}")]),

@@ -1,7 +1,9 @@
 //! The Entitlements actor: the only writer of entitlement records. Each change is decided by the
 //! pure model, appended as a receipt (with the new record, in the same commit) and then
 //! published to subscribers (the governors connect here). Changes are handled one at a time, so
-//! two changes to a tenant can never both start from the same record.
+//! two changes to a tenant can never both start from the same record; and each is recorded only
+//! if the record it was decided on is still the tenant's latest in the ledger (another instance
+//! sharing the store may have replaced it), else decided once more on the stored one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,10 +113,21 @@ pub fn fingerprint(e: &Entitlement) -> u64 {
     crate::receipts::writer::record_fingerprint(Some(&record_json(e)))
 }
 
-/// Appends the change's receipt together with the new record.
+/// What a receipt decided on `current` (`None`: no record yet) expects the tenant's latest
+/// record to be (see [`NewReceipt::expects`]).
+fn expects(current: Option<&Entitlement>) -> Option<u64> {
+    Some(current.map_or(
+        crate::receipts::writer::record_fingerprint(None),
+        fingerprint,
+    ))
+}
+
+/// Appends the change's receipt together with the new record; `current` is the record it was
+/// decided on.
 async fn commit(
     ledger: &LedgerHandle,
     mut draft: ReceiptDraft,
+    current: Option<&Entitlement>,
     next: Entitlement,
     message_id: Option<String>,
 ) -> Result<Changed, ChangeError> {
@@ -128,7 +141,7 @@ async fn commit(
             draft,
             message_id,
             entitlement: Some(record_json(&next)),
-            expects: None,
+            expects: expects(current),
             follows: None,
         })
         .await?;
@@ -186,6 +199,7 @@ async fn refuse(
     .metadata(metadata);
     let mut new = NewReceipt::new(draft);
     new.message_id = message_id;
+    new.expects = expects(Some(current));
     match ledger.append_one(new).await {
         Ok(receipt) => ChangeError::Refused {
             error,
@@ -296,14 +310,39 @@ impl Entitlements {
     }
 }
 
-/// Runs a change atomically (one at a time) and publishes it once durable.
-fn publish_after(
-    work: impl std::future::Future<Output = Result<Changed, ChangeError>> + 'static,
-) -> AtomicResponse<Entitlements, Result<Changed, ChangeError>> {
+/// Runs a change atomically (one at a time) and publishes it once durable. `change` decides
+/// it on the record it is given (the cached one first; `None`: read from the store). A change
+/// decided on a record that is no longer the tenant's latest (another instance changed it and
+/// this one's cache did not hear, or a commit of this actor's incarnation before a crash landed
+/// after the record was read) is refused by the ledger with nothing written; it is decided
+/// once more on the record as stored. A record that is not known to be current is not
+/// kept in the cache.
+fn publish_after<F, Fut>(
+    act: &Entitlements,
+    tenant: String,
+    change: F,
+) -> AtomicResponse<Entitlements, Result<Changed, ChangeError>>
+where
+    F: Fn(Option<Entitlement>) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<Changed, ChangeError>> + 'static,
+{
+    let cached = act.cache.get(&tenant).cloned();
+    let work = async move {
+        match change(cached).await {
+            Err(ChangeError::Ledger(LedgerError::Superseded(_) | LedgerError::Conflict(_))) => {
+                change(None).await
+            }
+            res => res,
+        }
+    };
     AtomicResponse::new(Box::pin(
-        actix::fut::wrap_future::<_, Entitlements>(work).map(|res, act, _| {
-            if let Some(changed) = res.as_ref().ok().filter(|c| !c.duplicate) {
-                act.publish(changed);
+        actix::fut::wrap_future::<_, Entitlements>(work).map(move |res, act, _| {
+            match &res {
+                Ok(changed) if !changed.duplicate => act.publish(changed),
+                Ok(_) | Err(ChangeError::Refused { .. } | ChangeError::Input(_)) => {}
+                Err(_) => {
+                    act.cache.remove(&tenant);
+                }
             }
             res
         }),
@@ -313,134 +352,146 @@ fn publish_after(
 impl Handler<Marketplace> for Entitlements {
     type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
     fn handle(&mut self, msg: Marketplace, _: &mut Context<Self>) -> Self::Result {
-        let cached = self.cache.get(&msg.tenant_id).cloned();
         let ledger = self.ledger.clone();
-        let work = async move {
-            // A Pub/Sub message that has a receipt already is answered with it. Changes are
-            // handled one at a time, so a redelivery always sees the first delivery's receipt.
-            if let Some(mid) = &msg.message_id {
-                if let Some(existing) = ledger.store().by_message_id(mid).await? {
-                    return duplicate(&ledger, &msg.tenant_id, existing).await;
+        let tenant = msg.tenant_id.clone();
+        publish_after(self, tenant, move |cached| {
+            marketplace_change(ledger.clone(), msg.clone(), cached)
+        })
+    }
+}
+
+/// A marketplace request decided on `cached` (or the stored record) and recorded.
+async fn marketplace_change(
+    ledger: LedgerHandle,
+    msg: Marketplace,
+    cached: Option<Entitlement>,
+) -> Result<Changed, ChangeError> {
+    // A Pub/Sub message that has a receipt already is answered with it. Changes are
+    // handled one at a time, so a redelivery always sees the first delivery's receipt.
+    if let Some(mid) = &msg.message_id {
+        if let Some(existing) = ledger.store().by_message_id(mid).await? {
+            return duplicate(&ledger, &msg.tenant_id, existing).await;
+        }
+    }
+    let now = crate::clock::now_rfc3339();
+    let current = load(&ledger, cached, &msg.tenant_id).await?;
+    let request = json!({
+        "action": msg.action.as_str(), "entitlement_id": msg.entitlement_id, "sku": msg.sku,
+        "customer_id": msg.customer_id, "reason": msg.reason, "expires_at": msg.expires_at,
+        "signature_verified": msg.signature_verified,
+    });
+    let (next, from) = match (&current, msg.action) {
+        (None, Action::Grant) => {
+            let sku = msg.sku.as_deref().unwrap_or("base");
+            let e = Entitlement::new(
+                &msg.tenant_id,
+                &msg.entitlement_id,
+                msg.customer_id.clone(),
+                sku,
+                msg.expires_at.clone(),
+                &now,
+            )
+            .map_err(ChangeError::Input)?;
+            (e, None)
+        }
+        (None, _) => return Err(ChangeError::NotFound(msg.tenant_id.clone())),
+        (Some(cur), action) => {
+            if let Some(sku) = &msg.sku {
+                if super::model::sku_packs(sku).is_none() {
+                    return Err(ChangeError::Input(EntitlementError::UnknownSku(
+                        sku.clone(),
+                    )));
                 }
             }
-            let now = crate::clock::now_rfc3339();
-            let current = load(&ledger, cached, &msg.tenant_id).await?;
-            let request = json!({
-                "action": msg.action.as_str(), "entitlement_id": msg.entitlement_id, "sku": msg.sku,
-                "customer_id": msg.customer_id, "reason": msg.reason, "expires_at": msg.expires_at,
-                "signature_verified": msg.signature_verified,
-            });
-            let (next, from) = match (&current, msg.action) {
-                (None, Action::Grant) => {
-                    let sku = msg.sku.as_deref().unwrap_or("base");
-                    let e = Entitlement::new(
-                        &msg.tenant_id,
-                        &msg.entitlement_id,
-                        msg.customer_id.clone(),
-                        sku,
-                        msg.expires_at.clone(),
-                        &now,
-                    )
-                    .map_err(ChangeError::Input)?;
-                    (e, None)
-                }
-                (None, _) => return Err(ChangeError::NotFound(msg.tenant_id.clone())),
-                (Some(cur), action) => {
-                    if let Some(sku) = &msg.sku {
-                        if super::model::sku_packs(sku).is_none() {
-                            return Err(ChangeError::Input(EntitlementError::UnknownSku(
-                                sku.clone(),
-                            )));
-                        }
-                    }
-                    let renewal = action == Action::Grant && cur.is_expired(&now);
-                    let status = match cur.marketplace_transition(action, &msg.entitlement_id, &now)
-                    {
-                        Ok(s) => s,
-                        Err(error) => {
-                            return Err(refuse(
-                                &ledger,
-                                cur,
-                                error,
-                                request,
-                                msg.message_id.clone(),
-                            )
-                            .await)
-                        }
-                    };
-                    let mut e = cur.clone();
-                    e.status = status;
-                    e.updated_at = now.clone();
-                    if action == Action::Grant {
-                        e.entitlement_id.clone_from(&msg.entitlement_id);
-                        if let Some(sku) = &msg.sku {
-                            e = e
-                                .apply(&Event::SkuChanged(sku.clone()), &now)
-                                .map_err(ChangeError::Input)?;
-                        }
-                        // A renewal replaces the expiry that passed (none: no expiry).
-                        if msg.expires_at.is_some() || renewal {
-                            e.expires_at.clone_from(&msg.expires_at);
-                        }
-                    }
-                    if msg.customer_id.is_some() {
-                        e.customer_id.clone_from(&msg.customer_id);
-                    }
-                    (e, Some(cur.status))
+            let renewal = action == Action::Grant && cur.is_expired(&now);
+            let status = match cur.marketplace_transition(action, &msg.entitlement_id, &now) {
+                Ok(s) => s,
+                Err(error) => {
+                    return Err(refuse(&ledger, cur, error, request, msg.message_id.clone()).await)
                 }
             };
-            let event_type = match msg.action {
-                Action::Grant => "entitlement_granted",
-                Action::Suspend => "entitlement_suspended",
-                Action::Resume => "entitlement_resumed",
-                Action::Revoke => "entitlement_revoked",
-            };
-            let reason = match (&msg.reason, msg.action) {
-                (Some(r), _) => format!("marketplace {}: {r}", msg.action.as_str()),
-                (None, Action::Grant) => format!("marketplace grant (sku {})", next.sku),
-                (None, a) => format!("marketplace {}", a.as_str()),
-            };
-            let draft =
-                ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, event_type, reason)
-                    .states(from.map(Status::as_str), Some(next.status.as_str()))
-                    .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs}));
-            commit(&ledger, draft, next, msg.message_id.clone()).await
-        };
-        publish_after(work)
-    }
+            let mut e = cur.clone();
+            e.status = status;
+            e.updated_at = now.clone();
+            if action == Action::Grant {
+                e.entitlement_id.clone_from(&msg.entitlement_id);
+                if let Some(sku) = &msg.sku {
+                    e = e
+                        .apply(&Event::SkuChanged(sku.clone()), &now)
+                        .map_err(ChangeError::Input)?;
+                }
+                // A renewal replaces the expiry that passed (none: no expiry).
+                if msg.expires_at.is_some() || renewal {
+                    e.expires_at.clone_from(&msg.expires_at);
+                }
+            }
+            if msg.customer_id.is_some() {
+                e.customer_id.clone_from(&msg.customer_id);
+            }
+            (e, Some(cur.status))
+        }
+    };
+    let event_type = match msg.action {
+        Action::Grant => "entitlement_granted",
+        Action::Suspend => "entitlement_suspended",
+        Action::Resume => "entitlement_resumed",
+        Action::Revoke => "entitlement_revoked",
+    };
+    let reason = match (&msg.reason, msg.action) {
+        (Some(r), _) => format!("marketplace {}: {r}", msg.action.as_str()),
+        (None, Action::Grant) => format!("marketplace grant (sku {})", next.sku),
+        (None, a) => format!("marketplace {}", a.as_str()),
+    };
+    let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, event_type, reason)
+        .states(from.map(Status::as_str), Some(next.status.as_str()))
+        .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs}));
+    commit(
+        &ledger,
+        draft,
+        current.as_ref(),
+        next,
+        msg.message_id.clone(),
+    )
+    .await
 }
 
 impl Handler<ApplyEvent> for Entitlements {
     type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
     fn handle(&mut self, msg: ApplyEvent, _: &mut Context<Self>) -> Self::Result {
-        let cached = self.cache.get(&msg.tenant_id).cloned();
         let ledger = self.ledger.clone();
-        let work = async move {
-            if let Some(mid) = &msg.message_id {
-                if let Some(existing) = ledger.store().by_message_id(mid).await? {
-                    return duplicate(&ledger, &msg.tenant_id, existing).await;
-                }
-            }
-            let now = crate::clock::now_rfc3339();
-            let current = load(&ledger, cached, &msg.tenant_id)
-                .await?
-                .ok_or_else(|| ChangeError::NotFound(msg.tenant_id.clone()))?;
-            let request = serde_json::to_value(&msg.event).unwrap_or(Value::Null);
-            let next = match current.apply(&msg.event, &now) {
-                Ok(n) => n,
-                Err(e) if e.is_input_error() => return Err(ChangeError::Input(e)),
-                Err(e) => {
-                    return Err(refuse(&ledger, &current, e, request, msg.message_id.clone()).await)
-                }
-            };
-            let status = next.status.as_str();
-            let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, msg.event.name(), format!("{} applied", msg.event.name()))
+        let tenant = msg.tenant_id.clone();
+        publish_after(self, tenant, move |cached| {
+            event_change(ledger.clone(), msg.clone(), cached)
+        })
+    }
+}
+
+/// An entitlement event decided on `cached` (or the stored record) and recorded.
+async fn event_change(
+    ledger: LedgerHandle,
+    msg: ApplyEvent,
+    cached: Option<Entitlement>,
+) -> Result<Changed, ChangeError> {
+    if let Some(mid) = &msg.message_id {
+        if let Some(existing) = ledger.store().by_message_id(mid).await? {
+            return duplicate(&ledger, &msg.tenant_id, existing).await;
+        }
+    }
+    let now = crate::clock::now_rfc3339();
+    let current = load(&ledger, cached, &msg.tenant_id)
+        .await?
+        .ok_or_else(|| ChangeError::NotFound(msg.tenant_id.clone()))?;
+    let request = serde_json::to_value(&msg.event).unwrap_or(Value::Null);
+    let next = match current.apply(&msg.event, &now) {
+        Ok(n) => n,
+        Err(e) if e.is_input_error() => return Err(ChangeError::Input(e)),
+        Err(e) => return Err(refuse(&ledger, &current, e, request, msg.message_id.clone()).await),
+    };
+    let status = next.status.as_str();
+    let draft = ReceiptDraft::new(&msg.tenant_id, ReceiptType::Entitlement, msg.event.name(), format!("{} applied", msg.event.name()))
                 .states(Some(status), Some(status))
                 .metadata(json!({"request": request, "sku": next.sku, "packs": next.packs, "tools": next.tools, "iam_roles": next.iam_roles}));
-            commit(&ledger, draft, next, msg.message_id.clone()).await
-        };
-        publish_after(work)
-    }
+    commit(&ledger, draft, Some(&current), next, msg.message_id.clone()).await
 }
 
 /// Chaos hook: panic inside a handler.

@@ -1,6 +1,7 @@
 //! Entitlements over HTTP: the marketplace lifecycle (on SQLite and on the Firestore emulator),
-//! entitlement events with their errors, signed marketplace requests, unknown tenants and the
-//! per-tenant rate limit.
+//! two instances changing one tenant's record on the Firestore emulator, entitlement events
+//! with their errors, signed marketplace requests, unknown tenants and the per-tenant rate
+//! limit.
 
 use std::time::Duration;
 
@@ -144,6 +145,74 @@ async fn the_marketplace_lifecycle_on_the_firestore_emulator_leaves_a_verifying_
     })
     .await;
     lifecycle(&app).await;
+}
+
+#[actix_web::test]
+async fn an_instance_that_cached_a_record_another_instance_changed_decides_on_the_stored_one() {
+    // Arrange: two instances on one Firestore project. A grants (and caches the record); B
+    // suspends, which A's cache does not hear of.
+    let project = firestore_project("tai-ent2");
+    let on = |project: String| {
+        move |s: &mut tai_autonomics::config::Settings| {
+            s.ledger.backend = LedgerBackend::Firestore;
+            s.firestore.project_id = project;
+        }
+    };
+    let a = spawn_app(on(project.clone())).await;
+    let b = spawn_app(on(project)).await;
+    assert_eq!(a.post_json("/marketplace", &grant("shared")).await.0, 200);
+    let (s, body) = b
+        .post_json("/marketplace", &action("shared", "suspend"))
+        .await;
+    assert_eq!(s, 200, "{body}");
+
+    // Act: A resumes (its cache says `active`, where a resume is refused); then B applies an
+    // event (its cache says `suspended`).
+    let (resumed, resume) = a
+        .post_json("/marketplace", &action("shared", "resume"))
+        .await;
+    let (evented, event) = b
+        .post_json(
+            "/v1/tenants/shared/entitlement/events",
+            &json!({"event": "pack_enabled", "value": "enterprise"}),
+        )
+        .await;
+
+    // Assert: each was decided on the record as stored: the resume is accepted, and the event
+    // keeps the tenant active instead of bringing back the suspension B had cached. The
+    // chain's entitlement receipts each start from the status the one before left.
+    assert_eq!(resumed, 200, "{resume}");
+    assert_eq!(evented, 200, "{event}");
+    assert_eq!(event["entitlement"]["status"], "active", "{event}");
+    let (_, page) = a.get_json("/v1/tenants/shared/receipts?limit=100").await;
+    let receipts = page["receipts"].as_array().unwrap();
+    let story: Vec<(&str, &Value, &Value)> = receipts
+        .iter()
+        .map(|r| {
+            (
+                r["event_type"].as_str().unwrap(),
+                &r["state_from"],
+                &r["state_to"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("entitlement_granted", &Value::Null, &json!("active")),
+            (
+                "entitlement_suspended",
+                &json!("active"),
+                &json!("suspended")
+            ),
+            ("entitlement_resumed", &json!("suspended"), &json!("active")),
+            ("pack_enabled", &json!("active"), &json!("active")),
+        ]
+    );
+    assert_eq!(
+        a.get_json("/v1/tenants/shared/entitlement").await.1["entitlement"]["status"],
+        "active"
+    );
 }
 
 #[actix_web::test]

@@ -5,11 +5,12 @@
 //! several callers at once, with governors hibernating whenever their tenant goes quiet for a
 //! second. Afterwards every chain must hold every receipt an answer acknowledged, verify, and
 //! tell one consistent story: each governor decision starts in the state the one before it
-//! left, nothing is accepted while the tenant is suspended, each idempotency key and Pub/Sub
+//! left, so does each entitlement change, nothing is accepted while the tenant is suspended, each idempotency key and Pub/Sub
 //! message id decides once, each governor, read back, is in the state its chain ends in, and a
 //! tenant entitled again after a lapse has its signals accepted. A failure names its seed;
 //! `TAI_SOAK_SEED` gives every caller the same draws again (the interleaving is the
-//! scheduler's).
+//! scheduler's). The mix also runs on two instances sharing the Firestore emulator, each
+//! tenant's inputs reaching both.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -328,15 +329,18 @@ async fn chain(client: &awc::Client, bin: &Binary, tenant: &str) -> Vec<Value> {
 /// governor is in the state of the chain's last governor receipt, and no governor receipt
 /// follows the seq it reports. A governor crashed again and again waits out its restart backoff
 /// (up to 2 s), and one woken from hibernation or restarted records as it comes back what it
-/// missed meanwhile (an entitlement change), so they may disagree for a moment.
+/// missed meanwhile (an entitlement change), so they may disagree for a moment. With several
+/// instances, the governor of the one that decided last agrees (the others learn of its
+/// decisions at their next one); `bins` are asked in turn.
 async fn settled(
     client: &awc::Client,
-    bin: &Binary,
+    bins: &[Binary],
     tenant: &str,
     ctx: &str,
 ) -> (Value, Vec<Value>) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    for turn in 0.. {
+        let bin = &bins[turn % bins.len()];
         let path = format!("/v1/governors/{tenant}");
         let (status, view) = send(client, "GET", &bin.url(&path), None, None)
             .await
@@ -358,6 +362,7 @@ async fn settled(
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
+    unreachable!("the loop returns or fails")
 }
 
 /// Receipts the Entitlements actor writes (their states are the entitlement's status); every
@@ -381,8 +386,8 @@ fn tail(receipts: &[Value]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{} {} {}→{} ({})",
-                r["seq"], r["event_type"], r["state_from"], r["state_to"], r["reason"]
+                "{} {} {}→{} ({}, {})",
+                r["seq"], r["event_type"], r["state_from"], r["state_to"], r["reason"], r["node"]
             )
         })
         .collect::<Vec<_>>()
@@ -405,22 +410,42 @@ const ACCEPTING: &[&str] = &[
 
 #[actix_web::test]
 async fn a_random_mix_with_crashes_and_ledger_faults_leaves_every_chain_whole_on_sqlite() {
-    soak(&[]).await;
+    soak(&[], 1).await;
 }
 
 #[actix_web::test]
 async fn a_random_mix_with_crashes_and_ledger_faults_leaves_every_chain_whole_on_the_firestore_emulator(
 ) {
     let project = firestore_project("tai-soak");
-    soak(&[
-        ("TAI_LEDGER__BACKEND", "firestore"),
-        ("FIRESTORE_PROJECT_ID", &project),
-    ])
+    soak(
+        &[
+            ("TAI_LEDGER__BACKEND", "firestore"),
+            ("FIRESTORE_PROJECT_ID", &project),
+        ],
+        1,
+    )
     .await;
 }
 
-/// The soak against the binary started with `backend` added to its environment.
-async fn soak(backend: &[(&str, &str)]) {
+/// Two instances share the Firestore project, and every tenant's inputs reach both: half the
+/// callers send to each. Each chain still tells one governor's story.
+#[actix_web::test]
+async fn a_random_mix_on_two_instances_sharing_the_firestore_emulator_leaves_every_chain_whole() {
+    let project = firestore_project("tai-soak2");
+    soak(
+        &[
+            ("TAI_LEDGER__BACKEND", "firestore"),
+            ("FIRESTORE_PROJECT_ID", &project),
+        ],
+        2,
+    )
+    .await;
+}
+
+/// The soak against `instances` binaries started with `backend` added to their environment;
+/// caller `i` sends to instance `i % instances` (the chaos hooks on the stores and the actors,
+/// caller 0's, to the first).
+async fn soak(backend: &[(&str, &str)], instances: usize) {
     let seed = std::env::var("TAI_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -438,7 +463,16 @@ async fn soak(backend: &[(&str, &str)]) {
         ("TAI_RATE_LIMIT__PER_SECOND", "1000000"),
         ("TAI_RATE_LIMIT__BURST", "1000000"),
     ]);
-    let bin = start_binary(&env);
+    // Each instance signs its receipts with a node name of its own.
+    let names: Vec<String> = (0..instances).map(|i| format!("tai@soak-{i}")).collect();
+    let bins: Vec<Binary> = (names.iter())
+        .map(|name| {
+            let mut env = env.clone();
+            env.push(("TAI_NODE__NAME", name));
+            start_binary(&env)
+        })
+        .collect();
+    let bin = &bins[0];
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(15))
         .finish();
@@ -454,7 +488,10 @@ async fn soak(backend: &[(&str, &str)]) {
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let start = Instant::now();
     let callers: Vec<_> = (0..CALLERS)
-        .map(|id| actix_web::rt::spawn(caller(bin.port, start, seed, id, seen.clone())))
+        .map(|id| {
+            let port = bins[id as usize % instances].port;
+            actix_web::rt::spawn(caller(port, start, seed, id, seen.clone()))
+        })
         .collect();
     for c in callers {
         c.await.unwrap();
@@ -473,7 +510,7 @@ async fn soak(backend: &[(&str, &str)]) {
     let mut decided = 0;
     for t in 0..TENANTS {
         let tenant = format!("soak-{t}");
-        let (view, receipts) = settled(&client, &bin, &tenant, &ctx).await;
+        let (view, receipts) = settled(&client, &bins, &tenant, &ctx).await;
         views.push(format!(
             "{view} ending {}",
             tail(&receipts[receipts.len().saturating_sub(3)..])
@@ -496,6 +533,7 @@ async fn soak(backend: &[(&str, &str)]) {
         );
 
         let mut state: Option<String> = None;
+        let mut status: Option<String> = None;
         let mut suspended = false;
         // The governor refuses because the tenant's entitlement lapsed (not an action's end).
         let mut lapsed = false;
@@ -528,6 +566,15 @@ async fn soak(backend: &[(&str, &str)]) {
                     "entitlement_resumed" | "entitlement_granted" => suspended = false,
                     _ => {}
                 }
+                // The entitlement's story: each change (or refusal) starts from the status
+                // the change before it left.
+                assert_eq!(
+                    r["state_from"].as_str(),
+                    status.as_deref(),
+                    "{ctx}: {tenant}: an entitlement receipt starts where the one before left the record: {r}; the chain up to it: {}",
+                    tail(&receipts[..=i])
+                );
+                status = r["state_to"].as_str().map(str::to_owned);
                 continue;
             }
             decided += 1;
@@ -592,27 +639,38 @@ async fn soak(backend: &[(&str, &str)]) {
         "{ctx}: the mix decided and crashed"
     );
 
-    let mut res = client.get(bin.url("/metrics")).send().await.unwrap();
-    let text = String::from_utf8(res.body().limit(4 << 20).await.unwrap().to_vec()).unwrap();
-    let restarts = metric(
-        &text,
-        "tai_supervisor_restarts_total{supervisor=\"governance\"}",
-    );
+    // Summed over the instances.
+    let mut texts = Vec::new();
+    for b in &bins {
+        let mut res = client.get(b.url("/metrics")).send().await.unwrap();
+        texts.push(String::from_utf8(res.body().limit(4 << 20).await.unwrap().to_vec()).unwrap());
+    }
+    let text = texts.join("\n");
+    let sum = |series: &str| -> Option<f64> {
+        texts
+            .iter()
+            .filter_map(|t| metric(t, series))
+            .reduce(|a, b| a + b)
+    };
+    let restarts = sum("tai_supervisor_restarts_total{supervisor=\"governance\"}");
     assert!(
         restarts.unwrap_or(0.0) >= 1.0,
         "{ctx}: crashed governors were restarted: {restarts:?}"
     );
-    let hibernated = metric(
-        &text,
-        "tai_child_exits_total{supervisor=\"governance\",reason=\"normal\"}",
-    );
+    let hibernated = sum("tai_child_exits_total{supervisor=\"governance\",reason=\"normal\"}");
     assert!(
         hibernated.unwrap_or(0.0) >= 1.0,
         "{ctx}: quiet governors hibernated: {hibernated:?}; the governors at the end: {views:#?}; metrics: {}",
         text.lines().filter(|l| l.starts_with("tai_child_exits_total") || l.starts_with("tai_supervisor")).collect::<Vec<_>>().join("\n")
     );
+    // Each instance's governors were overtaken by the other's and reloaded themselves.
+    let reloads = sum("tai_governor_reloads_total");
+    assert!(
+        instances == 1 || reloads.unwrap_or(0.0) >= 1.0,
+        "{ctx}: governors reloaded: {reloads:?}"
+    );
     println!(
-        "{ctx}; {} receipts, {decided} of them governors', {} crashes acknowledged, {restarts:?} restarts, {hibernated:?} hibernations, {reactivations} governors refusing an entitled tenant at the end",
+        "{ctx}; {} receipts, {decided} of them governors', {} crashes acknowledged, {restarts:?} restarts, {hibernated:?} hibernations, {reloads:?} reloads, {reactivations} governors refusing an entitled tenant at the end",
         ids.len(),
         seen.crashes
     );

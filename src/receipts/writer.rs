@@ -697,10 +697,12 @@ async fn know(
             // A governor's decision: everything in one read.
             Some(states) => {
                 let snap = store.governor_snapshot(tenant, states).await?;
+                let record = Some(record_fingerprint(snap.entitlement.as_ref()));
+                let governed = governed_seq(&snap);
                 Tip {
-                    record: Some(record_fingerprint(snap.entitlement.as_ref())),
-                    governed: governed_seq(&snap),
-                    ..Tip::of(snap.head.clone())
+                    record,
+                    governed,
+                    ..Tip::of(snap.head)
                 }
             }
             None if needs.record => {

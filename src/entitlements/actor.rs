@@ -310,7 +310,8 @@ impl Entitlements {
     }
 }
 
-/// Runs a change atomically (one at a time) and publishes it once durable. `change` decides
+/// Runs a change atomically (one at a time) and publishes it once durable; a repeat of a
+/// `message_id` that was recorded is answered with its receipt. `change` decides
 /// it on the record it is given (the cached one first; `None`: read from the store). A change
 /// decided on a record that is no longer the tenant's latest (another instance changed it and
 /// this one's cache did not hear, or a commit of this actor's incarnation before a crash landed
@@ -320,6 +321,7 @@ impl Entitlements {
 fn publish_after<F, Fut>(
     act: &Entitlements,
     tenant: String,
+    message_id: Option<String>,
     change: F,
 ) -> AtomicResponse<Entitlements, Result<Changed, ChangeError>>
 where
@@ -327,7 +329,17 @@ where
     Fut: std::future::Future<Output = Result<Changed, ChangeError>> + 'static,
 {
     let cached = act.cache.get(&tenant).cloned();
+    let ledger = act.ledger.clone();
+    let of = tenant.clone();
     let work = async move {
+        // A request whose message id (Pub/Sub, or an idempotency key) has a receipt already is
+        // answered with it. Changes are handled one at a time, so a redelivery always sees the
+        // first delivery's receipt.
+        if let Some(mid) = &message_id {
+            if let Some(existing) = ledger.store().by_message_id(mid).await? {
+                return duplicate(&ledger, &of, existing).await;
+            }
+        }
         match change(cached).await {
             Err(ChangeError::Ledger(LedgerError::Superseded(_) | LedgerError::Conflict(_))) => {
                 change(None).await
@@ -353,8 +365,8 @@ impl Handler<Marketplace> for Entitlements {
     type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
     fn handle(&mut self, msg: Marketplace, _: &mut Context<Self>) -> Self::Result {
         let ledger = self.ledger.clone();
-        let tenant = msg.tenant_id.clone();
-        publish_after(self, tenant, move |cached| {
+        let (tenant, mid) = (msg.tenant_id.clone(), msg.message_id.clone());
+        publish_after(self, tenant, mid, move |cached| {
             marketplace_change(ledger.clone(), msg.clone(), cached)
         })
     }
@@ -366,13 +378,6 @@ async fn marketplace_change(
     msg: Marketplace,
     cached: Option<Entitlement>,
 ) -> Result<Changed, ChangeError> {
-    // A Pub/Sub message that has a receipt already is answered with it. Changes are
-    // handled one at a time, so a redelivery always sees the first delivery's receipt.
-    if let Some(mid) = &msg.message_id {
-        if let Some(existing) = ledger.store().by_message_id(mid).await? {
-            return duplicate(&ledger, &msg.tenant_id, existing).await;
-        }
-    }
     let now = crate::clock::now_rfc3339();
     let current = load(&ledger, cached, &msg.tenant_id).await?;
     let request = json!({
@@ -459,8 +464,8 @@ impl Handler<ApplyEvent> for Entitlements {
     type Result = AtomicResponse<Self, Result<Changed, ChangeError>>;
     fn handle(&mut self, msg: ApplyEvent, _: &mut Context<Self>) -> Self::Result {
         let ledger = self.ledger.clone();
-        let tenant = msg.tenant_id.clone();
-        publish_after(self, tenant, move |cached| {
+        let (tenant, mid) = (msg.tenant_id.clone(), msg.message_id.clone());
+        publish_after(self, tenant, mid, move |cached| {
             event_change(ledger.clone(), msg.clone(), cached)
         })
     }
@@ -472,11 +477,6 @@ async fn event_change(
     msg: ApplyEvent,
     cached: Option<Entitlement>,
 ) -> Result<Changed, ChangeError> {
-    if let Some(mid) = &msg.message_id {
-        if let Some(existing) = ledger.store().by_message_id(mid).await? {
-            return duplicate(&ledger, &msg.tenant_id, existing).await;
-        }
-    }
     let now = crate::clock::now_rfc3339();
     let current = load(&ledger, cached, &msg.tenant_id)
         .await?

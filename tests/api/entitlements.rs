@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use tai_autonomics::config::LedgerBackend;
 use tai_autonomics::receipts::LedgerStore;
 
 use crate::helpers::*;
@@ -139,11 +138,7 @@ async fn the_marketplace_lifecycle_on_sqlite_leaves_a_verifying_chain() {
 #[actix_web::test]
 async fn the_marketplace_lifecycle_on_the_firestore_emulator_leaves_a_verifying_chain() {
     let project = firestore_project("tai-api");
-    let app = spawn_app(move |s| {
-        s.ledger.backend = LedgerBackend::Firestore;
-        s.firestore.project_id = project;
-    })
-    .await;
+    let app = spawn_app(on_firestore(&project)).await;
     lifecycle(&app).await;
 }
 
@@ -152,14 +147,8 @@ async fn an_instance_that_cached_a_record_another_instance_changed_decides_on_th
     // Arrange: two instances on one Firestore project. A grants (and caches the record); B
     // suspends, which A's cache does not hear of.
     let project = firestore_project("tai-ent2");
-    let on = |project: String| {
-        move |s: &mut tai_autonomics::config::Settings| {
-            s.ledger.backend = LedgerBackend::Firestore;
-            s.firestore.project_id = project;
-        }
-    };
-    let a = spawn_app(on(project.clone())).await;
-    let b = spawn_app(on(project)).await;
+    let a = spawn_app(on_firestore(&project)).await;
+    let b = spawn_app(on_firestore(&project)).await;
     assert_eq!(a.post_json("/marketplace", &grant("shared")).await.0, 200);
     let (s, body) = b
         .post_json("/marketplace", &action("shared", "suspend"))

@@ -306,14 +306,8 @@ async fn a_suspension_made_through_one_instance_stops_the_other_instances_govern
     // same tenant.
     let _counted = OVERTAKING.lock().await;
     let project = firestore_project("tai-two");
-    let on = |project: String| {
-        move |s: &mut tai_autonomics::config::Settings| {
-            s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;
-            s.firestore.project_id = project;
-        }
-    };
-    let a = spawn_app(on(project.clone())).await;
-    let b = spawn_app(on(project)).await;
+    let a = spawn_app(on_firestore(&project)).await;
+    let b = spawn_app(on_firestore(&project)).await;
     grant(&a, "both").await;
     assert_eq!(signal(&a, "both", 10.0).await.0, 200);
     let (s, body) = signal(&b, "both", 10.0).await;
@@ -373,14 +367,8 @@ async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story(
     // Arrange: two instances on one Firestore project; each runs a governor for the tenant as
     // soon as a signal reaches it (nothing keeps a tenant on one instance).
     let project = firestore_project("tai-turns");
-    let on = |project: String| {
-        move |s: &mut tai_autonomics::config::Settings| {
-            s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;
-            s.firestore.project_id = project;
-        }
-    };
-    let a = spawn_app(on(project.clone())).await;
-    let b = spawn_app(on(project)).await;
+    let a = spawn_app(on_firestore(&project)).await;
+    let b = spawn_app(on_firestore(&project)).await;
     grant(&a, "turns").await;
 
     // Act: signals alternate between the instances, through `warning`, an action (the eval

@@ -142,6 +142,16 @@ pub fn firestore_project(prefix: &str) -> String {
     )
 }
 
+/// Settings for an app on the Firestore emulator's `project` (see [`firestore_project`]); two
+/// apps given the same project are two instances sharing one ledger.
+pub fn on_firestore(project: &str) -> impl FnOnce(&mut Settings) {
+    let project = project.to_owned();
+    move |s: &mut Settings| {
+        s.ledger.backend = tai_autonomics::config::LedgerBackend::Firestore;
+        s.firestore.project_id = project;
+    }
+}
+
 /// Grants `tenant` the base SKU through `POST /marketplace`.
 pub async fn grant(app: &TestApp, tenant: &str) {
     let (s, b) = app

@@ -219,6 +219,19 @@ impl Verifier {
         self.checked
     }
 
+    /// Reports the receipt at `seq`, past the chain head `head` that the verification read,
+    /// that no head read afterwards covers either: it is not part of the chain.
+    pub fn past_head(&mut self, seq: u64, head: u64) {
+        if self.broken.is_none() {
+            self.broken = Some(Break {
+                seq,
+                reason: format!(
+                    "a receipt at seq {seq} lies past the chain head (seq {head}), and no later head covers it"
+                ),
+            });
+        }
+    }
+
     /// The report; `head` is the stored head `(seq, hash)` when known, so a chain missing its
     /// tail (or a head that runs ahead) is reported as broken too.
     pub fn finish(mut self, head: Option<(u64, &str)>) -> VerifyReport {

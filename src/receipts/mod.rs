@@ -108,6 +108,13 @@ impl LedgerStore for AnyStore {
 /// Verifies `tenant`'s whole chain page by page (constant memory), and against `anchor` when
 /// one is given, with `progress` called after each page with the number of receipts checked so
 /// far.
+///
+/// The chain verified is the one that ends at the head read first: a live tenant's receipts
+/// go on being appended while the pages are read, and those are not part of this report (they
+/// used to be read and then reported as a break against the head read before them). A
+/// receipt past that head counts as appended since if a head read after it covers it (a
+/// backend moves its head with every append, in the same commit); one that no head covers is
+/// a break.
 pub async fn verify_chain<S: LedgerStore>(
     store: &S,
     tenant: &str,
@@ -116,19 +123,154 @@ pub async fn verify_chain<S: LedgerStore>(
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
     let head = store.head(tenant).await?;
+    let end = head.as_ref().map_or(0, |h| h.seq);
     let mut v = Verifier::new(tenant).with_anchor(anchor);
     let mut after = 0;
-    loop {
-        let (next, read) = store.verify_page(tenant, after, page, v).await?;
+    while after < end {
+        let want = usize::try_from(end - after).map_or(page, |left| left.min(page));
+        let (next, read) = store.verify_page(tenant, after, want, v).await?;
         v = next;
         let Some(last) = read.last_seq else {
             break;
         };
         after = last;
         progress(v.checked());
-        if v.is_broken() || read.rows < page {
+        if v.is_broken() || read.rows < want {
             break;
         }
     }
+    if !v.is_broken() {
+        if let Some(past) = store.range(tenant, end, 1).await?.first() {
+            let now = store.head(tenant).await?;
+            if now.is_none_or(|h| h.seq < past.seq) {
+                v.past_head(past.seq, end);
+            }
+        }
+    }
     Ok(v.finish(head.as_ref().map(|h| (h.seq, h.hash.as_str()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A SQLite store (on disk) whose head the test controls: once the head has been read, the
+    /// receipt in `after_head` is appended (a live tenant, its chain growing while it is
+    /// verified); or every head read answers `frozen` (a receipt past the head that no head
+    /// covers).
+    struct Moving {
+        inner: SqliteStore,
+        after_head: RefCell<Option<AppendItem>>,
+        frozen: Option<Option<Head>>,
+    }
+
+    impl LedgerStore for Moving {
+        fn backend(&self) -> &'static str {
+            "sqlite"
+        }
+        async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
+            self.inner.append(batch).await
+        }
+        async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
+            if let Some(head) = &self.frozen {
+                return Ok(head.clone());
+            }
+            let head = self.inner.head(tenant).await?;
+            let later = self.after_head.borrow_mut().take();
+            if let Some(item) = later {
+                self.inner.append(vec![item]).await?;
+            }
+            Ok(head)
+        }
+        async fn range(
+            &self,
+            tenant: &str,
+            after_seq: u64,
+            limit: usize,
+        ) -> Result<Vec<Receipt>, StoreError> {
+            self.inner.range(tenant, after_seq, limit).await
+        }
+        async fn verify_page(
+            &self,
+            tenant: &str,
+            after_seq: u64,
+            limit: usize,
+            verifier: Verifier,
+        ) -> Result<(Verifier, PageRead), StoreError> {
+            self.inner
+                .verify_page(tenant, after_seq, limit, verifier)
+                .await
+        }
+        async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
+            self.inner.get(receipt_id).await
+        }
+        async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
+            self.inner.by_message_id(message_id).await
+        }
+        async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.tenants(after, limit).await
+        }
+        async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
+            self.inner.entitlement(tenant).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+    }
+
+    /// A chain of `n` receipts of tenant `t`, and the receipt that would follow it.
+    fn chain(n: usize) -> (Vec<AppendItem>, AppendItem) {
+        let mut out: Vec<Receipt> = Vec::new();
+        for i in 0..=n {
+            let prev = out.last().map(|r| (r.seq, r.receipt_hash.as_str()));
+            let d = ReceiptDraft::new("t", ReceiptType::Transition, "signal_processed", "r");
+            out.push(d.seal(prev, "n", format!("2026-11-29T10:00:00.{i:03}Z")));
+        }
+        let next = AppendItem::receipt(out.pop().expect("n + 1 receipts"));
+        (out.into_iter().map(AppendItem::receipt).collect(), next)
+    }
+
+    #[actix_web::test]
+    async fn a_chain_that_grows_while_it_is_verified_is_verified_up_to_the_head_read_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("l.db")).unwrap();
+        let (five, sixth) = chain(5);
+        inner.append(five).await.unwrap();
+        let store = Moving {
+            inner,
+            after_head: RefCell::new(Some(sixth)),
+            frozen: None,
+        };
+
+        let report = verify_chain(&store, "t", None, 2, |_| {}).await.unwrap();
+        assert!(report.valid, "{report:?}");
+        assert_eq!((report.receipts_checked, report.head_seq), (5, 5));
+        let report = verify_chain(&store, "t", None, 2, |_| {}).await.unwrap();
+        assert!(report.valid && report.receipts_checked == 6, "{report:?}");
+    }
+
+    #[actix_web::test]
+    async fn a_receipt_past_the_head_that_no_head_covers_is_a_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("l.db")).unwrap();
+        let (five, sixth) = chain(5);
+        inner.append(five).await.unwrap();
+        let head = inner.head("t").await.unwrap();
+        inner.append(vec![sixth]).await.unwrap();
+        let store = Moving {
+            inner,
+            after_head: RefCell::new(None),
+            frozen: Some(head),
+        };
+
+        let report = verify_chain(&store, "t", None, 1000, |_| {}).await.unwrap();
+        let broken = report.first_broken.expect("broken");
+        assert_eq!(broken.seq, 6);
+        assert!(
+            broken.reason.contains("past the chain head (seq 5)"),
+            "{broken:?}"
+        );
+    }
 }

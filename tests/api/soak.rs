@@ -5,12 +5,12 @@
 //! several callers at once, with governors hibernating whenever their tenant goes quiet for a
 //! second. Afterwards every chain must hold every receipt an answer acknowledged, verify, and
 //! tell one consistent story: each governor decision starts in the state the one before it
-//! left, so does each entitlement change, nothing is accepted while the tenant is suspended, each idempotency key and Pub/Sub
-//! message id decides once, each governor, read back, is in the state its chain ends in, and a
-//! tenant entitled again after a lapse has its signals accepted. A failure names its seed;
-//! `TAI_SOAK_SEED` gives every caller the same draws again (the interleaving is the
-//! scheduler's). The mix also runs on two instances sharing the Firestore emulator, each
-//! tenant's inputs reaching both.
+//! left, so does each entitlement change, nothing is accepted while the tenant is suspended,
+//! each idempotency key and Pub/Sub message id decides once, each governor, read back, is in
+//! the state its chain ends in, and a tenant entitled again after a lapse has its signals
+//! accepted. A failure names its seed; `TAI_SOAK_SEED` gives every caller the same draws again
+//! (the interleaving is the scheduler's). The mix also runs on two instances sharing the
+//! Firestore emulator, each tenant's inputs reaching both.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -16,6 +16,7 @@ use crate::config::{MarketplaceSettings, Settings};
 use crate::entitlements::signature::{verify, Expectations, Keys};
 use crate::entitlements::{
     Action, ApplyEvent, Changed, Entitlement, Entitlements, Event, GetEntitlement, Marketplace,
+    ReloadEntitlement,
 };
 use crate::governor::{GetView, Governor, GovernorView, Outcome, Signal, SubmitSignal};
 use crate::http::error::{ApiError, ErrorCode};
@@ -426,6 +427,18 @@ impl Intake {
     pub async fn entitlement(&self, tenant: &TenantId) -> Result<Option<Entitlement>, ApiError> {
         Ok(self
             .entitlements_within(GetEntitlement(tenant.to_string()), false)
+            .await??)
+    }
+
+    /// The tenant's record read from the store past the Entitlements actor's cache, which
+    /// drops what it held: after the ledger refused a receipt that named the cached record (a
+    /// change made through another instance replaced it).
+    pub async fn reload_entitlement(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Entitlement>, ApiError> {
+        Ok(self
+            .entitlements_within(ReloadEntitlement(tenant.to_string()), false)
             .await??)
     }
 

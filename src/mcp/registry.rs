@@ -14,11 +14,11 @@ use supervisors::SupervisorRef;
 
 use super::tools::{table, validate, Access, ToolDef};
 use crate::auth::Caller;
-use crate::entitlements::{gates, Action, Event};
+use crate::entitlements::{gates, Action, Entitlement, Event};
 use crate::http::error::ApiError;
 use crate::intake::{Intake, MarketplaceRequest, SignalRequest};
 use crate::pubsub::PubsubHealth;
-use crate::receipts::writer::{LedgerHandle, NewReceipt};
+use crate::receipts::writer::{LedgerError, LedgerHandle, NewReceipt};
 use crate::receipts::{verify_chain, Anchor, LedgerStore, ReceiptDraft, ReceiptType};
 use crate::tenant::TenantId;
 
@@ -174,7 +174,8 @@ async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value 
                 let draft =
                     ReceiptDraft::new(t.as_str(), ReceiptType::Refusal, "mcp_tool_refused", reason)
                         .metadata(json!({"tool": def.name, "gates": gate.gates}));
-                if let Err(e) = ops.ledger.append_one(NewReceipt::new(draft)).await {
+                if let Err(e) = ops.ledger.append_one(on_record(draft, &ent)).await {
+                    forget_if_stale(ops, t, &e).await;
                     return failure(&format!(
                         "unavailable: the refusal could not be recorded ({e}); retry"
                     ));
@@ -221,12 +222,13 @@ async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value 
         format!("{} called over MCP", def.name),
     )
     .metadata(metadata);
-    let receipt = match ops.ledger.append_one(NewReceipt::new(draft)).await {
+    let receipt = match ops.ledger.append_one(on_record(draft, &entitlement)).await {
         Ok(r) => r,
         Err(e) => {
+            forget_if_stale(ops, &tenant, &e).await;
             return failure(&format!(
                 "unavailable: the call's receipt could not be made durable ({e}); retry"
-            ))
+            ));
         }
     };
     match outcome {
@@ -237,6 +239,25 @@ async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value 
             success(v)
         }
         Err(e) => failure(&e),
+    }
+}
+
+/// A call's receipt, naming the record its gates were evaluated on (see
+/// [`NewReceipt::expects`]): if the ledger holds a newer one, nothing is written.
+fn on_record(draft: ReceiptDraft, record: &Entitlement) -> NewReceipt {
+    NewReceipt {
+        expects: Some(crate::entitlements::actor::fingerprint(record)),
+        ..NewReceipt::new(draft)
+    }
+}
+
+/// After the ledger refused a call's receipt because the record it named is no longer the
+/// tenant's latest (a change made through another instance), or because another instance
+/// wrote first: the instance's cached record is dropped, so the caller's retry is gated on
+/// the stored one.
+async fn forget_if_stale(ops: &Ops, tenant: &TenantId, e: &LedgerError) {
+    if matches!(e, LedgerError::Superseded(_) | LedgerError::Conflict(_)) {
+        let _ = ops.intake.reload_entitlement(tenant).await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! MCP end to end on the real application: JSON-RPC over `/mcp` in both protocol eras (the
 //! `initialize` handshake and the stateless 2026-07-28 revision), every tool with its error
-//! cases, access per token, DNS-rebinding protection, `GET /mcp/tools`, a registry crash, and
-//! `mcp-stdio` on the real binary. (Independent clients, Python, TypeScript, the inspector and
+//! cases, access per token (also on two instances sharing the Firestore emulator),
+//! DNS-rebinding protection, `GET /mcp/tools`, a registry crash, and `mcp-stdio` on the real
+//! binary. (Independent clients, Python, TypeScript, the inspector and
 //! the conformance suite, run from `tools/mcp-clients.sh`.)
 
 use std::io::{BufRead, BufReader, Write};
@@ -530,6 +531,79 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
         let (status, _) = rpc(&app, &headers, init.clone()).await;
         assert_eq!(status, want, "{header}: {value}");
     }
+}
+
+#[actix_web::test]
+async fn a_tenants_call_is_gated_on_the_stored_record_when_another_instance_changed_it() {
+    use tai_autonomics::auth::{token_digest, AuthMode, TokenConfig};
+    // Arrange: two instances on one Firestore project, with an admin and a tenant token. A
+    // grants and caches the record; the tenant's first call through A passes its gates.
+    let project = firestore_project("tai-mcp2");
+    let tokens = |s: &mut tai_autonomics::config::Settings| {
+        s.auth.mode = AuthMode::Bearer;
+        s.auth.tokens = vec![
+            TokenConfig {
+                sha256: token_digest("admin-secret"),
+                role: "admin".into(),
+                tenant: None,
+            },
+            TokenConfig {
+                sha256: token_digest("a-secret"),
+                role: "tenant".into(),
+                tenant: Some("tenant-a".into()),
+            },
+        ];
+    };
+    let on = |project: &str| {
+        let firestore = on_firestore(project);
+        move |s: &mut tai_autonomics::config::Settings| {
+            firestore(s);
+            tokens(s);
+        }
+    };
+    let a = spawn_app(on(&project)).await;
+    let b = spawn_app(on(&project)).await;
+    let marketplace = |app: &TestApp, action: &str| {
+        let req = app
+            .client
+            .post(app.url("/marketplace"))
+            .insert_header(("authorization", "Bearer admin-secret"))
+            .send_json(&json!({"tenant_id": "tenant-a", "entitlement_id": "e", "action": action}));
+        async move { req.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(marketplace(&a, "grant").await, 200);
+    let mut tenant = Legacy::open(&a, Some("a-secret")).await;
+    let state = json!({"tenant_id": "tenant-a"});
+    let first = tenant.call("taiea.governor.state", state.clone()).await;
+    assert_eq!(structured(&first)["tenant_id"], "tenant-a");
+
+    // Act: suspended through B, which A's cache does not hear of; the tenant calls through A
+    // again (sending once more what is unavailable, as a client would).
+    assert_eq!(marketplace(&b, "suspend").await, 200);
+    let mut answer = String::new();
+    for _ in 0..3 {
+        let r = tenant.call("taiea.governor.state", state.clone()).await;
+        answer = error_text(&r);
+        if !answer.starts_with("unavailable") {
+            break;
+        }
+    }
+
+    // Assert: the call is refused by its entitlement gate, and the chain records no call
+    // after the suspension, only the refusal.
+    assert!(answer.starts_with("refused by the gates"), "{answer}");
+    let chain = admin_get(&a, "/v1/tenants/tenant-a/receipts").await;
+    let events: Vec<&str> = chain["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    let suspended = events
+        .iter()
+        .position(|e| *e == "entitlement_suspended")
+        .expect("the suspension is in the chain");
+    assert_eq!(events[suspended + 1..], ["mcp_tool_refused"], "{events:?}");
 }
 
 #[actix_web::test]

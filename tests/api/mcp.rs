@@ -91,7 +91,26 @@ impl<'a> Legacy<'a> {
     }
 }
 
-/// GET with the admin token of the bearer-mode test → the JSON body.
+/// Bearer authentication with two tokens: `admin-secret` (admin) and `a-secret` (tenant
+/// `tenant-a`).
+fn bearer_tokens(s: &mut tai_autonomics::config::Settings) {
+    use tai_autonomics::auth::{token_digest, AuthMode, TokenConfig};
+    s.auth.mode = AuthMode::Bearer;
+    s.auth.tokens = vec![
+        TokenConfig {
+            sha256: token_digest("admin-secret"),
+            role: "admin".into(),
+            tenant: None,
+        },
+        TokenConfig {
+            sha256: token_digest("a-secret"),
+            role: "tenant".into(),
+            tenant: Some("tenant-a".into()),
+        },
+    ];
+}
+
+/// GET with the admin token of the bearer-mode tests → the JSON body.
 async fn admin_get(app: &TestApp, path: &str) -> Value {
     app.client
         .get(app.url(path))
@@ -442,23 +461,7 @@ async fn the_stateless_revision_discovers_and_calls_with_meta_and_headers() {
 
 #[actix_web::test]
 async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
-    use tai_autonomics::auth::{token_digest, AuthMode, TokenConfig};
-    let app = spawn_app(|s| {
-        s.auth.mode = AuthMode::Bearer;
-        s.auth.tokens = vec![
-            TokenConfig {
-                sha256: token_digest("admin-secret"),
-                role: "admin".into(),
-                tenant: None,
-            },
-            TokenConfig {
-                sha256: token_digest("a-secret"),
-                role: "tenant".into(),
-                tenant: Some("tenant-a".into()),
-            },
-        ];
-    })
-    .await;
+    let app = spawn_app(bearer_tokens).await;
     for t in ["tenant-a", "tenant-b"] {
         let res = app
             .client
@@ -535,30 +538,14 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
 
 #[actix_web::test]
 async fn a_tenants_call_is_gated_on_the_stored_record_when_another_instance_changed_it() {
-    use tai_autonomics::auth::{token_digest, AuthMode, TokenConfig};
     // Arrange: two instances on one Firestore project, with an admin and a tenant token. A
     // grants and caches the record; the tenant's first call through A passes its gates.
     let project = firestore_project("tai-mcp2");
-    let tokens = |s: &mut tai_autonomics::config::Settings| {
-        s.auth.mode = AuthMode::Bearer;
-        s.auth.tokens = vec![
-            TokenConfig {
-                sha256: token_digest("admin-secret"),
-                role: "admin".into(),
-                tenant: None,
-            },
-            TokenConfig {
-                sha256: token_digest("a-secret"),
-                role: "tenant".into(),
-                tenant: Some("tenant-a".into()),
-            },
-        ];
-    };
     let on = |project: &str| {
         let firestore = on_firestore(project);
         move |s: &mut tai_autonomics::config::Settings| {
             firestore(s);
-            tokens(s);
+            bearer_tokens(s);
         }
     };
     let a = spawn_app(on(&project)).await;

@@ -131,6 +131,10 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
     let mut keys: Vec<String> = Vec::new();
     let mut messages: HashMap<u64, Vec<(String, Value)>> = HashMap::new();
     let mut actor_crashes = 0;
+    // Caller 1 makes sure the mix holds a governor crash: from halfway through, until one is
+    // acknowledged, it crashes the first hot tenant's governor (a short run, on a busy
+    // machine, may not draw one).
+    let mut crashed = id != 1;
     let mut n = 0;
     while start.elapsed() < RUN {
         n += 1;
@@ -139,7 +143,10 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
         }
         let turn = (start.elapsed().as_millis() / WINDOW.as_millis()) as u64 % 3;
         let awake: Vec<u64> = (HOT..TENANTS).filter(|q| q % 3 == turn).collect();
-        let t = if rng.below(10) < 7 {
+        let force_crash = !crashed && start.elapsed() >= RUN / 2;
+        let t = if force_crash {
+            0
+        } else if rng.below(10) < 7 {
             rng.below(HOT)
         } else {
             awake[rng.below(awake.len() as u64) as usize]
@@ -149,7 +156,7 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
         let signals = format!("/v1/tenants/{tenant}/signals");
         let governor = format!("/v1/governors/{tenant}");
         let decided: &[u16] = &[200, 409, 429, 503];
-        let r = rng.below(100);
+        let r = if force_crash { 88 } else { rng.below(100) };
         // (operation, method, path, idempotency key, body, the statuses it may answer)
         let (op, method, path, key, body, allowed): (&str, _, _, _, _, &[u16]) = match r {
             0..=35 => ("signal", "POST", signals, None, Some(signal), decided),
@@ -278,6 +285,7 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
         match answer {
             Ok((status, body)) => {
                 if op == "crash" && status == 202 {
+                    crashed = true;
                     seen.crashes += 1;
                 }
                 seen.record(op, status, &body, allowed);

@@ -7,7 +7,10 @@
 //! new drafts gather for the next one; with `linger` 0 (the default) that is the whole batching,
 //! so a lone receipt never waits for a timer (whose tick is 1 ms). The queue is bounded: beyond
 //! `queue_capacity` receipts waiting, callers get [`LedgerError::Busy`] at once. A failed batch
-//! fails every caller in it and writes nothing (the backend commits all-or-nothing).
+//! fails every caller in it and writes nothing (the backend commits all-or-nothing). The one
+//! exception is a commit to a store shared with other instances (Firestore) that lost a race
+//! to one of them: it is sealed once more from the store as it stands, each caller checked
+//! again, so that one tenant's race does not fail the other tenants' callers beside it.
 //!
 //! Drafts are sealed as they arrive, while the commit before theirs is still under way, so a
 //! commit never waits for its batch to be hashed: the writer's chain heads run ahead of the
@@ -337,23 +340,35 @@ struct Sealed {
 impl Sealed {
     /// Back to drafts, to be sealed again at their commit.
     fn unseal(self) -> Pending {
+        let (expects, follows) = (self.expects, self.follows);
         Pending {
-            // Checked again on the first draft (the check reads the tips before the caller's
-            // drafts): on one instance it passes again, resealed in the same order after the
-            // same receipts; another instance sharing the store may have written meanwhile.
             items: (self.items.into_iter().enumerate())
-                .map(|(n, i)| NewReceipt {
-                    draft: i.receipt.unseal(),
-                    message_id: i.message_id,
-                    entitlement: i.entitlement,
-                    expects: self.expects.filter(|_| n == 0),
-                    follows: self.follows.filter(|_| n == 0),
-                })
+                .map(|(n, i)| drafted_again(i, n, expects, follows))
                 .collect(),
             reply: self.reply,
             enqueued: self.enqueued,
             checked: true,
         }
+    }
+}
+
+/// The `n`th receipt of a caller, back to its draft, with the caller's [`NewReceipt::expects`]
+/// and [`NewReceipt::follows`] on its first one: they are checked again there (the check reads
+/// the tips before the caller's drafts). On one instance that passes again, resealed in the
+/// same order after the same receipts; another instance sharing the store may have written
+/// meanwhile.
+fn drafted_again(
+    item: AppendItem,
+    n: usize,
+    expects: Option<u64>,
+    follows: Option<u64>,
+) -> NewReceipt {
+    NewReceipt {
+        draft: item.receipt.unseal(),
+        message_id: item.message_id,
+        entitlement: item.entitlement,
+        expects: expects.filter(|_| n == 0),
+        follows: follows.filter(|_| n == 0),
     }
 }
 
@@ -397,6 +412,27 @@ fn whole_callers(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
 
 fn lock(queue: &std::sync::Mutex<SealedQueue>) -> std::sync::MutexGuard<'_, SealedQueue> {
     queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A caller whose message ids were looked up in the store (`recorded`: those found): answered
+/// with the receipt if one of its ids has one, or else handed back, marked `checked` unless
+/// two of its drafts share an id (its commit sorts that out).
+fn unrecorded(mut p: Pending, recorded: &HashMap<String, Receipt>) -> Option<Pending> {
+    let existing = (p.items.iter())
+        .filter_map(|i| i.message_id.as_deref())
+        .find_map(|mid| recorded.get(mid));
+    if let Some(r) = existing {
+        p.reply.send(Ok(vec![r.clone()]));
+        return None;
+    }
+    let mut ids: Vec<&str> = (p.items.iter())
+        .filter_map(|i| i.message_id.as_deref())
+        .collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    p.checked = ids.len() == n;
+    Some(p)
 }
 
 /// The single writer of the ledger backend.
@@ -481,23 +517,10 @@ impl ReceiptWriter {
                 act.checking = false;
                 match found {
                     Ok(recorded) => {
-                        for mut p in batch {
-                            let existing = (p.items.iter())
-                                .filter_map(|i| i.message_id.as_deref())
-                                .find_map(|mid| recorded.get(mid));
-                            if let Some(r) = existing {
-                                p.reply.send(Ok(vec![r.clone()]));
-                                continue;
+                        for p in batch {
+                            if let Some(p) = unrecorded(p, &recorded) {
+                                act.admit(p, ctx);
                             }
-                            let mut ids: Vec<&str> = (p.items.iter())
-                                .filter_map(|i| i.message_id.as_deref())
-                                .collect();
-                            ids.sort_unstable();
-                            let n = ids.len();
-                            ids.dedup();
-                            // The same id twice in one caller: its commit sorts that out.
-                            p.checked = ids.len() == n;
-                            act.admit(p, ctx);
                         }
                     }
                     Err(e) => {
@@ -621,6 +644,7 @@ impl ReceiptWriter {
             receipts: 0,
             started: Instant::now(),
             heads: HashMap::new(),
+            resealed: false,
             told: false,
         };
         let states = self.cfg.governor_states;
@@ -628,7 +652,8 @@ impl ReceiptWriter {
     }
 }
 
-/// A commit ended: the heads of the drafts it sealed itself, or `None` if it failed.
+/// A commit ended: the heads of the drafts it sealed itself, or `None` if it failed or was
+/// sealed again after losing a race (every tip the writer holds is stale then).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Committed(Option<HashMap<String, Tip>>);
@@ -656,8 +681,8 @@ impl Handler<Committed> for ReceiptWriter {
                 }
             }
             None => {
-                // What was sealed ahead follows the failed batch: seal it again at its commit,
-                // from heads reloaded from the store.
+                // What was sealed ahead follows a batch that was not written as sealed: seal it
+                // again at its commit, from heads reloaded from the store.
                 self.heads.clear();
                 let mut queue = lock(&self.sealed);
                 let all = queue.callers.len();
@@ -737,7 +762,47 @@ enum Answer {
 }
 
 /// A caller of a commit, with where each of its receipts is found.
-type Caller = (Reply, Instant, Vec<Answer>);
+struct Caller {
+    reply: Reply,
+    enqueued: Instant,
+    mine: Vec<Answer>,
+    /// Its [`NewReceipt::expects`] and [`NewReceipt::follows`], checked again if it is sealed
+    /// again after a conflict.
+    expects: Option<u64>,
+    follows: Option<u64>,
+}
+
+impl Caller {
+    /// Back to drafts after its commit lost a race, to be sealed again; `Err` (the caller
+    /// untouched) if one of its drafts was answered with another's receipt (the same message
+    /// id twice), which a second sealing would not reproduce.
+    fn unseal(self, items: &mut [Option<AppendItem>]) -> Result<Pending, Caller> {
+        let appended: Option<Vec<usize>> = (self.mine.iter())
+            .map(|a| match a {
+                Answer::New(idx) => Some(*idx),
+                Answer::Existing(_) => None,
+            })
+            .collect();
+        let Some(appended) = appended else {
+            return Err(self);
+        };
+        let (expects, follows) = (self.expects, self.follows);
+        let drafts = (appended.into_iter().enumerate())
+            .map(|(n, idx)| {
+                let item = items[idx]
+                    .take()
+                    .expect("each appended receipt belongs to one caller");
+                drafted_again(item, n, expects, follows)
+            })
+            .collect();
+        Ok(Pending {
+            items: drafts,
+            reply: self.reply,
+            enqueued: self.enqueued,
+            checked: false,
+        })
+    }
+}
 
 /// Seals the drafts of `batch` (after the receipts of `sealed`), commits them all, and settles
 /// the commit through `chain`: the writer hears how it ended (the heads of the drafts sealed
@@ -745,6 +810,13 @@ type Caller = (Reply, Instant, Vec<Answer>);
 /// callers it answers send their next drafts at once, and the next commit should not wait
 /// behind them in the writer's mailbox. On SQLite the next commit does not wait for the writer
 /// at all: the chain takes the callers sealed meanwhile and commits them on the same thread.
+///
+/// A commit to a store that other instances share (Firestore) that loses a race fails whole,
+/// whichever of its receipts or message ids the other instance took, so it is sealed once more
+/// from the store as it stands: each caller is checked again against the tips read back (a
+/// governor that was overtaken gets its conflict, a decision on a replaced record its
+/// supersession), a message id another instance recorded meanwhile answers with that receipt,
+/// and the rest is committed. A second lost race fails every caller in it.
 async fn commit(
     store: AnyStore,
     node: String,
@@ -757,78 +829,23 @@ async fn commit(
     if let Some(left) = chain.chaos.stall_left() {
         actix::clock::sleep(left).await;
     }
+    let sealing = Sealing {
+        store: &store,
+        node: &node,
+        states,
+    };
     let mut items: Vec<AppendItem> = Vec::new();
     chain.add(sealed, &mut items);
-    let callers = &mut chain.callers;
-    let mut seen_messages: HashMap<String, usize> = HashMap::new();
-    let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let timestamp = crate::clock::now_rfc3339();
-    let mut failure: Option<LedgerError> = None;
-    let mut rest = batch.into_iter();
-
-    'callers: for p in rest.by_ref() {
-        if failure.is_some() {
-            p.reply
-                .send(Err(failure.clone().unwrap_or(LedgerError::Busy)));
-            continue;
-        }
-        let Pending {
-            items: drafts,
-            reply,
-            enqueued,
-            ..
-        } = p;
-        // The tips its drafts are sealed after, and the records they were decided on, from the
-        // store where the writer does not know them (nothing of such a tenant is in flight).
-        for it in &drafts {
-            let needs = Needs {
-                record: it.expects.is_some(),
-                governed: it.follows.is_some().then_some(states),
-            };
-            if let Err(e) = know(&store, &mut heads, &it.draft.tenant_id, needs).await {
-                failure = Some(e.into());
-                callers.push((reply, enqueued, Vec::new()));
-                break 'callers;
-            }
-        }
-        match refusal(&drafts, &heads) {
-            Some(None) => {}
-            refused => {
-                reply.send(Err(refused.flatten().unwrap_or_else(superseded_error)));
-                continue;
-            }
-        }
-        // Its message ids were looked up on arrival and are held by it alone (see `Claim`), so
-        // none has a receipt in the store or elsewhere in this batch; only its own drafts may
-        // share one.
-        let mut mine = Vec::with_capacity(drafts.len());
-        for it in drafts {
-            // The same message id twice in one caller's drafts: the first one's receipt.
-            if let Some(&idx) = it.message_id.as_ref().and_then(|m| seen_messages.get(m)) {
-                mine.push(Answer::Existing(Box::new(items[idx].receipt.clone())));
-                continue;
-            }
-            let tenant = it.draft.tenant_id.clone();
-            let tip = heads
-                .get_mut(&tenant)
-                .expect("every tenant's tip is known (loaded above)");
-            let receipt = it.draft.seal(tip.prev(), &node, timestamp.clone());
-            tip.advance(&receipt, it.entitlement.as_ref(), states);
-            touched.insert(tenant);
-            if let Some(mid) = &it.message_id {
-                seen_messages.insert(mid.clone(), items.len());
-            }
-            mine.push(Answer::New(items.len()));
-            items.push(AppendItem::sealed(receipt, it.message_id, it.entitlement));
-        }
-        callers.push((reply, enqueued, mine));
-    }
-
-    if let Some(e) = &failure {
-        for p in rest {
-            p.reply.send(Err(e.clone()));
-        }
-    }
+    let mut touched = std::collections::HashSet::new();
+    let failure = sealing
+        .seal(
+            batch,
+            &mut heads,
+            &mut touched,
+            &mut items,
+            &mut chain.callers,
+        )
+        .await;
     chain.receipts = items.len();
     chain.heads = heads
         .into_iter()
@@ -856,13 +873,171 @@ async fn commit(
                 }
                 return;
             }
-            store.append(items).await.map_err(LedgerError::from)
+            match store.append(items.clone()).await {
+                Err(StoreError::Conflict(e)) => sealing.again(items, e, &mut chain).await,
+                outcome => outcome.map_err(LedgerError::from),
+            }
         }
     };
     let (_, answers) = chain.settle(outcome, false);
     // The writer starts its next commit before these callers are answered.
     actix_web::rt::task::yield_now().await;
     answers.send();
+}
+
+/// How a commit seals the drafts of callers that were not sealed on arrival.
+struct Sealing<'a> {
+    store: &'a AnyStore,
+    node: &'a str,
+    states: &'static [&'static str],
+}
+
+impl Sealing<'_> {
+    /// Seals the callers of `batch` after `heads` (loading from the store the tips it lacks,
+    /// and `touched` gets each tenant sealed for), each receipt appended to `items` and each
+    /// caller to `callers`; a caller the tips refuse is answered at once. The error that stops
+    /// it if the store cannot be read (every caller not yet sealed is answered with it, and the
+    /// batch must fail).
+    async fn seal(
+        &self,
+        batch: Vec<Pending>,
+        heads: &mut HashMap<String, Tip>,
+        touched: &mut std::collections::HashSet<String>,
+        items: &mut Vec<AppendItem>,
+        callers: &mut Vec<Caller>,
+    ) -> Option<LedgerError> {
+        let mut seen_messages: HashMap<String, usize> = HashMap::new();
+        let timestamp = crate::clock::now_rfc3339();
+        let mut rest = batch.into_iter();
+        for p in rest.by_ref() {
+            let Pending {
+                items: drafts,
+                reply,
+                enqueued,
+                ..
+            } = p;
+            let expects = drafts.iter().find_map(|i| i.expects);
+            let follows = drafts.iter().find_map(|i| i.follows);
+            let caller = |reply, mine| Caller {
+                reply,
+                enqueued,
+                mine,
+                expects,
+                follows,
+            };
+            // The tips its drafts are sealed after, and the records they were decided on, from
+            // the store where the writer does not know them (nothing of such a tenant is in
+            // flight).
+            for it in &drafts {
+                let needs = Needs {
+                    record: it.expects.is_some(),
+                    governed: it.follows.is_some().then_some(self.states),
+                };
+                if let Err(e) = know(self.store, heads, &it.draft.tenant_id, needs).await {
+                    let e = LedgerError::from(e);
+                    callers.push(caller(reply, Vec::new()));
+                    for p in rest {
+                        p.reply.send(Err(e.clone()));
+                    }
+                    return Some(e);
+                }
+            }
+            match refusal(&drafts, heads) {
+                Some(None) => {}
+                refused => {
+                    reply.send(Err(refused.flatten().unwrap_or_else(superseded_error)));
+                    continue;
+                }
+            }
+            // Its message ids were looked up on arrival and are held by it alone (see `Claim`),
+            // so none has a receipt in the store or elsewhere in this batch; only its own drafts
+            // may share one.
+            let mut mine = Vec::with_capacity(drafts.len());
+            for it in drafts {
+                // The same message id twice in one caller's drafts: the first one's receipt.
+                if let Some(&idx) = it.message_id.as_ref().and_then(|m| seen_messages.get(m)) {
+                    mine.push(Answer::Existing(Box::new(items[idx].receipt.clone())));
+                    continue;
+                }
+                let tenant = it.draft.tenant_id.clone();
+                let tip = heads
+                    .get_mut(&tenant)
+                    .expect("every tenant's tip is known (loaded above)");
+                let receipt = it.draft.seal(tip.prev(), self.node, timestamp.clone());
+                tip.advance(&receipt, it.entitlement.as_ref(), self.states);
+                touched.insert(tenant);
+                if let Some(mid) = &it.message_id {
+                    seen_messages.insert(mid.clone(), items.len());
+                }
+                mine.push(Answer::New(items.len()));
+                items.push(AppendItem::sealed(receipt, it.message_id, it.entitlement));
+            }
+            callers.push(caller(reply, mine));
+        }
+        None
+    }
+
+    /// After the commit of `items` lost a race (`lost`, the store's conflict): the callers of
+    /// `chain` are sealed once more from the store as it stands, and committed. The writer is
+    /// told to reload every tip, as after a failed commit: what it sealed ahead followed the
+    /// receipts that were not written.
+    async fn again(
+        &self,
+        items: Vec<AppendItem>,
+        lost: String,
+        chain: &mut Chain,
+    ) -> Result<Vec<AppendItem>, LedgerError> {
+        let conflict = LedgerError::Conflict(lost);
+        events::ledger_batch_failed(chain.backend, items.len(), &conflict);
+        tracing::info!(error = %conflict, receipts = items.len(), "ledger commit lost a race; sealing its callers again from the store");
+        chain.resealed = true;
+        let mut items: Vec<Option<AppendItem>> = items.into_iter().map(Some).collect();
+        let mut again = Vec::new();
+        for c in std::mem::take(&mut chain.callers) {
+            match c.unseal(&mut items) {
+                Ok(p) => again.push(p),
+                Err(c) => c.reply.send(Err(conflict.clone())),
+            }
+        }
+        // A message id another instance recorded meanwhile: that receipt is the answer.
+        let ids: Vec<String> = (again.iter().flat_map(|p| &p.items))
+            .filter_map(|i| i.message_id.clone())
+            .collect();
+        if !ids.is_empty() {
+            match self.store.by_message_ids(&ids).await {
+                Ok(recorded) => {
+                    again = (again.into_iter())
+                        .filter_map(|p| unrecorded(p, &recorded))
+                        .collect();
+                }
+                Err(e) => {
+                    let e = LedgerError::from(e);
+                    for p in again {
+                        p.reply.send(Err(e.clone()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let (mut heads, mut touched) = (HashMap::new(), std::collections::HashSet::new());
+        let mut items = Vec::new();
+        if let Some(e) = (self.seal(
+            again,
+            &mut heads,
+            &mut touched,
+            &mut items,
+            &mut chain.callers,
+        ))
+        .await
+        {
+            return Err(e);
+        }
+        chain.receipts = items.len();
+        if items.is_empty() {
+            return Ok(items);
+        }
+        self.store.append(items).await.map_err(LedgerError::from)
+    }
 }
 
 /// The commits of one flush: the batch under way, its callers, and how the writer hears that
@@ -887,6 +1062,8 @@ struct Chain {
     started: Instant,
     /// The heads of the drafts the first batch sealed itself (sent once, when the flush ends).
     heads: HashMap<String, Tip>,
+    /// The batch was sealed again after it lost a race: the writer's tips are all stale.
+    resealed: bool,
     told: bool,
 }
 
@@ -905,7 +1082,13 @@ impl Chain {
                 .map(Answer::New)
                 .collect();
             items.extend(s.items);
-            self.callers.push((s.reply, s.enqueued, mine));
+            self.callers.push(Caller {
+                reply: s.reply,
+                enqueued: s.enqueued,
+                mine,
+                expects: s.expects,
+                follows: s.follows,
+            });
         }
     }
 
@@ -934,7 +1117,7 @@ impl Chain {
                 };
                 if next.is_none() {
                     let heads = std::mem::take(&mut self.heads);
-                    self.tell(Some(heads));
+                    self.tell((!self.resealed).then_some(heads));
                 }
                 (next, Answers::Durable(callers, items))
             }
@@ -979,7 +1162,13 @@ impl Answers {
             Answers::Durable(callers, items) => {
                 let mut appended: Vec<Option<Receipt>> =
                     items.into_iter().map(|i| Some(i.receipt)).collect();
-                for (reply, enqueued, mine) in callers {
+                for Caller {
+                    reply,
+                    enqueued,
+                    mine,
+                    ..
+                } in callers
+                {
                     let receipts: Vec<Receipt> = mine
                         .into_iter()
                         .map(|a| match a {
@@ -994,8 +1183,8 @@ impl Answers {
                 }
             }
             Answers::Refused(callers, e) => {
-                for (reply, _, _) in callers {
-                    reply.send(Err(e.clone()));
+                for c in callers {
+                    c.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -1,8 +1,14 @@
 //! The contract on the official Firestore emulator, and two writers racing on one tenant.
 //! `tools/test.sh` starts the emulator and exports FIRESTORE_EMULATOR_HOST.
 
+use std::time::Duration;
+
 use tai_autonomics::receipts::firestore::FirestoreStore;
-use tai_autonomics::receipts::{AppendItem, LedgerStore, StoreError, Verifier};
+use tai_autonomics::receipts::writer::{LedgerError, NewReceipt};
+use tai_autonomics::receipts::{
+    verify_chain, AnyStore, AppendItem, LedgerStore, Receipt, ReceiptDraft, ReceiptType,
+    StoreError, Verifier,
+};
 
 fn project() -> String {
     assert!(
@@ -99,4 +105,130 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
     })
     .await;
     (ra.unwrap(), rb.unwrap())
+}
+
+/// Appends the receipt after the head of `tenant`'s chain, as another instance sharing the
+/// project would, recording the governor state `to` (`None`: a receipt of no state).
+async fn append_as_another_instance(
+    other: &FirestoreStore,
+    tenant: &str,
+    to: Option<&str>,
+    message_id: Option<&str>,
+) -> Receipt {
+    let head = other.head(tenant).await.unwrap();
+    let kind = match to {
+        Some(_) => ReceiptType::Transition,
+        None => ReceiptType::Refusal,
+    };
+    let r = ReceiptDraft::new(tenant, kind, "by_the_other_instance", "r")
+        .states(to.map(|_| "stable"), to)
+        .seal(
+            head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+            "tai@other",
+            tai_autonomics::clock::now_rfc3339(),
+        );
+    let item = AppendItem::receipt(r.clone()).with_message_id(message_id.map(str::to_owned));
+    other.append(vec![item]).await.unwrap();
+    r
+}
+
+/// One writer's commit of several tenants' callers that loses a race to another instance on
+/// one tenant fails no caller of another tenant: the batch is sealed again from the store. The
+/// raced tenant's caller follows what the other instance wrote, or gets its conflict if a
+/// governor decision of the other instance overtook it; a message id the other instance
+/// recorded answers with that receipt.
+#[actix_web::test]
+async fn a_commit_that_loses_a_race_on_one_tenant_fails_no_other_tenants_caller() {
+    use tai_autonomics::governor::State;
+    let p = project();
+    let store = AnyStore::Firestore(FirestoreStore::connect(&p).await.unwrap());
+    let other = FirestoreStore::connect(&p).await.unwrap();
+    // Callers that arrive within the linger share one commit.
+    let (ledger, root) = super::writer::writer_with(
+        store.clone(),
+        512,
+        1000,
+        Duration::from_millis(300),
+        State::NAMES,
+    )
+    .await;
+    let decision = |tenant: &str, follows: u64| NewReceipt {
+        follows: Some(follows),
+        ..super::writer::draft(tenant, 0)
+    };
+    let together = |calls: Vec<NewReceipt>| {
+        let handles: Vec<_> = (calls.into_iter())
+            .map(|c| {
+                let l = ledger.clone();
+                actix_web::rt::spawn(async move { l.append(vec![c]).await })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap().map(|mut v| v.pop().unwrap()));
+            }
+            out
+        }
+    };
+    let beside = ["beside-0", "beside-1", "beside-2"];
+    // The writer knows each chain's tip and last governor decision (seq 1).
+    for t in beside.iter().chain(&["raced"]) {
+        ledger.append_one(decision(t, 0)).await.unwrap();
+    }
+
+    // The other instance records no governor state: the writer's tip is stale, the decision
+    // it seals is not.
+    append_as_another_instance(&other, "raced", None, None).await;
+    let calls = (beside.iter().chain(&["raced"]))
+        .map(|t| decision(t, 1))
+        .collect();
+    let got = together(calls).await;
+    let seqs: Vec<u64> = (got.iter())
+        .map(|r| r.as_ref().expect("every caller is committed").seq)
+        .collect();
+    assert_eq!(seqs, [2, 2, 2, 3], "{got:?}");
+
+    // The writer learns the tip again; then the other instance's governor decides, and this
+    // writer's next caller for that tenant is behind.
+    assert_eq!(
+        ledger.append_one(decision("raced", 3)).await.unwrap().seq,
+        4
+    );
+    append_as_another_instance(&other, "raced", Some("warning"), None).await;
+    let calls = (beside.iter().map(|t| decision(t, 2)))
+        .chain([decision("raced", 4)])
+        .collect();
+    let mut got = together(calls).await;
+    let raced = got.pop().unwrap();
+    assert!(
+        matches!(&raced, Err(LedgerError::Conflict(m)) if m.contains("at seq 5, not at 4")),
+        "{raced:?}"
+    );
+    for r in got {
+        assert_eq!(r.expect("a caller beside the race is committed").seq, 3);
+    }
+
+    // A message id the other instance records while this writer's caller with it lingers:
+    // the caller gets that receipt (found again after the lost race, or at once), and nothing
+    // of its own is written.
+    let mut delivery = super::writer::draft("delivered-here", 0);
+    delivery.message_id = Some("m-1".into());
+    let l = ledger.clone();
+    let first = actix_web::rt::spawn(async move { l.append_one(delivery).await });
+    let theirs = append_as_another_instance(&other, "delivered-there", None, Some("m-1")).await;
+    let [beside_0] = &together(vec![decision("beside-0", 3)]).await[..] else {
+        unreachable!()
+    };
+    assert_eq!(beside_0.as_ref().unwrap().seq, 4);
+    let answered = first.await.unwrap().unwrap();
+    assert_eq!(answered.receipt_id, theirs.receipt_id);
+    assert_eq!(store.head("delivered-here").await.unwrap(), None);
+
+    for t in beside.iter().chain(&["raced", "delivered-there"]) {
+        let report = verify_chain(&store, t, None, 1000, |_| {}).await.unwrap();
+        assert!(report.valid, "{t}: {report:?}");
+    }
+    assert_eq!(store.head("raced").await.unwrap().unwrap().seq, 5);
+    root.shutdown().await;
 }

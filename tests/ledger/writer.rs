@@ -28,7 +28,7 @@ async fn writer_lingering(
     writer_with(store, max_batch, capacity, linger, &[]).await
 }
 
-async fn writer_with(
+pub async fn writer_with(
     store: AnyStore,
     max_batch: usize,
     capacity: usize,
@@ -54,7 +54,7 @@ async fn writer_with(
     (LedgerHandle::new(child, store, capacity, chaos), root)
 }
 
-fn draft(tenant: &str, i: usize) -> NewReceipt {
+pub fn draft(tenant: &str, i: usize) -> NewReceipt {
     NewReceipt::new(
         ReceiptDraft::new(
             tenant,

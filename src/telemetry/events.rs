@@ -164,7 +164,8 @@ pub fn receipts_durable(elapsed: Duration) {
     metrics::histogram!("tai_receipt_emission_seconds").record(elapsed.as_secs_f64());
 }
 
-/// A ledger batch failed and was refused to every caller in it.
+/// A ledger batch failed: refused to every caller in it, or (a lost race on a shared store,
+/// `kind="conflict"`) sealed once more for them from the store as it stands.
 pub fn ledger_batch_failed(
     backend: &'static str,
     receipts: usize,

@@ -485,12 +485,11 @@ impl ReceiptWriter {
     fn admit(&mut self, p: Pending, ctx: &mut Context<Self>) {
         let n = p.items.len();
         match self.seal_ahead(p) {
-            Ok(Some(sealed)) => {
+            Ok(sealed) => {
                 let mut queue = lock(&self.sealed);
                 queue.receipts += n;
                 queue.callers.push(sealed);
             }
-            Ok(None) => {}
             Err(pending) => {
                 self.pending_receipts += n;
                 self.pending.push(pending);
@@ -536,9 +535,9 @@ impl ReceiptWriter {
     }
 
     /// Seals a caller's drafts now if that keeps every chain in arrival order (see the module
-    /// header), or hands the caller back. `None`: the caller was answered that its decision was
-    /// superseded.
-    fn seal_ahead(&mut self, p: Pending) -> Result<Option<Sealed>, Pending> {
+    /// header), or hands the caller back: also when the writer's tips refuse it, because a
+    /// refusal is confirmed from the store at its commit (see [`Sealing::seal`]).
+    fn seal_ahead(&mut self, p: Pending) -> Result<Sealed, Pending> {
         let ready = !self.blind
             && self.pending.is_empty()
             && p.items.iter().all(|i| {
@@ -547,13 +546,8 @@ impl ReceiptWriter {
         if !ready {
             return Err(p);
         }
-        match refusal(&p.items, &self.heads) {
-            None => return Err(p),
-            Some(Some(e)) => {
-                p.reply.send(Err(e));
-                return Ok(None);
-            }
-            Some(None) => {}
+        if !matches!(refusal(&p.items, &self.heads), Some(None)) {
+            return Err(p);
         }
         let ms = crate::clock::now_ms();
         if self.stamp.0 != ms {
@@ -575,13 +569,13 @@ impl ReceiptWriter {
                 AppendItem::sealed(receipt, it.message_id, it.entitlement)
             })
             .collect();
-        Ok(Some(Sealed {
+        Ok(Sealed {
             items,
             reply: p.reply,
             enqueued: p.enqueued,
             expects,
             follows,
-        }))
+        })
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -907,6 +901,8 @@ impl Sealing<'_> {
         callers: &mut Vec<Caller>,
     ) -> Option<LedgerError> {
         let mut seen_messages: HashMap<String, usize> = HashMap::new();
+        // Tenants whose tips this commit read from the store.
+        let mut fresh: std::collections::HashSet<String> = std::collections::HashSet::new();
         let timestamp = crate::clock::now_rfc3339();
         let mut rest = batch.into_iter();
         for p in rest.by_ref() {
@@ -928,23 +924,37 @@ impl Sealing<'_> {
             // The tips its drafts are sealed after, and the records they were decided on, from
             // the store where the writer does not know them (nothing of such a tenant is in
             // flight).
-            for it in &drafts {
-                let needs = Needs {
-                    record: it.expects.is_some(),
-                    governed: it.follows.is_some().then_some(self.states),
-                };
-                if let Err(e) = know(self.store, heads, &it.draft.tenant_id, needs).await {
-                    let e = LedgerError::from(e);
+            let mut verdict = self.know_all(&drafts, heads, &mut fresh).await;
+            // A refusal read from a tip the writer held may rest on a tip that another instance
+            // sharing the store has moved past (a governor started since knows more of the
+            // chain than this writer): it is confirmed from the store, unless this batch seals
+            // receipts of the tenant already (the store cannot show them yet; a tip that is
+            // stale then fails the commit, which is sealed again from the store).
+            if !matches!(verdict, Ok(Some(None))) {
+                let mut stale: Vec<&str> = (drafts.iter())
+                    .map(|d| d.draft.tenant_id.as_str())
+                    .filter(|t| !fresh.contains(*t))
+                    .filter(|t| !items.iter().any(|i| i.receipt.tenant_id == *t))
+                    .collect();
+                stale.dedup();
+                if verdict.is_ok() && !stale.is_empty() {
+                    for t in stale {
+                        heads.remove(t);
+                        touched.insert(t.to_owned());
+                    }
+                    verdict = self.know_all(&drafts, heads, &mut fresh).await;
+                }
+            }
+            match verdict {
+                Ok(Some(None)) => {}
+                Err(e) => {
                     callers.push(caller(reply, Vec::new()));
                     for p in rest {
                         p.reply.send(Err(e.clone()));
                     }
                     return Some(e);
                 }
-            }
-            match refusal(&drafts, heads) {
-                Some(None) => {}
-                refused => {
+                Ok(refused) => {
                     reply.send(Err(refused.flatten().unwrap_or_else(superseded_error)));
                     continue;
                 }
@@ -975,6 +985,29 @@ impl Sealing<'_> {
             callers.push(caller(reply, mine));
         }
         None
+    }
+
+    /// Loads what `drafts` need of their tenants' chains into `heads` (see [`know`]), noting in
+    /// `fresh` the tenants whose tips were read from the store; then whether the drafts may be
+    /// sealed there (see [`refusal`]).
+    async fn know_all(
+        &self,
+        drafts: &[NewReceipt],
+        heads: &mut HashMap<String, Tip>,
+        fresh: &mut std::collections::HashSet<String>,
+    ) -> Result<Option<Option<LedgerError>>, LedgerError> {
+        for it in drafts {
+            let tenant = &it.draft.tenant_id;
+            if !heads.contains_key(tenant) {
+                fresh.insert(tenant.clone());
+            }
+            let needs = Needs {
+                record: it.expects.is_some(),
+                governed: it.follows.is_some().then_some(self.states),
+            };
+            know(self.store, heads, tenant, needs).await?;
+        }
+        Ok(refusal(drafts, heads))
     }
 
     /// After the commit of `items` lost a race (`lost`, the store's conflict): the callers of

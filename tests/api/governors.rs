@@ -362,6 +362,88 @@ async fn a_suspension_made_through_one_instance_stops_the_other_instances_govern
     );
 }
 
+/// A governor that comes back on one instance (here after a crash; hibernation is the same)
+/// after the other instance's governor decided for its tenant knows more of the chain than
+/// its own instance's writer, which still holds the tip it last wrote: its next decision is
+/// recorded, not refused as behind.
+#[actix_web::test]
+async fn a_governor_back_after_the_other_instance_decided_is_not_refused_by_its_writers_old_tip() {
+    // Arrange: the first instance's writer knows the tenant's tip from its own decision; then
+    // the other instance decides, and the first instance's governor starts again from the
+    // chain as it now stands.
+    let project = firestore_project("tai-back");
+    let a = spawn_app(|s: &mut tai_autonomics::config::Settings| {
+        on_firestore(&project)(s);
+        s.chaos.enabled = true;
+    })
+    .await;
+    let b = spawn_app(on_firestore(&project)).await;
+    grant(&a, "back").await;
+    assert_eq!(signal(&a, "back", 50.0).await.1["state"], "stable");
+    assert_eq!(signal(&b, "back", 70.0).await.1["state"], "warning");
+    let (s, body) = a
+        .post_json("/v1/chaos/governors/back/crash", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    eventually("the governor is back", Duration::from_secs(5), || async {
+        let (s, v) = a.get_json("/v1/governors/back").await;
+        (s == 200 && v["restarts"] == 1).then_some(())
+    })
+    .await;
+    assert_eq!(governor_state(&a, "back").await, "warning");
+
+    // Act, twice: the second decision follows the first one's.
+    let first = signal(&a, "back", 50.0).await;
+    let second = signal(&a, "back", 70.0).await;
+    // Then the other instance suspends the tenant, and the first instance's governor starts
+    // again with the new record, which its writer has not seen.
+    let suspend = json!({"tenant_id": "back", "entitlement_id": "e", "action": "suspend"});
+    assert_eq!(b.post_json("/marketplace", &suspend).await.0, 200);
+    let (s, body) = a
+        .post_json("/v1/chaos/governors/back/crash", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    eventually("the governor is back", Duration::from_secs(5), || async {
+        let (s, v) = a.get_json("/v1/governors/back").await;
+        (s == 200 && v["restarts"] == 2).then_some(())
+    })
+    .await;
+    let refused = signal(&a, "back", 50.0).await;
+
+    // Assert
+    assert_eq!(
+        (first.0, &first.1["state"]),
+        (200, &json!("stable")),
+        "{}",
+        first.1
+    );
+    assert_eq!(
+        (second.0, &second.1["state"]),
+        (200, &json!("warning")),
+        "{}",
+        second.1
+    );
+    assert_eq!(
+        (refused.0, refused.1["code"].as_str()),
+        (409, Some("governor_refusing")),
+        "{}",
+        refused.1
+    );
+    // The governor's receipts (the entitlement's carry the entitlement's status) each start
+    // in the state the one before left.
+    let (_, page) = b.get_json("/v1/tenants/back/receipts?limit=1000").await;
+    let governed: Vec<&Value> = (page["receipts"].as_array().unwrap().iter())
+        .filter(|r| r["type"] != "entitlement")
+        .collect();
+    for pair in governed.windows(2) {
+        assert_eq!(pair[1]["state_from"], pair[0]["state_to"], "{}", pair[1]);
+    }
+    assert_eq!(
+        a.get_json("/v1/tenants/back/receipts/verify").await.1["valid"],
+        true
+    );
+}
+
 #[actix_web::test]
 async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story() {
     // Arrange: two instances on one Firestore project; each runs a governor for the tenant as

@@ -15,10 +15,11 @@
 //! Drafts are sealed as they arrive, while the commit before theirs is still under way, so a
 //! commit never waits for its batch to be hashed: the writer's chain heads run ahead of the
 //! store by what is sealed and not yet durable. A draft is sealed at its commit instead when its
-//! tenant's head is not known yet (a look-up in the store), or when a caller before it waits for
-//! one; while such a commit is under way nothing is sealed ahead. When a commit fails, every head
-//! is forgotten (reloaded from the store on demand) and the callers sealed ahead are sealed again
-//! at theirs.
+//! tenant's head is not known yet (a look-up in the store), when the writer's heads would refuse
+//! it (the commit confirms a refusal from the store: another instance may have moved the chain
+//! on), or when a caller before it waits for one; while such a commit is under way nothing is
+//! sealed ahead. When a commit fails, every head is forgotten (reloaded from the store on demand)
+//! and the callers sealed ahead are sealed again at theirs.
 //!
 //! Pub/Sub message ids make exactly one receipt each. A caller with message ids claims them on
 //! arrival ([`Claim`]) until it is answered: while one delivery of a message is in the writer's

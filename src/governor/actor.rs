@@ -227,7 +227,8 @@ impl Governor {
 
     /// Decides `input` and records it (see [`Governor::decide`]). If a change of the tenant's
     /// entitlement overtook the decision, the governor learns the new record, records what it
-    /// changes, and decides the input again, once; the answer lists the receipts of both.
+    /// changes, and decides the input again (up to [`RETRIES`] times); the answer lists the
+    /// receipts of both.
     fn run(
         &mut self,
         input: Input,
@@ -236,7 +237,7 @@ impl Governor {
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         let again = (input.clone(), message_id.clone());
         let first = self.decide(input, message_id, ctx);
-        self.retrying(first, move |act, ctx| match again {
+        self.retrying(first, move |act, ctx| match again.clone() {
             // What the new record changes was recorded as it was learned.
             (Input::EntitlementChanged { .. }, _) => {
                 Box::pin(actix::fut::ready(Ok(act.unchanged())))
@@ -248,18 +249,36 @@ impl Governor {
     /// Runs `first`; if its decision was overtaken by an entitlement change, learns the change
     /// and runs `again` instead, with the receipts of the change in front of its answer's. If
     /// the chain had moved on without this governor (a conflict), reloads the governor from the
-    /// chain and runs `again` there.
+    /// chain and runs `again` there. At most [`RETRIES`] times in a row: each one means that
+    /// another decision or change was recorded meanwhile, so the tenant's story moves on.
     fn retrying(
         &mut self,
         first: ResponseActFuture<Self, Result<Outcome, GovernorError>>,
-        again: impl FnOnce(
+        again: impl Fn(
                 &mut Self,
                 &mut Context<Self>,
             ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>>
+            + Clone
+            + 'static,
+    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        Self::retrying_up_to(RETRIES, first, again)
+    }
+
+    fn retrying_up_to(
+        left: u32,
+        first: ResponseActFuture<Self, Result<Outcome, GovernorError>>,
+        again: impl Fn(
+                &mut Self,
+                &mut Context<Self>,
+            ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>>
+            + Clone
             + 'static,
     ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
         Box::pin(
             first.then(move |res, act, ctx| -> ResponseActFuture<Self, _> {
+                if left == 0 {
+                    return Box::pin(actix::fut::ready(res));
+                }
                 match res {
                     Err(GovernorError::Ledger(LedgerError::Superseded(_))) => {}
                     Err(GovernorError::Ledger(LedgerError::Conflict(e))) => {
@@ -270,7 +289,10 @@ impl Governor {
                         return Box::pin(act.reload(ctx).then(
                             move |reloaded, act, ctx| -> ResponseActFuture<Self, _> {
                                 match reloaded {
-                                    Ok(()) => again(act, ctx),
+                                    Ok(()) => {
+                                        let next = again(act, ctx);
+                                        Self::retrying_up_to(left - 1, next, again)
+                                    }
                                     Err(e) => Box::pin(actix::fut::ready(Err(e))),
                                 }
                             },
@@ -285,14 +307,17 @@ impl Governor {
                             Ok(changed) => changed,
                             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
                         };
-                        Box::pin(again(act, ctx).map(move |res, _, _| {
-                            res.map(|mut o| {
-                                if !o.duplicate {
-                                    o.receipts.splice(0..0, changed);
-                                }
-                                o
-                            })
-                        }))
+                        let next = again(act, ctx);
+                        Box::pin(Self::retrying_up_to(left - 1, next, again).map(
+                            move |res, _, _| {
+                                res.map(|mut o| {
+                                    if !o.duplicate {
+                                        o.receipts.splice(0..0, changed);
+                                    }
+                                    o
+                                })
+                            },
+                        ))
                     },
                 ))
             }),
@@ -981,7 +1006,7 @@ impl Governor {
             );
             let (sig, message_id) = again;
             return self.retrying(refused, move |act, ctx| {
-                act.decide_signal(sig, message_id, ctx)
+                act.decide_signal(sig.clone(), message_id.clone(), ctx)
             });
         }
         let fut = self.run(Input::Signal(sig), message_id, ctx);
@@ -1009,7 +1034,7 @@ impl Handler<CallTool> for Governor {
     fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
         // Overtaken by an entitlement change, the call is gated and decided again as a whole.
         let first = self.call_tool(msg.clone(), ctx);
-        AtomicResponse::new(self.retrying(first, move |act, ctx| act.call_tool(msg, ctx)))
+        AtomicResponse::new(self.retrying(first, move |act, ctx| act.call_tool(msg.clone(), ctx)))
     }
 }
 
@@ -1067,6 +1092,12 @@ impl Governor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Callback(Input);
+
+/// How many times in a row an input is decided again after the ledger refused its decision
+/// (a conflict: the chain moved on without this governor; or superseded: the entitlement
+/// changed). Each refusal means that another decision or change was recorded meanwhile, so
+/// the retries end; past them the caller gets 503 and may send the input again.
+const RETRIES: u32 = 3;
 
 /// How long an outcome that could not be recorded waits before it is decided again.
 const OUTCOME_RETRY: Duration = Duration::from_secs(1);

@@ -234,7 +234,7 @@ impl Governor {
         input: Input,
         message_id: Option<String>,
         ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+    ) -> Deciding {
         let again = (input.clone(), message_id.clone());
         let first = self.decide(input, message_id, ctx);
         self.retrying(first, move |act, ctx| match again.clone() {
@@ -253,27 +253,17 @@ impl Governor {
     /// another decision or change was recorded meanwhile, so the tenant's story moves on.
     fn retrying(
         &mut self,
-        first: ResponseActFuture<Self, Result<Outcome, GovernorError>>,
-        again: impl Fn(
-                &mut Self,
-                &mut Context<Self>,
-            ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>>
-            + Clone
-            + 'static,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        first: Deciding,
+        again: impl Fn(&mut Self, &mut Context<Self>) -> Deciding + Clone + 'static,
+    ) -> Deciding {
         Self::retrying_up_to(RETRIES, first, again)
     }
 
     fn retrying_up_to(
         left: u32,
-        first: ResponseActFuture<Self, Result<Outcome, GovernorError>>,
-        again: impl Fn(
-                &mut Self,
-                &mut Context<Self>,
-            ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>>
-            + Clone
-            + 'static,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+        first: Deciding,
+        again: impl Fn(&mut Self, &mut Context<Self>) -> Deciding + Clone + 'static,
+    ) -> Deciding {
         Box::pin(
             first.then(move |res, act, ctx| -> ResponseActFuture<Self, _> {
                 if left == 0 {
@@ -405,7 +395,7 @@ impl Governor {
         input: Input,
         message_id: Option<String>,
         ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+    ) -> Deciding {
         self.decide_after(Vec::new(), input, message_id, ctx)
     }
 
@@ -417,7 +407,7 @@ impl Governor {
         input: Input,
         message_id: Option<String>,
         ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+    ) -> Deciding {
         self.idle_ticks = 0;
         let started = Instant::now();
         let facts = self.facts(uuid::Uuid::now_v7().to_string());
@@ -958,7 +948,7 @@ impl Governor {
         sig: Signal,
         message_id: Option<String>,
         ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+    ) -> Deciding {
         if !self.reserve_slot_for(&sig) {
             // Over the global bound: refuse with a receipt, the state stays.
             let again = (sig.clone(), message_id.clone());
@@ -1039,11 +1029,7 @@ impl Handler<CallTool> for Governor {
 }
 
 impl Governor {
-    fn call_tool(
-        &mut self,
-        msg: CallTool,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Outcome, GovernorError>> {
+    fn call_tool(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Deciding {
         let now = crate::clock::now_rfc3339();
         let g = gates::evaluate(self.record(), &now, Some(&msg.tool), &msg.args);
         let input = Input::ToolCall {
@@ -1092,6 +1078,9 @@ impl Governor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Callback(Input);
+
+/// A decision under way in a governor's context: what its caller is answered.
+type Deciding = ResponseActFuture<Governor, Result<Outcome, GovernorError>>;
 
 /// How many times in a row an input is decided again after the ledger refused its decision
 /// (a conflict: the chain moved on without this governor; or superseded: the entitlement

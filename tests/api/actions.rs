@@ -695,18 +695,6 @@ async fn an_input_past_its_deadline_is_503_decision_pending_and_may_yet_be_recor
 }
 
 /// Crashes the governor of `t` and waits until its next incarnation answers.
-async fn crash_and_wait(app: &TestApp, restarts: u64) -> Value {
-    let (s, b) = app
-        .post_json("/v1/chaos/governors/t/crash", &json!({}))
-        .await;
-    assert_eq!(s, 202, "{b}");
-    eventually("the governor is back", Duration::from_secs(5), || async {
-        let (s, v) = app.get_json("/v1/governors/t").await;
-        (s == 200 && v["restarts"] == restarts).then_some(v)
-    })
-    .await
-}
-
 #[actix_web::test]
 async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_action_and_queue() {
     let hook = hook(202);
@@ -736,7 +724,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
 
     // The chain's last receipts are a postponement and that refusal, not the action's start:
     // the rebuilt governor still has the action in flight and both signals queued, in order.
-    let after = crash_and_wait(&app, 1).await;
+    let after = crash_governor(&app, "t", 1).await;
     assert_eq!(
         (
             &after["state"],
@@ -754,7 +742,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
     assert_eq!(second["postponed"], 1, "{second}");
 
     // Crashed again, now right after that `action_started`: the queue comes back from it.
-    let after = crash_and_wait(&app, 2).await;
+    let after = crash_governor(&app, "t", 2).await;
     assert_eq!(
         (&after["action_in_flight"], &after["postponed"]),
         (&second["action_in_flight"], &json!(1)),

@@ -381,16 +381,8 @@ async fn a_governor_back_after_the_other_instance_decided_is_not_refused_by_its_
     grant(&a, "back").await;
     assert_eq!(signal(&a, "back", 50.0).await.1["state"], "stable");
     assert_eq!(signal(&b, "back", 70.0).await.1["state"], "warning");
-    let (s, body) = a
-        .post_json("/v1/chaos/governors/back/crash", &json!({}))
-        .await;
-    assert_eq!(s, 202, "{body}");
-    eventually("the governor is back", Duration::from_secs(5), || async {
-        let (s, v) = a.get_json("/v1/governors/back").await;
-        (s == 200 && v["restarts"] == 1).then_some(())
-    })
-    .await;
-    assert_eq!(governor_state(&a, "back").await, "warning");
+    let back = crash_governor(&a, "back", 1).await;
+    assert_eq!(back["state"], "warning", "{back}");
 
     // Act, twice: the second decision follows the first one's.
     let first = signal(&a, "back", 50.0).await;
@@ -399,15 +391,7 @@ async fn a_governor_back_after_the_other_instance_decided_is_not_refused_by_its_
     // again with the new record, which its writer has not seen.
     let suspend = json!({"tenant_id": "back", "entitlement_id": "e", "action": "suspend"});
     assert_eq!(b.post_json("/marketplace", &suspend).await.0, 200);
-    let (s, body) = a
-        .post_json("/v1/chaos/governors/back/crash", &json!({}))
-        .await;
-    assert_eq!(s, 202, "{body}");
-    eventually("the governor is back", Duration::from_secs(5), || async {
-        let (s, v) = a.get_json("/v1/governors/back").await;
-        (s == 200 && v["restarts"] == 2).then_some(())
-    })
-    .await;
+    crash_governor(&a, "back", 2).await;
     let refused = signal(&a, "back", 50.0).await;
 
     // Assert

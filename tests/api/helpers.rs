@@ -163,6 +163,24 @@ pub async fn grant(app: &TestApp, tenant: &str) {
     assert_eq!(s, 200, "{b}");
 }
 
+/// Crashes `tenant`'s governor through the chaos hook (the app runs with chaos enabled) and
+/// waits until it answers again after `restarts` restarts in all; returns its view then.
+pub async fn crash_governor(app: &TestApp, tenant: &str, restarts: u64) -> serde_json::Value {
+    let (s, b) = app
+        .post_json(
+            &format!("/v1/chaos/governors/{tenant}/crash"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let path = format!("/v1/governors/{tenant}");
+    eventually("the governor is back", Duration::from_secs(5), || async {
+        let (s, v) = app.get_json(&path).await;
+        (s == 200 && v["restarts"] == restarts).then_some(v)
+    })
+    .await
+}
+
 /// The test keys (`tests/keys`).
 pub fn keys_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys")

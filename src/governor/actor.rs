@@ -314,6 +314,36 @@ impl Governor {
         )
     }
 
+    /// An input that makes no sense in the governor's state (an action callback for no action
+    /// in flight, a reset while not refusing, …) is refused with `reason`, nothing recorded, if
+    /// the chain's last governor decision is still this governor's. If it is not (another
+    /// instance's governor decided since: the callback of an action it started reached this
+    /// instance), the answer is a conflict, and [`Governor::retrying`] reloads the governor
+    /// from the chain and decides the input again.
+    fn invalid_here(&mut self, reason: String) -> Deciding {
+        let (ledger, tenant, known) =
+            (self.deps.ledger.clone(), self.tenant.clone(), self.head_seq);
+        let last = async move {
+            let snap = ledger
+                .store()
+                .governor_snapshot(&tenant, State::NAMES)
+                .await;
+            snap.map(|s| s.last_state.map_or(0, |r| r.seq))
+        };
+        Box::pin(
+            wrap_future::<_, Self>(last).map(move |last, _, _| match last {
+                Ok(seq) if seq != known => {
+                    Err(GovernorError::Ledger(LedgerError::Conflict(format!(
+                "the chain's last governor decision is at seq {seq}, not at {known} where the \
+                 governor left it; nothing was written"
+            ))))
+                }
+                // Unread, the governor's own state decides.
+                _ => Err(GovernorError::Invalid(reason)),
+            }),
+        )
+    }
+
     /// An answer that records nothing and leaves the state as it is.
     fn unchanged(&self) -> Outcome {
         Outcome {
@@ -413,10 +443,8 @@ impl Governor {
         let facts = self.facts(uuid::Uuid::now_v7().to_string());
         let (next, mut step) = self.machine.step(input, &facts);
         step.receipts.splice(0..0, before);
-        if let Reply::Invalid { reason } = &step.reply {
-            return Box::pin(actix::fut::ready(Err(GovernorError::Invalid(
-                reason.clone(),
-            ))));
+        if let Reply::Invalid { reason } = step.reply {
+            return self.invalid_here(reason);
         }
         let expects = Some(self.fingerprint());
         let follows = Some(self.head_seq);

@@ -909,3 +909,49 @@ async fn an_action_outcome_and_a_signal_ready_together_are_decided_one_after_the
     }
     assert!(chain_verifies(&app, "t").await);
 }
+
+/// An action's callback may reach another instance than the one that started the action (the
+/// load balancer picks one). A governor for the tenant already running there knew nothing of
+/// the action, and refused the callback as naming no action in flight (409), so the action
+/// timed out. It now reads the chain again when an input makes no sense to it, and the
+/// callback completes the action.
+#[actix_web::test]
+async fn a_callback_that_reaches_another_instance_completes_the_action() {
+    // Arrange: two instances on one Firestore project, the webhook executor on both; the
+    // second runs a governor for the tenant, then the first starts an action.
+    let hook = hook(202);
+    let project = firestore_project("tai-callback");
+    let settings = || {
+        let (url, project) = (hook.url.clone(), project.clone());
+        move |s: &mut tai_autonomics::config::Settings| {
+            on_firestore(&project)(s);
+            s.actions.executor = "webhook".into();
+            s.actions.webhook_url = url;
+        }
+    };
+    let a = spawn_app(settings()).await;
+    let b = spawn_app(settings()).await;
+    grant(&a, "t").await;
+    assert_eq!(signal(&b, 50.0).await.1["state"], "stable");
+    let id = start_action(&a, 85.0).await;
+
+    // Act: the webhook's callback reaches the second instance.
+    let (s, body) = complete(&b, "t", &id).await;
+
+    // Assert: the action is completed, once, and the first instance's governor follows on.
+    assert_eq!((s, &body["state"]), (200, &json!("stable")), "{body}");
+    let after = signal(&a, 50.0).await;
+    assert_eq!(
+        (after.0, &after.1["state"]),
+        (200, &json!("stable")),
+        "{}",
+        after.1
+    );
+    let seen = events(&a).await;
+    assert_eq!(
+        seen.iter().filter(|e| *e == "action_completed").count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(chain_verifies(&b, "t").await);
+}

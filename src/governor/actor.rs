@@ -32,7 +32,9 @@ use crate::clock::millis_of;
 use crate::entitlements::gates;
 use crate::entitlements::{Entitlement, Entitlements, ReloadEntitlement};
 use crate::receipts::receipt::digest_from_hex;
-use crate::receipts::writer::{record_fingerprint, LedgerError, LedgerHandle, NewReceipt};
+use crate::receipts::writer::{
+    overtaken, record_fingerprint, LedgerError, LedgerHandle, NewReceipt,
+};
 use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
 use crate::telemetry::events;
 
@@ -259,6 +261,7 @@ impl Governor {
         Self::retrying_up_to(RETRIES, first, again)
     }
 
+    /// [`Governor::retrying`] with `left` retries.
     fn retrying_up_to(
         left: u32,
         first: Deciding,
@@ -320,7 +323,7 @@ impl Governor {
     /// instance's governor decided since: the callback of an action it started reached this
     /// instance), the answer is a conflict, and [`Governor::retrying`] reloads the governor
     /// from the chain and decides the input again.
-    fn invalid_here(&mut self, reason: String) -> Deciding {
+    fn invalid_here(&self, reason: String) -> Deciding {
         let (ledger, tenant, known) =
             (self.deps.ledger.clone(), self.tenant.clone(), self.head_seq);
         let last = async move {
@@ -332,12 +335,7 @@ impl Governor {
         };
         Box::pin(
             wrap_future::<_, Self>(last).map(move |last, _, _| match last {
-                Ok(seq) if seq != known => {
-                    Err(GovernorError::Ledger(LedgerError::Conflict(format!(
-                "the chain's last governor decision is at seq {seq}, not at {known} where the \
-                 governor left it; nothing was written"
-            ))))
-                }
+                Ok(seq) if seq != known => Err(GovernorError::Ledger(overtaken(seq, known))),
                 // Unread, the governor's own state decides.
                 _ => Err(GovernorError::Invalid(reason)),
             }),

@@ -197,14 +197,19 @@ fn refusal(items: &[NewReceipt], tips: &HashMap<String, Tip>) -> Option<Option<L
     if let Some(it) = items.iter().find(|i| i.follows.is_some()) {
         let governed = tips.get(&it.draft.tenant_id)?.governed?;
         if Some(governed) != it.follows {
-            return Some(Some(LedgerError::Conflict(format!(
-                "the chain's last governor decision is at seq {governed}, not at {} where the \
-                 governor left it; nothing was written",
-                it.follows.unwrap_or_default()
-            ))));
+            return Some(Some(overtaken(governed, it.follows.unwrap_or_default())));
         }
     }
     Some(None)
+}
+
+/// The conflict of a governor that left the chain's last governor decision at seq `left_at`,
+/// which is at `at` now ([`NewReceipt::follows`]).
+pub fn overtaken(at: u64, left_at: u64) -> LedgerError {
+    LedgerError::Conflict(format!(
+        "the chain's last governor decision is at seq {at}, not at {left_at} where the governor \
+         left it; nothing was written"
+    ))
 }
 
 fn superseded_error() -> LedgerError {

@@ -334,8 +334,8 @@ async fn chain(client: &awc::Client, bin: &Binary, tenant: &str) -> Vec<Value> {
 }
 
 /// The governor of `tenant` read back, and its chain read after it, once the two agree: the
-/// governor is in the state of the chain's last governor receipt, and no governor receipt
-/// follows the seq it reports. A governor crashed again and again waits out its restart backoff
+/// governor is in the state of the chain's last governor receipt (`boot` if there is none),
+/// and no governor receipt follows the seq it reports. A governor crashed again and again waits out its restart backoff
 /// (up to 2 s), and one woken from hibernation or restarted records as it comes back what it
 /// missed meanwhile (an entitlement change), so they may disagree for a moment. With several
 /// instances, the governor of the one that decided last agrees (the others learn of its
@@ -355,7 +355,11 @@ async fn settled(
             .unwrap();
         let receipts = chain(client, bin, tenant).await;
         let governed: Vec<&Value> = receipts.iter().filter(|r| !entitlement_domain(r)).collect();
-        let last_state = governed.iter().rev().find_map(|r| r["state_to"].as_str());
+        // A chain with no governor receipt yet (a quiet tenant granted late in its turn, all
+        // of whose inputs were refused before that) leaves its governor in `boot`.
+        let last_state = (governed.iter().rev())
+            .find_map(|r| r["state_to"].as_str())
+            .or(Some("boot"));
         let newest = governed.last().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
         if status == 200
             && view["state"].as_str() == last_state

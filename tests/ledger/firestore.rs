@@ -144,12 +144,13 @@ async fn a_commit_that_loses_a_race_on_one_tenant_fails_no_other_tenants_caller(
     let p = project();
     let store = AnyStore::Firestore(FirestoreStore::connect(&p).await.unwrap());
     let other = FirestoreStore::connect(&p).await.unwrap();
-    // Callers that arrive within the linger share one commit.
+    // Callers that arrive within the linger share one commit; the other instance's appends
+    // land well inside it.
     let (ledger, root) = super::writer::writer_with(
         store.clone(),
         512,
         1000,
-        Duration::from_millis(300),
+        Duration::from_secs(1),
         State::NAMES,
     )
     .await;
@@ -174,8 +175,11 @@ async fn a_commit_that_loses_a_race_on_one_tenant_fails_no_other_tenants_caller(
     };
     let beside = ["beside-0", "beside-1", "beside-2"];
     // The writer knows each chain's tip and last governor decision (seq 1).
-    for t in beside.iter().chain(&["raced"]) {
-        ledger.append_one(decision(t, 0)).await.unwrap();
+    let calls = (beside.iter().chain(&["raced"]))
+        .map(|t| decision(t, 0))
+        .collect();
+    for r in together(calls).await {
+        assert_eq!(r.unwrap().seq, 1);
     }
 
     // The other instance records no governor state: the writer's tip is stale, the decision

@@ -18,7 +18,7 @@ use crate::entitlements::{
     Action, ApplyEvent, Changed, Entitlement, Entitlements, Event, GetEntitlement, Marketplace,
     ReloadEntitlement,
 };
-use crate::governor::{GetView, Governor, GovernorView, Outcome, Signal, SubmitSignal};
+use crate::governor::{CurrentView, Governor, GovernorView, Outcome, Signal, SubmitSignal};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::tenant::TenantId;
 
@@ -299,9 +299,10 @@ impl Intake {
             .await
     }
 
-    /// The tenant's governor and its view, within the decision deadline. A governor that is
-    /// deciding (its receipt not yet durable, the ledger slow) answers when it has decided;
-    /// past the deadline the read is 503 `decision_pending`, and nothing was asked of it.
+    /// The tenant's governor and its view as the chain stands ([`CurrentView`]: one store read,
+    /// and a reload if another instance's governor decided since), within the decision
+    /// deadline. A governor that is deciding (its receipt not yet durable, the ledger slow)
+    /// answers when it has decided; past the deadline the read is 503 `decision_pending`.
     pub async fn view(
         &self,
         tenant: &TenantId,
@@ -318,8 +319,9 @@ impl Intake {
             )
             .retry_after(1)
         };
-        self.call_within(tenant, deadline, on_deadline, |g| g.call(GetView))
-            .await
+        let (g, view) =
+            (self.call_within(tenant, deadline, on_deadline, |g| g.call(CurrentView))).await?;
+        Ok((g, view?))
     }
 
     /// Sends what `call` sends to the tenant's governor and waits at most `deadline`

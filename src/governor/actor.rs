@@ -324,22 +324,27 @@ impl Governor {
     /// instance), the answer is a conflict, and [`Governor::retrying`] reloads the governor
     /// from the chain and decides the input again.
     fn invalid_here(&self, reason: String) -> Deciding {
-        let (ledger, tenant, known) =
-            (self.deps.ledger.clone(), self.tenant.clone(), self.head_seq);
-        let last = async move {
-            let snap = ledger
-                .store()
-                .governor_snapshot(&tenant, State::NAMES)
-                .await;
-            snap.map(|s| s.last_state.map_or(0, |r| r.seq))
-        };
+        let known = self.head_seq;
         Box::pin(
-            wrap_future::<_, Self>(last).map(move |last, _, _| match last {
+            wrap_future::<_, Self>(self.last_decided()).map(move |last, _, _| match last {
                 Ok(seq) if seq != known => Err(GovernorError::Ledger(overtaken(seq, known))),
                 // Unread, the governor's own state decides.
                 _ => Err(GovernorError::Invalid(reason)),
             }),
         )
+    }
+
+    /// The seq of the chain's last receipt that records a governor state (0: none), read from
+    /// the store: the governor is current when it is its own `head_seq`.
+    fn last_decided(&self) -> impl std::future::Future<Output = Result<u64, StoreError>> {
+        let (ledger, tenant) = (self.deps.ledger.clone(), self.tenant.clone());
+        async move {
+            let snap = ledger
+                .store()
+                .governor_snapshot(&tenant, State::NAMES)
+                .await;
+            snap.map(|s| s.last_state.map_or(0, |r| r.seq))
+        }
     }
 
     /// An answer that records nothing and leaves the state as it is.
@@ -1326,6 +1331,33 @@ impl Handler<GetView> for Governor {
     type Result = MessageResult<GetView>;
     fn handle(&mut self, _: GetView, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.view())
+    }
+}
+
+/// The governor's view as the chain stands (`GET /v1/governors/{t}`, MCP's
+/// `taiea.governor.state`): if the chain's last governor decision is not this governor's
+/// (another instance's governor decided for the tenant since), the governor reloads from the
+/// chain first, as it would at its next input. Unread (the store failing), it shows its own.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<GovernorView, GovernorError>")]
+pub struct CurrentView;
+
+impl Handler<CurrentView> for Governor {
+    type Result = AtomicResponse<Self, Result<GovernorView, GovernorError>>;
+    fn handle(&mut self, _: CurrentView, _: &mut Context<Self>) -> Self::Result {
+        let known = self.head_seq;
+        AtomicResponse::new(Box::pin(wrap_future::<_, Self>(self.last_decided()).then(
+            move |last, act, ctx| -> ResponseActFuture<Self, _> {
+                match last {
+                    Ok(seq) if seq != known => {
+                        tracing::info!(tenant = %act.tenant, seq, known, "the chain moved on without this governor; reloading it to show its state");
+                        events::governor_reloaded();
+                        Box::pin(act.reload(ctx).map(|res, act, _| res.map(|()| act.view())))
+                    }
+                    _ => Box::pin(actix::fut::ready(Ok(act.view()))),
+                }
+            },
+        )))
     }
 }
 

@@ -12,8 +12,8 @@ pub mod tools;
 pub mod webhook;
 
 pub use actor::{
-    CallTool, Control, EntitlementUpdate, Executor, GetView, Governor, GovernorDeps, GovernorError,
-    GovernorView, Hibernate, Outcome, SubmitSignal,
+    CallTool, Control, CurrentView, EntitlementUpdate, Executor, GetView, Governor, GovernorDeps,
+    GovernorError, GovernorView, Hibernate, Outcome, SubmitSignal,
 };
 pub use hibernate::Hibernator;
 pub use machine::{Signal, State, Thresholds};

@@ -60,7 +60,7 @@ fn describe_all() {
     );
     describe_counter!(
         "tai_governor_reloads_total",
-        "Governors that found their chain moved on without them (another instance decided) and reloaded it before deciding again"
+        "Governors that found their chain moved on without them (another instance decided) and reloaded it before deciding again or showing their state"
     );
     describe_counter!(
         "tai_pubsub_stream_reconnects_total",

@@ -428,6 +428,72 @@ async fn a_governor_back_after_the_other_instance_decided_is_not_refused_by_its_
     );
 }
 
+/// `taiea.governor.state` through `/mcp` (the stateless revision: one request, no session).
+async fn mcp_governor_state(app: &TestApp, tenant: &str) -> Value {
+    const MODERN: &str = "2026-07-28";
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "tai-tests", "version": "1"}});
+    let mut res = (app.client.post(app.url("/mcp")))
+        .insert_header(("accept", "application/json, text/event-stream"))
+        .insert_header(("mcp-protocol-version", MODERN))
+        .insert_header(("mcp-method", "tools/call"))
+        .insert_header(("mcp-name", "taiea.governor.state"))
+        .send_json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "taiea.governor.state", "arguments": {"tenant_id": tenant}, "_meta": meta}}))
+        .await
+        .expect("request sent");
+    let body: Value = res.json().await.expect("a JSON-RPC answer");
+    body["result"]["structuredContent"].clone()
+}
+
+#[actix_web::test]
+async fn a_governor_read_through_the_other_instance_shows_the_chains_last_decision() {
+    // Arrange: both instances run a governor for the tenant, and both show it `stable`.
+    let project = firestore_project("tai-read");
+    let a = spawn_app(on_firestore(&project)).await;
+    let b = spawn_app(on_firestore(&project)).await;
+    grant(&a, "read").await;
+    assert_eq!(signal(&a, "read", 50.0).await.1["state"], "stable");
+    assert_eq!(b.get_json("/v1/governors/read").await.1["state"], "stable");
+
+    // Act: the first instance decides; the state is read through the other one, over HTTP
+    // and through MCP's `taiea.governor.state`.
+    let (status, decided) = signal(&a, "read", 70.0).await;
+    let (read, shown) = b.get_json("/v1/governors/read").await;
+    let through_mcp = mcp_governor_state(&b, "read").await;
+    let next = signal(&b, "read", 50.0).await;
+
+    // Assert: the other instance shows the decision the chain ends in, and decides from it.
+    assert_eq!((status, read), (200, 200), "{decided} {shown}");
+    let expected = (
+        json!("warning"),
+        decided["receipt"]["seq"].clone(),
+        decided["receipt"]["receipt_hash"].clone(),
+    );
+    assert_eq!(
+        (
+            shown["state"].clone(),
+            shown["seq"].clone(),
+            shown["head_hash"].clone()
+        ),
+        expected,
+        "{shown}"
+    );
+    assert_eq!(
+        (
+            through_mcp["state"].clone(),
+            through_mcp["seq"].clone(),
+            through_mcp["head_hash"].clone()
+        ),
+        expected,
+        "{through_mcp}"
+    );
+    assert_eq!(
+        (next.0, &next.1["receipt"]["state_from"]),
+        (200, &json!("warning")),
+        "{}",
+        next.1
+    );
+}
+
 #[actix_web::test]
 async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story() {
     // Arrange: two instances on one Firestore project; each runs a governor for the tenant as

@@ -282,7 +282,9 @@ impl Governor {
                         return Box::pin(act.reload(ctx).then(
                             move |reloaded, act, ctx| -> ResponseActFuture<Self, _> {
                                 match reloaded {
-                                    Ok(()) => {
+                                    Ok(reactivated) => {
+                                        // Acted on after the input.
+                                        to_self(ctx, Reconcile(reactivated));
                                         let next = again(act, ctx);
                                         Self::retrying_up_to(left - 1, next, again)
                                     }
@@ -326,24 +328,37 @@ impl Governor {
     fn invalid_here(&self, reason: String) -> Deciding {
         let known = self.head_seq;
         Box::pin(
-            wrap_future::<_, Self>(self.last_decided()).map(move |last, _, _| match last {
-                Ok(seq) if seq != known => Err(GovernorError::Ledger(overtaken(seq, known))),
+            wrap_future::<_, Self>(self.chain_now()).map(move |now, _, _| match now {
+                Ok(ChainNow { seq, .. }) if seq != known => {
+                    Err(GovernorError::Ledger(overtaken(seq, known)))
+                }
                 // Unread, the governor's own state decides.
                 _ => Err(GovernorError::Invalid(reason)),
             }),
         )
     }
 
-    /// The seq of the chain's last receipt that records a governor state (0: none), read from
-    /// the store: the governor is current when it is its own `head_seq`.
-    fn last_decided(&self) -> impl std::future::Future<Output = Result<u64, StoreError>> {
+    /// What the chain holds now, read from the store: the seq of its last receipt that records
+    /// a governor state (0: none) and the fingerprint of the tenant's entitlement record.
+    fn chain_now(&self) -> impl std::future::Future<Output = Result<ChainNow, StoreError>> {
         let (ledger, tenant) = (self.deps.ledger.clone(), self.tenant.clone());
         async move {
             let snap = ledger
                 .store()
                 .governor_snapshot(&tenant, State::NAMES)
-                .await;
-            snap.map(|s| s.last_state.map_or(0, |r| r.seq))
+                .await?;
+            Ok(ChainNow {
+                seq: snap.last_state.map_or(0, |r| r.seq),
+                fingerprint: record_fingerprint(snap.entitlement.as_ref()),
+            })
+        }
+    }
+
+    /// What this governor's decisions rest on, to compare with [`Governor::chain_now`].
+    fn knows(&self) -> ChainNow {
+        ChainNow {
+            seq: self.head_seq,
+            fingerprint: self.fingerprint(),
         }
     }
 
@@ -880,12 +895,12 @@ impl Governor {
     /// After a conflict (the chain moved on without this governor: another instance's governor
     /// decided, or an incarnation before this one had a commit land after this one was
     /// rebuilt): lets go of what it held (the action's timer and slot, the queue) and rebuilds
-    /// from the chain as at a start. A change of the entitlement it has yet to act on is acted
-    /// on after the input that ran into the conflict.
+    /// from the chain as at a start. Answers whether the entitlement was reactivated since the
+    /// governor last began refusing (for [`Governor::missed_change`], which the caller runs).
     fn reload(
         &mut self,
         ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<(), GovernorError>> {
+    ) -> ResponseActFuture<Self, Result<bool, GovernorError>> {
         if let Some(h) = self.timeout.take() {
             ctx.cancel_future(*h);
         }
@@ -899,8 +914,7 @@ impl Governor {
                 |res, act, ctx| {
                     let reactivated = act.take_in(res, ctx)?;
                     act.arm_expiry(ctx);
-                    to_self(ctx, Reconcile(reactivated));
-                    Ok(())
+                    Ok(reactivated)
                 },
             ),
         )
@@ -1334,10 +1348,20 @@ impl Handler<GetView> for Governor {
     }
 }
 
+/// The chain's last governor decision and the tenant's entitlement record, as seq and
+/// fingerprint ([`Governor::chain_now`], [`Governor::knows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChainNow {
+    seq: u64,
+    fingerprint: u64,
+}
+
 /// The governor's view as the chain stands (`GET /v1/governors/{t}`, MCP's
-/// `taiea.governor.state`): if the chain's last governor decision is not this governor's
-/// (another instance's governor decided for the tenant since), the governor reloads from the
-/// chain first, as it would at its next input. Unread (the store failing), it shows its own.
+/// `taiea.governor.state`). If the chain moved on without this governor (another instance's
+/// governor decided for the tenant, or the tenant's entitlement changed through an instance
+/// with no governor to tell), the governor first reloads from the chain and records what a
+/// change it missed means for it, as it would at its next input. Unread (the store failing),
+/// it shows its own state.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<GovernorView, GovernorError>")]
 pub struct CurrentView;
@@ -1345,14 +1369,25 @@ pub struct CurrentView;
 impl Handler<CurrentView> for Governor {
     type Result = AtomicResponse<Self, Result<GovernorView, GovernorError>>;
     fn handle(&mut self, _: CurrentView, _: &mut Context<Self>) -> Self::Result {
-        let known = self.head_seq;
-        AtomicResponse::new(Box::pin(wrap_future::<_, Self>(self.last_decided()).then(
-            move |last, act, ctx| -> ResponseActFuture<Self, _> {
-                match last {
-                    Ok(seq) if seq != known => {
-                        tracing::info!(tenant = %act.tenant, seq, known, "the chain moved on without this governor; reloading it to show its state");
+        let known = self.knows();
+        AtomicResponse::new(Box::pin(wrap_future::<_, Self>(self.chain_now()).then(
+            move |now, act, ctx| -> ResponseActFuture<Self, _> {
+                match now {
+                    Ok(now) if now != known => {
+                        tracing::info!(tenant = %act.tenant, ?now, ?known, "the chain moved on without this governor; reloading it to show its state");
                         events::governor_reloaded();
-                        Box::pin(act.reload(ctx).map(|res, act, _| res.map(|()| act.view())))
+                        Box::pin(act.reload(ctx).then(
+                            |reloaded, act, ctx| -> ResponseActFuture<Self, _> {
+                                let missed = match reloaded {
+                                    Ok(reactivated) => act.missed_change(reactivated, ctx),
+                                    Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+                                };
+                                match missed {
+                                    Some(fut) => Box::pin(fut.map(|(), act, _| Ok(act.view()))),
+                                    None => Box::pin(actix::fut::ready(Ok(act.view()))),
+                                }
+                            },
+                        ))
                     }
                     _ => Box::pin(actix::fut::ready(Ok(act.view()))),
                 }

@@ -495,6 +495,45 @@ async fn a_governor_read_through_the_other_instance_shows_the_chains_last_decisi
 }
 
 #[actix_web::test]
+async fn a_suspension_through_another_instance_shows_in_the_governors_state_read_here() {
+    // Arrange: the tenant's governor runs on the second instance only; the first has none to
+    // tell when the tenant is suspended through it.
+    let project = firestore_project("tai-lapse");
+    let a = spawn_app(on_firestore(&project)).await;
+    let b = spawn_app(on_firestore(&project)).await;
+    grant(&a, "lapse").await;
+    assert_eq!(signal(&b, "lapse", 50.0).await.1["state"], "stable");
+    let suspend = json!({"tenant_id": "lapse", "entitlement_id": "e", "action": "suspend"});
+    assert_eq!(a.post_json("/marketplace", &suspend).await.0, 200);
+
+    // Act
+    let (read, shown) = b.get_json("/v1/governors/lapse").await;
+
+    // Assert: the governor took in the suspension, recorded what it changes, and shows it.
+    assert_eq!(
+        (read, &shown["state"], &shown["entitlement_active"]),
+        (200, &json!("refusing"), &json!(false)),
+        "{shown}"
+    );
+    assert_eq!(
+        events(&a, "lapse").await,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "signal_processed",
+            "entitlement_suspended",
+            "entitlement_changed"
+        ]
+    );
+    let (_, head) = a.get_json("/v1/tenants/lapse/receipts/verify").await;
+    assert_eq!(
+        (&head["valid"], &head["head_seq"], &head["head_hash"]),
+        (&json!(true), &shown["seq"], &shown["head_hash"]),
+        "{head}"
+    );
+}
+
+#[actix_web::test]
 async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story() {
     // Arrange: two instances on one Firestore project; each runs a governor for the tenant as
     // soon as a signal reaches it (nothing keeps a tenant on one instance).

@@ -335,11 +335,12 @@ async fn chain(client: &awc::Client, bin: &Binary, tenant: &str) -> Vec<Value> {
 
 /// The governor of `tenant` read back, and its chain read after it, once the two agree: the
 /// governor is in the state of the chain's last governor receipt (`boot` if there is none),
-/// and no governor receipt follows the seq it reports. A governor crashed again and again waits out its restart backoff
-/// (up to 2 s), and one woken from hibernation or restarted records as it comes back what it
-/// missed meanwhile (an entitlement change), so they may disagree for a moment. With several
-/// instances, the governor of the one that decided last agrees (the others learn of its
-/// decisions at their next one); `bins` are asked in turn.
+/// and no governor receipt follows the seq it reports. A governor crashed again and again waits
+/// out its restart backoff (up to 2 s), and one woken from hibernation or restarted records as
+/// it comes back what it missed meanwhile (an entitlement change), so they may disagree for a
+/// moment. With several instances, every one of `bins` must agree: a governor that another
+/// instance's decisions left behind reloads from the chain when it is read. Answers the first
+/// one's view.
 async fn settled(
     client: &awc::Client,
     bins: &[Binary],
@@ -347,34 +348,39 @@ async fn settled(
     ctx: &str,
 ) -> (Value, Vec<Value>) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    for turn in 0.. {
-        let bin = &bins[turn % bins.len()];
-        let path = format!("/v1/governors/{tenant}");
-        let (status, view) = send(client, "GET", &bin.url(&path), None, None)
-            .await
-            .unwrap();
-        let receipts = chain(client, bin, tenant).await;
-        let governed: Vec<&Value> = receipts.iter().filter(|r| !entitlement_domain(r)).collect();
-        // A chain with no governor receipt yet (a quiet tenant granted late in its turn, all
-        // of whose inputs were refused before that) leaves its governor in `boot`.
-        let last_state = (governed.iter().rev())
-            .find_map(|r| r["state_to"].as_str())
-            .or(Some("boot"));
-        let newest = governed.last().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
-        if status == 200
-            && view["state"].as_str() == last_state
-            && view["seq"].as_u64().is_some_and(|seq| seq >= newest)
-        {
-            return (view, receipts);
+    let mut agreed = Vec::new();
+    for bin in bins {
+        loop {
+            let path = format!("/v1/governors/{tenant}");
+            let (status, view) = send(client, "GET", &bin.url(&path), None, None)
+                .await
+                .unwrap();
+            let receipts = chain(client, bin, tenant).await;
+            let governed: Vec<&Value> =
+                receipts.iter().filter(|r| !entitlement_domain(r)).collect();
+            // A chain with no governor receipt yet (a quiet tenant granted late in its turn,
+            // all of whose inputs were refused before that) leaves its governor in `boot`.
+            let last_state = (governed.iter().rev())
+                .find_map(|r| r["state_to"].as_str())
+                .or(Some("boot"));
+            let newest = governed.last().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
+            if status == 200
+                && view["state"].as_str() == last_state
+                && view["seq"].as_u64().is_some_and(|seq| seq >= newest)
+            {
+                agreed.push((view, receipts));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: {tenant}: the governor at {} ({status} {view}) never agreed with its chain, which ends {}",
+                bin.url(""),
+                tail(&receipts)
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{ctx}: {tenant}: the governor ({status} {view}) never agreed with its chain, which ends {}",
-            tail(&receipts)
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    unreachable!("the loop returns or fails")
+    agreed.swap_remove(0)
 }
 
 /// Receipts the Entitlements actor writes (their states are the entitlement's status); every

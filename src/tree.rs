@@ -161,17 +161,30 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         .mailbox(gov.mailbox)
         .arbiters(arbiters.clone())
     });
-    // Entitlement changes reach a running governor; one not running loads the record when it starts.
+    // Entitlement changes reach a running governor; one not running loads the record when it
+    // starts. A change that leaves the tenant unentitled starts one: another instance's
+    // governor (several may share a Firestore project) may have an action in flight, which
+    // no one here could tell. A governor started here takes in the change as it rebuilds,
+    // records the move to `refusing` and cancels that action now, not at that governor's next
+    // input. (On one instance it records the lapse at once instead of at the next input.)
     let reach = governors.clone();
     entitlement_subscribers
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .push(Arc::new(
             move |ch: &crate::entitlements::EntitlementChanged| {
-                if let Some(g) = reach.get(&ch.entitlement.tenant_id) {
+                let tenant = &ch.entitlement.tenant_id;
+                if let Some(g) = reach.get(tenant).filter(|g| !g.ended_in_order()) {
                     // Past a full mailbox: a governor kept busy by signals must still learn
                     // that its tenant was suspended.
                     let _ = g.tell(EntitlementUpdate(ch.entitlement.clone()));
+                } else if ch.entitlement.status != crate::entitlements::model::Status::Active {
+                    let (pool, tenant) = (reach.clone(), tenant.clone());
+                    actix::spawn(async move {
+                        if let Err(e) = pool.get_or_start(tenant.clone()).await {
+                            tracing::warn!(%tenant, error = %e, "no governor started to act on the tenant's lapse");
+                        }
+                    });
                 }
             },
         ));

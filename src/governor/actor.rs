@@ -300,6 +300,12 @@ impl Governor {
                     move |learned, act, ctx| -> ResponseActFuture<Self, _> {
                         let changed = match learned {
                             Ok(changed) => changed,
+                            // Recording what the change means ran into a decision of another
+                            // instance's governor: reload, and run the input there.
+                            Err(e @ GovernorError::Ledger(LedgerError::Conflict(_))) => {
+                                let failed = Box::pin(actix::fut::ready(Err(e)));
+                                return Self::retrying_up_to(left - 1, failed, again);
+                            }
                             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
                         };
                         let next = again(act, ctx);

@@ -920,17 +920,7 @@ async fn a_callback_that_reaches_another_instance_completes_the_action() {
     // Arrange: two instances on one Firestore project, the webhook executor on both; the
     // second runs a governor for the tenant, then the first starts an action.
     let hook = hook(202);
-    let project = firestore_project("tai-callback");
-    let settings = || {
-        let (url, project) = (hook.url.clone(), project.clone());
-        move |s: &mut tai_autonomics::config::Settings| {
-            on_firestore(&project)(s);
-            s.actions.executor = "webhook".into();
-            s.actions.webhook_url = url;
-        }
-    };
-    let a = spawn_app(settings()).await;
-    let b = spawn_app(settings()).await;
+    let (a, b) = two_instances_with_hook(&hook, "tai-callback").await;
     grant(&a, "t").await;
     assert_eq!(signal(&b, 50.0).await.1["state"], "stable");
     let id = start_action(&a, 85.0).await;
@@ -953,5 +943,59 @@ async fn a_callback_that_reaches_another_instance_completes_the_action() {
         1,
         "{seen:?}"
     );
+    assert!(chain_verifies(&b, "t").await);
+}
+
+/// Two instances on one Firestore project (a fresh one named after `prefix`), both with the
+/// webhook executor calling `hook`.
+async fn two_instances_with_hook(hook: &Hook, prefix: &str) -> (TestApp, TestApp) {
+    let project = firestore_project(prefix);
+    let settings = || {
+        let (url, project) = (hook.url.clone(), project.clone());
+        move |s: &mut tai_autonomics::config::Settings| {
+            on_firestore(&project)(s);
+            s.actions.executor = "webhook".into();
+            s.actions.webhook_url = url;
+        }
+    };
+    (spawn_app(settings()).await, spawn_app(settings()).await)
+}
+
+/// A suspension made through an instance that runs no governor for the tenant cancels the
+/// action that the other instance's governor started, without waiting for that governor's
+/// next input.
+#[actix_web::test]
+async fn a_suspension_through_another_instance_cancels_the_running_action_at_once() {
+    // Arrange: the first instance's governor starts an action; the second has no governor
+    // for the tenant.
+    let hook = hook(202);
+    let (a, b) = two_instances_with_hook(&hook, "tai-cancel").await;
+    grant(&a, "t").await;
+    let id = start_action(&a, 85.0).await;
+
+    // Act
+    let suspend = json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"});
+    assert_eq!(b.post_json("/marketplace", &suspend).await.0, 200);
+
+    // Assert: the webhook is told, and the chain records the move to `refusing` (read from
+    // the receipts, which asks no governor anything).
+    told_of_cancellation(&hook, &id, "entitlement_inactive").await;
+    let seen = eventually("the lapse is recorded", Duration::from_secs(5), || async {
+        let seen = events(&a).await;
+        (seen.last().map(String::as_str) == Some("entitlement_changed")).then_some(seen)
+    })
+    .await;
+    assert_eq!(
+        seen[seen.len() - 2..],
+        ["entitlement_suspended", "entitlement_changed"]
+    );
+    // The action's late callback through the first instance is refused: it was cancelled.
+    let (s, body) = complete(&a, "t", &id).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{body}"
+    );
+    assert_eq!(state(&a).await["state"], "refusing");
     assert!(chain_verifies(&b, "t").await);
 }

@@ -495,37 +495,41 @@ async fn a_governor_read_through_the_other_instance_shows_the_chains_last_decisi
 }
 
 #[actix_web::test]
-async fn a_suspension_through_another_instance_shows_in_the_governors_state_read_here() {
-    // Arrange: the tenant's governor runs on the second instance only; the first has none to
-    // tell when the tenant is suspended through it.
-    let project = firestore_project("tai-lapse");
+async fn a_resumption_through_another_instance_shows_in_the_governors_state_read_here() {
+    // Arrange: the tenant's governor runs on the second instance only, which suspends the
+    // tenant; the first instance, with no governor to tell, resumes it.
+    let project = firestore_project("tai-resume");
     let a = spawn_app(on_firestore(&project)).await;
     let b = spawn_app(on_firestore(&project)).await;
-    grant(&a, "lapse").await;
-    assert_eq!(signal(&b, "lapse", 50.0).await.1["state"], "stable");
-    let suspend = json!({"tenant_id": "lapse", "entitlement_id": "e", "action": "suspend"});
-    assert_eq!(a.post_json("/marketplace", &suspend).await.0, 200);
+    grant(&a, "back").await;
+    assert_eq!(signal(&b, "back", 50.0).await.1["state"], "stable");
+    let change = |action| json!({"tenant_id": "back", "entitlement_id": "e", "action": action});
+    assert_eq!(b.post_json("/marketplace", &change("suspend")).await.0, 200);
+    assert_eq!(governor_state(&b, "back").await, "refusing");
+    assert_eq!(a.post_json("/marketplace", &change("resume")).await.0, 200);
 
     // Act
-    let (read, shown) = b.get_json("/v1/governors/lapse").await;
+    let (read, shown) = b.get_json("/v1/governors/back").await;
 
-    // Assert: the governor took in the suspension, recorded what it changes, and shows it.
+    // Assert: the governor took in the resumption, recorded what it changes, and shows it.
     assert_eq!(
         (read, &shown["state"], &shown["entitlement_active"]),
-        (200, &json!("refusing"), &json!(false)),
+        (200, &json!("stable"), &json!(true)),
         "{shown}"
     );
     assert_eq!(
-        events(&a, "lapse").await,
+        events(&a, "back").await,
         [
             "entitlement_granted",
             "entitlement_verified",
             "signal_processed",
             "entitlement_suspended",
-            "entitlement_changed"
+            "entitlement_changed",
+            "entitlement_resumed",
+            "entitlement_reactivated"
         ]
     );
-    let (_, head) = a.get_json("/v1/tenants/lapse/receipts/verify").await;
+    let (_, head) = a.get_json("/v1/tenants/back/receipts/verify").await;
     assert_eq!(
         (&head["valid"], &head["head_seq"], &head["head_hash"]),
         (&json!(true), &shown["seq"], &shown["head_hash"]),
@@ -882,10 +886,17 @@ async fn a_suspension_and_a_resume_while_the_governor_hibernates_reach_it_when_i
             .then_some(())
     };
 
-    // Suspended while asleep: the first look finds it refusing, and a signal is refused.
+    // Suspended while asleep: the suspension wakes it, and it records the lapse without
+    // waiting for an input or a look (the receipts are read, which wakes nothing); then it
+    // shows `refusing`, and a signal is refused.
     eventually("hibernated", Duration::from_secs(10), asleep).await;
     let (s, b) = app.post_json("/marketplace", &marketplace("suspend")).await;
     assert_eq!(s, 200, "{b}");
+    eventually("the lapse recorded", Duration::from_secs(5), || async {
+        let seen = events(&app, "napper").await;
+        (seen.last().map(String::as_str) == Some("entitlement_changed")).then_some(())
+    })
+    .await;
     let (_, view) = app.get_json("/v1/governors/napper").await;
     assert_eq!(view["state"], "refusing", "{view}");
     let (s, b) = signal(&app, "napper", 65.0).await;
@@ -895,7 +906,8 @@ async fn a_suspension_and_a_resume_while_the_governor_hibernates_reach_it_when_i
         "{b}"
     );
 
-    // Resumed while asleep: the first look finds it stable, and a signal is decided.
+    // Resumed while asleep (nothing wakes it): the first look finds it stable, and a signal
+    // is decided.
     eventually("hibernated again", Duration::from_secs(10), asleep).await;
     let (s, b) = app.post_json("/marketplace", &marketplace("resume")).await;
     assert_eq!(s, 200, "{b}");
@@ -925,25 +937,32 @@ async fn a_suspension_and_a_resume_while_the_governor_hibernates_reach_it_when_i
 }
 
 #[actix_web::test]
-async fn a_missed_suspension_that_the_ledger_refuses_at_wake_is_recorded_once_it_recovers() {
+async fn a_missed_expiry_that_the_ledger_refuses_at_wake_is_recorded_once_it_recovers() {
+    // Arrange: the tenant's entitlement expires while its governor hibernates (a suspension
+    // would wake it at once).
     let app = spawn_app(|s| {
         s.governance.idle_hibernate_secs = 1;
         s.chaos.enabled = true;
     })
     .await;
-    grant(&app, "t").await;
+    let expires = tai_autonomics::clock::now_ms() + 3000;
+    let grant = json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant",
+                       "expires_at": tai_autonomics::clock::rfc3339_millis(expires)});
+    assert_eq!(app.post_json("/marketplace", &grant).await.0, 200);
     assert_eq!(signal(&app, "t", 65.0).await.1["state"], "warning");
+    let asleep = || app.state.tree.governors.get(&"t".to_owned()).is_none();
     eventually("hibernated", Duration::from_secs(10), || async {
-        app.state
-            .tree
-            .governors
-            .get(&"t".to_owned())
-            .is_none()
-            .then_some(())
+        asleep().then_some(())
     })
     .await;
-    let suspend = serde_json::json!({"tenant_id": "t", "entitlement_id": "e", "action": "suspend"});
-    assert_eq!(app.post_json("/marketplace", &suspend).await.0, 200);
+    assert!(
+        tai_autonomics::clock::now_ms() < expires,
+        "asleep before the expiry, so no live timer saw it"
+    );
+    eventually("past the expiry", Duration::from_secs(10), || async {
+        (tai_autonomics::clock::now_ms() > expires).then_some(())
+    })
+    .await;
 
     // The governor wakes while every append fails: it cannot record the change yet.
     let (s, b) = app

@@ -434,7 +434,8 @@ impl Intake {
 
     /// The tenant's record read from the store past the Entitlements actor's cache, which
     /// drops what it held: after the ledger refused a receipt that named the cached record (a
-    /// change made through another instance replaced it).
+    /// change made through another instance replaced it), and for a client's read of the
+    /// record, which another instance may have changed.
     pub async fn reload_entitlement(
         &self,
         tenant: &TenantId,

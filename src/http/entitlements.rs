@@ -88,7 +88,9 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.readable_tenant(&caller, &path)?;
-    match state.tree.intake.entitlement(&tenant).await? {
+    // Read from the store, past the Entitlements actor's cache: with several instances, a
+    // change made through another one leaves this one's cached record behind.
+    match state.tree.intake.reload_entitlement(&tenant).await? {
         Some(e) => {
             let active = e.is_active(&crate::clock::now_rfc3339());
             Ok(HttpResponse::Ok().json(serde_json::json!({ "entitlement": e, "active": active })))

@@ -198,9 +198,13 @@ async fn an_instance_that_cached_a_record_another_instance_changed_decides_on_th
             ("pack_enabled", &json!("active"), &json!("active")),
         ]
     );
-    assert_eq!(
-        a.get_json("/v1/tenants/shared/entitlement").await.1["entitlement"]["status"],
-        "active"
+    // A's cache holds the record of its own resume; read through A, the record is the one
+    // stored, with the pack that B enabled.
+    let (_, read) = a.get_json("/v1/tenants/shared/entitlement").await;
+    assert_eq!(read["entitlement"]["status"], "active", "{read}");
+    assert!(
+        (read["entitlement"]["packs"].as_array().unwrap()).contains(&json!("enterprise")),
+        "{read}"
     );
 }
 

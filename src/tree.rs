@@ -21,7 +21,9 @@ use supervisors::{
 
 use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
-use crate::governor::{EntitlementUpdate, Executor, Governor, GovernorDeps, Hibernator};
+use crate::governor::{
+    ActionSweeper, EntitlementUpdate, Executor, Governor, GovernorDeps, Hibernator, SweepPolicy,
+};
 use crate::intake::Intake;
 use crate::mcp::registry::{McpRegistry, Ops};
 use crate::pubsub::consumer::{ConsumerConfig, PubsubConsumer};
@@ -196,6 +198,20 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     let (hibernator_spec, _) =
         ChildSpec::worker("hibernator", move || Hibernator::new(sleeper.clone(), idle));
 
+    // One process owns a SQLite file; a Firestore project may have several instances.
+    let action_timeout = Duration::from_millis(settings.governance.action_timeout_ms);
+    let policy = match settings.ledger.backend {
+        LedgerBackend::Sqlite => SweepPolicy::AtStart,
+        LedgerBackend::Firestore => SweepPolicy::Overdue {
+            period: action_timeout.max(Duration::from_secs(1)),
+            overdue: action_timeout * 2 + Duration::from_secs(1),
+        },
+    };
+    let (swept, sweep_store) = (governors.clone(), ledger.store().clone());
+    let (sweeper_spec, _) = ChildSpec::worker("sweeper", move || {
+        ActionSweeper::new(swept.clone(), sweep_store.clone(), policy)
+    });
+
     let intake = Intake::new(settings, governors.clone(), entitlements.clone())?;
 
     let pubsub_health = PubsubHealth::default();
@@ -261,6 +277,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         .child(governance_spec)
         .child(
             hibernator_spec
+                .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+                .mailbox(16),
+        )
+        .child(
+            sweeper_spec
                 .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
                 .mailbox(16),
         )

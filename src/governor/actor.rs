@@ -645,14 +645,7 @@ impl Governor {
                 }
             }
             Effect::ArmTimeout { action_id } => {
-                if let Some(h) = self.timeout.take() {
-                    ctx.cancel_future(*h);
-                }
-                self.timeout = Some(Box::new(
-                    ctx.run_later(self.deps.action_timeout, move |_, ctx| {
-                        to_self(ctx, Callback(Input::ActionTimedOut { action_id }))
-                    }),
-                ));
+                self.arm_timeout(action_id, self.deps.action_timeout, ctx);
             }
             Effect::DisarmTimeout => {
                 if let Some(h) = self.timeout.take() {
@@ -661,6 +654,16 @@ impl Governor {
                 self.release_slot();
             }
         }
+    }
+
+    /// Sets the state timeout of action `action_id` to fall due `after` from now.
+    fn arm_timeout(&mut self, action_id: String, after: Duration, ctx: &mut Context<Self>) {
+        if let Some(h) = self.timeout.take() {
+            ctx.cancel_future(*h);
+        }
+        self.timeout = Some(Box::new(ctx.run_later(after, move |_, ctx| {
+            to_self(ctx, Callback(Input::ActionTimedOut { action_id }))
+        })));
     }
 
     /// Takes a global action slot for an action that runs whatever the bound says.
@@ -868,17 +871,20 @@ impl Governor {
             self.machine.state = r.state;
             self.machine.postponed = r.postponed;
             if let Some(f) = r.in_flight {
-                // An action was in flight when the previous incarnation ended: it gets a fresh
-                // state timeout, and the eval executor completes it (the queue is replayed when
-                // it ends, as before the restart).
+                // An action was in flight when the previous incarnation ended: its state
+                // timeout runs out when it would have without the restart (at once if it has
+                // already), and the eval executor completes it (the queue is replayed when it
+                // ends, as before the restart).
                 let id = f.action_id.clone();
                 self.machine.in_flight = Some(Box::new(f));
                 // The previous incarnation released its slot as it stopped.
                 self.hold_slot();
-                self.apply(
-                    Effect::ArmTimeout {
-                        action_id: id.clone(),
-                    },
+                let ran = r.started_ms.map_or(Duration::ZERO, |at| {
+                    Duration::from_millis(crate::clock::now_ms().saturating_sub(at))
+                });
+                self.arm_timeout(
+                    id.clone(),
+                    self.deps.action_timeout.saturating_sub(ran),
                     ctx,
                 );
                 if matches!(self.deps.executor, Executor::Eval) {

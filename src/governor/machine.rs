@@ -816,6 +816,9 @@ fn signal_input(s: &Signal) -> Value {
 pub struct Restored {
     pub state: State,
     pub in_flight: Option<InFlight>,
+    /// When the action in flight started (the `action_started` receipt's time, ms since the
+    /// epoch): its state timeout runs from then, across restarts.
+    pub started_ms: Option<u64>,
     pub postponed: VecDeque<Signal>,
     /// The postponed signals wait for nothing: a tool call was in flight (tool calls write no
     /// receipt until they end) and ended with the incarnation, so they are replayed now.
@@ -855,6 +858,7 @@ pub fn restore(boundary: &Receipt, tail: &[Receipt]) -> Option<Restored> {
                 return_to: State::Stable,
                 is_tool: false,
             }),
+            started_ms: crate::clock::millis_of(&boundary.timestamp),
             postponed,
             replay: false,
         });
@@ -863,6 +867,7 @@ pub fn restore(boundary: &Receipt, tail: &[Receipt]) -> Option<Restored> {
     Some(Restored {
         state,
         in_flight: None,
+        started_ms: None,
         replay: !postponed.is_empty(),
         postponed,
     })

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::receipt::{Receipt, ReceiptType};
-use super::store::{seq_bound, AppendItem, Head, LedgerStore, StoreError};
+use super::store::{
+    seq_bound, AppendItem, Head, LedgerStore, OpenAction, StoreError, ACTION_EVENTS,
+};
 
 /// Documents one receipt costs in a commit: the receipt, its index entry, maybe a message.
 const WRITES_PER_RECEIPT: usize = 3;
@@ -179,6 +181,13 @@ struct TenantDoc {
     head_hash: String,
     #[serde(default, serialize_with = "serialize_opt_json")]
     entitlement: Option<Value>,
+    /// Whether the last of the chain's [`ACTION_EVENTS`] is `action_started`, and that
+    /// receipt's timestamp (written with each commit that appends one of them;
+    /// `open_actions` asks for them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_action: Option<bool>,
+    #[serde(default)]
+    open_action_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,7 +287,7 @@ impl LedgerStore for FirestoreStore {
             return Ok(batch);
         }
         let mut tx = self.db.begin_transaction().await.map_err(map_err)?;
-        let mut heads: BTreeMap<String, (Head, Option<Value>)> = BTreeMap::new();
+        let mut heads: BTreeMap<String, (Head, Option<Value>, Option<&str>)> = BTreeMap::new();
         let mut writes = 0usize;
         for item in &batch {
             let r = &item.receipt;
@@ -327,6 +336,7 @@ impl LedgerStore for FirestoreStore {
                     hash: String::new(),
                 },
                 None,
+                None,
             ));
             entry.0 = Head {
                 seq: r.seq,
@@ -335,18 +345,30 @@ impl LedgerStore for FirestoreStore {
             if item.entitlement.is_some() {
                 entry.1.clone_from(&item.entitlement);
             }
+            if ACTION_EVENTS.contains(&r.event_type.as_str()) {
+                // The start's time, or "" once the action ended.
+                entry.2 = Some(if r.event_type == "action_started" {
+                    r.timestamp.as_str()
+                } else {
+                    ""
+                });
+            }
         }
-        for (tenant, (head, entitlement)) in &heads {
-            let has_entitlement = entitlement.is_some();
+        for (tenant, (head, entitlement, open_action)) in &heads {
             let doc = TenantDoc {
                 tenant_id: tenant.clone(),
                 head_seq: head.seq as i64,
                 head_hash: head.hash.clone(),
                 entitlement: entitlement.clone(),
+                open_action: open_action.map(|at| !at.is_empty()),
+                open_action_at: open_action.unwrap_or_default().to_owned(),
             };
             let mut fields = vec!["tenant_id", "head_seq", "head_hash"];
-            if has_entitlement {
+            if entitlement.is_some() {
                 fields.push("entitlement");
+            }
+            if open_action.is_some() {
+                fields.extend(["open_action", "open_action_at"]);
             }
             self.db
                 .fluent()
@@ -486,6 +508,29 @@ impl LedgerStore for FirestoreStore {
             .await
             .map_err(map_err)?;
         Ok(docs.into_iter().map(|d| d.tenant_id).collect())
+    }
+
+    async fn open_actions(&self, limit: usize) -> Result<Vec<OpenAction>, StoreError> {
+        // One equality filter: served by Firestore's automatic single-field index.
+        let docs: Vec<TenantDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from("tenants")
+            .filter(|q| q.field("open_action").eq(true))
+            .limit(limit.min(10_000) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(map_err)?;
+        let mut open: Vec<OpenAction> = (docs.into_iter())
+            .map(|d| OpenAction {
+                tenant_id: d.tenant_id,
+                started_at: d.open_action_at,
+            })
+            .collect();
+        open.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        Ok(open)
     }
 
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {

@@ -19,7 +19,10 @@ pub mod writer;
 
 pub use chain::{Anchor, Break, Verifier, VerifyReport};
 pub use receipt::{Receipt, ReceiptDraft, ReceiptType, GENESIS_HASH};
-pub use store::{AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError};
+pub use store::{
+    open_actions_read, AppendItem, GovernorSnapshot, Head, LedgerStore, OpenAction, PageRead,
+    StoreError,
+};
 
 use serde_json::Value;
 
@@ -90,6 +93,9 @@ impl LedgerStore for AnyStore {
     }
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         each!(self, s => s.tenants(after, limit).await)
+    }
+    async fn open_actions(&self, limit: usize) -> Result<Vec<OpenAction>, StoreError> {
+        each!(self, s => s.open_actions(limit).await)
     }
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
         each!(self, s => s.entitlement(tenant).await)

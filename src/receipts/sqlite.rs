@@ -14,13 +14,23 @@ use serde_json::Value;
 use super::chain::Verifier;
 use super::receipt::{Receipt, ReceiptType};
 use super::store::{
-    seq_bound, AppendItem, GovernorSnapshot, Head, LedgerStore, PageRead, StoreError,
+    seq_bound, AppendItem, GovernorSnapshot, Head, LedgerStore, OpenAction, PageRead, StoreError,
 };
 
+/// The receipts that start or end an action ([`super::store::ACTION_EVENTS`]), as the SQL
+/// condition of the partial index `receipts_actions` and of the query that uses it (SQLite
+/// uses a partial index only for a query with the same condition).
+macro_rules! action_events_sql {
+    () => {
+        "event_type IN ('action_started', 'action_completed', 'action_failed', 'action_timeout', 'entitlement_changed')"
+    };
+}
+
 /// Schema migrations, applied in order; `schema_migrations` records the versions applied.
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    "CREATE TABLE receipts (
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE receipts (
         tenant_id    TEXT    NOT NULL,
         seq          INTEGER NOT NULL,
         receipt_id   TEXT    NOT NULL,
@@ -51,7 +61,18 @@ const MIGRATIONS: &[(u32, &str)] = &[(
         BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
     CREATE TRIGGER receipts_are_append_only_delete BEFORE DELETE ON receipts
         BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;",
-)];
+    ),
+    (
+        2,
+        // Tenants whose chain may end with an action in flight (`open_actions`): one entry per
+        // action receipt, a small share of the rows.
+        concat!(
+            "CREATE INDEX receipts_actions ON receipts (tenant_id, seq, event_type) WHERE ",
+            action_events_sql!(),
+            ";"
+        ),
+    ),
+];
 
 const COLUMNS: &str = "receipt_id, tenant_id, seq, type, event_type, state_from, state_to, reason, metadata, node, timestamp, prev_hash, receipt_hash";
 
@@ -59,6 +80,19 @@ const COLUMNS: &str = "receipt_id, tenant_id, seq, type, event_type, state_from,
 fn page_sql() -> String {
     format!(
         "SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    )
+}
+
+/// Each tenant whose last action receipt is `action_started`, with its timestamp. The inner
+/// query reads only the partial index `receipts_actions` (the row with the largest seq of each
+/// tenant's group gives `event_type`: SQLite's bare columns of a MAX() aggregate); the rows
+/// themselves are read for the open ones only.
+fn open_actions_sql() -> &'static str {
+    concat!(
+        "SELECT a.tenant_id, r.timestamp FROM (SELECT tenant_id, event_type, MAX(seq) AS seq FROM receipts WHERE ",
+        action_events_sql!(),
+        " GROUP BY tenant_id) a JOIN receipts r ON r.tenant_id = a.tenant_id AND r.seq = a.seq",
+        " WHERE a.event_type = 'action_started' ORDER BY a.tenant_id"
     )
 }
 
@@ -806,6 +840,31 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
+    async fn open_actions(&self, limit: usize) -> Result<Vec<OpenAction>, StoreError> {
+        self.read(move |c| {
+            let sql = open_actions_sql();
+            let mut s = c.prepare(sql).map_err(unavailable)?;
+            let rows = s
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(unavailable)?;
+            let mut open = Vec::new();
+            for row in rows {
+                let (tenant_id, started_at) = row.map_err(unavailable)?;
+                {
+                    open.push(OpenAction {
+                        tenant_id,
+                        started_at,
+                    });
+                    if open.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(open)
+        })
+        .await
+    }
+
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| entitlement_of(c, &tenant)).await
@@ -829,5 +888,74 @@ impl LedgerStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_action_index_names_exactly_the_action_events() {
+        let listed = action_events_sql!();
+        let inner = &listed[listed.find('(').unwrap() + 1..listed.rfind(')').unwrap()];
+        let names: Vec<&str> = inner.split(", ").map(|n| n.trim_matches('\'')).collect();
+        assert_eq!(names, super::super::store::ACTION_EVENTS);
+    }
+
+    #[test]
+    fn a_version_1_ledger_gets_the_action_index_over_the_rows_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("v1.db")).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)").unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 'then')", [])
+            .unwrap();
+        let row = |seq: i64, event: &str| {
+            format!("INSERT INTO receipts ({COLUMNS}) VALUES ('id-{seq}', 't', {seq}, 'transition', '{event}', NULL, NULL, '', '{{}}', 'n', 'ts', 'p', 'h')")
+        };
+        conn.execute_batch(&(row(1, "signal_warning") + ";" + &row(2, "action_started")))
+            .unwrap();
+
+        migrate(&mut conn).unwrap();
+
+        let version: u32 = conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let indexed: i64 = conn
+            .query_row(
+                concat!(
+                    "SELECT COUNT(*) FROM receipts INDEXED BY receipts_actions WHERE ",
+                    action_events_sql!()
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((version, indexed), (2, 1));
+    }
+
+    #[test]
+    fn open_actions_are_read_from_the_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("plan.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", open_actions_sql());
+        let plan: Vec<String> = (conn.prepare(&sql).unwrap())
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("COVERING INDEX receipts_actions")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter().any(|p| p.contains("INDEX receipts_chain")),
+            "{plan:?}"
+        );
     }
 }

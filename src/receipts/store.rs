@@ -136,6 +136,57 @@ pub fn records_state(r: &Receipt, states: &[&str]) -> bool {
     r.kind != ReceiptType::Entitlement && r.state_to.as_deref().is_some_and(|s| states.contains(&s))
 }
 
+/// The events that start an action or end one (an entitlement change to `refusing` cancels
+/// it): a chain whose last receipt among them is `action_started` may have an action in flight.
+pub const ACTION_EVENTS: [&str; 5] = [
+    "action_started",
+    "action_completed",
+    "action_failed",
+    "action_timeout",
+    "entitlement_changed",
+];
+
+/// A tenant whose chain may end with an action in flight ([`LedgerStore::open_actions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAction {
+    pub tenant_id: String,
+    /// The `action_started` receipt's timestamp (RFC 3339).
+    pub started_at: String,
+}
+
+/// [`LedgerStore::open_actions`] found by reading every chain (the trait's default; the
+/// contract tests check each backend's index against it).
+pub async fn open_actions_read<S: LedgerStore + ?Sized>(
+    store: &S,
+    limit: usize,
+) -> Result<Vec<OpenAction>, StoreError> {
+    let (mut open, mut after) = (Vec::new(), String::new());
+    loop {
+        let page = store.tenants(&after, 1000).await?;
+        for t in &page {
+            let Some(head) = store.head(t).await? else {
+                continue;
+            };
+            let chain = store.range(t, 0, head.seq as usize).await?;
+            let last =
+                (chain.iter().rev()).find(|r| ACTION_EVENTS.contains(&r.event_type.as_str()));
+            if let Some(r) = last.filter(|r| r.event_type == "action_started") {
+                open.push(OpenAction {
+                    tenant_id: t.clone(),
+                    started_at: r.timestamp.clone(),
+                });
+                if open.len() == limit {
+                    return Ok(open);
+                }
+            }
+        }
+        match page.last() {
+            Some(t) if page.len() == 1000 => after.clone_from(t),
+            _ => return Ok(open),
+        }
+    }
+}
+
 /// The last receipt of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -252,6 +303,14 @@ pub trait LedgerStore {
     }
     /// Up to `limit` tenants with a chain, in id order, after `after`.
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` tenants, in id order, whose chain may end with an action in flight (the
+    /// last of their receipts among [`ACTION_EVENTS`] is `action_started`), each with that
+    /// receipt's timestamp. Their governors are restarted where none runs, so that the
+    /// actions' state timeouts run. This default reads every chain; backends answer from an
+    /// index.
+    async fn open_actions(&self, limit: usize) -> Result<Vec<OpenAction>, StoreError> {
+        open_actions_read(self, limit).await
+    }
     /// The tenant's entitlement record.
     async fn entitlement(&self, tenant: &str) -> Result<Option<Value>, StoreError>;
     /// The chain head and the entitlement record together (one read where the backend keeps

@@ -229,6 +229,12 @@ pub fn governor_reloaded() {
     metrics::counter!("tai_governor_reloads_total").increment(1);
 }
 
+/// The action sweeper started `n` governors for tenants whose chain ends with an action in
+/// flight that no running governor held (left by a process that ended).
+pub fn governors_swept(n: usize) {
+    metrics::counter!("tai_governors_swept_total").increment(n as u64);
+}
+
 /// An action was started.
 pub fn action_attempted(kind: &str) {
     metrics::counter!("tai_actions_attempted_total", "type" => kind.to_owned()).increment(1);

@@ -63,6 +63,10 @@ fn describe_all() {
         "Governors that found their chain moved on without them (another instance decided) and reloaded it before deciding again or showing their state"
     );
     describe_counter!(
+        "tai_governors_swept_total",
+        "Governors started for an action left in flight by a process that ended, so that its state timeout runs"
+    );
+    describe_counter!(
         "tai_pubsub_stream_reconnects_total",
         "Streaming pulls reopened after a failure"
     );

@@ -999,3 +999,135 @@ async fn a_suspension_through_another_instance_cancels_the_running_action_at_onc
     assert_eq!(state(&a).await["state"], "refusing");
     assert!(chain_verifies(&b, "t").await);
 }
+
+/// An action whose process was killed is timed out by the next process, with no input: its
+/// state timeout runs from the action's start, not from the restart.
+#[actix_web::test]
+async fn an_action_left_in_flight_by_a_killed_process_times_out_after_the_restart() {
+    // Arrange: the real binary on a SQLite file, the webhook executor (the receiver takes the
+    // action and never calls back), a 3 s state timeout.
+    let hook = hook(202);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TAI_ACTIONS__EXECUTOR", "webhook"),
+        ("TAI_ACTIONS__WEBHOOK_URL", hook.url.as_str()),
+        ("TAI_GOVERNANCE__ACTION_TIMEOUT_MS", "3000"),
+    ];
+    let mut bin = start_binary_in(dir.path(), &env);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let post = |url: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let mut res = client.post(url).send_json(&body).await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let grant = json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant"});
+    assert_eq!(post(bin.url("/marketplace"), grant).await.0, 200);
+    let (s, started) = post(
+        bin.url("/v1/tenants/t/signals"),
+        json!({"metric": "cpu", "value": 90.0}),
+    )
+    .await;
+    assert_eq!(
+        (s, &started["state"]),
+        (200, &json!("intervening")),
+        "{started}"
+    );
+    let action_id = started["receipt"]["metadata"]["action"]["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Act: the process is killed; the new one starts once the timeout has fallen due.
+    bin.signal("KILL");
+    assert_eq!(bin.wait_exit(Duration::from_secs(5)), None);
+    let started_ms =
+        tai_autonomics::clock::millis_of(started["receipt"]["timestamp"].as_str().unwrap())
+            .unwrap();
+    eventually("the timeout falls due", Duration::from_secs(10), || async {
+        (tai_autonomics::clock::now_ms() > started_ms + 3000).then_some(())
+    })
+    .await;
+    let bin = start_binary_in(dir.path(), &env);
+
+    // Assert: with no input (only the receipts are read), the action times out, the webhook
+    // is told, and the timeout came from the action's start (a fresh timeout would have
+    // fallen due at least 3 s after the restart).
+    let receipts = eventually(
+        "the timeout is recorded",
+        Duration::from_secs(10),
+        || async {
+            let mut res = (client.get(bin.url("/v1/tenants/t/receipts?limit=100")))
+                .send()
+                .await
+                .unwrap();
+            let page: Value = res.json().await.unwrap();
+            let receipts = page["receipts"].as_array().unwrap().clone();
+            (receipts.last().unwrap()["event_type"] == "action_timeout").then_some(receipts)
+        },
+    )
+    .await;
+    told_of_cancellation(&hook, &action_id, "timed_out").await;
+    let timed_out = receipts.last().unwrap();
+    let timed_out_ms =
+        tai_autonomics::clock::millis_of(timed_out["timestamp"].as_str().unwrap()).unwrap();
+    assert!(
+        timed_out_ms < started_ms + 6000,
+        "timed out {} ms after the start",
+        timed_out_ms - started_ms
+    );
+    assert_eq!(timed_out["state_to"], "refusing", "{timed_out}");
+    let mut res = client.get(bin.url("/metrics")).send().await.unwrap();
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert_eq!(metric(&text, "tai_governors_swept_total"), Some(1.0));
+}
+
+/// With several instances on one Firestore project, an action that its instance left in flight
+/// (here: one whose own timeout lies far ahead, as if the instance were gone) is timed out by
+/// another instance once it is overdue, with no input.
+#[actix_web::test]
+async fn another_instance_times_out_an_overdue_action_that_its_instance_left() {
+    // Arrange: the first instance starts an action and would time it out only after a minute;
+    // the second times actions out after 1 s, and takes over those overdue by 3 s.
+    let hook = hook(202);
+    let project = firestore_project("tai-overdue");
+    let with_timeout = |ms: u64| {
+        let (url, project) = (hook.url.clone(), project.clone());
+        move |s: &mut tai_autonomics::config::Settings| {
+            on_firestore(&project)(s);
+            s.actions.executor = "webhook".into();
+            s.actions.webhook_url = url;
+            s.governance.action_timeout_ms = ms;
+        }
+    };
+    let a = spawn_app(with_timeout(60_000)).await;
+    grant(&a, "t").await;
+    let id = start_action(&a, 85.0).await;
+
+    // Act: the second instance starts; nothing is sent to it.
+    let b = spawn_app(with_timeout(1_000)).await;
+
+    // Assert: the action is timed out through the second instance, and the webhook is told.
+    let seen = eventually(
+        "the timeout is recorded",
+        Duration::from_secs(15),
+        || async {
+            let seen = events(&a).await;
+            (seen.last().map(String::as_str) == Some("action_timeout")).then_some(seen)
+        },
+    )
+    .await;
+    told_of_cancellation(&hook, &id, "timed_out").await;
+    assert_eq!(
+        seen.iter().filter(|e| *e == "action_timeout").count(),
+        1,
+        "{seen:?}"
+    );
+    let (_, text) = b.get_text("/metrics").await;
+    assert_eq!(metric(&text, "tai_governors_swept_total"), Some(1.0));
+    assert_eq!(state(&a).await["state"], "refusing");
+    assert!(chain_verifies(&b, "t").await);
+}

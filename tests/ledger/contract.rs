@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use tai_autonomics::receipts::{
-    verify_chain, Anchor, AppendItem, GovernorSnapshot, Head, LedgerStore, Receipt, ReceiptDraft,
-    ReceiptType, StoreError, Verifier,
+    open_actions_read, verify_chain, Anchor, AppendItem, GovernorSnapshot, Head, LedgerStore,
+    OpenAction, Receipt, ReceiptDraft, ReceiptType, StoreError, Verifier,
 };
 
 /// A chain of `n` receipts for `tenant` after `prev`, with metadata of every JSON shape.
@@ -250,6 +250,55 @@ pub async fn run<S: LedgerStore>(store: &S, prefix: &str) {
         })
     );
     assert_eq!(snap.last_state, Some(warned));
+
+    // Open actions: tenants whose last action receipt started one. An action ended in a later
+    // batch, or cancelled by an entitlement change in the same one, is closed; a postponed
+    // signal after a start leaves it open. The backend's index agrees with reading every chain.
+    assert!(store.open_actions(10).await.unwrap().is_empty());
+    let steps = |t: &str, events: &[&str]| {
+        let mut out: Vec<Receipt> = Vec::new();
+        for event in events {
+            let prev = out.last().map(|r| (r.seq, r.receipt_hash.as_str()));
+            let d = ReceiptDraft::new(t, ReceiptType::Transition, *event, "contract")
+                .states(Some("stable"), Some("intervening"));
+            out.push(d.seal(prev, "tai@contract", tai_autonomics::clock::now_rfc3339()));
+        }
+        out
+    };
+    let (d, e, f, g) = (
+        format!("{prefix}open-d"),
+        format!("{prefix}open-e"),
+        format!("{prefix}open-f"),
+        format!("{prefix}open-g"),
+    );
+    let started_e = steps(&e, &["action_started"]);
+    let mut batch = items(&steps(&d, &["signal_warning", "action_started"]));
+    batch.extend(items(&started_e));
+    batch.extend(items(&steps(&f, &["action_started", "signal_postponed"])));
+    batch.extend(items(&steps(
+        &g,
+        &["action_started", "entitlement_changed"],
+    )));
+    store.append(batch).await.unwrap();
+    let tenants =
+        |open: Vec<OpenAction>| -> Vec<String> { open.into_iter().map(|o| o.tenant_id).collect() };
+    let first = store.open_actions(10).await.unwrap();
+    assert_eq!(first[1].started_at, started_e[0].timestamp);
+    assert_eq!(tenants(first), [d.clone(), e.clone(), f.clone()]);
+    let ended = ReceiptDraft::new(&e, ReceiptType::Transition, "action_completed", "contract")
+        .seal(
+            Some((1, started_e[0].receipt_hash.as_str())),
+            "tai@contract",
+            tai_autonomics::clock::now_rfc3339(),
+        );
+    store
+        .append(vec![AppendItem::receipt(ended)])
+        .await
+        .unwrap();
+    let open = store.open_actions(10).await.unwrap();
+    assert_eq!(open, open_actions_read(store, 10).await.unwrap());
+    assert_eq!(tenants(open), [d.clone(), f.clone()]);
+    assert_eq!(tenants(store.open_actions(1).await.unwrap()), [d]);
 
     // Verification where the store reads: pages of 4 and 2, then nothing; the same report.
     let (v, first) = store

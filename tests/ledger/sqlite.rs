@@ -25,10 +25,10 @@ async fn reopening_keeps_data_and_the_schema_version() {
         )
         .await
         .unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     drop(store);
     let again = SqliteStore::open(&path).unwrap();
-    assert_eq!(again.schema_version().unwrap(), 1);
+    assert_eq!(again.schema_version().unwrap(), 2);
     assert_eq!(again.range("t", 0, 10).await.unwrap(), c);
     // A second seq 2 (another writer's chain) is a conflict that says which seq was taken.
     let fork = super::contract::chain("t", Some(&c[0]), 1);

@@ -41,7 +41,8 @@ PANELS = [
     ("Firestore writes (per s)", [("sum(rate(tai_firestore_writes_total[5m]))", "writes")]),
     ("Supervisor restarts (per hour)", [
         ("sum by (supervisor) (increase(tai_supervisor_restarts_total[1h]))", "{{supervisor}}"),
-        ("sum by (supervisor) (increase(tai_supervisor_intensity_exceeded_total[1h]))", "intensity exceeded: {{supervisor}}")]),
+        ("sum by (supervisor) (increase(tai_supervisor_intensity_exceeded_total[1h]))", "intensity exceeded: {{supervisor}}"),
+        ("sum(increase(tai_governors_swept_total[1h]))", "governors started for actions a process that ended left in flight")]),
     ("Abnormal child exits and panics (per hour)", [
         ("sum by (supervisor, reason) (increase(tai_child_exits_total{reason=~\"panic|error|killed\"}[1h]))", "{{supervisor}} {{reason}}"),
         ("sum(increase(tai_panics_total[1h]))", "panics")]),

@@ -22,7 +22,8 @@ use supervisors::{
 use crate::config::{LedgerBackend, Settings};
 use crate::entitlements::{Entitlements, Subscribers};
 use crate::governor::{
-    ActionSweeper, EntitlementUpdate, Executor, Governor, GovernorDeps, Hibernator, SweepPolicy,
+    ActionSweeper, EntitlementUpdate, Executor, Governor, GovernorDeps, Hibernator, Sweep,
+    SweepPolicy,
 };
 use crate::intake::Intake;
 use crate::mcp::registry::{McpRegistry, Ops};
@@ -208,7 +209,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         },
     };
     let (swept, sweep_store) = (governors.clone(), ledger.store().clone());
-    let (sweeper_spec, _) = ChildSpec::worker("sweeper", move || {
+    let (sweeper_spec, sweeper) = ChildSpec::worker("sweeper", move || {
         ActionSweeper::new(swept.clone(), sweep_store.clone(), policy)
     });
 
@@ -232,6 +233,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         // Straight into the ring: no mailbox to fill in a crash storm, and the Observer's own
         // exit is remembered although it is down when that event comes.
         event_log.push(EventRecord::from_event(e));
+        // A governance supervisor that gave up stopped every governor, and with them the
+        // timers of their actions: the restarted one is swept.
+        if let SupervisorEvent::ChildRestarted {
+            supervisor, child, ..
+        } = e
+        {
+            if &**supervisor == "root" && child == "governance" {
+                let _ = sweeper.tell(Sweep);
+            }
+        }
     });
     // Pull runs when a subscription is configured: last to start, first to stop.
     let (consumer_spec, pubsub) =

@@ -19,4 +19,4 @@ pub use actor::{
 };
 pub use hibernate::Hibernator;
 pub use machine::{Signal, State, Thresholds};
-pub use sweep::{ActionSweeper, SweepPolicy};
+pub use sweep::{ActionSweeper, Sweep, SweepPolicy};

@@ -5,7 +5,9 @@
 //! A running governor keeps its action's timer and does not hibernate with an action in flight,
 //! so only a process that ended (a crash, a deploy, Cloud Run scaling in) leaves an action
 //! that nothing times out. With the SQLite ledger one process owns the file: the sweeper takes
-//! every open action once, as the process starts. With a ledger several instances share
+//! every open action as the process starts, and again whenever the governance supervisor is
+//! restarted (past its restart intensity it stops every governor, timers and all). With a
+//! ledger several instances share
 //! (Firestore), an action whose governor runs on another instance is that instance's, and
 //! starting a second governor for it would hold an action slot here for nothing: the sweeper
 //! takes only overdue actions (started more than `overdue` ago), at start and every `period`.
@@ -23,10 +25,10 @@ use crate::telemetry::events;
 /// Open actions taken in one sweep.
 const SWEEP_LIMIT: usize = 10_000;
 
-/// Which open actions a sweep takes, and when sweeps run.
+/// Which open actions a sweep takes, and when sweeps run (besides [`Sweep`]).
 #[derive(Debug, Clone, Copy)]
 pub enum SweepPolicy {
-    /// Every open action, once at start (the ledger is this process's alone).
+    /// Every open action, at start (the ledger is this process's alone).
     AtStart,
     /// Actions started more than `overdue` ago, at start and every `period` (a ledger that
     /// several instances share).
@@ -102,6 +104,19 @@ impl ActionSweeper {
                 }
             }
         }));
+    }
+}
+
+/// Sweep now: the governance supervisor was restarted, and the governors it stopped held
+/// their actions' timers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sweep;
+
+impl Handler<Sweep> for ActionSweeper {
+    type Result = ();
+    fn handle(&mut self, _: Sweep, ctx: &mut Context<Self>) {
+        self.sweep(ctx);
     }
 }
 

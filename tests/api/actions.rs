@@ -1131,3 +1131,61 @@ async fn another_instance_times_out_an_overdue_action_that_its_instance_left() {
     assert_eq!(state(&a).await["state"], "refusing");
     assert!(chain_verifies(&b, "t").await);
 }
+
+/// A governance supervisor that gives up (past its restart intensity) stops every governor,
+/// and with them their actions' timers; the restarted one's running actions still time out.
+#[actix_web::test]
+async fn an_action_survives_a_governance_supervisor_that_gave_up() {
+    // Arrange: one restart a minute for governors; tenant t has an action in flight, and the
+    // governor of tenant u is crashed twice.
+    let hook = hook(202);
+    let url = hook.url.clone();
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+        s.governance.action_timeout_ms = 1000;
+        s.governance.intensity = 1;
+        s.chaos.enabled = true;
+    })
+    .await;
+    grant(&app, "t").await;
+    grant(&app, "u").await;
+    let id = start_action(&app, 85.0).await;
+    assert_eq!(
+        app.post_json(
+            "/v1/tenants/u/signals",
+            &json!({"metric": "cpu", "value": 10})
+        )
+        .await
+        .0,
+        200
+    );
+    crash_governor(&app, "u", 1).await;
+
+    // Act: the second crash is past the intensity; root restarts the governance supervisor.
+    let (s, b) = (app.post_json("/v1/chaos/governors/u/crash", &json!({}))).await;
+    assert_eq!(s, 202, "{b}");
+
+    // Assert: with no input for t, its action times out and the webhook is told.
+    let seen = eventually(
+        "the timeout is recorded",
+        Duration::from_secs(10),
+        || async {
+            let seen = events(&app).await;
+            (seen.last().map(String::as_str) == Some("action_timeout")).then_some(seen)
+        },
+    )
+    .await;
+    told_of_cancellation(&hook, &id, "timed_out").await;
+    assert_eq!(
+        seen.iter().filter(|e| *e == "action_timeout").count(),
+        1,
+        "{seen:?}"
+    );
+    let (_, text) = app.get_text("/metrics").await;
+    assert!(
+        metric(&text, "tai_supervisor_restarts_total{supervisor=\"root\"}").unwrap_or(0.0) >= 1.0,
+        "root restarted the governance supervisor"
+    );
+    assert!(chain_verifies(&app, "t").await);
+}

@@ -126,6 +126,21 @@ async fn told_of_cancellation(hook: &Hook, action_id: &str, reason: &str) {
     .await;
 }
 
+/// Waits until the chain of `t` ends with `action_timeout` (reading the receipts, which asks
+/// no governor anything), and checks that it holds one.
+async fn timed_out_once(app: &TestApp, within: Duration) {
+    let seen = eventually("the timeout is recorded", within, || async {
+        let seen = events(app).await;
+        (seen.last().map(String::as_str) == Some("action_timeout")).then_some(seen)
+    })
+    .await;
+    assert_eq!(
+        seen.iter().filter(|e| *e == "action_timeout").count(),
+        1,
+        "{seen:?}"
+    );
+}
+
 /// Completes `tenant`'s action `action_id` through the webhook callback.
 async fn complete(app: &TestApp, tenant: &str, action_id: &str) -> (u16, Value) {
     app.post_json(
@@ -1111,21 +1126,8 @@ async fn another_instance_times_out_an_overdue_action_that_its_instance_left() {
     let b = spawn_app(with_timeout(1_000)).await;
 
     // Assert: the action is timed out through the second instance, and the webhook is told.
-    let seen = eventually(
-        "the timeout is recorded",
-        Duration::from_secs(15),
-        || async {
-            let seen = events(&a).await;
-            (seen.last().map(String::as_str) == Some("action_timeout")).then_some(seen)
-        },
-    )
-    .await;
+    timed_out_once(&a, Duration::from_secs(15)).await;
     told_of_cancellation(&hook, &id, "timed_out").await;
-    assert_eq!(
-        seen.iter().filter(|e| *e == "action_timeout").count(),
-        1,
-        "{seen:?}"
-    );
     let (_, text) = b.get_text("/metrics").await;
     assert_eq!(metric(&text, "tai_governors_swept_total"), Some(1.0));
     assert_eq!(state(&a).await["state"], "refusing");
@@ -1167,21 +1169,8 @@ async fn an_action_survives_a_governance_supervisor_that_gave_up() {
     assert_eq!(s, 202, "{b}");
 
     // Assert: with no input for t, its action times out and the webhook is told.
-    let seen = eventually(
-        "the timeout is recorded",
-        Duration::from_secs(10),
-        || async {
-            let seen = events(&app).await;
-            (seen.last().map(String::as_str) == Some("action_timeout")).then_some(seen)
-        },
-    )
-    .await;
+    timed_out_once(&app, Duration::from_secs(10)).await;
     told_of_cancellation(&hook, &id, "timed_out").await;
-    assert_eq!(
-        seen.iter().filter(|e| *e == "action_timeout").count(),
-        1,
-        "{seen:?}"
-    );
     let (_, text) = app.get_text("/metrics").await;
     assert!(
         metric(&text, "tai_supervisor_restarts_total{supervisor=\"root\"}").unwrap_or(0.0) >= 1.0,

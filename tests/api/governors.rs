@@ -468,24 +468,14 @@ async fn a_governor_read_through_the_other_instance_shows_the_chains_last_decisi
         decided["receipt"]["seq"].clone(),
         decided["receipt"]["receipt_hash"].clone(),
     );
-    assert_eq!(
-        (
-            shown["state"].clone(),
-            shown["seq"].clone(),
-            shown["head_hash"].clone()
-        ),
-        expected,
-        "{shown}"
-    );
-    assert_eq!(
-        (
-            through_mcp["state"].clone(),
-            through_mcp["seq"].clone(),
-            through_mcp["head_hash"].clone()
-        ),
-        expected,
-        "{through_mcp}"
-    );
+    for view in [&shown, &through_mcp] {
+        let got = (
+            view["state"].clone(),
+            view["seq"].clone(),
+            view["head_hash"].clone(),
+        );
+        assert_eq!(got, expected, "{view}");
+    }
     assert_eq!(
         (next.0, &next.1["receipt"]["state_from"]),
         (200, &json!("warning")),
@@ -822,21 +812,17 @@ async fn an_idle_governor_hibernates_and_returns_with_its_state_and_chain() {
     );
 }
 
-#[actix_web::test]
-async fn a_governor_woken_after_its_entitlement_expired_is_refusing_at_the_first_look() {
-    // Arrange: a tenant whose entitlement expires while its governor hibernates.
-    let app = spawn_app(|s| s.governance.idle_hibernate_secs = 1).await;
+/// Grants `tenant` an entitlement that expires in 3 s, moves its governor to `warning`, and
+/// returns once the governor hibernated before the expiry and the expiry has passed with
+/// nothing to wake it (no live timer saw the expiry). The app hibernates after 1 s.
+async fn asleep_past_expiry(app: &TestApp, tenant: &str) {
     let expires = tai_autonomics::clock::now_ms() + 3000;
-    let (s, b) = app
-        .post_json(
-            "/marketplace",
-            &serde_json::json!({"tenant_id": "lapsed", "entitlement_id": "e", "action": "grant",
-                                "expires_at": tai_autonomics::clock::rfc3339_millis(expires)}),
-        )
-        .await;
+    let grant = json!({"tenant_id": tenant, "entitlement_id": "e", "action": "grant",
+                       "expires_at": tai_autonomics::clock::rfc3339_millis(expires)});
+    let (s, b) = app.post_json("/marketplace", &grant).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(signal(&app, "lapsed", 65.0).await.1["state"], "warning");
-    let asleep = || app.state.tree.governors.get(&"lapsed".to_owned()).is_none();
+    assert_eq!(signal(app, tenant, 65.0).await.1["state"], "warning");
+    let asleep = || app.state.tree.governors.get(&tenant.to_owned()).is_none();
     eventually("hibernated", Duration::from_secs(10), || async {
         asleep().then_some(())
     })
@@ -850,6 +836,13 @@ async fn a_governor_woken_after_its_entitlement_expired_is_refusing_at_the_first
     })
     .await;
     assert!(asleep(), "nothing woke it meanwhile");
+}
+
+#[actix_web::test]
+async fn a_governor_woken_after_its_entitlement_expired_is_refusing_at_the_first_look() {
+    // Arrange: a tenant whose entitlement expires while its governor hibernates.
+    let app = spawn_app(|s| s.governance.idle_hibernate_secs = 1).await;
+    asleep_past_expiry(&app, "lapsed").await;
 
     // Act: the first look wakes it.
     let (_, view) = app.get_json("/v1/governors/lapsed").await;
@@ -945,24 +938,7 @@ async fn a_missed_expiry_that_the_ledger_refuses_at_wake_is_recorded_once_it_rec
         s.chaos.enabled = true;
     })
     .await;
-    let expires = tai_autonomics::clock::now_ms() + 3000;
-    let grant = json!({"tenant_id": "t", "entitlement_id": "e", "action": "grant",
-                       "expires_at": tai_autonomics::clock::rfc3339_millis(expires)});
-    assert_eq!(app.post_json("/marketplace", &grant).await.0, 200);
-    assert_eq!(signal(&app, "t", 65.0).await.1["state"], "warning");
-    let asleep = || app.state.tree.governors.get(&"t".to_owned()).is_none();
-    eventually("hibernated", Duration::from_secs(10), || async {
-        asleep().then_some(())
-    })
-    .await;
-    assert!(
-        tai_autonomics::clock::now_ms() < expires,
-        "asleep before the expiry, so no live timer saw it"
-    );
-    eventually("past the expiry", Duration::from_secs(10), || async {
-        (tai_autonomics::clock::now_ms() > expires).then_some(())
-    })
-    .await;
+    asleep_past_expiry(&app, "t").await;
 
     // The governor wakes while every append fails: it cannot record the change yet.
     let (s, b) = app

@@ -202,6 +202,8 @@ fn error_response_with(
     if code == ErrorCode::Unauthorized {
         res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
     }
+    // For the request log (`http::middleware`), which names the code of each failure.
+    res.extensions_mut().insert(code);
     res.json(ErrorBody {
         kind: "refusal",
         code,

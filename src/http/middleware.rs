@@ -1,5 +1,5 @@
-//! Request middleware: the drain gate, the request span (with the Cloud trace id) and the HTTP
-//! metrics.
+//! Request middleware: the drain gate, the request span (with the Cloud trace id), the HTTP
+//! metrics and the request log (with its budget for the 503s that come by the thousand).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -170,18 +170,53 @@ pub async fn observe(
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     events::http_request(method, &route, status, elapsed);
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(
-                status,
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                "request failed"
-            );
-        } else {
-            tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "request");
-        }
-    });
+    let code = res.response().extensions().get::<ErrorCode>().copied();
+    span.in_scope(|| log_request(status, code, elapsed));
     Ok(res)
+}
+
+/// The request log: every failure (5xx) at warning level with its error code, except that the
+/// 503s the service answers by design, to tell a client to retry (overload, a restart, the
+/// ledger away, draining), are logged at most once a second per code, each such line with the
+/// number left out since the one before (`suppressed`): an overload must not turn into a log
+/// storm that costs more CPU than the refusals themselves. `tai_http_requests_total` counts
+/// every one.
+fn log_request(status: u16, code: Option<ErrorCode>, elapsed: Duration) {
+    use crate::telemetry::budget::LogBudget;
+    static BUDGETS: [LogBudget; 5] = [const { LogBudget::new() }; 5];
+    let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+    if status < 500 {
+        tracing::debug!(status, elapsed_ms, "request");
+        return;
+    }
+    let Some(code) = code else {
+        tracing::warn!(status, elapsed_ms, "request failed");
+        return;
+    };
+    let name = serde_json::to_value(code).unwrap_or_default();
+    let name = name.as_str().unwrap_or_default();
+    let budget = match code {
+        ErrorCode::Unavailable => Some(0),
+        ErrorCode::Draining => Some(1),
+        ErrorCode::ActorRestarting => Some(2),
+        ErrorCode::GovernorRestarting => Some(3),
+        ErrorCode::DecisionPending => Some(4),
+        _ => None,
+    };
+    match budget {
+        None => tracing::warn!(status, code = name, elapsed_ms, "request failed"),
+        Some(i) => {
+            if let Some(suppressed) = BUDGETS[i].admit_now() {
+                tracing::warn!(
+                    status,
+                    code = name,
+                    elapsed_ms,
+                    suppressed,
+                    "request failed"
+                );
+            }
+        }
+    }
 }
 
 /// Whether the service is draining (see `startup::drain`).

@@ -48,6 +48,7 @@ use tokio::sync::oneshot;
 use super::receipt::{nesting, Receipt, ReceiptDraft, MAX_METADATA_NESTING};
 use super::store::{records_state, AppendItem, Head, LedgerStore, StoreError};
 use super::AnyStore;
+use crate::telemetry::budget::LogBudget;
 use crate::telemetry::events;
 
 /// Chain heads kept in memory before the cache starts over (each is reloaded on demand).
@@ -1163,7 +1164,12 @@ impl Chain {
             Err(e) => {
                 self.tell(None);
                 events::ledger_batch_failed(self.backend, self.receipts, &e);
-                tracing::warn!(error = %e, receipts = self.receipts, "ledger batch failed; every caller in it is refused");
+                // A ledger that is away fails every batch, hundreds a second: one line a
+                // second, with the batches left out since the last one.
+                static FAILED: LogBudget = LogBudget::new();
+                if let Some(suppressed) = FAILED.admit_now() {
+                    tracing::warn!(error = %e, receipts = self.receipts, suppressed, "ledger batch failed; every caller in it is refused");
+                }
                 (None, Answers::Refused(callers, e))
             }
         }

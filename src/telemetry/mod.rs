@@ -4,6 +4,7 @@
 //! terminal), the trace id taken from `X-Cloud-Trace-Context`, and the rule that label values
 //! come from closed sets (no tenant id in any label).
 
+pub mod budget;
 pub mod events;
 pub mod metrics;
 pub mod observer;

@@ -227,6 +227,8 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub struct Binary {
     pub child: Child,
     pub port: u16,
+    /// The warning and error lines it logged (at most the first 10,000).
+    pub warnings: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 /// Starts the binary with its ledger in a fresh temp dir.
@@ -250,9 +252,17 @@ pub fn start_binary_in(dir: &Path, env: &[(&str, &str)]) -> Binary {
     let mut child = cmd.spawn().expect("binary starts");
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = std::sync::mpsc::channel();
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = warnings.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(r#""severity":"WARNING""#) || line.contains(r#""severity":"ERROR""#) {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < 10_000 {
+                    kept.push(serde_json::from_str(&line).unwrap_or_default());
+                }
+            }
             if !sent {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "tai-autonomics ready" {
@@ -266,7 +276,11 @@ pub fn start_binary_in(dir: &Path, env: &[(&str, &str)]) -> Binary {
     let port = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the binary logs that it is ready");
-    Binary { child, port }
+    Binary {
+        child,
+        port,
+        warnings,
+    }
 }
 
 impl Binary {

@@ -192,3 +192,101 @@ fn a_root_supervisor_that_gives_up_stops_the_process_non_zero_so_it_is_restarted
         "exit code {code:?}, expected a failure"
     );
 }
+
+#[test]
+fn refusals_that_come_by_the_hundred_are_logged_once_a_second_with_the_count_left_out() {
+    // Arrange: a tenant with a governor, and a ledger that fails every commit for a while,
+    // so every signal is refused with 503 `unavailable` (the service's own back-pressure).
+    let bin = start_binary(&[("TAI_CHAOS__ENABLED", "true")]);
+    let grant = r#"{"tenant_id":"loud","entitlement_id":"e","action":"grant"}"#;
+    assert_eq!(
+        blocking_request("POST", &bin.url("/marketplace"), grant),
+        Some(200)
+    );
+    let signals = bin.url("/v1/tenants/loud/signals");
+    let signal = r#"{"metric":"cpu_utilization","value":42.5}"#;
+    assert_eq!(blocking_request("POST", &signals, signal), Some(200));
+    let chaos = bin.url("/v1/chaos/ledger");
+    assert_eq!(
+        blocking_request("POST", &chaos, r#"{"fail_ms":20000}"#),
+        Some(202)
+    );
+    let now_secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let burst = |n: usize| {
+        for _ in 0..n {
+            assert_eq!(blocking_request("POST", &signals, signal), Some(503));
+        }
+    };
+
+    // Act: two bursts of 100 refusals, the second in a later second of the clock.
+    let t0 = Instant::now();
+    burst(100);
+    let first_ended = now_secs();
+    while now_secs() == first_ended {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    burst(100);
+    let seconds = t0.elapsed().as_secs() + 2;
+
+    // Assert: a handful of lines, not 200; each names its code, and the second burst's first
+    // line counts what the first burst left out.
+    let refusal_lines = || {
+        let lines = bin.warnings.lock().unwrap().clone();
+        lines
+            .into_iter()
+            .filter(|l| l["message"] == "request failed")
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = refusal_lines();
+        let told: u64 = lines
+            .iter()
+            .map(|l| 1 + l["suppressed"].as_u64().unwrap_or(0))
+            .sum();
+        if told > 100 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["code"] == "unavailable" && l["status"] == 503),
+        "{lines:?}"
+    );
+    let told: u64 = lines
+        .iter()
+        .map(|l| 1 + l["suppressed"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (2..=seconds as usize).contains(&lines.len()),
+        "{} lines in {seconds} s: {lines:?}",
+        lines.len()
+    );
+    assert!(
+        (101..=200).contains(&told),
+        "the lines account for {told} refusals"
+    );
+    // The receipt writer's failed batches (each refusal's) are told the same way.
+    let batches = bin.warnings.lock().unwrap().clone();
+    let batches: Vec<_> = batches
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("ledger batch failed")
+        })
+        .collect();
+    assert!(
+        (1..=seconds as usize).contains(&batches.len()),
+        "{} lines for failed batches in {seconds} s",
+        batches.len()
+    );
+}

@@ -529,7 +529,13 @@ impl Intake {
     fn check_signature(&self, req: &MarketplaceRequest) -> Result<(), ApiError> {
         let refuse = |m: String| {
             crate::telemetry::events::refused("invalid_signature");
-            tracing::warn!(tenant = %req.tenant_id, reason = %m, "marketplace signature refused");
+            // A misconfigured or hostile sender repeats these: one line a second (the metric
+            // counts each).
+            static REFUSED: crate::telemetry::budget::LogBudget =
+                crate::telemetry::budget::LogBudget::new();
+            if let Some(suppressed) = REFUSED.admit_now() {
+                tracing::warn!(tenant = %req.tenant_id, reason = %m, suppressed, "marketplace signature refused");
+            }
             ApiError::new(ErrorCode::InvalidSignature, m)
         };
         let token = req

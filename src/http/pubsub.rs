@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::pubsub::message::parse_push;
 use crate::pubsub::push_auth::Refused;
 use crate::pubsub::{deliver, Delivered};
+use crate::telemetry::budget::LogBudget;
 use crate::telemetry::events;
 
 /// `GET /v1/pubsub` (operator): this instance's pull consumer and push settings.
@@ -40,7 +41,11 @@ pub async fn push(
             auth.check(header).await.map_err(|e| match e {
                 Refused::Invalid(m) => {
                     events::refused("invalid_push_token");
-                    tracing::warn!(reason = %m, "pub/sub push refused");
+                    // Anyone can send these: one line a second (the metric counts each).
+                    static REFUSED: LogBudget = LogBudget::new();
+                    if let Some(suppressed) = REFUSED.admit_now() {
+                        tracing::warn!(reason = %m, suppressed, "pub/sub push refused");
+                    }
                     ApiError::new(ErrorCode::Unauthorized, m)
                 }
                 Refused::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m).retry_after(5),

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::http::error::{ApiError, ErrorCode};
 use crate::intake::Intake;
+use crate::telemetry::budget::LogBudget;
 use crate::telemetry::events;
 use message::{Delivery, Inbound};
 
@@ -160,7 +161,14 @@ pub async fn deliver(intake: &Intake, via: &'static str, d: &Delivery) -> Delive
     };
     events::pubsub_message(via, out.outcome());
     if let Delivered::Rejected(e) = &out {
-        tracing::warn!(message_id = %d.message_id, via, code = ?e.code, error = %e.message, "pub/sub message rejected");
+        // A message refused for now (503: redelivered later) comes by the thousand while the
+        // ledger is away: one line a second of those. Malformed ones are each told.
+        static TRANSIENT: LogBudget = LogBudget::new();
+        if e.code.status() != actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(message_id = %d.message_id, via, code = ?e.code, error = %e.message, "pub/sub message rejected");
+        } else if let Some(suppressed) = TRANSIENT.admit_now() {
+            tracing::warn!(message_id = %d.message_id, via, code = ?e.code, error = %e.message, suppressed, "pub/sub message rejected");
+        }
     }
     out
 }

@@ -1,5 +1,6 @@
-//! The real binary: configuration errors exit 78, SIGTERM drains and exits 0 within 10 s, and
-//! a root supervisor that gives up takes the process down with it (non-zero) to be restarted.
+//! The real binary: configuration errors exit 78, SIGTERM drains and exits 0 within 10 s, a
+//! root supervisor that gives up takes the process down with it (non-zero) to be restarted,
+//! and refusals that come by the hundred are logged once a second, not once each.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,6 +19,11 @@ fn blocking_post(url: &str) -> Option<u16> {
 /// A tiny HTTP/1.1 request over std, so these tests need no async runtime of their own: the
 /// answer's status, or `None` without one. A non-empty `body` goes as JSON.
 fn blocking_request(method: &str, url: &str, body: &str) -> Option<u16> {
+    blocking_request_with(method, url, "", body)
+}
+
+/// [`blocking_request`] with more header lines (each ending in `\r\n`).
+fn blocking_request_with(method: &str, url: &str, headers: &str, body: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let (host, path) = addr
@@ -35,7 +41,7 @@ fn blocking_request(method: &str, url: &str, body: &str) -> Option<u16> {
     };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{json}Connection: close\r\n\r\n{body}"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{json}{headers}Connection: close\r\n\r\n{body}"
     )
     .ok()?;
     let mut buf = String::new();
@@ -288,5 +294,50 @@ fn refusals_that_come_by_the_hundred_are_logged_once_a_second_with_the_count_lef
         (1..=seconds as usize).contains(&batches.len()),
         "{} lines for failed batches in {seconds} s",
         batches.len()
+    );
+}
+
+#[test]
+fn refused_push_tokens_are_logged_once_a_second_with_the_count_left_out() {
+    // Arrange: push verification on; anyone can reach `POST /pubsub`.
+    let jwks = keys_dir().join("jwks.json").display().to_string();
+    let bin = start_binary(&[
+        ("TAI_PUBSUB__PUSH__VERIFY", "true"),
+        ("TAI_PUBSUB__PUSH__AUDIENCE", "https://tai.example/pubsub"),
+        ("TAI_PUBSUB__PUSH__JWKS_FILE", jwks.as_str()),
+    ]);
+    let envelope = r#"{"message":{"data":"e30=","messageId":"m-1"},"subscription":"s"}"#;
+
+    // Act: 100 pushes with a token that is no JWT at all.
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(
+            blocking_request_with(
+                "POST",
+                &bin.url("/pubsub"),
+                "Authorization: Bearer not-a-token\r\n",
+                envelope
+            ),
+            Some(401)
+        );
+    }
+    let seconds = t0.elapsed().as_secs() as usize + 2;
+
+    // Assert: a line a second at most, the first of them written.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines: Vec<_> = (bin.warnings.lock().unwrap().iter())
+            .filter(|l| l["message"] == "pub/sub push refused")
+            .cloned()
+            .collect();
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        (1..=seconds).contains(&lines.len()),
+        "{} lines for 100 refused pushes in {seconds} s",
+        lines.len()
     );
 }

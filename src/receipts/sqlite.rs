@@ -403,6 +403,8 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
             };
             let database = std::fs::File::open(&path);
             let mut pause = std::time::Duration::from_millis(100);
+            // A full disk fails every pass, ten a second: one line a second.
+            let failures = crate::telemetry::budget::LogBudget::new();
             while inner.strong_count() > 0 {
                 std::thread::sleep(pause);
                 let mut result = pass();
@@ -432,7 +434,11 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
                             100
                         });
                     }
-                    Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying"),
+                    Err(e) => {
+                        if let Some(suppressed) = failures.admit_now() {
+                            tracing::warn!(error = %e, suppressed, "ledger checkpoint failed; retrying");
+                        }
+                    }
                 }
             }
             // A last full checkpoint so a cleanly stopped ledger leaves a small WAL.

@@ -38,7 +38,7 @@ emulators_start() {
   export PUBSUB_EMULATOR_HOST=127.0.0.1:$PS_PORT
   export TAI_TEST_FIRESTORE_PID=$FS_PID TAI_TEST_PUBSUB_PID=$PS_PID
   # Tests that stop and restart an emulator of their own start it from this jar.
-  export TAI_TEST_PUBSUB_JAR=$PS_JAR
+  export TAI_TEST_PUBSUB_JAR=$PS_JAR TAI_TEST_FIRESTORE_JAR=$FS_JAR
 }
 
 emulators_stop() {

@@ -200,7 +200,41 @@ struct IndexDoc {
 /// The Firestore backend.
 #[derive(Clone)]
 pub struct FirestoreStore {
+    /// Appends: a commit without a time limit, so that one is never reported failed while it
+    /// may still land (the decision deadline answers its callers meanwhile).
     db: FirestoreDb,
+    /// Reads: [`READ_ATTEMPT`] per attempt, [`READ_DEADLINE`] in all (see [`bounded`]).
+    reads: FirestoreDb,
+}
+
+/// How long one attempt of a read waits for Firestore before the `firestore` crate sends it
+/// again (after a random pause of up to 1, 2, 4 s).
+pub const READ_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a read waits for Firestore in all. Reads take milliseconds; a store gone silent
+/// (a network partition) used to hold every read, and the request behind it, without limit.
+pub const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `read`, failed as unavailable past [`READ_DEADLINE`] (its attempts and the pauses between).
+async fn bounded<T>(
+    read: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    bounded_within(READ_DEADLINE, read).await
+}
+
+/// [`bounded`] with a deadline of its own (a page of many receipts takes longer to arrive).
+async fn bounded_within<T>(
+    deadline: std::time::Duration,
+    read: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    actix_web::rt::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "Firestore did not answer a read within {} ms",
+                deadline.as_millis()
+            )))
+        })
 }
 
 fn seq_id(seq: u64) -> String {
@@ -233,7 +267,8 @@ impl FirestoreStore {
     /// `FIRESTORE_EMULATOR_HOST` is set).
     pub async fn connect(project_id: &str) -> Result<FirestoreStore, StoreError> {
         let db = FirestoreDb::new(project_id).await.map_err(map_err)?;
-        Ok(FirestoreStore { db })
+        let reads = db.clone_with_request_timeout(Some(READ_ATTEMPT));
+        Ok(FirestoreStore { db, reads })
     }
 
     /// Most receipts one commit can hold within Firestore's 500 writes.
@@ -251,28 +286,33 @@ impl FirestoreStore {
 
     /// The tenant's document: chain head and entitlement record.
     async fn tenant_doc(&self, tenant: &str) -> Result<Option<TenantDoc>, StoreError> {
-        self.db
-            .fluent()
-            .select()
-            .by_id_in("tenants")
-            .obj()
-            .one(tenant)
-            .await
-            .map_err(map_err)
+        bounded(async {
+            self.reads
+                .fluent()
+                .select()
+                .by_id_in("tenants")
+                .obj()
+                .one(tenant)
+                .await
+                .map_err(map_err)
+        })
+        .await
     }
 
     async fn receipt_at(&self, tenant: &str, seq: u64) -> Result<Option<Receipt>, StoreError> {
         let parent = self.tenant_parent(tenant)?;
-        let doc: Option<ReceiptDoc> = self
-            .db
-            .fluent()
-            .select()
-            .by_id_in("receipts")
-            .parent(parent)
-            .obj()
-            .one(seq_id(seq))
-            .await
-            .map_err(map_err)?;
+        let doc: Option<ReceiptDoc> = bounded(async {
+            self.reads
+                .fluent()
+                .select()
+                .by_id_in("receipts")
+                .parent(parent)
+                .obj()
+                .one(seq_id(seq))
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         doc.map(Receipt::try_from).transpose()
     }
 }
@@ -409,19 +449,23 @@ impl LedgerStore for FirestoreStore {
         limit: usize,
     ) -> Result<Vec<Receipt>, StoreError> {
         let parent = self.tenant_parent(tenant)?;
-        let docs: Vec<ReceiptDoc> = self
-            .db
-            .fluent()
-            .select()
-            .from("receipts")
-            .parent(parent)
-            .filter(|q| q.field("seq").greater_than(seq_bound(after_seq)))
-            .order(|o| o.fields([o.field("seq").asc()]))
-            .limit(limit.min(10_000) as u32)
-            .obj()
-            .query()
-            .await
-            .map_err(map_err)?;
+        // A millisecond more for each receipt asked for: 4 s for a page of 1,000.
+        let deadline = READ_DEADLINE + std::time::Duration::from_millis(limit.min(10_000) as u64);
+        let docs: Vec<ReceiptDoc> = bounded_within(deadline, async {
+            self.reads
+                .fluent()
+                .select()
+                .from("receipts")
+                .parent(parent)
+                .filter(|q| q.field("seq").greater_than(seq_bound(after_seq)))
+                .order(|o| o.fields([o.field("seq").asc()]))
+                .limit(limit.min(10_000) as u32)
+                .obj()
+                .query()
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         docs.into_iter().map(Receipt::try_from).collect()
     }
 
@@ -429,15 +473,17 @@ impl LedgerStore for FirestoreStore {
         if receipt_id.is_empty() || receipt_id.contains('/') {
             return Ok(None);
         }
-        let index: Option<IndexDoc> = self
-            .db
-            .fluent()
-            .select()
-            .by_id_in("receipt_index")
-            .obj()
-            .one(receipt_id)
-            .await
-            .map_err(map_err)?;
+        let index: Option<IndexDoc> = bounded(async {
+            self.reads
+                .fluent()
+                .select()
+                .by_id_in("receipt_index")
+                .obj()
+                .one(receipt_id)
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         match index {
             Some(i) => self.receipt_at(&i.tenant_id, i.seq as u64).await,
             None => Ok(None),
@@ -445,15 +491,17 @@ impl LedgerStore for FirestoreStore {
     }
 
     async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
-        let index: Option<IndexDoc> = self
-            .db
-            .fluent()
-            .select()
-            .by_id_in("pubsub_messages")
-            .obj()
-            .one(message_doc_id(message_id))
-            .await
-            .map_err(map_err)?;
+        let index: Option<IndexDoc> = bounded(async {
+            self.reads
+                .fluent()
+                .select()
+                .by_id_in("pubsub_messages")
+                .obj()
+                .one(message_doc_id(message_id))
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         match index {
             Some(i) => self.receipt_at(&i.tenant_id, i.seq as u64).await,
             None => Ok(None),
@@ -471,58 +519,65 @@ impl LedgerStore for FirestoreStore {
         if message_ids.is_empty() {
             return Ok(found);
         }
-        let ids: std::collections::HashMap<String, &String> =
-            message_ids.iter().map(|m| (message_doc_id(m), m)).collect();
-        let mut docs = self
-            .db
-            .fluent()
-            .select()
-            .by_id_in("pubsub_messages")
-            .obj::<IndexDoc>()
-            .batch_with_errors(ids.keys().cloned().collect::<Vec<_>>())
-            .await
-            .map_err(map_err)?;
-        while let Some(doc) = docs.next().await {
-            let (doc_id, index) = doc.map_err(map_err)?;
-            if let (Some(i), Some(&mid)) = (index, ids.get(&doc_id)) {
-                if let Some(r) = self.receipt_at(&i.tenant_id, i.seq as u64).await? {
-                    found.insert(mid.clone(), r);
+        bounded(async {
+            let ids: std::collections::HashMap<String, &String> =
+                message_ids.iter().map(|m| (message_doc_id(m), m)).collect();
+            let mut docs = self
+                .reads
+                .fluent()
+                .select()
+                .by_id_in("pubsub_messages")
+                .obj::<IndexDoc>()
+                .batch_with_errors(ids.keys().cloned().collect::<Vec<_>>())
+                .await
+                .map_err(map_err)?;
+            while let Some(doc) = docs.next().await {
+                let (doc_id, index) = doc.map_err(map_err)?;
+                if let (Some(i), Some(&mid)) = (index, ids.get(&doc_id)) {
+                    if let Some(r) = self.receipt_at(&i.tenant_id, i.seq as u64).await? {
+                        found.insert(mid.clone(), r);
+                    }
                 }
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
     }
 
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let after = after.to_owned();
-        let docs: Vec<TenantDoc> = self
-            .db
-            .fluent()
-            .select()
-            .from("tenants")
-            .filter(move |q| q.field("tenant_id").greater_than(after.clone()))
-            .order(|o| o.fields([o.field("tenant_id").asc()]))
-            .limit(limit.min(10_000) as u32)
-            .obj()
-            .query()
-            .await
-            .map_err(map_err)?;
+        let docs: Vec<TenantDoc> = bounded(async {
+            self.reads
+                .fluent()
+                .select()
+                .from("tenants")
+                .filter(move |q| q.field("tenant_id").greater_than(after.clone()))
+                .order(|o| o.fields([o.field("tenant_id").asc()]))
+                .limit(limit.min(10_000) as u32)
+                .obj()
+                .query()
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         Ok(docs.into_iter().map(|d| d.tenant_id).collect())
     }
 
     async fn open_actions(&self, limit: usize) -> Result<Vec<OpenAction>, StoreError> {
         // One equality filter: served by Firestore's automatic single-field index.
-        let docs: Vec<TenantDoc> = self
-            .db
-            .fluent()
-            .select()
-            .from("tenants")
-            .filter(|q| q.field("open_action").eq(true))
-            .limit(limit.min(10_000) as u32)
-            .obj()
-            .query()
-            .await
-            .map_err(map_err)?;
+        let docs: Vec<TenantDoc> = bounded(async {
+            self.reads
+                .fluent()
+                .select()
+                .from("tenants")
+                .filter(|q| q.field("open_action").eq(true))
+                .limit(limit.min(10_000) as u32)
+                .obj()
+                .query()
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         let mut open: Vec<OpenAction> = (docs.into_iter())
             .map(|d| OpenAction {
                 tenant_id: d.tenant_id,
@@ -555,7 +610,7 @@ impl LedgerStore for FirestoreStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db.ping().await.map_err(map_err)
+        self.reads.ping().await.map_err(map_err)
     }
 }
 

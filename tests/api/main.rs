@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod mcp;
+mod partition;
 mod pubsub;
 mod receipts;
 mod soak;

@@ -1,0 +1,145 @@
+//! The ledger's store going silent, as in a network partition: a Firestore emulator of the
+//! test's own, stopped with SIGSTOP (connections stay open, nothing answers). Reads answer 503
+//! within seconds instead of holding their requests, and all answer again once it is back.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A Firestore emulator of this test's own, so that it can be paused.
+struct OwnFirestore {
+    child: std::process::Child,
+}
+
+impl OwnFirestore {
+    async fn start(port: u16) -> OwnFirestore {
+        let jar = std::env::var("TAI_TEST_FIRESTORE_JAR").unwrap_or_else(|_| {
+            panic!("TAI_TEST_FIRESTORE_JAR is not set: run tools/test.sh, or `source tools/emulators.sh && emulators_start`")
+        });
+        let child = std::process::Command::new("java")
+            .args(["-Duser.language=en", "-cp", &jar])
+            .arg("com.google.cloud.datastore.emulator.firestore.CloudFirestore")
+            .args(["start", "--host=127.0.0.1", &format!("--port={port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("java starts the emulator");
+        let own = OwnFirestore { child };
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .finish();
+        let url = format!("http://127.0.0.1:{port}/");
+        eventually("the emulator answers", Duration::from_secs(90), || async {
+            let res = client.get(&url).send().await.ok()?;
+            res.status().is_success().then_some(())
+        })
+        .await;
+        own
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "signal {sig} delivered to the emulator");
+    }
+}
+
+impl Drop for OwnFirestore {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[actix_web::test]
+async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_with_it() {
+    // Arrange: the binary on an emulator of this test's own, a tenant with a receipt or three.
+    let port = free_port();
+    let emulator = OwnFirestore::start(port).await;
+    let host = format!("127.0.0.1:{port}");
+    let bin = start_binary(&[
+        ("TAI_LEDGER__BACKEND", "firestore"),
+        ("FIRESTORE_EMULATOR_HOST", host.as_str()),
+        ("FIRESTORE_PROJECT_ID", "silent"),
+    ]);
+    // Longer than any answer should take, so that a held request shows as what it is.
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let post = |path: &str, body: serde_json::Value| {
+        let req = client.post(bin.url(path));
+        async move {
+            let mut res = req.send_json(&body).await.expect("answered");
+            let v: serde_json::Value = res.json().await.unwrap_or_default();
+            (res.status().as_u16(), v)
+        }
+    };
+    let get = |path: String| {
+        let req = client.get(bin.url(&path));
+        async move {
+            match req.send().await {
+                Ok(mut res) => {
+                    let v: serde_json::Value = res.json().limit(1 << 20).await.unwrap_or_default();
+                    (Some(res.status().as_u16()), v)
+                }
+                Err(e) => (None, serde_json::json!(e.to_string())),
+            }
+        }
+    };
+    let grant = serde_json::json!({"tenant_id": "quiet", "entitlement_id": "e", "action": "grant"});
+    assert_eq!(post("/marketplace", grant).await.0, 200);
+    let (s, signal) = post(
+        "/v1/tenants/quiet/signals",
+        serde_json::json!({"metric": "cpu_utilization", "value": 42.5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{signal}");
+    let receipt_id = signal["receipt"]["receipt_id"].as_str().unwrap().to_owned();
+
+    // Act: the store goes silent.
+    emulator.signal("STOP");
+
+    // Assert: every read answers 503 `unavailable`, within seconds.
+    for path in [
+        "/v1/tenants/quiet/receipts/verify".to_owned(),
+        "/v1/tenants/quiet/receipts".to_owned(),
+        format!("/v1/receipts/{receipt_id}"),
+        "/v1/tenants/quiet/entitlement".to_owned(),
+    ] {
+        let t0 = Instant::now();
+        let (status, body) = get(path.clone()).await;
+        assert_eq!(status, Some(503), "{path}: {body}");
+        assert_eq!(body["code"], "unavailable", "{path}: {body}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{path}: {:?}",
+            t0.elapsed()
+        );
+    }
+
+    // And once the store answers again, so does the service, with the chain whole.
+    emulator.signal("CONT");
+    let report = eventually("verify answers again", Duration::from_secs(30), || async {
+        let (status, v) = get("/v1/tenants/quiet/receipts/verify".into()).await;
+        (status == Some(200)).then_some(v)
+    })
+    .await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(
+        report["head_seq"], 3,
+        "grant, entitlement_verified, the signal: {report}"
+    );
+}

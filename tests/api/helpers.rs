@@ -319,3 +319,12 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// A port free on the loopback interface now (for a server a test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -56,14 +56,6 @@ impl Drop for OwnFirestore {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[actix_web::test]
 async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_with_it() {
     // Arrange: the binary on an emulator of this test's own, a tenant with a receipt or three.

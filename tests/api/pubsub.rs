@@ -404,14 +404,6 @@ impl Drop for OwnEmulator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[actix_web::test]
 async fn when_the_emulator_goes_away_health_shows_it_and_the_consumer_reconnects_by_itself() {
     let port = free_port();

@@ -239,7 +239,15 @@ pub fn start_binary(env: &[(&str, &str)]) -> Binary {
 
 /// Starts the binary with its ledger file in `dir` (so a test can restart it on the same file).
 pub fn start_binary_in(dir: &Path, env: &[(&str, &str)]) -> Binary {
+    start_binary_with(dir, env, &[])
+}
+
+/// [`start_binary_in`] without the variables `removed` of the test's own environment.
+pub fn start_binary_with(dir: &Path, env: &[(&str, &str)], removed: &[&str]) -> Binary {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
+    for k in removed {
+        cmd.env_remove(k);
+    }
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("PORT", "0")
         .env("TAI_LOG__FORMAT", "json")

@@ -341,3 +341,113 @@ fn refused_push_tokens_are_logged_once_a_second_with_the_count_left_out() {
         lines.len()
     );
 }
+
+/// Every variable the binary or gcloud's look-up could take a project from.
+const PROJECT_VARIABLES: [&str; 6] = [
+    "FIRESTORE_PROJECT_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "GCP_PROJECT",
+    "PROJECT_ID",
+    "GCP_PROJECT_ID",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+];
+
+/// A stand-in for Cloud Run's metadata server that names `project` to every caller; its
+/// address (`host:port`).
+fn metadata_server(project: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nContent-Type: application/text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{project}",
+                project.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_cloud_profile_keeps_receipts_in_firestore_in_the_project_the_metadata_server_names() {
+    // Arrange: the cloud profile with no project anywhere but the metadata server.
+    let emulator = std::env::var("FIRESTORE_EMULATOR_HOST")
+        .expect("run through tools/test.sh, which starts the Firestore emulator");
+    let project = "meta-project";
+    let metadata = metadata_server(project);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = start_binary_with(
+        dir.path(),
+        &[
+            ("TAI_PROFILE", "cloud"),
+            ("GCE_METADATA_HOST", metadata.as_str()),
+        ],
+        &PROJECT_VARIABLES,
+    );
+
+    // Act: a tenant granted through the instance.
+    let tenant = format!(
+        "cloud-{}-{}",
+        std::process::id(),
+        tai_autonomics::clock::now_ms()
+    );
+    let grant = format!(r#"{{"tenant_id":"{tenant}","entitlement_id":"e","action":"grant"}}"#);
+    assert_eq!(
+        blocking_request("POST", &bin.url("/marketplace"), &grant),
+        Some(200)
+    );
+
+    // Assert: its document is in that project's Firestore, and no SQLite file was made.
+    let doc = format!(
+        "http://{emulator}/v1/projects/{project}/databases/(default)/documents/tenants/{tenant}"
+    );
+    assert_eq!(blocking_get(&doc), Some(200), "{doc}");
+    assert!(
+        !dir.path().join("ledger.db").exists(),
+        "no embedded ledger beside it"
+    );
+}
+
+#[test]
+fn the_cloud_profile_with_no_project_to_be_found_stops_with_exit_code_78_and_one_line() {
+    // The metadata server's address refuses connections: nothing names a project.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
+    for k in PROJECT_VARIABLES {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_PROFILE", "cloud")
+        .env("PORT", "0")
+        .env("GCE_METADATA_HOST", &closed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A binary that started serving instead would never exit by itself.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "exited 78 at once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("firestore.project_id"), "{err}");
+}

@@ -25,12 +25,23 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, Settings};
 
-/// Turns the guide's `LOG_LEVEL` words into `tracing` filter directives.
+/// The Firestore client's per-attempt lines (see [`filter_directives`]).
+const QUIET: &str = "firestore=error,gcloud_sdk::middleware=off,gcloud_sdk::request_timeouts=off";
+
+/// Turns the guide's `LOG_LEVEL` words into `tracing` filter directives. At `info` and `warn`
+/// the Firestore client's lines about each attempt of a request stay out (several a read
+/// while Firestore is away: a warning for each attempt sent again, an error for each one that
+/// failed or ran out of time); the service tells each outcome itself. Directives given in full
+/// are taken as they are.
 pub fn filter_directives(level: &str) -> String {
     let l = level.trim().to_ascii_lowercase();
+    let l = match l.as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" | "fatal" => "error".to_owned(),
+        _ => l,
+    };
     match l.as_str() {
-        "warning" => "warn".into(),
-        "critical" | "fatal" => "error".into(),
+        "info" | "warn" => format!("{l},{QUIET}"),
         _ => l,
     }
 }
@@ -234,7 +245,9 @@ mod tests {
 
     #[test]
     fn guide_levels_map_to_tracing_levels() {
-        assert_eq!(filter_directives("WARNING"), "warn");
+        assert_eq!(filter_directives("WARNING"), format!("warn,{QUIET}"));
+        assert_eq!(filter_directives("info"), format!("info,{QUIET}"));
+        assert_eq!(filter_directives("debug"), "debug");
         assert_eq!(filter_directives("critical"), "error");
         assert_eq!(
             filter_directives("tai_autonomics=debug,info"),

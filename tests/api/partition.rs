@@ -1,6 +1,7 @@
 //! The ledger's store going silent, as in a network partition: a Firestore emulator of the
 //! test's own, stopped with SIGSTOP (connections stay open, nothing answers). Reads answer 503
-//! within seconds instead of holding their requests, and all answer again once it is back.
+//! within seconds instead of holding their requests, without the Firestore client's chatter in
+//! the log, and all answer again once it is back.
 
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,22 @@ async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_wit
             t0.elapsed()
         );
     }
+
+    // The Firestore client's warning for each attempt it sends again stays out of the log at
+    // the default level: the service's own lines tell each outcome.
+    let chatter: Vec<_> = (bin.warnings.lock().unwrap().iter())
+        .filter(|l| {
+            let target = l["target"].as_str().unwrap_or_default();
+            target.starts_with("firestore") || target.starts_with("gcloud_sdk")
+        })
+        .cloned()
+        .collect();
+    assert!(
+        chatter.is_empty(),
+        "{} lines: {:?}",
+        chatter.len(),
+        chatter.first()
+    );
 
     // And once the store answers again, so does the service, with the chain whole.
     emulator.signal("CONT");

@@ -850,7 +850,12 @@ impl Governor {
         } = match res {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(tenant = %self.tenant, error = %e, "governor could not rebuild its state; stopping");
+                // A ledger that is away fails every start: one line a second.
+                static FAILED: crate::telemetry::budget::LogBudget =
+                    crate::telemetry::budget::LogBudget::new();
+                if let Some(suppressed) = FAILED.admit_now() {
+                    tracing::warn!(tenant = %self.tenant, error = %e, suppressed, "governor could not rebuild its state; stopping");
+                }
                 supervisors::exit::<Self>(
                     ctx,
                     supervisors::ExitReason::Error(format!("rebuild failed: {e}")),

@@ -5,19 +5,33 @@ use std::time::Duration;
 
 use supervisors::SupervisorEvent;
 
+use super::budget::LogBudget;
+
 /// A supervision event from any supervisor in the tree.
 pub fn supervision(event: &SupervisorEvent) {
+    // The governors' supervisor has a child per tenant, and an outage of the ledger fails
+    // their starts by the thousand: its exits and restarts are logged once a second each,
+    // with the number left out (metrics and `/v1/supervision/events` keep every one).
+    static TERMINATED: LogBudget = LogBudget::new();
+    static RESTARTED: LogBudget = LogBudget::new();
     let supervisor = event.supervisor().to_owned();
+    let budget = |b: &LogBudget| {
+        if supervisor == "governance" {
+            b.admit_now()
+        } else {
+            Some(0)
+        }
+    };
     match event {
         SupervisorEvent::ChildStarted { child, .. } => {
             tracing::debug!(%supervisor, %child, "child started");
         }
         SupervisorEvent::ChildExited { child, reason, .. } => {
             metrics::counter!("tai_child_exits_total", "supervisor" => supervisor.clone(), "reason" => reason.kind()).increment(1);
-            if reason.is_abnormal() {
-                tracing::warn!(%supervisor, %child, %reason, "child terminated");
-            } else {
+            if !reason.is_abnormal() {
                 tracing::debug!(%supervisor, %child, %reason, "child exited");
+            } else if let Some(suppressed) = budget(&TERMINATED) {
+                tracing::warn!(%supervisor, %child, %reason, suppressed, "child terminated");
             }
         }
         SupervisorEvent::ChildRestarted {
@@ -25,7 +39,9 @@ pub fn supervision(event: &SupervisorEvent) {
         } => {
             metrics::counter!("tai_supervisor_restarts_total", "supervisor" => supervisor.clone())
                 .increment(1);
-            tracing::info!(%supervisor, %child, restarts, "child restarted");
+            if let Some(suppressed) = budget(&RESTARTED) {
+                tracing::info!(%supervisor, %child, restarts, suppressed, "child restarted");
+            }
         }
         SupervisorEvent::ChildStartFailed { child, error, .. } => {
             metrics::counter!("tai_child_start_failures_total", "supervisor" => supervisor.clone())

@@ -25,8 +25,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, Settings};
 
-/// The Firestore client's per-attempt lines (see [`filter_directives`]).
-const QUIET: &str = "firestore=error,gcloud_sdk::middleware=off,gcloud_sdk::request_timeouts=off";
+/// The Firestore client's per-attempt lines (see [`filter_directives`]), and the `supervisors`
+/// crate's own lines, which repeat what the tree's event sink logs (`events::supervision`).
+const QUIET: &str =
+    "firestore=error,gcloud_sdk::middleware=off,gcloud_sdk::request_timeouts=off,supervisors=off";
 
 /// Turns the guide's `LOG_LEVEL` words into `tracing` filter directives. At `info` and `warn`
 /// the Firestore client's lines about each attempt of a request stay out (several a read

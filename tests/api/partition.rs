@@ -57,9 +57,9 @@ impl Drop for OwnFirestore {
     }
 }
 
-#[actix_web::test]
-async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_with_it() {
-    // Arrange: the binary on an emulator of this test's own, a tenant with a receipt or three.
+/// The binary on an emulator of the test's own, and a client that waits longer than any
+/// answer should take, so that a held request shows as what it is.
+async fn on_own_emulator() -> (OwnFirestore, Binary, awc::Client) {
     let port = free_port();
     let emulator = OwnFirestore::start(port).await;
     let host = format!("127.0.0.1:{port}");
@@ -68,10 +68,30 @@ async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_wit
         ("FIRESTORE_EMULATOR_HOST", host.as_str()),
         ("FIRESTORE_PROJECT_ID", "silent"),
     ]);
-    // Longer than any answer should take, so that a held request shows as what it is.
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
+    (emulator, bin, client)
+}
+
+/// The lines `bin` logged at warning or above with `message`, from targets starting `target`.
+fn lines(bin: &Binary, target: &str, message: &str) -> Vec<serde_json::Value> {
+    (bin.warnings.lock().unwrap().iter())
+        .filter(|l| {
+            l["target"].as_str().unwrap_or_default().starts_with(target)
+                && l["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(message)
+        })
+        .cloned()
+        .collect()
+}
+
+#[actix_web::test]
+async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_with_it() {
+    // Arrange: the binary on an emulator of this test's own, a tenant with a receipt or three.
+    let (emulator, bin, client) = on_own_emulator().await;
     let post = |path: &str, body: serde_json::Value| {
         let req = client.post(bin.url(path));
         async move {
@@ -125,19 +145,15 @@ async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_wit
 
     // The Firestore client's warning for each attempt it sends again stays out of the log at
     // the default level: the service's own lines tell each outcome.
-    let chatter: Vec<_> = (bin.warnings.lock().unwrap().iter())
-        .filter(|l| {
-            let target = l["target"].as_str().unwrap_or_default();
-            target.starts_with("firestore") || target.starts_with("gcloud_sdk")
-        })
-        .cloned()
-        .collect();
-    assert!(
-        chatter.is_empty(),
-        "{} lines: {:?}",
-        chatter.len(),
-        chatter.first()
-    );
+    for target in ["firestore", "gcloud_sdk"] {
+        let chatter = lines(&bin, target, "");
+        assert!(
+            chatter.is_empty(),
+            "{} lines: {:?}",
+            chatter.len(),
+            chatter.first()
+        );
+    }
 
     // And once the store answers again, so does the service, with the chain whole.
     emulator.signal("CONT");
@@ -151,4 +167,60 @@ async fn reads_of_a_silent_firestore_answer_503_within_seconds_and_come_back_wit
         report["head_seq"], 3,
         "grant, entitlement_verified, the signal: {report}"
     );
+}
+
+#[actix_web::test]
+async fn governor_starts_that_fail_while_firestore_is_silent_are_restarted_and_logged_once_a_second(
+) {
+    // Arrange: twenty tenants granted, none with a governor running yet.
+    let (emulator, bin, client) = on_own_emulator().await;
+    let tenants: Vec<String> = (0..20).map(|i| format!("start-{i}")).collect();
+    for t in &tenants {
+        let grant = serde_json::json!({"tenant_id": t, "entitlement_id": "e", "action": "grant"});
+        let res = client.post(bin.url("/marketplace")).send_json(&grant).await;
+        assert_eq!(res.expect("answered").status().as_u16(), 200);
+    }
+
+    // Act: the store goes silent, and a signal for each tenant starts its governor, whose
+    // rebuild cannot read its chain.
+    emulator.signal("STOP");
+    let t0 = Instant::now();
+    let signals = tenants.iter().map(|t| {
+        let req = client.post(bin.url(&format!("/v1/tenants/{t}/signals")));
+        async move {
+            let body = serde_json::json!({"metric": "cpu_utilization", "value": 42.5});
+            req.send_json(&body).await.map(|r| r.status().as_u16()).ok()
+        }
+    });
+    let answers = futures_util::future::join_all(signals).await;
+
+    // Assert: each caller gets a 503, the failed starts are restarted by the governors'
+    // supervisor (many times over), and the log tells them once a second.
+    assert!(answers.iter().all(|a| *a == Some(503)), "{answers:?}");
+    let restarts = eventually(
+        "the failed starts are restarted",
+        Duration::from_secs(30),
+        || async {
+            let mut res = client.get(bin.url("/metrics")).send().await.ok()?;
+            let text = String::from_utf8(res.body().await.ok()?.to_vec()).ok()?;
+            let n = metric(
+                &text,
+                r#"tai_supervisor_restarts_total{supervisor="governance"}"#,
+            )?;
+            (n >= 40.0).then_some(n)
+        },
+    )
+    .await;
+    let seconds = t0.elapsed().as_secs() as usize + 2;
+    for message in ["child terminated", "governor could not rebuild"] {
+        let found = lines(&bin, "tai_autonomics", message);
+        assert!(
+            found.len() <= seconds,
+            "{} lines \"{message}\" for {restarts} restarts in {seconds} s",
+            found.len()
+        );
+    }
+    // The supervisors crate's own lines repeat the tree's event sink's: left out.
+    assert!(lines(&bin, "supervisors", "").is_empty());
+    emulator.signal("CONT");
 }

@@ -77,7 +77,7 @@ impl Application {
             server = server.workers(settings.http.workers);
         }
         let server = server.listen_auto_h2c(listener)?.run();
-        tracing::info!(host = %settings.http.host, port, node = %state.node, profile = %settings.profile, ready_ms = began.elapsed().as_secs_f64() * 1e3, "tai-autonomics ready");
+        tracing::info!(host = %settings.http.host, port, node = %state.node, profile = %settings.profile, ready_ms = crate::telemetry::log_ms(began.elapsed()), "tai-autonomics ready");
         Ok(Application {
             port,
             server,

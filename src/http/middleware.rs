@@ -184,7 +184,7 @@ pub async fn observe(
 fn log_request(status: u16, code: Option<ErrorCode>, elapsed: Duration) {
     use crate::telemetry::budget::LogBudget;
     static BUDGETS: [LogBudget; 5] = [const { LogBudget::new() }; 5];
-    let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+    let elapsed_ms = crate::telemetry::log_ms(elapsed);
     if status < 500 {
         tracing::debug!(status, elapsed_ms, "request");
         return;

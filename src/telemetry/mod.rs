@@ -25,6 +25,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, Settings};
 
+/// A duration in milliseconds for a log field, to the microsecond: `31.765`, where
+/// `as_secs_f64() * 1e3` wrote `31.765486000000003`.
+pub fn log_ms(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
+}
+
 /// The Firestore client's per-attempt lines (see [`filter_directives`]), and the `supervisors`
 /// crate's own lines, which repeat what the tree's event sink logs (`events::supervision`).
 const QUIET: &str =
@@ -244,6 +250,16 @@ pub fn trace_id_from_header(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_durations_print_without_representation_noise() {
+        let d = std::time::Duration::from_nanos(31_765_486);
+        assert_eq!(log_ms(d).to_string(), "31.765");
+        assert_eq!(
+            log_ms(std::time::Duration::from_nanos(81_798)).to_string(),
+            "0.081"
+        );
+    }
 
     #[test]
     fn guide_levels_map_to_tracing_levels() {

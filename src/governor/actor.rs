@@ -87,7 +87,34 @@ pub struct Governor {
     idle_ticks: u8,
     /// Whether this governor holds one of the global action slots.
     holds_action_slot: bool,
+    /// Whether its state is the chain's yet.
+    chain: Chain,
 }
+
+/// Whether a governor has taken in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    /// Being read (at a start, or after a conflict); the mailbox waits for it.
+    Reading,
+    /// Taken in: the governor decides, and its state counts in `tai_governor_state`.
+    Read,
+    /// The store was unavailable at the last `n` reads in a row. Every input is answered at
+    /// once with 503 `unavailable`, and the chain is read again after [`REREAD`]'s backoff: a
+    /// store that is away is not a crash, so it spends none of the governance supervisor's
+    /// restart intensity (which would pass it, and then the root's, in an outage).
+    Unread(u8),
+}
+
+/// The backoff between reads of the chain of a governor whose store was unavailable: from
+/// 250 ms, doubling, up to 5 s, each up to a fifth longer at random so that governors that
+/// failed together do not read together.
+const REREAD: supervisors::Backoff = supervisors::Backoff {
+    min: Duration::from_millis(250),
+    max: Duration::from_secs(5),
+    factor: 2.0,
+    jitter: 0.2,
+    reset_after: Duration::ZERO,
+};
 
 /// The tenant's entitlement record as a governor knows it, with the fingerprint that every
 /// receipt decided on it expects (see [`NewReceipt::expects`]).
@@ -170,7 +197,17 @@ impl Governor {
             timeout: None,
             idle_ticks: 0,
             holds_action_slot: false,
+            chain: Chain::Reading,
         }
+    }
+
+    /// The answer to every input while the chain is unread (see [`Chain::Unread`]).
+    fn unread(&self) -> Option<GovernorError> {
+        matches!(self.chain, Chain::Unread(_)).then(|| {
+            GovernorError::Store(StoreError::Unavailable(
+                "the governor could not read its chain yet; it reads it again shortly".into(),
+            ))
+        })
     }
 
     fn view(&self) -> GovernorView {
@@ -833,8 +870,10 @@ async fn since_intervening(
 impl Governor {
     /// Takes in what [`rebuild`] read: the state, the action in flight and the queue the chain
     /// left, and the entitlement. Returns whether the chain has a reactivation this governor
-    /// has yet to act on. A governor that could not read its chain stops with an error (its
-    /// supervisor restarts it).
+    /// has yet to act on. A governor whose store was unavailable reads its chain again after
+    /// a backoff, answering every input meanwhile with 503 (see [`Chain::Unread`]); one that
+    /// read something it could not take in (corrupt data) stops with an error, and its
+    /// supervisor restarts it.
     fn take_in(
         &mut self,
         res: Result<Rebuilt, StoreError>,
@@ -849,12 +888,31 @@ impl Governor {
             reactivated,
         } = match res {
             Ok(r) => r,
+            Err(e @ StoreError::Unavailable(_)) => {
+                // A ledger that is away fails every start and every read again: one line a
+                // second.
+                static AWAY: crate::telemetry::budget::LogBudget =
+                    crate::telemetry::budget::LogBudget::new();
+                let failures = match self.chain {
+                    Chain::Unread(n) => n.saturating_add(1),
+                    Chain::Reading | Chain::Read => {
+                        events::governor_unread(1.0);
+                        1
+                    }
+                };
+                self.chain = Chain::Unread(failures);
+                let after = REREAD.jittered(u32::from(failures) - 1);
+                if let Some(suppressed) = AWAY.admit_now() {
+                    tracing::warn!(tenant = %self.tenant, error = %e, suppressed, retry_ms = crate::telemetry::log_ms(after), "governor could not rebuild its state; reading its chain again");
+                }
+                ctx.run_later(after, |act, ctx| act.read_chain(ctx));
+                return Err(e);
+            }
             Err(e) => {
-                // A ledger that is away fails every start: one line a second.
                 static FAILED: crate::telemetry::budget::LogBudget =
                     crate::telemetry::budget::LogBudget::new();
                 if let Some(suppressed) = FAILED.admit_now() {
-                    tracing::warn!(tenant = %self.tenant, error = %e, suppressed, "governor could not rebuild its state; stopping");
+                    tracing::error!(tenant = %self.tenant, error = %e, suppressed, "governor could not rebuild its state; stopping");
                 }
                 supervisors::exit::<Self>(
                     ctx,
@@ -863,6 +921,10 @@ impl Governor {
                 return Err(e);
             }
         };
+        if let Chain::Unread(_) = self.chain {
+            events::governor_unread(-1.0);
+        }
+        self.chain = Chain::Read;
         self.entitlement = record.map(|record| {
             Box::new(Known {
                 record,
@@ -923,6 +985,7 @@ impl Governor {
         }
         self.release_slot();
         events::governor_state_moved(self.machine.state.as_str(), "");
+        self.chain = Chain::Reading;
         self.machine = Machine::new(Thresholds::default(), self.deps.postpone_capacity);
         let ledger = self.deps.ledger.clone();
         let tenant = self.tenant.clone();
@@ -942,9 +1005,26 @@ impl Actor for Governor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.read_chain(ctx);
+        // Idleness is checked when the service's one Hibernator asks (no timer per governor).
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.release_slot();
+        match self.chain {
+            Chain::Read => events::governor_state_moved(self.machine.state.as_str(), ""),
+            Chain::Unread(_) => events::governor_unread(-1.0),
+            Chain::Reading => {}
+        }
+    }
+}
+
+impl Governor {
+    /// Rebuilds the governor from its chain (at its start, and again while its store is
+    /// unavailable); the mailbox waits until it is done.
+    fn read_chain(&mut self, ctx: &mut Context<Self>) {
         let ledger = self.deps.ledger.clone();
         let tenant = self.tenant.clone();
-        // The mailbox waits until the state is rebuilt.
         ctx.wait(
             wrap_future::<_, Self>(async move { rebuild(&ledger, &tenant).await }).map(
                 |res, act, ctx| {
@@ -956,12 +1036,6 @@ impl Actor for Governor {
                 },
             ),
         );
-        // Idleness is checked when the service's one Hibernator asks (no timer per governor).
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.release_slot();
-        events::governor_state_moved(self.machine.state.as_str(), "");
     }
 }
 
@@ -977,7 +1051,8 @@ impl Handler<Hibernate> for Governor {
         // The Hibernator ticks every half `idle_hibernate`: the third tick without an input
         // comes between one and one and a half `idle_hibernate` after it.
         self.idle_ticks = self.idle_ticks.saturating_add(1);
-        if self.machine.in_flight.is_none() && self.idle_ticks >= 3 {
+        // One whose chain is unread may have an action in flight that it does not know of yet.
+        if self.chain == Chain::Read && self.machine.in_flight.is_none() && self.idle_ticks >= 3 {
             tracing::debug!(tenant = %self.tenant, "governor idle: hibernating");
             ctx.stop();
         }
@@ -997,6 +1072,9 @@ impl Handler<SubmitSignal> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: SubmitSignal, ctx: &mut Context<Self>) -> Self::Result {
         events::signal_received();
+        if let Some(e) = self.unread() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        }
         // A message id that has a receipt already is answered with it by the writer, which
         // looks ids up as they arrive; the decision made here then never happened (see `run`).
         AtomicResponse::new(self.decide_signal(msg.signal, msg.message_id, ctx))
@@ -1084,6 +1162,9 @@ pub struct CallTool {
 impl Handler<CallTool> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unread() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        }
         // Overtaken by an entitlement change, the call is gated and decided again as a whole.
         let first = self.call_tool(msg.clone(), ctx);
         AtomicResponse::new(self.retrying(first, move |act, ctx| act.call_tool(msg.clone(), ctx)))
@@ -1156,6 +1237,10 @@ const OUTCOME_RETRY: Duration = Duration::from_secs(1);
 impl Handler<Callback> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Callback, ctx: &mut Context<Self>) -> Self::Result {
+        // Left over from before a reload that failed: the chain, once read, tells what is due.
+        if self.unread().is_some() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
         let again = msg.0.outcome_of().is_some().then(|| msg.0.clone());
         let fut = self.run(msg.0, None, ctx);
         AtomicResponse::new(Box::pin(fut.map(move |res, act, ctx| {
@@ -1191,6 +1276,9 @@ pub struct Control(pub Input);
 impl Handler<Control> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unread() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        }
         AtomicResponse::new(self.run(msg.0, None, ctx))
     }
 }
@@ -1203,6 +1291,10 @@ pub struct EntitlementUpdate(pub Entitlement);
 impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
+        // The record is read with the chain, and acted on as a change missed while stopped.
+        if self.unread().is_some() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
         let fut = self.learn(msg.0, ctx);
         // A superseded change has a later one on its way; `learn` retries any other failure.
         AtomicResponse::new(Box::pin(fut.map(|res, act, _| {
@@ -1315,6 +1407,9 @@ struct Reconcile(bool);
 impl Handler<Reconcile> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) -> Self::Result {
+        if self.unread().is_some() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
         match self.missed_change(msg.0, ctx) {
             Some(fut) => AtomicResponse::new(fut),
             None => AtomicResponse::new(Box::pin(actix::fut::ready(()))),
@@ -1326,7 +1421,7 @@ impl Handler<ExpiryDue> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: ExpiryDue, ctx: &mut Context<Self>) -> Self::Result {
         let done = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
-        if self.expiry_ms() != Some(msg.0) {
+        if self.unread().is_some() || self.expiry_ms() != Some(msg.0) {
             return done();
         }
         if self.entitled() {
@@ -1353,15 +1448,15 @@ impl Handler<ExpiryDue> for Governor {
     }
 }
 
-/// The governor's view.
+/// The governor's view (`None` while its chain is unread).
 #[derive(Message, Clone)]
-#[rtype(result = "GovernorView")]
+#[rtype(result = "Option<GovernorView>")]
 pub struct GetView;
 
 impl Handler<GetView> for Governor {
     type Result = MessageResult<GetView>;
     fn handle(&mut self, _: GetView, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.view())
+        MessageResult((self.chain == Chain::Read).then(|| self.view()))
     }
 }
 
@@ -1386,6 +1481,9 @@ pub struct CurrentView;
 impl Handler<CurrentView> for Governor {
     type Result = AtomicResponse<Self, Result<GovernorView, GovernorError>>;
     fn handle(&mut self, _: CurrentView, _: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unread() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        }
         let known = self.knows();
         AtomicResponse::new(Box::pin(wrap_future::<_, Self>(self.chain_now()).then(
             move |now, act, ctx| -> ResponseActFuture<Self, _> {

@@ -268,12 +268,14 @@ pub async fn list(
     let after = q.after.clone().unwrap_or_default();
     let page = state.tree.intake.running_governors(&after, limit);
     // Asked all at once, and waited for at most LIST_WAIT: a governor that is deciding (its
-    // receipt not yet durable) is listed with `governor: null` instead of holding up the page.
+    // receipt not yet durable) or cannot read its chain (the store away) is listed with
+    // `governor: null` instead of holding up the page.
     let views = page.entries.iter().map(|(_, g)| async move {
         actix_web::rt::time::timeout(LIST_WAIT, g.send(GetView))
             .await
             .ok()
             .and_then(Result::ok)
+            .flatten()
     });
     let views = futures_util::future::join_all(views).await;
     let mut out = Vec::with_capacity(page.entries.len());

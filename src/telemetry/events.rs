@@ -238,6 +238,12 @@ pub fn decision_superseded() {
     metrics::counter!("tai_decisions_superseded_total").increment(1);
 }
 
+/// Governors whose store was unavailable when they read their chain, waiting to read it again
+/// (`delta` +1 as one begins waiting, -1 as it reads it or stops).
+pub fn governor_unread(delta: f64) {
+    metrics::gauge!("tai_governors_unread").increment(delta);
+}
+
 /// A governor found that its tenant's chain had moved on without it (another instance's
 /// governor decided, or a commit of an incarnation before it landed after its rebuild) and
 /// reloaded itself from the chain.

@@ -62,6 +62,10 @@ fn describe_all() {
         "tai_governor_reloads_total",
         "Governors that found their chain moved on without them (another instance decided) and reloaded it before deciding again or showing their state"
     );
+    describe_gauge!(
+        "tai_governors_unread",
+        "Governors that could not read their chain (the ledger's store unavailable): they answer 503 and read it again with backoff"
+    );
     describe_counter!(
         "tai_governors_swept_total",
         "Governors started for an action left in flight by a process that ended, so that its state timeout runs"

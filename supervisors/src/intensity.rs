@@ -107,6 +107,12 @@ impl Backoff {
         let stretched = capped * (1.0 + unit.clamp(0.0, 1.0) * self.jitter.clamp(0.0, 1.0));
         Duration::from_secs_f64(stretched)
     }
+
+    /// [`Backoff::delay`] with a random draw for the jitter, for callers that back off on their
+    /// own (a child that retries something itself instead of exiting to be restarted).
+    pub fn jittered(&self, attempt: u32) -> Duration {
+        self.delay(attempt, jitter_unit())
+    }
 }
 
 /// A uniform draw in `[0, 1)` from a process-wide splitmix64 sequence; jitter needs spread, not
@@ -128,6 +134,26 @@ pub(crate) fn jitter_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jittered_delay_lies_between_the_delay_and_its_stretch() {
+        let b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            factor: 2.0,
+            jitter: 0.5,
+            reset_after: Duration::ZERO,
+        };
+        for attempt in [0, 1, 3, 9] {
+            let (low, high) = (b.delay(attempt, 0.0), b.delay(attempt, 1.0));
+            let draws: Vec<Duration> = (0..200).map(|_| b.jittered(attempt)).collect();
+            assert!(
+                draws.iter().all(|d| (low..=high).contains(d)),
+                "{attempt}: {draws:?}"
+            );
+            assert!(draws.iter().any(|d| *d != draws[0]), "{attempt}: no spread");
+        }
+    }
 
     #[test]
     fn default_intensity_is_one_restart_in_five_seconds() {

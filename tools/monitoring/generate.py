@@ -21,7 +21,9 @@ PANELS = [
     ("Request latency (s)", [
         ("histogram_quantile(0.5, sum by (le) (rate(tai_http_request_duration_seconds_bucket[5m])))", "p50"),
         ("histogram_quantile(0.99, sum by (le) (rate(tai_http_request_duration_seconds_bucket[5m])))", "p99")]),
-    ("Governors by state", [("sum by (state) (tai_governor_state)", "{{state}}")]),
+    ("Governors by state", [
+        ("sum by (state) (tai_governor_state)", "{{state}}"),
+        ("sum(tai_governors_unread)", "waiting to read their chain (the ledger away)")]),
     ("Governor transitions (per s)", [
         ("sum by (from, to) (rate(tai_governor_transitions_total[5m]))", "{{from}} → {{to}}")]),
     ("Actions pending", [("sum(tai_governor_actions_pending)", "pending")]),

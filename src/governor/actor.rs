@@ -36,6 +36,7 @@ use crate::receipts::writer::{
     overtaken, record_fingerprint, LedgerError, LedgerHandle, NewReceipt,
 };
 use crate::receipts::{LedgerStore, Receipt, ReceiptDraft, ReceiptType, StoreError};
+use crate::telemetry::budget::LogBudget;
 use crate::telemetry::events;
 
 /// What every governor shares.
@@ -104,6 +105,13 @@ enum Chain {
     /// restart intensity (which would pass it, and then the root's, in an outage).
     Unread(u8),
 }
+
+/// The lines of what governors try again a second later because the ledger refused it: in an
+/// outage every governor with something to record tries once a second, so each kind is
+/// logged at most once a second for all of them, with the count left out (`suppressed`).
+static LOG_CHANGE: LogBudget = LogBudget::new();
+static LOG_OUTCOME: LogBudget = LogBudget::new();
+static LOG_EXPIRY: LogBudget = LogBudget::new();
 
 /// The backoff between reads of the chain of a governor whose store was unavailable: from
 /// 250 ms, doubling, up to 5 s, each up to a fifth longer at random so that governors that
@@ -472,7 +480,9 @@ impl Governor {
                     to_self(ctx, Reconcile(now));
                 }
                 Err(e) => {
-                    tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
+                    if let Some(suppressed) = LOG_CHANGE.admit_now() {
+                        tracing::warn!(tenant = %act.tenant, error = %e, suppressed, "could not record an entitlement change; trying again in a second");
+                    }
                     to_self_later(ctx, Reconcile(now), Duration::from_secs(1));
                 }
             }
@@ -891,8 +901,7 @@ impl Governor {
             Err(e @ StoreError::Unavailable(_)) => {
                 // A ledger that is away fails every start and every read again: one line a
                 // second.
-                static AWAY: crate::telemetry::budget::LogBudget =
-                    crate::telemetry::budget::LogBudget::new();
+                static AWAY: LogBudget = LogBudget::new();
                 let failures = match self.chain {
                     Chain::Unread(n) => n.saturating_add(1),
                     Chain::Reading | Chain::Read => {
@@ -909,8 +918,7 @@ impl Governor {
                 return Err(e);
             }
             Err(e) => {
-                static FAILED: crate::telemetry::budget::LogBudget =
-                    crate::telemetry::budget::LogBudget::new();
+                static FAILED: LogBudget = LogBudget::new();
                 if let Some(suppressed) = FAILED.admit_now() {
                     tracing::error!(tenant = %self.tenant, error = %e, suppressed, "governor could not rebuild its state; stopping");
                 }
@@ -1257,7 +1265,9 @@ impl Handler<Callback> for Governor {
             };
             match again.filter(pending) {
                 Some(input) => {
-                    tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome; trying again in a second");
+                    if let Some(suppressed) = LOG_OUTCOME.admit_now() {
+                        tracing::warn!(tenant = %act.tenant, error = %e, suppressed, "could not record an action outcome; trying again in a second");
+                    }
                     to_self_later(ctx, Callback(input), OUTCOME_RETRY);
                 }
                 None => {
@@ -1391,7 +1401,9 @@ impl Governor {
         let fut = self.run(Input::EntitlementChanged { active: back }, None, ctx);
         Some(Box::pin(fut.map(move |res, act, ctx| {
             if let Err(e) = res {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an entitlement change; trying again in a second");
+                if let Some(suppressed) = LOG_CHANGE.admit_now() {
+                    tracing::warn!(tenant = %act.tenant, error = %e, suppressed, "could not record an entitlement change; trying again in a second");
+                }
                 to_self_later(ctx, Reconcile(reactivated), Duration::from_secs(1));
             }
         })))
@@ -1441,7 +1453,9 @@ impl Handler<ExpiryDue> for Governor {
         );
         AtomicResponse::new(Box::pin(fut.map(move |res, act, ctx| {
             if let Err(e) = res {
-                tracing::warn!(tenant = %act.tenant, error = %e, "could not record an expiry; trying again in a second");
+                if let Some(suppressed) = LOG_EXPIRY.admit_now() {
+                    tracing::warn!(tenant = %act.tenant, error = %e, suppressed, "could not record an expiry; trying again in a second");
+                }
                 to_self_later(ctx, ExpiryDue(at), Duration::from_secs(1));
             }
         })))

@@ -342,6 +342,65 @@ fn refused_push_tokens_are_logged_once_a_second_with_the_count_left_out() {
     );
 }
 
+#[actix_web::test]
+async fn expiries_the_ledger_refuses_are_logged_once_a_second_and_recorded_once_it_is_back() {
+    // Arrange: thirty tenants whose entitlements expire in three seconds, each with a running
+    // governor that will find its expiry due.
+    let bin = start_binary(&[("TAI_CHAOS__ENABLED", "true")]);
+    let client = awc::Client::default();
+    let tenants: Vec<String> = (0..30).map(|i| format!("lapse-{i}")).collect();
+    let expires = tai_autonomics::clock::now_ms() + 3000;
+    for t in &tenants {
+        let grant = serde_json::json!({"tenant_id": t, "entitlement_id": "e", "action": "grant",
+            "expires_at": tai_autonomics::clock::rfc3339_millis(expires)});
+        let res = client.post(bin.url("/marketplace")).send_json(&grant).await;
+        assert_eq!(res.expect("answered").status(), 200);
+        let signal = serde_json::json!({"metric": "cpu_utilization", "value": 42.5});
+        let res = (client.post(bin.url(&format!("/v1/tenants/{t}/signals"))))
+            .send_json(&signal)
+            .await;
+        assert_eq!(res.expect("answered").status(), 200);
+    }
+    assert!(tai_autonomics::clock::now_ms() < expires, "set up in time");
+
+    // Act: the ledger fails every commit from now until three seconds past the expiries, so
+    // each governor tries to record its expiry once a second, three times or more.
+    let fail_ms = expires + 3000 - tai_autonomics::clock::now_ms();
+    let res = (client.post(bin.url("/v1/chaos/ledger")))
+        .send_json(&serde_json::json!({ "fail_ms": fail_ms }))
+        .await;
+    assert_eq!(res.expect("answered").status(), 202);
+    let t0 = Instant::now();
+
+    // Assert: every expiry is recorded once the ledger is back (each governor `refusing`)...
+    for t in &tenants {
+        let url = bin.url(&format!("/v1/governors/{t}"));
+        let view = eventually(
+            "the expiry is recorded",
+            Duration::from_secs(30),
+            || async {
+                let mut res = client.get(&url).send().await.ok()?;
+                let v: serde_json::Value = res.json().await.ok()?;
+                (v["state"] == "refusing").then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(view["entitlement_active"], false, "{t}: {view}");
+    }
+    // ... and the tries the ledger refused were logged once a second, not once a try (ninety
+    // and more).
+    let seconds = t0.elapsed().as_secs() as usize + 2;
+    let lines: Vec<_> = (bin.warnings.lock().unwrap().iter())
+        .filter(|l| l["message"] == "could not record an expiry; trying again in a second")
+        .cloned()
+        .collect();
+    assert!(
+        (1..=seconds).contains(&lines.len()),
+        "{} lines in {seconds} s",
+        lines.len()
+    );
+}
+
 /// Every variable the binary or gcloud's look-up could take a project from.
 const PROJECT_VARIABLES: [&str; 6] = [
     "FIRESTORE_PROJECT_ID",

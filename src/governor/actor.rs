@@ -99,8 +99,9 @@ enum Chain {
     Reading,
     /// Taken in: the governor decides, and its state counts in `tai_governor_state`.
     Read,
-    /// The store was unavailable at the last `n` reads in a row. Every input is answered at
-    /// once with 503 `unavailable`, and the chain is read again after [`REREAD`]'s backoff: a
+    /// The store was unavailable at the last `n` reads in a row. Every input is answered with
+    /// 503 `unavailable` (between reads at once; during one, the mailbox waits for it as at a
+    /// start), and the chain is read again after [`REREAD`]'s backoff: a
     /// store that is away is not a crash, so it spends none of the governance supervisor's
     /// restart intensity (which would pass it, and then the root's, in an outage).
     Unread(u8),

@@ -101,9 +101,9 @@ enum Chain {
     Read,
     /// The store was unavailable at the last `n` reads in a row. Every input is answered with
     /// 503 `unavailable` (between reads at once; during one, the mailbox waits for it as at a
-    /// start), and the chain is read again after [`REREAD`]'s backoff: a
-    /// store that is away is not a crash, so it spends none of the governance supervisor's
-    /// restart intensity (which would pass it, and then the root's, in an outage).
+    /// start), and the chain is read again after [`REREAD`]'s backoff: a store that is away
+    /// is not a crash, so it spends none of the governance supervisor's restart intensity
+    /// (which an outage would pass, and then the root's, ending the process).
     Unread(u8),
 }
 

@@ -344,12 +344,12 @@ fn refused_push_tokens_are_logged_once_a_second_with_the_count_left_out() {
 
 #[actix_web::test]
 async fn expiries_the_ledger_refuses_are_logged_once_a_second_and_recorded_once_it_is_back() {
-    // Arrange: thirty tenants whose entitlements expire in three seconds, each with a running
-    // governor that will find its expiry due.
+    // Arrange: thirty tenants whose entitlements expire in six seconds (time enough to set
+    // them up on a busy machine), each with a running governor that will find its expiry due.
     let bin = start_binary(&[("TAI_CHAOS__ENABLED", "true")]);
     let client = awc::Client::default();
     let tenants: Vec<String> = (0..30).map(|i| format!("lapse-{i}")).collect();
-    let expires = tai_autonomics::clock::now_ms() + 3000;
+    let expires = tai_autonomics::clock::now_ms() + 6000;
     for t in &tenants {
         let grant = serde_json::json!({"tenant_id": t, "entitlement_id": "e", "action": "grant",
             "expires_at": tai_autonomics::clock::rfc3339_millis(expires)});

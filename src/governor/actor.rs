@@ -210,12 +210,18 @@ impl Governor {
         }
     }
 
-    /// The answer to every input while the chain is unread (see [`Chain::Unread`]).
-    fn unread(&self) -> Option<GovernorError> {
-        matches!(self.chain, Chain::Unread(_)).then(|| {
-            GovernorError::Store(StoreError::Unavailable(
-                "the governor could not read its chain yet; it reads it again shortly".into(),
-            ))
+    fn is_unread(&self) -> bool {
+        matches!(self.chain, Chain::Unread(_))
+    }
+
+    /// While the chain is unread, the answer every input gets at once (see [`Chain::Unread`]).
+    fn refused_unread<T: 'static>(&self) -> Option<AtomicResponse<Self, Result<T, GovernorError>>> {
+        self.is_unread().then(|| {
+            AtomicResponse::new(Box::pin(actix::fut::ready(Err(GovernorError::Store(
+                StoreError::Unavailable(
+                    "the governor could not read its chain yet; it reads it again shortly".into(),
+                ),
+            )))))
         })
     }
 
@@ -1081,8 +1087,8 @@ impl Handler<SubmitSignal> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: SubmitSignal, ctx: &mut Context<Self>) -> Self::Result {
         events::signal_received();
-        if let Some(e) = self.unread() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        if let Some(refused) = self.refused_unread() {
+            return refused;
         }
         // A message id that has a receipt already is answered with it by the writer, which
         // looks ids up as they arrive; the decision made here then never happened (see `run`).
@@ -1171,8 +1177,8 @@ pub struct CallTool {
 impl Handler<CallTool> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(e) = self.unread() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        if let Some(refused) = self.refused_unread() {
+            return refused;
         }
         // Overtaken by an entitlement change, the call is gated and decided again as a whole.
         let first = self.call_tool(msg.clone(), ctx);
@@ -1247,8 +1253,8 @@ impl Handler<Callback> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Callback, ctx: &mut Context<Self>) -> Self::Result {
         // Left over from before a reload that failed: the chain, once read, tells what is due.
-        if self.unread().is_some() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        if self.is_unread() {
+            return done();
         }
         let again = msg.0.outcome_of().is_some().then(|| msg.0.clone());
         let fut = self.run(msg.0, None, ctx);
@@ -1287,8 +1293,8 @@ pub struct Control(pub Input);
 impl Handler<Control> for Governor {
     type Result = AtomicResponse<Self, Result<Outcome, GovernorError>>;
     fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(e) = self.unread() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        if let Some(refused) = self.refused_unread() {
+            return refused;
         }
         AtomicResponse::new(self.run(msg.0, None, ctx))
     }
@@ -1303,8 +1309,8 @@ impl Handler<EntitlementUpdate> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: EntitlementUpdate, ctx: &mut Context<Self>) -> Self::Result {
         // The record is read with the chain, and acted on as a change missed while stopped.
-        if self.unread().is_some() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        if self.is_unread() {
+            return done();
         }
         let fut = self.learn(msg.0, ctx);
         // A superseded change has a later one on its way; `learn` retries any other failure.
@@ -1314,6 +1320,11 @@ impl Handler<EntitlementUpdate> for Governor {
             }
         })))
     }
+}
+
+/// The answer of a handler that has nothing to do.
+fn done() -> AtomicResponse<Governor, ()> {
+    AtomicResponse::new(Box::pin(actix::fut::ready(())))
 }
 
 /// Sends `msg` to this governor through its mailbox, never with `ctx.notify`. actix 0.13
@@ -1420,12 +1431,12 @@ struct Reconcile(bool);
 impl Handler<Reconcile> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) -> Self::Result {
-        if self.unread().is_some() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        if self.is_unread() {
+            return done();
         }
         match self.missed_change(msg.0, ctx) {
             Some(fut) => AtomicResponse::new(fut),
-            None => AtomicResponse::new(Box::pin(actix::fut::ready(()))),
+            None => done(),
         }
     }
 }
@@ -1433,8 +1444,7 @@ impl Handler<Reconcile> for Governor {
 impl Handler<ExpiryDue> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: ExpiryDue, ctx: &mut Context<Self>) -> Self::Result {
-        let done = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
-        if self.unread().is_some() || self.expiry_ms() != Some(msg.0) {
+        if self.is_unread() || self.expiry_ms() != Some(msg.0) {
             return done();
         }
         if self.entitled() {
@@ -1496,8 +1506,8 @@ pub struct CurrentView;
 impl Handler<CurrentView> for Governor {
     type Result = AtomicResponse<Self, Result<GovernorView, GovernorError>>;
     fn handle(&mut self, _: CurrentView, _: &mut Context<Self>) -> Self::Result {
-        if let Some(e) = self.unread() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        if let Some(refused) = self.refused_unread() {
+            return refused;
         }
         let known = self.knows();
         AtomicResponse::new(Box::pin(wrap_future::<_, Self>(self.chain_now()).then(

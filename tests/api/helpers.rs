@@ -336,3 +336,75 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// One of the emulators (a Java program) started by a test of its own on `port`, so that the
+/// test can pause it (`signal("STOP")`), resume it or end it. Ends with the test.
+pub struct OwnEmulator {
+    child: Option<Child>,
+}
+
+impl OwnEmulator {
+    /// The Firestore emulator of `TAI_TEST_FIRESTORE_JAR`.
+    pub fn firestore(port: u16) -> OwnEmulator {
+        let jar = emulator_jar("TAI_TEST_FIRESTORE_JAR");
+        OwnEmulator::java(&[
+            "-Duser.language=en",
+            "-cp",
+            &jar,
+            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+            "start",
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+        ])
+    }
+
+    /// The Pub/Sub emulator of `TAI_TEST_PUBSUB_JAR`.
+    pub fn pubsub(port: u16) -> OwnEmulator {
+        let jar = emulator_jar("TAI_TEST_PUBSUB_JAR");
+        OwnEmulator::java(&["-jar", &jar, "--host=127.0.0.1", &format!("--port={port}")])
+    }
+
+    fn java(args: &[&str]) -> OwnEmulator {
+        let child = Command::new("java")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("java starts the emulator");
+        OwnEmulator { child: Some(child) }
+    }
+
+    /// Sends `sig` (`STOP`, `CONT`, …) to the running emulator.
+    pub fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("the emulator runs");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "signal {sig} delivered to the emulator");
+    }
+
+    /// Ends the emulator (resumed first, in case it was paused) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnEmulator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The emulator jar that `tools/emulators.sh` names in `var`.
+fn emulator_jar(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run tools/test.sh, or `source tools/emulators.sh && emulators_start`")
+    })
+}

@@ -8,61 +8,26 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 
-/// A Firestore emulator of this test's own, so that it can be paused.
-struct OwnFirestore {
-    child: std::process::Child,
-}
-
-impl OwnFirestore {
-    async fn start(port: u16) -> OwnFirestore {
-        let jar = std::env::var("TAI_TEST_FIRESTORE_JAR").unwrap_or_else(|_| {
-            panic!("TAI_TEST_FIRESTORE_JAR is not set: run tools/test.sh, or `source tools/emulators.sh && emulators_start`")
-        });
-        let child = std::process::Command::new("java")
-            .args(["-Duser.language=en", "-cp", &jar])
-            .arg("com.google.cloud.datastore.emulator.firestore.CloudFirestore")
-            .args(["start", "--host=127.0.0.1", &format!("--port={port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("java starts the emulator");
-        let own = OwnFirestore { child };
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .finish();
-        let url = format!("http://127.0.0.1:{port}/");
-        eventually("the emulator answers", Duration::from_secs(90), || async {
-            let res = client.get(&url).send().await.ok()?;
-            res.status().is_success().then_some(())
-        })
-        .await;
-        own
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "signal {sig} delivered to the emulator");
-    }
-}
-
-impl Drop for OwnFirestore {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The Firestore emulator of this test's own on `port`, once it answers.
+async fn own_firestore(port: u16) -> OwnEmulator {
+    let own = OwnEmulator::firestore(port);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .finish();
+    let url = format!("http://127.0.0.1:{port}/");
+    eventually("the emulator answers", Duration::from_secs(90), || async {
+        let res = client.get(&url).send().await.ok()?;
+        res.status().is_success().then_some(())
+    })
+    .await;
+    own
 }
 
 /// The binary on an emulator of the test's own (with `env` besides), and a client that waits
 /// longer than any answer should take, so that a held request shows as what it is.
-async fn on_own_emulator(env: &[(&str, &str)]) -> (OwnFirestore, Binary, awc::Client) {
+async fn on_own_emulator(env: &[(&str, &str)]) -> (OwnEmulator, Binary, awc::Client) {
     let port = free_port();
-    let emulator = OwnFirestore::start(port).await;
+    let emulator = own_firestore(port).await;
     let host = format!("127.0.0.1:{port}");
     let mut all = vec![
         ("TAI_LEDGER__BACKEND", "firestore"),

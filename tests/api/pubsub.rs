@@ -371,43 +371,10 @@ async fn a_redelivery_after_the_lease_ran_out_gets_the_first_receipt_and_makes_n
     verified(&app, "late-ack").await;
 }
 
-/// An emulator of this test's own, so it can be stopped and started again.
-struct OwnEmulator {
-    child: Option<std::process::Child>,
-}
-
-impl OwnEmulator {
-    fn start(port: u16) -> OwnEmulator {
-        let jar = std::env::var("TAI_TEST_PUBSUB_JAR").unwrap_or_else(|_| {
-            panic!("TAI_TEST_PUBSUB_JAR is not set: run tools/test.sh, or `source tools/emulators.sh && emulators_start`")
-        });
-        let child = std::process::Command::new("java")
-            .args(["-jar", &jar, "--host=127.0.0.1", &format!("--port={port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("java starts the emulator");
-        OwnEmulator { child: Some(child) }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnEmulator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[actix_web::test]
 async fn when_the_emulator_goes_away_health_shows_it_and_the_consumer_reconnects_by_itself() {
     let port = free_port();
-    let mut own = OwnEmulator::start(port);
+    let mut own = OwnEmulator::pubsub(port);
     let emu = Emulator::at(format!("127.0.0.1:{port}"));
     let (topic, sub) = names("outage");
     eventually("the emulator is up", Duration::from_secs(90), || async {
@@ -443,7 +410,7 @@ async fn when_the_emulator_goes_away_health_shows_it_and_the_consumer_reconnects
 
     // The emulator comes back empty (it keeps nothing on disk): the topic and subscription are
     // created again, and the consumer finds them without being told.
-    let _own = OwnEmulator::start(port);
+    let _own = OwnEmulator::pubsub(port);
     eventually("the emulator is back", Duration::from_secs(90), || async {
         emu.create(&topic, &sub).await.ok()
     })

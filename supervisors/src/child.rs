@@ -126,7 +126,8 @@ pub(crate) struct SlotInner<A: Actor> {
     pub(crate) restarts: u32,
     /// Boxed: most children never exit, and every live child's slot carries the field.
     pub(crate) last_exit: Option<Box<ExitReason>>,
-    /// The running incarnation (used by the dynamic supervisor, which keeps no other table).
+    /// The latest incarnation, for monitors, and the dynamic supervisor's only record of it
+    /// (which clears it once it has read that incarnation's exit).
     pub(crate) inc: Option<Arc<Incarnation>>,
     /// Consecutive restarts, for the backoff delay.
     pub(crate) attempt: u32,
@@ -208,6 +209,42 @@ impl<A: Actor> ChildRef<A> {
     /// `Addr` kept across a restart reaches nothing.
     pub fn addr(&self) -> Option<Addr<A>> {
         self.read().sender.clone().map(Addr::new)
+    }
+
+    /// OTP's `erlang:monitor(process, …)` on the incarnation running now: the [`Monitor`]
+    /// resolves with [`Down::Exited`] and the exit reason once that incarnation has ended, and
+    /// at once with [`Down::NoProc`] if none is running. Any number of monitors may watch one
+    /// incarnation; each costs nothing until it is awaited.
+    ///
+    /// ```
+    /// use actix::prelude::*;
+    /// use supervisors::{ChildSpec, Down, ExitReason, Restart, Supervisor};
+    ///
+    /// struct Job;
+    /// impl Actor for Job { type Context = Context<Self>; }
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let (spec, job) = ChildSpec::worker("job", || Job);
+    ///     let root = Supervisor::new("root")
+    ///         .child(spec.restart(Restart::Transient))
+    ///         .start()
+    ///         .await;
+    ///     let down = job.monitor();
+    ///     root.terminate_child("job").await.unwrap();
+    ///     assert_eq!(down.await, Down::Exited(ExitReason::Shutdown(None)));
+    ///     assert_eq!(job.monitor().await, Down::NoProc);
+    ///     root.shutdown().await;
+    /// }
+    /// ```
+    pub fn monitor(&self) -> Monitor {
+        let g = self.read();
+        match &g.inc {
+            Some(inc) if g.state == ChildState::Running && inc.id == g.incarnation => {
+                Monitor(Some(inc.exited()))
+            }
+            _ => Monitor(None),
+        }
     }
 
     fn down_error(state: ChildState) -> CallError {
@@ -335,9 +372,15 @@ impl<A: Actor> ChildRef<A> {
     }
 
     /// Installs a new incarnation's address (the supervisor does this before the actor runs).
-    pub(crate) fn install(&self, incarnation: u64, tx: channel::AddressSender<A>, restarted: bool) {
+    pub(crate) fn install(
+        &self,
+        inc: &Arc<Incarnation>,
+        tx: channel::AddressSender<A>,
+        restarted: bool,
+    ) {
         let mut g = self.write();
-        g.incarnation = incarnation;
+        g.incarnation = inc.id;
+        g.inc = Some(inc.clone());
         g.sender = Some(tx);
         g.state = ChildState::Running;
         if restarted {
@@ -395,7 +438,9 @@ const CMD_KILL: u8 = 2;
 struct ExitCell {
     /// Boxed: set once at the end, and every live child's incarnation carries the cell.
     reason: Option<Box<ExitReason>>,
-    waiter: Option<Waker>,
+    /// The tasks awaiting the end (a supervisor stopping the child, and monitors), one slot
+    /// each; a waiter that goes away frees its slot for the next one.
+    waiters: Vec<Option<Waker>>,
 }
 
 /// The shared cell of one incarnation: commands in, exit reason out.
@@ -442,34 +487,93 @@ impl Incarnation {
     }
 
     fn finish(&self, reason: ExitReason) {
-        let waiter = {
+        let waiters = {
             let mut cell = self.lock();
             cell.reason = Some(Box::new(reason));
-            cell.waiter.take()
+            std::mem::take(&mut cell.waiters)
         };
-        if let Some(w) = waiter {
-            w.wake();
-        }
+        waiters.into_iter().flatten().for_each(Waker::wake);
     }
 
     /// Resolves with the exit reason once the incarnation has exited.
     pub(crate) fn exited(self: &Arc<Self>) -> Exited {
-        Exited(self.clone())
+        Exited {
+            inc: self.clone(),
+            slot: None,
+        }
     }
 }
 
-pub(crate) struct Exited(Arc<Incarnation>);
+/// Awaits one incarnation's end. Any number may wait on the same incarnation.
+pub(crate) struct Exited {
+    inc: Arc<Incarnation>,
+    /// This waiter's place in the incarnation's list, once it has waited.
+    slot: Option<usize>,
+}
 
 impl Future for Exited {
     type Output = ExitReason;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<ExitReason> {
-        let mut cell = self.0.lock();
-        match &cell.reason {
-            Some(r) => Poll::Ready(ExitReason::clone(r)),
+        let this = self.get_mut();
+        let mut cell = this.inc.lock();
+        if let Some(r) = &cell.reason {
+            return Poll::Ready(ExitReason::clone(r));
+        }
+        let waker = Some(cx.waker().clone());
+        match this.slot {
+            Some(i) => cell.waiters[i] = waker,
             None => {
-                cell.waiter = Some(cx.waker().clone());
-                Poll::Pending
+                let free = cell.waiters.iter().position(Option::is_none);
+                let i = free.unwrap_or(cell.waiters.len());
+                if i == cell.waiters.len() {
+                    cell.waiters.push(waker);
+                } else {
+                    cell.waiters[i] = waker;
+                }
+                this.slot = Some(i);
             }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Exited {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            let mut cell = self.inc.lock();
+            // After the end the list has been handed out; a waiter gone before it leaves a
+            // free slot, so a child watched by callers that come and go keeps a short list.
+            if let Some(w) = cell.waiters.get_mut(i) {
+                *w = None;
+            }
+        }
+    }
+}
+
+/// How the incarnation a [`Monitor`] watched ended: OTP's `'DOWN'` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Down {
+    /// It exited, for this reason.
+    Exited(ExitReason),
+    /// None was running when the monitor was set up (OTP's `noproc`).
+    NoProc,
+}
+
+/// OTP's monitor on one incarnation of a child, from [`ChildRef::monitor`]: a future that
+/// resolves with [`Down`] once that incarnation has ended. Dropping it is `demonitor`.
+///
+/// A monitor watches an incarnation, not the handle: as in OTP, where a restarted child is a
+/// new process, it resolves when the incarnation it was set on ends, and a caller that wants
+/// to follow the restarted child sets a new one.
+#[must_use = "a monitor does nothing unless awaited"]
+pub struct Monitor(Option<Exited>);
+
+impl Future for Monitor {
+    type Output = Down;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Down> {
+        match &mut self.get_mut().0 {
+            Some(exited) => Pin::new(exited).poll(cx).map(Down::Exited),
+            None => Poll::Ready(Down::NoProc),
         }
     }
 }
@@ -613,7 +717,7 @@ where
 {
     let inc = Incarnation::new();
     let (tx, rx) = channel::channel::<A>(mailbox);
-    handle.install(inc.id, tx, restarted);
+    handle.install(&inc, tx, restarted);
     let notice = ExitNotice {
         inc: inc.clone(),
         handle: handle.clone(),
@@ -682,6 +786,34 @@ mod tests {
     struct Probe;
     impl Actor for Probe {
         type Context = Context<Self>;
+    }
+
+    fn noop() -> TaskContext<'static> {
+        TaskContext::from_waker(Waker::noop())
+    }
+
+    #[test]
+    fn waiters_that_go_away_free_their_places_and_every_waiter_gets_the_end() {
+        let inc = Incarnation::new();
+        // Callers that come and go (each waits, then gives up) keep the list short.
+        for _ in 0..1_000 {
+            let mut gone = inc.exited();
+            assert!(Pin::new(&mut gone).poll(&mut noop()).is_pending());
+        }
+        assert_eq!(inc.lock().waiters.len(), 1);
+        let mut staying: Vec<Exited> = (0..3).map(|_| inc.exited()).collect();
+        for w in &mut staying {
+            assert!(Pin::new(w).poll(&mut noop()).is_pending());
+        }
+        assert_eq!(inc.lock().waiters.len(), 3);
+        inc.finish(ExitReason::Killed);
+        for w in &mut staying {
+            assert_eq!(
+                Pin::new(w).poll(&mut noop()),
+                Poll::Ready(ExitReason::Killed)
+            );
+        }
+        assert!(inc.lock().waiters.is_empty());
     }
 
     // Every live child holds one slot and one incarnation, each a shared allocation of its own

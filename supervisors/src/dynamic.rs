@@ -279,7 +279,8 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicSupervisor<K, A> {
             })
         });
         let arbiter = self.arbiter_for(key);
-        let inc = spawn_incarnation(
+        // The handle keeps the new incarnation (installed before the actor runs).
+        spawn_incarnation(
             actor,
             handle,
             arbiter.as_ref(),
@@ -289,7 +290,6 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicSupervisor<K, A> {
         );
         let restarts = {
             let mut g = handle.write();
-            g.inc = Some(inc);
             g.started_at = Some(Instant::now());
             g.restarts
         };
@@ -731,6 +731,12 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicRef<K, A> {
     /// Stops the child under `key` (honouring the shutdown) and forgets it.
     pub async fn terminate_child(&self, key: K) -> Result<bool, CallError> {
         self.handle.send(TerminateKey(key)).await
+    }
+
+    /// A monitor on the supervisor's running incarnation (see [`ChildRef::monitor`]); each
+    /// child has its own, from the handle [`DynamicRef::get`] gives.
+    pub fn monitor(&self) -> crate::Monitor {
+        self.handle.monitor()
     }
 
     /// Number of known children.

@@ -19,6 +19,8 @@
 //!   is down, calls fail at once ([`CallError`]) instead of hanging. A full mailbox refuses the
 //!   bounded `call` and `try_tell` at once; `send` waits for room, and `tell` (for control
 //!   messages) goes past it.
+//! - **Monitors**: [`ChildRef::monitor`] is OTP's `erlang:monitor/2` on a child's running
+//!   incarnation, a future that resolves with its exit reason ([`Down`]).
 //! - **Introspection** (`which_children`, `count_children`, [`TreeSnapshot`]) and
 //!   **[`SupervisorEvent`]s** delivered to an [`EventSink`]; the crate emits no metrics itself.
 //!
@@ -64,7 +66,7 @@ mod snapshot;
 mod spec;
 mod supervisor;
 
-pub use child::{being_dropped, exit, live_actors, CallError, ChildRef, ChildState};
+pub use child::{being_dropped, exit, live_actors, CallError, ChildRef, ChildState, Down, Monitor};
 pub use dynamic::{DynamicRef, DynamicSupervisor, Key, StartError};
 pub use event::{EventSink, SupervisorEvent};
 pub use intensity::{Backoff, Intensity};

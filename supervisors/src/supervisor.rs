@@ -711,6 +711,11 @@ impl SupervisorRef {
         self.handle.state()
     }
 
+    /// A monitor on the supervisor's running incarnation (see [`ChildRef::monitor`]).
+    pub fn monitor(&self) -> crate::Monitor {
+        self.handle.monitor()
+    }
+
     /// Stops every child in reverse start order (honouring each shutdown) and then the
     /// supervisor; resolves when it has exited.
     pub async fn shutdown(&self) -> Option<ExitReason> {

@@ -12,6 +12,8 @@
 //! - **[`Intensity`]**: one sliding window per supervisor; exceeding it stops the children in
 //!   reverse start order and the supervisor exits `shutdown(reached_max_restart_intensity)` to
 //!   its parent, which applies its own strategy.
+//! - **[`AutoShutdown`]** (OTP 24): a supervisor that ends by itself once any or all of its
+//!   [significant](ChildSpec::significant) children have ended on their own.
 //! - **Panic containment**: every supervised actor runs under `catch_unwind`; a panic in a
 //!   handler or hook ends that incarnation with [`ExitReason::Panic`], and its arbiter, its
 //!   siblings and the process live on. Needs `panic = "unwind"`.
@@ -74,6 +76,6 @@ pub use reason::ExitReason;
 pub use snapshot::{ChildCounts, ChildInfo, NodeSnapshot, TreeSnapshot};
 pub use spec::{ChildKind, ChildSpec, Restart, Shutdown, DEFAULT_MAILBOX};
 pub use supervisor::{
-    CountChildren, RestartChild, Snapshot, Stop, Strategy, Supervisor, SupervisorRef,
+    AutoShutdown, CountChildren, RestartChild, Snapshot, Stop, Strategy, Supervisor, SupervisorRef,
     TerminateChild, WhichChildren,
 };

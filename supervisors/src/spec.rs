@@ -137,6 +137,8 @@ pub struct ChildSpec {
     pub(crate) backoff: Option<Backoff>,
     pub(crate) arbiter: Option<ArbiterHandle>,
     pub(crate) mailbox: usize,
+    /// OTP's `significant` flag (see [`crate::AutoShutdown`]).
+    pub(crate) significant: bool,
     pub(crate) start: StartFn,
     pub(crate) handle: Box<dyn ErasedHandle>,
     pub(crate) inspect: Option<Inspector>,
@@ -196,6 +198,7 @@ impl ChildSpec {
             backoff: None,
             arbiter: None,
             mailbox: DEFAULT_MAILBOX,
+            significant: false,
             start,
             handle: Box::new(handle.clone()),
             inspect: None,
@@ -227,6 +230,16 @@ impl ChildSpec {
         self
     }
 
+    /// Marks the child significant (OTP 24's `significant => true`): when it ends on its own
+    /// and is not restarted, a supervisor with [`crate::AutoShutdown`] other than `Never` may
+    /// shut itself down. Only `transient` and `temporary` children can be significant; a
+    /// supervisor refuses to start with a significant `permanent` child, or with one while its
+    /// auto shutdown is `Never`, as OTP does.
+    pub fn significant(mut self, significant: bool) -> Self {
+        self.significant = significant;
+        self
+    }
+
     /// Sets the child's mailbox capacity.
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = capacity.max(1);
@@ -252,6 +265,7 @@ impl ChildSpec {
             backoff: None,
             arbiter: None,
             mailbox: DEFAULT_MAILBOX,
+            significant: false,
             start,
             handle,
             inspect: Some(inspect),

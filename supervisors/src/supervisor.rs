@@ -47,6 +47,21 @@ impl Strategy {
     }
 }
 
+/// OTP 24's `auto_shutdown`: whether a supervisor ends by itself (reason `shutdown`, its
+/// other children stopped in reverse order) once [significant](ChildSpec::significant)
+/// children have ended on their own. Ends the supervisor caused (a sibling's restart under
+/// `one_for_all` or `rest_for_one`, `terminate_child`, shutdown) do not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoShutdown {
+    /// Never (OTP's default); no child may be significant.
+    #[default]
+    Never,
+    /// When any significant child has ended.
+    AnySignificant,
+    /// When every significant child has ended.
+    AllSignificant,
+}
+
 struct Record {
     spec: ChildSpec,
     inc: Option<Arc<Incarnation>>,
@@ -102,6 +117,7 @@ pub struct Supervisor {
     window: RestartWindow,
     sink: Option<EventSink>,
     phase: Phase,
+    auto_shutdown: AutoShutdown,
 }
 
 impl Supervisor {
@@ -115,7 +131,14 @@ impl Supervisor {
             window: RestartWindow::default(),
             sink: None,
             phase: Phase::Running,
+            auto_shutdown: AutoShutdown::Never,
         }
+    }
+
+    /// Sets OTP's `auto_shutdown` (default [`AutoShutdown::Never`]).
+    pub fn auto_shutdown(mut self, auto_shutdown: AutoShutdown) -> Self {
+        self.auto_shutdown = auto_shutdown;
+        self
     }
 
     /// Sets the restart strategy.
@@ -386,8 +409,17 @@ impl Supervisor {
         if !rec.spec.restart.restarts_after(&reason) {
             rec.state = ChildState::Stopped;
             rec.spec.handle.set_state(ChildState::Stopped);
+            let significant = rec.spec.significant.then(|| rec.spec.id.clone());
             if rec.spec.restart == Restart::Temporary {
                 self.children.remove(idx);
+            }
+            if let Some(child) = significant.filter(|_| self.significant_ended()) {
+                tracing::info!(supervisor = %self.name, %child, auto_shutdown = ?self.auto_shutdown, "significant child ended, shutting down");
+                let order = self.running_in_reverse();
+                self.terminate_then(order, ctx, |act, ctx| {
+                    act.finish();
+                    exit::<Self>(ctx, ExitReason::Shutdown(None));
+                });
             }
             return;
         }
@@ -419,6 +451,40 @@ impl Supervisor {
                     act.schedule_restart((from..act.children.len()).collect(), lead, ctx);
                 });
             }
+        }
+    }
+
+    /// Whether the end of a significant child (just recorded) ends this supervisor.
+    fn significant_ended(&self) -> bool {
+        match self.auto_shutdown {
+            AutoShutdown::Never => false,
+            AutoShutdown::AnySignificant => true,
+            // An ended temporary child's record is gone; the others must all be down.
+            AutoShutdown::AllSignificant => self
+                .children
+                .iter()
+                .filter(|r| r.spec.significant)
+                .all(|r| r.inc.is_none() && r.state == ChildState::Stopped),
+        }
+    }
+
+    /// OTP's `validSignificant`: why the child specs cannot run under this supervisor.
+    fn invalid_significant(&self) -> Option<String> {
+        let rec = self.children.iter().find(|r| r.spec.significant)?;
+        if self.auto_shutdown == AutoShutdown::Never {
+            Some(format!(
+                "bad_significant({}: auto_shutdown is never)",
+                rec.spec.id
+            ))
+        } else {
+            let permanent = self
+                .children
+                .iter()
+                .find(|r| r.spec.significant && r.spec.restart == Restart::Permanent)?;
+            Some(format!(
+                "bad_significant({}: a permanent child)",
+                permanent.spec.id
+            ))
         }
     }
 
@@ -482,6 +548,12 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        if let Some(error) = self.invalid_significant() {
+            tracing::error!(supervisor = %self.name, %error, "invalid child specs");
+            self.finish();
+            exit::<Self>(ctx, ExitReason::Shutdown(Some(error)));
+            return;
+        }
         for idx in 0..self.children.len() {
             if let Err(error) = self.start_child(idx, false, ctx) {
                 let id = self.children[idx].spec.id.clone();

@@ -10,6 +10,7 @@ mod errors;
 mod governors;
 mod health;
 mod helpers;
+mod http2;
 mod lifecycle;
 mod mcp;
 mod partition;

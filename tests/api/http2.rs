@@ -1,0 +1,172 @@
+//! HTTP/2 without TLS (h2c with prior knowledge, as Cloud Run's `--use-http2` speaks to an
+//! instance), driven by the `h2` crate as an independent client: governed signals multiplexed
+//! on one connection, the JSON error bodies, and a body over the limit answered 413 while it
+//! is still arriving.
+
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+
+use crate::helpers::*;
+
+/// One HTTP/2 connection to the app, with prior knowledge (no upgrade, no TLS).
+#[derive(Clone)]
+struct H2 {
+    host: String,
+    send: h2::client::SendRequest<Bytes>,
+}
+
+impl H2 {
+    async fn connect(app: &TestApp) -> H2 {
+        let host = app.address.trim_start_matches("http://").to_owned();
+        let tcp = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connects");
+        let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        actix_web::rt::spawn(async move {
+            let _ = connection.await;
+        });
+        H2 { host, send }
+    }
+
+    /// `method path` with `body` sent in pieces of `piece` bytes, a millisecond apart (the
+    /// upload stops quietly if the server ends the stream first); the answer's status and
+    /// body, or the stream's error.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        piece: usize,
+    ) -> Result<(u16, Vec<u8>), h2::Error> {
+        let mut send = self.send.clone().ready().await?;
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.host))
+            .header("content-type", "application/json")
+            .header("content-length", body.len().to_string())
+            .body(())
+            .unwrap();
+        let (response, mut stream) = send.send_request(request, body.is_empty())?;
+        if !body.is_empty() {
+            let body = body.to_vec();
+            actix_web::rt::spawn(async move {
+                for chunk in body.chunks(piece) {
+                    stream.reserve_capacity(chunk.len());
+                    if stream
+                        .send_data(Bytes::copy_from_slice(chunk), false)
+                        .is_err()
+                    {
+                        return;
+                    }
+                    actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+                }
+                let _ = stream.send_data(Bytes::new(), true);
+            });
+        }
+        let response = response.await?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        Ok((status, out))
+    }
+
+    async fn json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, bytes) = self
+            .request(method, path, body.as_bytes(), 16_384)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: no answer over HTTP/2: {e:?}"));
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {bytes:?}"));
+        (status, json)
+    }
+}
+
+#[actix_web::test]
+async fn signals_multiplexed_on_one_http2_connection_are_each_decided_once() {
+    let app = spawn_app(|_| {}).await;
+    let h2 = H2::connect(&app).await;
+    let (status, _) = h2
+        .json(
+            "POST",
+            "/marketplace",
+            r#"{"tenant_id":"multi","entitlement_id":"e","action":"grant"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Fifty streams at once on the one connection.
+    let calls = (0..50).map(|i| {
+        let h2 = h2.clone();
+        async move {
+            let body = format!(r#"{{"metric":"cpu","value":{}}}"#, i % 50);
+            h2.json("POST", "/v1/tenants/multi/signals", &body).await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut seqs: Vec<u64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            assert_eq!(body["decision"], "accept", "{body}");
+            body["receipt"]["seq"].as_u64().expect("seq")
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 50, "each signal has its own receipt");
+    let (status, verify) = h2
+        .json("GET", "/v1/tenants/multi/receipts/verify", "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(verify["valid"], true, "{verify}");
+    // Grant, the governor's entitlement check, then one receipt per signal.
+    assert_eq!(verify["receipts_checked"], 52, "{verify}");
+}
+
+#[actix_web::test]
+async fn errors_over_http2_have_the_json_body_even_when_answered_before_the_upload_ends() {
+    let app = spawn_app(|_| {}).await;
+    let h2 = H2::connect(&app).await;
+    let (status, body) = h2
+        .json(
+            "POST",
+            "/v1/tenants/nobody/signals",
+            r#"{"metric":"cpu","value":1"#,
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_json")));
+    let (status, body) = h2
+        .json(
+            "POST",
+            "/v1/tenants/nobody/signals",
+            r#"{"metric":"cpu","value":1}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("tenant_not_found"))
+    );
+    // The server answers once the limit (64 KiB) is passed, while the client is still
+    // sending: the answer must reach it, not a reset stream.
+    let big = vec![b'a'; 512 * 1024];
+    for round in 0..10 {
+        let (status, body) = h2
+            .request("POST", "/v1/tenants/nobody/signals", &big, 8_192)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no answer, {e:?}"));
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "round {round}"
+        );
+    }
+    // The connection is still good after the early answers.
+    let (status, _) = h2.json("GET", "/health/live", "").await;
+    assert_eq!(status, 200);
+}

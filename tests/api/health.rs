@@ -151,3 +151,53 @@ async fn head_answers_wherever_get_does_with_the_head_only() {
         "HEAD is counted as HEAD"
     );
 }
+
+/// Runs `tools/smoke.sh URL` (with `TOKEN` when given) off the runtime that serves the app;
+/// its exit status and what it printed.
+async fn smoke(url: String, token: Option<&'static str>) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/smoke.sh");
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(script).arg(url).env_remove("TOKEN");
+        if let Some(t) = token {
+            cmd.env("TOKEN", t);
+        }
+        cmd.output().expect("bash runs the smoke script")
+    })
+    .await
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[actix_web::test]
+async fn the_guides_smoke_test_passes_against_the_service_and_fails_where_it_should() {
+    use tai_autonomics::auth::{token_digest, AuthMode, TokenConfig};
+    let app = spawn_app(|_| {}).await;
+    let (ok, out) = smoke(app.address.clone(), None).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("smoke test passed"), "{out}");
+
+    // With access control, the operator's token passes and no token fails at the first
+    // route that needs one.
+    let guarded = spawn_app(|s| {
+        s.auth.mode = AuthMode::Bearer;
+        s.auth.tokens = vec![TokenConfig {
+            sha256: token_digest("ops-token"),
+            role: "operator".into(),
+            tenant: None,
+        }];
+    })
+    .await;
+    let (ok, out) = smoke(guarded.address.clone(), Some("ops-token")).await;
+    assert!(ok, "{out}");
+    let (ok, out) = smoke(guarded.address.clone(), None).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL: "), "{out}");
+
+    // Nothing listening: a clear failure, not a hang.
+    let (ok, out) = smoke(format!("http://127.0.0.1:{}", free_port()), None).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL: health: no answer"), "{out}");
+}

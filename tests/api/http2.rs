@@ -1,7 +1,7 @@
 //! HTTP/2 without TLS (h2c with prior knowledge, as Cloud Run's `--use-http2` speaks to an
 //! instance), driven by the `h2` crate as an independent client: governed signals multiplexed
 //! on one connection, the JSON error bodies, and a body over the limit answered 413 while it
-//! is still arriving.
+//! is still arriving, or 408 when it stops arriving.
 
 use std::time::Duration;
 
@@ -74,6 +74,30 @@ impl H2 {
             out.extend_from_slice(&chunk);
         }
         Ok((status, out))
+    }
+
+    /// `POST path` announcing 1,000 bytes of body, of which only `part` is ever sent; the
+    /// stream is held open until the answer comes.
+    async fn stalled(&self, path: &str, part: &str) -> (u16, serde_json::Value) {
+        let mut send = self.send.clone().ready().await.expect("ready");
+        let request = http::Request::post(format!("http://{}{path}", self.host))
+            .header("content-type", "application/json")
+            .header("content-length", "1000")
+            .body(())
+            .unwrap();
+        let (response, mut stream) = send.send_request(request, false).expect("sent");
+        stream
+            .send_data(Bytes::copy_from_slice(part.as_bytes()), false)
+            .expect("part sent");
+        let response = response.await.expect("an answer, not a reset");
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            out.extend_from_slice(&chunk.expect("body"));
+        }
+        drop(stream);
+        (status, serde_json::from_slice(&out).expect("JSON"))
     }
 
     async fn json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
@@ -169,4 +193,30 @@ async fn errors_over_http2_have_the_json_body_even_when_answered_before_the_uplo
     // The connection is still good after the early answers.
     let (status, _) = h2.json("GET", "/health/live", "").await;
     assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn a_body_that_stops_arriving_over_http2_gets_408_and_nothing_is_stored() {
+    let app = spawn_app(|s| s.http.body_timeout_ms = 300).await;
+    let h2 = H2::connect(&app).await;
+    let grant = r#"{"tenant_id":"slow","entitlement_id":"e","action":"grant"}"#;
+    assert_eq!(h2.json("POST", "/marketplace", grant).await.0, 200);
+    for (path, part) in [
+        ("/v1/tenants/slow/signals", r#"{"metric":"cpu","value":1}"#),
+        ("/pubsub", r#"{"message":"#),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, body) =
+            actix_web::rt::time::timeout(Duration::from_secs(10), h2.stalled(path, part))
+                .await
+                .unwrap_or_else(|_| panic!("{path}: no answer within 10 s"));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (408, Some("request_timeout")),
+            "{path}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
+    let (_, page) = h2.json("GET", "/v1/tenants/slow/receipts", "").await;
+    assert_eq!(page["head_seq"], 1, "only the grant is stored");
 }

@@ -1,7 +1,7 @@
 //! House rules that no compiler checks: every source file opens with a `//!` header saying what
 //! it owns, no stubs or debugging leftovers are committed, and the monitoring files under
 //! `tools/monitoring/` query only metrics the service writes, with the operations guide's
-//! alert thresholds.
+//! alert thresholds; the container image's build context leaves out build outputs and ledgers.
 
 use std::path::{Path, PathBuf};
 
@@ -190,5 +190,37 @@ fn alert_policies_hold_the_operations_guides_thresholds() {
         assert!(query.contains(comparison), "{file}: {query}");
         assert_eq!(condition["duration"], duration, "{file}");
         assert!(policy["documentation"]["content"].is_string(), "{file}");
+    }
+}
+
+#[test]
+fn the_image_build_context_is_the_sources_without_outputs_or_ledgers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // Gigabytes of build output, local receipts and the history stay out of the context.
+    for left_out in [".git", "target", "data", "*.db", "*.db-wal"] {
+        assert!(patterns.contains(&left_out), "{left_out} is not ignored");
+    }
+    // What the build needs is sent: the workspace and the configuration it copies.
+    let containerfile = std::fs::read_to_string(root.join("container/Containerfile")).unwrap();
+    assert!(containerfile.contains("COPY config/ /app/config/"));
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "config",
+        "supervisors",
+        "walbuf",
+    ] {
+        assert!(root.join(needed).exists(), "{needed}");
+        let hit = patterns
+            .iter()
+            .find(|p| **p == needed || needed.starts_with(&format!("{p}/")));
+        assert!(hit.is_none(), "{needed} is left out by {hit:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! HTTP/2 without TLS (h2c with prior knowledge, as Cloud Run's `--use-http2` speaks to an
 //! instance), driven by the `h2` crate as an independent client: governed signals multiplexed
-//! on one connection, the JSON error bodies, and a body over the limit answered 413 while it
-//! is still arriving, or 408 when it stops arriving.
+//! on one connection, MCP in both protocol eras with its DNS-rebinding check on `:authority`,
+//! the JSON error bodies, and a body over the limit answered 413 while it is still arriving,
+//! or 408 when it stops arriving.
 
 use std::time::Duration;
 
@@ -39,14 +40,30 @@ impl H2 {
         body: &[u8],
         piece: usize,
     ) -> Result<(u16, Vec<u8>), h2::Error> {
+        self.request_with(method, path, &[], body, piece)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// [`H2::request`] with more headers; the answer's headers too.
+    async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        piece: usize,
+    ) -> Result<(u16, http::HeaderMap, Vec<u8>), h2::Error> {
         let mut send = self.send.clone().ready().await?;
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.host))
             .header("content-type", "application/json")
-            .header("content-length", body.len().to_string())
-            .body(())
-            .unwrap();
+            .header("content-length", body.len().to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).unwrap();
         let (response, mut stream) = send.send_request(request, body.is_empty())?;
         if !body.is_empty() {
             let body = body.to_vec();
@@ -66,6 +83,7 @@ impl H2 {
         }
         let response = response.await?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let mut body = response.into_body();
         let mut out = Vec::new();
         while let Some(chunk) = body.data().await {
@@ -73,7 +91,7 @@ impl H2 {
             let _ = body.flow_control().release_capacity(chunk.len());
             out.extend_from_slice(&chunk);
         }
-        Ok((status, out))
+        Ok((status, headers, out))
     }
 
     /// `POST path` announcing 1,000 bytes of body, of which only `part` is ever sent; the
@@ -219,4 +237,56 @@ async fn a_body_that_stops_arriving_over_http2_gets_408_and_nothing_is_stored() 
     }
     let (_, page) = h2.json("GET", "/v1/tenants/slow/receipts", "").await;
     assert_eq!(page["head_seq"], 1, "only the grant is stored");
+}
+
+#[actix_web::test]
+async fn mcp_over_http2_in_both_protocol_eras() {
+    let app = spawn_app(|_| {}).await;
+    let h2 = H2::connect(&app).await;
+    let grant = r#"{"tenant_id":"agent","entitlement_id":"e","action":"grant"}"#;
+    assert_eq!(h2.json("POST", "/marketplace", grant).await.0, 200);
+    let mcp = |h2: &H2, headers: Vec<(&'static str, &'static str)>, body: serde_json::Value| {
+        let h2 = h2.clone();
+        async move {
+            let mut all = vec![("accept", "application/json, text/event-stream")];
+            all.extend(headers);
+            let (status, headers, bytes) = h2
+                .request_with("POST", "/mcp", &all, body.to_string().as_bytes(), 16_384)
+                .await
+                .expect("an answer");
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            (status, headers, json)
+        }
+    };
+    // The stateless revision: one request, the decision in the answer.
+    let meta = serde_json::json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "h2", "version": "1"}});
+    let (status, _, call) = mcp(
+        &h2,
+        vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "taiea.governor.signal")],
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "taiea.governor.signal", "arguments": {"tenant_id": "agent", "metric": "cpu", "value": 10}, "_meta": meta}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{call}");
+    assert_eq!(
+        call["result"]["structuredContent"]["state"], "stable",
+        "{call}"
+    );
+    // The handshake era's `initialize`.
+    let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "h2", "version": "1"}}});
+    let (status, _, init) = mcp(&h2, vec![], initialize.clone()).await;
+    assert_eq!(status, 200, "{init}");
+    assert_eq!(init["result"]["protocolVersion"], "2025-11-25", "{init}");
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "tai-autonomics",
+        "{init}"
+    );
+    // HTTP/2 names the host in `:authority`, not in a Host header: the DNS-rebinding check
+    // reads it there, and a name off the allow-list is refused as over HTTP/1.1.
+    let port = h2.host.rsplit(':').next().unwrap().to_owned();
+    let rebound = H2 {
+        host: format!("attacker.example:{port}"),
+        send: h2.send.clone(),
+    };
+    let (status, _, _) = mcp(&rebound, vec![], initialize).await;
+    assert_eq!(status, 403);
 }

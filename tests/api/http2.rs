@@ -81,17 +81,7 @@ impl H2 {
                 let _ = stream.send_data(Bytes::new(), true);
             });
         }
-        let response = response.await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut body = response.into_body();
-        let mut out = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            out.extend_from_slice(&chunk);
-        }
-        Ok((status, headers, out))
+        read(response.await?).await
     }
 
     /// `POST path` announcing 1,000 bytes of body, of which only `part` is ever sent; the
@@ -108,12 +98,7 @@ impl H2 {
             .send_data(Bytes::copy_from_slice(part.as_bytes()), false)
             .expect("part sent");
         let response = response.await.expect("an answer, not a reset");
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        let mut out = Vec::new();
-        while let Some(chunk) = body.data().await {
-            out.extend_from_slice(&chunk.expect("body"));
-        }
+        let (status, _, out) = read(response).await.expect("the whole answer");
         drop(stream);
         (status, serde_json::from_slice(&out).expect("JSON"))
     }
@@ -127,6 +112,22 @@ impl H2 {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}: {bytes:?}"));
         (status, json)
     }
+}
+
+/// An answer's status, headers and whole body.
+async fn read(
+    response: http::Response<h2::RecvStream>,
+) -> Result<(u16, http::HeaderMap, Vec<u8>), h2::Error> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, out))
 }
 
 #[actix_web::test]

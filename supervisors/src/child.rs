@@ -2,8 +2,8 @@
 //! that contains its panics.
 //!
 //! Owns: [`ChildRef`] (the handle callers keep across restarts), `Incarnation` (the shared cell
-//! through which a supervisor asks an incarnation to stop and learns how it ended) and `Runner`
-//! (the task that polls an actix `ContextFut` under `catch_unwind`).
+//! through which a supervisor asks an incarnation to stop and learns how it ended, as do
+//! [`Monitor`]s) and `Runner` (the task that polls an actix `ContextFut` under `catch_unwind`).
 //!
 //! Invariant: every incarnation reports exactly one exit, whether it stopped, was killed or
 //! panicked, and its handle stops routing messages to it before that report is sent.

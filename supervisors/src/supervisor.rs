@@ -1,7 +1,7 @@
 //! The static supervisor: an ordered list of child specs under one strategy and one intensity.
 //!
 //! Owns start order, restart decisions (restart type × strategy), the restart-intensity window,
-//! escalation to the parent, and ordered shutdown. The decisions run inside one actix actor; every
+//! escalation to the parent, auto shutdown on significant children, and ordered shutdown. The decisions run inside one actix actor; every
 //! wait on a child (shutdown timeouts) is asynchronous, so a restart storm never blocks a thread.
 //!
 //! Invariant: children start in spec order and stop in reverse spec order, one at a time.

@@ -3,10 +3,18 @@
 # beside the same server's trivial endpoint (/health/live) as the framework's ceiling, then the
 # signal path at fixed rates for p50/p99. Uses oha (installed from crates.io when missing).
 #   tools/load.sh [seconds per phase, default 10] [connections, default 256]
+#   HTTP2_STREAMS=16 tools/load.sh 10 16   # HTTP/2 (h2c) instead: 16 connections x 16 streams
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-256}
+# How oha connects: HTTP/1.1 with one request in flight per connection, or HTTP/2 with
+# HTTP2_STREAMS streams per connection (Cloud Run's HTTP/2 end to end).
+if [ -n "${HTTP2_STREAMS:-}" ]; then
+  conn=(--http2 -c "$conns" -p "$HTTP2_STREAMS")
+else
+  conn=(-c "$conns")
+fi
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --locked -q
 ROOT=$(pwd)
@@ -35,14 +43,14 @@ summary() { # label, then oha output on stdin
 }
 signal=(-m POST -H 'content-type: application/json' -d '{"metric":"cpu_utilization","value":42.5}' --rand-regex-url "$base/v1/tenants/load-[0-4][0-9][0-9]/signals")
 
-trivial=$(oha --no-tui -z "${secs}s" -c "$conns" "$base/health/live" | tee /dev/stderr | summary "trivial GET /health/live (ceiling)")
+trivial=$(oha --no-tui -z "${secs}s" "${conn[@]}" "$base/health/live" | tee /dev/stderr | summary "trivial GET /health/live (ceiling)")
 echo "$trivial"
-max=$(oha --no-tui -z "${secs}s" -c "$conns" "${signal[@]}" | summary "governed signals, max rate")
+max=$(oha --no-tui -z "${secs}s" "${conn[@]}" "${signal[@]}" | summary "governed signals, max rate")
 echo "$max"
 echo "ratio to the trivial endpoint: $(echo "$max $trivial" | awk '{printf "%.2f", $(NF/2-9) / $(NF-9)}')" 2>/dev/null || true
 half=$(echo "$trivial" | awk '{print int($(NF-9)/2)}')
 gmax=$(echo "$max" | awk '{print int($(NF-9))}')
 for r in $((gmax / 4)) $((gmax / 2)) "$half"; do
-  oha --no-tui -z "${secs}s" -c "$conns" -q "$r" "${signal[@]}" | summary "governed signals at $r req/s (fixed)"
+  oha --no-tui -z "${secs}s" "${conn[@]}" -q "$r" "${signal[@]}" | summary "governed signals at $r req/s (fixed)"
 done
 echo "receipts made durable: $(curl -s "$base/metrics" | awk '/^tai_receipts_total/ {s+=$2} END {print s}')"

@@ -1,8 +1,8 @@
 //! HTTP/2 without TLS (h2c with prior knowledge, as Cloud Run's `--use-http2` speaks to an
 //! instance), driven by the `h2` crate as an independent client: governed signals multiplexed
 //! on one connection, MCP in both protocol eras with its DNS-rebinding check on `:authority`,
-//! the JSON error bodies, and a body over the limit answered 413 while it is still arriving,
-//! or 408 when it stops arriving.
+//! the JSON error bodies, a body over the limit answered 413 while it is still arriving, or
+//! 408 when it stops arriving, and answers that waited on an actor sent without Nagle's delay.
 
 use std::time::Duration;
 

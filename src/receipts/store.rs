@@ -268,14 +268,19 @@ pub trait LedgerStore {
                 ..Default::default()
             });
         };
-        // Walk back a page at a time: the state-bearing receipt is almost always the last.
+        // Walk back from the head. The state-bearing receipt is almost always the last, so the
+        // first page is that receipt alone: a backend that reads (and bills) by document, as
+        // Firestore does, reads one, where a first page of 200 read 200 for every governor
+        // start and every `GET /v1/governors/{t}`. Pages grow eightfold from there, to 512.
         let mut upto = head.seq;
+        let mut size = 1;
         let mut last_state = None;
         while upto > 0 && last_state.is_none() {
-            let from = upto.saturating_sub(200);
+            let from = upto.saturating_sub(size);
             let page = self.range(tenant, from, (upto - from) as usize).await?;
             last_state = page.into_iter().rev().find(|r| records_state(r, states));
             upto = from;
+            size = (size * 8).min(512);
         }
         Ok(GovernorSnapshot {
             entitlement,
@@ -329,6 +334,104 @@ pub trait LedgerStore {
 mod tests {
     use super::*;
     use crate::receipts::ReceiptDraft;
+
+    /// A chain in memory that counts the receipts its reads hand out (the default
+    /// `governor_snapshot` is what the Firestore backend runs).
+    struct Counted {
+        chain: Vec<Receipt>,
+        handed: std::cell::Cell<usize>,
+    }
+
+    impl Counted {
+        /// `n` receipts: a governor decision, then `tail` entitlement receipts after it.
+        fn new(n: u64, tail: u64) -> Counted {
+            let mut chain: Vec<Receipt> = Vec::new();
+            for seq in 1..=n {
+                let draft = if seq + tail > n {
+                    ReceiptDraft::new("t", ReceiptType::Entitlement, "pack_enabled", "r")
+                        .states(Some("active"), Some("active"))
+                } else {
+                    ReceiptDraft::new("t", ReceiptType::Transition, "signal_processed", "r")
+                        .states(Some("stable"), Some("stable"))
+                };
+                let prev = chain.last().map(|r| (r.seq, r.receipt_hash.as_str()));
+                let sealed = draft.seal(prev, "tai@test", "2026-12-07T00:00:00.000Z".into());
+                chain.push(sealed);
+            }
+            Counted {
+                chain,
+                handed: Default::default(),
+            }
+        }
+    }
+
+    impl LedgerStore for Counted {
+        fn backend(&self) -> &'static str {
+            "memory"
+        }
+        async fn append(&self, _: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
+            Err(StoreError::Unavailable("read only".into()))
+        }
+        async fn head(&self, _: &str) -> Result<Option<Head>, StoreError> {
+            Ok(self.chain.last().map(|r| Head {
+                seq: r.seq,
+                hash: r.receipt_hash.clone(),
+            }))
+        }
+        async fn range(
+            &self,
+            _: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Receipt>, StoreError> {
+            let page: Vec<Receipt> = self
+                .chain
+                .iter()
+                .filter(|r| r.seq > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            self.handed.set(self.handed.get() + page.len());
+            Ok(page)
+        }
+        async fn get(&self, _: &str) -> Result<Option<Receipt>, StoreError> {
+            Ok(None)
+        }
+        async fn by_message_id(&self, _: &str) -> Result<Option<Receipt>, StoreError> {
+            Ok(None)
+        }
+        async fn tenants(&self, _: &str, _: usize) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn entitlement(&self, _: &str) -> Result<Option<Value>, StoreError> {
+            Ok(None)
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_snapshot_reads_back_only_as_far_as_the_last_state() {
+        const STATES: &[&str] = &["stable"];
+        // (chain length, entitlement receipts after the last decision, receipts read at most)
+        for (n, tail, most) in [(1_000, 0, 1), (1_000, 5, 9), (1_000, 40, 73), (30, 29, 30)] {
+            let store = Counted::new(n, tail);
+            let snap = store.governor_snapshot("t", STATES).await.unwrap();
+            let found = snap.last_state.expect("a state-bearing receipt");
+            assert_eq!(found.seq, n - tail, "n {n}, tail {tail}");
+            assert!(
+                store.handed.get() <= most,
+                "n {n}, tail {tail}: read {} receipts",
+                store.handed.get()
+            );
+        }
+        // No state-bearing receipt at all: the whole chain is read, and nothing found.
+        let store = Counted::new(600, 600);
+        let snap = store.governor_snapshot("t", STATES).await.unwrap();
+        assert!(snap.last_state.is_none());
+        assert_eq!(store.handed.get(), 600);
+    }
 
     #[test]
     fn metadata_written_ahead_is_the_text_the_store_would_write() {

@@ -271,6 +271,19 @@ impl FirestoreStore {
         Ok(FirestoreStore { db, reads })
     }
 
+    /// The documents a commit of `items` writes: each receipt's document and its index
+    /// entry, the Pub/Sub message's document where one produced it, and the head document of
+    /// each tenant in the batch once (`tai_firestore_writes_total` counts these).
+    pub fn documents_written(items: &[AppendItem]) -> usize {
+        let tenants: std::collections::BTreeSet<&str> =
+            items.iter().map(|i| i.receipt.tenant_id.as_str()).collect();
+        let per_receipt: usize = items
+            .iter()
+            .map(|i| 2 + usize::from(i.message_id.is_some()))
+            .sum();
+        per_receipt + tenants.len()
+    }
+
     /// Most receipts one commit can hold within Firestore's 500 writes.
     pub fn max_batch() -> usize {
         // One tenant document per receipt in the worst case (all different tenants).
@@ -326,9 +339,14 @@ impl LedgerStore for FirestoreStore {
         if batch.is_empty() {
             return Ok(batch);
         }
+        let writes = Self::documents_written(&batch);
+        if writes > MAX_WRITES {
+            return Err(StoreError::Unavailable(format!(
+                "batch needs {writes} writes, over Firestore's {MAX_WRITES} per commit"
+            )));
+        }
         let mut tx = self.db.begin_transaction().await.map_err(map_err)?;
         let mut heads: BTreeMap<String, (Head, Option<Value>, Option<&str>)> = BTreeMap::new();
-        let mut writes = 0usize;
         for item in &batch {
             let r = &item.receipt;
             let parent = self.tenant_parent(&r.tenant_id)?;
@@ -357,7 +375,6 @@ impl LedgerStore for FirestoreStore {
                 .object(&index)
                 .add_to_transaction(&mut tx)
                 .map_err(map_err)?;
-            writes += 2;
             if let Some(id) = &item.message_id {
                 self.db
                     .fluent()
@@ -368,7 +385,6 @@ impl LedgerStore for FirestoreStore {
                     .object(&index)
                     .add_to_transaction(&mut tx)
                     .map_err(map_err)?;
-                writes += 1;
             }
             let entry = heads.entry(r.tenant_id.clone()).or_insert((
                 Head {
@@ -419,13 +435,6 @@ impl LedgerStore for FirestoreStore {
                 .object(&doc)
                 .add_to_transaction(&mut tx)
                 .map_err(map_err)?;
-            writes += 1;
-        }
-        if writes > MAX_WRITES {
-            let _ = tx.rollback().await;
-            return Err(StoreError::Unavailable(format!(
-                "batch needs {writes} writes, over Firestore's {MAX_WRITES} per commit"
-            )));
         }
         tx.commit().await.map_err(map_err)?;
         Ok(batch)
@@ -617,6 +626,27 @@ impl LedgerStore for FirestoreStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_writes_each_receipt_twice_each_message_once_and_each_tenant_head_once() {
+        use crate::receipts::ReceiptDraft;
+        let item = |tenant: &str, message: Option<&str>| {
+            let r = ReceiptDraft::new(tenant, ReceiptType::Transition, "signal_processed", "r")
+                .seal(None, "tai@test", "2026-12-07T00:00:00.000Z".into());
+            let mut item = AppendItem::receipt(r);
+            item.message_id = message.map(str::to_owned);
+            item
+        };
+        // Three receipts of two tenants, one from a Pub/Sub message: 6 + 1 + 2 heads.
+        let batch = [item("a", None), item("a", Some("m-1")), item("b", None)];
+        assert_eq!(FirestoreStore::documents_written(&batch), 9);
+        assert_eq!(FirestoreStore::documents_written(&[]), 0);
+        // The largest batch the writer forms fits one commit whatever its mix.
+        let widest: Vec<AppendItem> = (0..FirestoreStore::max_batch())
+            .map(|i| item(&format!("t{i}"), Some("m")))
+            .collect();
+        assert!(FirestoreStore::documents_written(&widest) <= MAX_WRITES);
+    }
 
     #[test]
     fn document_ids_are_safe_and_ordered() {

@@ -160,11 +160,7 @@ pub fn ledger_batch_committed(
     metrics::histogram!("tai_ledger_commit_seconds", "backend" => backend)
         .record(elapsed.as_secs_f64());
     if backend == "firestore" && !items.is_empty() {
-        // Receipt document + index document (+ message document) per receipt.
-        let docs: usize = items
-            .iter()
-            .map(|i| 2 + usize::from(i.message_id.is_some()))
-            .sum();
+        let docs = crate::receipts::firestore::FirestoreStore::documents_written(items);
         metrics::counter!("tai_firestore_writes_total").increment(docs as u64);
     }
     tracing::trace!(

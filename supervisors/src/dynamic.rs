@@ -19,7 +19,7 @@ use actix::prelude::*;
 
 use crate::child::{spawn_incarnation, spawn_local, ChildRef, ChildState, Incarnation};
 use crate::event::{emit, EventSink, SupervisorEvent};
-use crate::intensity::{jitter_unit, RestartWindow};
+use crate::intensity::RestartWindow;
 use crate::snapshot::{ChildCounts, ChildInfo, NodeSnapshot, TreeSnapshot};
 use crate::spec::{ChildKind, ChildSpec, Inspector, Restart, Shutdown, StartEnv, DEFAULT_MAILBOX};
 use crate::supervisor::{CountChildren, Snapshot, Stop, WhichChildren};
@@ -337,7 +337,7 @@ impl<K: Key, A: Actor<Context = Context<A>> + Send> DynamicSupervisor<K, A> {
             if g.started_at.is_some_and(|t| t.elapsed() >= b.reset_after) {
                 g.attempt = 0;
             }
-            let d = b.delay(g.attempt, jitter_unit());
+            let d = b.jittered(g.attempt);
             g.attempt = g.attempt.saturating_add(1);
             d
         });

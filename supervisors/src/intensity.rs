@@ -108,8 +108,9 @@ impl Backoff {
         Duration::from_secs_f64(stretched)
     }
 
-    /// [`Backoff::delay`] with a random draw for the jitter, for callers that back off on their
-    /// own (a child that retries something itself instead of exiting to be restarted).
+    /// [`Backoff::delay`] with a random draw for the jitter: the wait before a restart, and
+    /// for callers that back off on their own (a child that retries something itself instead
+    /// of exiting to be restarted).
     pub fn jittered(&self, attempt: u32) -> Duration {
         self.delay(attempt, jitter_unit())
     }

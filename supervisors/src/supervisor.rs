@@ -14,7 +14,7 @@ use actix::prelude::*;
 
 use crate::child::{spawn_local, ChildRef, ChildState, Incarnation};
 use crate::event::{emit, EventSink, SupervisorEvent};
-use crate::intensity::{jitter_unit, RestartWindow};
+use crate::intensity::RestartWindow;
 use crate::snapshot::{ChildCounts, ChildInfo, NodeSnapshot, TreeSnapshot};
 use crate::spec::{terminate, ChildKind, ChildSpec, Inspector, Restart, Shutdown, StartEnv};
 use crate::{exit, CallError, ExitReason, Intensity};
@@ -358,7 +358,7 @@ impl Supervisor {
             if rec.started_at.is_some_and(|t| t.elapsed() >= b.reset_after) {
                 rec.attempt = 0;
             }
-            let d = b.delay(rec.attempt, jitter_unit());
+            let d = b.jittered(rec.attempt);
             rec.attempt = rec.attempt.saturating_add(1);
             d
         });

@@ -47,6 +47,38 @@ pub struct MarketplaceRequest {
     pub signature: Option<String>,
 }
 
+/// A request body that must be a JSON object. serde's derived structs (and adjacently tagged
+/// enums) also take a JSON array of their members in order, so `["cpu", 90, null]` would pass
+/// for a signal; every body and Pub/Sub payload is read through this instead, and an array (or
+/// any other JSON type) is refused as `invalid type: sequence, expected a JSON object`.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object(d).map(Object)
+    }
+}
+
+/// [`Object`] for a member (`#[serde(deserialize_with = "object")]`).
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Members<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Members<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Members(std::marker::PhantomData))
+}
+
 /// One page of running governors.
 pub struct GovernorPage {
     pub entries: Vec<(String, ChildRef<Governor>)>,
@@ -586,7 +618,36 @@ fn load_marketplace_keys(m: &MarketplaceSettings) -> anyhow::Result<Option<Keys>
 
 #[cfg(test)]
 mod tests {
-    use super::page_after;
+    use super::{page_after, Object, SignalRequest};
+
+    #[test]
+    fn bodies_are_objects_and_keep_serdes_messages() {
+        let Object(s) =
+            serde_json::from_str::<Object<SignalRequest>>(r#"{"metric":"cpu","value":2}"#).unwrap();
+        assert_eq!(
+            (s.metric.as_str(), s.value, s.timestamp_ms),
+            ("cpu", 2.0, None)
+        );
+        for (body, says) in [
+            (
+                r#"["cpu",2,null]"#,
+                "invalid type: sequence, expected a JSON object",
+            ),
+            ("7", "invalid type: integer `7`, expected a JSON object"),
+            (
+                r#"{"metric":"cpu","value":2,"metric":"x"}"#,
+                "duplicate field `metric` at line 1 column 34",
+            ),
+            (r#"{"metric":"cpu"}"#, "missing field `value`"),
+        ] {
+            let e = serde_json::from_str::<Object<SignalRequest>>(body).unwrap_err();
+            assert!(
+                e.is_data(),
+                "{body}: a shape error, answered invalid_request"
+            );
+            assert!(e.to_string().contains(says), "{body}: {e}");
+        }
+    }
 
     #[test]
     fn a_page_is_the_smallest_keys_after_the_cursor_in_order() {

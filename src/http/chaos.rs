@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
+use crate::intake::Object;
 
 /// `POST /v1/chaos/actors/{child}/crash`: the named root child (`observer`, `ledger`,
 /// `entitlements`) panics in a handler; its supervisor restarts it. 404 when chaos is off or the
@@ -82,7 +83,7 @@ pub struct LedgerChaosRequest {
 pub async fn ledger(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<LedgerChaosRequest>,
+    web::Json(Object(body)): web::Json<Object<LedgerChaosRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     state.chaos_allowed(&caller)?;
     let chaos = &state.tree.ledger.chaos;
@@ -111,7 +112,7 @@ pub struct FractionRequest {
 pub async fn crash_governors(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<FractionRequest>,
+    web::Json(Object(body)): web::Json<Object<FractionRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     state.chaos_allowed(&caller)?;
     if !(0.0..=1.0).contains(&body.fraction) {

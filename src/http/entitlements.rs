@@ -8,7 +8,7 @@ use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
 use crate::entitlements::{ChangeError, Changed, Event};
-use crate::intake::MarketplaceRequest;
+use crate::intake::{MarketplaceRequest, Object};
 
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
@@ -48,10 +48,10 @@ pub async fn marketplace(
     state: web::Data<AppState>,
     caller: Caller,
     http: HttpRequest,
-    body: web::Json<MarketplaceRequest>,
+    body: web::Json<Object<MarketplaceRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let req = body.into_inner();
+    let req = body.into_inner().0;
     let tenant = tenant_id(&req.tenant_id)?;
     let key = idempotency(&http, &tenant)?;
     state.limit(&tenant)?;
@@ -66,7 +66,7 @@ pub async fn event(
     caller: Caller,
     http: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<Event>,
+    body: web::Json<Object<Event>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let tenant = tenant_id(&path)?;
@@ -76,7 +76,7 @@ pub async fn event(
         state
             .tree
             .intake
-            .entitlement_event(&tenant, body.into_inner(), key)
+            .entitlement_event(&tenant, body.into_inner().0, key)
             .await?,
     ))
 }

@@ -10,7 +10,7 @@ use super::AppState;
 use crate::auth::Caller;
 use crate::governor::machine::{Input, State};
 use crate::governor::{CallTool, Control, GetView, GovernorError, Outcome};
-use crate::intake::SignalRequest;
+use crate::intake::{Object, SignalRequest};
 use crate::receipts::Receipt;
 use crate::tenant::TenantId;
 
@@ -149,7 +149,7 @@ pub async fn signal(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<SignalRequest>,
+    body: web::Json<Object<SignalRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.actable_tenant(&caller, &path)?;
     let key = idempotency(&req, &tenant)?;
@@ -157,7 +157,7 @@ pub async fn signal(
         state
             .tree
             .intake
-            .signal(&tenant, body.into_inner(), key)
+            .signal(&tenant, body.into_inner().0, key)
             .await?,
     )
 }
@@ -176,11 +176,11 @@ pub async fn tool_call(
     caller: Caller,
     http: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<ToolRequest>,
+    body: web::Json<Object<ToolRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state.actable_tenant(&caller, &path)?;
     let key = idempotency(&http, &tenant)?;
-    let req = body.into_inner();
+    let req = body.into_inner().0;
     if req.tool.is_empty()
         || req.tool.len() > 64
         || !req

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::intake::{MarketplaceRequest, SignalRequest};
+use crate::intake::{MarketplaceRequest, Object, SignalRequest};
 use crate::tenant::TenantId;
 
 /// A message id is at most this long (Pub/Sub's are decimal numbers of about 16 digits).
@@ -50,7 +50,7 @@ pub fn parse(data: &[u8], attributes: &HashMap<String, String>) -> Result<Inboun
     let json = |e: serde_json::Error| Malformed(format!("data is not the expected JSON: {e}"));
     match attributes.get("kind").map(String::as_str) {
         None | Some("signal") => {
-            let d: SignalData = serde_json::from_slice(data).map_err(json)?;
+            let Object(d) = serde_json::from_slice::<Object<SignalData>>(data).map_err(json)?;
             Ok(Inbound::Signal {
                 tenant: tenant(&d.tenant_id)?,
                 signal: SignalRequest {
@@ -61,7 +61,8 @@ pub fn parse(data: &[u8], attributes: &HashMap<String, String>) -> Result<Inboun
             })
         }
         Some("marketplace") => {
-            let request: MarketplaceRequest = serde_json::from_slice(data).map_err(json)?;
+            let Object(request) =
+                serde_json::from_slice::<Object<MarketplaceRequest>>(data).map_err(json)?;
             Ok(Inbound::Marketplace {
                 tenant: tenant(&request.tenant_id)?,
                 request,
@@ -92,6 +93,7 @@ pub fn message_id(raw: &str) -> Result<String, Malformed> {
 
 #[derive(Deserialize)]
 struct Envelope {
+    #[serde(deserialize_with = "crate::intake::object")]
     message: PushMessage,
     #[allow(dead_code)]
     subscription: Option<String>,
@@ -117,7 +119,7 @@ pub struct Delivery {
 
 /// Reads a push request body (the standard push envelope).
 pub fn parse_push(body: &[u8]) -> Result<Delivery, Malformed> {
-    let env: Envelope = serde_json::from_slice(body)
+    let Object(env) = serde_json::from_slice::<Object<Envelope>>(body)
         .map_err(|e| Malformed(format!("not a Pub/Sub push envelope: {e}")))?;
     let data = match env.message.data.as_deref() {
         None | Some("") => Vec::new(),
@@ -203,6 +205,13 @@ mod tests {
                 Some("marketplace"),
                 "entitlement_id",
             ),
+            // A derived struct would take its members as an array, in order.
+            (br#"["acme","cpu",1,null]"#, None, "expected a JSON object"),
+            (
+                br#"["acme","e1","revoke",null,null,null,null,null]"#,
+                Some("marketplace"),
+                "expected a JSON object",
+            ),
         ];
         for (data, kind, want) in cases {
             let e = parse(data, &attrs(*kind)).unwrap_err();
@@ -235,6 +244,8 @@ mod tests {
             json!({"message": {"messageId": "1", "data": "***"}}),
             json!({"message": {"messageId": "x".repeat(200)}}),
             json!({"message": {"messageId": 5}}),
+            json!([{"messageId": "1"}, "projects/p/subscriptions/s"]),
+            json!({"message": ["e30=", {}, "1"]}),
         ] {
             assert!(parse_push(body.to_string().as_bytes()).is_err(), "{body}");
         }

@@ -1180,6 +1180,36 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
             400,
             "invalid_request",
         ),
+        // serde's derived structs also read a JSON array of their members in order; every
+        // body must be an object.
+        (
+            "signal as an array",
+            "/v1/tenants/good/signals".into(),
+            r#"["cpu",50,null]"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "tool call as an array",
+            "/v1/governors/good/tool-calls".into(),
+            r#"["health",{},null]"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "entitlement event as an array",
+            "/v1/tenants/good/entitlement/events".into(),
+            r#"["iam_role_added","write_rollback"]"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "marketplace revoke as an array",
+            "/marketplace".into(),
+            r#"["good","e","revoke",null,null,null,null,null]"#,
+            400,
+            "invalid_request",
+        ),
     ];
     for (name, path, body, status, code) in cases {
         let mut res = app

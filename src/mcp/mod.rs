@@ -15,7 +15,8 @@ pub mod tools;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, InitializeResult, ListToolsResult,
+    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, DiscoverRequestParams,
+    ErrorCode, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, Tool,
 };
 use rmcp::service::RequestContext;
@@ -110,6 +111,14 @@ impl ServerHandler for TaiMcp {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        Err(unread_request(&request.method, request.params))
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -131,6 +140,36 @@ impl ServerHandler for TaiMcp {
             Err(unknown) => Err(McpError::invalid_params(unknown, None)),
         }
     }
+}
+
+/// The error for a request rmcp could not read as any method it knows. rmcp tries each
+/// method's shape in turn and hands what fits none over as a "custom" request, whose default
+/// answer is -32601 with the bare method name, also when the method is one this server serves
+/// and only its params were wrong (`tools/call` without `name`, say). Those get -32602 with
+/// serde's reason; any other method -32601 saying so.
+fn unread_request(method: &str, params: Option<Value>) -> McpError {
+    fn reason<T: serde::de::DeserializeOwned>(params: Value) -> String {
+        match serde_json::from_value::<T>(params) {
+            Err(e) => e.to_string(),
+            Ok(_) => "not of the method's shape".to_owned(),
+        }
+    }
+    let params = params.unwrap_or_else(|| json!({}));
+    let why = match method {
+        "tools/call" => reason::<CallToolRequestParams>(params),
+        "tools/list" => reason::<PaginatedRequestParams>(params),
+        "initialize" => reason::<InitializeRequestParams>(params),
+        "server/discover" => reason::<DiscoverRequestParams>(params),
+        _ => {
+            let shown: String = method.chars().take(64).collect();
+            return McpError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("method not found: {shown}"),
+                Some(json!({ "method": shown })),
+            );
+        }
+    };
+    McpError::invalid_params(format!("params of {method}: {why}"), None)
 }
 
 /// The Streamable HTTP service: stateless, JSON answers, Host and Origin allow-lists.

@@ -417,6 +417,34 @@ async fn bad_arguments_are_tool_errors_that_say_what_is_wrong_and_unknown_tools_
         .request("tools/call", json!({"name": "taiea.nope", "arguments": {}}))
         .await;
     assert_eq!(body["error"]["code"], -32602, "{body}");
+    // Params not of a served method's shape are -32602 with the reason (rmcp alone answers
+    // -32601, "method not found", naming the method); an unknown method is -32601.
+    for (method, params, code, says) in [
+        (
+            "tools/call",
+            json!({}),
+            -32602,
+            "params of tools/call: missing field `name`",
+        ),
+        (
+            "tools/call",
+            json!({"name": "taiea.health.check", "arguments": []}),
+            -32602,
+            "params of tools/call: invalid type: sequence",
+        ),
+        (
+            "initialize",
+            json!({"protocolVersion": 5}),
+            -32602,
+            "params of initialize",
+        ),
+        ("nope/x", json!({}), -32601, "method not found: nope/x"),
+    ] {
+        let body = s.request(method, params).await;
+        assert_eq!(body["error"]["code"], code, "{method}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{method}: {body}");
+    }
 }
 
 #[actix_web::test]

@@ -74,8 +74,20 @@ impl Webhook {
         Ok(req.send_body(bytes))
     }
 
-    /// Starts an action: how the webhook answered.
+    /// Starts an action: how the webhook answered, within the webhook timeout from the
+    /// connection to the answer's last byte (awc's own timeout ends at the answer's head, so
+    /// a body that stopped arriving held the action until the state timeout).
     pub async fn start(&self, body: &Value) -> Outcome {
+        match actix_web::rt::time::timeout(self.timeout, self.exchange(body)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Failed(format!(
+                "webhook timed out: no complete answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn exchange(&self, body: &Value) -> Outcome {
         let sent = match self.request(body) {
             Ok(request) => request.await,
             Err(e) => return Outcome::Failed(e),

@@ -122,14 +122,27 @@ impl PushAuth {
     }
 }
 
+/// How long a JWKS fetch may take, from the connection to the answer's last byte. Pushes
+/// wait on it (the key cache is locked while it runs), so it must end.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn fetch_jwks(url: &str) -> Result<Keys, String> {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .finish();
-    let mut res = client.get(url).send().await.map_err(|e| e.to_string())?;
-    if !res.status().is_success() {
-        return Err(format!("{url} answered {}", res.status()));
-    }
-    let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
-    Keys::from_jwks_json(&String::from_utf8_lossy(&body))
+    // awc's own timeout ends at the answer's head; the body read needs a deadline too.
+    let fetch = async {
+        let client = awc::Client::builder().timeout(JWKS_FETCH_TIMEOUT).finish();
+        let mut res = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("{url} answered {}", res.status()));
+        }
+        let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
+        Keys::from_jwks_json(&String::from_utf8_lossy(&body))
+    };
+    actix_web::rt::time::timeout(JWKS_FETCH_TIMEOUT, fetch)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{url} gave no complete answer within {} s",
+                JWKS_FETCH_TIMEOUT.as_secs()
+            ))
+        })
 }

@@ -358,6 +358,29 @@ async fn a_failing_webhook_fails_the_action_into_refusing() {
 }
 
 #[actix_web::test]
+async fn a_webhook_whose_answer_stops_arriving_fails_the_action_at_the_webhook_timeout() {
+    let url = format!("http://{}/actions", stalling_server());
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+        s.actions.webhook_timeout_ms = 300;
+        // Far beyond the wait below: only the webhook timeout can end the action in time.
+        s.governance.action_timeout_ms = 60_000;
+    })
+    .await;
+    grant(&app, "t").await;
+    signal(&app, 90.0).await;
+    until_refusing(&app, "the stalled answer fails the action").await;
+    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
+    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event_type"], "action_failed", "{last}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("timed out"),
+        "{last}"
+    );
+}
+
+#[actix_web::test]
 async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_else() {
     let deep = json!({"status": "completed",
         "detail": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}});

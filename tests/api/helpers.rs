@@ -408,3 +408,23 @@ fn emulator_jar(var: &str) -> String {
         panic!("{var} is not set: run tools/test.sh, or `source tools/emulators.sh && emulators_start`")
     })
 }
+
+/// An HTTP server that answers every request with a 200 head announcing a 100-byte JSON body,
+/// sends the body's first bytes, then nothing more, holding each connection open. Its address.
+pub fn stalling_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"",
+            );
+            held.push(stream);
+        }
+    });
+    address
+}

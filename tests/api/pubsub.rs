@@ -755,6 +755,47 @@ async fn push_keys_can_come_from_a_jwks_url() {
 }
 
 #[actix_web::test]
+async fn a_jwks_url_whose_answer_stops_arriving_gives_503_not_a_hang() {
+    let url = format!("http://{}/certs", stalling_server());
+    let app = spawn_app(move |s| {
+        s.pubsub.push.verify = true;
+        s.pubsub.push.audience = "aud".into();
+        s.pubsub.push.jwks_url = url;
+    })
+    .await;
+    grant(&app, "stalled-keys").await;
+    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
+    let token = sign(
+        &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
+        Algorithm::RS256,
+        "rsa_private.pem",
+    );
+    // The client gives up after 10 s; the fetch's deadline is 5 s.
+    let mut res = app
+        .client
+        .post(app.url("/pubsub"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send_json(&envelope(
+            "stalled-1",
+            &signal_data("stalled-keys", 5.0),
+            None,
+        ))
+        .await
+        .expect("an answer before the client's timeout");
+    let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(
+        (res.status().as_u16(), &body["code"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(
+        recorded_ids(&app, "stalled-keys").await.is_empty(),
+        "nothing processed"
+    );
+}
+
+#[actix_web::test]
 async fn a_crashed_consumer_is_restarted_by_its_supervisor_and_keeps_consuming() {
     let (emu, topic, app) = pulling("crash", &["crashy"], |s| s.chaos.enabled = true).await;
     let first = emu

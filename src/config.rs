@@ -192,6 +192,9 @@ pub struct ActionSettings {
     pub webhook_timeout_ms: u64,
     /// Signs every webhook POST (`X-Tai-Signature`, see `governor::webhook`); empty: unsigned.
     pub webhook_secret: String,
+    /// PEM certificates an `https` webhook's certificate may chain to, besides the bundled
+    /// Mozilla roots (an internal CA); empty: the bundled roots only.
+    pub webhook_ca_file: String,
     /// Actions in flight across all tenants; beyond, 429 `actions_saturated`.
     pub max_in_flight: usize,
 }
@@ -264,6 +267,14 @@ impl PubsubSettings {
     pub fn topic_path(&self, project: Option<&str>) -> Option<String> {
         self.qualify("topics", &self.topic, project)
     }
+}
+
+/// Whether `url` is an absolute `http` or `https` URL with a host, as the outbound client
+/// reads it (`http://exa mple` or `https://` alone would fail every request instead).
+fn http_url(url: &str) -> bool {
+    url.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    })
 }
 
 /// Most threads `http.workers` and `governance.arbiters` may ask for.
@@ -489,11 +500,16 @@ impl Settings {
                 "drain_delay_ms + shutdown_grace_ms <= 9000 (Cloud Run kills at 10 s)",
             );
         }
-        if tracing_subscriber::EnvFilter::try_new(crate::telemetry::filter_directives(
-            &self.log.level,
-        ))
-        .is_err()
-        {
+        let directives = crate::telemetry::filter_directives(&self.log.level);
+        // A bare word that is no level parses as a target's name (`verbose` means "everything
+        // of the target `verbose`"), which would leave the service silent.
+        let bare_target = directives.split(',').map(str::trim).any(|d| {
+            !d.is_empty()
+                && !d.contains(['=', '['])
+                && d.parse::<tracing_subscriber::filter::LevelFilter>()
+                    .is_err()
+        });
+        if bare_target || tracing_subscriber::EnvFilter::try_new(&directives).is_err() {
             return bad(
                 "log.level",
                 self.log.level.clone(),
@@ -548,15 +564,23 @@ impl Settings {
                 "eval or webhook",
             );
         }
-        if self.actions.executor == "webhook"
-            && !(self.actions.webhook_url.starts_with("http://")
-                || self.actions.webhook_url.starts_with("https://"))
-        {
+        if self.actions.executor == "webhook" && !http_url(&self.actions.webhook_url) {
             return bad(
                 "actions.webhook_url",
                 self.actions.webhook_url.clone(),
                 "an http(s) URL when actions.executor = webhook",
             );
+        }
+        if self.actions.executor == "webhook" && !self.actions.webhook_ca_file.is_empty() {
+            if let Err(e) =
+                crate::outbound::Tls::new(Some(Path::new(&self.actions.webhook_ca_file)))
+            {
+                return bad(
+                    "actions.webhook_ca_file",
+                    self.actions.webhook_ca_file.clone(),
+                    &format!("a readable PEM file of CA certificates ({e})"),
+                );
+            }
         }
         let secret = self.actions.webhook_secret.chars().count();
         if secret > 0 && secret < 16 {
@@ -636,10 +660,7 @@ impl Settings {
                 "the push subscription's audience when pubsub.push.verify = true",
             );
         }
-        if p.push.verify
-            && p.push.jwks_file.is_empty()
-            && !(p.push.jwks_url.starts_with("https://") || p.push.jwks_url.starts_with("http://"))
-        {
+        if p.push.verify && p.push.jwks_file.is_empty() && !http_url(&p.push.jwks_url) {
             return bad(
                 "pubsub.push.jwks_url",
                 p.push.jwks_url.clone(),
@@ -995,6 +1016,69 @@ mod tests {
             jail.set_env("TAI_AUTH__MODE", "bearer");
             let e = load().unwrap_err().0;
             assert!(e.contains("auth.tokens"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn log_levels_that_would_silence_the_service_are_refused() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            for good in [
+                "DEBUG",
+                "warning",
+                "critical",
+                "info,tai_autonomics=debug",
+                "off",
+            ] {
+                jail.set_env("LOG_LEVEL", good);
+                assert!(load().is_ok(), "{good}");
+            }
+            // A bare word that is no level is a target's name: nothing else would be logged.
+            for bad in ["verbose", "info,verbose", "info=["] {
+                jail.set_env("LOG_LEVEL", bad);
+                let e = load().unwrap_err().0;
+                assert!(
+                    e.contains("log.level") && e.contains("LOG_LEVEL"),
+                    "{bad}: {e}"
+                );
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhook_urls_must_be_usable_and_a_ca_file_must_hold_certificates() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            jail.set_env("TAI_ACTIONS__EXECUTOR", "webhook");
+            for bad in [
+                "ftp://x",
+                "http://exa mple/a",
+                "https://",
+                "hooks.example/a",
+            ] {
+                jail.set_env("TAI_ACTIONS__WEBHOOK_URL", bad);
+                let e = load().unwrap_err().0;
+                assert!(e.contains("actions.webhook_url"), "{bad}: {e}");
+            }
+            jail.set_env("TAI_ACTIONS__WEBHOOK_URL", "https://hooks.example:8443/a");
+            assert!(load().is_ok());
+            let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+            for (file, says) in [
+                (keys.join("missing.pem"), "No such file"),
+                (keys.join("rsa_public.pem"), "no PEM certificate"),
+            ] {
+                jail.set_env("TAI_ACTIONS__WEBHOOK_CA_FILE", file.display().to_string());
+                let e = load().unwrap_err().0;
+                assert!(
+                    e.contains("actions.webhook_ca_file") && e.contains(says),
+                    "{e}"
+                );
+            }
+            let ca = keys.join("tls_ca.pem");
+            jail.set_env("TAI_ACTIONS__WEBHOOK_CA_FILE", ca.display().to_string());
+            assert!(load().is_ok());
             Ok(())
         });
     }

@@ -9,6 +9,7 @@ pub mod governor;
 pub mod http;
 pub mod intake;
 pub mod mcp;
+pub mod outbound;
 pub mod pubsub;
 pub mod receipts;
 pub mod startup;

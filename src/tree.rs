@@ -133,6 +133,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 secret: Some(settings.actions.webhook_secret.as_bytes())
                     .filter(|s| !s.is_empty())
                     .map(Into::into),
+                tls: crate::outbound::Tls::new(
+                    Some(settings.actions.webhook_ca_file.as_str())
+                        .filter(|f| !f.is_empty())
+                        .map(std::path::Path::new),
+                )
+                .map_err(|e| anyhow::anyhow!("actions.webhook_ca_file: {e}"))?,
             }),
             _ => Executor::Eval,
         },

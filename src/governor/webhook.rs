@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::outbound::{within, Tls};
+
 /// Where and how the executor POSTs.
 #[derive(Clone)]
 pub struct Webhook {
@@ -20,6 +22,8 @@ pub struct Webhook {
     pub timeout: Duration,
     /// The signing secret (`None`: unsigned).
     pub secret: Option<Arc<[u8]>>,
+    /// The roots an `https` URL's certificate must chain to.
+    pub tls: Tls,
 }
 
 /// How the webhook answered an action.
@@ -61,7 +65,7 @@ impl Webhook {
     /// The POST of `body` (signed when a secret is set), to be awaited.
     fn request(&self, body: &Value) -> Result<awc::SendClientRequest, String> {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let client = awc::Client::builder().timeout(self.timeout).finish();
+        let client = self.tls.client(self.timeout);
         let mut req = client
             .post(&self.url)
             .insert_header(("content-type", "application/json"));
@@ -78,9 +82,9 @@ impl Webhook {
     /// connection to the answer's last byte (awc's own timeout ends at the answer's head, so
     /// a body that stopped arriving held the action until the state timeout).
     pub async fn start(&self, body: &Value) -> Outcome {
-        match actix_web::rt::time::timeout(self.timeout, self.exchange(body)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::Failed(format!(
+        match within(self.timeout, self.exchange(body)).await {
+            Some(outcome) => outcome,
+            None => Outcome::Failed(format!(
                 "webhook timed out: no complete answer within {} ms",
                 self.timeout.as_millis()
             )),

@@ -11,6 +11,7 @@ use tokio::sync::RwLock;
 
 use crate::config::PushSettings;
 use crate::entitlements::signature::{verify, Expectations, Keys};
+use crate::outbound::{within, Tls};
 
 const KEYS_FRESH_FOR: Duration = Duration::from_secs(3600);
 const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
@@ -19,6 +20,7 @@ const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 pub struct PushAuth {
     cfg: PushSettings,
     source: Source,
+    tls: Tls,
 }
 
 enum Source {
@@ -54,6 +56,7 @@ impl PushAuth {
         Ok(Some(PushAuth {
             cfg: cfg.clone(),
             source,
+            tls: Tls::new(None).map_err(anyhow::Error::msg)?,
         }))
     }
 
@@ -113,7 +116,7 @@ impl PushAuth {
             }
         }
         let mut slot = cache.write().await;
-        let keys = fetch_jwks(&self.cfg.jwks_url).await.map_err(|e| {
+        let keys = fetch_jwks(&self.tls, &self.cfg.jwks_url).await.map_err(|e| {
             tracing::warn!(url = %self.cfg.jwks_url, error = %e, "could not fetch the push JWKS");
             Refused::Unavailable(format!("the token cannot be checked now: {e}"))
         })?;
@@ -126,10 +129,9 @@ impl PushAuth {
 /// wait on it (the key cache is locked while it runs), so it must end.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn fetch_jwks(url: &str) -> Result<Keys, String> {
-    // awc's own timeout ends at the answer's head; the body read needs a deadline too.
+async fn fetch_jwks(tls: &Tls, url: &str) -> Result<Keys, String> {
     let fetch = async {
-        let client = awc::Client::builder().timeout(JWKS_FETCH_TIMEOUT).finish();
+        let client = tls.client(JWKS_FETCH_TIMEOUT);
         let mut res = client.get(url).send().await.map_err(|e| e.to_string())?;
         if !res.status().is_success() {
             return Err(format!("{url} answered {}", res.status()));
@@ -137,12 +139,10 @@ async fn fetch_jwks(url: &str) -> Result<Keys, String> {
         let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
         Keys::from_jwks_json(&String::from_utf8_lossy(&body))
     };
-    actix_web::rt::time::timeout(JWKS_FETCH_TIMEOUT, fetch)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "{url} gave no complete answer within {} s",
-                JWKS_FETCH_TIMEOUT.as_secs()
-            ))
-        })
+    within(JWKS_FETCH_TIMEOUT, fetch).await.unwrap_or_else(|| {
+        Err(format!(
+            "{url} gave no complete answer within {} s",
+            JWKS_FETCH_TIMEOUT.as_secs()
+        ))
+    })
 }

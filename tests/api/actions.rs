@@ -381,6 +381,51 @@ async fn a_webhook_whose_answer_stops_arriving_fails_the_action_at_the_webhook_t
 }
 
 #[actix_web::test]
+async fn an_https_webhook_is_called_over_tls_and_its_certificate_is_checked() {
+    let (address, failures) = https_hook();
+    let url = format!("https://{address}/actions");
+    // Trusted through the operator's CA file: the action completes over TLS.
+    let ca = keys_dir().join("tls_ca.pem").display().to_string();
+    let (u, c) = (url.clone(), ca.clone());
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = u;
+        s.actions.webhook_ca_file = c;
+    })
+    .await;
+    grant(&app, "t").await;
+    let (s, b) = signal(&app, 90.0).await;
+    assert_eq!(s, 200, "{b}");
+    eventually("the action completes", Duration::from_secs(5), || async {
+        events(&app)
+            .await
+            .contains(&"action_completed".to_owned())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(state(&app).await["state"], "stable");
+    assert!(failures.lock().unwrap().is_empty(), "{failures:?}");
+    // With the bundled roots only, the test CA's certificate is refused: the action fails and
+    // says why, and the server saw the client end the handshake.
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+    })
+    .await;
+    grant(&app, "t").await;
+    signal(&app, 90.0).await;
+    until_refusing(&app, "the untrusted certificate fails the action").await;
+    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
+    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event_type"], "action_failed", "{last}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("certificate"),
+        "{last}"
+    );
+    assert_eq!(failures.lock().unwrap().len(), 1, "{failures:?}");
+}
+
+#[actix_web::test]
 async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_else() {
     let deep = json!({"status": "completed",
         "detail": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}});

@@ -428,3 +428,77 @@ pub fn stalling_server() -> std::net::SocketAddr {
     });
     address
 }
+
+/// An HTTPS server on 127.0.0.1 serving `tests/keys/tls_server.pem` (issued by the test CA,
+/// `tls_ca.pem`, for 127.0.0.1): it answers each request `200 {"status":"completed"}` and
+/// closes. Its address, and the error of each connection whose handshake failed.
+pub fn https_hook() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let dir = keys_dir();
+    let certs = CertificateDer::pem_file_iter(dir.join("tls_server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("tls_server_key.pem")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let failures = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+    let seen = failures.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, tcp);
+            // The request's head, then as much body as its content-length says.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 8192];
+            let complete = loop {
+                match tls.read(&mut buf) {
+                    Ok(0) => break false,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                    Err(e) => {
+                        seen.lock().unwrap().push(e.to_string());
+                        break false;
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break true;
+                    }
+                }
+            };
+            if !complete {
+                continue;
+            }
+            let body = br#"{"status":"completed"}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(head.as_bytes());
+            let _ = tls.write_all(body);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (address, failures)
+}

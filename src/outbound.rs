@@ -1,0 +1,62 @@
+//! The service's outbound HTTP(S) calls (the webhook executor, the push JWKS fetch): one
+//! rustls configuration (the bundled Mozilla roots, plus the PEM certificates an operator adds
+//! for an internal CA), and a deadline over a whole exchange. awc's own timeout ends when the
+//! answer's head arrives, so a body that stops arriving needs [`within`].
+//!
+//! `awc::Client` is bound to its thread; the TLS configuration is shared, and a client is made
+//! for each exchange from it ([`Tls::client`]).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+
+/// The TLS configuration outbound clients share.
+#[derive(Clone)]
+pub struct Tls(Arc<rustls::ClientConfig>);
+
+impl Tls {
+    /// The bundled roots and every certificate of `ca_file` (PEM), when one is named.
+    pub fn new(ca_file: Option<&Path>) -> Result<Tls, String> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = ca_file {
+            let shown = path.display();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{shown}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("{shown}: no PEM certificate in it"));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{shown}: a certificate rustls cannot use: {e}"))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls(Arc::new(config)))
+    }
+
+    /// A client for one exchange; `timeout` ends waiting for the answer's head.
+    pub fn client(&self, timeout: Duration) -> awc::Client {
+        awc::Client::builder()
+            .connector(awc::Connector::new().rustls_0_23(self.0.clone()))
+            .timeout(timeout)
+            .finish()
+    }
+}
+
+/// Runs `exchange` to its end or until `deadline`; `None` when the deadline came first.
+pub async fn within<T>(deadline: Duration, exchange: impl Future<Output = T>) -> Option<T> {
+    actix_web::rt::time::timeout(deadline, exchange).await.ok()
+}

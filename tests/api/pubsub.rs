@@ -796,6 +796,39 @@ async fn a_jwks_url_whose_answer_stops_arriving_gives_503_not_a_hang() {
 }
 
 #[actix_web::test]
+async fn a_jwks_url_over_https_is_fetched_over_tls_with_its_certificate_checked() {
+    // The receiver's certificate comes from the test CA, which the bundled roots do not hold:
+    // the handshake is made and refused (before, the client had no TLS at all).
+    let (address, failures) = https_hook();
+    let url = format!("https://{address}/certs");
+    let app = spawn_app(move |s| {
+        s.pubsub.push.verify = true;
+        s.pubsub.push.audience = "aud".into();
+        s.pubsub.push.jwks_url = url;
+    })
+    .await;
+    grant(&app, "tls-keys").await;
+    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
+    let token = sign(
+        &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
+        Algorithm::RS256,
+        "rsa_private.pem",
+    );
+    let mut res = app
+        .client
+        .post(app.url("/pubsub"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send_json(&envelope("tls-1", &signal_data("tls-keys", 5.0), None))
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(res.status().as_u16(), 503, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("certificate"), "{body}");
+    assert_eq!(failures.lock().unwrap().len(), 1, "{failures:?}");
+}
+
+#[actix_web::test]
 async fn a_crashed_consumer_is_restarted_by_its_supervisor_and_keeps_consuming() {
     let (emu, topic, app) = pulling("crash", &["crashy"], |s| s.chaos.enabled = true).await;
     let first = emu

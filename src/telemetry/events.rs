@@ -59,10 +59,50 @@ pub fn supervision(event: &SupervisorEvent) {
     }
 }
 
-/// Running children of one supervisor, refreshed from a tree snapshot at scrape time.
+/// Running children of one supervisor, refreshed from a tree snapshot at scrape time, and
+/// its counters, present at 0 from the first scrape (see [`zero_series`]).
 pub fn supervisor_children(supervisor: &str, running: usize) {
     metrics::gauge!("tai_supervisor_children", "supervisor" => supervisor.to_owned())
         .set(running as f64);
+    for reason in EXIT_KINDS {
+        metrics::counter!("tai_child_exits_total", "supervisor" => supervisor.to_owned(), "reason" => reason).increment(0);
+    }
+    for name in [
+        "tai_supervisor_restarts_total",
+        "tai_supervisor_intensity_exceeded_total",
+        "tai_child_start_failures_total",
+    ] {
+        metrics::counter!(name, "supervisor" => supervisor.to_owned()).increment(0);
+    }
+}
+
+/// `ExitReason::kind` of every exit.
+const EXIT_KINDS: [&str; 5] = ["normal", "shutdown", "killed", "error", "panic"];
+
+/// Puts the series that alerts and dashboards take an `increase` or `rate` of at 0 before
+/// their first event. Prometheus takes a counter's first sample as its start, so a series
+/// that first appeared already at 3 (three governors panicking between two scrapes) showed
+/// no increase at all, and the crash alert missed them. The gauges of governors by state
+/// read 0 for a state that no governor is in, rather than nothing.
+pub fn zero_series() {
+    for class in ["4xx", "5xx"] {
+        metrics::counter!("tai_http_errors_total", "class" => class).increment(0);
+    }
+    for name in [
+        "tai_panics_total",
+        "tai_signals_received_total",
+        "tai_postpones_total",
+        "tai_decisions_superseded_total",
+        "tai_governor_reloads_total",
+        "tai_governors_swept_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for state in crate::governor::machine::State::NAMES {
+        metrics::gauge!("tai_governor_state", "state" => *state).increment(0.0);
+    }
+    metrics::gauge!("tai_governor_actions_pending").increment(0.0);
+    metrics::gauge!("tai_governors_unread").increment(0.0);
 }
 
 /// The `method` label of a request: the methods of RFC 9110 (and PATCH) by name, anything else

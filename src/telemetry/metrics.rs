@@ -37,6 +37,7 @@ pub fn install() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
         describe_all();
+        super::events::zero_series();
         handle
     })
 }

@@ -181,3 +181,31 @@ async fn the_recent_events_outlive_a_crash_of_the_observer_and_include_its_own_e
         "{exit}"
     );
 }
+
+#[actix_web::test]
+async fn the_counters_alerts_read_are_at_zero_before_their_first_event() {
+    // Prometheus takes a counter's first sample as its start: a series that first appears at
+    // 3 (three governors panicking between two scrapes) is no increase, and the crash alert
+    // (`increase(tai_child_exits_total{supervisor="governance",reason=~"panic|error|killed"}[1h])`)
+    // would not fire. A fresh process must show them at 0.
+    let bin = start_binary(&[]);
+    let mut res = awc::Client::default()
+        .get(bin.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    for series in [
+        r#"tai_child_exits_total{supervisor="governance",reason="panic"}"#,
+        r#"tai_child_exits_total{supervisor="governance",reason="error"}"#,
+        r#"tai_child_exits_total{supervisor="root",reason="killed"}"#,
+        r#"tai_supervisor_restarts_total{supervisor="governance"}"#,
+        r#"tai_supervisor_intensity_exceeded_total{supervisor="root"}"#,
+        r#"tai_http_errors_total{class="5xx"}"#,
+        "tai_panics_total",
+        r#"tai_governor_state{state="refusing"}"#,
+        "tai_governor_actions_pending",
+    ] {
+        assert_eq!(metric(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+}

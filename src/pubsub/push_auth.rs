@@ -1,7 +1,9 @@
 //! Authentication of push deliveries: the Google-signed OIDC token Pub/Sub sends as
 //! `Authorization: Bearer` (RS256 only, issuer, audience, the push service account's email,
 //! expiry). Keys come from a JWKS file, or from the JWKS URL, fetched on first use, kept for an
-//! hour and fetched again (at most once a minute) when a token names a key not yet seen.
+//! hour and fetched again (at most once a minute) when a token names a key not yet seen. One
+//! push fetches at a time and the others take its result; after a failed fetch, pushes are
+//! checked with the keys held, however old, and the fetch is tried again seconds later.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +17,9 @@ use crate::outbound::{within, Tls};
 
 const KEYS_FRESH_FOR: Duration = Duration::from_secs(3600);
 const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+/// After a failed fetch, pushes are answered from what is cached (or 503) for this long
+/// before one of them tries again.
+const RETRY_FAILED_FETCH_AFTER: Duration = Duration::from_secs(5);
 
 /// Checks push tokens.
 pub struct PushAuth {
@@ -25,7 +30,35 @@ pub struct PushAuth {
 
 enum Source {
     File(Keys),
-    Url(RwLock<Option<(Keys, Instant)>>),
+    Url(RwLock<Fetched>),
+}
+
+/// What the JWKS URL gave: the keys and when, and the last failure since.
+#[derive(Default)]
+struct Fetched {
+    keys: Option<(Keys, Instant)>,
+    failed: Option<(Instant, String)>,
+}
+
+impl Fetched {
+    /// The cached keys, when they do: fresh, and for a token naming a key they lack
+    /// (`refetch`), fetched within the last minute (Google rotates its keys).
+    fn usable(&self, refetch: bool) -> Option<Keys> {
+        let (keys, at) = self.keys.as_ref()?;
+        let age = at.elapsed();
+        (age <= KEYS_FRESH_FOR && !(refetch && age > REFETCH_AT_MOST_EVERY)).then(|| keys.clone())
+    }
+
+    /// After a failed fetch: stale keys still check a token whose key they hold, so only a
+    /// token naming a key they lack, or no keys at all, is 503.
+    fn fallback(&self, refetch: bool, error: &str) -> Result<Keys, Refused> {
+        match &self.keys {
+            Some((keys, _)) if !refetch => Ok(keys.clone()),
+            _ => Err(Refused::Unavailable(format!(
+                "the token cannot be checked now: {error}"
+            ))),
+        }
+    }
 }
 
 /// Why a push request was refused (safe to show: never contains the token).
@@ -46,7 +79,7 @@ impl PushAuth {
             return Ok(None);
         }
         let source = if cfg.jwks_file.is_empty() {
-            Source::Url(RwLock::new(None))
+            Source::Url(RwLock::default())
         } else {
             Source::File(
                 Keys::from_jwks_file(Path::new(&cfg.jwks_file))
@@ -102,26 +135,37 @@ impl PushAuth {
         Ok(claims)
     }
 
-    async fn url_keys(
-        &self,
-        cache: &RwLock<Option<(Keys, Instant)>>,
-        refetch: bool,
-    ) -> Result<Keys, Refused> {
-        if let Some((keys, at)) = cache.read().await.as_ref() {
-            let stale = at.elapsed() > KEYS_FRESH_FOR;
-            let may_refetch = at.elapsed() > REFETCH_AT_MOST_EVERY;
-            let fetch = stale || (refetch && may_refetch);
-            if !fetch {
-                return Ok(keys.clone());
-            }
+    /// The keys to check a token with. One push fetches while the others wait for its result
+    /// (they look again once they hold the lock), and a failure is not tried again by every
+    /// push behind it: for a few seconds they get what is cached, or 503.
+    async fn url_keys(&self, cache: &RwLock<Fetched>, refetch: bool) -> Result<Keys, Refused> {
+        if let Some(keys) = cache.read().await.usable(refetch) {
+            return Ok(keys);
         }
         let mut slot = cache.write().await;
-        let keys = fetch_jwks(&self.tls, &self.cfg.jwks_url).await.map_err(|e| {
-            tracing::warn!(url = %self.cfg.jwks_url, error = %e, "could not fetch the push JWKS");
-            Refused::Unavailable(format!("the token cannot be checked now: {e}"))
-        })?;
-        *slot = Some((keys.clone(), Instant::now()));
-        Ok(keys)
+        if let Some(keys) = slot.usable(refetch) {
+            return Ok(keys);
+        }
+        if let Some((at, error)) = &slot.failed {
+            if at.elapsed() < RETRY_FAILED_FETCH_AFTER {
+                return slot.fallback(refetch, error);
+            }
+        }
+        match fetch_jwks(&self.tls, &self.cfg.jwks_url).await {
+            Ok(keys) => {
+                *slot = Fetched {
+                    keys: Some((keys.clone(), Instant::now())),
+                    failed: None,
+                };
+                Ok(keys)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.cfg.jwks_url, error = %e, "could not fetch the push JWKS");
+                let answer = slot.fallback(refetch, &e);
+                slot.failed = Some((Instant::now(), e));
+                answer
+            }
+        }
     }
 }
 
@@ -145,4 +189,53 @@ async fn fetch_jwks(tls: &Tls, url: &str) -> Result<Keys, String> {
             JWKS_FETCH_TIMEOUT.as_secs()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/jwks.json");
+        Keys::from_jwks_file(Path::new(path)).unwrap()
+    }
+
+    fn fetched_ago(secs: u64) -> Fetched {
+        let at = Instant::now()
+            .checked_sub(Duration::from_secs(secs))
+            .unwrap();
+        Fetched {
+            keys: Some((keys(), at)),
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn keys_are_used_while_fresh_and_refetched_for_an_unknown_key_after_a_minute() {
+        assert!(Fetched::default().usable(false).is_none());
+        assert!(fetched_ago(10).usable(false).is_some());
+        assert!(
+            fetched_ago(10).usable(true).is_some(),
+            "just fetched: no refetch"
+        );
+        assert!(fetched_ago(120).usable(true).is_none());
+        assert!(fetched_ago(120).usable(false).is_some());
+        assert!(
+            fetched_ago(7200).usable(false).is_none(),
+            "stale after an hour"
+        );
+    }
+
+    #[test]
+    fn after_a_failed_fetch_stale_keys_still_check_tokens_whose_key_they_hold() {
+        assert!(fetched_ago(7200).fallback(false, "down").is_ok());
+        assert!(matches!(
+            fetched_ago(7200).fallback(true, "down"),
+            Err(Refused::Unavailable(m)) if m == "the token cannot be checked now: down"
+        ));
+        assert!(matches!(
+            Fetched::default().fallback(false, "down"),
+            Err(Refused::Unavailable(_))
+        ));
+    }
 }

@@ -755,6 +755,101 @@ async fn push_keys_can_come_from_a_jwks_url() {
 }
 
 #[actix_web::test]
+async fn concurrent_pushes_fetch_the_jwks_once_and_a_failed_fetch_is_not_repeated_by_each() {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let jwks = std::fs::read_to_string(keys_dir().join("jwks.json")).unwrap();
+    let fetched = std::sync::Arc::new(AtomicU32::new(0));
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (counter, fail) = (fetched.clone(), failing.clone());
+    let server = HttpServer::new(move || {
+        let (jwks, counter, fail) = (jwks.clone(), counter.clone(), fail.clone());
+        App::new().route(
+            "/certs",
+            web::get().to(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let (body, fail) = (jwks.clone(), fail.load(Ordering::Relaxed));
+                async move {
+                    // Slow enough that every push below arrives during the fetch.
+                    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+                    if fail {
+                        HttpResponse::InternalServerError().finish()
+                    } else {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(body)
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://{}/certs", server.addrs()[0]);
+    actix_web::rt::spawn(server.run());
+    let app = spawn_app(move |s| {
+        s.pubsub.push.verify = true;
+        s.pubsub.push.audience = "aud".into();
+        s.pubsub.push.jwks_url = url;
+    })
+    .await;
+    grant(&app, "many").await;
+    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
+    let token = sign(
+        &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
+        Algorithm::RS256,
+        "rsa_private.pem",
+    );
+    let push_all = |round: &'static str| {
+        let requests = (0..12).map(|i| {
+            app.client
+                .post(app.url("/pubsub"))
+                .insert_header(("authorization", format!("Bearer {token}")))
+                .send_json(&envelope(
+                    &format!("{round}-{i}"),
+                    &signal_data("many", 5.0),
+                    None,
+                ))
+        });
+        futures_util::future::join_all(requests)
+    };
+    // The JWKS URL fails: every push is 503, and one fetch was made for all of them.
+    let statuses: Vec<u16> = push_all("down")
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses, vec![503; 12]);
+    assert_eq!(fetched.load(Ordering::Relaxed), 1, "one fetch for the lot");
+    // It recovers; after the retry delay one fetch serves all the pushes at once.
+    failing.store(false, Ordering::Relaxed);
+    eventually(
+        "the retry delay passes",
+        Duration::from_secs(10),
+        || async {
+            let mut res = app
+                .client
+                .post(app.url("/pubsub"))
+                .insert_header(("authorization", format!("Bearer {token}")))
+                .send_json(&envelope("probe", &signal_data("many", 5.0), None))
+                .await
+                .unwrap();
+            let _ = res.body().await;
+            (res.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(fetched.load(Ordering::Relaxed), 2);
+    let statuses: Vec<u16> = push_all("up")
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses, vec![200; 12]);
+    assert_eq!(fetched.load(Ordering::Relaxed), 2, "the keys are kept");
+}
+
+#[actix_web::test]
 async fn a_jwks_url_whose_answer_stops_arriving_gives_503_not_a_hang() {
     let url = format!("http://{}/certs", stalling_server());
     let app = spawn_app(move |s| {

@@ -1,7 +1,8 @@
 //! The service's outbound HTTP(S) calls (the webhook executor, the push JWKS fetch): one
 //! rustls configuration (the bundled Mozilla roots, plus the PEM certificates an operator adds
 //! for an internal CA), and a deadline over a whole exchange. awc's own timeout ends when the
-//! answer's head arrives, so a body that stops arriving needs [`within`].
+//! answer's head arrives, so a body that stops arriving needs [`within`]. Redirects are not
+//! followed.
 //!
 //! `awc::Client` is bound to its thread; the TLS configuration is shared, and a client is made
 //! for each exchange from it ([`Tls::client`]).
@@ -47,11 +48,14 @@ impl Tls {
         Ok(Tls(Arc::new(config)))
     }
 
-    /// A client for one exchange; `timeout` ends waiting for the answer's head.
+    /// A client for one exchange; `timeout` ends waiting for the answer's head. Redirects are
+    /// answers, not followed: a webhook's 3xx fails the action (SPEC §6: anything but 2xx),
+    /// and neither the action nor its signature goes to a host nobody configured.
     pub fn client(&self, timeout: Duration) -> awc::Client {
         awc::Client::builder()
             .connector(awc::Connector::new().rustls_0_23(self.0.clone()))
             .timeout(timeout)
+            .disable_redirects()
             .finish()
     }
 }

@@ -426,6 +426,53 @@ async fn an_https_webhook_is_called_over_tls_and_its_certificate_is_checked() {
 }
 
 #[actix_web::test]
+async fn a_webhook_that_redirects_fails_the_action_and_the_redirect_is_not_followed() {
+    // Where the redirect points: it must never be called.
+    let elsewhere = hook(200);
+    let target = elsewhere.url.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/actions", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        let target = target.clone();
+        App::new().route(
+            "/actions",
+            web::post().to(move || {
+                let target = target.clone();
+                async move {
+                    HttpResponse::TemporaryRedirect()
+                        .insert_header(("location", target))
+                        .finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url;
+    })
+    .await;
+    grant(&app, "t").await;
+    signal(&app, 90.0).await;
+    until_refusing(&app, "the redirect fails the action").await;
+    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
+    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event_type"], "action_failed", "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("webhook answered 307"),
+        "{last}"
+    );
+    assert!(elsewhere.bodies.lock().unwrap().is_empty());
+}
+
+#[actix_web::test]
 async fn a_webhook_answer_a_receipt_cannot_record_fails_the_action_and_nothing_else() {
     let deep = json!({"status": "completed",
         "detail": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}});

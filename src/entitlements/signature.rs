@@ -112,6 +112,9 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expectations) -> Result<Value, 
     v.algorithms = vec![alg];
     v.leeway = expect.leeway_secs;
     v.set_required_spec_claims(&["exp"]);
+    // RFC 7519 §4.1.5: a token is not accepted before its `nbf` (jsonwebtoken skips it by
+    // default).
+    v.validate_nbf = true;
     match &expect.issuer {
         Some(iss) => v.set_issuer(&[iss]),
         None => v.iss = None,
@@ -240,6 +243,14 @@ mod tests {
             verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).is_err(),
             "exp is required"
         );
+        // Not valid before its `nbf`; valid from it on.
+        let now = (crate::clock::now_ms() / 1000) as i64;
+        let mut c = claims(600);
+        c["nbf"] = json!(now + 300);
+        let e = verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).unwrap_err();
+        assert!(e.0.contains("ImmatureSignature"), "{}", e.0);
+        c["nbf"] = json!(now - 5);
+        assert!(verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).is_ok());
     }
 
     #[test]

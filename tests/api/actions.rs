@@ -93,6 +93,22 @@ async fn app_with_hook(hook: &Hook, timeout_ms: u64) -> TestApp {
     app
 }
 
+/// An app whose webhook executor POSTs to `url` (`tweak` adjusts its settings further), with
+/// the tenant `t` granted.
+async fn app_posting_to(
+    url: String,
+    tweak: impl Fn(&mut tai_autonomics::config::Settings) + 'static,
+) -> TestApp {
+    let app = spawn_app(move |s| {
+        s.actions.executor = "webhook".into();
+        s.actions.webhook_url = url.clone();
+        tweak(s);
+    })
+    .await;
+    grant(&app, "t").await;
+    app
+}
+
 async fn signal(app: &TestApp, value: f64) -> (u16, Value) {
     app.post_json(
         "/v1/tenants/t/signals",
@@ -160,6 +176,16 @@ async fn chain_verifies(app: &TestApp, tenant: &str) -> bool {
 
 async fn state(app: &TestApp) -> Value {
     app.get_json("/v1/governors/t").await.1
+}
+
+/// Waits until the governor of `t` is `refusing` (`what`), and checks that its last receipt is
+/// the action's failure, with a reason that `says` it.
+async fn failed_saying(app: &TestApp, what: &str, says: &str) {
+    until_refusing(app, what).await;
+    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
+    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event_type"], "action_failed", "{last}");
+    assert!(last["reason"].as_str().unwrap().contains(says), "{last}");
 }
 
 /// Waits until the governor of `t` is `refusing`.
@@ -360,24 +386,14 @@ async fn a_failing_webhook_fails_the_action_into_refusing() {
 #[actix_web::test]
 async fn a_webhook_whose_answer_stops_arriving_fails_the_action_at_the_webhook_timeout() {
     let url = format!("http://{}/actions", stalling_server());
-    let app = spawn_app(move |s| {
-        s.actions.executor = "webhook".into();
-        s.actions.webhook_url = url;
+    let app = app_posting_to(url, |s| {
         s.actions.webhook_timeout_ms = 300;
         // Far beyond the wait below: only the webhook timeout can end the action in time.
         s.governance.action_timeout_ms = 60_000;
     })
     .await;
-    grant(&app, "t").await;
     signal(&app, 90.0).await;
-    until_refusing(&app, "the stalled answer fails the action").await;
-    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
-    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["event_type"], "action_failed", "{last}");
-    assert!(
-        last["reason"].as_str().unwrap().contains("timed out"),
-        "{last}"
-    );
+    failed_saying(&app, "the stalled answer fails the action", "timed out").await;
 }
 
 #[actix_web::test]
@@ -386,14 +402,7 @@ async fn an_https_webhook_is_called_over_tls_and_its_certificate_is_checked() {
     let url = format!("https://{address}/actions");
     // Trusted through the operator's CA file: the action completes over TLS.
     let ca = keys_dir().join("tls_ca.pem").display().to_string();
-    let (u, c) = (url.clone(), ca.clone());
-    let app = spawn_app(move |s| {
-        s.actions.executor = "webhook".into();
-        s.actions.webhook_url = u;
-        s.actions.webhook_ca_file = c;
-    })
-    .await;
-    grant(&app, "t").await;
+    let app = app_posting_to(url.clone(), move |s| s.actions.webhook_ca_file = ca.clone()).await;
     let (s, b) = signal(&app, 90.0).await;
     assert_eq!(s, 200, "{b}");
     eventually("the action completes", Duration::from_secs(5), || async {
@@ -407,21 +416,14 @@ async fn an_https_webhook_is_called_over_tls_and_its_certificate_is_checked() {
     assert!(failures.lock().unwrap().is_empty(), "{failures:?}");
     // With the bundled roots only, the test CA's certificate is refused: the action fails and
     // says why, and the server saw the client end the handshake.
-    let app = spawn_app(move |s| {
-        s.actions.executor = "webhook".into();
-        s.actions.webhook_url = url;
-    })
-    .await;
-    grant(&app, "t").await;
+    let app = app_posting_to(url, |_| {}).await;
     signal(&app, 90.0).await;
-    until_refusing(&app, "the untrusted certificate fails the action").await;
-    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
-    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["event_type"], "action_failed", "{last}");
-    assert!(
-        last["reason"].as_str().unwrap().contains("certificate"),
-        "{last}"
-    );
+    failed_saying(
+        &app,
+        "the untrusted certificate fails the action",
+        "certificate",
+    )
+    .await;
     assert_eq!(failures.lock().unwrap().len(), 1, "{failures:?}");
 }
 
@@ -451,24 +453,14 @@ async fn a_webhook_that_redirects_fails_the_action_and_the_redirect_is_not_follo
     .unwrap()
     .run();
     actix_web::rt::spawn(server);
-    let app = spawn_app(move |s| {
-        s.actions.executor = "webhook".into();
-        s.actions.webhook_url = url;
-    })
-    .await;
-    grant(&app, "t").await;
+    let app = app_posting_to(url, |_| {}).await;
     signal(&app, 90.0).await;
-    until_refusing(&app, "the redirect fails the action").await;
-    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
-    let last = page["receipts"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["event_type"], "action_failed", "{last}");
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap()
-            .contains("webhook answered 307"),
-        "{last}"
-    );
+    failed_saying(
+        &app,
+        "the redirect fails the action",
+        "webhook answered 307",
+    )
+    .await;
     assert!(elsewhere.bodies.lock().unwrap().is_empty());
 }
 

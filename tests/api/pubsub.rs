@@ -4,7 +4,7 @@
 //! reset).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -682,84 +682,19 @@ async fn push_tokens_are_verified_and_anything_else_is_401_with_nothing_processe
     );
 }
 
-#[actix_web::test]
-async fn push_keys_can_come_from_a_jwks_url() {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let jwks = std::fs::read_to_string(keys_dir().join("jwks.json")).unwrap();
-    let fetched = std::sync::Arc::new(AtomicU32::new(0));
-    let counter = fetched.clone();
-    let server = HttpServer::new(move || {
-        let (jwks, counter) = (jwks.clone(), counter.clone());
-        App::new().route(
-            "/certs",
-            web::get().to(move || {
-                counter.fetch_add(1, Ordering::Relaxed);
-                let body = jwks.clone();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(body)
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let url = format!("http://{}/certs", server.addrs()[0]);
-    actix_web::rt::spawn(server.run());
-    let app = spawn_app(move |s| {
-        s.pubsub.push.verify = true;
-        s.pubsub.push.audience = "aud".into();
-        s.pubsub.push.jwks_url = url;
-    })
-    .await;
-    grant(&app, "by-url").await;
-    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
-    let token = |key: &str| {
-        sign(
-            &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
-            Algorithm::RS256,
-            key,
-        )
-    };
-    for (i, (key, want)) in [
-        ("rsa_private.pem", 200),
-        ("other_rsa_private.pem", 401),
-        ("rsa_private.pem", 200),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut res = app
-            .client
-            .post(app.url("/pubsub"))
-            .insert_header(("authorization", format!("Bearer {}", token(key))))
-            .send_json(&envelope(
-                &format!("url-{i}"),
-                &signal_data("by-url", 5.0),
-                None,
-            ))
-            .await
-            .unwrap();
-        let body = res.body().await.unwrap();
-        assert_eq!(
-            res.status().as_u16(),
-            want,
-            "{}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    // Fetched once and kept (a wrong signature is not a reason to fetch again).
-    assert_eq!(fetched.load(Ordering::Relaxed), 1);
+/// A JWKS URL serving `tests/keys/jwks.json`: it counts its fetches, answers each after
+/// `delay`, and answers 500 while `failing` is set.
+struct JwksServer {
+    url: String,
+    fetched: std::sync::Arc<AtomicU32>,
+    failing: std::sync::Arc<AtomicBool>,
 }
 
-#[actix_web::test]
-async fn concurrent_pushes_fetch_the_jwks_once_and_a_failed_fetch_is_not_repeated_by_each() {
+fn jwks_server(delay: Duration) -> JwksServer {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let jwks = std::fs::read_to_string(keys_dir().join("jwks.json")).unwrap();
     let fetched = std::sync::Arc::new(AtomicU32::new(0));
-    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
     let (counter, fail) = (fetched.clone(), failing.clone());
     let server = HttpServer::new(move || {
         let (jwks, counter, fail) = (jwks.clone(), counter.clone(), fail.clone());
@@ -769,8 +704,7 @@ async fn concurrent_pushes_fetch_the_jwks_once_and_a_failed_fetch_is_not_repeate
                 counter.fetch_add(1, Ordering::Relaxed);
                 let (body, fail) = (jwks.clone(), fail.load(Ordering::Relaxed));
                 async move {
-                    // Slow enough that every push below arrives during the fetch.
-                    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+                    actix_web::rt::time::sleep(delay).await;
                     if fail {
                         HttpResponse::InternalServerError().finish()
                     } else {
@@ -787,105 +721,121 @@ async fn concurrent_pushes_fetch_the_jwks_once_and_a_failed_fetch_is_not_repeate
     .unwrap();
     let url = format!("http://{}/certs", server.addrs()[0]);
     actix_web::rt::spawn(server.run());
-    let app = spawn_app(move |s| {
-        s.pubsub.push.verify = true;
-        s.pubsub.push.audience = "aud".into();
-        s.pubsub.push.jwks_url = url;
-    })
-    .await;
-    grant(&app, "many").await;
-    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
-    let token = sign(
-        &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
-        Algorithm::RS256,
-        "rsa_private.pem",
-    );
-    let push_all = |round: &'static str| {
-        let requests = (0..12).map(|i| {
-            app.client
-                .post(app.url("/pubsub"))
-                .insert_header(("authorization", format!("Bearer {token}")))
-                .send_json(&envelope(
-                    &format!("{round}-{i}"),
-                    &signal_data("many", 5.0),
-                    None,
-                ))
-        });
-        futures_util::future::join_all(requests)
-    };
-    // The JWKS URL fails: every push is 503, and one fetch was made for all of them.
-    let statuses: Vec<u16> = push_all("down")
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
-    assert_eq!(statuses, vec![503; 12]);
-    assert_eq!(fetched.load(Ordering::Relaxed), 1, "one fetch for the lot");
-    // It recovers; after the retry delay one fetch serves all the pushes at once.
-    failing.store(false, Ordering::Relaxed);
-    eventually(
-        "the retry delay passes",
-        Duration::from_secs(10),
-        || async {
-            let mut res = app
-                .client
-                .post(app.url("/pubsub"))
-                .insert_header(("authorization", format!("Bearer {token}")))
-                .send_json(&envelope("probe", &signal_data("many", 5.0), None))
-                .await
-                .unwrap();
-            let _ = res.body().await;
-            (res.status() == 200).then_some(())
-        },
-    )
-    .await;
-    assert_eq!(fetched.load(Ordering::Relaxed), 2);
-    let statuses: Vec<u16> = push_all("up")
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
-    assert_eq!(statuses, vec![200; 12]);
-    assert_eq!(fetched.load(Ordering::Relaxed), 2, "the keys are kept");
+    JwksServer {
+        url,
+        fetched,
+        failing,
+    }
 }
 
-#[actix_web::test]
-async fn a_jwks_url_whose_answer_stops_arriving_gives_503_not_a_hang() {
-    let url = format!("http://{}/certs", stalling_server());
+/// An app that verifies push tokens against `jwks_url` (audience `aud`), with `tenant` granted.
+async fn verifying_app(jwks_url: String, tenant: &str) -> TestApp {
     let app = spawn_app(move |s| {
         s.pubsub.push.verify = true;
         s.pubsub.push.audience = "aud".into();
-        s.pubsub.push.jwks_url = url;
+        s.pubsub.push.jwks_url = jwks_url;
     })
     .await;
-    grant(&app, "stalled-keys").await;
+    grant(&app, tenant).await;
+    app
+}
+
+/// A push token for audience `aud`, signed with the private key `key` of `tests/keys`.
+fn push_token(key: &str) -> String {
     let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
-    let token = sign(
+    sign(
         &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
         Algorithm::RS256,
-        "rsa_private.pem",
-    );
-    // The client gives up after 10 s; the fetch's deadline is 5 s.
+        key,
+    )
+}
+
+/// Pushes a signal for `tenant` as message `id` with `token`: the status and the JSON body.
+async fn push_signed(app: &TestApp, token: &str, id: &str, tenant: &str) -> (u16, Value) {
     let mut res = app
         .client
         .post(app.url("/pubsub"))
         .insert_header(("authorization", format!("Bearer {token}")))
-        .send_json(&envelope(
-            "stalled-1",
-            &signal_data("stalled-keys", 5.0),
-            None,
-        ))
+        .send_json(&envelope(id, &signal_data(tenant, 5.0), None))
         .await
         .expect("an answer before the client's timeout");
-    let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    let body = res.body().await.unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert!(
+        res.status() != 503 || res.headers().contains_key("retry-after"),
+        "a 503 says when to retry"
+    );
+    (res.status().as_u16(), json)
+}
+
+#[actix_web::test]
+async fn push_keys_can_come_from_a_jwks_url() {
+    let jwks = jwks_server(Duration::ZERO);
+    let app = verifying_app(jwks.url.clone(), "by-url").await;
+    for (i, (key, want)) in [
+        ("rsa_private.pem", 200),
+        ("other_rsa_private.pem", 401),
+        ("rsa_private.pem", 200),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) =
+            push_signed(&app, &push_token(key), &format!("url-{i}"), "by-url").await;
+        assert_eq!(status, want, "{body}");
+    }
+    // Fetched once and kept (a wrong signature is not a reason to fetch again).
+    assert_eq!(jwks.fetched.load(Ordering::Relaxed), 1);
+}
+
+#[actix_web::test]
+async fn concurrent_pushes_fetch_the_jwks_once_and_a_failed_fetch_is_not_repeated_by_each() {
+    // Slow enough that every push of a round arrives during the fetch.
+    let jwks = jwks_server(Duration::from_millis(200));
+    jwks.failing.store(true, Ordering::Relaxed);
+    let app = verifying_app(jwks.url.clone(), "many").await;
+    let token = push_token("rsa_private.pem");
+    let push_all = |round: &'static str| {
+        let (app, token) = (&app, &token);
+        futures_util::future::join_all((0..12).map(move |i| async move {
+            push_signed(app, token, &format!("{round}-{i}"), "many")
+                .await
+                .0
+        }))
+    };
+    // The JWKS URL fails: every push is 503, and one fetch was made for all of them.
+    assert_eq!(push_all("down").await, vec![503; 12]);
     assert_eq!(
-        (res.status().as_u16(), &body["code"]),
+        jwks.fetched.load(Ordering::Relaxed),
+        1,
+        "one fetch for the lot"
+    );
+    // It recovers; after the retry delay one fetch serves all the pushes at once.
+    jwks.failing.store(false, Ordering::Relaxed);
+    eventually(
+        "the retry delay passes",
+        Duration::from_secs(10),
+        || async { (push_signed(&app, &token, "probe", "many").await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(jwks.fetched.load(Ordering::Relaxed), 2);
+    assert_eq!(push_all("up").await, vec![200; 12]);
+    assert_eq!(jwks.fetched.load(Ordering::Relaxed), 2, "the keys are kept");
+}
+
+#[actix_web::test]
+async fn a_jwks_url_whose_answer_stops_arriving_gives_503_not_a_hang() {
+    let app = verifying_app(format!("http://{}/certs", stalling_server()), "stalled").await;
+    // The client gives up after 10 s; the fetch's deadline is 5 s.
+    let (status, body) =
+        push_signed(&app, &push_token("rsa_private.pem"), "stalled-1", "stalled").await;
+    assert_eq!(
+        (status, &body["code"]),
         (503, &json!("unavailable")),
         "{body}"
     );
-    assert!(res.headers().contains_key("retry-after"));
     assert!(
-        recorded_ids(&app, "stalled-keys").await.is_empty(),
+        recorded_ids(&app, "stalled").await.is_empty(),
         "nothing processed"
     );
 }
@@ -895,31 +845,14 @@ async fn a_jwks_url_over_https_is_fetched_over_tls_with_its_certificate_checked(
     // The receiver's certificate comes from the test CA, which the bundled roots do not hold:
     // the handshake is made and refused (before, the client had no TLS at all).
     let (address, failures) = https_hook();
-    let url = format!("https://{address}/certs");
-    let app = spawn_app(move |s| {
-        s.pubsub.push.verify = true;
-        s.pubsub.push.audience = "aud".into();
-        s.pubsub.push.jwks_url = url;
-    })
-    .await;
-    grant(&app, "tls-keys").await;
-    let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
-    let token = sign(
-        &json!({"iss": "https://accounts.google.com", "aud": "aud", "exp": now + 60}),
-        Algorithm::RS256,
-        "rsa_private.pem",
+    let app = verifying_app(format!("https://{address}/certs"), "tls-keys").await;
+    let (status, body) =
+        push_signed(&app, &push_token("rsa_private.pem"), "tls-1", "tls-keys").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("certificate"),
+        "{body}"
     );
-    let mut res = app
-        .client
-        .post(app.url("/pubsub"))
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .send_json(&envelope("tls-1", &signal_data("tls-keys", 5.0), None))
-        .await
-        .unwrap();
-    let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
-    assert_eq!(res.status().as_u16(), 503, "{body}");
-    let message = body["message"].as_str().unwrap();
-    assert!(message.contains("certificate"), "{body}");
     assert_eq!(failures.lock().unwrap().len(), 1, "{failures:?}");
 }
 

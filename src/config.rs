@@ -219,6 +219,8 @@ pub struct GcpSettings {
 pub struct FirestoreSettings {
     pub project_id: String,
     pub emulator_host: String,
+    /// How long the service tries to connect at start before it gives up (exit 1).
+    pub connect_patience_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

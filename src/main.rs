@@ -146,7 +146,9 @@ fn verify(
         return ExitCode::from(EX_USAGE);
     }
     actix_web::rt::System::new().block_on(async move {
-        let store = match tai_autonomics::tree::open_store(&settings).await {
+        // Once: an operator running `verify` wants the answer, not a wait.
+        let once = std::time::Duration::ZERO;
+        let store = match tai_autonomics::tree::open_store(&settings, once).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("verify: {e:#}");

@@ -59,8 +59,9 @@ pub struct Tree {
     pub mcp: ChildRef<McpRegistry>,
 }
 
-/// Opens the configured ledger backend.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
+/// Opens the configured ledger backend. Firestore is tried again with backoff for up to
+/// `patience` (zero: once).
+pub async fn open_store(settings: &Settings, patience: Duration) -> anyhow::Result<AnyStore> {
     Ok(match settings.ledger.backend {
         LedgerBackend::Sqlite => AnyStore::Sqlite(
             SqliteStore::open(&settings.ledger.sqlite_path).with_context(|| {
@@ -75,7 +76,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
                 .firestore_project()
                 .context("ledger.backend = firestore needs a project id")?;
             AnyStore::Firestore(
-                FirestoreStore::connect(&project)
+                connect_firestore(&project, patience)
                     .await
                     .with_context(|| format!("connecting to Firestore project {project}"))?,
             )
@@ -83,9 +84,36 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
     })
 }
 
+/// Connects to Firestore, trying again with backoff (0.1 s doubling to 5 s) until `patience`
+/// has passed. The client opens its channel as it is made, so a blip at a cold start (a DNS
+/// answer, the front end, an emulator still starting) would otherwise end the process before
+/// its listener is up; Cloud Run's startup probe waits for the port meanwhile.
+async fn connect_firestore(project: &str, patience: Duration) -> anyhow::Result<FirestoreStore> {
+    const ATTEMPT: Duration = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error =
+            match actix_web::rt::time::timeout(ATTEMPT, FirestoreStore::connect(project)).await {
+                Ok(Ok(store)) => return Ok(store),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {} s", ATTEMPT.as_secs()),
+            };
+        if started.elapsed() + delay > patience {
+            anyhow::bail!("{error} (attempts: {attempts})");
+        }
+        tracing::warn!(%project, %error, retry_in_ms = delay.as_millis() as u64, "Firestore is not reachable yet; trying again");
+        actix_web::rt::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Starts the root supervisor and its children; resolves when they all run.
 pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
-    let store = open_store(settings).await?;
+    let patience = Duration::from_secs(settings.firestore.connect_patience_secs);
+    let store = open_store(settings, patience).await?;
     let max_batch = match store {
         AnyStore::Firestore(_) => settings.ledger.max_batch.min(FirestoreStore::max_batch()),
         AnyStore::Sqlite(_) => settings.ledger.max_batch,

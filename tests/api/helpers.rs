@@ -244,6 +244,16 @@ pub fn start_binary_in(dir: &Path, env: &[(&str, &str)]) -> Binary {
 
 /// [`start_binary_in`] without the variables `removed` of the test's own environment.
 pub fn start_binary_with(dir: &Path, env: &[(&str, &str)], removed: &[&str]) -> Binary {
+    start_binary_within(dir, env, removed, Duration::from_secs(20))
+}
+
+/// [`start_binary_with`], waiting up to `ready_within` for it to be ready.
+pub fn start_binary_within(
+    dir: &Path,
+    env: &[(&str, &str)],
+    removed: &[&str],
+    ready_within: Duration,
+) -> Binary {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
     for k in removed {
         cmd.env_remove(k);
@@ -282,7 +292,7 @@ pub fn start_binary_with(dir: &Path, env: &[(&str, &str)], removed: &[&str]) -> 
         }
     });
     let port = rx
-        .recv_timeout(Duration::from_secs(20))
+        .recv_timeout(ready_within)
         .expect("the binary logs that it is ready");
     Binary {
         child,

@@ -232,3 +232,38 @@ async fn governors_that_cannot_read_their_chain_answer_503_restart_nothing_and_c
     );
     assert_eq!(read_metric(&client, &bin, restarts).await, 0.0);
 }
+
+#[actix_web::test]
+async fn a_start_before_firestore_answers_waits_for_it_instead_of_exiting() {
+    // Nothing listens on the port yet: the binary's first attempts fail, and it tries again
+    // until the emulator (started after it) answers.
+    let port = free_port();
+    let host = format!("127.0.0.1:{port}");
+    let starting = std::thread::spawn(move || {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let env = [
+            ("TAI_LEDGER__BACKEND", "firestore"),
+            ("FIRESTORE_EMULATOR_HOST", host.as_str()),
+            ("FIRESTORE_PROJECT_ID", "late-start"),
+        ];
+        start_binary_within(&dir, &env, &[], Duration::from_secs(120))
+    });
+    let _emulator = own_firestore(port).await;
+    let bin = starting.join().expect("the binary became ready");
+    let waited = bin
+        .warnings
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|w| w["message"] == "Firestore is not reachable yet; trying again");
+    assert!(waited, "it tried again: {:?}", bin.warnings.lock().unwrap());
+    let client = awc::Client::default();
+    let mut res = client
+        .post(bin.url("/marketplace"))
+        .send_json(
+            &serde_json::json!({"tenant_id": "late", "entitlement_id": "e", "action": "grant"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.body().await);
+}

@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod governor;
 pub mod http;
 pub mod intake;
+pub mod limits;
 pub mod mcp;
 pub mod outbound;
 pub mod pubsub;

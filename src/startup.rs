@@ -53,7 +53,6 @@ impl Application {
                 &settings.mcp,
                 settings.http.max_body_bytes,
             )),
-            limiter: http::rate_limiter(settings.rate_limit.per_second, settings.rate_limit.burst),
             node: settings.node_name(),
             settings: Arc::new(settings.clone()),
             started: Instant::now(),
@@ -103,9 +102,8 @@ impl Application {
             loop {
                 tick.tick().await;
                 seconds = seconds.wrapping_add(1);
-                if seconds.is_multiple_of(60) || state.limiter.len() > most {
-                    state.limiter.retain_recent();
-                    state.limiter.shrink_to_fit();
+                if seconds.is_multiple_of(60) || state.tree.limits.len() > most {
+                    state.tree.limits.forget_idle();
                 }
             }
         });

@@ -57,6 +57,8 @@ pub struct Tree {
     pub pubsub: Option<ChildRef<PubsubConsumer>>,
     /// The MCP tool registry.
     pub mcp: ChildRef<McpRegistry>,
+    /// Per-tenant token buckets, for HTTP and MCP alike.
+    pub limits: Arc<crate::limits::TenantLimits>,
 }
 
 /// Opens the configured ledger backend. Firestore is tried again with backoff for up to
@@ -251,7 +253,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
 
     let pubsub_health = PubsubHealth::default();
     let root_cell: Arc<std::sync::OnceLock<SupervisorRef>> = Default::default();
+    let limits = Arc::new(crate::limits::TenantLimits::new(
+        settings.rate_limit.per_second,
+        settings.rate_limit.burst,
+    ));
     let ops = Ops {
+        limits: limits.clone(),
         intake: intake.clone(),
         ledger: ledger.clone(),
         root: root_cell.clone(),
@@ -355,5 +362,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         pubsub_health,
         pubsub,
         mcp,
+        limits,
     })
 }

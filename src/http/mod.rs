@@ -21,12 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::num::NonZeroU32;
-
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::Value;
 
 use self::error::{ApiError, ErrorCode};
@@ -43,8 +39,6 @@ pub struct AppState {
     pub mcp: std::sync::Arc<crate::mcp::HttpService>,
     /// Checks push OIDC tokens (when `pubsub.push.verify`).
     pub push_auth: Option<std::sync::Arc<crate::pubsub::push_auth::PushAuth>>,
-    /// Per-tenant token buckets.
-    pub limiter: DefaultKeyedRateLimiter<String>,
     /// The node name reported in `/health` (and later in receipts).
     pub node: String,
     pub started: Instant,
@@ -85,28 +79,10 @@ impl AppState {
         Ok(caller.require_admin()?)
     }
 
-    /// Takes one request from `tenant`'s bucket, or 429 with `Retry-After`.
+    /// Takes one request from `tenant`'s bucket (shared with MCP), or 429 with `Retry-After`.
     pub fn limit(&self, tenant: &TenantId) -> Result<(), ApiError> {
-        match self.limiter.check_key(&tenant.as_str().to_owned()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                crate::telemetry::events::refused("rate_limited");
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!("tenant {tenant} is over its request rate; retry later"),
-                )
-                .retry_after(wait.as_secs_f64().ceil() as u64))
-            }
-        }
+        self.tree.limits.check(tenant)
     }
-}
-
-/// The keyed token bucket of `rate_limit`.
-pub fn rate_limiter(per_second: u32, burst: u32) -> DefaultKeyedRateLimiter<String> {
-    let per = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(per);
-    DefaultKeyedRateLimiter::keyed(Quota::per_second(per).allow_burst(burst))
 }
 
 impl FromRequest for Caller {

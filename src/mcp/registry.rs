@@ -27,6 +27,8 @@ const ASK: Duration = Duration::from_secs(2);
 /// What tools act on.
 #[derive(Clone)]
 pub struct Ops {
+    /// The tenants' token buckets, the same as HTTP's.
+    pub limits: Arc<crate::limits::TenantLimits>,
     pub intake: Intake,
     pub ledger: LedgerHandle,
     /// The root supervisor, known once the tree runs.
@@ -153,6 +155,11 @@ async fn call(ops: &Ops, def: &ToolDef, args: &Value, caller: &Caller) -> Value 
     };
     if let Err(e) = allowed {
         return failure(&format!("forbidden: {e}"));
+    }
+    // A tenant's calls take from the bucket its HTTP requests take from.
+    if let Some(Err(e)) = tenant.as_ref().map(|t| ops.limits.check(t)) {
+        let wait = e.retry_after_secs.unwrap_or(1);
+        return failure(&format!("{} (retry in {wait} s)", api(e)));
     }
     // A tenant acting for itself passes its gates first (entitlement, tool, preconditions);
     // a refusal is recorded in its chain. Operators and admins are not held back by a

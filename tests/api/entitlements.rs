@@ -502,10 +502,14 @@ async fn buckets_of_made_up_tenants_are_swept_once_there_are_too_many() {
             .await;
         assert_eq!(status, 404);
     }
-    assert!(app.state.limiter.len() > 50, "{}", app.state.limiter.len());
+    assert!(
+        app.state.tree.limits.len() > 50,
+        "{}",
+        app.state.tree.limits.len()
+    );
     // Full again after a millisecond, they are idle: swept within a second or two, not a minute.
     eventually("idle buckets are swept", Duration::from_secs(5), || async {
-        (app.state.limiter.len() <= 50).then_some(())
+        (app.state.tree.limits.len() <= 50).then_some(())
     })
     .await;
 }

@@ -892,3 +892,62 @@ async fn a_signal_with_an_idempotency_key_is_decided_once_however_often_an_agent
         .await;
     assert!(error_text(&bad).contains("idempotency_key"), "{bad}");
 }
+
+#[actix_web::test]
+async fn a_tenants_tool_calls_take_from_the_same_rate_limit_as_its_http_requests() {
+    let app = spawn_app(|s| {
+        s.rate_limit.per_second = 1;
+        s.rate_limit.burst = 3;
+    })
+    .await;
+    grant(&app, "busy").await; // the first of the bucket's three
+    let mut s = Legacy::open(&app, None).await;
+    let args = json!({"tenant_id": "busy", "metric": "cpu", "value": 10});
+    // Two more calls empty the bucket (one more, were a second to pass meanwhile).
+    let mut accepted = 0;
+    let refused = loop {
+        let result = s.call("taiea.governor.signal", args.clone()).await;
+        if result["isError"] == true {
+            break result;
+        }
+        assert_eq!(structured(&result)["decision"], "accept", "{result}");
+        accepted += 1;
+        assert!(accepted <= 4, "the bucket never ran dry");
+    };
+    assert!(accepted >= 2, "the burst let two calls through");
+    let head = || async {
+        use tai_autonomics::receipts::LedgerStore as _;
+        let store = app.state.tree.ledger.store();
+        store.head("busy").await.unwrap().unwrap().seq
+    };
+    // The bucket is empty: a tool error that says so and when to retry, and nothing decided
+    // (the grant, the governor's first receipt, and a decision and a `tool_call` receipt for
+    // each call accepted).
+    assert_eq!(
+        head().await,
+        2 + 2 * accepted,
+        "nothing recorded for the refused call"
+    );
+    let text = error_text(&refused);
+    assert!(
+        text.starts_with("rate_limited: tenant busy is over its request rate")
+            && text.contains("retry in"),
+        "{text}"
+    );
+    // Reads are limited too, and HTTP finds the same bucket empty.
+    let read = s
+        .call("taiea.governor.state", json!({"tenant_id": "busy"}))
+        .await;
+    assert!(error_text(&read).starts_with("rate_limited"), "{read}");
+    let (status, body) = app
+        .post_json(
+            "/v1/tenants/busy/signals",
+            &json!({"metric": "cpu", "value": 10}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+}

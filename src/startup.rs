@@ -218,7 +218,10 @@ pub async fn drain(state: &AppState, handle: &ServerHandle) {
     handle.stop(true).await;
 }
 
-/// Stops the tree in reverse start order, bounded so the process still exits in time.
+/// Lets the webhook exchanges in flight record their outcome (SPEC §13: in-flight actions
+/// drain), then stops the tree in reverse start order, all bounded so the process still exits
+/// in time. An exchange still running at its deadline is dropped with its governor: its
+/// action stays in flight in the chain and times out after the next start.
 async fn stop_tree(state: &AppState) {
     let budget = Duration::from_millis(
         9_500u64
@@ -227,6 +230,25 @@ async fn stop_tree(state: &AppState) {
             )
             .max(500),
     );
+    let began = Instant::now();
+    let exchanges = &state.tree.action_exchanges;
+    if exchanges.running() > 0 {
+        let running = exchanges.running();
+        tracing::info!(
+            running,
+            "waiting for webhook exchanges to record their outcome"
+        );
+        let wait = budget.saturating_sub(Duration::from_millis(500));
+        if !exchanges.settled(wait).await {
+            tracing::warn!(
+                running = exchanges.running(),
+                "webhook exchanges still running at shutdown; their actions stay in flight"
+            );
+        }
+    }
+    let budget = budget
+        .saturating_sub(began.elapsed())
+        .max(Duration::from_millis(500));
     match actix_web::rt::time::timeout(budget, state.tree.root.shutdown()).await {
         Ok(reason) => {
             tracing::info!(reason = ?reason.map(|r| r.to_string()), "supervision tree stopped")

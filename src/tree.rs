@@ -59,6 +59,8 @@ pub struct Tree {
     pub mcp: ChildRef<McpRegistry>,
     /// Per-tenant token buckets, for HTTP and MCP alike.
     pub limits: Arc<crate::limits::TenantLimits>,
+    /// Webhook exchanges whose outcome is not recorded yet (a shutdown waits for them).
+    pub action_exchanges: Arc<crate::governor::webhook::Exchanges>,
 }
 
 /// Opens the configured ledger backend. Firestore is tried again with backoff for up to
@@ -147,6 +149,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         Entitlements::new(ent_ledger.clone(), ent_subs.clone())
     });
 
+    let action_exchanges: Arc<crate::governor::webhook::Exchanges> = Default::default();
     let deps = Arc::new(GovernorDeps {
         ledger: ledger.clone(),
         entitlements: entitlements.clone(),
@@ -169,6 +172,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                         .map(std::path::Path::new),
                 )
                 .map_err(|e| anyhow::anyhow!("actions.webhook_ca_file: {e}"))?,
+                exchanges: action_exchanges.clone(),
             }),
             _ => Executor::Eval,
         },
@@ -363,5 +367,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         pubsub,
         mcp,
         limits,
+        action_exchanges,
     })
 }

@@ -649,18 +649,24 @@ impl Governor {
                     ),
                     Executor::Webhook(hook) => {
                         let body = json!({"action_id": action_id, "tenant_id": self.tenant, "type": kind, "params": params});
+                        // Held until the outcome's receipt is durable: a shutdown waits for it.
+                        let exchange = hook.exchanges.begin();
                         ctx.spawn(
                             wrap_future::<_, Self>(async move { hook.start(&body).await }).map(
-                                move |outcome, _, ctx| match outcome {
-                                    WebhookOutcome::Completed(result) => to_self(
-                                        ctx,
-                                        Callback(Input::ActionCompleted { action_id, result }),
-                                    ),
-                                    WebhookOutcome::Accepted => {}
-                                    WebhookOutcome::Failed(error) => to_self(
-                                        ctx,
-                                        Callback(Input::ActionFailed { action_id, error }),
-                                    ),
+                                move |outcome, act, ctx| {
+                                    let input = match outcome {
+                                        WebhookOutcome::Completed(result) => {
+                                            Input::ActionCompleted { action_id, result }
+                                        }
+                                        WebhookOutcome::Failed(error) => {
+                                            Input::ActionFailed { action_id, error }
+                                        }
+                                        WebhookOutcome::Accepted => return,
+                                    };
+                                    // Recorded here and now, not queued behind the mailbox:
+                                    // a governor stopping in order drops what is queued.
+                                    let recorded = act.outcome(input, ctx);
+                                    ctx.wait(recorded.map(move |(), _, _| drop(exchange)));
                                 },
                             ),
                         );
@@ -1252,13 +1258,21 @@ const OUTCOME_RETRY: Duration = Duration::from_secs(1);
 impl Handler<Callback> for Governor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: Callback, ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.outcome(msg.0, ctx))
+    }
+}
+
+impl Governor {
+    /// Decides an input the governor sent itself (an action's outcome, a timer), and, when the
+    /// ledger refuses an action outcome's receipt, sends it again in a second.
+    fn outcome(&mut self, input: Input, ctx: &mut Context<Self>) -> ResponseActFuture<Self, ()> {
         // Left over from before a reload that failed: the chain, once read, tells what is due.
         if self.is_unread() {
-            return done();
+            return Box::pin(actix::fut::ready(()));
         }
-        let again = msg.0.outcome_of().is_some().then(|| msg.0.clone());
-        let fut = self.run(msg.0, None, ctx);
-        AtomicResponse::new(Box::pin(fut.map(move |res, act, ctx| {
+        let again = input.outcome_of().is_some().then(|| input.clone());
+        let fut = self.run(input, None, ctx);
+        Box::pin(fut.map(move |res, act, ctx| {
             let Err(GovernorError::Ledger(e)) = res else {
                 return;
             };
@@ -1281,7 +1295,7 @@ impl Handler<Callback> for Governor {
                     tracing::warn!(tenant = %act.tenant, error = %e, "could not record an action outcome");
                 }
             }
-        })))
+        }))
     }
 }
 

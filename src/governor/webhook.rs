@@ -6,7 +6,11 @@
 //! `X-Tai-Signature: sha256=<hex>`, the HMAC-SHA256 (RFC 2104) under the secret of the
 //! timestamp, a `.`, and the body's exact bytes. A receiver recomputes it and refuses a stale
 //! timestamp.
+//!
+//! [`Exchanges`] counts the action POSTs whose outcome is not yet recorded, so that a shutdown
+//! can let them finish (SPEC §13: in-flight actions drain) before the governors stop.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +28,58 @@ pub struct Webhook {
     pub secret: Option<Arc<[u8]>>,
     /// The roots an `https` URL's certificate must chain to.
     pub tls: Tls,
+    /// The exchanges running, for the shutdown to wait on.
+    pub exchanges: Arc<Exchanges>,
+}
+
+/// Action exchanges whose outcome is not recorded yet: each holds an [`ExchangeGuard`] from
+/// the POST until the governor has made the outcome's receipt durable (or the exchange was
+/// dropped with its governor).
+#[derive(Default)]
+pub struct Exchanges {
+    running: AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// One exchange of [`Exchanges`]; dropping it ends it.
+pub struct ExchangeGuard(Arc<Exchanges>);
+
+impl Exchanges {
+    /// An exchange begins.
+    pub fn begin(self: &Arc<Self>) -> ExchangeGuard {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        ExchangeGuard(self.clone())
+    }
+
+    /// Exchanges running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Waits until none runs, for up to `patience`; whether none does.
+    pub async fn settled(&self, patience: Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.running() == 0 {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if within(left, notified).await.is_none() {
+                return self.running() == 0;
+            }
+        }
+    }
+}
+
+impl Drop for ExchangeGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 /// How the webhook answered an action.
@@ -135,6 +191,32 @@ impl Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exchanges_settle_when_the_last_guard_goes_and_a_waiter_is_woken_by_it() {
+        actix_web::rt::System::new().block_on(async {
+            let exchanges: Arc<Exchanges> = Default::default();
+            assert!(exchanges.settled(Duration::ZERO).await, "none running");
+            let (a, b) = (exchanges.begin(), exchanges.begin());
+            assert!(!exchanges.settled(Duration::from_millis(20)).await);
+            drop(a);
+            assert_eq!(exchanges.running(), 1);
+            let waiter = {
+                let exchanges = exchanges.clone();
+                actix_web::rt::spawn(
+                    async move { exchanges.settled(Duration::from_secs(10)).await },
+                )
+            };
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            drop(b);
+            let started = std::time::Instant::now();
+            assert!(waiter.await.unwrap());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "woken, not timed out"
+            );
+        });
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {

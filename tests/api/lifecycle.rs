@@ -510,3 +510,87 @@ fn the_cloud_profile_with_no_project_to_be_found_stops_with_exit_code_78_and_one
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("firestore.project_id"), "{err}");
 }
+
+/// A webhook receiver that answers each action `200 {"status":"completed"}` after `delay`:
+/// its URL, and a flag set once an action's POST has arrived.
+fn slow_hook(delay: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/actions", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf);
+                seen.store(true, std::sync::atomic::Ordering::Release);
+                std::thread::sleep(delay);
+                let body = br#"{"status":"completed"}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(body);
+            });
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn sigterm_lets_a_webhook_action_in_flight_record_its_outcome_before_the_tree_stops() {
+    // The receiver answers 1.5 s after the POST; SIGTERM comes as soon as it has the POST.
+    // Before, the governors stopped with the exchange still running: the action stayed in
+    // flight in the chain (to time out after a restart) although the receiver completed it.
+    let (url, got) = slow_hook(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let mut bin = start_binary_in(
+        dir.path(),
+        &[
+            ("TAI_ACTIONS__EXECUTOR", "webhook"),
+            ("TAI_ACTIONS__WEBHOOK_URL", &url),
+        ],
+    );
+    let grant = r#"{"tenant_id":"draining","entitlement_id":"e","action":"grant"}"#;
+    assert_eq!(
+        blocking_request("POST", &bin.url("/marketplace"), grant),
+        Some(200)
+    );
+    let signal = r#"{"metric":"cpu","value":95}"#;
+    let url = bin.url("/v1/tenants/draining/signals");
+    assert_eq!(blocking_request("POST", &url, signal), Some(200));
+    let t0 = Instant::now();
+    while !got.load(std::sync::atomic::Ordering::Acquire) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the webhook got the action"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bin.signal("TERM");
+    assert_eq!(
+        bin.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "exit 0 within 10 s"
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let events: Vec<String> = conn
+        .prepare("SELECT event_type FROM receipts WHERE tenant_id = 'draining' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "action_started",
+            "action_completed"
+        ]
+    );
+}

@@ -550,6 +550,13 @@ impl Machine {
                 Reply::Accepted { postponed: false }
             }
             Input::Reset => match next.state {
+                // A reset recovers from a failed or timed-out action; it does not stand in for
+                // the entitlement, which would move the governor straight back on its next input.
+                State::Refusing if !facts.entitled => Reply::Invalid {
+                    reason: "the tenant's entitlement is not active: resume it; a reset \
+                             recovers from a failed or timed-out action"
+                        .into(),
+                },
                 State::Refusing => {
                     next.state = State::Stable;
                     receipts.push(spec(
@@ -1406,6 +1413,10 @@ mod tests {
             matches!(s.reply, Reply::Invalid { .. }),
             "reset only applies to refusing"
         );
+        // Not while the tenant is not entitled: it stays refusing, and nothing is recorded.
+        let (m, s) = at(State::Refusing).step(Input::Reset, &facts(false));
+        assert!(matches!(&s.reply, Reply::Invalid { reason } if reason.contains("resume")));
+        assert_eq!((events(&s), m.state), (vec![], State::Refusing));
     }
 
     #[test]

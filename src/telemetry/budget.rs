@@ -83,11 +83,15 @@ mod tests {
             .into_iter()
             .map(|h| h.join().unwrap())
             .fold((0, 0), |a, x| (a.0 + x.0, a.1 + x.1));
-        assert_eq!((lines, counted), (1, 0), "one line in the second");
+        assert_eq!(lines, 1, "one line in the second");
+        // Events that raced the line's own start may be counted in it rather than in the next
+        // (the thread that opened the second takes the count after others added to it): each
+        // event not logged is counted exactly once, in one line or the other.
+        let rest = b.admit(6).expect("the next second's line");
         assert_eq!(
-            b.admit(6),
-            Some(39_999),
-            "the rest, counted in the next line"
+            counted + rest,
+            39_999,
+            "every event left out is counted once"
         );
     }
 }

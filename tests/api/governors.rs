@@ -610,8 +610,10 @@ async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story(
     }
 }
 
+/// (A reset out of a failed or timed-out action: `actions.rs`,
+/// `an_action_that_never_reports_times_out_into_refusing_and_reset_recovers`.)
 #[actix_web::test]
-async fn an_operator_reset_takes_a_refusing_governor_back_to_stable() {
+async fn an_operator_reset_applies_to_a_refusing_governor_of_an_entitled_tenant() {
     let app = spawn_app(|_| {}).await;
     grant(&app, "t2").await;
     signal(&app, "t2", 1.0).await;
@@ -630,11 +632,21 @@ async fn an_operator_reset_takes_a_refusing_governor_back_to_stable() {
         (governor_state(&app, "t2").await == "refusing").then_some(())
     })
     .await;
+    // Suspended: a reset does not stand in for the entitlement (it would be `stable` until its
+    // next input moved it straight back); resuming does.
     let (s, b) = app.post_json("/v1/governors/t2/reset", &json!({})).await;
-    assert_eq!(
-        (s, b["state"].as_str(), b["receipt"]["event_type"].as_str()),
-        (200, Some("stable"), Some("governor_reset"))
-    );
+    assert_eq!((s, b["code"].as_str()), (409, Some("invalid_state")), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("resume it"), "{b}");
+    assert_eq!(governor_state(&app, "t2").await, "refusing");
+    app.post_json(
+        "/marketplace",
+        &json!({"tenant_id": "t2", "entitlement_id": "e", "action": "resume"}),
+    )
+    .await;
+    eventually("stable again", Duration::from_secs(5), || async {
+        (governor_state(&app, "t2").await == "stable").then_some(())
+    })
+    .await;
 }
 
 #[actix_web::test]

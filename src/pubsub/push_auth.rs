@@ -41,7 +41,7 @@ struct Fetched {
 }
 
 impl Fetched {
-    /// The cached keys, when they do: fresh, and for a token naming a key they lack
+    /// The cached keys, if they may serve: fresh, and for a token naming a key they lack
     /// (`refetch`), fetched within the last minute (Google rotates its keys).
     fn usable(&self, refetch: bool) -> Option<Keys> {
         let (keys, at) = self.keys.as_ref()?;

@@ -117,8 +117,6 @@ fn decided_body(
     Ok(out)
 }
 
-/// The ledger id of the request's `Idempotency-Key` header, if it has one (400 if it is
-/// malformed or given twice).
 /// Marks the answer to a repeated idempotency key (`Idempotent-Replayed: true`).
 pub fn mark_replayed(res: &mut HttpResponse) {
     res.headers_mut().insert(
@@ -127,7 +125,8 @@ pub fn mark_replayed(res: &mut HttpResponse) {
     );
 }
 
-/// The ledger id of the request's `Idempotency-Key` header, if it has one.
+/// The ledger id of the request's `Idempotency-Key` header, if it has one (400 if it is
+/// malformed, empty included, or given twice).
 pub fn idempotency(req: &HttpRequest, tenant: &TenantId) -> Result<Option<String>, ApiError> {
     let mut values = req.headers().get_all("idempotency-key");
     let Some(value) = values.next() else {

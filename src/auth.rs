@@ -112,6 +112,13 @@ impl Authenticator {
                 }
                 _ => return Err(format!("auth.tokens[{i}]: only role tenant takes a tenant")),
             };
+            // One token, one role: a digest listed twice would give its holder whichever
+            // entry came first, which the operator who added the second did not mean.
+            if let Some(j) = entries.iter().position(|e: &Entry| e.digest == digest) {
+                return Err(format!(
+                    "auth.tokens[{i}].sha256: the same token as auth.tokens[{j}]; give each token one entry"
+                ));
+            }
             entries.push(Entry { digest, caller });
         }
         if mode == AuthMode::Bearer && entries.is_empty() {
@@ -294,6 +301,26 @@ mod tests {
             }]
         )
         .is_err());
+        // The same token twice (here once as admin, once as a tenant's; upper-case hex too).
+        let twice = Authenticator::new(
+            AuthMode::Bearer,
+            &[
+                TokenConfig {
+                    sha256: token_digest("t"),
+                    role: "admin".into(),
+                    tenant: None,
+                },
+                TokenConfig {
+                    sha256: token_digest("t").to_ascii_uppercase(),
+                    role: "tenant".into(),
+                    tenant: Some("a".into()),
+                },
+            ],
+        );
+        assert_eq!(
+            twice.err().as_deref(),
+            Some("auth.tokens[1].sha256: the same token as auth.tokens[0]; give each token one entry")
+        );
     }
 
     #[test]

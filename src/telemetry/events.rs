@@ -64,7 +64,7 @@ pub fn supervision(event: &SupervisorEvent) {
 pub fn supervisor_children(supervisor: &str, running: usize) {
     metrics::gauge!("tai_supervisor_children", "supervisor" => supervisor.to_owned())
         .set(running as f64);
-    for reason in EXIT_KINDS {
+    for reason in supervisors::ExitReason::KINDS {
         metrics::counter!("tai_child_exits_total", "supervisor" => supervisor.to_owned(), "reason" => reason).increment(0);
     }
     for name in [
@@ -75,9 +75,6 @@ pub fn supervisor_children(supervisor: &str, running: usize) {
         metrics::counter!(name, "supervisor" => supervisor.to_owned()).increment(0);
     }
 }
-
-/// `ExitReason::kind` of every exit.
-const EXIT_KINDS: [&str; 5] = ["normal", "shutdown", "killed", "error", "panic"];
 
 /// Puts the series that alerts and dashboards take an `increase` or `rate` of at 0 before
 /// their first event. Prometheus takes a counter's first sample as its start, so a series

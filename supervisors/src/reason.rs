@@ -48,6 +48,10 @@ impl ExitReason {
         !matches!(self, ExitReason::Normal | ExitReason::Shutdown(_))
     }
 
+    /// Every value [`ExitReason::kind`] gives, so that a subscriber can set up its labels
+    /// before the first exit.
+    pub const KINDS: [&'static str; 5] = ["normal", "shutdown", "killed", "error", "panic"];
+
     /// A short, closed-set label (`normal`, `shutdown`, `killed`, `error`, `panic`), safe to use as
     /// a metric label.
     pub fn kind(&self) -> &'static str {
@@ -97,6 +101,19 @@ mod tests {
         );
         assert_eq!(ExitReason::Panic("x".into()).to_string(), "panic(x)");
         assert_eq!(ExitReason::Shutdown(None).to_string(), "shutdown");
+    }
+
+    #[test]
+    fn kinds_lists_the_kind_of_every_reason() {
+        let all = [
+            ExitReason::Normal,
+            ExitReason::Shutdown(None),
+            ExitReason::Killed,
+            ExitReason::Error("e".into()),
+            ExitReason::Panic("p".into()),
+        ];
+        let kinds: Vec<&str> = all.iter().map(ExitReason::kind).collect();
+        assert_eq!(kinds, ExitReason::KINDS);
     }
 
     #[test]

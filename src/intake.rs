@@ -29,6 +29,7 @@ use crate::tenant::TenantId;
 pub struct SignalRequest {
     pub metric: String,
     pub value: f64,
+    #[serde(default, deserialize_with = "whole")]
     pub timestamp_ms: Option<u64>,
 }
 
@@ -77,6 +78,48 @@ where
         }
     }
     d.deserialize_map(Members(std::marker::PhantomData))
+}
+
+/// An optional whole number (`#[serde(default, deserialize_with = "whole")]`), which JSON
+/// may also write with a zero fraction (`1700000000000.0`, as a client that computes it in
+/// floating point sends it): JSON Schema's `integer`, as the OpenAPI document declares these
+/// members. A fraction, a negative number or one past `u64` is refused.
+pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a non-negative whole number")
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            whole_f64(v)
+                .map(Some)
+                .ok_or_else(|| E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
+/// A JSON value as a `u64` when it is a whole number in range, in any spelling ([`whole`]).
+pub fn whole_value(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().and_then(whole_f64))
+}
+
+fn whole_f64(v: f64) -> Option<u64> {
+    // 2^64 is the first whole f64 past u64::MAX.
+    (v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v)).then_some(v as u64)
 }
 
 /// One page of running governors.
@@ -240,8 +283,14 @@ impl std::io::Write for ByteCount {
     }
 }
 
+/// Whether `v` is 1 to `max` characters (Unicode scalar values, as JSON Schema's `maxLength`
+/// counts them and the error messages say), none of them a control character.
+pub fn printable(v: &str, max: usize) -> bool {
+    !v.is_empty() && v.chars().take(max + 1).count() <= max && !v.chars().any(char::is_control)
+}
+
 fn short_text(field: &str, v: &str) -> Result<(), ApiError> {
-    if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+    if !printable(v, 128) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             format!("{field} must be 1-128 printable characters"),
@@ -393,10 +442,7 @@ impl Intake {
         req: SignalRequest,
         message_id: Option<String>,
     ) -> Result<Outcome, ApiError> {
-        if req.metric.is_empty()
-            || req.metric.len() > 128
-            || req.metric.chars().any(char::is_control)
-        {
+        if !printable(&req.metric, 128) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "metric must be 1-128 printable characters",
@@ -530,7 +576,9 @@ impl Intake {
             })?),
             None => None,
         };
-        if let Some(e) = &expires_at {
+        // Only a grant applies an expiry; with another action it is recorded in the receipt's
+        // request as sent, and its time does not matter.
+        if let Some(e) = expires_at.as_ref().filter(|_| req.action == Action::Grant) {
             // Both are RFC 3339 UTC with milliseconds, so the text orders as the time does.
             if *e <= crate::clock::now_rfc3339() {
                 return Err(ApiError::new(
@@ -618,7 +666,47 @@ fn load_marketplace_keys(m: &MarketplaceSettings) -> anyhow::Result<Option<Keys>
 
 #[cfg(test)]
 mod tests {
-    use super::{page_after, Object, SignalRequest};
+    use super::{page_after, printable, Object, SignalRequest};
+
+    #[test]
+    fn whole_numbers_may_have_a_zero_fraction() {
+        let read = |json: &str| {
+            serde_json::from_str::<SignalRequest>(json)
+                .map(|s| s.timestamp_ms)
+                .map_err(|e| e.to_string())
+        };
+        let at = |t: &str| format!(r#"{{"metric":"cpu","value":1,"timestamp_ms":{t}}}"#);
+        assert_eq!(read(r#"{"metric":"cpu","value":1}"#), Ok(None));
+        assert_eq!(read(&at("null")), Ok(None));
+        assert_eq!(read(&at("1700000000000")), Ok(Some(1_700_000_000_000)));
+        assert_eq!(read(&at("1700000000000.0")), Ok(Some(1_700_000_000_000)));
+        assert_eq!(read(&at("1.7e12")), Ok(Some(1_700_000_000_000)));
+        assert_eq!(read(&at("18446744073709551615")), Ok(Some(u64::MAX)));
+        for bad in [
+            "1.5",
+            "-1",
+            "-1.0",
+            "1.8446744073709552e19",
+            "\"5\"",
+            "true",
+        ] {
+            let e = read(&at(bad)).unwrap_err();
+            assert!(
+                e.contains("expected a non-negative whole number"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn printable_counts_characters_and_refuses_control_characters() {
+        assert!(printable(&"€".repeat(128), 128));
+        assert!(!printable(&"€".repeat(129), 128));
+        assert!(printable("a", 1));
+        for bad in ["", "a\nb", "\u{7f}", "a\u{85}"] {
+            assert!(!printable(bad, 128), "{bad:?}");
+        }
+    }
 
     #[test]
     fn bodies_are_objects_and_keep_serdes_messages() {

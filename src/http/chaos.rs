@@ -74,7 +74,9 @@ pub async fn crash_governor(
 
 #[derive(Debug, serde::Deserialize)]
 pub struct LedgerChaosRequest {
+    #[serde(default, deserialize_with = "crate::intake::whole")]
     fail_ms: Option<u64>,
+    #[serde(default, deserialize_with = "crate::intake::whole")]
     stall_ms: Option<u64>,
 }
 

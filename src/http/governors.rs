@@ -166,6 +166,7 @@ pub struct ToolRequest {
     pub tool: String,
     #[serde(default)]
     pub args: Value,
+    #[serde(default, deserialize_with = "crate::intake::whole")]
     pub timeout_ms: Option<u64>,
 }
 
@@ -318,7 +319,7 @@ pub async fn action_callback(
     let (tenant, action_id, verb) = path.into_inner();
     let tenant = tenant_id(&tenant)?;
     caller.require_admin()?;
-    if action_id.len() > 64 {
+    if action_id.chars().take(65).count() > 64 {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "action ids are at most 64 characters",

@@ -2,7 +2,7 @@
 //! the service's bearer rules (401/403 before any MCP processing), hands the request to rmcp's
 //! service with the caller in its extensions, and streams rmcp's answer back unchanged, except
 //! that rmcp's plain-text refusals become the service's JSON error body (malformed JSON-RPC is
-//! 400, where rmcp says 415).
+//! 400, where rmcp says 415, and a 405 says `Allow: POST`).
 //! `GET /mcp/tools` returns `{"tools": [...]}`, the same list `tools/list` returns.
 
 use actix_web::http::StatusCode;
@@ -89,6 +89,13 @@ fn refusal(req: &HttpRequest, status: StatusCode, text: &[u8], body: &[u8]) -> H
     };
     let mut res = error_response(ErrorCode::for_status(status), &reason, None);
     *res.status_mut() = status;
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        // The transport is stateless: POST is its one method (RFC 9110 wants a 405 to say so).
+        res.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static("POST"),
+        );
+    }
     res
 }
 

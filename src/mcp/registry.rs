@@ -272,6 +272,20 @@ fn str_arg(args: &Value, name: &str) -> Option<String> {
     args.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// An integer argument (its schema checked it is one, `5.0` included) as a `u64`; one past
+/// `u64` or below 0 is refused rather than read as absent.
+fn uint_arg(args: &Value, name: &str) -> Result<Option<u64>, String> {
+    match args.get(name).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => crate::intake::whole_value(v).map(Some).ok_or_else(|| {
+            format!(
+                "invalid_request: `{name}` must be a whole number from 0 to {}",
+                u64::MAX
+            )
+        }),
+    }
+}
+
 fn tenant_of(t: Option<&TenantId>) -> Result<&TenantId, String> {
     t.ok_or_else(|| "missing required argument `tenant_id`".to_owned())
 }
@@ -332,12 +346,11 @@ async fn run(
         }
         "taiea.receipts.verify_chain" => {
             let t = tenant_of(tenant)?;
-            let anchor = match (args.get("anchor_seq"), str_arg(args, "anchor_hash")) {
+            let anchor = match (uint_arg(args, "anchor_seq")?, str_arg(args, "anchor_hash")) {
                 (None, None) => None,
-                (Some(seq), Some(hash)) => Some(
-                    Anchor::new(seq.as_u64().unwrap_or(0), &hash)
-                        .map_err(|m| format!("invalid_request: {m}"))?,
-                ),
+                (Some(seq), Some(hash)) => {
+                    Some(Anchor::new(seq, &hash).map_err(|m| format!("invalid_request: {m}"))?)
+                }
                 _ => return Err(
                     "invalid_request: anchor_seq and anchor_hash are given together or not at all"
                         .into(),
@@ -377,7 +390,7 @@ async fn run(
             let req = SignalRequest {
                 metric: str_arg(args, "metric").unwrap_or_default(),
                 value: args["value"].as_f64().unwrap_or(f64::NAN),
-                timestamp_ms: args.get("timestamp_ms").and_then(Value::as_u64),
+                timestamp_ms: uint_arg(args, "timestamp_ms")?,
             };
             let key = match str_arg(args, "idempotency_key") {
                 Some(k) => Some(crate::intake::idempotency_id(t, &k).map_err(|_| {
@@ -411,7 +424,7 @@ async fn run(
             }
         }
         "taiea.governors.list" => {
-            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let limit = uint_arg(args, "limit")?.unwrap_or(100) as usize;
             let after = str_arg(args, "after").unwrap_or_default();
             let page = ops.intake.running_governors(&after, limit);
             let governors: Vec<Value> = page
@@ -422,7 +435,7 @@ async fn run(
             Ok(json!({"total": page.total, "governors": governors, "next_after": page.next_after}))
         }
         "taiea.supervision.tree" => {
-            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let limit = uint_arg(args, "limit")?.unwrap_or(100) as usize;
             let root = ops.root.get().ok_or("unavailable: the tree is starting")?;
             let snap = actix_web::rt::time::timeout(ASK, root.snapshot(limit))
                 .await
@@ -432,8 +445,8 @@ async fn run(
         }
         "taiea.audit.log" => {
             let t = tenant_of(tenant)?;
-            let after = args.get("after_seq").and_then(Value::as_u64).unwrap_or(0);
-            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let after = uint_arg(args, "after_seq")?.unwrap_or(0);
+            let limit = uint_arg(args, "limit")?.unwrap_or(100) as usize;
             let store = ops.ledger.store();
             let Some(head) = store.head(t.as_str()).await.map_err(|e| e.to_string())? else {
                 return Err(format!("tenant_not_found: tenant {t} has no receipts"));

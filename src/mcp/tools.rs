@@ -264,7 +264,13 @@ fn check(name: &str, p: &Value, v: &Value) -> Result<(), String> {
     let ok = match want {
         Some("string") => v.is_string(),
         Some("number") => v.as_f64().is_some_and(f64::is_finite),
-        Some("integer") => v.is_i64() || v.is_u64(),
+        // JSON Schema's integer: any number with no fraction (`5.0` too).
+        Some("integer") => {
+            v.is_i64()
+                || v.is_u64()
+                || v.as_f64()
+                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+        }
         Some("boolean") => v.is_boolean(),
         Some("object") => v.is_object(),
         Some("array") => v.is_array(),
@@ -411,11 +417,21 @@ mod tests {
                 json!({"tenant_id": "acme", "metric": "cpu", "value": 1, "timestamp_ms": -5}),
                 "`timestamp_ms` must be at least 0",
             ),
+            (
+                json!({"tenant_id": "acme", "metric": "cpu", "value": 1, "timestamp_ms": 1.5}),
+                "`timestamp_ms` must be an integer",
+            ),
             (json!([1]), "must be an object"),
         ] {
             let e = validate(&signal.input, &args).unwrap_err();
             assert!(e.contains(says), "{e} should say {says}");
         }
+        // JSON Schema's integer is any number without a fraction.
+        validate(
+            &signal.input,
+            &json!({"tenant_id": "acme", "metric": "cpu", "value": 1, "timestamp_ms": 1.7e12}),
+        )
+        .unwrap();
         let apply = t
             .iter()
             .find(|d| d.name == "taiea.entitlement.apply_event")

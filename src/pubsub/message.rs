@@ -11,7 +11,10 @@ use serde::Deserialize;
 use crate::intake::{MarketplaceRequest, Object, SignalRequest};
 use crate::tenant::TenantId;
 
-/// A message id is at most this long (Pub/Sub's are decimal numbers of about 16 digits).
+/// A message id is at most this long (Pub/Sub's are decimal numbers of about 16 digits), in
+/// visible ASCII like an `Idempotency-Key`, which shares its ledger index. So its characters
+/// are its bytes: 128 characters of up to four bytes would escape to a Firestore document id
+/// past its 1,500 bytes.
 const MAX_MESSAGE_ID: usize = 128;
 
 /// What a message asks for.
@@ -38,6 +41,7 @@ struct SignalData {
     tenant_id: String,
     metric: String,
     value: f64,
+    #[serde(default, deserialize_with = "crate::intake::whole")]
     timestamp_ms: Option<u64>,
 }
 
@@ -77,9 +81,9 @@ pub fn parse(data: &[u8], attributes: &HashMap<String, String>) -> Result<Inboun
 
 /// Checks a message id before it is stored.
 pub fn message_id(raw: &str) -> Result<String, Malformed> {
-    if raw.is_empty() || raw.len() > MAX_MESSAGE_ID || raw.chars().any(char::is_control) {
+    if raw.is_empty() || raw.len() > MAX_MESSAGE_ID || !raw.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Malformed(format!(
-            "message id must be 1-{MAX_MESSAGE_ID} printable characters"
+            "message id must be 1-{MAX_MESSAGE_ID} visible ASCII characters (no spaces)"
         )));
     }
     if raw.starts_with(crate::intake::IDEMPOTENCY_PREFIX) {
@@ -233,6 +237,12 @@ mod tests {
             parse_push(body.to_string().as_bytes()).unwrap().message_id,
             "9"
         );
+        let longest = "~".repeat(MAX_MESSAGE_ID);
+        let body = json!({"message": {"messageId": longest}});
+        assert_eq!(
+            parse_push(body.to_string().as_bytes()).unwrap().message_id,
+            longest
+        );
     }
 
     #[test]
@@ -242,7 +252,9 @@ mod tests {
             json!({"message": {}}),
             json!({"message": {"messageId": ""}}),
             json!({"message": {"messageId": "1", "data": "***"}}),
-            json!({"message": {"messageId": "x".repeat(200)}}),
+            json!({"message": {"messageId": "x".repeat(129)}}),
+            json!({"message": {"messageId": "1 2"}}),
+            json!({"message": {"messageId": "é"}}),
             json!({"message": {"messageId": 5}}),
             json!([{"messageId": "1"}, "projects/p/subscriptions/s"]),
             json!({"message": ["e30=", {}, "1"]}),

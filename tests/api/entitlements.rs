@@ -338,6 +338,30 @@ async fn unknown_tenants_are_404_and_nothing_is_stored() {
             "{expires_at}"
         );
     }
+    // Only a grant applies an expiry: a suspension that carries a past one is a suspension
+    // (the time recorded in its receipt's request), and the record keeps its own expiry.
+    assert_eq!(app.post_json("/marketplace", &grant("past")).await.0, 200);
+    let (s, r) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "past", "entitlement_id": "ent-1", "action": "suspend",
+                    "expires_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["receipt"]["metadata"]["request"]["expires_at"],
+        "2020-01-01T00:00:00.000Z"
+    );
+    let (_, body) = app.get_json("/v1/tenants/past/entitlement").await;
+    assert_eq!(
+        (
+            &body["entitlement"]["status"],
+            &body["entitlement"]["expires_at"]
+        ),
+        (&json!("suspended"), &Value::Null),
+        "{body}"
+    );
 }
 
 #[actix_web::test]

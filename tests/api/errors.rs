@@ -24,6 +24,21 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_the_json_body() {
         (body["type"].as_str(), body["code"].as_str()),
         (Some("refusal"), Some("method_not_allowed"))
     );
+    // MCP's one route takes every method and lets the transport refuse; it says POST too.
+    for method in ["GET", "DELETE", "PUT", "TRACE"] {
+        let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut res = app
+            .client
+            .request(method.clone(), app.url("/mcp"))
+            .insert_header(("accept", "application/json, text/event-stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method}");
+        assert_eq!(res.headers().get("allow").unwrap(), "POST", "{method}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{method}");
+    }
 }
 
 #[actix_web::test]

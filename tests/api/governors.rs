@@ -1050,6 +1050,7 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
         "{{\"tool\":\"audit_log\",\"args\":{{\"note\":\"{}\"}}}}",
         "x".repeat(17 * 1024)
     );
+    let long_metric = format!("{{\"metric\":\"{}\",\"value\":1}}", "€".repeat(129));
     let cases: Vec<(&str, String, &str, u16, &str)> = vec![
         (
             "malformed",
@@ -1104,6 +1105,13 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
             "empty metric",
             "/v1/tenants/good/signals".into(),
             r#"{"metric":"","value":1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "metric of 129 characters",
+            "/v1/tenants/good/signals".into(),
+            long_metric.as_str(),
             400,
             "invalid_request",
         ),
@@ -1255,6 +1263,36 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
     assert_eq!(
         app.state.tree.ledger.store().head("nobody").await.unwrap(),
         None
+    );
+}
+
+/// Text limits count characters, as their messages and the OpenAPI `maxLength` say: 128
+/// three-byte characters are a metric (384 bytes), and an entitlement id of 128 of them is
+/// granted.
+#[actix_web::test]
+async fn text_limits_count_characters_not_bytes() {
+    let app = spawn_app(|_| {}).await;
+    let (s, body) = app
+        .post_json(
+            "/marketplace",
+            &json!({"tenant_id": "wide", "entitlement_id": "€".repeat(128), "action": "grant"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = app
+        .post_json(
+            "/v1/tenants/wide/signals",
+            &json!({"metric": "€".repeat(128), "value": 1.0}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["decision"].as_str()),
+        (200, Some("accept")),
+        "{body}"
+    );
+    assert_eq!(
+        body["receipt"]["metadata"]["input"]["metric"],
+        "€".repeat(128)
     );
 }
 

@@ -225,13 +225,18 @@ async fn every_tool_acts_on_the_real_actors_and_tenant_calls_leave_receipts() {
     let signal = s
         .call(
             "taiea.governor.signal",
-            json!({"tenant_id": "mcp-co", "metric": "cpu_utilization", "value": 70}),
+            // A whole number written with a fraction of zero is an integer (JSON Schema's).
+            json!({"tenant_id": "mcp-co", "metric": "cpu_utilization", "value": 70, "timestamp_ms": 1.7e12}),
         )
         .await;
     let sig = structured(&signal);
     assert_eq!(
         (sig["decision"].as_str(), sig["state"].as_str()),
         (Some("accept"), Some("warning"))
+    );
+    assert_eq!(
+        sig["receipt"]["metadata"]["input"]["timestamp_ms"], 1_700_000_000_000u64,
+        "{sig}"
     );
     assert_eq!(
         sig["receipts"].as_array().and_then(|r| r.last()),

@@ -24,7 +24,7 @@ use super::AppState;
 use crate::telemetry::{events, trace_id_from_header};
 
 /// Paths that keep answering while the instance drains (probes and scrapes).
-fn exempt_from_drain(path: &str) -> bool {
+pub(super) fn exempt_from_drain(path: &str) -> bool {
     path.starts_with("/health") || path == "/metrics"
 }
 

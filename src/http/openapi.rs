@@ -4,10 +4,13 @@
 //! router both ways: every operation described answers (no 404 "no such route", no 405), and
 //! every resource the router registers is described.
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
+
+use crate::entitlements::model::{PACKS, ROLES, SKUS};
 
 /// `GET /openapi.json`
 pub async fn document() -> HttpResponse {
@@ -26,14 +29,16 @@ const READERS: &[&str] = &["admin", "operator", "tenant (its own)"];
 const ACTORS: &[&str] = &["admin", "tenant (its own)"];
 const ANY_TOKEN: &[&str] = &["any token"];
 
-/// One operation: method, path, summary, callers, parameters, request body schema, the
-/// success status and its schema, and the error statuses it can answer besides the common ones.
+/// One operation: method, path, summary, callers, query parameters (their schemas come from
+/// [`query_parameter`] by name), request body schema, the success status and its schema, and the
+/// error statuses it answers besides those every operation of its kind answers
+/// ([`statuses`]).
 struct Op {
     method: &'static str,
     path: &'static str,
     summary: &'static str,
     callers: &'static [&'static str],
-    query: &'static [(&'static str, &'static str)],
+    query: &'static [&'static str],
     /// Takes an `Idempotency-Key` header.
     idempotent: bool,
     body: Option<Value>,
@@ -43,6 +48,18 @@ struct Op {
 
 fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// A text of 1 to `max` characters, none a control character (`intake::printable`).
+fn text(max: usize) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max,
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})
+}
+
+/// `schema`, or null.
+fn nullable(mut schema: Value) -> Value {
+    schema["type"] = json!([schema["type"], "null"]);
+    schema
 }
 
 fn any_object() -> Value {
@@ -105,7 +122,7 @@ fn ops() -> Vec<Op> {
         Op {
             body: Some(schema("MarketplaceRequest")),
             idempotent: true,
-            errors: &[400, 401, 403, 409, 413, 415, 429, 503],
+            errors: &[404, 409, 429],
             ..op(
                 "post",
                 "/marketplace",
@@ -116,7 +133,7 @@ fn ops() -> Vec<Op> {
         },
         Op {
             body: Some(schema("PubsubPush")),
-            errors: &[400, 401, 404, 413, 415, 503],
+            errors: &[404],
             ..op(
                 "post",
                 "/pubsub",
@@ -143,10 +160,15 @@ fn ops() -> Vec<Op> {
             ),
         ),
         Op {
-            body: Some(
-                json!({"description": "A JSON-RPC message (MCP Streamable HTTP)", "type": "object"}),
-            ),
-            errors: &[400, 406, 415],
+            body: Some(json!({
+                "description": "One JSON-RPC 2.0 request (with id: answered 200, a JSON-RPC error included) or notification (202); no batches, and no responses (the transport is stateless)",
+                "type": "object", "required": ["jsonrpc", "method"],
+                "properties": {"jsonrpc": {"const": "2.0"},
+                    "id": {"type": ["string", "integer"], "minimum": i64::MIN, "maximum": i64::MAX},
+                    "method": {"type": "string"},
+                    "params": {"type": ["object", "null"], "properties": {"_meta": {"type": ["object", "null"]}}}}})),
+            // 403: an Origin or Host off the allow-list (DNS rebinding).
+            errors: &[403, 406],
             ..op(
                 "post",
                 "/mcp",
@@ -158,7 +180,7 @@ fn ops() -> Vec<Op> {
         Op {
             body: Some(schema("SignalRequest")),
             idempotent: true,
-            errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],
+            errors: &[404, 409, 429],
             ..op(
                 "post",
                 "/v1/tenants/{tenant}/signals",
@@ -168,13 +190,9 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            body: Some(
-                json!({"type": "object", "required": ["event", "value"], "properties": {
-                "event": {"enum": ["sku_changed", "pack_enabled", "pack_disabled", "iam_role_added", "iam_role_removed"]},
-                "value": {"type": "string"}}}),
-            ),
+            body: Some(entitlement_event()),
             idempotent: true,
-            errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],
+            errors: &[404, 409, 429],
             ..op(
                 "post",
                 "/v1/tenants/{tenant}/entitlement/events",
@@ -184,7 +202,7 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[400, 401, 403, 404],
+            errors: &[429],
             ..op(
                 "get",
                 "/v1/tenants/{tenant}/entitlement",
@@ -197,8 +215,8 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            query: &[("after_seq", "integer"), ("limit", "integer")],
-            errors: &[400, 401, 403, 404, 503],
+            query: &["after_seq", "limit"],
+            errors: &[429],
             ..op(
                 "get",
                 "/v1/tenants/{tenant}/receipts",
@@ -208,8 +226,8 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            query: &[("anchor_seq", "integer"), ("anchor_hash", "string")],
-            errors: &[400, 401, 403, 404, 503],
+            query: &["anchor"],
+            errors: &[429],
             ..op(
                 "get",
                 "/v1/tenants/{tenant}/receipts/verify",
@@ -219,8 +237,8 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            query: &[("after_seq", "integer")],
-            errors: &[400, 401, 403, 404, 503],
+            query: &["after_seq"],
+            errors: &[429],
             ..op(
                 "get",
                 "/v1/tenants/{tenant}/receipts/export",
@@ -230,7 +248,7 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[400, 401, 403, 404, 503],
+            errors: &[404],
             ..op(
                 "get",
                 "/v1/receipts/{receipt_id}",
@@ -240,8 +258,8 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            query: &[("limit", "integer"), ("after", "string")],
-            errors: &[400, 401, 403],
+            query: &["limit", "after"],
+            errors: &[400],
             ..op(
                 "get",
                 "/v1/governors",
@@ -258,7 +276,7 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[400, 401, 403, 404, 503],
+            errors: &[429],
             ..op(
                 "get",
                 "/v1/governors/{tenant}",
@@ -270,13 +288,13 @@ fn ops() -> Vec<Op> {
         Op {
             body: Some(
                 json!({"type": "object", "required": ["tool"], "properties": {
-                "tool": {"type": "string"},
-                "args": {"type": "object", "additionalProperties": true,
+                "tool": {"type": "string", "pattern": "^[a-z_]{1,64}$", "description": "a tool name such as health"},
+                "args": {"type": ["object", "null"], "additionalProperties": true,
                     "description": "Recorded in the receipt: at most 8 levels of objects and arrays, and 16 KiB as JSON (400 otherwise)"},
-                "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 30000}}}),
+                "timeout_ms": {"type": ["integer", "null"], "minimum": 1, "maximum": 30000}}}),
             ),
             idempotent: true,
-            errors: &[400, 401, 403, 404, 409, 413, 415, 429, 503],
+            errors: &[404, 409, 429],
             ..op(
                 "post",
                 "/v1/governors/{tenant}/tool-calls",
@@ -286,7 +304,7 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[400, 401, 403, 404, 409, 503],
+            errors: &[409],
             ..op(
                 "post",
                 "/v1/governors/{tenant}/reset",
@@ -299,7 +317,7 @@ fn ops() -> Vec<Op> {
             body: Some(
                 json!({"description": "The executor's result (complete) or error (fail)", "type": "object"}),
             ),
-            errors: &[400, 401, 403, 404, 409, 413, 415, 503],
+            errors: &[404, 409],
             ..op(
                 "post",
                 "/v1/governors/{tenant}/actions/{action_id}/{verb}",
@@ -309,8 +327,8 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[400, 401, 403],
-            query: &[("limit", "integer")],
+            errors: &[400],
+            query: &["limit"],
             ..op(
                 "get",
                 "/v1/supervision",
@@ -320,7 +338,6 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[401, 403],
             ..op(
                 "get",
                 "/v1/supervision/events",
@@ -347,7 +364,7 @@ fn ops() -> Vec<Op> {
             (200, json!({"type": "object"})),
         ),
         Op {
-            errors: &[400, 401, 403, 404, 503],
+            errors: &[404],
             ..op(
                 "post",
                 "/v1/chaos/governors/{tenant}/crash",
@@ -360,7 +377,7 @@ fn ops() -> Vec<Op> {
             body: Some(
                 json!({"type": "object", "required": ["fraction"], "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1}}}),
             ),
-            errors: &[400, 401, 403, 404],
+            errors: &[404],
             ..op(
                 "post",
                 "/v1/chaos/governors/crash",
@@ -371,9 +388,15 @@ fn ops() -> Vec<Op> {
         },
         Op {
             body: Some(
-                json!({"type": "object", "properties": {"fail_ms": {"type": "integer"}, "stall_ms": {"type": "integer"}}}),
+                json!({"type": "object", "description": "exactly one of fail_ms and stall_ms",
+                    "properties": {
+                        "fail_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 600000},
+                        "stall_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 600000}},
+                    "oneOf": [
+                        {"required": ["fail_ms"], "properties": {"fail_ms": {"type": "integer"}}},
+                        {"required": ["stall_ms"], "properties": {"stall_ms": {"type": "integer"}}}]}),
             ),
-            errors: &[400, 401, 403, 404],
+            errors: &[404],
             ..op(
                 "post",
                 "/v1/chaos/ledger",
@@ -383,7 +406,7 @@ fn ops() -> Vec<Op> {
             )
         },
         Op {
-            errors: &[400, 401, 403, 404],
+            errors: &[404],
             ..op(
                 "post",
                 "/v1/chaos/actors/{child}/crash",
@@ -403,12 +426,89 @@ fn status_text(status: u16) -> &'static str {
         404 => "unknown tenant, receipt or route",
         405 => "wrong method (Allow lists the right ones)",
         406 => "the client does not accept the answer's media types",
+        408 => "the body stopped arriving (request_timeout)",
         409 => "the governor refuses or intervenes, or the change conflicts (with its receipt)",
         413 => "body over http.max_body_bytes",
-        415 => "wrong content type",
+        415 => "wrong content type, or a Content-Encoding (bodies are taken uncompressed)",
         429 => "rate limited or saturated (Retry-After)",
+        500 => "internal (our fault only)",
         _ => "unavailable: ledger, governor restarting, or draining (Retry-After)",
     }
+}
+
+/// Every status `op` can answer besides its success: its own, and those that every operation
+/// of its kind answers. Any route: 405 (another method), 415 (a `Content-Encoding`), 500;
+/// 503 while draining, except the health routes and `/metrics`. With callers: 401, and 403
+/// unless any token will do. With a body: 400, 408, 413, 415. With a path parameter: 400 (a
+/// malformed one) and 404.
+fn statuses(op: &Op) -> BTreeSet<u16> {
+    let mut all: BTreeSet<u16> = op.errors.iter().copied().collect();
+    all.extend([405, 415, 500]);
+    if !super::middleware::exempt_from_drain(op.path) {
+        all.insert(503);
+    }
+    if !op.callers.is_empty() {
+        all.insert(401);
+        if op.callers != ANY_TOKEN {
+            all.insert(403);
+        }
+    }
+    if op.body.is_some() {
+        all.extend([400, 408, 413, 415]);
+    }
+    if op.path.contains('{') {
+        all.extend([400, 404]);
+    }
+    all
+}
+
+/// A query parameter by name. An empty value counts as absent (`allowEmptyValue`).
+/// `anchor` is the pair `anchor_seq` and `anchor_hash`, given together or not at all: one
+/// object parameter exploded into the two (form style), so that a schema can say so.
+fn query_parameter(name: &str) -> Value {
+    let schema = match name {
+        "limit" => json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        "after_seq" => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        "after" => json!({"type": "string", "description": "the next_after of the page before"}),
+        "anchor" => {
+            return json!({"name": "anchor", "in": "query", "required": false,
+                "style": "form", "explode": true, "allowEmptyValue": true,
+                "description": "a head_seq and head_hash an earlier verification reported",
+                "schema": {"type": "object",
+                    "properties": {
+                        "anchor_seq": {"type": "integer", "minimum": 1, "maximum": u64::MAX},
+                        "anchor_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+                    "dependentRequired": {"anchor_seq": ["anchor_hash"], "anchor_hash": ["anchor_seq"]}}})
+        }
+        other => unreachable!("no schema for query parameter {other}"),
+    };
+    json!({"name": name, "in": "query", "required": false, "allowEmptyValue": true, "schema": schema})
+}
+
+/// A path parameter by name.
+fn path_parameter(name: &str) -> Value {
+    let schema = match name {
+        "tenant" => json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}),
+        "action_id" => json!({"type": "string", "maxLength": 64}),
+        "verb" => json!({"enum": ["complete", "fail"]}),
+        "receipt_id" => json!({"type": "string", "pattern": "^[0-9A-Fa-f-]{1,64}$",
+            "description": "a receipt's UUID; any other shape is 404"}),
+        _ => json!({"type": "string"}),
+    };
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
+}
+
+/// `POST /v1/tenants/{t}/entitlement/events`: each event with the values it takes.
+fn entitlement_event() -> Value {
+    let event = |events: &[&str], values: &[&str]| {
+        json!({"type": "object", "required": ["event", "value"], "additionalProperties": false,
+            "properties": {"event": {"enum": events}, "value": {"enum": values}}})
+    };
+    json!({"oneOf": [
+        event(&["sku_changed"], &SKUS),
+        event(&["pack_enabled", "pack_disabled"], &PACKS),
+        event(&["iam_role_added", "iam_role_removed"], &ROLES),
+    ]})
 }
 
 fn operation(op: &Op) -> Value {
@@ -416,28 +516,9 @@ fn operation(op: &Op) -> Value {
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| {
-            let mut p =
-                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
-            if name == "tenant" {
-                p["schema"]["pattern"] = json!("^[a-z0-9][a-z0-9._-]{0,62}$");
-            }
-            p
-        })
+        .map(path_parameter)
         .collect();
-    parameters.extend(op.query.iter().map(|(name, ty)| {
-        let mut schema = json!({"type": ty});
-        match *name {
-            "limit" => {
-                schema["minimum"] = json!(1);
-                schema["maximum"] = json!(1000);
-                schema["default"] = json!(100);
-            }
-            "after_seq" => schema["minimum"] = json!(0),
-            _ => {}
-        }
-        json!({"name": name, "in": "query", "required": false, "schema": schema})
-    }));
+    parameters.extend(op.query.iter().map(|name| query_parameter(name)));
     if op.idempotent {
         parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
             "description": "One decision per key and tenant: a repeat is answered with the first request's receipt (`decision: duplicate`, header `Idempotent-Replayed: true`)",
@@ -457,15 +538,16 @@ fn operation(op: &Op) -> Value {
         op.ok.0.to_string(),
         json!({"description": "success", "content": {media: {"schema": op.ok.1}}}),
     );
-    for status in op.errors.iter().chain(&[405, 500]) {
-        let description = if *status == 500 {
-            "internal (our fault only)"
-        } else {
-            status_text(*status)
-        };
+    if op.path == "/mcp" {
+        responses.insert(
+            "202".into(),
+            json!({"description": "a notification, taken (no content)"}),
+        );
+    }
+    for status in statuses(op) {
         responses.insert(
             status.to_string(),
-            json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}}),
+            json!({"description": status_text(status), "content": {"application/json": {"schema": schema("Error")}}}),
         );
     }
     let mut o = json!({
@@ -540,9 +622,9 @@ fn components() -> Value {
                     "description": "a governor's refusal: every receipt appended for the input, in order (the last is `receipt`)"}}},
             "Receipt": receipt,
             "SignalRequest": {"type": "object", "required": ["metric", "value"], "additionalProperties": false, "properties": {
-                "metric": {"type": "string"},
+                "metric": text(128),
                 "value": {"type": "number", "description": "finite"},
-                "timestamp_ms": {"type": "integer", "minimum": 0}}},
+                "timestamp_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX}}},
             "Decision": {"type": "object", "properties": {
                 "decision": {"enum": ["accept", "refuse", "duplicate"]},
                 "state": state.clone(),
@@ -553,19 +635,23 @@ fn components() -> Value {
                 "additionalProperties": true},
             "MarketplaceRequest": {"type": "object", "required": ["tenant_id", "entitlement_id", "action"], "properties": {
                 "tenant_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"},
-                "entitlement_id": {"type": "string"},
+                "entitlement_id": text(128),
                 "action": {"enum": ["grant", "suspend", "resume", "revoke"]},
-                "sku": {"type": "string"},
-                "customer_id": {"type": "string"},
-                "reason": {"type": "string"},
-                "expires_at": {"type": "string", "format": "date-time"},
-                "signature": {"type": "string", "description": "a JWT over tenant_id, entitlement_id and action"}}},
+                "sku": {"enum": [SKUS[0], SKUS[1], SKUS[2], null], "description": "grant: the SKU granted (base when absent)"},
+                "customer_id": nullable(text(128)),
+                "reason": {"type": ["string", "null"], "description": "recorded, cut at 512 characters"},
+                "expires_at": {"type": ["string", "null"], "format": "date-time",
+                    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z$",
+                    "description": "UTC, ending in Z"},
+                "signature": {"type": ["string", "null"], "description": "a JWT over tenant_id, entitlement_id and action"}}},
             "PubsubPush": {"type": "object", "required": ["message"], "properties": {
                 "message": {"type": "object", "required": ["data", "messageId"], "properties": {
-                    "data": {"type": "string", "contentEncoding": "base64"},
-                    "messageId": {"type": "string"},
-                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                "subscription": {"type": "string"}}},
+                    "data": {"type": "string", "contentEncoding": "base64", "contentMediaType": "application/json",
+                        "description": "a signal ({tenant_id, metric, value, timestamp_ms?}) or, with attributes.kind = marketplace, a marketplace request; anything else is 400 (dead-letter)"},
+                    "messageId": {"type": "string", "pattern": "^[!-~]{1,128}$", "not": {"pattern": "^http:"},
+                        "description": "also read as message_id"},
+                    "attributes": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}},
+                "subscription": {"type": ["string", "null"]}}},
             "Governor": {"type": "object", "properties": {
                 "tenant_id": {"type": "string"},
                 "state": state,
@@ -629,6 +715,33 @@ pub fn build() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_follow_from_the_kind_of_operation() {
+        let doc = build();
+        let codes = |path: &str, method: &str| {
+            let mut codes: Vec<String> = doc["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            codes.sort();
+            codes.join(" ")
+        };
+        // Open, no body, exempt from the drain.
+        assert_eq!(codes("/health/live", "get"), "200 405 415 500");
+        assert_eq!(
+            codes("/v1/tenants/{tenant}/signals", "post"),
+            "200 400 401 403 404 405 408 409 413 415 429 500 503"
+        );
+        // Any token: 403 only for its own reason; a notification is 202.
+        assert_eq!(codes("/mcp/tools", "get"), "200 401 405 415 500 503");
+        assert_eq!(
+            codes("/mcp", "post"),
+            "200 202 400 401 403 405 406 408 413 415 500 503"
+        );
+    }
 
     #[test]
     fn every_operation_has_a_unique_id_and_its_path_parameters() {

@@ -370,7 +370,7 @@ fn ops() -> Vec<Op> {
                 "/v1/chaos/governors/{tenant}/crash",
                 "Chaos (chaos.enabled only): the governor panics in a handler",
                 ADMIN,
-                (200, any_object()),
+                (202, any_object()),
             )
         },
         Op {
@@ -383,7 +383,7 @@ fn ops() -> Vec<Op> {
                 "/v1/chaos/governors/crash",
                 "Chaos (chaos.enabled only): crash a fraction of the running governors",
                 ADMIN,
-                (200, any_object()),
+                (202, any_object()),
             )
         },
         Op {
@@ -402,7 +402,7 @@ fn ops() -> Vec<Op> {
                 "/v1/chaos/ledger",
                 "Chaos (chaos.enabled only): the ledger fails or stalls for a while",
                 ADMIN,
-                (200, any_object()),
+                (202, any_object()),
             )
         },
         Op {
@@ -412,7 +412,7 @@ fn ops() -> Vec<Op> {
                 "/v1/chaos/actors/{child}/crash",
                 "Chaos (chaos.enabled only): a root child panics in a handler",
                 ADMIN,
-                (200, any_object()),
+                (202, any_object()),
             )
         },
     ]

@@ -1,5 +1,5 @@
-//! `/openapi.json` describes exactly the router's routes, and `/observer` serves its page with
-//! the data its script reads.
+//! `/openapi.json` describes exactly the router's routes, each with the statuses it answers
+//! here, and `/observer` serves its page with the data its script reads.
 
 use crate::helpers::*;
 
@@ -14,7 +14,7 @@ fn concrete(path: &str) -> String {
 
 #[actix_web::test]
 async fn openapi_describes_every_route_and_every_described_operation_answers() {
-    let app = spawn_app(|_| {}).await;
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
     let (status, doc) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
@@ -46,7 +46,10 @@ async fn openapi_describes_every_route_and_every_described_operation_answers() {
         );
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
-            assert!(op["responses"]["200"].is_object(), "{method} {path}");
+            let success: Vec<&String> = (op["responses"].as_object().unwrap().keys())
+                .filter(|c| c.starts_with('2'))
+                .collect();
+            assert!(!success.is_empty(), "{method} {path} declares no success");
             let url = app.url(&concrete(path));
             let req = match method.as_str() {
                 "get" => client.get(url),
@@ -63,9 +66,50 @@ async fn openapi_describes_every_route_and_every_described_operation_answers() {
                 "{method} {path} is not routed"
             );
             assert!(code < 500, "{method} {path} without a body: {code} {body}");
+            assert!(
+                op["responses"][code.to_string()].is_object(),
+                "{method} {path} answered {code}, which it does not declare: {body}"
+            );
         }
     }
     assert!(operations >= 28, "{operations} operations");
+
+    // Successes declared as what they are: the chaos hooks accept (202) what they inject.
+    grant(&app, "docs").await;
+    let signal = serde_json::json!({"metric": "cpu", "value": 1});
+    assert_eq!(
+        app.post_json("/v1/tenants/docs/signals", &signal).await.0,
+        200
+    );
+    for (path, url, body) in [
+        (
+            "/v1/chaos/governors/crash",
+            "/v1/chaos/governors/crash",
+            serde_json::json!({"fraction": 0}),
+        ),
+        (
+            "/v1/chaos/ledger",
+            "/v1/chaos/ledger",
+            serde_json::json!({"stall_ms": 0}),
+        ),
+        (
+            "/v1/chaos/governors/{tenant}/crash",
+            "/v1/chaos/governors/docs/crash",
+            serde_json::Value::Null,
+        ),
+        (
+            "/v1/chaos/actors/{child}/crash",
+            "/v1/chaos/actors/observer/crash",
+            serde_json::Value::Null,
+        ),
+    ] {
+        let (code, answer) = app.post_json(url, &body).await;
+        assert!((200..300).contains(&code), "{url}: {code} {answer}");
+        assert!(
+            paths[path]["post"]["responses"][code.to_string()].is_object(),
+            "POST {path} answered {code}, which it does not declare"
+        );
+    }
 }
 
 #[actix_web::test]

@@ -43,6 +43,44 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 fn describe_all() {
+    describe_gauge!(
+        "tai_governor_state",
+        "Running governors by state (boot, stable, warning, intervening, refusing)"
+    );
+    describe_counter!(
+        "tai_governor_transitions_total",
+        "Recorded governor state transitions, by from and to state"
+    );
+    describe_gauge!(
+        "tai_governor_actions_pending",
+        "Actions in flight, all governors together"
+    );
+    describe_counter!(
+        "tai_signals_received_total",
+        "Signals that reached a governor"
+    );
+    describe_counter!(
+        "tai_refusals_total",
+        "Inputs refused, by reason (a governor's refusal, rate limits, authentication, signatures, entitlement conflicts)"
+    );
+    describe_counter!(
+        "tai_postpones_total",
+        "Signals postponed while their governor's action ran"
+    );
+    describe_counter!("tai_actions_attempted_total", "Actions started, by type");
+    describe_counter!(
+        "tai_actions_failed_total",
+        "Actions that failed or timed out, by type"
+    );
+    describe_histogram!(
+        "tai_decision_latency_seconds",
+        Unit::Seconds,
+        "A governor's decision, from taking up the input to its receipts being durable"
+    );
+    describe_counter!(
+        "tai_entitlement_changes_total",
+        "Entitlement changes made durable, by the status they leave"
+    );
     describe_counter!(
         "tai_pubsub_messages_total",
         "Pub/Sub messages handled, by delivery (push, pull) and outcome"

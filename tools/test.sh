@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every test (unit, integration, black-box, doc tests),
-# the independent MCP clients against the real binary, and an independent OpenAPI validator
-# against its /openapi.json.
+# the independent MCP clients against the real binary, an independent OpenAPI validator and
+# schemathesis against it and its /openapi.json, and Prometheus evaluating the alert policies
+# against it.
 # It installs and starts whatever the tests need and stops it again; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +41,8 @@ step "independent MCP clients (Python, TypeScript, Inspector, conformance)"
 # graph again with the non-test feature set).
 tools/mcp-clients.sh target/debug/tai-autonomics
 
-step "independent OpenAPI validator against /openapi.json"
+step "independent OpenAPI validator and schemathesis against /openapi.json"
 tools/openapi-check.sh target/debug/tai-autonomics
+
+step "the alert policies against the binary, with Prometheus"
+tools/alerts-check.sh target/debug/tai-autonomics

@@ -129,6 +129,9 @@ struct TraceId(String);
 /// attach it to every line logged inside the request.
 struct TraceLayer;
 
+/// The span's `trace_id`; an empty one (a request without `X-Cloud-Trace-Context`: the
+/// middleware records `%""`, which arrives here formatted) is none, so that no line points at
+/// the trace `projects/{p}/traces/` of nothing.
 struct TraceVisitor(Option<String>);
 
 impl Visit for TraceVisitor {
@@ -139,7 +142,11 @@ impl Visit for TraceVisitor {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "trace_id" {
-            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+            let value = format!("{value:?}");
+            let value = value.trim_matches('"');
+            if !value.is_empty() {
+                self.0 = Some(value.to_owned());
+            }
         }
     }
 }
@@ -270,6 +277,51 @@ mod tests {
         assert_eq!(
             filter_directives("tai_autonomics=debug,info"),
             "tai_autonomics=debug,info"
+        );
+    }
+
+    #[test]
+    fn lines_carry_a_request_s_trace_and_none_without_one() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(TraceLayer).with(
+            tracing_subscriber::fmt::layer()
+                .event_format(CloudJson {
+                    project: Some("p-1".into()),
+                })
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            // As the request middleware records it: with and without the header.
+            for trace_id in ["105445aa7843bc8bf206b12000100000", ""] {
+                let span = tracing::info_span!("request", trace_id = %trace_id);
+                span.in_scope(|| tracing::warn!("request failed"));
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let traces: Vec<Value> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["logging.googleapis.com/trace"].clone()
+            })
+            .collect();
+        assert_eq!(
+            traces,
+            [
+                Value::from("projects/p-1/traces/105445aa7843bc8bf206b12000100000"),
+                Value::Null
+            ]
         );
     }
 

@@ -569,7 +569,7 @@ impl Settings {
         if self.actions.executor == "webhook" && !http_url(&self.actions.webhook_url) {
             return bad(
                 "actions.webhook_url",
-                self.actions.webhook_url.clone(),
+                crate::outbound::shown_url(&self.actions.webhook_url),
                 "an http(s) URL when actions.executor = webhook",
             );
         }
@@ -665,7 +665,7 @@ impl Settings {
         if p.push.verify && p.push.jwks_file.is_empty() && !http_url(&p.push.jwks_url) {
             return bad(
                 "pubsub.push.jwks_url",
-                p.push.jwks_url.clone(),
+                crate::outbound::shown_url(&p.push.jwks_url),
                 "an http(s) URL or pubsub.push.jwks_file when pubsub.push.verify = true",
             );
         }
@@ -728,11 +728,16 @@ impl Settings {
     }
 }
 
-/// Replaces the values of secret-looking keys with `"***"`.
+/// Replaces the values of secret-looking keys with `"***"`, and the password and query of
+/// URLs (`outbound::shown_url`).
 fn mask(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map.iter_mut() {
+                if let (true, Some(url)) = (k.ends_with("_url"), val.as_str()) {
+                    *val = crate::outbound::shown_url(url).into();
+                    continue;
+                }
                 let secret = ["token", "secret", "password", "key"]
                     .iter()
                     .any(|s| k.contains(s))
@@ -1098,6 +1103,26 @@ mod tests {
             jail.set_env("TAI_ACTIONS__WEBHOOK_SECRET", "a-secret-long-enough");
             let s = load().unwrap();
             assert!(!s.masked_json().contains("a-secret-long-enough"));
+            // A URL's password and query are secrets too, in the printout and in errors.
+            jail.set_env(
+                "TAI_ACTIONS__WEBHOOK_URL",
+                "https://ops:pa55@h.example/x?token=t0k",
+            );
+            let printed = load().unwrap().masked_json();
+            assert!(
+                printed.contains("https://ops:***@h.example/x?***"),
+                "{printed}"
+            );
+            jail.set_env("TAI_ACTIONS__EXECUTOR", "webhook");
+            jail.set_env(
+                "TAI_ACTIONS__WEBHOOK_URL",
+                "ftp://ops:pa55@h.example/x?token=t0k",
+            );
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("ftp://ops:***@h.example/x?***") && !e.contains("pa55"),
+                "{e}"
+            );
             Ok(())
         });
     }
@@ -1121,12 +1146,17 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_the_printout() {
-        let mut v = serde_json::json!({"auth": {"tokens": [{"token_sha256": "abc"}], "mode": "bearer"}, "ledger": {"sqlite_path": "data/x"}, "k": {"api_key": "s3cret"}});
+        let mut v = serde_json::json!({"auth": {"tokens": [{"token_sha256": "abc"}], "mode": "bearer"}, "ledger": {"sqlite_path": "data/x"}, "k": {"api_key": "s3cret"},
+            "actions": {"webhook_url": "https://ops:pa55@hooks.example.com/h?token=t0k"}});
         mask(&mut v);
         let s = v.to_string();
         assert!(
             !s.contains("s3cret") && s.contains("data/x") && s.contains("bearer"),
             "{s}"
+        );
+        assert_eq!(
+            v["actions"]["webhook_url"],
+            "https://ops:***@hooks.example.com/h?***"
         );
     }
 }

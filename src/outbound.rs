@@ -5,7 +5,8 @@
 //! followed.
 //!
 //! `awc::Client` is bound to its thread; the TLS configuration is shared, and a client is made
-//! for each exchange from it ([`Tls::client`]).
+//! for each exchange from it ([`Tls::client`]). An outbound URL is printed or logged only as
+//! [`shown_url`] shows it (no password, no query).
 
 use std::future::Future;
 use std::path::Path;
@@ -63,4 +64,63 @@ impl Tls {
 /// Runs `exchange` to its end or until `deadline`; `None` when the deadline came first.
 pub async fn within<T>(deadline: Duration, exchange: impl Future<Output = T>) -> Option<T> {
     actix_web::rt::time::timeout(deadline, exchange).await.ok()
+}
+
+/// `url` as printouts and logs show it: a password in it (`https://user:pw@host`) and its
+/// query (where services put tokens: `?token=…`) as `***`, the rest as written. Works on any
+/// text, so a malformed URL in a configuration error is shown the same way.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let fragment = query.find('#').map_or("", |i| &query[i..]);
+            format!("{path}?***{fragment}")
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn urls_are_shown_without_their_password_or_query() {
+        for (url, shown) in [
+            (
+                "https://user:pw@example.com/hook?token=abc",
+                "https://user:***@example.com/hook?***",
+            ),
+            (
+                "http://user@example.com:8080/a",
+                "http://user@example.com:8080/a",
+            ),
+            (
+                "https://example.com/a?b=c#top",
+                "https://example.com/a?***#top",
+            ),
+            (
+                "https://www.googleapis.com/oauth2/v3/certs",
+                "https://www.googleapis.com/oauth2/v3/certs",
+            ),
+            ("http://u:p@exa mple/x", "http://u:***@exa mple/x"),
+            ("u:p@host", "u:***@host"),
+            ("", ""),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+    }
 }

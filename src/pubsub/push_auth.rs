@@ -160,7 +160,7 @@ impl PushAuth {
                 Ok(keys)
             }
             Err(e) => {
-                tracing::warn!(url = %self.cfg.jwks_url, error = %e, "could not fetch the push JWKS");
+                tracing::warn!(url = %crate::outbound::shown_url(&self.cfg.jwks_url), error = %e, "could not fetch the push JWKS");
                 let answer = slot.fallback(refetch, &e);
                 slot.failed = Some((Instant::now(), e));
                 answer

@@ -66,6 +66,31 @@ pub async fn within<T>(deadline: Duration, exchange: impl Future<Output = T>) ->
     actix_web::rt::time::timeout(deadline, exchange).await.ok()
 }
 
+/// An outbound URL as sent: without its userinfo, and the HTTP Basic credentials that userinfo
+/// gives (`https://user:pw@host/…`, percent-decoded; no `:` is an empty password), as curl
+/// reads such a URL. awc drops the userinfo and sends no `Authorization`, so a receiver that
+/// wants the credentials refused every call.
+pub fn basic_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let Some(i) = url.find("://") else {
+        return (url.to_owned(), None);
+    };
+    let (scheme, rest) = url.split_at(i + 3);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else {
+        return (url.to_owned(), None);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        format!("{scheme}{host}{}", &rest[end..]),
+        Some((decode(user), decode(password))),
+    )
+}
+
 /// `url` as printouts and logs show it: a password in it (`https://user:pw@host`) and its
 /// query (where services put tokens: `?token=…`) as `***`, the rest as written. Works on any
 /// text, so a malformed URL in a configuration error is shown the same way.
@@ -95,7 +120,33 @@ pub fn shown_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shown_url;
+    use super::{basic_credentials, shown_url};
+
+    #[test]
+    fn userinfo_becomes_basic_credentials() {
+        let pair = |u: &str, p: &str| Some((u.to_owned(), p.to_owned()));
+        for (url, sent, credentials) in [
+            (
+                "https://ops:pa55@hooks.example/h?x=1",
+                "https://hooks.example/h?x=1",
+                pair("ops", "pa55"),
+            ),
+            (
+                "http://a%40b:p%3Aw@h:8080",
+                "http://h:8080",
+                pair("a@b", "p:w"),
+            ),
+            ("http://user@h/x", "http://h/x", pair("user", "")),
+            ("https://h/x?next=a@b", "https://h/x?next=a@b", None),
+            ("https://h/x", "https://h/x", None),
+        ] {
+            assert_eq!(
+                basic_credentials(url),
+                (sent.to_owned(), credentials),
+                "{url}"
+            );
+        }
+    }
 
     #[test]
     fn urls_are_shown_without_their_password_or_query() {

@@ -150,6 +150,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     });
 
     let action_exchanges: Arc<crate::governor::webhook::Exchanges> = Default::default();
+    let (webhook_url, webhook_basic) =
+        crate::outbound::basic_credentials(&settings.actions.webhook_url);
     let deps = Arc::new(GovernorDeps {
         ledger: ledger.clone(),
         entitlements: entitlements.clone(),
@@ -161,7 +163,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         max_actions_in_flight: settings.actions.max_in_flight,
         executor: match settings.actions.executor.as_str() {
             "webhook" => Executor::Webhook(crate::governor::webhook::Webhook {
-                url: settings.actions.webhook_url.clone(),
+                url: webhook_url,
+                basic: webhook_basic,
                 timeout: Duration::from_millis(settings.actions.webhook_timeout_ms),
                 secret: Some(settings.actions.webhook_secret.as_bytes())
                     .filter(|s| !s.is_empty())

@@ -22,7 +22,10 @@ use crate::outbound::{within, Tls};
 /// Where and how the executor POSTs.
 #[derive(Clone)]
 pub struct Webhook {
+    /// Without userinfo: its credentials are in `basic` ([`crate::outbound::basic_credentials`]).
     pub url: String,
+    /// HTTP Basic credentials from the configured URL's userinfo.
+    pub basic: Option<(String, String)>,
     pub timeout: Duration,
     /// The signing secret (`None`: unsigned).
     pub secret: Option<Arc<[u8]>>,
@@ -125,6 +128,9 @@ impl Webhook {
         let mut req = client
             .post(&self.url)
             .insert_header(("content-type", "application/json"));
+        if let Some((user, password)) = &self.basic {
+            req = req.basic_auth(user, password);
+        }
         if let Some(secret) = &self.secret {
             let now = crate::clock::now_ms();
             req = req

@@ -174,18 +174,24 @@ impl PushAuth {
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn fetch_jwks(tls: &Tls, url: &str) -> Result<Keys, String> {
+    let (sent, basic) = crate::outbound::basic_credentials(url);
+    let shown = crate::outbound::shown_url(url);
     let fetch = async {
         let client = tls.client(JWKS_FETCH_TIMEOUT);
-        let mut res = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let mut req = client.get(&sent);
+        if let Some((user, password)) = &basic {
+            req = req.basic_auth(user, password);
+        }
+        let mut res = req.send().await.map_err(|e| e.to_string())?;
         if !res.status().is_success() {
-            return Err(format!("{url} answered {}", res.status()));
+            return Err(format!("{shown} answered {}", res.status()));
         }
         let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
         Keys::from_jwks_json(&String::from_utf8_lossy(&body))
     };
     within(JWKS_FETCH_TIMEOUT, fetch).await.unwrap_or_else(|| {
         Err(format!(
-            "{url} gave no complete answer within {} s",
+            "{shown} gave no complete answer within {} s",
             JWKS_FETCH_TIMEOUT.as_secs()
         ))
     })

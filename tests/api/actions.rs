@@ -17,6 +17,8 @@ struct Hook {
     url: String,
     bodies: Arc<Mutex<Vec<Value>>>,
     signed: Arc<Mutex<Vec<Seen>>>,
+    /// Each request's `Authorization` header.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 /// A request's `X-Tai-Timestamp` and `X-Tai-Signature` headers and its exact body.
@@ -31,16 +33,22 @@ fn hook_answering(status: u16, answer: Value) -> Hook {
     let answer = Arc::new(answer);
     let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
     let signed: Arc<Mutex<Vec<_>>> = Arc::default();
+    let authorizations: Arc<Mutex<Vec<_>>> = Arc::default();
     let code = Arc::new(AtomicU16::new(status));
-    let (b, c, sg) = (bodies.clone(), code.clone(), signed.clone());
+    let (b, c, sg, au) = (
+        bodies.clone(),
+        code.clone(),
+        signed.clone(),
+        authorizations.clone(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/actions", listener.local_addr().unwrap());
     let server = HttpServer::new(move || {
-        let (b, c, a, sg) = (b.clone(), c.clone(), answer.clone(), sg.clone());
+        let (b, c, a, sg, au) = (b.clone(), c.clone(), answer.clone(), sg.clone(), au.clone());
         App::new().route(
             "/actions",
             web::post().to(move |req: actix_web::HttpRequest, raw: web::Bytes| {
-                let (b, c, a, sg) = (b.clone(), c.clone(), a.clone(), sg.clone());
+                let (b, c, a, sg, au) = (b.clone(), c.clone(), a.clone(), sg.clone(), au.clone());
                 async move {
                     let header = |name: &str| {
                         (req.headers().get(name)).map(|v| v.to_str().unwrap().to_owned())
@@ -51,6 +59,7 @@ fn hook_answering(status: u16, answer: Value) -> Hook {
                         raw.to_vec(),
                     );
                     sg.lock().unwrap().push(seen);
+                    au.lock().unwrap().push(header("authorization"));
                     b.lock()
                         .unwrap()
                         .push(serde_json::from_slice(&raw).unwrap());
@@ -70,6 +79,7 @@ fn hook_answering(status: u16, answer: Value) -> Hook {
         url,
         bodies,
         signed,
+        authorizations,
     }
 }
 
@@ -928,6 +938,31 @@ async fn expiry_moves_a_governor_to_refusing_with_its_action_cancelled_when_it_f
         (&json!("entitlement_changed"), &json!("refusing")),
         "{last}"
     );
+}
+
+/// Credentials in the URL's userinfo are sent as HTTP Basic, as curl sends them; awc dropped
+/// them, so a receiver that wants them refused every action.
+#[actix_web::test]
+async fn a_webhook_url_with_credentials_sends_them_as_basic_auth() {
+    use base64::Engine as _;
+    let hook = hook(200);
+    let app = app_posting_to(
+        hook.url.replacen("http://", "http://ops:pa%2055@", 1),
+        |_| {},
+    )
+    .await;
+    let (_, b) = signal(&app, 90.0).await;
+    assert_eq!(b["state"], "intervening", "{b}");
+    let seen = eventually("the POST", Duration::from_secs(5), || async {
+        let seen = hook.authorizations.lock().unwrap().clone();
+        (!seen.is_empty()).then_some(seen)
+    })
+    .await;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ops:pa 55")
+    );
+    assert_eq!(seen, [Some(expected)]);
 }
 
 #[actix_web::test]

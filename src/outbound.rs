@@ -66,47 +66,52 @@ pub async fn within<T>(deadline: Duration, exchange: impl Future<Output = T>) ->
     actix_web::rt::time::timeout(deadline, exchange).await.ok()
 }
 
+/// A URL's parts as written: the scheme with its `://` (empty when there is none), the
+/// userinfo before an `@` in the authority, the rest of the authority, and what follows it
+/// (path, query, fragment). Text, not parsing: it takes a malformed URL too.
+fn url_parts(url: &str) -> (&str, Option<&str>, &str, &str) {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (scheme, Some(userinfo), host, tail),
+        None => (scheme, None, authority, tail),
+    }
+}
+
 /// An outbound URL as sent: without its userinfo, and the HTTP Basic credentials that userinfo
 /// gives (`https://user:pw@host/…`, percent-decoded; no `:` is an empty password), as curl
 /// reads such a URL. awc drops the userinfo and sends no `Authorization`, so a receiver that
 /// wants the credentials refused every call.
 pub fn basic_credentials(url: &str) -> (String, Option<(String, String)>) {
-    let Some(i) = url.find("://") else {
-        return (url.to_owned(), None);
-    };
-    let (scheme, rest) = url.split_at(i + 3);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else {
-        return (url.to_owned(), None);
-    };
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    (
-        format!("{scheme}{host}{}", &rest[end..]),
-        Some((decode(user), decode(password))),
-    )
+    match url_parts(url) {
+        (scheme, Some(userinfo), host, tail) if !scheme.is_empty() => {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            (
+                format!("{scheme}{host}{tail}"),
+                Some((decode(user), decode(password))),
+            )
+        }
+        _ => (url.to_owned(), None),
+    }
 }
 
 /// `url` as printouts and logs show it: a password in it (`https://user:pw@host`) and its
 /// query (where services put tokens: `?token=…`) as `***`, the rest as written. Works on any
 /// text, so a malformed URL in a configuration error is shown the same way.
 pub fn shown_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
+    let (scheme, userinfo, host, tail) = url_parts(url);
+    let userinfo = match userinfo.map(|u| (u, u.split_once(':'))) {
+        Some((_, Some((user, _password)))) => format!("{user}:***@"),
+        Some((user, None)) => format!("{user}@"),
+        None => String::new(),
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
@@ -115,7 +120,7 @@ pub fn shown_url(url: &str) -> String {
         }
         None => tail.to_owned(),
     };
-    format!("{scheme}{authority}{tail}")
+    format!("{scheme}{userinfo}{host}{tail}")
 }
 
 #[cfg(test)]

@@ -140,7 +140,12 @@ impl EntitlementError {
 
 /// An entitlement event (`POST /v1/tenants/{t}/entitlement/events`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", content = "value", rename_all = "snake_case")]
+#[serde(
+    tag = "event",
+    content = "value",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Event {
     SkuChanged(String),
     PackEnabled(String),

@@ -73,6 +73,7 @@ pub async fn crash_governor(
 }
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LedgerChaosRequest {
     #[serde(default, deserialize_with = "crate::intake::whole")]
     fail_ms: Option<u64>,
@@ -106,6 +107,7 @@ pub async fn ledger(
 }
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FractionRequest {
     fraction: f64,
 }

@@ -117,5 +117,10 @@ mod tests {
                 .is_ok()
         );
         assert!(serde_json::from_str::<Event>(r#"{"event":"drop_tables","value":"x"}"#).is_err());
+        // A misspelt member is refused, not ignored.
+        assert!(serde_json::from_str::<Event>(
+            r#"{"event":"pack_enabled","value":"enterprise","vaule":"x"}"#
+        )
+        .is_err());
     }
 }

@@ -162,6 +162,7 @@ pub async fn signal(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ToolRequest {
     pub tool: String,
     #[serde(default)]

@@ -287,7 +287,7 @@ fn ops() -> Vec<Op> {
         },
         Op {
             body: Some(
-                json!({"type": "object", "required": ["tool"], "properties": {
+                json!({"type": "object", "required": ["tool"], "additionalProperties": false, "properties": {
                 "tool": {"type": "string", "pattern": "^[a-z_]{1,64}$", "description": "a tool name such as health"},
                 "args": {"type": ["object", "null"], "additionalProperties": true,
                     "description": "Recorded in the receipt: at most 8 levels of objects and arrays, and 16 KiB as JSON (400 otherwise)"},
@@ -375,7 +375,7 @@ fn ops() -> Vec<Op> {
         },
         Op {
             body: Some(
-                json!({"type": "object", "required": ["fraction"], "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1}}}),
+                json!({"type": "object", "required": ["fraction"], "additionalProperties": false, "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1}}}),
             ),
             errors: &[404],
             ..op(
@@ -389,6 +389,7 @@ fn ops() -> Vec<Op> {
         Op {
             body: Some(
                 json!({"type": "object", "description": "exactly one of fail_ms and stall_ms",
+                    "additionalProperties": false,
                     "properties": {
                         "fail_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 600000},
                         "stall_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 600000}},

@@ -1165,6 +1165,22 @@ async fn bad_input_gets_the_precise_4xx_and_nothing_is_stored() {
             "invalid_request",
         ),
         (
+            // A misspelt member is refused rather than ignored (the call would run without
+            // the timeout it asked for).
+            "tool call with a misspelt member",
+            "/v1/governors/good/tool-calls".into(),
+            r#"{"tool":"health","timout_ms":5}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "entitlement event with a misspelt member",
+            "/v1/tenants/good/entitlement/events".into(),
+            r#"{"event":"iam_role_added","value":"admin","reason":"x"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
             "args not an object",
             "/v1/governors/good/tool-calls".into(),
             r#"{"tool":"health","args":[1]}"#,

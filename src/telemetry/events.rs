@@ -31,7 +31,13 @@ pub fn supervision(event: &SupervisorEvent) {
             if !reason.is_abnormal() {
                 tracing::debug!(%supervisor, %child, %reason, "child exited");
             } else if let Some(suppressed) = budget(&TERMINATED) {
-                tracing::warn!(%supervisor, %child, %reason, suppressed, "child terminated");
+                if supervisor == "governance" {
+                    // Worded for the operations guide's search,
+                    // `jsonPayload.message=~'governor.*crash'`.
+                    tracing::warn!(%supervisor, %child, tenant = %child, %reason, suppressed, "governor crashed; its supervisor restarts it from its chain");
+                } else {
+                    tracing::warn!(%supervisor, %child, %reason, suppressed, "child terminated");
+                }
             }
         }
         SupervisorEvent::ChildRestarted {

@@ -182,6 +182,48 @@ async fn the_recent_events_outlive_a_crash_of_the_observer_and_include_its_own_e
     );
 }
 
+/// The operations guide finds governor crashes in the logs with
+/// `jsonPayload.message=~'governor.*crash'`; the lines a crash left were "panic (…)" and
+/// "child terminated", which that search does not find.
+#[actix_web::test]
+async fn a_governor_crash_is_logged_as_the_guide_searches_for_it() {
+    let bin = start_binary(&[("TAI_CHAOS__ENABLED", "true")]);
+    let client = awc::Client::default();
+    let post = |path: &str, body: serde_json::Value| client.post(bin.url(path)).send_json(&body);
+    let grant =
+        serde_json::json!({"tenant_id": "logged", "entitlement_id": "e", "action": "grant"});
+    assert_eq!(post("/marketplace", grant).await.unwrap().status(), 200);
+    let signal = serde_json::json!({"metric": "cpu", "value": 1});
+    let res = post("/v1/tenants/logged/signals", signal).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = (client
+        .post(bin.url("/v1/chaos/governors/logged/crash"))
+        .send())
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 202);
+    // 'governor.*crash', as Cloud Logging matches it.
+    let matches = |m: &str| m.find("governor").is_some_and(|i| m[i..].contains("crash"));
+    let line = eventually("the crash's line", Duration::from_secs(5), || async {
+        let lines = bin.warnings.lock().unwrap().clone();
+        lines
+            .into_iter()
+            .find(|l| l["message"].as_str().is_some_and(matches))
+    })
+    .await;
+    assert_eq!(
+        (&line["tenant"], &line["severity"]),
+        (&serde_json::json!("logged"), &serde_json::json!("WARNING")),
+        "{line}"
+    );
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("panic(")),
+        "{line}"
+    );
+}
+
 #[actix_web::test]
 async fn the_counters_alerts_read_are_at_zero_before_their_first_event() {
     // Prometheus takes a counter's first sample as its start: a series that first appears at

@@ -103,14 +103,34 @@ struct Envelope {
     subscription: Option<String>,
 }
 
+/// A push envelope's message. Pub/Sub writes its id (and publish time) twice, as `messageId`
+/// and `message_id`: a struct member with the one as an alias of the other refused every real
+/// delivery as a duplicate field.
 #[derive(Deserialize)]
 struct PushMessage {
     #[serde(default)]
     data: Option<String>,
     #[serde(default)]
     attributes: Option<HashMap<String, String>>,
-    #[serde(rename = "messageId", alias = "message_id")]
-    message_id: String,
+    #[serde(rename = "messageId", default)]
+    camel_id: Option<String>,
+    #[serde(rename = "message_id", default)]
+    snake_id: Option<String>,
+}
+
+impl PushMessage {
+    /// The message id, under either name; both, when given, must agree.
+    fn id(&self) -> Result<&str, Malformed> {
+        match (self.camel_id.as_deref(), self.snake_id.as_deref()) {
+            (Some(a), Some(b)) if a != b => Err(Malformed(format!(
+                "message.messageId and message.message_id differ ({:?}, {:?})",
+                a.chars().take(64).collect::<String>(),
+                b.chars().take(64).collect::<String>()
+            ))),
+            (Some(id), _) | (None, Some(id)) => Ok(id),
+            (None, None) => Err(Malformed("message.messageId is missing".into())),
+        }
+    }
 }
 
 /// One message as delivered: id, data and attributes.
@@ -132,7 +152,7 @@ pub fn parse_push(body: &[u8]) -> Result<Delivery, Malformed> {
             .map_err(|e| Malformed(format!("message.data is not base64: {e}")))?,
     };
     Ok(Delivery {
-        message_id: message_id(&env.message.message_id)?,
+        message_id: message_id(env.message.id()?)?,
         data,
         attributes: env.message.attributes.unwrap_or_default(),
     })
@@ -231,11 +251,19 @@ mod tests {
         assert_eq!(d.message_id, "123");
         assert_eq!(d.data, b"{\"a\":1}");
         assert_eq!(d.attributes["kind"], "signal");
-        // The snake_case spelling Pub/Sub also sends works too.
+        // The snake_case spelling Pub/Sub also sends works too, alone or, as Pub/Sub sends
+        // it, beside the other.
         let body = json!({"message": {"message_id": "9"}});
         assert_eq!(
             parse_push(body.to_string().as_bytes()).unwrap().message_id,
             "9"
+        );
+        let body = json!({"subscription": "projects/p/subscriptions/s", "message": {
+            "publishTime": "2026-12-07T09:04:04.159Z", "data": data, "publish_time": "2026-12-07T09:04:04.159Z",
+            "messageId": "2", "attributes": {"kind": "signal"}, "message_id": "2"}});
+        assert_eq!(
+            parse_push(body.to_string().as_bytes()).unwrap().message_id,
+            "2"
         );
         let longest = "~".repeat(MAX_MESSAGE_ID);
         let body = json!({"message": {"messageId": longest}});
@@ -256,6 +284,7 @@ mod tests {
             json!({"message": {"messageId": "1 2"}}),
             json!({"message": {"messageId": "é"}}),
             json!({"message": {"messageId": 5}}),
+            json!({"message": {"messageId": "1", "message_id": "2"}}),
             json!([{"messageId": "1"}, "projects/p/subscriptions/s"]),
             json!({"message": ["e30=", {}, "1"]}),
         ] {

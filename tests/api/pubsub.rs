@@ -76,6 +76,20 @@ impl Emulator {
         Ok(())
     }
 
+    /// Creates the topic and a push subscription on it that delivers to `endpoint`.
+    async fn create_push(&self, topic: &str, sub: &str, endpoint: &str) -> Result<(), String> {
+        self.call("PUT", &format!("topics/{topic}"), json!({}))
+            .await?;
+        self.call(
+            "PUT",
+            &format!("subscriptions/{sub}"),
+            json!({"topic": format!("projects/{PROJECT}/topics/{topic}"), "ackDeadlineSeconds": 10,
+                   "pushConfig": {"pushEndpoint": endpoint}}),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Publishes raw data with an optional `kind`; returns the message ids.
     async fn publish(&self, topic: &str, messages: &[(Vec<u8>, Option<&str>)]) -> Vec<String> {
         let msgs: Vec<Value> = messages
@@ -446,6 +460,40 @@ fn envelope(id: &str, data: &[u8], kind: Option<&str>) -> Value {
         m["attributes"] = json!({"kind": k});
     }
     json!({"message": m, "subscription": "projects/tai-test/subscriptions/push"})
+}
+
+/// Pub/Sub itself (the emulator) pushing to `POST /pubsub`. Its envelope names the id twice,
+/// `messageId` and `message_id`, which the service refused as a duplicate field: every real
+/// push was 400, so dead-lettered or redelivered, and none was ever governed. Hand-made
+/// envelopes had named it once.
+#[actix_web::test]
+async fn the_emulator_s_own_push_deliveries_are_governed_and_acked() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "emulated").await;
+    let emu = Emulator::at(emulator());
+    let (topic, sub) = names("push");
+    emu.create_push(&topic, &sub, &app.url("/pubsub"))
+        .await
+        .unwrap();
+    let ids = emu
+        .publish(
+            &topic,
+            &[
+                (signal_data("emulated", 70.0), None),
+                (signal_data("emulated", 10.0), Some("signal")),
+            ],
+        )
+        .await;
+    let recorded = eventually("both pushes governed", Duration::from_secs(20), || async {
+        let r = recorded_ids(&app, "emulated").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        recorded.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>()
+    );
+    verified(&app, "emulated").await;
 }
 
 #[actix_web::test]

@@ -629,7 +629,10 @@ impl Intake {
             .ok_or_else(|| ApiError::internal("marketplace.verify is on but no key is loaded"))?;
         let m = &self.marketplace;
         let expect = Expectations {
-            issuer: Some(m.issuer.clone()).filter(|s| !s.is_empty()),
+            issuers: Some(m.issuer.clone())
+                .filter(|s| !s.is_empty())
+                .into_iter()
+                .collect(),
             audience: Some(m.audience.clone()).filter(|s| !s.is_empty()),
             leeway_secs: m.leeway_secs,
             rs256_only: false,

@@ -84,7 +84,8 @@ impl Keys {
 /// What a token must prove besides its signature.
 #[derive(Clone)]
 pub struct Expectations {
-    pub issuer: Option<String>,
+    /// The issuers a token may name (`iss`); none: not checked.
+    pub issuers: Vec<String>,
     pub audience: Option<String>,
     pub leeway_secs: u64,
     /// Accept RS256 only (Google's OIDC tokens), not ES256.
@@ -115,9 +116,10 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expectations) -> Result<Value, 
     // RFC 7519 §4.1.5: a token is not accepted before its `nbf` (jsonwebtoken skips it by
     // default).
     v.validate_nbf = true;
-    match &expect.issuer {
-        Some(iss) => v.set_issuer(&[iss]),
-        None => v.iss = None,
+    if expect.issuers.is_empty() {
+        v.iss = None;
+    } else {
+        v.set_issuer(&expect.issuers);
     }
     match &expect.audience {
         Some(aud) => v.set_audience(&[aud]),
@@ -151,7 +153,7 @@ mod tests {
 
     fn expect() -> Expectations {
         Expectations {
-            issuer: Some("marketplace".into()),
+            issuers: vec!["marketplace".into()],
             audience: Some("tai".into()),
             leeway_secs: 0,
             rs256_only: false,

@@ -94,6 +94,10 @@ impl PushAuth {
     }
 
     /// Verifies the `Authorization` header's token; returns its claims.
+    ///
+    /// Google's ID tokens name their issuer `https://accounts.google.com` or
+    /// `accounts.google.com` (its own libraries accept either), so configuring one of the two
+    /// accepts both; any other issuer is taken as written.
     pub async fn check(&self, authorization: Option<&str>) -> Result<Value, Refused> {
         let token = authorization
             .and_then(crate::auth::bearer_token)
@@ -101,7 +105,7 @@ impl PushAuth {
                 Refused::Invalid("an Authorization: Bearer OIDC token is required".into())
             })?;
         let expect = Expectations {
-            issuer: Some(self.cfg.issuer.clone()).filter(|s| !s.is_empty()),
+            issuers: issuers(&self.cfg.issuer),
             audience: Some(self.cfg.audience.clone()),
             leeway_secs: self.cfg.leeway_secs,
             rs256_only: true,
@@ -195,6 +199,19 @@ async fn fetch_jwks(tls: &Tls, url: &str) -> Result<Keys, String> {
             JWKS_FETCH_TIMEOUT.as_secs()
         ))
     })
+}
+
+/// The issuers a push token may name for the configured `issuer` (empty: any).
+fn issuers(issuer: &str) -> Vec<String> {
+    const GOOGLE: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+    if GOOGLE.contains(&issuer) {
+        GOOGLE.map(str::to_owned).to_vec()
+    } else {
+        Some(issuer.to_owned())
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect()
+    }
 }
 
 #[cfg(test)]

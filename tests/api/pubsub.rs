@@ -641,7 +641,10 @@ async fn push_tokens_are_verified_and_anything_else_is_401_with_nothing_processe
     .await;
     grant(&app, "oidc").await;
     let now = (tai_autonomics::clock::now_ms() / 1000) as i64;
-    let claims = |aud: &str, email: &str, exp: i64| json!({"iss": "https://accounts.google.com", "aud": aud, "email": email, "email_verified": true, "exp": exp, "iat": now, "sub": "1234"});
+    let claims_from = |iss: &str, aud: &str, email: &str, exp: i64| json!({"iss": iss, "aud": aud, "email": email, "email_verified": true, "exp": exp, "iat": now, "sub": "1234"});
+    let claims = |aud: &str, email: &str, exp: i64| {
+        claims_from("https://accounts.google.com", aud, email, exp)
+    };
     let post = |token: Option<String>, id: &str| {
         let req = app.client.post(app.url("/pubsub"));
         let req = match token {
@@ -662,6 +665,14 @@ async fn push_tokens_are_verified_and_anything_else_is_401_with_nothing_processe
         "rsa_private.pem",
     );
     let (s, b) = post(Some(valid), "ok-1").await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("accepted")), "{b}");
+    // Google also writes its issuer without the scheme (its libraries accept both).
+    let schemeless = sign(
+        &claims_from("accounts.google.com", AUD, EMAIL, now + 300),
+        Algorithm::RS256,
+        "rsa_private.pem",
+    );
+    let (s, b) = post(Some(schemeless), "ok-2").await;
     assert_eq!((s, b["outcome"].as_str()), (200, Some("accepted")), "{b}");
 
     let refused: HashMap<&str, Option<String>> = [
@@ -713,6 +724,14 @@ async fn push_tokens_are_verified_and_anything_else_is_401_with_nothing_processe
                 "rsa_public.pem",
             )),
         ),
+        (
+            "another issuer",
+            Some(sign(
+                &claims_from("https://issuer.example", AUD, EMAIL, now + 300),
+                Algorithm::RS256,
+                "rsa_private.pem",
+            )),
+        ),
         ("not a JWT", Some("abc.def".into())),
         ("missing header", None),
     ]
@@ -725,7 +744,7 @@ async fn push_tokens_are_verified_and_anything_else_is_401_with_nothing_processe
     }
     assert_eq!(
         recorded_ids(&app, "oidc").await,
-        ["ok-1"],
+        ["ok-1", "ok-2"],
         "nothing processed for a 401"
     );
 }

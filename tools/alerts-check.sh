@@ -15,12 +15,17 @@ DIR=$ROOT/target/alerts-check
 VERSION=2.42.0+ds-5+b6
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build first)" >&2; exit 1; }
 mkdir -p "$DIR"
-if [ ! -x "$DIR/$VERSION/usr/bin/prometheus" ]; then
+if [ ! -x "$DIR/unpacked/usr/bin/prometheus" ]; then
   echo "==> fetching Debian's prometheus $VERSION"
-  (cd "$DIR" && rm -f prometheus_*.deb && apt-get download -q "prometheus=$VERSION" >/dev/null)
-  dpkg-deb -x "$DIR"/prometheus_*.deb "$DIR/$VERSION"
+  # The pinned version, else the archive's current one: Debian keeps only the latest build of
+  # a package, and a security rebuild would otherwise fail this step for good.
+  (cd "$DIR" && rm -f prometheus_*.deb &&
+    { apt-get download -q "prometheus=$VERSION" >/dev/null 2>&1 ||
+      apt-get download -q prometheus >/dev/null; })
+  rm -rf "$DIR/unpacked"
+  dpkg-deb -x "$DIR"/prometheus_*.deb "$DIR/unpacked"
 fi
-PROM=$DIR/$VERSION/usr/bin
+PROM=$DIR/unpacked/usr/bin
 
 # shellcheck source=tools/serve.sh
 source "$ROOT/tools/serve.sh"

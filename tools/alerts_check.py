@@ -118,7 +118,8 @@ def run(service, prom_url):
     wait("three scrapes", lambda: prom.query("count_over_time(up[1m]) >= 3"))
     start = prom.now()
     wait("the rules evaluated after three scrapes", lambda: prom.evaluated_since(start + 1))
-    assert prom.firing() == set(), f"an idle service fires {sorted(prom.firing())}"
+    idle = prom.firing()
+    assert idle == set(), f"an idle service fires {sorted(idle)}"
     print("idle: nothing fires")
 
     # Three governor panics within the hour.
@@ -156,8 +157,7 @@ def run(service, prom_url):
     status, body = call("POST", f"{service}/v1/chaos/ledger", {"stall_ms": 1500})
     assert status == 202, (status, body)
     with ThreadPoolExecutor(12) as pool:
-        codes = list(pool.map(lambda _: call("POST", f"{service}/v1/tenants/alerts/signals", signal)[0],
-                              range(12)))
+        list(pool.map(lambda _: call("POST", f"{service}/v1/tenants/alerts/signals", signal), range(12)))
     expect({"governor-crashes", "error-rate", "latency-p99"})
     print("alert policies: each fires on its condition, and memory stays quiet")
 

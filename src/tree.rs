@@ -88,16 +88,26 @@ pub async fn open_store(settings: &Settings, patience: Duration) -> anyhow::Resu
     })
 }
 
-/// Connects to Firestore, trying again with backoff (0.1 s doubling to 5 s) until `patience`
-/// has passed. The client opens its channel as it is made, so a blip at a cold start (a DNS
-/// answer, the front end, an emulator still starting) would otherwise end the process before
-/// its listener is up; Cloud Run's startup probe waits for the port meanwhile.
+/// The waits between attempts to reach Firestore at start: 0.1 s doubling to 5 s, each up to a
+/// fifth longer at random, so that instances started together do not knock together.
+const CONNECT_BACKOFF: supervisors::Backoff = supervisors::Backoff {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    factor: 2.0,
+    jitter: 0.2,
+    reset_after: Duration::ZERO,
+};
+
+/// Connects to Firestore, trying again with [`CONNECT_BACKOFF`] until `patience` has passed.
+/// The client opens its channel as it is made, so a blip at a cold start (a DNS answer, the
+/// front end, an emulator still starting) would otherwise end the process before its listener
+/// is up; Cloud Run's startup probe waits for the port meanwhile.
 async fn connect_firestore(project: &str, patience: Duration) -> anyhow::Result<FirestoreStore> {
     const ATTEMPT: Duration = Duration::from_secs(10);
     let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
     let mut attempts = 0u32;
     loop {
+        let delay = CONNECT_BACKOFF.jittered(attempts);
         attempts += 1;
         let error =
             match actix_web::rt::time::timeout(ATTEMPT, FirestoreStore::connect(project)).await {
@@ -110,7 +120,6 @@ async fn connect_firestore(project: &str, patience: Duration) -> anyhow::Result<
         }
         tracing::warn!(%project, %error, retry_in_ms = delay.as_millis() as u64, "Firestore is not reachable yet; trying again");
         actix_web::rt::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -213,7 +213,9 @@ mod tests {
                     async move { exchanges.settled(Duration::from_secs(10)).await },
                 )
             };
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            // On this one thread, the waiter runs up to its wait before the yield returns.
+            actix_web::rt::task::yield_now().await;
+            assert!(!waiter.is_finished(), "waiting while one runs");
             drop(b);
             let started = std::time::Instant::now();
             assert!(waiter.await.unwrap());

@@ -7,6 +7,8 @@
 //! become ledger ids beside the Pub/Sub message ids ([`idempotency_id`]). Callers add their own
 //! authentication, rate limits and delivery semantics.
 
+mod replay;
+
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +23,7 @@ use crate::entitlements::{
 use crate::governor::{CurrentView, Governor, GovernorView, Outcome, Signal, SubmitSignal};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::tenant::TenantId;
+pub use replay::{Keyed, Replay};
 
 /// A signal as clients send it (`POST /v1/tenants/{t}/signals`, Pub/Sub `data` without the
 /// tenant).
@@ -454,15 +457,24 @@ impl Intake {
                 "value must be a finite number",
             ));
         }
+        let replay = Replay::of(message_id.as_deref(), || Keyed::Signal {
+            metric: req.metric.clone(),
+            value: req.value,
+            timestamp_ms: req.timestamp_ms,
+        });
         let signal = Signal {
             metric: req.metric,
             value: req.value,
             timestamp_ms: req.timestamp_ms.unwrap_or_else(crate::clock::now_ms),
         };
-        Ok(self
+        let outcome = self
             .ask(tenant, SubmitSignal { signal, message_id })
             .await?
-            .1?)
+            .1?;
+        if let Some(replay) = replay.filter(|_| outcome.duplicate) {
+            replay.check(outcome.receipts.last())?;
+        }
+        Ok(outcome)
     }
 
     /// A marketplace request: fields checked, the signature when `marketplace.verify`, then the
@@ -495,12 +507,19 @@ impl Intake {
         event: Event,
         message_id: Option<String>,
     ) -> Result<Changed, ApiError> {
+        let replay = Replay::of(message_id.as_deref(), || {
+            Keyed::EntitlementEvent(serde_json::to_value(&event).unwrap_or_default())
+        });
         let msg = ApplyEvent {
             tenant_id: tenant.to_string(),
             event,
             message_id,
         };
-        Ok(self.entitlements_within(msg, true).await??)
+        let changed = self.entitlements_within(msg, true).await??;
+        if let Some(replay) = replay.filter(|_| changed.duplicate) {
+            replay.check(Some(&changed.receipt))?;
+        }
+        Ok(changed)
     }
 
     /// The tenant's entitlement record (`None`: never granted).
@@ -602,7 +621,14 @@ impl Intake {
             signature_verified: verified,
             message_id,
         };
-        Ok(self.entitlements_within(msg, true).await??)
+        let replay = Replay::of(msg.message_id.as_deref(), || {
+            Keyed::Marketplace(msg.recorded_request())
+        });
+        let changed = self.entitlements_within(msg, true).await??;
+        if let Some(replay) = replay.filter(|_| changed.duplicate) {
+            replay.check(Some(&changed.receipt))?;
+        }
+        Ok(changed)
     }
 
     /// Checks the signature: pinned algorithms, `exp`/`iss`/`aud`, claims equal to the body.

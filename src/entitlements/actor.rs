@@ -222,8 +222,19 @@ pub struct Marketplace {
     pub expires_at: Option<String>,
     /// Whether a signature was checked (recorded in the receipt).
     pub signature_verified: bool,
-    /// A Pub/Sub message id when the request came from Pub/Sub.
+    /// The Pub/Sub message id it came in, or the client's idempotency id.
     pub message_id: Option<String>,
+}
+
+impl Marketplace {
+    /// The request as its receipt records it (`metadata.request`).
+    pub fn recorded_request(&self) -> Value {
+        json!({
+            "action": self.action.as_str(), "entitlement_id": self.entitlement_id, "sku": self.sku,
+            "customer_id": self.customer_id, "reason": self.reason, "expires_at": self.expires_at,
+            "signature_verified": self.signature_verified,
+        })
+    }
 }
 
 /// An entitlement event for an existing tenant.
@@ -380,11 +391,7 @@ async fn marketplace_change(
 ) -> Result<Changed, ChangeError> {
     let now = crate::clock::now_rfc3339();
     let current = load(&ledger, cached, &msg.tenant_id).await?;
-    let request = json!({
-        "action": msg.action.as_str(), "entitlement_id": msg.entitlement_id, "sku": msg.sku,
-        "customer_id": msg.customer_id, "reason": msg.reason, "expires_at": msg.expires_at,
-        "signature_verified": msg.signature_verified,
-    });
+    let request = msg.recorded_request();
     let (next, from) = match (&current, msg.action) {
         (None, Action::Grant) => {
             let sku = msg.sku.as_deref().unwrap_or("base");

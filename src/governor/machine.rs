@@ -86,6 +86,9 @@ pub struct InFlight {
     /// Where a tool call returns to when it ends (actions end in `stable` or `refusing`).
     pub return_to: State,
     pub is_tool: bool,
+    /// A tool call's arguments, for its receipt (null for an action; not in the public view).
+    #[serde(skip)]
+    pub args: Value,
 }
 
 /// Everything a governor remembers.
@@ -376,7 +379,7 @@ impl Machine {
                             from,
                             from,
                             "governor_refusing",
-                            json!({"tool": tool, "gates": gates}),
+                            json!({"tool": tool, "args": args, "gates": gates}),
                         ));
                         Reply::Refused {
                             status: 409,
@@ -390,7 +393,7 @@ impl Machine {
                             from,
                             from,
                             "intervening",
-                            json!({"tool": tool, "gates": gates}),
+                            json!({"tool": tool, "args": args, "gates": gates}),
                         ));
                         Reply::Refused {
                             status: 409,
@@ -419,6 +422,7 @@ impl Machine {
                                 kind: tool.clone(),
                                 return_to: from,
                                 is_tool: true,
+                                args: args.clone(),
                             }));
                             next.state = State::Intervening;
                             effects.push(Effect::RunTool {
@@ -448,7 +452,7 @@ impl Machine {
                     } else {
                         ("tool_call_failed", ReceiptType::ToolCall)
                     };
-                    receipts.push(spec(kind, event, f.return_to, f.return_to, format!("tool {} {}", f.kind, if ok { "succeeded" } else { "failed" }), json!({"tool": f.kind, "action_id": action_id, "result": result, "gates": facts.gates})));
+                    receipts.push(spec(kind, event, f.return_to, f.return_to, format!("tool {} {}", f.kind, if ok { "succeeded" } else { "failed" }), json!({"tool": f.kind, "args": f.args, "action_id": action_id, "result": result, "gates": facts.gates})));
                     next.replay(facts, &mut receipts, &mut effects);
                     Reply::Accepted { postponed: false }
                 }
@@ -667,6 +671,7 @@ impl Machine {
                 kind: "scale_up".into(),
                 return_to: State::Stable,
                 is_tool: false,
+                args: Value::Null,
             }));
             self.state = State::Intervening;
             receipts.push(spec(
@@ -864,6 +869,7 @@ pub fn restore(boundary: &Receipt, tail: &[Receipt]) -> Option<Restored> {
                 kind: a["type"].as_str().unwrap_or("scale_up").to_owned(),
                 return_to: State::Stable,
                 is_tool: false,
+                args: Value::Null,
             }),
             started_ms: crate::clock::millis_of(&boundary.timestamp),
             postponed,
@@ -910,6 +916,7 @@ mod tests {
                 kind: "scale_up".into(),
                 return_to: State::Stable,
                 is_tool: false,
+                args: Value::Null,
             }));
         }
         m

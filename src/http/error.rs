@@ -67,6 +67,9 @@ pub enum ErrorCode {
     /// The input was handed to its governor but not decided within the deadline (the ledger is
     /// slow): it may still be decided and recorded, so look at the receipts before resending.
     DecisionPending,
+    /// The `Idempotency-Key` was used before for another request (another kind, or other
+    /// members); nothing was decided. A key names one request.
+    IdempotencyKeyReused,
     /// Our fault.
     Internal,
 }
@@ -85,6 +88,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::InvalidSignature => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::EntitlementConflict => StatusCode::CONFLICT,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited | ErrorCode::PostponeQueueFull | ErrorCode::ActionsSaturated => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -432,6 +436,7 @@ mod tests {
         ErrorCode::ActorRestarting,
         ErrorCode::Unavailable,
         ErrorCode::DecisionPending,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::Internal,
     ];
 
@@ -476,6 +481,7 @@ mod tests {
                 "actor_restarting",
                 "unavailable",
                 "decision_pending",
+                "idempotency_key_reused",
                 "internal"
             ]
         );

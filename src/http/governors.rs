@@ -10,7 +10,7 @@ use super::AppState;
 use crate::auth::Caller;
 use crate::governor::machine::{Input, State};
 use crate::governor::{CallTool, Control, GetView, GovernorError, Outcome};
-use crate::intake::{Object, SignalRequest};
+use crate::intake::{Keyed, Object, Replay, SignalRequest};
 use crate::receipts::Receipt;
 use crate::tenant::TenantId;
 
@@ -231,10 +231,18 @@ pub async fn tool_call(
         )
         .retry_after(1)
     };
+    let replay = Replay::of(call.message_id.as_deref(), || Keyed::ToolCall {
+        tool: call.tool.clone(),
+        args: call.args.clone(),
+    });
     let (_, outcome) = (state.tree.intake)
         .call_within(&tenant, timeout, on_deadline, |g| g.send(call.clone()))
         .await?;
-    answer(outcome?)
+    let outcome = outcome?;
+    if let Some(replay) = replay.filter(|_| outcome.duplicate) {
+        replay.check(outcome.receipts.last())?;
+    }
+    answer(outcome)
 }
 
 /// `GET /v1/governors/{tenant}`

@@ -430,6 +430,7 @@ fn status_text(status: u16) -> &'static str {
         408 => "the body stopped arriving (request_timeout)",
         409 => "the governor refuses or intervenes, or the change conflicts (with its receipt)",
         413 => "body over http.max_body_bytes",
+        422 => "the Idempotency-Key was used before for another request (idempotency_key_reused)",
         415 => "wrong content type, or a Content-Encoding (bodies are taken uncompressed)",
         429 => "rate limited or saturated (Retry-After)",
         500 => "internal (our fault only)",
@@ -440,8 +441,9 @@ fn status_text(status: u16) -> &'static str {
 /// Every status `op` can answer besides its success: its own, and those that every operation
 /// of its kind answers. Any route: 405 (another method), 415 (a `Content-Encoding`), 500;
 /// 503 while draining, except the health routes and `/metrics`. With callers: 401, and 403
-/// unless any token will do. With a body: 400, 408, 413, 415. With a path parameter: 400 (a
-/// malformed one) and 404.
+/// unless any token will do. With a body: 400, 408, 413, 415. With an `Idempotency-Key`: 422
+/// (the key used before for another request). With a path parameter: 400 (a malformed one)
+/// and 404.
 fn statuses(op: &Op) -> BTreeSet<u16> {
     let mut all: BTreeSet<u16> = op.errors.iter().copied().collect();
     all.extend([405, 415, 500]);
@@ -456,6 +458,9 @@ fn statuses(op: &Op) -> BTreeSet<u16> {
     }
     if op.body.is_some() {
         all.extend([400, 408, 413, 415]);
+    }
+    if op.idempotent {
+        all.insert(422);
     }
     if op.path.contains('{') {
         all.extend([400, 404]);
@@ -522,7 +527,7 @@ fn operation(op: &Op) -> Value {
     parameters.extend(op.query.iter().map(|name| query_parameter(name)));
     if op.idempotent {
         parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
-            "description": "One decision per key and tenant: a repeat is answered with the first request's receipt (`decision: duplicate`, header `Idempotent-Replayed: true`)",
+            "description": "One decision per key and tenant: a repeat of the same request is answered with the first request's receipt (`decision: duplicate`, header `Idempotent-Replayed: true`); another request with a used key is 422 `idempotency_key_reused`",
             "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"}}));
     }
     let mut responses = Map::new();
@@ -734,7 +739,7 @@ mod tests {
         assert_eq!(codes("/health/live", "get"), "200 405 415 500");
         assert_eq!(
             codes("/v1/tenants/{tenant}/signals", "post"),
-            "200 400 401 403 404 405 408 409 413 415 429 500 503"
+            "200 400 401 403 404 405 408 409 413 415 422 429 500 503"
         );
         // Any token: 403 only for its own reason; a notification is 202.
         assert_eq!(codes("/mcp/tools", "get"), "200 401 405 415 500 503");

@@ -178,7 +178,7 @@ pub fn table() -> Vec<ToolDef> {
                     "value": {"type": "number"},
                     "timestamp_ms": {"type": "integer", "minimum": 0},
                     "idempotency_key": {"type": "string", "pattern": "^[!-~]{1,128}$",
-                        "description": "One decision per key and tenant: a repeat gets the first call's receipt (decision duplicate)"},
+                        "description": "One decision per key and tenant: a repeat of the same signal gets the first call's receipt (decision duplicate); another signal with a used key is an error (idempotency_key_reused)"},
                 }),
                 &["tenant_id", "metric", "value"],
             ),

@@ -674,6 +674,47 @@ async fn an_idempotency_key_makes_one_entitlement_change_and_a_repeat_gets_its_r
         "{refused}"
     );
     replays(path, "p-2", pack, refused).await;
+    // A used key with another request is 422, whatever route it comes to, and changes nothing.
+    let mut other_grant = grant("ik-ent");
+    other_grant["sku"] = json!("enterprise");
+    let reused = [
+        (
+            "/marketplace",
+            "g-1",
+            other_grant,
+            "for a marketplace request with another sku",
+        ),
+        (
+            path,
+            "g-1",
+            json!({"event": "sku_changed", "value": "enterprise"}),
+            "for a marketplace request, not an entitlement event",
+        ),
+        (
+            path,
+            "p-1",
+            json!({"event": "pack_enabled", "value": "enterprise"}),
+            "for an entitlement event with another value",
+        ),
+        (
+            "/v1/tenants/ik-ent/signals",
+            "p-1",
+            json!({"metric": "cpu", "value": 1.0}),
+            "for an entitlement event, not a signal",
+        ),
+    ];
+    for (path, key, body, says) in reused {
+        let (s, replayed, refused) = keyed(&app, path, key, body).await;
+        assert_eq!(
+            (s, replayed, refused["code"].as_str()),
+            (422, false, Some("idempotency_key_reused")),
+            "{path} {key}: {refused}"
+        );
+        let message = refused["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path} {key}: {message}");
+    }
+    let (_, record) = app.get_json("/v1/tenants/ik-ent/entitlement").await;
+    assert_eq!(record["entitlement"]["sku"], "base", "{record}");
     assert_eq!(
         head().await,
         3,

@@ -1370,17 +1370,51 @@ async fn an_idempotency_key_makes_one_decision_per_key_and_tenant() {
     assert!(receipt["metadata"].get("pubsub_message_id").is_none());
     let seq = head("ika").await;
 
-    // The same key again, even with another body: the first receipt, nothing decided.
-    for body in [hot.clone(), json!({"metric": "cpu", "value": 10.0})] {
-        let (s, replayed, again) = keyed(&app, "/v1/tenants/ika/signals", "k-1", body).await;
+    // The same request with the same key again: the first receipt, nothing decided.
+    let (s, replayed, again) = keyed(&app, "/v1/tenants/ika/signals", "k-1", hot.clone()).await;
+    assert_eq!(
+        (s, replayed, again["decision"].as_str()),
+        (200, true, Some("duplicate"))
+    );
+    assert_eq!(again["receipt"]["receipt_id"], receipt["receipt_id"]);
+    assert_eq!(again["state"], "warning");
+    // Another request with that key is refused, naming the first, and nothing is decided.
+    let reused = [
+        (
+            "/v1/tenants/ika/signals",
+            json!({"metric": "cpu", "value": 10.0}),
+            "for a signal with another value",
+        ),
+        (
+            "/v1/tenants/ika/signals",
+            json!({"metric": "mem", "value": 65.0}),
+            "for a signal with another metric",
+        ),
+        (
+            "/v1/governors/ika/tool-calls",
+            json!({"tool": "health"}),
+            "for a signal, not a tool call",
+        ),
+        (
+            "/v1/tenants/ika/entitlement/events",
+            json!({"event": "pack_enabled", "value": "enterprise"}),
+            "for a signal, not an entitlement event",
+        ),
+    ];
+    for (path, body, says) in reused {
+        let (s, replayed, refused) = keyed(&app, path, "k-1", body).await;
         assert_eq!(
-            (s, replayed, again["decision"].as_str()),
-            (200, true, Some("duplicate"))
+            (s, replayed, refused["code"].as_str()),
+            (422, false, Some("idempotency_key_reused")),
+            "{path}: {refused}"
         );
-        assert_eq!(again["receipt"]["receipt_id"], receipt["receipt_id"]);
-        assert_eq!(again["state"], "warning");
+        let message = refused["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+        let first_seq = format!("receipt seq {}", receipt["seq"]);
+        assert!(message.contains(&first_seq), "{message}");
     }
     assert_eq!(head("ika").await, seq);
+    assert_eq!(governor_state(&app, "ika").await, "warning");
     // Keys are per tenant.
     let (s, replayed, other) = keyed(&app, "/v1/tenants/ikb/signals", "k-1", hot.clone()).await;
     assert_eq!(
@@ -1403,6 +1437,20 @@ async fn an_idempotency_key_makes_one_decision_per_key_and_tenant() {
     assert_eq!(
         again["receipt"]["receipt_id"],
         call["receipt"]["receipt_id"]
+    );
+    // The tool's receipt records its arguments, and the key names them too.
+    assert_eq!(call["receipt"]["metadata"]["args"], json!({}));
+    let other = json!({"tool": "health", "args": {"verbose": true}});
+    let (s, _, refused) = keyed(&app, "/v1/governors/ika/tool-calls", "t-1", other).await;
+    assert_eq!(
+        (s, refused["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{refused}"
+    );
+    let (s, _, refused) = keyed(&app, "/v1/tenants/ika/signals", "t-1", hot.clone()).await;
+    assert_eq!(
+        (s, refused["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
     );
     assert_eq!(governor_state(&app, "ika").await, "warning");
     let seq = head("ika").await;

@@ -889,6 +889,20 @@ async fn a_signal_with_an_idempotency_key_is_decided_once_however_often_an_agent
         .filter(|r| r["event_type"] == "signal_warning")
         .count();
     assert_eq!(decisions, 1);
+    // The key names that signal: another one with it is an error, and is not decided.
+    let reused = s
+        .call(
+            "taiea.governor.signal",
+            json!({"tenant_id": "agent-co", "metric": "cpu", "value": 95, "idempotency_key": "plan-7/step-1"}),
+        )
+        .await;
+    let text = error_text(&reused);
+    assert!(
+        text.starts_with("idempotency_key_reused: Idempotency-Key plan-7/step-1 was used before"),
+        "{reused}"
+    );
+    let (_, view) = app.get_json("/v1/governors/agent-co").await;
+    assert_eq!(view["state"], "warning", "{view}");
     let bad = s
         .call(
             "taiea.governor.signal",

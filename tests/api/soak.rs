@@ -128,7 +128,8 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
         .timeout(Duration::from_secs(15))
         .finish();
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut keys: Vec<String> = Vec::new();
+    // Each key with the signal it was first sent with: a retry sends the same request.
+    let mut keys: Vec<(String, Value)> = Vec::new();
     let mut messages: HashMap<u64, Vec<(String, Value)>> = HashMap::new();
     let mut actor_crashes = 0;
     // Caller 1 makes sure the mix holds a governor crash: from halfway through, until one is
@@ -206,20 +207,21 @@ async fn caller(port: u16, start: Instant, seed: u64, id: u64, seen: Arc<Mutex<S
                 )
             }
             50..=57 => {
-                keys.push(format!("k-{id}-{n}"));
+                let key = format!("k-{id}-{n}");
+                keys.push((key.clone(), signal.clone()));
                 (
                     "keyed signal",
                     "POST",
                     signals,
-                    keys.last().cloned(),
+                    Some(key),
                     Some(signal),
                     decided,
                 )
             }
-            // A key again, for whichever tenant this turn picked: a replay where it was
-            // first sent, a first decision anywhere else.
+            // A key again with its signal, for whichever tenant this turn picked: a replay
+            // where it was first sent, a first decision anywhere else.
             58..=61 if !keys.is_empty() => {
-                let key = keys[rng.below(keys.len() as u64) as usize].clone();
+                let (key, signal) = keys[rng.below(keys.len() as u64) as usize].clone();
                 (
                     "repeated key",
                     "POST",

@@ -1,5 +1,6 @@
 # Sourced by the tool scripts that drive the real binary (mcp-clients.sh, openapi-check.sh,
-# load.sh): starts it on a free port with a fresh ledger and stops it again when the script exits.
+# receipts-check.sh, alerts-check.sh, load.sh): starts it on a free port with a fresh ledger
+# and stops it again when the script exits.
 #   serve_start BINARY [NAME=VALUE ...]   sets PORT, PID and WORK (a scratch folder), or fails
 #                                          with the service's log if it never becomes ready
 serve_start() {

@@ -588,3 +588,69 @@ async fn raw_get(app: &TestApp, path: &str) -> Vec<u8> {
     .await
     .unwrap()
 }
+
+/// `POST path` with `body` sent as written → (status, the answer's text).
+async fn post_text(app: &TestApp, path: &str, body: &'static str) -> (u16, String) {
+    let mut res = app
+        .client
+        .post(app.url(path))
+        .content_type("application/json")
+        .send_body(body)
+        .await
+        .unwrap();
+    let bytes = res.body().limit(1 << 20).await.unwrap();
+    (
+        res.status().as_u16(),
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+#[actix_web::test]
+async fn numbers_are_recorded_and_read_back_exactly_as_sent() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "exact").await;
+    // Doubles that serde_json's default reading takes one unit off, as sent by a client: the
+    // receipt must record these, and what the ledger hands back must be what was hashed.
+    let (s, signal) = post_text(
+        &app,
+        "/v1/tenants/exact/signals",
+        r#"{"metric": "p_error", "value": -6.604630556388117e-41}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{signal}");
+    assert!(
+        signal.contains(r#""value":-6.604630556388117e-41"#),
+        "{signal}"
+    );
+    let (s, tool) = post_text(
+        &app,
+        "/v1/governors/exact/tool-calls",
+        r#"{"tool": "health", "args": {"p": 1.976563237333621e-264, "q": 3.818526826307957e276, "tiny": 5e-324}}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{tool}");
+    for written in [
+        r#""p":1.976563237333621e-264"#,
+        r#""q":3.818526826307957e+276"#,
+        r#""tiny":5e-324"#,
+    ] {
+        assert!(tool.contains(written), "{written} in {tool}");
+    }
+    let answered: Vec<serde_json::Value> = [&signal, &tool]
+        .iter()
+        .map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["receipt"].clone())
+        .collect();
+    let (_, page) = app.get_text("/v1/tenants/exact/receipts").await;
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let stored = page["receipts"].as_array().unwrap();
+    for receipt in &answered {
+        let id = &receipt["receipt_id"];
+        let read = stored.iter().find(|r| &r["receipt_id"] == id).unwrap();
+        assert_eq!(read, receipt, "read back as answered");
+        // Its hash, recomputed from what was read back.
+        let r: tai_autonomics::receipts::Receipt = serde_json::from_value(read.clone()).unwrap();
+        assert_eq!(r.compute_hash(), r.receipt_hash);
+    }
+    let (_, report) = app.get_json("/v1/tenants/exact/receipts/verify").await;
+    assert_eq!(report["valid"], true, "{report}");
+}

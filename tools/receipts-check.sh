@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Receipts verified by an RFC 8785 implementation that is not ours: PyPI's `rfc8785` (pinned,
+# installed into target/receipts-check and kept between runs) recomputes every receipt hash of
+# an export from the real binary, after inputs chosen to be hard to canonicalise (extreme and
+# easily misread doubles, big integers, UTF-16 key order, control and astral characters), and
+# checks the chain's links and that every answered receipt is exported as answered
+# (tools/receipts_check.py).
+#   tools/receipts-check.sh [BINARY]      (default: target/debug/tai-autonomics)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${1:-$ROOT/target/debug/tai-autonomics}
+DIR=$ROOT/target/receipts-check
+[ -x "$BIN" ] || { echo "no binary at $BIN (cargo build first)" >&2; exit 1; }
+mkdir -p "$DIR"
+[ -x "$DIR/venv/bin/python" ] || python3 -m venv "$DIR/venv"
+"$DIR/venv/bin/pip" install -q 'rfc8785==0.1.4'
+
+# shellcheck source=tools/serve.sh
+source "$ROOT/tools/serve.sh"
+serve_start "$BIN"
+"$DIR/venv/bin/python" "$ROOT/tools/receipts_check.py" "http://127.0.0.1:$PORT" ||
+  { echo "service log:" >&2; tail -20 "$WORK/service.log" >&2; exit 1; }

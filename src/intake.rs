@@ -4,8 +4,9 @@
 //! actor. Every input gets an answer within `governance.decision_timeout_ms` (503
 //! `decision_pending` past it); a crashed or restarting governor gives a prompt 503, and an
 //! input that a governor left unhandled as it hibernated goes to the next one. Idempotency keys
-//! become ledger ids beside the Pub/Sub message ids ([`idempotency_id`]). Callers add their own
-//! authentication, rate limits and delivery semantics.
+//! become ledger ids beside the Pub/Sub message ids ([`idempotency_id`]), and a key's replay is
+//! given only to the request it names ([`Replay`]). Callers add their own authentication, rate
+//! limits and delivery semantics.
 
 mod replay;
 
@@ -471,9 +472,7 @@ impl Intake {
             .ask(tenant, SubmitSignal { signal, message_id })
             .await?
             .1?;
-        if let Some(replay) = replay.filter(|_| outcome.duplicate) {
-            replay.check(outcome.receipts.last())?;
-        }
+        replay.check(outcome.duplicate, outcome.receipts.last())?;
         Ok(outcome)
     }
 
@@ -516,9 +515,7 @@ impl Intake {
             message_id,
         };
         let changed = self.entitlements_within(msg, true).await??;
-        if let Some(replay) = replay.filter(|_| changed.duplicate) {
-            replay.check(Some(&changed.receipt))?;
-        }
+        replay.check(changed.duplicate, Some(&changed.receipt))?;
         Ok(changed)
     }
 
@@ -625,9 +622,7 @@ impl Intake {
             Keyed::Marketplace(msg.recorded_request())
         });
         let changed = self.entitlements_within(msg, true).await??;
-        if let Some(replay) = replay.filter(|_| changed.duplicate) {
-            replay.check(Some(&changed.receipt))?;
-        }
+        replay.check(changed.duplicate, Some(&changed.receipt))?;
         Ok(changed)
     }
 

@@ -5,11 +5,12 @@ that is not ours (PyPI's `rfc8785`), as anyone holding an export would verify th
 `receipts_check.py SERVICE` grants a tenant and sends it inputs whose recorded form is hard to
 canonicalise: doubles at the ends of their range and ones a careless reader rounds one unit
 off, integers past 2**53, keys that sort differently by UTF-16 code units than by code points,
-control characters, escapes and astral characters. Then it reads the tenant's export and, for
-every receipt, recomputes `receipt_hash` as SHA-256 of the RFC 8785 text of the receipt
-without it, and checks `seq` continuity and `prev_hash` linkage from the 64-zero genesis. Each
-receipt the service answered with must be in the export exactly as answered, and each number
-sent must be recorded as the double it names.
+control characters, escapes and astral characters, and 306 doubles drawn from every exponent
+and the notation bounds. Then it reads the tenant's export and, for every receipt, recomputes
+`receipt_hash` as SHA-256 of the RFC 8785 text of the receipt without it, and checks `seq`
+continuity and `prev_hash` linkage from the 64-zero genesis. Each receipt the service answered
+with must be in the export exactly as answered, and each number sent must be recorded as the
+double it names.
 
 RFC 8785 reads every number as an IEEE 754 double (I-JSON). Python reads integers exactly, and
 `rfc8785` refuses those past 2**53 rather than round them, so they are made doubles first, as
@@ -18,6 +19,9 @@ a JavaScript verifier's JSON.parse would make them.
 
 import hashlib
 import json
+import math
+import random
+import struct
 import sys
 import urllib.error
 import urllib.request
@@ -115,6 +119,26 @@ def main(service):
     sent = json.loads(args)
     if as_doubles(recorded) != as_doubles(sent):
         sys.exit(f"tool args recorded as {recorded!r}, sent {sent!r}")
+
+    # Doubles drawn from every exponent (a fixed seed), and around the bounds where RFC 8785
+    # switches between plain and exponent notation (1e-7, 1e21).
+    draw = random.Random(20261207)
+    doubles = []
+    while len(doubles) < 300:
+        x = struct.unpack("<d", struct.pack("<Q", draw.getrandbits(64)))[0]
+        if math.isfinite(x):
+            doubles.append(x)
+    for edge in (1e-7, 1e21):
+        doubles += [math.nextafter(edge, 0), edge, math.nextafter(edge, math.inf)]
+    chunks = [doubles[i : i + 100] for i in range(0, len(doubles), 100)]
+    for chunk in chunks:
+        body = json.dumps({"tool": "health", "args": {"doubles": chunk}})
+        answer = expect(*call("POST", f"{service}/v1/governors/{TENANT}/tool-calls", body))
+        answered.extend(answer["receipts"])
+        recorded = answer["receipt"]["metadata"]["args"]["doubles"]
+        for x, y in zip(chunk, recorded):
+            if x != y or math.copysign(1, x) != math.copysign(1, y):
+                sys.exit(f"tool argument {x!r} recorded as {y!r}")
 
     event = {"event": "sku_changed", "value": "professional"}
     answered.append(

@@ -239,9 +239,7 @@ pub async fn tool_call(
         .call_within(&tenant, timeout, on_deadline, |g| g.send(call.clone()))
         .await?;
     let outcome = outcome?;
-    if let Some(replay) = replay.filter(|_| outcome.duplicate) {
-        replay.check(outcome.receipts.last())?;
-    }
+    replay.check(outcome.duplicate, outcome.receipts.last())?;
     answer(outcome)
 }
 

@@ -152,29 +152,30 @@ impl Keyed {
     }
 }
 
-/// A keyed request kept for checking its replay: made only when the request's ledger id is a
-/// client's idempotency id (a Pub/Sub message id is one message, delivered again as it was).
+/// A keyed request kept for checking its replay; it holds a request only when the request's
+/// ledger id is a client's idempotency id (a Pub/Sub message id is one message, delivered again
+/// as it was, and is not checked).
 #[derive(Debug, Clone)]
-pub struct Replay {
-    key: String,
-    keyed: Keyed,
-}
+pub struct Replay(Option<(String, Keyed)>);
 
 impl Replay {
-    /// `keyed` (built only when needed) for the ledger id `message_id`, if that is a client's
-    /// idempotency id.
-    pub fn of(message_id: Option<&str>, keyed: impl FnOnce() -> Keyed) -> Option<Replay> {
-        let key = message_id.and_then(super::idempotency_key)?;
-        Some(Replay {
-            key: key.to_owned(),
-            keyed: keyed(),
-        })
+    /// `keyed` (built only when needed) for the ledger id `message_id`.
+    pub fn of(message_id: Option<&str>, keyed: impl FnOnce() -> Keyed) -> Replay {
+        Replay(
+            message_id
+                .and_then(super::idempotency_key)
+                .map(|key| (key.to_owned(), keyed())),
+        )
     }
 
-    /// [`Keyed::check`] of the receipt the ledger answered with instead of deciding
-    /// (`first`: the last of the answer's receipts).
-    pub fn check(&self, first: Option<&Receipt>) -> Result<(), ApiError> {
-        first.map_or(Ok(()), |r| self.keyed.check(&self.key, r))
+    /// The answer to a keyed request, checked: when the ledger answered with the receipt the
+    /// key was first recorded with instead of deciding (`duplicate`; `first`, the last of the
+    /// answer's receipts), [`Keyed::check`] of that receipt.
+    pub fn check(&self, duplicate: bool, first: Option<&Receipt>) -> Result<(), ApiError> {
+        match (&self.0, first) {
+            (Some((key, keyed)), Some(first)) if duplicate => keyed.check(key, first),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -305,12 +306,15 @@ mod tests {
         assert!(signal("cpu", 1.0, None).check("k1", &unknown).is_ok());
         let tool = receipt(json!({"tool": "health"}));
         let keyed = || signal("cpu", 1.0, None);
-        // A Pub/Sub message id is not a client's key.
-        assert!(Replay::of(Some("12345"), keyed).is_none());
-        assert!(Replay::of(None, keyed).is_none());
-        let replay = Replay::of(Some("http:acme:k1"), keyed).unwrap();
-        assert!(replay.check(None).is_ok());
-        let e = replay.check(Some(&tool)).unwrap_err();
+        // A Pub/Sub message id is not a client's key; a first answer is no replay.
+        assert!(Replay::of(Some("12345"), keyed)
+            .check(true, Some(&tool))
+            .is_ok());
+        assert!(Replay::of(None, keyed).check(true, Some(&tool)).is_ok());
+        let replay = Replay::of(Some("http:acme:k1"), keyed);
+        assert!(replay.check(false, Some(&tool)).is_ok());
+        assert!(replay.check(true, None).is_ok());
+        let e = replay.check(true, Some(&tool)).unwrap_err();
         assert!(e.message.starts_with("Idempotency-Key k1 was used before"));
     }
 }

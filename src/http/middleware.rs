@@ -171,8 +171,39 @@ pub async fn observe(
     let elapsed = started.elapsed();
     events::http_request(method, &route, status, elapsed);
     let code = res.response().extensions().get::<ErrorCode>().copied();
-    span.in_scope(|| log_request(status, code, elapsed));
+    let request = Logged {
+        method,
+        route: &route,
+        path: res.request().path(),
+        status,
+        code,
+        elapsed,
+    };
+    span.in_scope(|| log_request(&request));
     Ok(res)
+}
+
+/// What the request log says of a request.
+struct Logged<'a> {
+    method: &'static str,
+    route: &'a str,
+    path: &'a str,
+    status: u16,
+    code: Option<ErrorCode>,
+    elapsed: Duration,
+}
+
+/// A request path as a log line repeats it: at most 256 characters (a URI may be kilobytes
+/// long), the rest shown as `…`. Written only when the line is (no allocation otherwise).
+struct ShortPath<'a>(&'a str);
+
+impl std::fmt::Display for ShortPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(256) {
+            Some((end, _)) => write!(f, "{}…", &self.0[..end]),
+            None => f.write_str(self.0),
+        }
+    }
 }
 
 /// The request log: every failure (5xx) at warning level with its error code, except that the
@@ -180,17 +211,24 @@ pub async fn observe(
 /// ledger away, draining), are logged at most once a second per code, each such line with the
 /// number left out since the one before (`suppressed`): an overload or an outage must not
 /// turn into a log storm (a failing ledger under load wrote about 70,000 lines in 8 s).
-/// `tai_http_requests_total` counts every one.
-fn log_request(status: u16, code: Option<ErrorCode>, elapsed: Duration) {
+/// `tai_http_requests_total` counts every one. Each line names the request: `method`,
+/// `route` (the pattern) and `path` as fields, and a failure's message says them too
+/// (`request failed: POST /v1/tenants/acme/signals: 503 unavailable`), as a log listing that
+/// shows only messages (the operations guide's daily review) would otherwise show nothing but
+/// "request failed".
+fn log_request(r: &Logged<'_>) {
     use crate::telemetry::budget::LogBudget;
     static BUDGETS: [LogBudget; 5] = [const { LogBudget::new() }; 5];
-    let elapsed_ms = crate::telemetry::log_ms(elapsed);
+    let (method, route, status) = (r.method, r.route, r.status);
+    let path = ShortPath(r.path);
+    let elapsed_ms = crate::telemetry::log_ms(r.elapsed);
     if status < 500 {
-        tracing::debug!(status, elapsed_ms, "request");
+        tracing::debug!(method, route, path = %path, status, elapsed_ms, "request");
         return;
     }
-    let Some(code) = code else {
-        tracing::warn!(status, elapsed_ms, "request failed");
+    let Some(code) = r.code else {
+        tracing::warn!(method, route, path = %path, status, elapsed_ms,
+            "request failed: {method} {path}: {status}");
         return;
     };
     let name = serde_json::to_value(code).unwrap_or_default();
@@ -203,23 +241,45 @@ fn log_request(status: u16, code: Option<ErrorCode>, elapsed: Duration) {
         ErrorCode::DecisionPending => Some(4),
         _ => None,
     };
-    match budget {
-        None => tracing::warn!(status, code = name, elapsed_ms, "request failed"),
-        Some(i) => {
-            if let Some(suppressed) = BUDGETS[i].admit_now() {
-                tracing::warn!(
-                    status,
-                    code = name,
-                    elapsed_ms,
-                    suppressed,
-                    "request failed"
-                );
-            }
-        }
-    }
+    let suppressed = match budget {
+        None => 0,
+        Some(i) => match BUDGETS[i].admit_now() {
+            Some(suppressed) => suppressed,
+            None => return,
+        },
+    };
+    tracing::warn!(
+        method,
+        route,
+        path = %path,
+        status,
+        code = name,
+        elapsed_ms,
+        suppressed,
+        "request failed: {method} {path}: {status} {name}"
+    );
 }
 
 /// Whether the service is draining (see `startup::drain`).
 fn draining_now<B>(res: &ServiceResponse<B>) -> bool {
     (res.request().app_data::<web::Data<AppState>>()).is_some_and(|s| s.is_draining())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShortPath;
+
+    #[test]
+    fn a_logged_path_keeps_256_characters() {
+        assert_eq!(
+            ShortPath("/v1/tenants/acme").to_string(),
+            "/v1/tenants/acme"
+        );
+        let long = format!("/{}", "é".repeat(400));
+        let shown = ShortPath(&long).to_string();
+        assert_eq!(shown.chars().count(), 257);
+        assert!(shown.ends_with("é…"), "{shown}");
+        let exact = format!("/{}", "a".repeat(255));
+        assert_eq!(ShortPath(&exact).to_string(), exact);
+    }
 }

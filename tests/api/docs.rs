@@ -1,5 +1,6 @@
 //! `/openapi.json` describes exactly the router's routes, each with the statuses it answers
-//! here, and `/observer` serves its page with the data its script reads.
+//! here, `/observer` serves its page with the data its script reads, and README's shell blocks
+//! run as written.
 
 use crate::helpers::*;
 
@@ -181,36 +182,47 @@ async fn observer_serves_its_page_and_the_series_its_script_reads() {
     }
 }
 
-/// README's "Try it" block, run as written by bash against the real binary: the one change is
-/// where the binary comes from (`cargo run --release` is this test's build of it) and which
-/// port it listens on. A newcomer follows exactly these lines.
-#[test]
-fn the_readme_try_it_block_runs_as_written() {
+/// The bash block of README.md that follows `heading`, run by bash as written against the real
+/// binary, with `set -e`, after `cargo run --release` (and `--`) became this test's build of
+/// the binary, `localhost:8080` a free port, and `replaced` pairs; `then` runs after it. Bash's
+/// output, once it has exited 0 within two minutes (the blocks wait for readiness without end,
+/// as a newcomer's terminal may).
+fn run_readme_block(heading: &str, replaced: &[(&str, &str)], then: &str) -> String {
     let readme = include_str!("../../README.md");
-    let opening = "Try it:\n\n```bash\n";
-    let start = readme.find(opening).expect("a Try it block") + opening.len();
+    let opening = format!("{heading}\n\n```bash\n");
+    let start = readme.find(&opening).expect("the block") + opening.len();
     let block = &readme[start..start + readme[start..].find("```").unwrap()];
-    let bin = env!("CARGO_BIN_EXE_tai-autonomics");
     let port = free_port();
-    let script = block
+    let mut script = block
         .replace("cargo run --release --", "\"$TAI_BIN\"")
         .replace("cargo run --release", "\"$TAI_BIN\"")
         .replace("localhost:8080", &format!("localhost:{port}"));
+    for (from, to) in replaced {
+        assert!(script.contains(from), "{from} in {script}");
+        script = script.replace(from, to);
+    }
     assert!(!script.contains("cargo"), "{script}");
     let dir = tempfile::tempdir().unwrap();
-    // Bounded: the block waits for readiness without end, as a newcomer's terminal may.
     let out = std::process::Command::new("timeout")
-        .args(["120", "bash", "-c", &format!("set -e\n{script}\nwait %1")])
+        .args(["120", "bash", "-c", &format!("set -e\n{script}\n{then}")])
         .current_dir(dir.path())
-        .env("TAI_BIN", bin)
+        .env("TAI_BIN", env!("CARGO_BIN_EXE_tai-autonomics"))
         .env("PORT", port.to_string())
         .env("TAI_LEDGER__SQLITE_PATH", dir.path().join("ledger.db"))
         .env("TAI_LOG__LEVEL", "warn")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+/// README's "Try it" block: a newcomer grants a tenant, sends signals, watches the state and
+/// the receipts, verifies them three ways and stops the service.
+#[test]
+fn the_readme_try_it_block_runs_as_written() {
+    let stdout = run_readme_block("Try it:", &[], "wait %1");
     for shown in [
         r#""status":"active""#,
         r#""state":"stable""#,
@@ -221,4 +233,28 @@ fn the_readme_try_it_block_runs_as_written() {
     ] {
         assert!(stdout.contains(shown), "{shown} in\n{stdout}");
     }
+}
+
+/// README's Pub/Sub block, on the emulator this test run has (`PUBSUB_EMULATOR_HOST`) in a
+/// project of its own: a message published to the topic is pulled, decided and recorded.
+#[test]
+fn the_readme_pubsub_block_runs_as_written() {
+    assert!(
+        std::env::var("PUBSUB_EMULATOR_HOST").is_ok(),
+        "PUBSUB_EMULATOR_HOST is not set: run tools/test.sh, or `source tools/emulators.sh && emulators_start`"
+    );
+    let project = format!("readme-{}", std::process::id());
+    let stdout = run_readme_block(
+        "Run it against the emulator with one topic and one subscription:",
+        &[
+            ("source tools/emulators.sh && emulators_start", ":"),
+            ("demo", &project),
+        ],
+        "kill -TERM %1\nwait %1",
+    );
+    assert!(stdout.contains(r#""acked":1"#), "{stdout}");
+    let id_line = stdout
+        .lines()
+        .find(|l| l.starts_with('"') && l.trim_matches('"').bytes().all(|b| b.is_ascii_digit()));
+    assert!(id_line.is_some(), "a message id in\n{stdout}");
 }

@@ -204,7 +204,13 @@ fn run_readme_block(heading: &str, replaced: &[(&str, &str)], then: &str) -> Str
     assert!(!script.contains("cargo"), "{script}");
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("timeout")
-        .args(["120", "bash", "-c", &format!("set -e\n{script}\n{then}")])
+        // A block that fails part way leaves no service behind (timeout signals the group).
+        .args([
+            "120",
+            "bash",
+            "-c",
+            &format!("set -e\ntrap 'kill %1 2>/dev/null || true' EXIT\n{script}\n{then}"),
+        ])
         .current_dir(dir.path())
         .env("TAI_BIN", env!("CARGO_BIN_EXE_tai-autonomics"))
         .env("PORT", port.to_string())

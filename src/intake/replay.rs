@@ -144,8 +144,8 @@ impl Keyed {
         Err(ApiError::new(
             ErrorCode::IdempotencyKeyReused,
             format!(
-                "Idempotency-Key {key} was used before {what} (receipt seq {}, {}); a key names \
-                 one request: send a new request with a new key",
+                "idempotency key {key} was used before {what} (receipt seq {}, {}); a key names \
+                 one request, so send this one with a new key",
                 first.seq, first.receipt_id
             ),
         ))
@@ -315,6 +315,6 @@ mod tests {
         assert!(replay.check(false, Some(&tool)).is_ok());
         assert!(replay.check(true, None).is_ok());
         let e = replay.check(true, Some(&tool)).unwrap_err();
-        assert!(e.message.starts_with("Idempotency-Key k1 was used before"));
+        assert!(e.message.starts_with("idempotency key k1 was used before"));
     }
 }

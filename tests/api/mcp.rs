@@ -898,7 +898,7 @@ async fn a_signal_with_an_idempotency_key_is_decided_once_however_often_an_agent
         .await;
     let text = error_text(&reused);
     assert!(
-        text.starts_with("idempotency_key_reused: Idempotency-Key plan-7/step-1 was used before"),
+        text.starts_with("idempotency_key_reused: idempotency key plan-7/step-1 was used before"),
         "{reused}"
     );
     let (_, view) = app.get_json("/v1/governors/agent-co").await;

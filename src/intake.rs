@@ -658,7 +658,7 @@ impl Intake {
             leeway_secs: m.leeway_secs,
             rs256_only: false,
         };
-        let claims = verify(token, keys, &expect).map_err(|e| refuse(e.0))?;
+        let claims = verify(token, keys, &expect).map_err(|e| refuse(e.message))?;
         for (claim, body) in [
             ("tenant_id", req.tenant_id.as_str()),
             ("entitlement_id", req.entitlement_id.as_str()),

@@ -5,14 +5,28 @@
 
 use std::path::Path;
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 /// Why a token was refused (the text is safe to show; it never contains the token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SignatureError(pub String);
+#[error("{message}")]
+pub struct SignatureError {
+    pub message: String,
+    /// No configured key could be chosen for the token (its `kid` is unknown, or no key fits
+    /// its algorithm): keys fetched from a URL may have rotated since, so fetch them again.
+    pub no_key: bool,
+}
+
+impl SignatureError {
+    fn new(message: impl Into<String>) -> Self {
+        SignatureError {
+            message: message.into(),
+            no_key: false,
+        }
+    }
+}
 
 /// The keys a token may be signed with.
 #[derive(Clone)]
@@ -22,7 +36,8 @@ pub enum Keys {
         rsa: Option<DecodingKey>,
         ec: Option<DecodingKey>,
     },
-    /// A JWKS document; the token's `kid` picks the key (or the only key when there is one).
+    /// A JWKS document; the token's `kid` picks the key (without one, every key fit for the
+    /// token's algorithm is tried).
     Jwks(JwkSet),
 }
 
@@ -58,27 +73,75 @@ impl Keys {
         Ok(Keys::Jwks(set))
     }
 
-    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, SignatureError> {
+    /// The keys that may have signed a token of `alg`: the PEM key of that type; in a JWKS,
+    /// the key the token's `kid` names, or, for a token without one (RFC 7515 makes `kid`
+    /// optional), every key fit for `alg` (an RSA key for RS256, a P-256 key for ES256, not
+    /// one marked for encryption or for another algorithm), tried in turn.
+    fn keys_for(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Vec<DecodingKey>, SignatureError> {
         match self {
             Keys::Pem { rsa, ec } => match alg {
                 Algorithm::RS256 => rsa.clone(),
                 _ => ec.clone(),
             }
-            .ok_or_else(|| SignatureError(format!("no {alg:?} key is configured"))),
+            .map(|k| vec![k])
+            .ok_or_else(|| SignatureError::new(format!("no {alg:?} key is configured"))),
             Keys::Jwks(set) => {
-                let jwk = match kid {
-                    Some(k) => set.find(k),
-                    None if set.keys.len() == 1 => set.keys.first(),
-                    None => None,
+                let chosen: Vec<&Jwk> = match kid {
+                    Some(k) => set.find(k).into_iter().collect(),
+                    None => set.keys.iter().filter(|k| fits(k, alg)).collect(),
+                };
+                if chosen.is_empty() {
+                    return Err(SignatureError {
+                        message: match kid {
+                            Some(k) => format!("no key in the JWKS has the token's kid {k:?}"),
+                            None => {
+                                format!("the token names no kid and the JWKS has no {alg:?} key")
+                            }
+                        },
+                        no_key: true,
+                    });
                 }
-                .ok_or_else(|| {
-                    SignatureError("no key in the JWKS matches the token's kid".into())
-                })?;
-                DecodingKey::from_jwk(jwk)
-                    .map_err(|e| SignatureError(format!("unusable JWKS key: {e}")))
+                chosen
+                    .into_iter()
+                    .map(|jwk| {
+                        DecodingKey::from_jwk(jwk)
+                            .map_err(|e| SignatureError::new(format!("unusable JWKS key: {e}")))
+                    })
+                    .collect()
             }
         }
     }
+}
+
+/// Whether `jwk` can verify a token of `alg` (RS256 or ES256).
+fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    let kind = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        _ => false,
+    };
+    let named = (jwk.common.key_algorithm).is_none_or(|a| format!("{a:?}") == format!("{alg:?}"));
+    let for_signing = !matches!(
+        jwk.common.public_key_use,
+        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+    );
+    kind && named && for_signing
+}
+
+/// The `alg` a token's header names, read before the JWT library parses the header, which
+/// takes only the algorithms it knows (`none` would be refused as a malformed header).
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(str::to_owned)
 }
 
 /// What a token must prove besides its signature.
@@ -95,20 +158,26 @@ pub struct Expectations {
 /// Verifies `token` and returns its claims: algorithm pinned to RS256/ES256, signature, `exp`
 /// (required), and `iss`/`aud` when expected.
 pub fn verify(token: &str, keys: &Keys, expect: &Expectations) -> Result<Value, SignatureError> {
-    let header =
-        decode_header(token).map_err(|e| SignatureError(format!("malformed token: {e}")))?;
-    let alg = header.alg;
-    if !(alg == Algorithm::RS256 || (alg == Algorithm::ES256 && !expect.rs256_only)) {
-        return Err(SignatureError(format!(
-            "algorithm {alg:?} is not allowed ({})",
-            if expect.rs256_only {
-                "RS256 only"
-            } else {
-                "RS256 or ES256 only"
-            }
+    let allowed = if expect.rs256_only {
+        "RS256 only"
+    } else {
+        "RS256 or ES256 only"
+    };
+    let named = header_alg(token);
+    if let Some(other) = named.filter(|a| !(a == "RS256" || (a == "ES256" && !expect.rs256_only))) {
+        return Err(SignatureError::new(format!(
+            "algorithm {other} is not allowed ({allowed})"
         )));
     }
-    let key = keys.key_for(alg, header.kid.as_deref())?;
+    let header =
+        decode_header(token).map_err(|e| SignatureError::new(format!("malformed token: {e}")))?;
+    let alg = header.alg;
+    if !(alg == Algorithm::RS256 || (alg == Algorithm::ES256 && !expect.rs256_only)) {
+        return Err(SignatureError::new(format!(
+            "algorithm {alg:?} is not allowed ({allowed})"
+        )));
+    }
+    let keys = keys.keys_for(alg, header.kid.as_deref())?;
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
     v.leeway = expect.leeway_secs;
@@ -125,9 +194,22 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expectations) -> Result<Value, 
         Some(aud) => v.set_audience(&[aud]),
         None => v.validate_aud = false,
     }
-    decode::<Value>(token, &key, &v)
-        .map(|d| d.claims)
-        .map_err(|e| SignatureError(format!("token refused: {e}")))
+    // A key that does not verify the signature gives way to the next; any other refusal
+    // (expired, wrong audience, …) comes after the signature verified, and is the answer.
+    let mut refused = None;
+    for key in &keys {
+        match decode::<Value>(token, key, &v) {
+            Ok(d) => return Ok(d.claims),
+            Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                refused = Some(e)
+            }
+            Err(e) => return Err(SignatureError::new(format!("token refused: {e}"))),
+        }
+    }
+    Err(SignatureError::new(match refused {
+        Some(e) => format!("token refused: {e}"),
+        None => "token refused: no key to try".into(),
+    }))
 }
 
 #[cfg(test)]
@@ -250,9 +332,73 @@ mod tests {
         let mut c = claims(600);
         c["nbf"] = json!(now + 300);
         let e = verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).unwrap_err();
-        assert!(e.0.contains("ImmatureSignature"), "{}", e.0);
+        assert!(e.message.contains("ImmatureSignature"), "{}", e.message);
         c["nbf"] = json!(now - 5);
         assert!(verify(&rs256(&c, "rsa_private.pem"), &pem_keys(), &expect()).is_ok());
+    }
+
+    #[test]
+    fn an_rsa_public_key_is_read_in_spki_and_in_pkcs1_form() {
+        let t = rs256(&claims(60), "rsa_private.pem");
+        for file in ["rsa_public.pem", "rsa_public_pkcs1.pem"] {
+            let keys = Keys::from_pem_file(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/keys")
+                    .join(file),
+            )
+            .unwrap();
+            assert!(verify(&t, &keys, &expect()).is_ok(), "{file}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_kid_is_tried_against_every_jwks_key_fit_for_its_algorithm() {
+        let jwks = Keys::from_jwks_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/jwks_rotating.json"),
+        )
+        .unwrap();
+        // Signed by the JWKS's second RSA key, no kid: the first RSA key gives way to it.
+        let t = rs256(&claims(60), "rsa_private.pem");
+        assert_eq!(verify(&t, &jwks, &expect()).unwrap()["tenant_id"], "acme");
+        let es = encode(
+            &Header::new(Algorithm::ES256),
+            &claims(60),
+            &EncodingKey::from_ec_pem(&key("ec_private.pem")).unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&es, &jwks, &expect()).is_ok());
+        // Expired but signed by a key of the set: the expiry is the answer, not the signature.
+        let err = verify(&rs256(&claims(-120), "rsa_private.pem"), &jwks, &expect()).unwrap_err();
+        assert!(err.message.contains("Expired"), "{err}");
+        // A kid the set lacks is refused by name, even when a key of the set would verify.
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("retired".into());
+        let t = encode(
+            &h,
+            &claims(60),
+            &EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(),
+        )
+        .unwrap();
+        let err = verify(&t, &jwks, &expect()).unwrap_err();
+        assert!(err.message.contains("\"retired\"") && err.no_key, "{err}");
+        // A signer the set does not hold is refused after every RSA key was tried.
+        let single = Keys::from_jwks_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/jwks.json"),
+        )
+        .unwrap();
+        let err = verify(&es, &single, &expect()).unwrap_err();
+        assert!(
+            err.message.contains("has no ES256 key") && err.no_key,
+            "{err}"
+        );
+        let mut wrong = claims(60);
+        wrong["tenant_id"] = json!("x");
+        let t = rs256(&wrong, "other_rsa_private.pem");
+        let err = verify(&t, &single, &expect()).unwrap_err();
+        assert!(
+            err.message.contains("InvalidSignature") && !err.no_key,
+            "{err}"
+        );
     }
 
     #[test]
@@ -265,7 +411,11 @@ mod tests {
             b64(&json!({"alg": "none", "typ": "JWT"})),
             b64(&claims(60))
         );
-        assert!(verify(&none, &pem_keys(), &expect()).is_err());
+        let err = verify(&none, &pem_keys(), &expect()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "algorithm none is not allowed (RS256 or ES256 only)"
+        );
         let hs = encode(
             &Header::new(Algorithm::HS256),
             &claims(60),
@@ -273,7 +423,7 @@ mod tests {
         )
         .unwrap();
         let err = verify(&hs, &pem_keys(), &expect()).unwrap_err();
-        assert!(err.0.contains("not allowed"), "{err}");
+        assert!(err.message.contains("not allowed"), "{err}");
     }
 
     #[test]

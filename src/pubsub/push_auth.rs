@@ -116,7 +116,7 @@ impl PushAuth {
                 let keys = self.url_keys(cache, false).await?;
                 match verify(token, &keys, &expect) {
                     // Google rotates its keys: a new kid means fetch again.
-                    Err(e) if e.0.contains("kid") => {
+                    Err(e) if e.no_key => {
                         let keys = self.url_keys(cache, true).await?;
                         verify(token, &keys, &expect)
                     }
@@ -124,7 +124,7 @@ impl PushAuth {
                 }
             }
         }
-        .map_err(|e| Refused::Invalid(e.0))?;
+        .map_err(|e| Refused::Invalid(e.message))?;
         let want = &self.cfg.service_account_email;
         if !want.is_empty() {
             if claims.get("email").and_then(Value::as_str) != Some(want.as_str()) {

@@ -1,6 +1,7 @@
 # Sourced by the tool scripts that drive the real binary (mcp-clients.sh, openapi-check.sh,
-# receipts-check.sh, alerts-check.sh, load.sh): starts it on a free port with a fresh ledger
-# and stops it again when the script exits; and installs the Python tools they drive it with.
+# receipts-check.sh, signatures-check.sh, alerts-check.sh, load.sh): starts it on a free port
+# with a fresh ledger and stops it again when the script exits; and installs the Python tools
+# they drive it with.
 #   pypi_venv DIR PACKAGE...              a venv at DIR/venv (kept between runs) with the
 #                                          pinned PACKAGEs from PyPI
 #   serve_start BINARY [NAME=VALUE ...]   sets PORT, PID and WORK (a scratch folder), or fails

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every test (unit, integration, black-box, doc tests),
 # the independent MCP clients against the real binary, an independent OpenAPI validator and
-# schemathesis against it and its /openapi.json, its receipts verified with PyPI's rfc8785, and
-# Prometheus evaluating the alert policies against it.
+# schemathesis against it and its /openapi.json, its receipts verified with PyPI's rfc8785,
+# JWTs from PyPI's PyJWT against its signature checks, and Prometheus evaluating the alert
+# policies against it.
 # It installs and starts whatever the tests need and stops it again; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,9 @@ tools/openapi-check.sh target/debug/tai-autonomics
 
 step "receipts verified with an RFC 8785 implementation that is not ours"
 tools/receipts-check.sh target/debug/tai-autonomics
+
+step "signatures made with an independent JWT library"
+tools/signatures-check.sh target/debug/tai-autonomics
 
 step "the alert policies against the binary, with Prometheus"
 tools/alerts-check.sh target/debug/tai-autonomics

@@ -256,6 +256,14 @@ mod tests {
         .unwrap()
     }
 
+    /// A valid RS256 token of `rsa_private.pem` whose header names `kid`.
+    fn rs256_kid(kid: &str) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        let key = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap();
+        encode(&h, &claims(60), &key).unwrap()
+    }
+
     #[test]
     fn valid_rs256_and_es256_tokens_pass() {
         assert_eq!(
@@ -278,15 +286,7 @@ mod tests {
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/jwks.json"),
         )
         .unwrap();
-        let mut h = Header::new(Algorithm::RS256);
-        h.kid = Some("test-rsa".into());
-        let t = encode(
-            &h,
-            &claims(60),
-            &EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(),
-        )
-        .unwrap();
-        assert!(verify(&t, &jwks, &expect()).is_ok());
+        assert!(verify(&rs256_kid("test-rsa"), &jwks, &expect()).is_ok());
     }
 
     #[test]
@@ -371,15 +371,7 @@ mod tests {
         let err = verify(&rs256(&claims(-120), "rsa_private.pem"), &jwks, &expect()).unwrap_err();
         assert!(err.message.contains("Expired"), "{err}");
         // A kid the set lacks is refused by name, even when a key of the set would verify.
-        let mut h = Header::new(Algorithm::RS256);
-        h.kid = Some("retired".into());
-        let t = encode(
-            &h,
-            &claims(60),
-            &EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(),
-        )
-        .unwrap();
-        let err = verify(&t, &jwks, &expect()).unwrap_err();
+        let err = verify(&rs256_kid("retired"), &jwks, &expect()).unwrap_err();
         assert!(err.message.contains("\"retired\"") && err.no_key, "{err}");
         // A signer the set does not hold is refused after every RSA key was tried.
         let single = Keys::from_jwks_file(

@@ -8,9 +8,9 @@ off, integers past 2**53, keys that sort differently by UTF-16 code units than b
 control characters, escapes and astral characters, and 306 doubles drawn from every exponent
 and the notation bounds. Then it reads the tenant's export and, for every receipt, recomputes
 `receipt_hash` as SHA-256 of the RFC 8785 text of the receipt without it, and checks `seq`
-continuity and `prev_hash` linkage from the 64-zero genesis. Each receipt the service answered
-with must be in the export exactly as answered, and each number sent must be recorded as the
-double it names.
+continuity and `prev_hash` linkage from the 64-zero genesis; `GET …/receipts` must hand out
+the same receipts. Each receipt the service answered with must be in the export exactly as
+answered, and each number sent must be recorded as the double it names.
 
 RFC 8785 reads every number as an IEEE 754 double (I-JSON). Python reads integers exactly, and
 `rfc8785` refuses those past 2**53 rather than round them, so they are made doubles first, as
@@ -162,6 +162,10 @@ def main(service):
             sys.exit(f"seq {i}: receipt_hash {r['receipt_hash']}, but RFC 8785 gives {digest} for\n{text}")
         prev = r["receipt_hash"]
         kinds.add(r["event_type"])
+    status, raw = call("GET", f"{service}/v1/tenants/{TENANT}/receipts?limit=1000")
+    paged = expect(status, raw)["receipts"]
+    if paged != chain:
+        sys.exit("GET …/receipts and the export disagree")
     by_id = {r["receipt_id"]: r for r in chain}
     for r in answered:
         if by_id.get(r["receipt_id"]) != r:

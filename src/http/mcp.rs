@@ -2,7 +2,9 @@
 //! the service's bearer rules (401/403 before any MCP processing), hands the request to rmcp's
 //! service with the caller in its extensions, and streams rmcp's answer back unchanged, except
 //! that rmcp's plain-text refusals become the service's JSON error body (malformed JSON-RPC is
-//! 400, where rmcp says 415, and a 405 says `Allow: POST`).
+//! 400, where rmcp says 415, and a 405 says `Allow: POST`). rmcp reads one message per request,
+//! so the bridge itself takes MCP 2025-03-26's JSON-RPC batches apart and puts their answers
+//! together.
 //! `GET /mcp/tools` returns `{"tools": [...]}`, the same list `tools/list` returns.
 
 use actix_web::http::StatusCode;
@@ -21,21 +23,11 @@ pub async fn endpoint(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::extract(&req).await?;
-    let mut b = http::Request::builder()
-        .method(req.method().as_str())
-        .uri(req.uri().to_string());
-    for (k, v) in req.headers() {
-        b = b.header(k.as_str(), v.as_bytes());
+    if req.method() == actix_web::http::Method::POST && is_array(&body) {
+        return batch(&state, &req, &caller, &body).await;
     }
-    let mut request = b
-        .body(http_body_util::Full::new(body.clone()))
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("unusable request: {e}")))?;
-    request.extensions_mut().insert(caller);
-    let (parts, answer) = state.mcp.handle(request).await.into_parts();
-    let status = StatusCode::from_u16(parts.status.as_u16())
-        .map_err(|e| ApiError::internal(format!("MCP status: {e}")))?;
-    let json_answer = (parts.headers.get(http::header::CONTENT_TYPE))
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let (status, headers, answer) = forward(&state, &req, &caller, body.clone()).await?;
+    let json_answer = is_json(&headers);
     if status.is_client_error() && !json_answer {
         // rmcp refuses in plain text; the client gets the service's JSON error body with
         // rmcp's reason (it is small: a fixed sentence or a parser's message).
@@ -47,10 +39,179 @@ pub async fn endpoint(
         return Ok(refusal(&req, status, &text, &body));
     }
     let mut out = HttpResponse::build(status);
-    for (k, v) in parts.headers.iter() {
+    for (k, v) in headers.iter() {
         out.append_header((k.as_str(), v.as_bytes()));
     }
     Ok(out.streaming(answer.into_data_stream()))
+}
+
+type Answer = http_body_util::combinators::BoxBody<web::Bytes, std::convert::Infallible>;
+
+/// Hands one request (the client's, or one message of a batch with the client's headers) to
+/// rmcp's service with the caller in its extensions.
+async fn forward(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &Caller,
+    body: web::Bytes,
+) -> Result<(StatusCode, http::HeaderMap, Answer), ApiError> {
+    let mut b = http::Request::builder()
+        .method(req.method().as_str())
+        .uri(req.uri().to_string());
+    for (k, v) in req.headers() {
+        // A batch's messages are forwarded one by one, each shorter than the whole body.
+        if k != actix_web::http::header::CONTENT_LENGTH {
+            b = b.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let mut request = b
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("unusable request: {e}")))?;
+    request.extensions_mut().insert(caller.clone());
+    let (parts, answer) = state.mcp.handle(request).await.into_parts();
+    let status = StatusCode::from_u16(parts.status.as_u16())
+        .map_err(|e| ApiError::internal(format!("MCP status: {e}")))?;
+    Ok((status, parts.headers, answer))
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    (headers.get(http::header::CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+/// Whether the body is a JSON array (a JSON-RPC batch), by its first byte that is not
+/// whitespace.
+fn is_array(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .is_some_and(|&b| b == b'[')
+}
+
+/// The most messages one batch may hold; each is decided in turn before the answer goes out.
+pub const MAX_BATCH: usize = 100;
+
+/// The protocol revision that has JSON-RPC batches: 2025-03-26 added them and 2025-06-18
+/// removed them. A request without `MCP-Protocol-Version` is 2025-03-26's (that revision has
+/// no such header, and a stateless server has no session to remember another by).
+const BATCH_REVISION: &str = "2025-03-26";
+
+/// Why a batch with these headers is refused as a whole, or `None` when its messages are
+/// read one by one. Pure, so that the rules are tested apart from rmcp.
+fn batch_refusal(version: Option<&str>, messages: &[serde_json::Value]) -> Option<String> {
+    if let Some(v) = version.filter(|v| *v != BATCH_REVISION) {
+        let shown: String = v.chars().take(32).collect();
+        return Some(format!(
+            "JSON-RPC batches are part of MCP {BATCH_REVISION} only (2025-06-18 removed them), \
+             and this request says MCP-Protocol-Version {shown}; send one message per request"
+        ));
+    }
+    if messages.is_empty() {
+        return Some("an empty batch: a batch holds one message or more".to_owned());
+    }
+    if messages.len() > MAX_BATCH {
+        return Some(format!(
+            "a batch of {} messages: at most {MAX_BATCH} in one request",
+            messages.len()
+        ));
+    }
+    None
+}
+
+/// The JSON-RPC error answering one message of a batch that is not read: `-32600` with the
+/// message's id when it has one a request may carry (a string or an integer), else `null`.
+fn element_error(message: &serde_json::Value, reason: &str) -> serde_json::Value {
+    let id = match message.get("id") {
+        Some(id @ serde_json::Value::String(_)) => id.clone(),
+        Some(id) if id.is_i64() || id.is_u64() => id.clone(),
+        _ => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32600, "message": reason},
+    })
+}
+
+/// A JSON-RPC batch (MCP 2025-03-26): its messages are handed to rmcp one by one, in order,
+/// each as its own request with the client's headers, and the answers go back as one JSON
+/// array in the same order (notifications have none; a batch of notifications alone is 202
+/// with no body). A message rmcp cannot read gets a `-32600` error in its place, and so does
+/// `initialize`, which 2025-03-26 keeps out of batches. A refusal of the request itself (its
+/// headers: `Accept`, `Host`, `Origin`) is the same for every message and answers the whole
+/// batch, as it would a single message.
+async fn batch(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &Caller,
+    body: &web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let messages: Vec<serde_json::Value> = match serde_json::from_slice(body) {
+        Ok(m) => m,
+        Err(e) if e.is_data() => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("a batch is an array of JSON-RPC messages: {e}"),
+            ))
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not JSON: {e}"),
+            ))
+        }
+    };
+    let version = (req.headers().get("mcp-protocol-version")).and_then(|v| v.to_str().ok());
+    if let Some(why) = batch_refusal(version, &messages) {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, why));
+    }
+    let mut answers = Vec::with_capacity(messages.len());
+    for message in &messages {
+        if !message.is_object() {
+            answers.push(element_error(
+                message,
+                "a batch's member is not a JSON-RPC message",
+            ));
+            continue;
+        }
+        if message.get("method").and_then(|m| m.as_str()) == Some("initialize") {
+            answers.push(element_error(
+                message,
+                "initialize must not be part of a batch (MCP 2025-03-26): send it alone",
+            ));
+            continue;
+        }
+        let one = web::Bytes::from(serde_json::to_vec(message).map_err(ApiError::internal)?);
+        let (status, headers, answer) = forward(state, req, caller, one.clone()).await?;
+        let text = answer
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        if status == StatusCode::ACCEPTED {
+            continue; // a notification: no answer
+        }
+        if is_json(&headers) {
+            match serde_json::from_slice::<serde_json::Value>(&text) {
+                Ok(answer) => answers.push(answer),
+                Err(e) => return Err(ApiError::internal(format!("MCP answer: {e}"))),
+            }
+        } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            // rmcp's word for JSON that is not one JSON-RPC message it reads.
+            answers.push(element_error(
+                message,
+                "not a JSON-RPC 2.0 message this server reads: `jsonrpc` must be \"2.0\", \
+                 `id` a string or an integer, `params` an object of the method's shape",
+            ));
+        } else {
+            return Ok(refusal(req, status, &text, &one));
+        }
+    }
+    if answers.is_empty() {
+        return Ok(HttpResponse::Accepted().finish());
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(serde_json::to_vec(&answers).map_err(ApiError::internal)?))
 }
 
 /// The JSON error body for a request rmcp refused with `status` and the plain `text` reason.
@@ -74,7 +235,7 @@ fn refusal(req: &HttpRequest, status: StatusCode, text: &[u8], body: &[u8]) -> H
                 ErrorCode::InvalidRequest,
                 "the body is not one JSON-RPC 2.0 message this server reads: `jsonrpc` must be \
                  \"2.0\", `id` a string or an integer, `params` an object of the method's \
-                 shape; batches are not accepted",
+                 shape",
                 None,
             ),
         };
@@ -113,4 +274,59 @@ pub async fn tools(
         .retry_after(1)
     })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tools": tools })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn a_body_is_a_batch_when_it_opens_an_array() {
+        assert!(is_array(b" \r\n\t[{}]"));
+        assert!(!is_array(b" {\"a\": [1]}"));
+        assert!(!is_array(b""));
+        assert!(!is_array(b"\xef\xbb\xbf[]"));
+    }
+
+    #[test]
+    fn batches_belong_to_2025_03_26_and_hold_one_to_a_hundred_messages() {
+        let one = [json!({})];
+        assert_eq!(batch_refusal(None, &one), None);
+        assert_eq!(batch_refusal(Some("2025-03-26"), &one), None);
+        for later in ["2025-06-18", "2025-11-25", "2026-07-28"] {
+            let why = batch_refusal(Some(later), &one).unwrap();
+            assert!(
+                why.contains(later) && why.contains("2025-03-26 only"),
+                "{why}"
+            );
+        }
+        assert!(batch_refusal(None, &[]).unwrap().contains("empty"));
+        assert_eq!(batch_refusal(None, &vec![json!({}); MAX_BATCH]), None);
+        let why = batch_refusal(None, &vec![json!({}); MAX_BATCH + 1]).unwrap();
+        assert!(why.contains("101 messages"), "{why}");
+        // A hostile version header is shown cut short.
+        let long = "x".repeat(500);
+        assert!(batch_refusal(Some(&long), &one).unwrap().len() < 300);
+    }
+
+    #[test]
+    fn an_unread_member_is_answered_with_its_id_when_a_request_may_carry_it() {
+        for (member, id) in [
+            (json!({"id": 7}), json!(7)),
+            (json!({"id": "a"}), json!("a")),
+            (json!({"id": 1.5}), Value::Null),
+            (json!({"id": null}), Value::Null),
+            (json!({"id": {"x": 1}}), Value::Null),
+            (json!({}), Value::Null),
+            (json!(5), Value::Null),
+        ] {
+            let e = element_error(&member, "why");
+            assert_eq!(
+                e,
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": "why"}}),
+                "{member}"
+            );
+        }
+    }
 }

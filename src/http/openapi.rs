@@ -62,6 +62,15 @@ fn nullable(mut schema: Value) -> Value {
     schema
 }
 
+/// One JSON-RPC 2.0 message as `/mcp` reads it.
+fn mcp_message() -> Value {
+    json!({"type": "object", "required": ["jsonrpc", "method"],
+        "properties": {"jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer"], "minimum": i64::MIN, "maximum": i64::MAX},
+            "method": {"type": "string"},
+            "params": {"type": ["object", "null"], "properties": {"_meta": {"type": ["object", "null"]}}}}})
+}
+
 fn any_object() -> Value {
     json!({"type": "object", "additionalProperties": true})
 }
@@ -161,12 +170,12 @@ fn ops() -> Vec<Op> {
         ),
         Op {
             body: Some(json!({
-                "description": "One JSON-RPC 2.0 request (with id: answered 200, a JSON-RPC error included) or notification (202); no batches, and no responses (the transport is stateless)",
-                "type": "object", "required": ["jsonrpc", "method"],
-                "properties": {"jsonrpc": {"const": "2.0"},
-                    "id": {"type": ["string", "integer"], "minimum": i64::MIN, "maximum": i64::MAX},
-                    "method": {"type": "string"},
-                    "params": {"type": ["object", "null"], "properties": {"_meta": {"type": ["object", "null"]}}}}})),
+                "description": "One JSON-RPC 2.0 request (with id: answered 200, a JSON-RPC error included) or notification (202), and no responses (the transport is stateless). Without an MCP-Protocol-Version header (MCP 2025-03-26) also a batch: an array of 1 to 100 messages, answered with an array of the requests' answers in order (202 when it holds notifications only)",
+                "oneOf": [mcp_message(), {"type": "array", "minItems": 1,
+                    "maxItems": crate::http::mcp::MAX_BATCH,
+                    // JSON-RPC answers a member that is not a message with an error in its
+                    // place, so any member is taken.
+                    "items": {"description": "a JSON-RPC 2.0 message as above; any other member is answered with a -32600 error in its place"}}]})),
             // 403: an Origin or Host off the allow-list (DNS rebinding).
             errors: &[403, 406],
             ..op(
@@ -174,7 +183,7 @@ fn ops() -> Vec<Op> {
                 "/mcp",
                 "MCP Streamable HTTP (stateless; GET and DELETE answer 405)",
                 ANY_TOKEN,
-                (200, any_object()),
+                (200, json!({"type": ["object", "array"]})),
             )
         },
         Op {

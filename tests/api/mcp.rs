@@ -788,10 +788,18 @@ async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothin
         (
             json_type,
             both,
-            json!([call]).to_string(),
+            "[]".into(),
             400,
             "invalid_request",
-            "batches",
+            "an empty batch",
+        ),
+        (
+            json_type,
+            both,
+            format!("[{call},"),
+            400,
+            "invalid_json",
+            "not JSON",
         ),
         (
             json_type,
@@ -968,5 +976,121 @@ async fn a_tenants_tool_calls_take_from_the_same_rate_limit_as_its_http_requests
         (status, body["code"].as_str()),
         (429, Some("rate_limited")),
         "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "bt").await;
+    let signal = |id: u64, value: f64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "taiea.governor.signal",
+                       "arguments": {"tenant_id": "bt", "metric": "cpu", "value": value}}})
+    };
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "p", "method": "ping"},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        signal(2, 70.0),
+        signal(3, 10.0),
+        {"jsonrpc": "2.0", "id": 4, "method": "initialize", "params": {"protocolVersion": "2025-03-26",
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        5,
+        {"jsonrpc": "1.0", "id": 6, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 7, "method": "no/such"},
+    ]);
+    // Without MCP-Protocol-Version a request is 2025-03-26's, and so with it said.
+    for headers in [vec![], vec![("mcp-protocol-version", "2025-03-26")]] {
+        let (status, answers) = rpc(&app, &headers, batch.clone()).await;
+        assert_eq!(status, 200, "{answers}");
+        let answers = answers.as_array().expect("an array of answers");
+        let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+        // The notification has no answer; the others answer in the batch's order.
+        assert_eq!(
+            ids,
+            [
+                json!("p"),
+                json!(2),
+                json!(3),
+                json!(4),
+                Value::Null,
+                json!(6),
+                json!(7)
+            ]
+            .iter()
+            .collect::<Vec<_>>()
+        );
+        assert_eq!(answers[0]["result"], json!({}));
+        assert_eq!(structured(&answers[1]["result"])["state"], "warning");
+        assert_eq!(structured(&answers[2]["result"])["state"], "stable");
+        let codes: Vec<&Value> = answers[3..].iter().map(|a| &a["error"]["code"]).collect();
+        assert_eq!(
+            codes,
+            [
+                &json!(-32600),
+                &json!(-32600),
+                &json!(-32600),
+                &json!(-32601)
+            ]
+        );
+        assert!(answers[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("initialize must not be part of a batch"));
+    }
+    let chain = app.get_json("/v1/tenants/bt/receipts").await.1;
+    let events: Vec<&str> = chain["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "entitlement_granted",
+            "entitlement_verified",
+            "signal_warning",
+            "mcp_tool_call",
+            "signal_processed",
+            "mcp_tool_call",
+            "signal_warning",
+            "mcp_tool_call",
+            "signal_processed",
+            "mcp_tool_call"
+        ]
+    );
+
+    // Notifications alone: 202, no body.
+    let (status, _) = rpc(
+        &app,
+        &[],
+        json!([{"jsonrpc": "2.0", "method": "notifications/initialized"}]),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // Later revisions have no batches; too many messages in one is refused whole.
+    let too_many: Vec<Value> = (0..=100).map(|i| signal(i, 90.0)).collect();
+    for (headers, body, says) in [
+        (
+            vec![("mcp-protocol-version", LEGACY)],
+            json!([signal(1, 90.0)]),
+            "MCP-Protocol-Version 2025-11-25",
+        ),
+        (vec![], json!(too_many), "at most 100"),
+    ] {
+        let (status, answer) = rpc(&app, &headers, body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{answer}"
+        );
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(
+        app.get_json("/v1/tenants/bt/receipts").await.1["head_seq"],
+        10,
+        "a refused batch runs nothing"
     );
 }

@@ -1,5 +1,6 @@
 // Drives the running service's /mcp with the official TypeScript SDK client (v1, the
-// handshake era): initialize, list tools, call tools (one error case), ping, end the session.
+// handshake era): initialize, list tools, call tools (one error case), ping, end the session;
+// then a JSON-RPC batch (MCP 2025-03-26) sent through the SDK's own transport.
 // Usage: node ts_v1_check.mjs URL
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -21,4 +22,26 @@ if (!bad.isError || !bad.content[0].text.includes("tenant_id")) fail(`missing ar
 await client.ping();
 try { await transport.terminateSession(); } catch (e) { /* stateless: no session to end */ }
 await client.close();
-console.log(`typescript sdk v1 client: ${tools.length} tools, calls ok`);
+
+// A bare transport sends no MCP-Protocol-Version, so the server reads the request as
+// 2025-03-26's, the revision with batches; the SDK reads an array answer message by message.
+const raw = new StreamableHTTPClientTransport(new URL(process.argv[2]));
+const got = [];
+raw.onmessage = (m) => got.push(m);
+await raw.start();
+const signal = (id, value) => ({ jsonrpc: "2.0", id, method: "tools/call",
+  params: { name: "taiea.governor.signal", arguments: { tenant_id: "ts-v1", metric: "cpu", value } } });
+await raw.send([
+  { jsonrpc: "2.0", id: "p", method: "ping" },
+  { jsonrpc: "2.0", method: "notifications/initialized" },
+  signal(2, 70),
+  signal(3, 10),
+  { jsonrpc: "2.0", id: 4, method: "no/such" },
+]);
+const ids = got.map((m) => m.id);
+if (JSON.stringify(ids) !== JSON.stringify(["p", 2, 3, 4])) fail(`batch answers: ${JSON.stringify(got)}`);
+const states = got.slice(1, 3).map((m) => m.result?.structuredContent?.state);
+if (JSON.stringify(states) !== JSON.stringify(["warning", "stable"])) fail(`batch signals: ${JSON.stringify(got)}`);
+if (got[3].error?.code !== -32601) fail(`batch unknown method: ${JSON.stringify(got[3])}`);
+await raw.close();
+console.log(`typescript sdk v1 client: ${tools.length} tools, calls ok, a batch of 5 answered in order`);

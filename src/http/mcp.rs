@@ -14,6 +14,7 @@ use http_body_util::BodyExt as _;
 use super::error::{error_response, ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
+use crate::mcp::batch;
 use crate::mcp::registry::ListTools;
 
 /// `POST|GET|DELETE /mcp`
@@ -23,7 +24,7 @@ pub async fn endpoint(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::extract(&req).await?;
-    if req.method() == actix_web::http::Method::POST && is_array(&body) {
+    if req.method() == actix_web::http::Method::POST && batch::is_array(&body) {
         return batch(&state, &req, &caller, &body).await;
     }
     let (status, headers, answer) = forward(&state, &req, &caller, body.clone()).await?;
@@ -79,59 +80,6 @@ fn is_json(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
-/// Whether the body is a JSON array (a JSON-RPC batch), by its first byte that is not
-/// whitespace.
-fn is_array(body: &[u8]) -> bool {
-    body.iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .is_some_and(|&b| b == b'[')
-}
-
-/// The most messages one batch may hold; each is decided in turn before the answer goes out.
-pub const MAX_BATCH: usize = 100;
-
-/// The protocol revision that has JSON-RPC batches: 2025-03-26 added them and 2025-06-18
-/// removed them. A request without `MCP-Protocol-Version` is 2025-03-26's (that revision has
-/// no such header, and a stateless server has no session to remember another by).
-const BATCH_REVISION: &str = "2025-03-26";
-
-/// Why a batch with these headers is refused as a whole, or `None` when its messages are
-/// read one by one. Pure, so that the rules are tested apart from rmcp.
-fn batch_refusal(version: Option<&str>, messages: &[serde_json::Value]) -> Option<String> {
-    if let Some(v) = version.filter(|v| *v != BATCH_REVISION) {
-        let shown: String = v.chars().take(32).collect();
-        return Some(format!(
-            "JSON-RPC batches are part of MCP {BATCH_REVISION} only (2025-06-18 removed them), \
-             and this request says MCP-Protocol-Version {shown}; send one message per request"
-        ));
-    }
-    if messages.is_empty() {
-        return Some("an empty batch: a batch holds one message or more".to_owned());
-    }
-    if messages.len() > MAX_BATCH {
-        return Some(format!(
-            "a batch of {} messages: at most {MAX_BATCH} in one request",
-            messages.len()
-        ));
-    }
-    None
-}
-
-/// The JSON-RPC error answering one message of a batch that is not read: `-32600` with the
-/// message's id when it has one a request may carry (a string or an integer), else `null`.
-fn element_error(message: &serde_json::Value, reason: &str) -> serde_json::Value {
-    let id = match message.get("id") {
-        Some(id @ serde_json::Value::String(_)) => id.clone(),
-        Some(id) if id.is_i64() || id.is_u64() => id.clone(),
-        _ => serde_json::Value::Null,
-    };
-    serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {"code": -32600, "message": reason},
-    })
-}
-
 /// A JSON-RPC batch (MCP 2025-03-26): its messages are handed to rmcp one by one, in order,
 /// each as its own request with the client's headers, and the answers go back as one JSON
 /// array in the same order (notifications have none; a batch of notifications alone is 202
@@ -161,23 +109,13 @@ async fn batch(
         }
     };
     let version = (req.headers().get("mcp-protocol-version")).and_then(|v| v.to_str().ok());
-    if let Some(why) = batch_refusal(version, &messages) {
+    if let Some(why) = batch::refusal(version, &messages) {
         return Err(ApiError::new(ErrorCode::InvalidRequest, why));
     }
     let mut answers = Vec::with_capacity(messages.len());
     for message in &messages {
-        if !message.is_object() {
-            answers.push(element_error(
-                message,
-                "a batch's member is not a JSON-RPC message",
-            ));
-            continue;
-        }
-        if message.get("method").and_then(|m| m.as_str()) == Some("initialize") {
-            answers.push(element_error(
-                message,
-                "initialize must not be part of a batch (MCP 2025-03-26): send it alone",
-            ));
+        if let Err(error) = batch::triage(message) {
+            answers.push(error);
             continue;
         }
         let one = web::Bytes::from(serde_json::to_vec(message).map_err(ApiError::internal)?);
@@ -195,14 +133,8 @@ async fn batch(
                 Ok(answer) => answers.push(answer),
                 Err(e) => return Err(ApiError::internal(format!("MCP answer: {e}"))),
             }
-        } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            // rmcp's word for JSON that is not one JSON-RPC message it reads.
-            answers.push(element_error(
-                message,
-                "not a JSON-RPC 2.0 message this server reads: `jsonrpc` must be \"2.0\", \
-                 `id` a string or an integer, `params` an object of the method's shape",
-            ));
         } else {
+            // A refusal of the request itself (its headers): the same for every member.
             return Ok(refusal(req, status, &text, &one));
         }
     }
@@ -274,59 +206,4 @@ pub async fn tools(
         .retry_after(1)
     })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tools": tools })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{json, Value};
-
-    #[test]
-    fn a_body_is_a_batch_when_it_opens_an_array() {
-        assert!(is_array(b" \r\n\t[{}]"));
-        assert!(!is_array(b" {\"a\": [1]}"));
-        assert!(!is_array(b""));
-        assert!(!is_array(b"\xef\xbb\xbf[]"));
-    }
-
-    #[test]
-    fn batches_belong_to_2025_03_26_and_hold_one_to_a_hundred_messages() {
-        let one = [json!({})];
-        assert_eq!(batch_refusal(None, &one), None);
-        assert_eq!(batch_refusal(Some("2025-03-26"), &one), None);
-        for later in ["2025-06-18", "2025-11-25", "2026-07-28"] {
-            let why = batch_refusal(Some(later), &one).unwrap();
-            assert!(
-                why.contains(later) && why.contains("2025-03-26 only"),
-                "{why}"
-            );
-        }
-        assert!(batch_refusal(None, &[]).unwrap().contains("empty"));
-        assert_eq!(batch_refusal(None, &vec![json!({}); MAX_BATCH]), None);
-        let why = batch_refusal(None, &vec![json!({}); MAX_BATCH + 1]).unwrap();
-        assert!(why.contains("101 messages"), "{why}");
-        // A hostile version header is shown cut short.
-        let long = "x".repeat(500);
-        assert!(batch_refusal(Some(&long), &one).unwrap().len() < 300);
-    }
-
-    #[test]
-    fn an_unread_member_is_answered_with_its_id_when_a_request_may_carry_it() {
-        for (member, id) in [
-            (json!({"id": 7}), json!(7)),
-            (json!({"id": "a"}), json!("a")),
-            (json!({"id": 1.5}), Value::Null),
-            (json!({"id": null}), Value::Null),
-            (json!({"id": {"x": 1}}), Value::Null),
-            (json!({}), Value::Null),
-            (json!(5), Value::Null),
-        ] {
-            let e = element_error(&member, "why");
-            assert_eq!(
-                e,
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": "why"}}),
-                "{member}"
-            );
-        }
-    }
 }

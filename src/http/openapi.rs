@@ -172,7 +172,7 @@ fn ops() -> Vec<Op> {
             body: Some(json!({
                 "description": "One JSON-RPC 2.0 request (with id: answered 200, a JSON-RPC error included) or notification (202), and no responses (the transport is stateless). Without an MCP-Protocol-Version header (MCP 2025-03-26) also a batch: an array of 1 to 100 messages, answered with an array of the requests' answers in order (202 when it holds notifications only)",
                 "oneOf": [mcp_message(), {"type": "array", "minItems": 1,
-                    "maxItems": crate::http::mcp::MAX_BATCH,
+                    "maxItems": crate::mcp::batch::MAX_BATCH,
                     // JSON-RPC answers a member that is not a message with an error in its
                     // place, so any member is taken.
                     "items": {"description": "a JSON-RPC 2.0 message as above; any other member is answered with a -32600 error in its place"}}]})),

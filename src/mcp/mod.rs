@@ -8,6 +8,7 @@
 //! runs as admin: whoever can start the process owns it). The HTTP service runs stateless with
 //! JSON answers, so any instance serves any request and nothing is lost on a restart.
 
+pub mod batch;
 pub mod registry;
 pub mod stdio;
 pub mod tools;

@@ -6,9 +6,16 @@
 //!
 //! Lines go through whole: rmcp's answers and the relay's parse errors are written to stdout
 //! by one task, so they never interleave. An error answer without an `id` gets `"id": null`.
+//!
+//! A line that is a JSON-RPC batch (MCP 2025-03-26, in a session that negotiated it) is taken
+//! apart here, since rmcp reads one message per line: its members go to rmcp as lines of their
+//! own, and their answers, which come back in any order, are held until the last is in and then
+//! written as one array in the members' order (`super::batch::Pending`).
+
+use std::sync::{Arc, Mutex};
 
 use serde::de::IgnoredAny;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
@@ -20,6 +27,78 @@ const PIPE_BYTES: usize = 1 << 16;
 pub struct Relay {
     pub transport: (DuplexStream, DuplexStream),
     pub done: tokio::task::JoinHandle<()>,
+}
+
+/// What the two directions of the relay share for batches: the protocol revision the session
+/// negotiated (read from `initialize`'s answer), the batches still running, and whether rmcp's
+/// output has ended (then no batch can finish).
+#[derive(Default)]
+struct Session {
+    version: Option<String>,
+    pending: super::batch::Pending,
+    ended: bool,
+}
+
+fn lines(values: Vec<Value>) -> Vec<Vec<u8>> {
+    values
+        .into_iter()
+        .map(|v| v.to_string().into_bytes())
+        .collect()
+}
+
+/// For a batch line: the line answering it now (`None`: nothing yet, or ever) and the member
+/// lines to send to rmcp now.
+fn take_batch(line: &[u8], session: &Mutex<Session>) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+    let members: Vec<Value> = match serde_json::from_slice(line) {
+        Ok(m) => m,
+        Err(e) => return (Some(parse_error(&e).into_bytes()), Vec::new()),
+    };
+    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+    let refused = match &session.version {
+        None => Some(
+            "a batch comes after initialize, in a session of MCP 2025-03-26 (the one revision \
+             with batches)"
+                .to_owned(),
+        ),
+        Some(v) => super::batch::refusal(Some(v), &members),
+    };
+    if let Some(why) = refused {
+        let error =
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": why}});
+        return (Some(error.to_string().into_bytes()), Vec::new());
+    }
+    let step = session.pending.add(members);
+    (
+        step.answer.map(|a| a.to_string().into_bytes()),
+        lines(step.send),
+    )
+}
+
+/// For a line rmcp answered: what to write (the line itself, or a batch's whole answer once
+/// its last member's is in; `None` while the batch runs on) and the batch's member lines to
+/// send to rmcp next. Learns the negotiated revision from `initialize`'s answer.
+fn give_answer(line: Vec<u8>, session: &Mutex<Session>) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+    if session.version.is_some() && session.pending.is_empty() {
+        return (Some(with_null_id(line)), Vec::new());
+    }
+    let Ok(answer) = serde_json::from_slice::<Value>(&line) else {
+        return (Some(line), Vec::new());
+    };
+    let result = &answer["result"];
+    if let (Some(v), true) = (
+        result["protocolVersion"].as_str(),
+        result["serverInfo"].is_object(),
+    ) {
+        session.version = Some(v.to_owned());
+    }
+    match session.pending.answer(answer) {
+        Err(_) => (Some(with_null_id(line)), Vec::new()),
+        Ok(step) => (
+            step.answer.map(|a| a.to_string().into_bytes()),
+            lines(step.send),
+        ),
+    }
 }
 
 /// The JSON-RPC answer to a line that is not JSON.
@@ -52,8 +131,43 @@ where
     let (rmcp_in, mut to_rmcp) = tokio::io::duplex(PIPE_BYTES);
     let (rmcp_out, from_rmcp) = tokio::io::duplex(PIPE_BYTES);
     let (lines, mut out) = mpsc::channel::<Vec<u8>>(64);
+    // Lines for rmcp: from stdin (bounded, so a fast client waits for rmcp), and the members
+    // of running batches that may go once an answer came in (unbounded, so the answer side
+    // never waits on rmcp's input while rmcp waits on its output; a batch holds at most 100).
+    // rmcp's input ends when stdin's task drops `feed`, which it does only once no batch runs.
+    let (feed, mut fed) = mpsc::channel::<Vec<u8>>(64);
+    let (more, mut more_fed) = mpsc::unbounded_channel::<Vec<u8>>();
+    let session = Arc::new(Mutex::new(Session::default()));
+    let batch_done = Arc::new(tokio::sync::Notify::new());
+
+    tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                biased;
+                Some(line) = more_fed.recv() => line,
+                line = fed.recv() => match line {
+                    Some(line) => line,
+                    None => break,
+                },
+            };
+            let sent =
+                to_rmcp.write_all(&line).await.is_ok() && to_rmcp.write_all(b"\n").await.is_ok();
+            if !sent {
+                return;
+            }
+        }
+        while let Ok(line) = more_fed.try_recv() {
+            let sent =
+                to_rmcp.write_all(&line).await.is_ok() && to_rmcp.write_all(b"\n").await.is_ok();
+            if !sent {
+                return;
+            }
+        }
+        // Dropping the pipe is rmcp's end of input.
+    });
 
     let errors = lines.clone();
+    let (reader_session, reader_done) = (session.clone(), batch_done.clone());
     tokio::spawn(async move {
         let mut input = BufReader::new(input);
         let mut line = Vec::new();
@@ -67,22 +181,33 @@ where
             if text.is_empty() {
                 continue;
             }
-            match serde_json::from_slice::<IgnoredAny>(text) {
-                Ok(_) => {
-                    let sent = to_rmcp.write_all(text).await.is_ok()
-                        && to_rmcp.write_all(b"\n").await.is_ok();
-                    if !sent {
-                        break;
-                    }
+            let (answer, run) = match serde_json::from_slice::<IgnoredAny>(text) {
+                Ok(_) if super::batch::is_array(text) => take_batch(text, &reader_session),
+                Ok(_) => (None, vec![text.to_vec()]),
+                Err(e) => (Some(parse_error(&e).into_bytes()), Vec::new()),
+            };
+            if let Some(answer) = answer {
+                if errors.send(answer).await.is_err() {
+                    break;
                 }
-                Err(e) => {
-                    if errors.send(parse_error(&e).into_bytes()).await.is_err() {
-                        break;
-                    }
+            }
+            for member in run {
+                if feed.send(member).await.is_err() {
+                    return;
                 }
             }
         }
-        // Dropping the pipe is rmcp's end of input.
+        // Batches still running send their remaining members through `feed`.
+        loop {
+            let waiting = reader_done.notified();
+            {
+                let s = reader_session.lock().unwrap_or_else(|p| p.into_inner());
+                if s.pending.is_empty() || s.ended {
+                    break;
+                }
+            }
+            waiting.await;
+        }
     });
 
     tokio::spawn(async move {
@@ -96,10 +221,21 @@ where
             if line.ends_with(b"\n") {
                 line.pop();
             }
-            if lines.send(with_null_id(line)).await.is_err() {
-                break;
+            let (write, run) = give_answer(line, &session);
+            for member in run {
+                if more.send(member).is_err() {
+                    break;
+                }
+            }
+            if let Some(write) = write {
+                batch_done.notify_one();
+                if lines.send(write).await.is_err() {
+                    break;
+                }
             }
         }
+        session.lock().unwrap_or_else(|p| p.into_inner()).ended = true;
+        batch_done.notify_one();
     });
 
     let done = tokio::spawn(async move {

@@ -1075,7 +1075,7 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
         (
             vec![("mcp-protocol-version", LEGACY)],
             json!([signal(1, 90.0)]),
-            "MCP-Protocol-Version 2025-11-25",
+            "speaks 2025-11-25",
         ),
         (vec![], json!(too_many), "at most 100"),
     ] {
@@ -1093,4 +1093,135 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
         10,
         "a refused batch runs nothing"
     );
+}
+
+/// `mcp-stdio` on a fresh ledger in `dir`, initialized with `version`: the child, its stdin and
+/// its stdout's lines.
+fn stdio_session(
+    dir: &std::path::Path,
+    version: &str,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .arg("mcp-stdio")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", dir.join("ledger.db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ping = json!([{"jsonrpc": "2.0", "id": 0, "method": "ping"}]);
+    writeln!(stdin, "{ping}").unwrap();
+    let early: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(early["error"]["code"], -32600, "{early}");
+    assert!(
+        (early["error"]["message"].as_str().unwrap()).contains("comes after initialize"),
+        "{early}"
+    );
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "stdio-batch", "version": "1"}}});
+    writeln!(stdin, "{init}").unwrap();
+    let init: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(init["result"]["protocolVersion"], version, "{init}");
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    (child, stdin, lines)
+}
+
+#[test]
+fn mcp_stdio_takes_a_batch_in_a_2025_03_26_session_and_runs_it_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), "2025-03-26");
+    let call = |id: u64, name: &str, arguments: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}})
+    };
+    // The signal needs the tenant the call before it provisions: members run in order, each
+    // after the one before was answered (rmcp alone would run them all at once).
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "p", "method": "ping"},
+        call(3, "taiea.entitlement.apply_event", json!({"tenant_id": "sb", "event_type": "provision"})),
+        call(4, "taiea.governor.signal", json!({"tenant_id": "sb", "metric": "cpu", "value": 70})),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        7,
+        {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {}},
+        call(6, "taiea.governor.signal", json!({"tenant_id": "sb", "metric": "cpu", "value": 10})),
+    ]);
+    writeln!(stdin, "{batch}").unwrap();
+    // stdin closes at once: the batch still runs to its end before rmcp's input ends.
+    drop(stdin);
+    let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let answers = answer.as_array().expect("one array for the batch");
+    let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            json!("p"),
+            json!(3),
+            json!(4),
+            Value::Null,
+            json!(5),
+            json!(6)
+        ]
+        .iter()
+        .collect::<Vec<_>>(),
+        "{answer}"
+    );
+    assert_eq!(
+        answers[1]["result"]["structuredContent"]["status"],
+        "active"
+    );
+    let states: Vec<&Value> = [&answers[2], &answers[5]]
+        .iter()
+        .map(|a| &a["result"]["structuredContent"]["state"])
+        .collect();
+    assert_eq!(states, [&json!("warning"), &json!("stable")], "{answer}");
+    assert_eq!(
+        (&answers[3]["error"]["code"], &answers[4]["error"]["code"]),
+        (&json!(-32600), &json!(-32600))
+    );
+    assert!(child.wait().unwrap().success());
+    assert!(lines.next().is_none(), "nothing but the batch's answer");
+
+    // A session of a later revision has no batches: refused whole, nothing run.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), LEGACY);
+    let provision = call(
+        3,
+        "taiea.entitlement.apply_event",
+        json!({"tenant_id": "sb", "event_type": "provision"}),
+    );
+    writeln!(stdin, "{}", json!([provision])).unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        call(4, "taiea.governor.state", json!({"tenant_id": "sb"}))
+    )
+    .unwrap();
+    drop(stdin);
+    let refused: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (&refused["id"], &refused["error"]["code"]),
+        (&Value::Null, &json!(-32600)),
+        "{refused}"
+    );
+    assert!(
+        (refused["error"]["message"].as_str().unwrap()).contains("speaks 2025-11-25"),
+        "{refused}"
+    );
+    let state: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        state["result"]["isError"], true,
+        "no tenant was provisioned: {state}"
+    );
+    assert!(child.wait().unwrap().success());
 }

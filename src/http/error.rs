@@ -297,10 +297,29 @@ pub fn json_api_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
 }
 
 /// Maps query-string errors to 400 `invalid_request`.
+/// A query string the route's parameters do not read: 400 `invalid_request`. A parameter the
+/// route does not have is named with those it has (`unknown field `after`, expected
+/// `after_seq` or `limit``), so a misspelt cursor is not ignored into a first page again.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let why = match &err {
+        actix_web::error::QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    // A hostile parameter name is cut short, and the names the route has still said.
+    let why = match why
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.rsplit_once("`, expected "))
+    {
+        Some((name, known)) if name.chars().count() > 64 => {
+            let name: String = name.chars().take(64).collect();
+            format!("unknown field `{name}…`, expected {known}")
+        }
+        _ => why,
+    };
+    let why: String = why.chars().take(300).collect();
     ApiError::new(
         ErrorCode::InvalidRequest,
-        format!("invalid query string: {err}"),
+        format!("invalid query string: {why}"),
     )
     .into()
 }

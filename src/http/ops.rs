@@ -33,6 +33,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotQuery {
     /// Most children listed per dynamic supervisor (default 100, at most 1000).
     limit: Option<String>,

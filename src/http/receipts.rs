@@ -47,6 +47,7 @@ async fn known_tenant(state: &AppState, tenant: &TenantId) -> Result<u64, ApiErr
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
     after_seq: Option<String>,
     limit: Option<String>,
@@ -85,6 +86,7 @@ pub async fn list(
 const EXPORT_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     after_seq: Option<String>,
 }
@@ -154,6 +156,7 @@ async fn export_chunk(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VerifyQuery {
     anchor_seq: Option<String>,
     anchor_hash: Option<String>,

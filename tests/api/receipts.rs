@@ -132,6 +132,49 @@ async fn unknown_and_hostile_tenants_are_404_and_400() {
             "{path}: {message}"
         );
     }
+    // A parameter a route does not have is refused, naming the ones it has: `after` (the
+    // governors' cursor) on the receipts would otherwise give the first page again and again.
+    let long = "x".repeat(5000);
+    for (path, unknown, known) in [
+        (
+            "/v1/tenants/acme/receipts?after=2&limit=2".to_owned(),
+            "`after`",
+            "`after_seq` or `limit`",
+        ),
+        (
+            "/v1/tenants/acme/receipts/export?limit=1".to_owned(),
+            "`limit`",
+            "`after_seq`",
+        ),
+        (
+            "/v1/tenants/acme/receipts/verify?anchor=1".to_owned(),
+            "`anchor`",
+            "`anchor_seq` or `anchor_hash`",
+        ),
+        (
+            "/v1/governors?after_seq=pa".to_owned(),
+            "`after_seq`",
+            "`limit` or `after`",
+        ),
+        ("/v1/supervision?limt=5".to_owned(), "`limt`", "`limit`"),
+        (
+            format!("/v1/governors?{long}=1"),
+            "unknown field",
+            "`limit` or `after`",
+        ),
+    ] {
+        let (s, body) = app.get_json(&path).await;
+        let message = body["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{path}: {body}"
+        );
+        assert!(
+            message.contains(unknown) && message.contains(known) && message.len() < 400,
+            "{message}"
+        );
+    }
 }
 
 #[actix_web::test]

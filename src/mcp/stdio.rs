@@ -39,7 +39,8 @@ struct Session {
     ended: bool,
 }
 
-fn lines(values: Vec<Value>) -> Vec<Vec<u8>> {
+/// Messages as the lines that carry them.
+fn to_lines(values: Vec<Value>) -> Vec<Vec<u8>> {
     values
         .into_iter()
         .map(|v| v.to_string().into_bytes())
@@ -70,7 +71,7 @@ fn take_batch(line: &[u8], session: &Mutex<Session>) -> (Option<Vec<u8>>, Vec<Ve
     let step = session.pending.add(members);
     (
         step.answer.map(|a| a.to_string().into_bytes()),
-        lines(step.send),
+        to_lines(step.send),
     )
 }
 
@@ -96,7 +97,7 @@ fn give_answer(line: Vec<u8>, session: &Mutex<Session>) -> (Option<Vec<u8>>, Vec
         Err(_) => (Some(with_null_id(line)), Vec::new()),
         Ok(step) => (
             step.answer.map(|a| a.to_string().into_bytes()),
-            lines(step.send),
+            to_lines(step.send),
         ),
     }
 }

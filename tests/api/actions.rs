@@ -156,7 +156,7 @@ async fn told_of_cancellation(hook: &Hook, action_id: &str, reason: &str) {
 /// no governor anything), and checks that it holds one.
 async fn timed_out_once(app: &TestApp, within: Duration) {
     let seen = eventually("the timeout is recorded", within, || async {
-        let seen = events(app).await;
+        let seen = events(app, "t").await;
         (seen.last().map(String::as_str) == Some("action_timeout")).then_some(seen)
     })
     .await;
@@ -204,16 +204,6 @@ async fn until_refusing(app: &TestApp, what: &str) {
         (state(app).await["state"] == "refusing").then_some(())
     })
     .await;
-}
-
-async fn events(app: &TestApp) -> Vec<String> {
-    let (_, page) = app.get_json("/v1/tenants/t/receipts?limit=1000").await;
-    page["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_type"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[actix_web::test]
@@ -325,7 +315,7 @@ async fn signals_during_an_action_are_postponed_answered_at_once_and_replayed_in
         b["state"], "warning",
         "the replayed 10 then 65 leave it in warning"
     );
-    let ev = events(&app).await;
+    let ev = events(&app, "t").await;
     assert_eq!(
         &ev[2..],
         [
@@ -355,7 +345,7 @@ async fn an_action_that_never_reports_times_out_into_refusing_and_reset_recovers
     assert_eq!((s, b["code"].as_str()), (409, Some("governor_refusing")));
     let (s, b) = app.post_json("/v1/governors/t/reset", &json!({})).await;
     assert_eq!((s, b["state"].as_str()), (200, Some("stable")));
-    let ev = events(&app).await;
+    let ev = events(&app, "t").await;
     assert!(
         ev.contains(&"action_timeout".to_owned())
             && ev.ends_with(&["signal_refused".to_owned(), "governor_reset".to_owned()]),
@@ -375,7 +365,7 @@ async fn a_state_timeout_the_ledger_refuses_is_recorded_once_it_recovers() {
     assert_eq!(s, 202, "{b}");
     until_refusing(&app, "the timeout is recorded after the ledger recovers").await;
     told_of_cancellation(&hook, &action_id, "timed_out").await;
-    let ev = events(&app).await;
+    let ev = events(&app, "t").await;
     assert_eq!(
         ev.iter().filter(|e| *e == "action_timeout").count(),
         1,
@@ -390,7 +380,9 @@ async fn a_failing_webhook_fails_the_action_into_refusing() {
     let app = app_with_hook(&hook, 30_000).await;
     signal(&app, 90.0).await;
     until_refusing(&app, "the failure is recorded").await;
-    assert!(events(&app).await.contains(&"action_failed".to_owned()));
+    assert!(events(&app, "t")
+        .await
+        .contains(&"action_failed".to_owned()));
 }
 
 #[actix_web::test]
@@ -416,7 +408,7 @@ async fn an_https_webhook_is_called_over_tls_and_its_certificate_is_checked() {
     let (s, b) = signal(&app, 90.0).await;
     assert_eq!(s, 200, "{b}");
     eventually("the action completes", Duration::from_secs(5), || async {
-        events(&app)
+        events(&app, "t")
             .await
             .contains(&"action_completed".to_owned())
             .then_some(())
@@ -655,7 +647,7 @@ async fn a_full_governor_mailbox_gives_503_at_once_and_loses_nothing_accepted() 
         }
     }
     assert!(busy > 0, "a full mailbox refuses");
-    let ev = events(&app).await;
+    let ev = events(&app, "t").await;
     assert_eq!(
         ev.iter()
             .filter(|e| e.as_str() == "signal_processed")
@@ -886,7 +878,7 @@ async fn a_governor_that_crashes_with_signals_postponed_comes_back_with_its_acti
         .to_owned();
     let (s, b) = complete(&app, "t", &next).await;
     assert_eq!((s, &b["state"]), (200, &json!("stable")), "{b}");
-    let ev = events(&app).await;
+    let ev = events(&app, "t").await;
     assert_eq!(
         &ev[2..],
         [
@@ -1094,7 +1086,7 @@ async fn a_callback_that_reaches_another_instance_completes_the_action() {
         "{}",
         after.1
     );
-    let seen = events(&a).await;
+    let seen = events(&a, "t").await;
     assert_eq!(
         seen.iter().filter(|e| *e == "action_completed").count(),
         1,
@@ -1138,7 +1130,7 @@ async fn a_suspension_through_another_instance_cancels_the_running_action_at_onc
     // the receipts, which asks no governor anything).
     told_of_cancellation(&hook, &id, "entitlement_inactive").await;
     let seen = eventually("the lapse is recorded", Duration::from_secs(5), || async {
-        let seen = events(&a).await;
+        let seen = events(&a, "t").await;
         (seen.last().map(String::as_str) == Some("entitlement_changed")).then_some(seen)
     })
     .await;

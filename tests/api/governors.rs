@@ -21,18 +21,6 @@ async fn signal(app: &TestApp, tenant: &str, value: f64) -> (u16, Value) {
     .await
 }
 
-async fn events(app: &TestApp, tenant: &str) -> Vec<String> {
-    let (_, page) = app
-        .get_json(&format!("/v1/tenants/{tenant}/receipts?limit=1000"))
-        .await;
-    page["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_type"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn governor_state(app: &TestApp, tenant: &str) -> String {
     app.get_json(&format!("/v1/governors/{tenant}")).await.1["state"]
         .as_str()

@@ -152,6 +152,19 @@ pub fn on_firestore(project: &str) -> impl FnOnce(&mut Settings) {
     }
 }
 
+/// The event types of `tenant`'s receipts, in chain order (its first 1,000).
+pub async fn events(app: &TestApp, tenant: &str) -> Vec<String> {
+    let (_, page) = app
+        .get_json(&format!("/v1/tenants/{tenant}/receipts?limit=1000"))
+        .await;
+    page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Grants `tenant` the base SKU through `POST /marketplace`.
 pub async fn grant(app: &TestApp, tenant: &str) {
     let (s, b) = app

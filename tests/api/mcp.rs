@@ -1038,15 +1038,8 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
             .unwrap()
             .contains("initialize must not be part of a batch"));
     }
-    let chain = app.get_json("/v1/tenants/bt/receipts").await.1;
-    let events: Vec<&str> = chain["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_type"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        events,
+        events(&app, "bt").await,
         [
             "entitlement_granted",
             "entitlement_verified",

@@ -300,6 +300,42 @@ struct Environment {
     vars: Vec<(String, String)>,
 }
 
+/// For a variable without `__` whose name (lower-cased, `TAI_` cut: `key`) begins with a
+/// section of the `effective` configuration and one underscore: the variable meant, as a hint
+/// (`TAI_AUTH__MODE`, found by walking the settings' names through the rest of the name), or
+/// the form to use when no setting fits. `None` when the name begins with no section.
+fn one_underscore_too_few(effective: &serde_json::Value, key: &str) -> Option<String> {
+    /// The path of setting names that spells `rest` joined by `_`, longest names first.
+    fn path(at: &serde_json::Value, rest: &str) -> Option<Vec<String>> {
+        let map = at.as_object()?;
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        names.into_iter().find_map(|name| {
+            if rest == name.as_str() {
+                return Some(vec![name.clone()]);
+            }
+            let tail = rest.strip_prefix(name.as_str())?.strip_prefix('_')?;
+            let mut p = path(&map[name.as_str()], tail)?;
+            p.insert(0, name.clone());
+            Some(p)
+        })
+    }
+    let sections = effective.as_object()?;
+    let section = sections
+        .iter()
+        .filter(|(name, v)| v.is_object() && key.starts_with(&format!("{name}_")))
+        .map(|(name, _)| name)
+        .max_by_key(|name| name.len())?;
+    let variable = |p: &[String]| format!("TAI_{}", p.join("__").to_ascii_uppercase());
+    Some(match path(effective, key) {
+        Some(p) if p.len() > 1 => format!("did you mean {}?", variable(&p)),
+        _ => format!(
+            "the settings of {section} are set as TAI_{}__<SETTING>",
+            section.to_ascii_uppercase()
+        ),
+    })
+}
+
 impl Environment {
     fn from_process() -> Self {
         Environment {
@@ -431,14 +467,26 @@ impl Settings {
     /// A `TAI_SECTION__KEY` variable that names no setting is refused, so that a misspelled
     /// variable (`TAI_AUTH__MDOE`) cannot leave its setting at the default unseen. A setting
     /// is known when the effective configuration has it: a map's new entries (a threshold for
-    /// another SKU) are known once they are read. Variables without `__` are not ours to judge.
+    /// another SKU) are known once they are read. Of the variables without `__`, those that
+    /// begin with a section's name (`TAI_AUTH_MODE`, one underscore where two belong) are
+    /// refused too, naming the variable meant; any other (`TAI_TOKEN`, `TAI_PROFILE`) is not
+    /// ours to judge.
     fn check_variables(&self, env: &Environment) -> Result<(), ConfigError> {
         // (Settings always serialise; were that to fail, nothing would be judged.)
         let Ok(effective) = serde_json::to_value(self) else {
             return Ok(());
         };
         for (key, var, _) in env.entries() {
-            if !var.starts_with("TAI_") || !var.contains("__") {
+            if !var.starts_with("TAI_") {
+                continue;
+            }
+            if !var.contains("__") {
+                if let Some(meant) = one_underscore_too_few(&effective, &key) {
+                    return Err(ConfigError(format!(
+                        "invalid configuration: {var} names no setting: a section and each \
+                         setting in it are joined by two underscores; {meant}"
+                    )));
+                }
                 continue;
             }
             let mut at = Some(&effective);
@@ -954,6 +1002,39 @@ mod tests {
                 "{e}"
             );
             jail.set_env("TAI_GOVERNANCES__MAILBOX", "");
+            // One underscore where two belong: refused, naming the variable meant.
+            for (var, meant) in [
+                ("TAI_AUTH_MODE", "did you mean TAI_AUTH__MODE?"),
+                ("TAI_CHAOS_ENABLED", "did you mean TAI_CHAOS__ENABLED?"),
+                (
+                    "TAI_RATE_LIMIT_PER_SECOND",
+                    "did you mean TAI_RATE_LIMIT__PER_SECOND?",
+                ),
+                (
+                    "TAI_GOVERNANCE_ACTION_TIMEOUT_MS",
+                    "did you mean TAI_GOVERNANCE__ACTION_TIMEOUT_MS?",
+                ),
+                (
+                    "TAI_GOVERNANCE_THRESHOLDS_BASE_WARNING",
+                    "did you mean TAI_GOVERNANCE__THRESHOLDS__BASE__WARNING?",
+                ),
+                (
+                    "TAI_LEDGER_SQLITE_PAHT",
+                    "the settings of ledger are set as TAI_LEDGER__<SETTING>",
+                ),
+            ] {
+                jail.set_env(var, "1");
+                let e = load().unwrap_err().0;
+                assert!(
+                    e.contains(&format!("{var} names no setting")) && e.contains(meant),
+                    "{e}"
+                );
+                jail.set_env(var, "");
+            }
+            // Ours without a section, and others that begin with none: left alone.
+            jail.set_env("TAI_TOKEN", "t");
+            jail.set_env("TAI_HTTPX", "1");
+            assert!(load().is_ok());
             // A new entry of a map is a setting.
             jail.set_env("TAI_GOVERNANCE__THRESHOLDS__GOLD__WARNING", "50");
             jail.set_env("TAI_GOVERNANCE__THRESHOLDS__GOLD__ACTION", "70");

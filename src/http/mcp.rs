@@ -59,10 +59,26 @@ async fn forward(
     let mut b = http::Request::builder()
         .method(req.method().as_str())
         .uri(req.uri().to_string());
+    let accept = actix_web::http::header::ACCEPT;
     for (k, v) in req.headers() {
         // A batch's messages are forwarded one by one, each shorter than the whole body.
-        if k != actix_web::http::header::CONTENT_LENGTH {
+        if k != actix_web::http::header::CONTENT_LENGTH && k != accept {
             b = b.header(k.as_str(), v.as_bytes());
+        }
+    }
+    // rmcp wants both media types listed, as MCP asks of clients, but this server answers
+    // JSON only: a client that accepts JSON (`*/*`, `application/json`, or no `Accept` at
+    // all, RFC 9110 §12.5.1) is served; one that does not gets rmcp's 406.
+    let values = || {
+        req.headers()
+            .get_all(&accept)
+            .filter_map(|v| v.to_str().ok())
+    };
+    if accepts_json(values(), req.headers().contains_key(&accept)) {
+        b = b.header("accept", "application/json, text/event-stream");
+    } else {
+        for v in values() {
+            b = b.header("accept", v);
         }
     }
     let mut request = b
@@ -73,6 +89,35 @@ async fn forward(
     let status = StatusCode::from_u16(parts.status.as_u16())
         .map_err(|e| ApiError::internal(format!("MCP status: {e}")))?;
     Ok((status, parts.headers, answer))
+}
+
+/// Whether `Accept` allows an `application/json` answer: its most specific range that covers
+/// JSON (`application/json`, then `application/*`, then `*/*`) has a weight above 0. Without
+/// the header (`present` false) any media type is acceptable.
+fn accepts_json<'a>(values: impl Iterator<Item = &'a str>, present: bool) -> bool {
+    if !present {
+        return true;
+    }
+    let mut best: Option<(u8, bool)> = None; // (specificity, weight above 0)
+    for range in values.flat_map(|v| v.split(',')) {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let specificity = match media.as_str() {
+            "application/json" => 3,
+            "application/*" => 2,
+            "*/*" => 1,
+            _ => continue,
+        };
+        let weighted = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .map(|(_, q)| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0))
+            .unwrap_or(true);
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, weighted));
+        }
+    }
+    best.is_some_and(|(_, weighted)| weighted)
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {
@@ -172,7 +217,13 @@ fn refusal(req: &HttpRequest, status: StatusCode, text: &[u8], body: &[u8]) -> H
             ),
         };
     }
-    let reason: String = String::from_utf8_lossy(text).chars().take(200).collect();
+    let reason: String = if status == StatusCode::NOT_ACCEPTABLE {
+        "this server answers in application/json, which the Accept header rules out; MCP \
+         clients send `Accept: application/json, text/event-stream`"
+            .to_owned()
+    } else {
+        String::from_utf8_lossy(text).chars().take(200).collect()
+    };
     let reason = match reason.trim() {
         "" => status
             .canonical_reason()
@@ -206,4 +257,41 @@ pub async fn tools(
         .retry_after(1)
     })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tools": tools })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_json;
+
+    #[test]
+    fn json_is_served_to_every_accept_that_allows_it() {
+        let accepts = |v: &str| accepts_json(std::iter::once(v), true);
+        for yes in [
+            "application/json, text/event-stream",
+            "application/json",
+            "*/*",
+            "application/*;q=0.5",
+            "text/html, */*;q=0.1",
+            "Application/JSON",
+            "*/*;q=0, application/json",
+        ] {
+            assert!(accepts(yes), "{yes}");
+        }
+        for no in [
+            "text/event-stream",
+            "text/html",
+            "",
+            "application/json;q=0",
+            "application/json;q=0, */*",
+            "*/*;q=0",
+            "application/json;q=x",
+        ] {
+            assert!(!accepts(no), "{no}");
+        }
+        assert!(accepts_json(std::iter::empty(), false), "no header at all");
+        assert!(accepts_json(
+            ["text/plain", "application/json"].into_iter(),
+            true
+        ));
+    }
 }

@@ -836,11 +836,11 @@ async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothin
         ),
         (
             json_type,
-            json_type,
+            "text/event-stream",
             call.to_string(),
             406,
             "invalid_request",
-            "text/event-stream",
+            "Accept header rules out",
         ),
     ];
     for (content_type, accept, body, status, code, says) in cases {
@@ -1217,4 +1217,36 @@ fn mcp_stdio_takes_a_batch_in_a_2025_03_26_session_and_runs_it_in_order() {
         "no tenant was provisioned: {state}"
     );
     assert!(child.wait().unwrap().success());
+}
+
+#[actix_web::test]
+async fn a_client_that_accepts_json_is_served_whatever_else_its_accept_says() {
+    let app = spawn_app(|_| {}).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    // This server answers in JSON only, so any Accept that allows JSON is served (curl's and
+    // most HTTP libraries' `*/*`, or none at all); one that rules JSON out is 406.
+    for (accept, status) in [
+        (Some("*/*"), 200),
+        (Some("application/json"), 200),
+        (Some("application/*;q=0.5, text/html"), 200),
+        (None, 200),
+        (Some("text/event-stream"), 406),
+        (Some("application/json;q=0, */*"), 406),
+    ] {
+        let mut req = app
+            .client
+            .post(app.url("/mcp"))
+            .insert_header(("content-type", "application/json"));
+        if let Some(accept) = accept {
+            req = req.insert_header(("accept", accept));
+        }
+        let mut res = req.send_body(ping.to_string()).await.unwrap();
+        let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+        assert_eq!(res.status().as_u16(), status, "{accept:?}: {body}");
+        if status == 200 {
+            assert_eq!(body, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+        } else {
+            assert_eq!(body["code"], "invalid_request", "{body}");
+        }
+    }
 }

@@ -131,7 +131,8 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 /// with no body). A message rmcp cannot read gets a `-32600` error in its place, and so does
 /// `initialize`, which 2025-03-26 keeps out of batches. A refusal of the request itself (its
 /// headers: `Accept`, `Host`, `Origin`) is the same for every message and answers the whole
-/// batch, as it would a single message.
+/// batch, as it would a single message; when no member reaches rmcp, a notification takes
+/// the headers to rmcp's checks instead.
 async fn batch(
     state: &AppState,
     req: &HttpRequest,
@@ -158,11 +159,13 @@ async fn batch(
         return Err(ApiError::new(ErrorCode::InvalidRequest, why));
     }
     let mut answers = Vec::with_capacity(messages.len());
+    let mut forwarded = false;
     for message in &messages {
         if let Err(error) = batch::triage(message) {
             answers.push(error);
             continue;
         }
+        forwarded = true;
         let one = web::Bytes::from(serde_json::to_vec(message).map_err(ApiError::internal)?);
         let (status, headers, answer) = forward(state, req, caller, one.clone()).await?;
         let text = answer
@@ -181,6 +184,21 @@ async fn batch(
         } else {
             // A refusal of the request itself (its headers): the same for every member.
             return Ok(refusal(req, status, &text, &one));
+        }
+    }
+    if !forwarded {
+        // No member reached rmcp, so its checks of the request's headers have not run: a
+        // notification (which a stateless server takes and ignores) runs them.
+        let probe =
+            web::Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        let (status, _, answer) = forward(state, req, caller, probe.clone()).await?;
+        if status != StatusCode::ACCEPTED {
+            let text = answer
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Ok(refusal(req, status, &text, &probe));
         }
     }
     if answers.is_empty() {

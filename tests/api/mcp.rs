@@ -566,6 +566,12 @@ async fn tokens_limit_tools_to_their_tenant_and_foreign_origins_are_403() {
         let headers = [("authorization", "Bearer admin-secret"), (header, value)];
         let (status, _) = rpc(&app, &headers, init.clone()).await;
         assert_eq!(status, want, "{header}: {value}");
+        // A batch is checked as a whole, also when none of its members would run.
+        let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+        for batch in [json!([ping]), json!([5])] {
+            let (status, _) = rpc(&app, &headers, batch.clone()).await;
+            assert_eq!(status, want, "{header}: {value}: {batch}");
+        }
     }
 }
 

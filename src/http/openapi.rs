@@ -487,9 +487,9 @@ fn query_parameter(name: &str) -> Value {
         "after" => json!({"type": "string", "description": "the next_after of the page before"}),
         "anchor" => {
             return json!({"name": "anchor", "in": "query", "required": false,
-                "style": "form", "explode": true, "allowEmptyValue": true,
+                "style": "form", "explode": true,
                 "description": "a head_seq and head_hash an earlier verification reported",
-                "schema": {"type": "object",
+                "schema": {"type": "object", "additionalProperties": false,
                     "properties": {
                         "anchor_seq": {"type": "integer", "minimum": 1, "maximum": u64::MAX},
                         "anchor_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},

@@ -169,6 +169,27 @@ impl Pending {
         Ok(self.advance(batch))
     }
 
+    /// The client cancelled the request with this id (`notifications/cancelled`), after which
+    /// rmcp sends no answer for it, as MCP asks. When a batch awaits it, its place gets a
+    /// `-32800` error (the code LSP gives a cancelled request; JSON-RPC has none) and the batch
+    /// goes on: a member not yet sent never is. `None` when no batch awaits the id.
+    pub fn cancel(&mut self, id: &Value) -> Option<Step> {
+        let (batch, slot) = self.waiting.remove(&id.to_string())?;
+        let b = self.batches.get_mut(&batch)?;
+        b.answers[slot] = Some(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": -32800, "message": "cancelled by the client"},
+        }));
+        let before = b.queue.len();
+        b.queue.retain(|(_, s)| *s != Some(slot));
+        if b.queue.len() < before {
+            // Not sent yet, so the member before it is still awaited.
+            return Some(Step::default());
+        }
+        Some(self.advance(batch))
+    }
+
     /// Sends the members up to the next request whose answer is awaited, or ends the batch.
     fn advance(&mut self, batch: u64) -> Step {
         let Some(b) = self.batches.get_mut(&batch) else {
@@ -327,6 +348,24 @@ mod tests {
                 answer: None
             }
         );
+        // Cancelled: in place, whether sent already or not.
+        let members = vec![ping(json!(7)), ping(json!(8)), ping(json!(9))];
+        assert_eq!(p.add(members.clone()).send, vec![members[0].clone()]);
+        assert_eq!(p.cancel(&json!(8)), Some(Step::default()), "8 was not sent");
+        assert_eq!(p.cancel(&json!(99)), None);
+        // 7 cancelled while in flight: 9 goes next (8 never does).
+        assert_eq!(p.cancel(&json!(7)).unwrap().send, vec![members[2].clone()]);
+        let nine = json!({"id": 9, "result": {}});
+        let all = p.answer(nine.clone()).unwrap().answer.unwrap();
+        let codes: Vec<&Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["error"]["code"])
+            .collect();
+        assert_eq!(codes, [&json!(-32800), &json!(-32800), &Value::Null]);
+        assert_eq!(all[2], nine);
+        assert!(p.is_empty());
         // Nothing runs: the answer at once.
         let step = p.add(vec![json!(5)]);
         assert!(step.send.is_empty());

@@ -10,7 +10,8 @@
 //! A line that is a JSON-RPC batch (MCP 2025-03-26, in a session that negotiated it) is taken
 //! apart here, since rmcp reads one message per line: its members go to rmcp as lines of their
 //! own, and their answers, which come back in any order, are held until the last is in and then
-//! written as one array in the members' order (`super::batch::Pending`).
+//! written as one array in the members' order (`super::batch::Pending`). A member the client
+//! cancels is answered in its place by the relay, since rmcp then answers nothing.
 
 use std::sync::{Arc, Mutex};
 
@@ -73,6 +74,28 @@ fn take_batch(line: &[u8], session: &Mutex<Session>) -> (Option<Vec<u8>>, Vec<Ve
         step.answer.map(|a| a.to_string().into_bytes()),
         to_lines(step.send),
     )
+}
+
+/// For a line that is one message: it goes to rmcp, and when it cancels a request a batch
+/// awaits (`notifications/cancelled`, after which rmcp answers nothing for it), the batch goes
+/// on without it: the line answering the batch if that was its last, and its next members.
+fn take_line(line: &[u8], session: &Mutex<Session>) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut send = vec![line.to_vec()];
+    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+    if session.pending.is_empty() || !line.windows(23).any(|w| w == b"notifications/cancelled") {
+        return (None, send);
+    }
+    let Ok(message) = serde_json::from_slice::<Value>(line) else {
+        return (None, send);
+    };
+    if message["method"] != "notifications/cancelled" {
+        return (None, send);
+    }
+    let Some(step) = session.pending.cancel(&message["params"]["requestId"]) else {
+        return (None, send);
+    };
+    send.extend(to_lines(step.send));
+    (step.answer.map(|a| a.to_string().into_bytes()), send)
 }
 
 /// For a line rmcp answered: what to write (the line itself, or a batch's whole answer once
@@ -184,7 +207,7 @@ where
             }
             let (answer, run) = match serde_json::from_slice::<IgnoredAny>(text) {
                 Ok(_) if super::batch::is_array(text) => take_batch(text, &reader_session),
-                Ok(_) => (None, vec![text.to_vec()]),
+                Ok(_) => take_line(text, &reader_session),
                 Err(e) => (Some(parse_error(&e).into_bytes()), Vec::new()),
             };
             if let Some(answer) = answer {

@@ -1256,3 +1256,47 @@ async fn a_client_that_accepts_json_is_served_whatever_else_its_accept_says() {
         }
     }
 }
+
+#[test]
+fn mcp_stdio_a_batch_goes_on_when_the_client_cancels_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), "2025-03-26");
+    let call = |id: u64, name: &str, arguments: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}})
+    };
+    let provision = call(
+        1,
+        "taiea.entitlement.apply_event",
+        json!({"tenant_id": "sc", "event_type": "provision"}),
+    );
+    writeln!(stdin, "{provision}").unwrap();
+    let provisioned: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(provisioned["id"], 1, "{provisioned}");
+    // Another connection holds SQLite's write lock, so the signal's receipt cannot be made
+    // durable and its answer waits.
+    let db = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let signal = call(
+        10,
+        "taiea.governor.signal",
+        json!({"tenant_id": "sc", "metric": "cpu", "value": 70}),
+    );
+    let ping = json!({"jsonrpc": "2.0", "id": 11, "method": "ping"});
+    writeln!(stdin, "{}", json!([signal, ping])).unwrap();
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 10, "reason": "took too long"}});
+    writeln!(stdin, "{cancel}").unwrap();
+    // rmcp answers nothing for a cancelled request (as MCP asks); the batch goes on without it.
+    let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        answer,
+        json!([
+            {"jsonrpc": "2.0", "id": 10, "error": {"code": -32800, "message": "cancelled by the client"}},
+            {"jsonrpc": "2.0", "id": 11, "result": {}},
+        ])
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

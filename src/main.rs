@@ -253,7 +253,12 @@ fn verify_file(path: &std::path::Path, anchors: &HashMap<String, Anchor>) -> Exi
             }
         }
     };
+    use tai_autonomics::receipts::offline::OfflineError;
     match tai_autonomics::receipts::offline::verify_json(std::io::BufReader::new(input), anchors) {
+        Err(OfflineError::Read(e)) => {
+            eprintln!("verify: cannot read {}: {e}", path.display());
+            ExitCode::from(EX_NOINPUT)
+        }
         Err(e) => {
             eprintln!("verify: {}: {e}", path.display());
             ExitCode::from(EX_DATAERR)

@@ -28,6 +28,9 @@ use super::receipt::Receipt;
 pub enum OfflineError {
     #[error("not JSON as this check reads it: {0}")]
     Json(String),
+    /// The input could not be read (a directory, a read that failed part-way).
+    #[error("{0}")]
+    Read(String),
     #[error("receipt {index} of the input (counting from 1) is not a receipt: {reason}")]
     NotAReceipt { index: u64, reason: String },
 }
@@ -53,7 +56,11 @@ pub fn verify_json(
     };
     let values = serde_json::Deserializer::from_reader(input).into_iter::<Strict>();
     for value in values {
-        match value.map_err(|e| OfflineError::Json(e.to_string()))?.0 {
+        let value = value.map_err(|e| match e.io_error_kind() {
+            Some(_) => OfflineError::Read(e.to_string()),
+            None => OfflineError::Json(e.to_string()),
+        })?;
+        match value.0 {
             Value::Array(items) => items.into_iter().try_for_each(|r| chains.feed(r))?,
             Value::Object(mut page) if !page.contains_key("receipt_id") => {
                 match page.remove("receipts") {

@@ -487,6 +487,14 @@ async fn pages_saved_from_the_api_verify_offline_and_a_change_in_the_file_is_fou
             .code(),
         Some(66)
     );
+    // A file that cannot be read is said so, not called malformed JSON.
+    let folder = verify_file_cli(app.dir.path().to_str().unwrap(), b"");
+    assert_eq!(folder.status.code(), Some(66));
+    let said = String::from_utf8_lossy(&folder.stderr);
+    assert!(
+        said.contains("cannot read") && !said.contains("JSON"),
+        "{said}"
+    );
 }
 
 #[actix_web::test]

@@ -59,7 +59,8 @@ enum Command {
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
-/// `EX_USAGE`: the command line names no valid tenant, or an anchor that is not valid.
+/// `EX_USAGE`: the command line names no valid tenant, or an anchor that is not valid, or
+/// `token-digest` has no token.
 const EX_USAGE: u8 = 64;
 /// `EX_DATAERR`: the file to verify is not receipts.
 const EX_DATAERR: u8 = 65;
@@ -346,7 +347,7 @@ fn main() -> ExitCode {
             .filter(|t| !t.is_empty())
         else {
             eprintln!("token-digest: give the token as an argument or in TAI_TOKEN");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EX_USAGE);
         };
         println!("{}", tai_autonomics::auth::token_digest(&token));
         return ExitCode::SUCCESS;

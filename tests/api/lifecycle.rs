@@ -87,6 +87,32 @@ fn a_bad_value_stops_startup_with_exit_code_78_and_one_line() {
 }
 
 #[test]
+fn token_digest_prints_the_digest_auth_tokens_want_and_without_a_token_is_a_usage_error() {
+    let digest = |arg: Option<&str>, env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
+        c.arg("token-digest").env_remove("TAI_TOKEN");
+        if let Some(a) = arg {
+            c.arg(a);
+        }
+        if let Some(e) = env {
+            c.env("TAI_TOKEN", e);
+        }
+        c.output().unwrap()
+    };
+    let want = format!("{}\n", tai_autonomics::auth::token_digest("ops-token"));
+    for out in [
+        digest(Some("ops-token"), None),
+        digest(None, Some("ops-token")),
+    ] {
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    }
+    let none = digest(None, None);
+    assert_eq!(none.status.code(), Some(64), "EX_USAGE");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("give the token"));
+}
+
+#[test]
 fn the_config_command_prints_the_effective_configuration() {
     let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
         .arg("config")

@@ -67,25 +67,6 @@ impl Stream for BodyDeadline {
     }
 }
 
-/// The charset a JSON `Content-Type` names when it is not UTF-8 (cut to 32 characters), which
-/// the parser would read as broken JSON. RFC 8259 §8.1: JSON between systems is UTF-8.
-fn foreign_charset(content_type: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(content_type);
-    let mut parts = text.split(';');
-    let essence = parts.next()?.trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return None;
-    }
-    let charset = parts.find_map(|p| {
-        let (name, value) = p.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches('"').to_owned())
-    })?;
-    let utf8 = charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8");
-    (!utf8).then(|| charset.chars().take(32).collect())
-}
-
 pub async fn observe(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -141,8 +122,6 @@ pub async fn observe(
                 .to_ascii_lowercase()
         })
         .filter(|e| !e.is_empty() && e != "identity");
-    let charset = (req.headers().get(actix_web::http::header::CONTENT_TYPE))
-        .and_then(|v| foreign_charset(v.as_bytes()));
     let res = if let Some(encoding) = encoding {
         let (r, _) = req.into_parts();
         let shown: String = encoding.chars().take(32).collect();
@@ -151,19 +130,6 @@ pub async fn observe(
             error_response(
                 ErrorCode::UnsupportedMediaType,
                 &format!("Content-Encoding {shown:?} is not supported; send the body uncompressed"),
-                None,
-            ),
-        )
-    } else if let Some(charset) = charset {
-        let (r, _) = req.into_parts();
-        ServiceResponse::new(
-            r,
-            error_response(
-                ErrorCode::UnsupportedMediaType,
-                &format!(
-                    "charset {charset:?} is not supported: JSON is UTF-8 (RFC 8259); send the \
-                     body as UTF-8, with charset=utf-8 or no charset"
-                ),
                 None,
             ),
         )
@@ -301,31 +267,7 @@ fn draining_now<B>(res: &ServiceResponse<B>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{foreign_charset, ShortPath};
-
-    #[test]
-    fn a_json_body_in_another_charset_than_utf_8_is_named() {
-        for utf8 in [
-            "application/json",
-            "application/json; charset=utf-8",
-            "Application/JSON;Charset=\"UTF-8\"",
-            "application/json; charset=utf8",
-            "text/plain; charset=latin1",
-            "application/json; boundary=x",
-        ] {
-            assert_eq!(foreign_charset(utf8.as_bytes()), None, "{utf8}");
-        }
-        assert_eq!(
-            foreign_charset(b"application/json; charset=UTF-16").as_deref(),
-            Some("UTF-16")
-        );
-        assert_eq!(
-            foreign_charset(b"application/json;foo=bar; charset=\"iso-8859-1\"").as_deref(),
-            Some("iso-8859-1")
-        );
-        let long = format!("application/json; charset={}", "x".repeat(100));
-        assert_eq!(foreign_charset(long.as_bytes()).unwrap().len(), 32);
-    }
+    use super::ShortPath;
 
     #[test]
     fn a_logged_path_keeps_256_characters() {

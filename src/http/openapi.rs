@@ -439,7 +439,7 @@ fn status_text(status: u16) -> &'static str {
         408 => "the body stopped arriving (request_timeout)",
         409 => "the governor refuses or intervenes, or the change conflicts (with its receipt)",
         413 => "body over http.max_body_bytes",
-        415 => "wrong content type, a charset other than UTF-8, or a Content-Encoding (bodies are taken uncompressed)",
+        415 => "wrong content type, or a Content-Encoding (bodies are taken uncompressed)",
         422 => "the Idempotency-Key was used before for another request (idempotency_key_reused)",
         429 => "rate limited or saturated (Retry-After)",
         500 => "internal (our fault only)",

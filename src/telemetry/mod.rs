@@ -31,10 +31,13 @@ pub fn log_ms(d: std::time::Duration) -> f64 {
     d.as_micros() as f64 / 1e3
 }
 
-/// The Firestore client's per-attempt lines (see [`filter_directives`]), and the `supervisors`
-/// crate's own lines, which repeat what the tree's event sink logs (`events::supervision`).
-const QUIET: &str =
-    "firestore=error,gcloud_sdk::middleware=off,gcloud_sdk::request_timeouts=off,supervisors=off";
+/// The Firestore client's per-attempt lines (see [`filter_directives`]), the `supervisors`
+/// crate's own lines, which repeat what the tree's event sink logs (`events::supervision`),
+/// and rmcp's below errors: three lines for every MCP request over HTTP (each is a session of
+/// its own, and its start dumps the client's capabilities), and a warning for every error a
+/// client's call gets back (an unknown tool is the client's mistake, not the service's).
+const QUIET: &str = "firestore=error,gcloud_sdk::middleware=off,gcloud_sdk::request_timeouts=off,\
+                     supervisors=off,rmcp=error";
 
 /// Turns the guide's `LOG_LEVEL` words into `tracing` filter directives. At `info` and `warn`
 /// the Firestore client's lines about each attempt of a request stay out (several a read

@@ -242,6 +242,8 @@ pub struct Binary {
     pub port: u16,
     /// The warning and error lines it logged (at most the first 10,000).
     pub warnings: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    /// How many lines it logged from each `target`, at any level.
+    pub targets: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 /// Starts the binary with its ledger in a fresh temp dir.
@@ -285,9 +287,16 @@ pub fn start_binary_within(
     let (tx, rx) = std::sync::mpsc::channel();
     let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = warnings.clone();
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let counted = targets.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let target = (line.split_once(r#""target":""#))
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(t, _)| t.to_owned())
+                .unwrap_or_default();
+            *counted.lock().unwrap().entry(target).or_insert(0) += 1;
             if line.contains(r#""severity":"WARNING""#) || line.contains(r#""severity":"ERROR""#) {
                 let mut kept = kept.lock().unwrap();
                 if kept.len() < 10_000 {
@@ -311,6 +320,7 @@ pub fn start_binary_within(
         child,
         port,
         warnings,
+        targets,
     }
 }
 

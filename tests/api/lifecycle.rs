@@ -636,3 +636,41 @@ fn sigterm_lets_a_webhook_action_in_flight_record_its_outcome_before_the_tree_st
         ]
     );
 }
+
+#[test]
+fn mcp_requests_leave_no_lines_of_rmcp_at_the_default_level() {
+    // Every MCP request over HTTP is an rmcp session of its own: at `info` rmcp wrote three
+    // lines for each (its start with the client's capabilities, its input's end, its end),
+    // and a warning for each error a client's call got back.
+    let bin = start_binary(&[]);
+    let headers = "Accept: application/json, text/event-stream\r\n";
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"no.such.tool","arguments":{}}}"#,
+        r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#,
+    ] {
+        assert_eq!(
+            blocking_request_with("POST", &bin.url("/mcp"), headers, body),
+            Some(200),
+            "{body}"
+        );
+    }
+    // The service's own lines are counted (the start's), so a missing rmcp line is not a
+    // missing count; the request log of the last call comes after its answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let targets = loop {
+        let targets = bin.targets.lock().unwrap().clone();
+        if targets.keys().any(|t| t.starts_with("tai_autonomics")) || Instant::now() > deadline {
+            break targets;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        targets.keys().any(|t| t.starts_with("tai_autonomics")),
+        "{targets:?}"
+    );
+    assert!(
+        !targets.keys().any(|t| t.starts_with("rmcp")),
+        "{targets:?}"
+    );
+}

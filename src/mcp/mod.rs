@@ -16,9 +16,11 @@ pub mod tools;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, DiscoverRequestParams,
-    ErrorCode, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, Tool,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, CustomRequest,
+    CustomResult, DiscoverRequestParams, ErrorCode, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -112,6 +114,57 @@ impl ServerHandler for TaiMcp {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    // The methods of capabilities this server does not declare: rmcp's own answer is -32601
+    // with the bare method name for a message; these say what is missing, as
+    // [`unread_request`] does for methods rmcp does not know.
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Err(not_offered("resources/list"))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Err(not_offered("resources/templates/list"))
+    }
+
+    async fn read_resource(
+        &self,
+        _: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        Err(not_offered("resources/read"))
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Err(not_offered("prompts/list"))
+    }
+
+    async fn get_prompt(
+        &self,
+        _: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        Err(not_offered("prompts/get"))
+    }
+
+    async fn complete(
+        &self,
+        _: CompleteRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        Err(not_offered("completion/complete"))
+    }
+
     async fn on_custom_request(
         &self,
         request: CustomRequest,
@@ -143,6 +196,15 @@ impl ServerHandler for TaiMcp {
     }
 }
 
+/// `-32601` for a method of a capability this server does not declare (it offers tools only).
+fn not_offered(method: &str) -> McpError {
+    McpError::new(
+        ErrorCode::METHOD_NOT_FOUND,
+        format!("method not found: {method} (this server offers tools only)"),
+        Some(json!({ "method": method })),
+    )
+}
+
 /// The error for a request rmcp could not read as any method it knows. rmcp tries each
 /// method's shape in turn and hands what fits none over as a "custom" request, whose default
 /// answer is -32601 with the bare method name, also when the method is one this server serves
@@ -161,14 +223,7 @@ fn unread_request(method: &str, params: Option<Value>) -> McpError {
         "tools/list" => reason::<PaginatedRequestParams>(params),
         "initialize" => reason::<InitializeRequestParams>(params),
         "server/discover" => reason::<DiscoverRequestParams>(params),
-        _ => {
-            let shown: String = method.chars().take(64).collect();
-            return McpError::new(
-                ErrorCode::METHOD_NOT_FOUND,
-                format!("method not found: {shown}"),
-                Some(json!({ "method": shown })),
-            );
-        }
+        _ => return not_offered(&method.chars().take(64).collect::<String>()),
     };
     McpError::invalid_params(format!("params of {method}: {why}"), None)
 }

@@ -444,6 +444,20 @@ async fn bad_arguments_are_tool_errors_that_say_what_is_wrong_and_unknown_tools_
             "params of initialize",
         ),
         ("nope/x", json!({}), -32601, "method not found: nope/x"),
+        // Methods of capabilities this server does not declare say so (rmcp's own answer
+        // was the bare method name).
+        (
+            "resources/list",
+            json!({}),
+            -32601,
+            "method not found: resources/list (this server offers tools only)",
+        ),
+        (
+            "prompts/get",
+            json!({"name": "p"}),
+            -32601,
+            "method not found: prompts/get (this server offers tools only)",
+        ),
     ] {
         let body = s.request(method, params).await;
         assert_eq!(body["error"]["code"], code, "{method}: {body}");

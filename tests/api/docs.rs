@@ -234,6 +234,7 @@ fn the_readme_try_it_block_runs_as_written() {
         r#""state":"stable""#,
         r#""state":"warning""#,
         r#""event_type":"action_started""#,
+        r#""structuredContent":{"#,
         r#""valid":true"#,
         "\"children\"",
     ] {

@@ -118,6 +118,80 @@ fn find_project(settings: &mut Settings) -> Result<Option<String>, String> {
     }
 }
 
+/// What naming the node after the Cloud Run instance came to, for the log once it runs.
+enum InstanceName {
+    /// Not on Cloud Run (no `K_SERVICE`), or `node.name` is configured.
+    NotAsked,
+    Named(String),
+    Unread(String),
+}
+
+/// On Cloud Run every instance's hostname is `localhost`, so the default node name
+/// `tai@<hostname>`, which `/health` shows and every receipt records, named all instances
+/// alike. There the node is named after the metadata server's instance id (what Cloud
+/// Logging labels `instanceId`), its first 16 characters: `tai@00f5c1b2e9a4d7c3`. A
+/// configured `node.name` is kept; an id that cannot be read within 2 s leaves the default.
+fn name_instance(settings: &mut Settings) -> InstanceName {
+    if !settings.node.name.is_empty() || std::env::var_os("K_SERVICE").is_none() {
+        return InstanceName::NotAsked;
+    }
+    let host = std::env::var("GCE_METADATA_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "metadata.google.internal".to_owned());
+    let url = format!("http://{host}/computeMetadata/v1/instance/id");
+    let read = actix_web::rt::System::new().block_on(async move {
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .finish();
+        let mut res = (client.get(&url))
+            .insert_header(("Metadata-Flavor", "Google"))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let flavored = (res.headers().get("metadata-flavor")).is_some_and(|v| v == "Google");
+        if !res.status().is_success() || !flavored {
+            return Err(format!(
+                "{url}: {} without Metadata-Flavor: Google",
+                res.status()
+            ));
+        }
+        let body = res
+            .body()
+            .limit(1024)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let id = String::from_utf8_lossy(&body).trim().to_owned();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!("{url}: not an instance id"));
+        }
+        Ok(id)
+    });
+    match read {
+        Ok(id) => {
+            settings.node.name = format!("tai@{}", id.chars().take(16).collect::<String>());
+            InstanceName::Named(settings.node.name.clone())
+        }
+        Err(e) => InstanceName::Unread(e),
+    }
+}
+
+impl InstanceName {
+    fn log(&self, settings: &Settings) {
+        match self {
+            InstanceName::NotAsked => {}
+            InstanceName::Named(node) => {
+                tracing::info!(%node, "node named after the Cloud Run instance");
+            }
+            InstanceName::Unread(error) => tracing::warn!(
+                %error,
+                node = settings.node_name(),
+                "the Cloud Run instance id could not be read; the node keeps the host's name"
+            ),
+        }
+    }
+}
+
 fn verify(
     settings: Settings,
     tenant: Option<String>,
@@ -400,9 +474,11 @@ fn main() -> ExitCode {
         Command::Verify { tenant, .. } => verify(settings, tenant, anchors),
         Command::TokenDigest { .. } => ExitCode::SUCCESS,
         Command::McpStdio => {
+            let named = name_instance(&mut settings);
             telemetry::init_tracing(&settings, true);
             telemetry::install_panic_hook();
             told(&detected);
+            named.log(&settings);
             let result = actix_web::rt::System::new().block_on(mcp_stdio(settings));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -417,9 +493,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => {
+            let named = name_instance(&mut settings);
             telemetry::init_tracing(&settings, false);
             telemetry::install_panic_hook();
             told(&detected);
+            named.log(&settings);
             let result = actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
                 app.run_until_stopped(true).await

@@ -23,7 +23,24 @@ fn blocking_request(method: &str, url: &str, body: &str) -> Option<u16> {
 }
 
 /// [`blocking_request`] with more header lines (each ending in `\r\n`).
+/// `GET url` on a connection of its own: the status and the body.
+fn blocking_get_body(url: &str) -> (Option<u16>, String) {
+    let answer = blocking_exchange("GET", url, "", "").unwrap_or_default();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok());
+    let body = (answer.split_once("\r\n\r\n")).map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
 fn blocking_request_with(method: &str, url: &str, headers: &str, body: &str) -> Option<u16> {
+    let answer = blocking_exchange(method, url, headers, body)?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One request on a connection of its own (closed after the answer): the whole answer.
+fn blocking_exchange(method: &str, url: &str, headers: &str, body: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let (host, path) = addr
@@ -46,7 +63,7 @@ fn blocking_request_with(method: &str, url: &str, headers: &str, body: &str) -> 
     .ok()?;
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace().nth(1)?.parse().ok()
+    Some(buf)
 }
 
 /// One keep-alive GET on `s`: the answer's head and as much of its body as arrived within
@@ -673,4 +690,91 @@ fn mcp_requests_leave_no_lines_of_rmcp_at_the_default_level() {
         !targets.keys().any(|t| t.starts_with("rmcp")),
         "{targets:?}"
     );
+}
+
+/// A metadata server that answers the instance id (the only path asked of it here) with `id`,
+/// with the `Metadata-Flavor: Google` header when `flavored`.
+fn instance_metadata(id: &'static str, flavored: bool) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let asked = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            let right = asked.starts_with("get /computemetadata/v1/instance/id ")
+                && asked.contains("metadata-flavor: google");
+            let (status, body) = if right {
+                ("200 OK", id)
+            } else {
+                ("404 Not Found", "")
+            };
+            let flavor = if flavored {
+                "Metadata-Flavor: Google\r\n"
+            } else {
+                ""
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\n{flavor}Content-Type: application/text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share() {
+    let id = "00f5c1b2e9a4d7c3a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let health_node = |bin: &Binary| {
+        let (status, body) = blocking_get_body(&bin.url("/health"));
+        assert_eq!(status, Some(200), "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["node"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // On Cloud Run (K_SERVICE set): the first 16 characters of the metadata server's id.
+    let metadata = instance_metadata(id, true);
+    let bin = start_binary(&[
+        ("K_SERVICE", "tai-autonomics"),
+        ("GCE_METADATA_HOST", metadata.as_str()),
+    ]);
+    assert_eq!(health_node(&bin), "tai@00f5c1b2e9a4d7c3");
+    let grant = r#"{"tenant_id":"named","entitlement_id":"e","action":"grant"}"#;
+    assert_eq!(
+        blocking_request("POST", &bin.url("/marketplace"), grant),
+        Some(200)
+    );
+    let (_, receipts) = blocking_get_body(&bin.url("/v1/tenants/named/receipts"));
+    assert!(
+        receipts.contains(r#""node":"tai@00f5c1b2e9a4d7c3""#),
+        "{receipts}"
+    );
+    // A configured name is kept; an answer that is not the metadata server's leaves the
+    // host's name, and says so.
+    let bin = start_binary(&[
+        ("K_SERVICE", "tai-autonomics"),
+        ("GCE_METADATA_HOST", metadata.as_str()),
+        ("NODE_NAME", "tai@mine"),
+    ]);
+    assert_eq!(health_node(&bin), "tai@mine");
+    let impostor = instance_metadata(id, false);
+    let bin = start_binary(&[
+        ("K_SERVICE", "tai-autonomics"),
+        ("GCE_METADATA_HOST", impostor.as_str()),
+    ]);
+    assert!(!health_node(&bin).contains("00f5c1b2"));
+    let warned = bin.warnings.lock().unwrap().clone();
+    assert!(
+        warned.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("instance id could not be read"))),
+        "{warned:?}"
+    );
+    // Elsewhere nothing is asked.
+    let bin = start_binary(&[("GCE_METADATA_HOST", metadata.as_str())]);
+    assert!(!health_node(&bin).contains("00f5c1b2"));
 }

@@ -122,14 +122,16 @@ fn find_project(settings: &mut Settings) -> Result<Option<String>, String> {
 enum InstanceName {
     /// Not on Cloud Run (no `K_SERVICE`), or `node.name` is configured.
     NotAsked,
-    Named(String),
+    /// The node's name, and the whole instance id.
+    Named(String, String),
     Unread(String),
 }
 
 /// On Cloud Run every instance's hostname is `localhost`, so the default node name
 /// `tai@<hostname>`, which `/health` shows and every receipt records, named all instances
 /// alike. There the node is named after the metadata server's instance id (what Cloud
-/// Logging labels `instanceId`), its first 16 characters: `tai@00f5c1b2e9a4d7c3`. A
+/// Logging labels `instanceId`), its last 16 characters (the tail, in case ids share a
+/// prefix; the log line of the start gives the whole id). A
 /// configured `node.name` is kept; an id that cannot be read within 2 s leaves the default.
 fn name_instance(settings: &mut Settings) -> InstanceName {
     if !settings.node.name.is_empty() || std::env::var_os("K_SERVICE").is_none() {
@@ -169,8 +171,9 @@ fn name_instance(settings: &mut Settings) -> InstanceName {
     });
     match read {
         Ok(id) => {
-            settings.node.name = format!("tai@{}", id.chars().take(16).collect::<String>());
-            InstanceName::Named(settings.node.name.clone())
+            let tail = &id[id.len().saturating_sub(16)..];
+            settings.node.name = format!("tai@{tail}");
+            InstanceName::Named(settings.node.name.clone(), id)
         }
         Err(e) => InstanceName::Unread(e),
     }
@@ -180,8 +183,8 @@ impl InstanceName {
     fn log(&self, settings: &Settings) {
         match self {
             InstanceName::NotAsked => {}
-            InstanceName::Named(node) => {
-                tracing::info!(%node, "node named after the Cloud Run instance");
+            InstanceName::Named(node, instance_id) => {
+                tracing::info!(%node, %instance_id, "node named after the Cloud Run instance");
             }
             InstanceName::Unread(error) => tracing::warn!(
                 %error,

@@ -727,7 +727,7 @@ fn instance_metadata(id: &'static str, flavored: bool) -> String {
 
 #[test]
 fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share() {
-    let id = "00f5c1b2e9a4d7c3a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let id = "00f5c1b2e9a4d7c3a1b2c3d4e5f60718293a4b5c6d7e8f90abcd";
     let health_node = |bin: &Binary| {
         let (status, body) = blocking_get_body(&bin.url("/health"));
         assert_eq!(status, Some(200), "{body}");
@@ -736,13 +736,13 @@ fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share(
             .unwrap()
             .to_owned()
     };
-    // On Cloud Run (K_SERVICE set): the first 16 characters of the metadata server's id.
+    // On Cloud Run (K_SERVICE set): the last 16 characters of the metadata server's id.
     let metadata = instance_metadata(id, true);
     let bin = start_binary(&[
         ("K_SERVICE", "tai-autonomics"),
         ("GCE_METADATA_HOST", metadata.as_str()),
     ]);
-    assert_eq!(health_node(&bin), "tai@00f5c1b2e9a4d7c3");
+    assert_eq!(health_node(&bin), "tai@4b5c6d7e8f90abcd");
     let grant = r#"{"tenant_id":"named","entitlement_id":"e","action":"grant"}"#;
     assert_eq!(
         blocking_request("POST", &bin.url("/marketplace"), grant),
@@ -750,7 +750,7 @@ fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share(
     );
     let (_, receipts) = blocking_get_body(&bin.url("/v1/tenants/named/receipts"));
     assert!(
-        receipts.contains(r#""node":"tai@00f5c1b2e9a4d7c3""#),
+        receipts.contains(r#""node":"tai@4b5c6d7e8f90abcd""#),
         "{receipts}"
     );
     // A configured name is kept; an answer that is not the metadata server's leaves the
@@ -766,7 +766,7 @@ fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share(
         ("K_SERVICE", "tai-autonomics"),
         ("GCE_METADATA_HOST", impostor.as_str()),
     ]);
-    assert!(!health_node(&bin).contains("00f5c1b2"));
+    assert!(!health_node(&bin).contains("8f90abcd"));
     let warned = bin.warnings.lock().unwrap().clone();
     assert!(
         warned.iter().any(|l| l["message"]
@@ -776,5 +776,5 @@ fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share(
     );
     // Elsewhere nothing is asked.
     let bin = start_binary(&[("GCE_METADATA_HOST", metadata.as_str())]);
-    assert!(!health_node(&bin).contains("00f5c1b2"));
+    assert!(!health_node(&bin).contains("8f90abcd"));
 }

@@ -659,7 +659,7 @@ fn mcp_requests_leave_no_lines_of_rmcp_at_the_default_level() {
     // Every MCP request over HTTP is an rmcp session of its own: at `info` rmcp wrote three
     // lines for each (its start with the client's capabilities, its input's end, its end),
     // and a warning for each error a client's call got back.
-    let bin = start_binary(&[]);
+    let bin = start_binary(&[("TAI_CHAOS__ENABLED", "true")]);
     let headers = "Accept: application/json, text/event-stream\r\n";
     for body in [
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
@@ -672,18 +672,22 @@ fn mcp_requests_leave_no_lines_of_rmcp_at_the_default_level() {
             "{body}"
         );
     }
-    // The service's own lines are counted (the start's), so a missing rmcp line is not a
-    // missing count; the request log of the last call comes after its answer.
+    // A line the service writes after them (a chaos hook's warning): once it is counted, every
+    // line written before it, the MCP requests' included, has been read.
+    assert_eq!(
+        blocking_request("POST", &bin.url("/v1/chaos/actors/observer/crash"), "{}"),
+        Some(202)
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let targets = loop {
         let targets = bin.targets.lock().unwrap().clone();
-        if targets.keys().any(|t| t.starts_with("tai_autonomics")) || Instant::now() > deadline {
+        if targets.contains_key("tai_autonomics::http::chaos") || Instant::now() > deadline {
             break targets;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(
-        targets.keys().any(|t| t.starts_with("tai_autonomics")),
+        targets.contains_key("tai_autonomics::http::chaos"),
         "{targets:?}"
     );
     assert!(

@@ -178,7 +178,7 @@ async fn batch(
         }
         if is_json(&headers) {
             match serde_json::from_slice::<serde_json::Value>(&text) {
-                Ok(answer) => answers.push(answer),
+                Ok(answer) => answers.push(batch::as_member_answer(answer)),
                 Err(e) => return Err(ApiError::internal(format!("MCP answer: {e}"))),
             }
         } else {

@@ -54,6 +54,17 @@ pub fn member_error(member: &Value, reason: &str) -> Value {
     })
 }
 
+/// An answer rmcp gave to one member, fit for a batch's array: every element of the array is
+/// a JSON-RPC response, which has an `id`. rmcp refuses a stray response (a stateless server
+/// sent no request it could answer) with an error that has none, as MCP allows for a single
+/// message; in a batch it gets `"id": null`, as JSON-RPC wants for an error with no request.
+pub fn as_member_answer(mut answer: Value) -> Value {
+    if let Some(fields) = answer.as_object_mut() {
+        fields.entry("id").or_insert(Value::Null);
+    }
+    answer
+}
+
 /// The id of a message, when it is one a request may carry: a string or an integer.
 pub fn request_id(message: &Value) -> Option<&Value> {
     message
@@ -247,6 +258,18 @@ mod tests {
         // A hostile version is shown cut short.
         let long = "x".repeat(500);
         assert!(refusal(Some(&long), &one).unwrap().len() < 300);
+    }
+
+    #[test]
+    fn every_answer_in_a_batch_has_an_id() {
+        let stray = json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "no"}});
+        assert_eq!(as_member_answer(stray)["id"], Value::Null);
+        assert!(as_member_answer(json!({"jsonrpc": "2.0", "error": {}}))
+            .as_object()
+            .unwrap()
+            .contains_key("id"));
+        let answered = json!({"jsonrpc": "2.0", "id": 3, "result": {}});
+        assert_eq!(as_member_answer(answered.clone()), answered);
     }
 
     #[test]

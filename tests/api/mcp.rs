@@ -1018,6 +1018,7 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
         5,
         {"jsonrpc": "1.0", "id": 6, "method": "ping"},
         {"jsonrpc": "2.0", "id": 7, "method": "no/such"},
+        {"jsonrpc": "2.0", "id": 8, "result": {}},
     ]);
     // Without MCP-Protocol-Version a request is 2025-03-26's, and so with it said.
     for headers in [vec![], vec![("mcp-protocol-version", "2025-03-26")]] {
@@ -1035,7 +1036,8 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
                 json!(4),
                 Value::Null,
                 json!(6),
-                json!(7)
+                json!(7),
+                Value::Null
             ]
             .iter()
             .collect::<Vec<_>>()
@@ -1050,9 +1052,14 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
                 &json!(-32600),
                 &json!(-32600),
                 &json!(-32600),
-                &json!(-32601)
+                &json!(-32601),
+                &json!(-32600)
             ]
         );
+        // A response answers no request of a stateless server: refused, and the refusal is a
+        // JSON-RPC response like every element of the array, so it has an id (`null`).
+        let stray = answers[7].as_object().unwrap();
+        assert_eq!(stray.get("id"), Some(&Value::Null), "{answers:?}");
         assert!(answers[3]["error"]["message"]
             .as_str()
             .unwrap()

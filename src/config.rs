@@ -57,6 +57,21 @@ pub struct Settings {
 pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// How `tools/list` spells the tools' names; calls take either spelling.
+    #[serde(default)]
+    pub tool_names: ToolNames,
+}
+
+/// The spelling of the MCP tools' names in `tools/list`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolNames {
+    /// SPEC §10's names as written: `taiea.governor.signal`.
+    #[default]
+    Dotted,
+    /// Dots written as underscores (`taiea_governor_signal`), for clients that accept only
+    /// names of `[a-zA-Z0-9_-]`.
+    Underscored,
 }
 
 fn default_profile() -> String {

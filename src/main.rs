@@ -380,9 +380,13 @@ async fn mcp_stdio(settings: Settings) -> anyhow::Result<()> {
     let tree = tai_autonomics::tree::start(&settings).await?;
     tracing::info!("MCP over stdio: ready");
     let relay = tai_autonomics::mcp::stdio::relay(tokio::io::stdin(), tokio::io::stdout());
-    let server = TaiMcp::with_caller(tree.mcp.clone(), tai_autonomics::auth::Caller::Admin)
-        .serve(relay.transport)
-        .await?;
+    let server = TaiMcp::with_caller(
+        tree.mcp.clone(),
+        tai_autonomics::auth::Caller::Admin,
+        settings.mcp.tool_names,
+    )
+    .serve(relay.transport)
+    .await?;
     // As `serve`: a root supervisor that gives up ends the process (non-zero), rather than
     // leaving a client talking to a server whose every call fails.
     let gave_up: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();

@@ -283,7 +283,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         started: std::time::Instant::now(),
     };
 
-    let (mcp_spec, mcp) = ChildSpec::worker("mcp", move || McpRegistry::new(ops.clone()));
+    let tool_names = settings.mcp.tool_names;
+    let (mcp_spec, mcp) =
+        ChildSpec::worker("mcp", move || McpRegistry::new(ops.clone(), tool_names));
 
     let sink: EventSink = Arc::new(move |e: &SupervisorEvent| {
         events::supervision(e);

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use supervisors::ChildRef;
 
 use crate::auth::Caller;
-use crate::config::McpSettings;
+use crate::config::{McpSettings, ToolNames};
 use registry::{CallTool, ListTools, McpRegistry};
 
 /// The HTTP service `/mcp` hands requests to.
@@ -41,22 +41,26 @@ pub type HttpService = StreamableHttpService<TaiMcp, LocalSessionManager>;
 pub struct TaiMcp {
     registry: ChildRef<McpRegistry>,
     caller: Option<Caller>,
+    /// How the instructions spell the tools' names, as `tools/list` does.
+    names: ToolNames,
 }
 
 impl TaiMcp {
     /// For HTTP: the caller comes with each request.
-    pub fn per_request(registry: ChildRef<McpRegistry>) -> Self {
+    pub fn per_request(registry: ChildRef<McpRegistry>, names: ToolNames) -> Self {
         TaiMcp {
             registry,
             caller: None,
+            names,
         }
     }
 
     /// For stdio: one caller for the whole process.
-    pub fn with_caller(registry: ChildRef<McpRegistry>, caller: Caller) -> Self {
+    pub fn with_caller(registry: ChildRef<McpRegistry>, caller: Caller, names: ToolNames) -> Self {
         TaiMcp {
             registry,
             caller: Some(caller),
+            names,
         }
     }
 
@@ -80,24 +84,28 @@ fn restarting(e: supervisors::CallError) -> McpError {
     )
 }
 
-/// The server's name, version and instructions.
-pub fn server_info() -> InitializeResult {
+/// The server's name, version and instructions (which name tools as `tools/list` does).
+pub fn server_info(names: ToolNames) -> InitializeResult {
+    let name = |n| tools::spelled(n, names);
     InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
         .with_server_info(Implementation::new(
             "tai-autonomics",
             env!("CARGO_PKG_VERSION"),
         ))
-        .with_instructions(
+        .with_instructions(format!(
             "TAI Autonomics governs tenants: one governor per tenant decides on signals, and \
-             every decision leaves a hash-chained receipt. Use taiea.governor.state and \
-             taiea.audit.log to look, taiea.governor.signal to act, taiea.receipts.verify_chain \
+             every decision leaves a hash-chained receipt. Use {} and {} to look, {} to act, {} \
              to check a chain.",
-        )
+            name("taiea.governor.state"),
+            name("taiea.audit.log"),
+            name("taiea.governor.signal"),
+            name("taiea.receipts.verify_chain"),
+        ))
 }
 
 impl ServerHandler for TaiMcp {
     fn get_info(&self) -> InitializeResult {
-        server_info()
+        server_info(self.names)
     }
 
     async fn list_tools(
@@ -244,8 +252,9 @@ pub fn http_service(
         config.with_allowed_hosts(cfg.allowed_hosts.clone())
     };
     config = config.with_allowed_origins(cfg.allowed_origins.clone());
+    let names = cfg.tool_names;
     StreamableHttpService::new(
-        move || Ok(TaiMcp::per_request(registry.clone())),
+        move || Ok(TaiMcp::per_request(registry.clone(), names)),
         Arc::new(LocalSessionManager::default()),
         config,
     )

@@ -12,8 +12,9 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 use supervisors::SupervisorRef;
 
-use super::tools::{table, validate, Access, ToolDef};
+use super::tools::{find, table, validate, Access, ToolDef};
 use crate::auth::Caller;
+use crate::config::ToolNames;
 use crate::entitlements::{gates, Action, Entitlement, Event};
 use crate::http::error::ApiError;
 use crate::intake::{Intake, MarketplaceRequest, SignalRequest};
@@ -42,13 +43,16 @@ pub struct Ops {
 pub struct McpRegistry {
     ops: Ops,
     tools: Arc<Vec<ToolDef>>,
+    /// How `tools/list` spells the names (`mcp.tool_names`).
+    names: ToolNames,
 }
 
 impl McpRegistry {
-    pub fn new(ops: Ops) -> Self {
+    pub fn new(ops: Ops, names: ToolNames) -> Self {
         McpRegistry {
             ops,
             tools: Arc::new(table()),
+            names,
         }
     }
 }
@@ -62,7 +66,7 @@ impl Actor for McpRegistry {
     }
 }
 
-/// `tools/list`: every tool, in table order.
+/// `tools/list`: every tool, in table order, its name spelled as `mcp.tool_names` says.
 #[derive(Message)]
 #[rtype(result = "Vec<Value>")]
 pub struct ListTools;
@@ -70,11 +74,12 @@ pub struct ListTools;
 impl Handler<ListTools> for McpRegistry {
     type Result = MessageResult<ListTools>;
     fn handle(&mut self, _: ListTools, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.tools.iter().map(ToolDef::to_json).collect())
+        MessageResult(self.tools.iter().map(|t| t.to_json(self.names)).collect())
     }
 }
 
-/// `tools/call`. `Err` = no such tool (a protocol error); `Ok` = a `CallToolResult`.
+/// `tools/call`, naming the tool in either spelling (its receipt records SPEC §10's). `Err` =
+/// no such tool (a protocol error); `Ok` = a `CallToolResult`.
 #[derive(Message)]
 #[rtype(result = "Result<Value, String>")]
 pub struct CallTool {
@@ -100,7 +105,7 @@ impl Handler<CallTool> for McpRegistry {
     fn handle(&mut self, msg: CallTool, _: &mut Context<Self>) -> Self::Result {
         let (ops, tools) = (self.ops.clone(), self.tools.clone());
         Box::pin(async move {
-            let Some(def) = tools.iter().find(|d| d.name == msg.name) else {
+            let Some(def) = find(&tools, &msg.name) else {
                 return Err(format!("unknown tool: {}", msg.name));
             };
             let args = if msg.arguments.is_null() {

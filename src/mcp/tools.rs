@@ -1,9 +1,14 @@
 //! The MCP tool table (names verbatim from the issue), pure: each tool's `name`, `title`,
 //! `description`, `inputSchema`, `outputSchema` and annotations, and the check of call
 //! arguments against the input schema (missing required, wrong type, value out of the enum or
-//! range, unknown property), with a message that says what is wrong.
+//! range, unknown property), with a message that says what is wrong; and the names' two
+//! spellings (SPEC §10's dotted ones, or underscored for clients that refuse a dot).
+
+use std::borrow::Cow;
 
 use serde_json::{json, Map, Value};
+
+use crate::config::ToolNames;
 
 /// Who may call a tool (checked against the caller's token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +37,29 @@ pub struct ToolDef {
     pub hints: (bool, bool, bool, bool),
 }
 
+/// A tool's name as `tools/list` spells it: SPEC §10's as written, or with every dot an
+/// underscore (Claude Desktop, GitHub Copilot CLI and the OpenAI API refuse a tool list with a
+/// name outside `^[a-zA-Z0-9_-]{1,64}$`).
+pub fn spelled(name: &str, names: ToolNames) -> Cow<'_, str> {
+    match names {
+        ToolNames::Dotted => Cow::Borrowed(name),
+        ToolNames::Underscored => Cow::Owned(name.replace('.', "_")),
+    }
+}
+
+/// The tool a call names, in either spelling.
+pub fn find<'a>(tools: &'a [ToolDef], name: &str) -> Option<&'a ToolDef> {
+    tools
+        .iter()
+        .find(|d| d.name == name || spelled(d.name, ToolNames::Underscored) == name)
+}
+
 impl ToolDef {
-    /// The MCP `Tool` object.
-    pub fn to_json(&self) -> Value {
+    /// The MCP `Tool` object, its name spelled as `names` says.
+    pub fn to_json(&self, names: ToolNames) -> Value {
         let (read_only, destructive, idempotent, open_world) = self.hints;
         json!({
-            "name": self.name,
+            "name": spelled(self.name, names),
             "title": self.title,
             "description": self.description,
             "inputSchema": self.input,
@@ -366,7 +388,7 @@ mod tests {
             ]
         );
         for d in &t {
-            let j = d.to_json();
+            let j = d.to_json(ToolNames::Dotted);
             assert_eq!(j["inputSchema"]["type"], "object", "{}", d.name);
             assert_eq!(j["outputSchema"]["type"], "object", "{}", d.name);
             let a = &j["annotations"];
@@ -377,6 +399,40 @@ mod tests {
             );
             assert_eq!(a["readOnlyHint"], !writes, "{}", d.name);
             assert_eq!(a["openWorldHint"], false, "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn underscored_names_suit_strict_clients_and_a_call_may_use_either_spelling() {
+        let t = table();
+        // `^[a-zA-Z0-9_-]{1,64}$`, what the strict clients check.
+        let strict = |n: &str| {
+            (1..=64).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        let mut seen = std::collections::HashSet::new();
+        for d in &t {
+            let listed = d.to_json(ToolNames::Underscored)["name"].clone();
+            let name = listed.as_str().unwrap();
+            assert!(strict(name), "{name}");
+            assert!(seen.insert(name.to_owned()), "{name} twice");
+            assert_eq!(find(&t, name).map(|f| f.name), Some(d.name));
+            assert_eq!(find(&t, d.name).map(|f| f.name), Some(d.name));
+            assert_eq!(d.to_json(ToolNames::Dotted)["name"], d.name);
+        }
+        assert_eq!(
+            spelled("taiea.governor.signal", ToolNames::Underscored),
+            "taiea_governor_signal"
+        );
+        // One spelling or the other, not a mix, and nothing else.
+        for name in [
+            "taiea.governor_signal",
+            "taiea-governor-signal",
+            "governor.signal",
+            "",
+        ] {
+            assert!(find(&t, name).is_none(), "{name}");
         }
     }
 

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use tai_autonomics::config::ToolNames;
 
 const LEGACY: &str = "2025-11-25";
 const MODERN: &str = "2026-07-28";
@@ -1120,6 +1121,7 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
 fn stdio_session(
     dir: &std::path::Path,
     version: &str,
+    env: &[(&str, &str)],
 ) -> (
     std::process::Child,
     std::process::ChildStdin,
@@ -1129,6 +1131,7 @@ fn stdio_session(
         .arg("mcp-stdio")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TAI_LEDGER__SQLITE_PATH", dir.join("ledger.db"))
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -1160,7 +1163,7 @@ fn stdio_session(
 #[test]
 fn mcp_stdio_takes_a_batch_in_a_2025_03_26_session_and_runs_it_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), "2025-03-26");
+    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), "2025-03-26", &[]);
     let call = |id: u64, name: &str, arguments: Value| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": name, "arguments": arguments}})
@@ -1214,7 +1217,7 @@ fn mcp_stdio_takes_a_batch_in_a_2025_03_26_session_and_runs_it_in_order() {
 
     // A session of a later revision has no batches: refused whole, nothing run.
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), LEGACY);
+    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), LEGACY, &[]);
     let provision = call(
         3,
         "taiea.entitlement.apply_event",
@@ -1281,7 +1284,7 @@ async fn a_client_that_accepts_json_is_served_whatever_else_its_accept_says() {
 #[test]
 fn mcp_stdio_a_batch_goes_on_when_the_client_cancels_a_member() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), "2025-03-26");
+    let (mut child, mut stdin, mut lines) = stdio_session(dir.path(), "2025-03-26", &[]);
     let call = |id: u64, name: &str, arguments: Value| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": name, "arguments": arguments}})
@@ -1318,6 +1321,126 @@ fn mcp_stdio_a_batch_goes_on_when_the_client_cancels_a_member() {
         ])
     );
     db.execute_batch("ROLLBACK").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[actix_web::test]
+async fn underscored_tool_names_suit_strict_clients_and_a_call_may_use_either_spelling() {
+    let strict = |n: &str| {
+        (1..=64).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let listed = |answer: &Value| -> Vec<String> {
+        answer["result"]["tools"]
+            .as_array()
+            .expect("a tool list")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let init = json!({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"protocolVersion": LEGACY,
+        "capabilities": {}, "clientInfo": {"name": "strict", "version": "1"}}});
+    let call = |name: &str, value: f64| {
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name,
+            "arguments": {"tenant_id": "un", "metric": "cpu", "value": value}}})
+    };
+
+    // The default lists SPEC §10's names, and takes a call in the other spelling too.
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "un").await;
+    let names = listed(&rpc(&app, &[], list.clone()).await.1);
+    assert!(
+        names.contains(&"taiea.governor.signal".to_owned()),
+        "{names:?}"
+    );
+    let (_, answer) = rpc(&app, &[], call("taiea_governor_signal", 70.0)).await;
+    assert_eq!(
+        structured(&answer["result"])["state"],
+        "warning",
+        "{answer}"
+    );
+
+    // Underscored: every listed name passes `^[a-zA-Z0-9_-]{1,64}$`, the instructions name the
+    // tools so too, and both spellings call; the receipts record SPEC §10's name.
+    let app = spawn_app(|s| s.mcp.tool_names = ToolNames::Underscored).await;
+    grant(&app, "un").await;
+    let names = listed(&rpc(&app, &[], list).await.1);
+    assert_eq!(names.len(), 9);
+    assert!(names.iter().all(|n| strict(n)), "{names:?}");
+    assert!(
+        names.contains(&"taiea_entitlement_apply_event".to_owned()),
+        "{names:?}"
+    );
+    let (_, tools) = app.get_json("/mcp/tools").await;
+    assert_eq!(
+        tools["tools"][5]["name"], "taiea_governor_signal",
+        "{tools}"
+    );
+    let (_, answer) = rpc(&app, &[], init).await;
+    let instructions = answer["result"]["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("taiea_governor_signal") && !instructions.contains("taiea."),
+        "{instructions}"
+    );
+    for (name, value, state) in [
+        ("taiea_governor_signal", 70.0, "warning"),
+        ("taiea.governor.signal", 10.0, "stable"),
+    ] {
+        let (_, answer) = rpc(&app, &[], call(name, value)).await;
+        assert_eq!(structured(&answer["result"])["state"], state, "{answer}");
+    }
+    let (_, page) = app.get_json("/v1/tenants/un/receipts").await;
+    let tools: Vec<&Value> = page["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event_type"] == "mcp_tool_call")
+        .map(|r| &r["metadata"]["tool"])
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            &json!("taiea.governor.signal"),
+            &json!("taiea.governor.signal")
+        ]
+    );
+    // A mix of the two spellings names no tool.
+    let (_, answer) = rpc(&app, &[], call("taiea.governor_signal", 70.0)).await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+}
+
+#[test]
+fn mcp_stdio_lists_underscored_tool_names_when_configured_so() {
+    // A desktop client starts the process with the setting in its environment.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut stdin, mut lines) = stdio_session(
+        dir.path(),
+        LEGACY,
+        &[("TAI_MCP__TOOL_NAMES", "underscored")],
+    );
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    )
+    .unwrap();
+    let list: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .expect("a tool list")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 9);
+    assert!(names.iter().all(|n| !n.contains('.')), "{names:?}");
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "taiea_support_model", "arguments": {}}});
+    writeln!(stdin, "{call}").unwrap();
+    let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }

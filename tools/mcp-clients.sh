@@ -35,6 +35,7 @@ venv/bin/python client_check.py "$URL" legacy
 venv/bin/python client_check.py "$URL" 2026-07-28
 venv/bin/python client_check.py "$URL" auto
 venv/bin/python client_check.py --stdio "$BIN" "$WORK/stdio.db"
+venv/bin/python client_check.py --stdio "$BIN" "$WORK/stdio-u.db" underscored
 
 echo "==> TypeScript SDK 1.32.2 (handshake era)"
 node ts_v1_check.mjs "$URL"

@@ -1,7 +1,9 @@
 """Drives the running service's /mcp (or `tai-autonomics mcp-stdio`) with the official Python
 MCP client: lists the tools, calls every one of them, including error cases, and checks the
 answers. Usage: client_check.py URL ERA   (ERA: legacy | 2026-07-28 | auto)
-               client_check.py --stdio BINARY LEDGER_PATH
+               client_check.py --stdio BINARY LEDGER_PATH [underscored]
+(underscored: the process lists the tools' names with underscores for dots, and the client
+calls them so)
 Exits non-zero on the first failed check."""
 import json
 import sys
@@ -22,23 +24,23 @@ def check(cond, what):
         sys.exit(1)
 
 
-async def exercise(c, tenant):
+async def exercise(c, tenant, spell=lambda name: name):
     tools = (await c.list_tools()).tools
     names = {t.name for t in tools}
-    check(names == TOOLS, f"tools/list gave {sorted(names)}")
+    check(names == {spell(n) for n in TOOLS}, f"tools/list gave {sorted(names)}")
     for t in tools:
         check(t.annotations is not None and t.annotations.read_only_hint is not None, f"{t.name} annotations")
         check(t.output_schema is not None, f"{t.name} outputSchema")
 
     async def ok(name, args):
-        r = await c.call_tool(name, args)
+        r = await c.call_tool(spell(name), args)
         check(not r.is_error, f"{name} {args}: {r.content}")
         check(r.structured_content is not None, f"{name}: structuredContent")
         check(json.loads(r.content[0].text) == r.structured_content, f"{name}: text copy")
         return r.structured_content
 
     async def err(name, args, says):
-        r = await c.call_tool(name, args)
+        r = await c.call_tool(spell(name), args)
         check(r.is_error, f"{name} {args} should be a tool error")
         text = r.content[0].text
         check(says in text, f"{name}: {text!r} should say {says!r}")
@@ -81,16 +83,18 @@ async def over_http(url, era):
         print(f"python mcp client ({era}, negotiated {c.protocol_version}): all tools ok")
 
 
-async def over_stdio(binary, ledger):
+async def over_stdio(binary, ledger, names="dotted"):
     from mcp.client.stdio import StdioServerParameters
-    params = StdioServerParameters(command=binary, args=["mcp-stdio"], env={"TAI_LEDGER__SQLITE_PATH": ledger, "PATH": "/usr/bin:/bin"})
+    env = {"TAI_LEDGER__SQLITE_PATH": ledger, "PATH": "/usr/bin:/bin", "TAI_MCP__TOOL_NAMES": names}
+    params = StdioServerParameters(command=binary, args=["mcp-stdio"], env=env)
+    spell = (lambda n: n.replace(".", "_")) if names == "underscored" else (lambda n: n)
     async with Client(params) as c:
-        await exercise(c, "py-stdio")
-        print("python mcp client (stdio): all tools ok")
+        await exercise(c, "py-stdio-" + names, spell)
+        print(f"python mcp client (stdio, {names} names): all tools ok")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--stdio":
-        anyio.run(over_stdio, sys.argv[2], sys.argv[3])
+        anyio.run(over_stdio, *sys.argv[2:5])
     else:
         anyio.run(over_http, sys.argv[1], sys.argv[2])

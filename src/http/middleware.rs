@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::error::{error_response, ErrorCode};
 use super::AppState;
-use crate::telemetry::{events, trace_id_from_header};
+use crate::telemetry::{events, request_trace_id};
 
 /// Paths that keep answering while the instance drains (probes and scrapes).
 pub(super) fn exempt_from_drain(path: &str) -> bool {
@@ -95,11 +95,8 @@ pub async fn observe(
     if req.method() == actix_web::http::Method::HEAD {
         req.head_mut().method = actix_web::http::Method::GET;
     }
-    let trace_id = req
-        .headers()
-        .get("x-cloud-trace-context")
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_from_header)
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let trace_id = request_trace_id(header("x-cloud-trace-context"), header("traceparent"))
         .unwrap_or_default();
     // The route is known once the request has been routed: asked for here, before routing,
     // actix matches the path against every pattern again (regex-lite), which cost about as much

@@ -1,8 +1,8 @@
 //! Telemetry: logs (`tracing`), metrics (`metrics` + Prometheus) and the panic hook.
 //!
 //! Owns the log format decision (JSON lines Cloud Logging understands, or pretty on a
-//! terminal), the trace id taken from `X-Cloud-Trace-Context`, and the rule that label values
-//! come from closed sets (no tenant id in any label).
+//! terminal), the trace id taken from `X-Cloud-Trace-Context` (or W3C `traceparent`), and the
+//! rule that label values come from closed sets (no tenant id in any label).
 
 pub mod budget;
 pub mod events;
@@ -257,6 +257,40 @@ pub fn trace_id_from_header(value: &str) -> Option<String> {
         .then(|| id.to_ascii_lowercase())
 }
 
+/// The trace id of a W3C `traceparent: VERSION-TRACE_ID-PARENT_ID-FLAGS` header, if well
+/// formed (Trace Context §3.2: two hex digits of version other than `ff`, 32 lowercase hex
+/// digits of trace id not all zero, 16 of parent id not all zero, two of flags; a later version
+/// may append fields after a dash). Cloud Trace's ids are the same 32 hex digits.
+pub fn trace_id_from_traceparent(value: &str) -> Option<String> {
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && !zero(trace)
+        && hex(parent, 16)
+        && !zero(parent)
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    well_formed.then(|| trace.to_owned())
+}
+
+/// A request's trace id: `X-Cloud-Trace-Context`'s (SPEC §12; Cloud Run's front end sends it),
+/// else the W3C `traceparent`'s (what OpenTelemetry-instrumented callers and Google's newer
+/// front ends send).
+pub fn request_trace_id(cloud: Option<&str>, traceparent: Option<&str>) -> Option<String> {
+    cloud
+        .and_then(trace_id_from_header)
+        .or_else(|| traceparent.and_then(trace_id_from_traceparent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +370,39 @@ mod tests {
         );
         assert_eq!(trace_id_from_header("nothex/1"), None);
         assert_eq!(trace_id_from_header(""), None);
+    }
+
+    #[test]
+    fn traceparent_yields_its_trace_id_when_well_formed_and_the_cloud_header_comes_first() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let good = format!("00-{id}-00f067aa0ba902b7-01");
+        assert_eq!(trace_id_from_traceparent(&good).as_deref(), Some(id));
+        // A later version may carry more fields; version 00 may not.
+        let later = format!("01-{id}-00f067aa0ba902b7-00-extra");
+        assert_eq!(trace_id_from_traceparent(&later).as_deref(), Some(id));
+        for bad in [
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00f067aa0ba902b7"),
+            format!("0-{id}-00f067aa0ba902b7-01"),
+            format!("00-{id}z-00f067aa0ba902b7-01"),
+            String::new(),
+        ] {
+            assert_eq!(trace_id_from_traceparent(&bad), None, "{bad}");
+        }
+        let cloud = "105445aa7843bc8bf206b12000100000/1;o=1";
+        assert_eq!(
+            request_trace_id(Some(cloud), Some(&good)).as_deref(),
+            Some("105445aa7843bc8bf206b12000100000")
+        );
+        assert_eq!(request_trace_id(None, Some(&good)).as_deref(), Some(id));
+        assert_eq!(
+            request_trace_id(Some("nothex"), Some(&good)).as_deref(),
+            Some(id)
+        );
+        assert_eq!(request_trace_id(None, None), None);
     }
 }

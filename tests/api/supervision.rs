@@ -182,6 +182,65 @@ async fn the_recent_events_outlive_a_crash_of_the_observer_and_include_its_own_e
     );
 }
 
+/// Log lines inside a request carry its trace, from `X-Cloud-Trace-Context` or, without it,
+/// from a W3C `traceparent`, so Cloud Logging groups them under the request.
+#[actix_web::test]
+async fn a_request_s_log_lines_carry_its_trace_from_either_trace_header() {
+    let bin = start_binary(&[
+        ("TAI_CHAOS__ENABLED", "true"),
+        ("GOOGLE_CLOUD_PROJECT", "p-1"),
+    ]);
+    let client = awc::Client::default();
+    let grant =
+        serde_json::json!({"tenant_id": "traced", "entitlement_id": "e", "action": "grant"});
+    let res = client.post(bin.url("/marketplace")).send_json(&grant).await;
+    assert_eq!(res.unwrap().status(), 200);
+    let w3c = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let cloud = "105445aa7843bc8bf206b12000100000";
+    let traceparent = format!("00-{w3c}-00f067aa0ba902b7-01");
+    let cloud_header = format!("{cloud}/1;o=1");
+    for (headers, expected) in [
+        (vec![("traceparent", traceparent.as_str())], w3c),
+        (
+            vec![
+                ("traceparent", traceparent.as_str()),
+                ("x-cloud-trace-context", cloud_header.as_str()),
+            ],
+            cloud,
+        ),
+    ] {
+        // Each crash request logs "chaos: crashed a governor" inside the request's span. The
+        // governor runs (again, after the first crash) once a signal is answered.
+        let signal = serde_json::json!({"metric": "cpu", "value": 1});
+        eventually("a running governor", Duration::from_secs(5), || async {
+            let res = client
+                .post(bin.url("/v1/tenants/traced/signals"))
+                .send_json(&signal)
+                .await;
+            (res.unwrap().status() == 200).then_some(())
+        })
+        .await;
+        let mut req = client.post(bin.url("/v1/chaos/governors/traced/crash"));
+        for (k, v) in headers {
+            req = req.insert_header((k, v));
+        }
+        assert_eq!(req.send().await.unwrap().status(), 202);
+        let trace = format!("projects/p-1/traces/{expected}");
+        eventually(
+            "the crash request's line with its trace",
+            Duration::from_secs(5),
+            || async {
+                let lines = bin.warnings.lock().unwrap().clone();
+                lines.into_iter().find(|l| {
+                    l["message"] == "chaos: crashed a governor"
+                        && l["logging.googleapis.com/trace"] == trace.as_str()
+                })
+            },
+        )
+        .await;
+    }
+}
+
 /// The operations guide finds governor crashes in the logs with
 /// `jsonPayload.message=~'governor.*crash'`; the lines a crash left were "panic (…)" and
 /// "child terminated", which that search does not find.

@@ -146,7 +146,7 @@ fn ops() -> Vec<Op> {
             ..op(
                 "post",
                 "/pubsub",
-                "A Pub/Sub push delivery: 2xx acks, 400/404 dead-letter, 503 redelivers",
+                "A Pub/Sub push delivery: 2xx acks, 400/404 dead-letter, 503 redelivers. The body is the push envelope; from a subscription with payload unwrapping and write metadata, the message's data itself with its id in x-goog-pubsub-message-id and its kind attribute in a kind header",
                 &["Pub/Sub OIDC token, else admin"],
                 (200, any_object()),
             )

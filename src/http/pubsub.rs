@@ -1,4 +1,5 @@
-//! `POST /pubsub`: Pub/Sub push delivery. 200 acknowledges every governed outcome (accepted,
+//! `POST /pubsub`: Pub/Sub push delivery, wrapped (the standard envelope) or unwrapped with
+//! write metadata (the data as the body, the id in `x-goog-pubsub-message-id`). 200 acknowledges every governed outcome (accepted,
 //! refused with its receipt, or a redelivery answered with its first receipt); 400 for a
 //! malformed envelope or payload and 404 for an unknown tenant (the subscription's dead-letter
 //! policy takes them); 503 with `Retry-After` for a transient failure (Pub/Sub redelivers).
@@ -12,7 +13,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::auth::Caller;
-use crate::pubsub::message::parse_push;
+use crate::pubsub::message::{parse_push, parse_unwrapped, UNWRAPPED_ID_HEADER};
 use crate::pubsub::push_auth::Refused;
 use crate::pubsub::{deliver, Delivered};
 use crate::telemetry::budget::LogBudget;
@@ -53,7 +54,16 @@ pub async fn push(
         }
         None => Caller::extract(&req).await?.require_admin()?,
     }
-    let delivery = parse_push(&body).map_err(|m| {
+    // Payload unwrapping with write metadata: the id in a header, the body the data itself.
+    let delivery = match req.headers().get(UNWRAPPED_ID_HEADER) {
+        Some(id) => parse_unwrapped(
+            &body,
+            id.as_bytes(),
+            req.headers().get("kind").map(|k| k.as_bytes()),
+        ),
+        None => parse_push(&body),
+    };
+    let delivery = delivery.map_err(|m| {
         events::pubsub_message("push", "malformed");
         ApiError::new(ErrorCode::InvalidRequest, m.0)
     })?;

@@ -1,7 +1,9 @@
 //! The Pub/Sub message format (SPEC §9), pure: `attributes.kind` = `signal` (the default; data
 //! `{tenant_id, metric, value, timestamp_ms}`) or `marketplace` (data as `POST /marketplace`),
-//! data JSON; and the push envelope around it (`{"message": {data (base64), attributes,
-//! messageId}, "subscription"}`). Anything else is malformed, with a reason that says why.
+//! data JSON; and the push delivery around it: the standard envelope (`{"message": {data
+//! (base64), attributes, messageId}, "subscription"}`), or, from a subscription with payload
+//! unwrapping and write metadata, the bare data with the id and attributes in headers.
+//! Anything else is malformed, with a reason that says why.
 
 use std::collections::HashMap;
 
@@ -141,10 +143,18 @@ pub struct Delivery {
     pub attributes: HashMap<String, String>,
 }
 
+/// The header an unwrapped push carries its message id in (payload unwrapping with write
+/// metadata); attributes come as headers named after them (`kind: marketplace`).
+pub const UNWRAPPED_ID_HEADER: &str = "x-goog-pubsub-message-id";
+
 /// Reads a push request body (the standard push envelope).
 pub fn parse_push(body: &[u8]) -> Result<Delivery, Malformed> {
-    let Object(env) = serde_json::from_slice::<Object<Envelope>>(body)
-        .map_err(|e| Malformed(format!("not a Pub/Sub push envelope: {e}")))?;
+    let Object(env) = serde_json::from_slice::<Object<Envelope>>(body).map_err(|e| {
+        Malformed(format!(
+            "not a Pub/Sub push envelope: {e} (a subscription with payload unwrapping must \
+             also write metadata, so that the message id comes in {UNWRAPPED_ID_HEADER})"
+        ))
+    })?;
     let data = match env.message.data.as_deref() {
         None | Some("") => Vec::new(),
         Some(b64) => base64::engine::general_purpose::STANDARD
@@ -158,10 +168,54 @@ pub fn parse_push(body: &[u8]) -> Result<Delivery, Malformed> {
     })
 }
 
+/// Reads an unwrapped push (payload unwrapping with write metadata): the body is the message's
+/// data as published, the id is the `x-goog-pubsub-message-id` header's and `kind` the header of
+/// that attribute's name (`None` when absent; a value that is not text is malformed).
+pub fn parse_unwrapped(body: &[u8], id: &[u8], kind: Option<&[u8]>) -> Result<Delivery, Malformed> {
+    let text = |what: &str, v: &[u8]| {
+        std::str::from_utf8(v)
+            .map(str::to_owned)
+            .map_err(|_| Malformed(format!("header {what} is not text")))
+    };
+    let message_id = message_id(&text(UNWRAPPED_ID_HEADER, id)?)?;
+    let attributes = match kind {
+        Some(k) => [("kind".to_owned(), text("kind", k)?)].into(),
+        None => HashMap::new(),
+    };
+    Ok(Delivery {
+        message_id,
+        data: body.to_vec(),
+        attributes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_unwrapped_push_takes_its_id_and_kind_from_headers_and_its_data_as_it_came() {
+        let data = br#"{"tenant_id":"acme","metric":"cpu","value":72}"#;
+        let d = parse_unwrapped(data, b"2070443601311540", Some(b"signal")).unwrap();
+        assert_eq!(d.message_id, "2070443601311540");
+        assert_eq!(d.data, data);
+        assert_eq!(d.attributes, attrs(Some("signal")));
+        assert!(parse(&d.data, &d.attributes).is_ok());
+        assert!(parse_unwrapped(data, b"7", None)
+            .unwrap()
+            .attributes
+            .is_empty());
+        for (id, kind, says) in [
+            (&b""[..], None, "message id"),
+            (&b"a b"[..], None, "message id"),
+            (&b"\xff"[..], None, "not text"),
+            (&b"7"[..], Some(&b"\xff"[..]), "kind is not text"),
+        ] {
+            let e = parse_unwrapped(data, id, kind).unwrap_err();
+            assert!(e.0.contains(says), "{e}");
+        }
+    }
 
     fn attrs(kind: Option<&str>) -> HashMap<String, String> {
         kind.map(|k| [("kind".to_owned(), k.to_owned())].into())

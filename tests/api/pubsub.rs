@@ -78,13 +78,24 @@ impl Emulator {
 
     /// Creates the topic and a push subscription on it that delivers to `endpoint`.
     async fn create_push(&self, topic: &str, sub: &str, endpoint: &str) -> Result<(), String> {
+        self.create_push_config(topic, sub, json!({"pushEndpoint": endpoint}))
+            .await
+    }
+
+    /// Creates the topic and a push subscription on it with this `pushConfig`.
+    async fn create_push_config(
+        &self,
+        topic: &str,
+        sub: &str,
+        config: Value,
+    ) -> Result<(), String> {
         self.call("PUT", &format!("topics/{topic}"), json!({}))
             .await?;
         self.call(
             "PUT",
             &format!("subscriptions/{sub}"),
             json!({"topic": format!("projects/{PROJECT}/topics/{topic}"), "ackDeadlineSeconds": 10,
-                   "pushConfig": {"pushEndpoint": endpoint}}),
+                   "pushConfig": config}),
         )
         .await?;
         Ok(())
@@ -494,6 +505,73 @@ async fn the_emulator_s_own_push_deliveries_are_governed_and_acked() {
         ids.iter().collect::<HashSet<_>>()
     );
     verified(&app, "emulated").await;
+}
+
+/// A subscription with payload unwrapping and write metadata delivers the data as the body
+/// and the id and attributes as headers (the emulator sends them so, with a form content type).
+#[actix_web::test]
+async fn the_emulator_s_unwrapped_pushes_with_metadata_are_governed_once_per_message_id() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "unwrapped").await;
+    let emu = Emulator::at(emulator());
+    let (topic, sub) = names("unwrapped");
+    let config = json!({"pushEndpoint": app.url("/pubsub"), "noWrapper": {"writeMetadata": true}});
+    emu.create_push_config(&topic, &sub, config).await.unwrap();
+    let marketplace = json!({"tenant_id": "unwrapped", "entitlement_id": "e", "action": "suspend"});
+    let ids = emu
+        .publish(
+            &topic,
+            &[
+                (signal_data("unwrapped", 70.0), None),
+                (
+                    serde_json::to_vec(&marketplace).unwrap(),
+                    Some("marketplace"),
+                ),
+            ],
+        )
+        .await;
+    let recorded = eventually("both pushes governed", Duration::from_secs(20), || async {
+        let r = recorded_ids(&app, "unwrapped").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    // Pushes without an ordering key may come in any order.
+    assert_eq!(
+        recorded.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>()
+    );
+    let (_, entitlement) = app.get_json("/v1/tenants/unwrapped/entitlement").await;
+    assert_eq!(
+        entitlement["entitlement"]["status"], "suspended",
+        "the kind header was read: {entitlement}"
+    );
+
+    // Redelivered, the same id gets its first receipt and decides nothing.
+    let again = app
+        .client
+        .post(app.url("/pubsub"))
+        .insert_header(("x-goog-pubsub-message-id", ids[0].as_str()))
+        .insert_header(("content-type", "application/x-www-form-urlencoded"))
+        .send_body(signal_data("unwrapped", 90.0))
+        .await;
+    let mut again = again.unwrap();
+    assert_eq!(again.status(), 200);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["outcome"], "duplicate", "{body}");
+    assert_eq!(recorded_ids(&app, "unwrapped").await.len(), 2);
+
+    // Unwrapped without the metadata: no id to decide once by, 400 saying what is missing.
+    let bare = app
+        .client
+        .post(app.url("/pubsub"))
+        .send_body(signal_data("unwrapped", 90.0))
+        .await;
+    let mut bare = bare.unwrap();
+    assert_eq!(bare.status(), 400);
+    let body: Value = bare.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("x-goog-pubsub-message-id"), "{message}");
+    verified(&app, "unwrapped").await;
 }
 
 #[actix_web::test]

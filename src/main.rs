@@ -48,6 +48,13 @@ enum Command {
         #[arg(long, value_name = "TENANT:SEQ:HASH")]
         anchor: Vec<String>,
     },
+    /// Copy the SQLite ledger into a new file, while the service may be running (one
+    /// consistent snapshot), then verify every chain in the copy; exit 1 if one is broken.
+    Backup {
+        /// The new file (it must not exist yet).
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+    },
     /// Serve the MCP tools over stdin/stdout (logs go to stderr), on the configured ledger.
     McpStdio,
     /// Print the SHA-256 digest of a bearer token, as `auth.tokens` wants it.
@@ -69,6 +76,8 @@ const EX_DATAERR: u8 = 65;
 const EX_NOINPUT: u8 = 66;
 /// `EX_UNAVAILABLE`: the store could not be read.
 const EX_UNAVAILABLE: u8 = 69;
+/// `EX_CANTCREAT`: the backup's file exists already or cannot be written.
+const EX_CANTCREAT: u8 = 73;
 
 /// Makes `firestore.emulator_host` visible to the Firestore client, which reads only the
 /// environment variable. Runs before any thread starts.
@@ -200,8 +209,6 @@ fn verify(
     tenant: Option<String>,
     anchors: HashMap<String, Anchor>,
 ) -> ExitCode {
-    use tai_autonomics::receipts::chain::unreached_anchors;
-    use tai_autonomics::receipts::{verify_chain, LedgerStore};
     // Opening a SQLite ledger creates it: a mistyped path would verify an empty new file and
     // report success (and leave the file behind).
     let path = &settings.ledger.sqlite_path;
@@ -226,73 +233,126 @@ fn verify(
     actix_web::rt::System::new().block_on(async move {
         // Once: an operator running `verify` wants the answer, not a wait.
         let once = std::time::Duration::ZERO;
-        let store = match tai_autonomics::tree::open_store(&settings, once).await {
-            Ok(s) => s,
+        match tai_autonomics::tree::open_store(&settings, once).await {
+            Ok(store) => verify_on(store, tenant, anchors).await,
             Err(e) => {
                 eprintln!("verify: {e:#}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        }
+    })
+}
+
+/// [`verify`] on an open store: `tenant`'s chain, or every chain.
+async fn verify_on(
+    store: tai_autonomics::receipts::AnyStore,
+    tenant: Option<String>,
+    anchors: HashMap<String, Anchor>,
+) -> ExitCode {
+    use tai_autonomics::receipts::chain::unreached_anchors;
+    use tai_autonomics::receipts::{verify_chain, LedgerStore};
+    let tenants = match tenant {
+        Some(t) => vec![t],
+        None => {
+            let mut all: Vec<String> = Vec::new();
+            loop {
+                let after = all.last().cloned().unwrap_or_default();
+                match store.tenants(&after, 1000).await {
+                    Ok(page) if page.is_empty() => break,
+                    Ok(page) => all.extend(page),
+                    Err(e) => {
+                        eprintln!("verify: listing tenants: {e}");
+                        return ExitCode::from(EX_UNAVAILABLE);
+                    }
+                }
+            }
+            all
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut broken = 0;
+    for (i, t) in tenants.iter().enumerate() {
+        let head = match store.head(t).await {
+            Ok(None) => {
+                eprintln!("verify: tenant {t} has no receipts");
+                return ExitCode::from(EX_NOINPUT);
+            }
+            Err(e) => {
+                eprintln!("verify: {e}");
                 return ExitCode::from(EX_UNAVAILABLE);
             }
+            Ok(Some(head)) => head.seq,
         };
-        let tenants = match tenant {
-            Some(t) => vec![t],
-            None => {
-                let mut all: Vec<String> = Vec::new();
-                loop {
-                    let after = all.last().cloned().unwrap_or_default();
-                    match store.tenants(&after, 1000).await {
-                        Ok(page) if page.is_empty() => break,
-                        Ok(page) => all.extend(page),
-                        Err(e) => {
-                            eprintln!("verify: listing tenants: {e}");
-                            return ExitCode::from(EX_UNAVAILABLE);
-                        }
-                    }
-                }
-                all
+        let progress = |n: u64| {
+            if tty {
+                let line = progress_line(t, i + 1, tenants.len(), n, head);
+                eprint!("\r\x1b[2K{line}");
+                let _ = std::io::stderr().flush();
             }
         };
-        let tty = std::io::stderr().is_terminal();
-        let mut broken = 0;
-        for (i, t) in tenants.iter().enumerate() {
-            let head = match store.head(t).await {
-                Ok(None) => {
-                    eprintln!("verify: tenant {t} has no receipts");
-                    return ExitCode::from(EX_NOINPUT);
-                }
-                Err(e) => {
-                    eprintln!("verify: {e}");
-                    return ExitCode::from(EX_UNAVAILABLE);
-                }
-                Ok(Some(head)) => head.seq,
-            };
-            let progress = |n: u64| {
+        match verify_chain(&store, t, anchors.get(t).cloned(), 5000, progress).await {
+            Ok(report) => {
                 if tty {
-                    let line = progress_line(t, i + 1, tenants.len(), n, head);
-                    eprint!("\r\x1b[2K{line}");
-                    let _ = std::io::stderr().flush();
+                    eprint!("\r\x1b[2K");
                 }
-            };
-            match verify_chain(&store, t, anchors.get(t).cloned(), 5000, progress).await {
-                Ok(report) => {
-                    if tty {
-                        eprint!("\r\x1b[2K");
-                    }
-                    if !print_report(&report) {
-                        broken += 1;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("verify: {e}");
-                    return ExitCode::from(EX_UNAVAILABLE);
+                if !print_report(&report) {
+                    broken += 1;
                 }
             }
+            Err(e) => {
+                eprintln!("verify: {e}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
         }
-        // An anchored tenant the ledger has no chain for: its chain does not reach the anchor.
-        let unreached = unreached_anchors(&anchors, |t| tenants.iter().any(|k| k == t));
-        for report in &unreached {
-            print_report(report);
+    }
+    // An anchored tenant the ledger has no chain for: its chain does not reach the anchor.
+    let unreached = unreached_anchors(&anchors, |t| tenants.iter().any(|k| k == t));
+    for report in &unreached {
+        print_report(report);
+    }
+    verdict(tenants.len() + unreached.len(), broken + unreached.len())
+}
+
+/// `backup --to FILE`: the SQLite ledger copied while the service may run, then every chain in
+/// the copy verified as `verify --all` would (a broken chain is copied as it is, and reported).
+fn backup(settings: Settings, to: std::path::PathBuf) -> ExitCode {
+    use tai_autonomics::receipts::backup::{backup, BackupError};
+    if settings.ledger.backend != LedgerBackend::Sqlite {
+        eprintln!(
+            "backup: copies the SQLite ledger, and this configuration's is on Firestore: use \
+             Firestore's managed export (gcloud firestore export gs://BUCKET)"
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    let bytes = match backup(&settings.ledger.sqlite_path, &to) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("backup: {e}");
+            return ExitCode::from(match e {
+                BackupError::NoLedger(_) => EX_NOINPUT,
+                BackupError::Exists(_) | BackupError::Write { .. } => EX_CANTCREAT,
+                BackupError::Read { .. } => EX_UNAVAILABLE,
+            });
         }
-        verdict(tenants.len() + unreached.len(), broken + unreached.len())
+    };
+    println!(
+        "{}",
+        serde_json::json!({"backup": to.display().to_string(), "bytes": bytes})
+    );
+    eprintln!(
+        "backup: wrote {} ({bytes} bytes); verifying every chain in it",
+        to.display()
+    );
+    // Read-only: the copy stays as written (rollback journal, nothing beside it).
+    use tai_autonomics::receipts::{sqlite::SqliteStore, AnyStore};
+    actix_web::rt::System::new().block_on(async move {
+        match SqliteStore::open_read_only(&to) {
+            Ok(store) => verify_on(AnyStore::Sqlite(store), None, HashMap::new()).await,
+            Err(e) => {
+                eprintln!("backup: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        }
     })
 }
 
@@ -479,6 +539,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Verify { tenant, .. } => verify(settings, tenant, anchors),
+        Command::Backup { to } => backup(settings, to),
         Command::TokenDigest { .. } => ExitCode::SUCCESS,
         Command::McpStdio => {
             let named = name_instance(&mut settings);

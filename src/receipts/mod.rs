@@ -8,6 +8,7 @@
 //! Invariant: only the ReceiptWriter appends; it assigns `seq` and `prev_hash`, so within an
 //! instance a tenant's chain has exactly one writer. Nothing updates or deletes a receipt.
 
+pub mod backup;
 pub mod chain;
 pub mod firestore;
 pub mod jcs;

@@ -120,6 +120,19 @@ struct Inner {
     /// Frames in the WAL as the checkpoint thread last saw them, published past
     /// `WAL_RESTART_FRAMES` only once the thread has made what it copied durable.
     wal_frames: AtomicU64,
+    /// Opened with [`SqliteStore::open_read_only`]: connections that cannot write.
+    read_only: bool,
+}
+
+impl Inner {
+    /// A new read connection.
+    fn connect(&self) -> rusqlite::Result<Connection> {
+        if self.read_only {
+            open_read_only(&self.path)
+        } else {
+            open(&self.path)
+        }
+    }
 }
 
 /// The writer connection's page cache, in KiB (readers keep 64 MiB; see `SqliteStore::open`).
@@ -182,9 +195,22 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// A connection that can only read, to a file that must exist; it leaves the file's journal
+/// mode as it is (a backup's copy is in rollback mode, and reading it leaves nothing beside it).
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    tune(Connection::open_with_flags(path, flags)?)
+}
+
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    tune(conn)
+}
+
+/// What every connection sets, reading or writing.
+fn tune(conn: Connection) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "busy_timeout", 5000)?;
     // 64 MiB of page cache: the chain indexes' hot pages stay in memory between reads (the
     // writer then sets a smaller one of its own).
@@ -227,9 +253,40 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             snapshots: Mutex::new(SnapshotQueue::default()),
             wal_frames: AtomicU64::new(0),
+            read_only: false,
         });
         spawn_checkpointer(Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
+    }
+
+    /// Opens the ledger file at `path` for reading only (a backup's copy, to verify it): nothing
+    /// is created, migrated or written, and an append fails. The file's schema must be this
+    /// build's.
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = open_read_only(path)
+            .map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
+        let version: Option<u32> = conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?;
+        let latest = MIGRATIONS.last().map(|(v, _)| *v);
+        if version != latest {
+            return Err(unavailable(format!(
+                "{} has schema version {version:?}, this build {latest:?}",
+                path.display()
+            )));
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+                snapshots: Mutex::new(SnapshotQueue::default()),
+                wal_frames: AtomicU64::new(0),
+                read_only: true,
+            }),
+        })
     }
 
     /// The ledger file.
@@ -261,7 +318,7 @@ impl SqliteStore {
                 .pop()
             {
                 Some(c) => c,
-                None => open(&inner.path).map_err(unavailable)?,
+                None => inner.connect().map_err(unavailable)?,
             };
             let out = f(&conn);
             let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -294,7 +351,7 @@ fn drain_snapshots(inner: &Inner) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .pop()
-        .map_or_else(|| open(&inner.path), Ok);
+        .map_or_else(|| inner.connect(), Ok);
     let done = Done(inner);
     loop {
         let batch = {

@@ -396,6 +396,130 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
     );
 }
 
+/// Runs the real binary's `backup --to dest` against the ledger file `db`.
+fn backup_cli(db: &std::path::Path, dest: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .arg("backup")
+        .arg("--to")
+        .arg(dest)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__SQLITE_PATH", db)
+        .output()
+        .unwrap()
+}
+
+/// The receipts of `tenant` as `app` serves them, from seq 1.
+async fn chain_of(app: &TestApp, tenant: &str) -> Vec<serde_json::Value> {
+    let (_, page) = (app.get_json(&format!("/v1/tenants/{tenant}/receipts?limit=1000"))).await;
+    page["receipts"].as_array().cloned().unwrap_or_default()
+}
+
+#[actix_web::test]
+async fn a_backup_taken_while_receipts_are_appended_is_a_whole_copy_a_service_can_run_on() {
+    let app = spawn_app(|_| {}).await;
+    seed(&app, "t1", 3).await;
+    seed(&app, "t2", 4).await;
+    let db = app.dir.path().join("ledger.db");
+    let dest = app.dir.path().join("copy.db");
+    // Appends go on, one durable receipt after another, while the backup runs.
+    let appending = async {
+        for _ in 0..300 {
+            seed(&app, "busy", 1).await;
+        }
+    };
+    let copying = {
+        let (db, dest) = (db.clone(), dest.clone());
+        actix_web::web::block(move || backup_cli(&db, &dest))
+    };
+    let ((), out) = futures_util::future::join(appending, copying).await;
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["backup"], dest.display().to_string());
+    assert!(lines[0]["bytes"].as_u64().unwrap() > 0);
+    assert!(lines[1..].iter().all(|l| l["valid"] == true), "{lines:?}");
+    // The copy stands alone: no journal, index or half-written file beside it.
+    let beside: Vec<String> = std::fs::read_dir(app.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("copy.db") && n != "copy.db")
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+
+    // A service runs on the copy: every chain is there whole, and the busy one up to some
+    // seq, each receipt as the ledger holds it.
+    let restored = spawn_app(|s| s.ledger.sqlite_path = dest.clone()).await;
+    for tenant in ["t1", "t2"] {
+        assert_eq!(
+            chain_of(&restored, tenant).await,
+            chain_of(&app, tenant).await
+        );
+    }
+    let (busy, live) = (
+        chain_of(&restored, "busy").await,
+        chain_of(&app, "busy").await,
+    );
+    assert_eq!(live.len(), 300);
+    assert_eq!(busy[..], live[..busy.len()], "a prefix of the chain");
+    let (_, report) = restored.get_json("/v1/tenants/busy/receipts/verify").await;
+    assert_eq!(report["valid"], true, "{report}");
+    drop(restored);
+
+    // A backup never overwrites a file.
+    let before = std::fs::read(&dest).unwrap();
+    let again = backup_cli(&db, &dest);
+    assert_eq!(again.status.code(), Some(73));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    assert!(
+        std::fs::read(&dest).unwrap() == before,
+        "the file was left as it was"
+    );
+    // A folder that is not there: nothing written, not even the partial file.
+    let nowhere = app.dir.path().join("no-such-folder").join("copy.db");
+    let out = backup_cli(&db, &nowhere);
+    assert_eq!(out.status.code(), Some(73));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write"));
+    assert!(!app.dir.path().join("no-such-folder").exists());
+    // A missing ledger is not created, and no copy is made.
+    let missing = app.dir.path().join("no-such-ledger.db");
+    let none = app.dir.path().join("none.db");
+    assert_eq!(backup_cli(&missing, &none).status.code(), Some(66));
+    assert!(!missing.exists() && !none.exists());
+
+    // A Firestore ledger has Firestore's own export; nothing is read or written.
+    let firestore = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["backup", "--to"])
+        .arg(&none)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__BACKEND", "firestore")
+        .env("FIRESTORE_PROJECT_ID", "backup-test")
+        .output()
+        .unwrap();
+    assert_eq!(firestore.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&firestore.stderr).contains("gcloud firestore export"));
+    assert!(!none.exists());
+
+    // A tampered ledger is copied as it is, and the copy's check says where it breaks.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TRIGGER receipts_are_append_only_update")
+        .unwrap();
+    conn.execute(
+        "UPDATE receipts SET reason = 'edited' WHERE tenant_id = 't2' AND seq = 3",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let tampered = app.dir.path().join("tampered.db");
+    let out = backup_cli(&db, &tampered);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 3"));
+    assert!(tampered.exists());
+}
+
 /// Runs the real binary's `verify --file` on `file`, with a configuration that would not load
 /// (so none is read) and `stdin` on its standard input.
 fn verify_file_cli(file: &str, stdin: &[u8]) -> std::process::Output {

@@ -16,7 +16,7 @@ use tai_autonomics::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig
 use tai_autonomics::receipts::AnyStore;
 
 fn resident_bytes() -> u64 {
-    tai_autonomics::telemetry::metrics::process_stats().0
+    tai_autonomics::telemetry::metrics::process_stats().resident_bytes
 }
 
 async fn deps(dir: &std::path::Path) -> Arc<GovernorDeps> {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Holds the alert policies under tools/monitoring/alerts/ to the real binary with a real
 # Prometheus (Debian's package, pinned, unpacked into target/alerts-check and kept between runs):
-# - promtool parses every query of the policies and of both dashboards;
+# - promtool parses every query of the policies and of both dashboards, and lints /metrics;
 # - Prometheus scrapes the binary every second with the policies loaded as alerting rules
 #   (each query as written, `for` 0 s: the policies' own durations are Cloud Monitoring's to
 #   apply); nothing fires on a healthy idle service; governor panics fire the crash policy,
@@ -32,6 +32,8 @@ source "$ROOT/tools/serve.sh"
 serve_start "$BIN" TAI_CHAOS__ENABLED=true
 python3 "$ROOT/tools/alerts_check.py" rules "$ROOT/tools/monitoring" "$WORK"
 "$PROM/promtool" check rules "$WORK/alerts.yml" "$WORK/queries.yml"
+# The exposition itself, by Prometheus's own linter (types, names, help, units).
+curl -sf "http://127.0.0.1:$PORT/metrics" | "$PROM/promtool" check metrics
 
 PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 cat >"$WORK/prometheus.yml" <<EOF

@@ -38,6 +38,7 @@ pub fn install() -> &'static PrometheusHandle {
         }
         describe_all();
         super::events::zero_series();
+        metrics::gauge!("tai_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
 }
@@ -131,14 +132,8 @@ fn describe_all() {
         "HTTP responses with status >= 400, by class (4xx, 5xx)"
     );
     describe_gauge!(
-        "process_resident_memory_bytes",
-        Unit::Bytes,
-        "Resident memory of the process"
-    );
-    describe_counter!(
-        "process_cpu_seconds_total",
-        Unit::Seconds,
-        "User plus system CPU time of the process"
+        "tai_build_info",
+        "Always 1; its version label is this build's (CARGO_PKG_VERSION)"
     );
     describe_gauge!(
         "tai_actors",
@@ -187,38 +182,127 @@ fn describe_all() {
     );
 }
 
-/// `(resident bytes, cpu seconds)` of this process, from `/proc` (zeros where unavailable).
-pub fn process_stats() -> (u64, f64) {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
-    // Fields 14 and 15 of /proc/self/stat (after the parenthesised command name) are utime and
-    // stime in clock ticks; Linux reports them at USER_HZ = 100.
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) as f64 / 100.0)
-        })
-        .unwrap_or(0.0);
-    (rss, cpu)
+/// This process as `/proc` shows it; a value that cannot be read is 0.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    /// User plus system CPU time, to the clock tick (10 ms).
+    pub cpu_seconds: f64,
+    pub threads: u64,
+    /// When the process started, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+    pub open_fds: u64,
+    /// The soft limit on open files.
+    pub max_fds: u64,
 }
 
-/// The Prometheus text exposition, with the process and actor gauges refreshed first.
+/// Linux reports times in `/proc` at USER_HZ, which is 100 on every architecture it runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Reads [`ProcessStats`] from `/proc/self` (and the boot time from `/proc/stat`).
+pub fn process_stats() -> ProcessStats {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let mut p = ProcessStats::default();
+    let status = read("/proc/self/status");
+    p.resident_bytes = (status.lines().find_map(|l| l.strip_prefix("VmRSS:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    // /proc/self/stat after the parenthesised command name: field 3 (state) is index 0, so
+    // utime (14) and stime (15) are 11 and 12, num_threads (20) 17, starttime (22, ticks
+    // after boot) 19 and vsize (23, bytes) 20.
+    let stat = read("/proc/self/stat");
+    let fields: Vec<u64> = (stat.rfind(')').and_then(|i| stat.get(i + 2..)))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    p.cpu_seconds = (field(11) + field(12)) as f64 / TICKS_PER_SECOND;
+    p.threads = field(17);
+    p.virtual_bytes = field(20);
+    let boot = (read("/proc/stat")
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")))
+    .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(boot) = boot.filter(|_| fields.len() > 19) {
+        p.start_time_seconds = boot as f64 + field(19) as f64 / TICKS_PER_SECOND;
+    }
+    p.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    p.max_fds = (read("/proc/self/limits").lines())
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(0);
+    p
+}
+
+/// The process families in the text format, as Prometheus's own client libraries name them.
+/// Written here rather than recorded: the recorder's counters are whole numbers, and CPU
+/// seconds rounded to whole seconds made `rate(process_cpu_seconds_total[1m])` a staircase.
+fn process_text(p: &ProcessStats) -> String {
+    let families: [(&str, &str, &str, f64); 7] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User plus system CPU time of the process in seconds",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the process in bytes",
+            p.resident_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory of the process in bytes",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process in seconds since the Unix epoch",
+            p.start_time_seconds,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors of the process",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "The process's soft limit on open file descriptors",
+            p.max_fds as f64,
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Threads of the process",
+            p.threads as f64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in families {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+        ));
+    }
+    out
+}
+
+/// The Prometheus text exposition: the recorder's families (the actor gauge refreshed first),
+/// then the process families read from `/proc`.
 pub fn render() -> String {
     let handle = install();
-    let (rss, cpu) = process_stats();
-    metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
-    metrics::counter!("process_cpu_seconds_total").absolute(cpu.round() as u64);
     metrics::gauge!("tai_actors").set(supervisors::live_actors() as f64);
     handle.run_upkeep();
-    handle.render()
+    let mut text = handle.render();
+    text.push_str(&process_text(&process_stats()));
+    text
 }
 
 #[cfg(test)]
@@ -227,10 +311,37 @@ mod tests {
 
     #[test]
     fn process_stats_are_read_from_proc() {
-        let (rss, _cpu) = process_stats();
+        let p = process_stats();
+        assert!(p.resident_bytes > 1024 * 1024, "{p:?}");
+        assert!(p.virtual_bytes >= p.resident_bytes, "{p:?}");
         assert!(
-            rss > 1024 * 1024,
-            "resident memory of a test process is over 1 MiB: {rss}"
+            p.threads >= 1 && p.open_fds >= 3 && p.max_fds >= p.open_fds,
+            "{p:?}"
         );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // Started before now, and not before this test binary could have been built.
+        assert!(
+            p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 3600.0,
+            "{p:?} at {now}"
+        );
+    }
+
+    #[test]
+    fn process_families_are_written_in_the_text_format_with_fractions_kept() {
+        let p = ProcessStats {
+            cpu_seconds: 12.34,
+            resident_bytes: 5,
+            ..ProcessStats::default()
+        };
+        let text = process_text(&p);
+        assert!(text.contains(
+            "# HELP process_cpu_seconds_total User plus system CPU time of the process in seconds\n\
+             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.34\n"
+        ));
+        assert!(text.contains("\nprocess_resident_memory_bytes 5\n"));
+        assert_eq!(text.matches("# TYPE ").count(), 7);
     }
 }

@@ -60,6 +60,34 @@ async fn health_is_json_and_metrics_is_prometheus_text() {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
     assert!(metric(&text, "process_resident_memory_bytes").unwrap() > 1e6);
+    // The process families operators' dashboards expect (Prometheus's client libraries' names),
+    // each once, and the build's version.
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_start_time_seconds", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_threads", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+    ] {
+        let typed = format!("# TYPE {name} {kind}\n");
+        assert_eq!(text.matches(&typed).count(), 1, "{typed}");
+        assert!(metric(&text, name).unwrap() > 0.0, "{name}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = metric(&text, "process_start_time_seconds").unwrap();
+    assert!(
+        started <= now && started > now - 3600.0,
+        "{started} at {now}"
+    );
+    let build = format!(
+        "tai_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build), "{build} missing");
     assert!(
         metric(&text, "tai_actors").unwrap() >= 2.0,
         "root and observer are live actors"

@@ -259,8 +259,37 @@ impl From<supervisors::CallError> for ApiError {
 
 /// Maps JSON body errors: syntax → 400 `invalid_json`, shape → 400 `invalid_request`,
 /// size → 413, content type → 415.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    json_api_error(&err).into()
+pub fn json_error(err: actix_web::error::JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
+    match err {
+        actix_web::error::JsonPayloadError::ContentType => content_type_refusal(req).into(),
+        err => json_api_error(&err).into(),
+    }
+}
+
+/// 415 for a JSON route's body of another type, saying what the request declared. `curl -d`
+/// without `-H 'content-type: application/json'` sends `application/x-www-form-urlencoded`,
+/// the most common way to get here, and the answer says how to send JSON instead.
+pub fn content_type_refusal(req: &HttpRequest) -> ApiError {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(100)
+                .collect::<String>()
+        });
+    let message = match declared.as_deref().map(str::trim) {
+        None | Some("") => {
+            "expected content-type application/json; the request has none".to_owned()
+        }
+        Some(form) if form.starts_with("application/x-www-form-urlencoded") => format!(
+            "expected content-type application/json, not {form:?} (what curl -d sends unless \
+             given -H 'content-type: application/json')"
+        ),
+        Some(other) => format!("expected content-type application/json, not {other:?}"),
+    };
+    ApiError::new(ErrorCode::UnsupportedMediaType, message)
 }
 
 /// The [`ApiError`] for a JSON body that could not be read (see [`json_error`]).

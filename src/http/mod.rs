@@ -119,7 +119,7 @@ pub fn optional_json(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> 
         m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
     });
     if !is_json {
-        return Err(error::json_api_error(&JsonPayloadError::ContentType));
+        return Err(error::content_type_refusal(req));
     }
     serde_json::from_slice(body)
         .map_err(|e| error::json_api_error(&JsonPayloadError::Deserialize(e)))

@@ -505,3 +505,40 @@ async fn hundreds_of_random_hostile_requests_get_precise_answers_and_lose_nothin
         );
     }
 }
+
+/// `curl -d` without a content type sends a form's; the 415 says what came and how to send
+/// JSON, on a JSON route and on one whose body is optional, and nothing is stored.
+#[actix_web::test]
+async fn a_body_of_another_type_is_415_saying_what_came_and_how_to_send_json() {
+    let app = spawn_app(|_| {}).await;
+    grant(&app, "typed").await;
+    let cases: [(Option<&str>, &str); 3] = [
+        (
+            Some("application/x-www-form-urlencoded"),
+            "what curl -d sends unless given -H 'content-type: application/json'",
+        ),
+        (Some("text/plain"), "not \"text/plain\""),
+        (None, "the request has none"),
+    ];
+    for path in [
+        "/v1/tenants/typed/signals",
+        "/v1/governors/typed/actions/a-1/complete",
+    ] {
+        for (ctype, says) in cases {
+            let mut req = app.client.post(app.url(path));
+            if let Some(ctype) = ctype {
+                req = req.insert_header(("content-type", ctype));
+            }
+            let mut res = req
+                .send_body(r#"{"metric":"cpu","value":1}"#)
+                .await
+                .unwrap();
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(res.status(), 415, "{path} {ctype:?}: {body}");
+            assert_eq!(body["code"], "unsupported_media_type");
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains(says), "{path} {ctype:?}: {message}");
+        }
+    }
+    assert_eq!(events(&app, "typed").await, ["entitlement_granted"]);
+}

@@ -168,10 +168,18 @@ impl Application {
     }
 }
 
-async fn not_found() -> Result<actix_web::HttpResponse, http::error::ApiError> {
+/// 404 for a path no route takes, naming the request (its path cut at 200 characters) and
+/// where the routes are described.
+async fn not_found(
+    req: actix_web::HttpRequest,
+) -> Result<actix_web::HttpResponse, http::error::ApiError> {
+    let path: String = req.path().chars().take(200).collect();
     Err(http::error::ApiError::new(
         http::error::ErrorCode::NotFound,
-        "no such route",
+        format!(
+            "no such route: {} {path} (every route is described at /openapi.json)",
+            req.method()
+        ),
     ))
 }
 

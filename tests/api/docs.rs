@@ -63,7 +63,10 @@ async fn openapi_describes_every_route_and_every_described_operation_answers() {
                 serde_json::from_slice(&res.body().await.unwrap()).unwrap_or_default();
             assert_ne!(code, 405, "{method} {path}: {body}");
             assert!(
-                !(code == 404 && body["message"] == "no such route"),
+                !(code == 404
+                    && body["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("no such route"))),
                 "{method} {path} is not routed"
             );
             assert!(code < 500, "{method} {path} without a body: {code} {body}");

@@ -14,8 +14,14 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_the_json_body() {
     assert_eq!(status, 404);
     assert_eq!(
         body,
-        serde_json::json!({"type": "refusal", "code": "not_found", "message": "no such route"})
+        serde_json::json!({"type": "refusal", "code": "not_found",
+            "message": "no such route: GET /no/such/route (every route is described at /openapi.json)"})
     );
+    // A path of any length is named cut short.
+    let long = format!("/{}", "x".repeat(5000));
+    let (status, body) = app.get_json(&long).await;
+    assert_eq!(status, 404);
+    assert!(body["message"].as_str().unwrap().len() < 300, "{body}");
     let mut res = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers().get("allow").unwrap(), "GET, HEAD");

@@ -1,6 +1,7 @@
 //! Wall-clock timestamps in the one format the service writes: RFC 3339, UTC, milliseconds
 //! (`2026-01-26T14:30:45.123Z`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
@@ -9,6 +10,21 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Milliseconds for a receipt's timestamp: now, but never earlier than one this process gave
+/// before. When the wall clock is stepped back (an NTP correction, a VM resumed), receipts keep
+/// the last time given until the clock passes it again, so the timestamps of a chain that one
+/// process writes never run backwards as its `seq` runs forwards. Only receipts use it: a
+/// token's expiry or an entitlement's is judged on the clock as it is.
+pub fn receipt_ms() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    not_before(&LAST, now_ms())
+}
+
+/// `now`, or the latest value `last` has held if that is later; `last` keeps the later one.
+pub fn not_before(last: &AtomicU64, now: u64) -> u64 {
+    last.fetch_max(now, Ordering::Relaxed).max(now)
 }
 
 /// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -139,6 +155,19 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receipt_times_hold_still_while_the_clock_is_behind_and_follow_it_again_after() {
+        let last = AtomicU64::new(0);
+        assert_eq!(not_before(&last, 1_000), 1_000);
+        assert_eq!(not_before(&last, 1_005), 1_005);
+        // Stepped back 3 s: the last time given is kept until the clock passes it.
+        assert_eq!(not_before(&last, 5), 1_005);
+        assert_eq!(not_before(&last, 1_004), 1_005);
+        assert_eq!(not_before(&last, 1_006), 1_006);
+        let a = receipt_ms();
+        assert!(receipt_ms() >= a);
+    }
 
     #[test]
     fn formats_known_instants() {

@@ -556,7 +556,7 @@ impl ReceiptWriter {
         if !matches!(refusal(&p.items, &self.heads), Some(None)) {
             return Err(p);
         }
-        let ms = crate::clock::now_ms();
+        let ms = crate::clock::receipt_ms();
         if self.stamp.0 != ms {
             self.stamp = (ms, crate::clock::rfc3339_millis(ms));
         }
@@ -910,7 +910,7 @@ impl Sealing<'_> {
         let mut seen_messages: HashMap<String, usize> = HashMap::new();
         // Tenants whose tips this commit read from the store.
         let mut fresh: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let timestamp = crate::clock::now_rfc3339();
+        let timestamp = crate::clock::rfc3339_millis(crate::clock::receipt_ms());
         let mut rest = batch.into_iter();
         for p in rest.by_ref() {
             let Pending {

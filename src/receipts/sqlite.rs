@@ -506,21 +506,35 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
     }
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
-    let current: u32 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+/// Applies the migrations the file lacks. A file whose schema is newer than this build's (a
+/// later release wrote it, and this one was rolled back onto it) is refused, not written with
+/// rows or triggers that build does not know about.
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let sql = |e: rusqlite::Error| e.to_string();
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)").map_err(sql)?;
+    let current: u32 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
+    let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if current > latest {
+        return Err(format!(
+            "the file has schema version {current}, newer than this build's {latest}: a later \
+             release wrote it; run that release or a newer one on it"
+        ));
+    }
+    for (version, text) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(text).map_err(sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![version, crate::clock::now_rfc3339()],
-        )?;
-        tx.commit()?;
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
     }
     Ok(())
 }

@@ -10,6 +10,43 @@ async fn sqlite_passes_the_store_contract() {
     super::contract::run(&store, "c-").await;
 }
 
+/// A release rolled back onto a ledger a later one migrated refuses it, rather than write to
+/// a schema it does not know; the file is left as it was.
+#[test]
+fn a_ledger_with_a_newer_schema_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let version = {
+        let store = SqliteStore::open(&path).unwrap();
+        store.schema_version().unwrap()
+    };
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 'later')",
+        [version + 1],
+    )
+    .unwrap();
+    drop(conn);
+    let Err(e) = SqliteStore::open(&path) else {
+        panic!("a newer schema was opened");
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!(
+            "schema version {}, newer than this build's {version}",
+            version + 1
+        )),
+        "{message}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let max: u32 = conn
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(max, version + 1);
+}
+
 #[actix_web::test]
 async fn reopening_keeps_data_and_the_schema_version() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tai_autonomics::config::{LedgerBackend, Settings};
-use tai_autonomics::receipts::Anchor;
+use tai_autonomics::receipts::sqlite::SqliteStore;
+use tai_autonomics::receipts::{Anchor, AnyStore};
 use tai_autonomics::startup::Application;
 use tai_autonomics::telemetry;
 use tai_autonomics::tenant::TenantId;
@@ -233,7 +234,15 @@ fn verify(
     actix_web::rt::System::new().block_on(async move {
         // Once: an operator running `verify` wants the answer, not a wait.
         let once = std::time::Duration::ZERO;
-        match tai_autonomics::tree::open_store(&settings, once).await {
+        // A SQLite ledger is read without being migrated or written (the service that owns it
+        // may be running, and may be an older build).
+        let store = match settings.ledger.backend {
+            LedgerBackend::Sqlite => SqliteStore::open_read_only(&settings.ledger.sqlite_path)
+                .map(AnyStore::Sqlite)
+                .map_err(anyhow::Error::from),
+            LedgerBackend::Firestore => tai_autonomics::tree::open_store(&settings, once).await,
+        };
+        match store {
             Ok(store) => verify_on(store, tenant, anchors).await,
             Err(e) => {
                 eprintln!("verify: {e:#}");
@@ -245,7 +254,7 @@ fn verify(
 
 /// [`verify`] on an open store: `tenant`'s chain, or every chain.
 async fn verify_on(
-    store: tai_autonomics::receipts::AnyStore,
+    store: AnyStore,
     tenant: Option<String>,
     anchors: HashMap<String, Anchor>,
 ) -> ExitCode {
@@ -344,7 +353,6 @@ fn backup(settings: Settings, to: std::path::PathBuf) -> ExitCode {
         to.display()
     );
     // Read-only: the copy stays as written (rollback journal, nothing beside it).
-    use tai_autonomics::receipts::{sqlite::SqliteStore, AnyStore};
     actix_web::rt::System::new().block_on(async move {
         match SqliteStore::open_read_only(&to) {
             Ok(store) => verify_on(AnyStore::Sqlite(store), None, HashMap::new()).await,

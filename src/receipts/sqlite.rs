@@ -259,9 +259,10 @@ impl SqliteStore {
         Ok(SqliteStore { inner })
     }
 
-    /// Opens the ledger file at `path` for reading only (a backup's copy, to verify it): nothing
-    /// is created, migrated or written, and an append fails. The file's schema must be this
-    /// build's.
+    /// Opens the ledger file at `path` for reading only (`verify`, and a backup's copy): nothing
+    /// is created, migrated, checkpointed or written, and an append fails. Any schema this build
+    /// knows is read: the receipts' columns are those of version 1, and later migrations only
+    /// add indexes.
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = open_read_only(path)
             .map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
@@ -270,11 +271,12 @@ impl SqliteStore {
                 r.get(0)
             })
             .map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?;
-        let latest = MIGRATIONS.last().map(|(v, _)| *v);
-        if version != latest {
+        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if !version.is_some_and(|v| (1..=latest).contains(&v)) {
             return Err(unavailable(format!(
-                "{} has schema version {version:?}, this build {latest:?}",
-                path.display()
+                "{} has schema version {}, and this build reads 1 to {latest}",
+                path.display(),
+                version.map_or("none".to_owned(), |v| v.to_string())
             )));
         }
         Ok(SqliteStore {

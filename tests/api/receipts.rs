@@ -370,6 +370,44 @@ async fn a_chain_rewritten_and_sealed_again_verifies_alone_but_not_against_its_a
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// `verify` only reads: a ledger an older build migrated is verified as it is, not migrated
+/// under the service that owns it (which would then refuse a schema newer than its own).
+#[actix_web::test]
+async fn the_cli_verifies_an_older_schema_without_migrating_or_writing_it() {
+    let app = spawn_app(|_| {}).await;
+    seed(&app, "old", 3).await;
+    let db = app.dir.path().join("ledger.db");
+    // As a build of schema version 1 left it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP INDEX receipts_actions; DELETE FROM schema_migrations WHERE version > 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let out = verify_cli(&db, &["--all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: u32 = conn
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 1, "verify migrated the file");
+    // A schema this build does not know is an error that says so, not a guess.
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'later')", [])
+        .unwrap();
+    drop(conn);
+    let out = verify_cli(&db, &["--all"]);
+    assert_eq!(out.status.code(), Some(69));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+}
+
 #[actix_web::test]
 async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
     let app = spawn_app(|_| {}).await;

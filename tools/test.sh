@@ -37,6 +37,9 @@ fi
 step "doc tests"
 cargo test --workspace --doc --locked
 
+step "rustdoc -D warnings (no broken or private links in the API docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "independent MCP clients (Python, TypeScript, Inspector, conformance)"
 # The binary the black-box tests built (a separate `cargo build` would compile the dependency
 # graph again with the non-test feature set).

@@ -22,7 +22,7 @@
 //! and the callers sealed ahead are sealed again at theirs.
 //!
 //! Pub/Sub message ids make exactly one receipt each. A caller with message ids claims them on
-//! arrival ([`Claim`]) until it is answered: while one delivery of a message is in the writer's
+//! arrival (`Claim`) until it is answered: while one delivery of a message is in the writer's
 //! hands, another gets [`LedgerError::InFlight`] at once (it is retried, and then finds the
 //! first one's receipt). The ids of callers that arrive together are looked up in the store in
 //! one read; a caller with an id that has a receipt is answered with that receipt, and none of
@@ -30,7 +30,7 @@
 //! one id never reaches a commit twice, and the store's unique key on it never fails a batch.
 //!
 //! On SQLite (with `linger` 0) a commit that ends takes the callers sealed meanwhile and commits
-//! them next on the same blocking thread ([`Chain`]), answering the callers of the one before on
+//! them next on the same blocking thread (`Chain`), answering the callers of the one before on
 //! the writer's thread; the writer hears only when no sealed caller is left, or a commit failed.
 //! Commits are still one at a time and in arrival order: a chain is just the writer's next
 //! flushes without the round trip through its mailbox.

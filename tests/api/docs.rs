@@ -245,6 +245,20 @@ fn the_readme_try_it_block_runs_as_written() {
     }
 }
 
+/// README's backup block: the running service's ledger copied and the copy verified.
+#[test]
+fn the_readme_backup_block_runs_as_written() {
+    let stdout = run_readme_block(
+        "The SQLite ledger is backed up while the service runs, without stopping it:",
+        &[],
+        "wait %1",
+    );
+    assert!(
+        stdout.contains(r#"{"backup":"backups/ledger-"#) && stdout.contains(r#""bytes":"#),
+        "{stdout}"
+    );
+}
+
 /// README's Pub/Sub block, on the emulator this test run has (`PUBSUB_EMULATOR_HOST`) in a
 /// project of its own: a message published to the topic is pulled, decided and recorded.
 #[test]

@@ -1,4 +1,5 @@
-//! `POST /marketplace`, `POST /v1/tenants/{t}/entitlement/events`, `GET /v1/tenants/{t}/entitlement`.
+//! `POST /marketplace`, `POST /v1/tenants/{t}/entitlement/events`, `GET /v1/tenants/{t}/entitlement`,
+//! and `GET /v1/tenants` (every tenant the ledger knows, with its entitlement's standing).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -7,7 +8,7 @@ use super::governors::idempotency;
 use super::receipts::tenant_id;
 use super::AppState;
 use crate::auth::Caller;
-use crate::entitlements::{ChangeError, Changed, Event};
+use crate::entitlements::{ChangeError, Changed, Entitlement, Event};
 use crate::intake::{MarketplaceRequest, Object};
 
 impl From<ChangeError> for ApiError {
@@ -100,6 +101,47 @@ pub async fn get(
             format!("tenant {tenant} not found"),
         )),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsQuery {
+    limit: Option<String>,
+    /// The cursor: tenants after this id.
+    after: Option<String>,
+}
+
+/// `GET /v1/tenants?limit=&after=` (operators): the tenants with a chain in the ledger, in id
+/// order, each with its entitlement's status, SKU and whether it is active now, its chain's
+/// `head_seq`, and the cursor of the next page. Read from the store (every instance gives the
+/// same answer), each tenant in one read, the page's reads at once.
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<TenantsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::receipts::LedgerStore as _;
+    caller.require_operator()?;
+    let limit = super::error::query_limit(q.limit.as_deref())?;
+    let after: String = q.after.clone().unwrap_or_default();
+    let store = state.tree.ledger.store();
+    let ids = store.tenants(&after, limit).await?;
+    let reads = ids.iter().map(|t| store.head_and_entitlement(t));
+    let now = crate::clock::now_rfc3339();
+    let mut tenants = Vec::with_capacity(ids.len());
+    for (tenant, read) in ids.iter().zip(futures_util::future::join_all(reads).await) {
+        let (head, record) = read?;
+        let record = record.and_then(|r| serde_json::from_value::<Entitlement>(r).ok());
+        tenants.push(serde_json::json!({
+            "tenant_id": tenant,
+            "status": record.as_ref().map(|e| e.status),
+            "sku": record.as_ref().map(|e| e.sku.clone()),
+            "active": record.as_ref().is_some_and(|e| e.is_active(&now)),
+            "head_seq": head.map(|h| h.seq),
+        }));
+    }
+    let next_after = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"tenants": tenants, "next_after": next_after})))
 }
 
 #[cfg(test)]

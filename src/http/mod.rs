@@ -175,6 +175,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/chaos/governors/{tenant}/crash")
                 .route(web::post().to(chaos::crash_governor)),
         )
+        .service(web::resource("/v1/tenants").route(web::get().to(entitlements::list)))
         .service(
             web::resource("/v1/tenants/{tenant}/entitlement")
                 .route(web::get().to(entitlements::get)),

@@ -271,6 +271,27 @@ fn ops() -> Vec<Op> {
             errors: &[400],
             ..op(
                 "get",
+                "/v1/tenants",
+                "Every tenant with a chain, in id order, paged, with its entitlement's standing",
+                OPERATORS,
+                (
+                    200,
+                    json!({"type": "object", "required": ["tenants", "next_after"], "properties": {
+                "next_after": {"type": ["string", "null"]},
+                "tenants": {"type": "array", "items": {"type": "object",
+                    "required": ["tenant_id", "status", "sku", "active", "head_seq"], "properties": {
+                    "tenant_id": {"type": "string"},
+                    "status": {"type": ["string", "null"], "enum": ["active", "suspended", "revoked", null]},
+                    "sku": {"type": ["string", "null"]}, "active": {"type": "boolean"},
+                    "head_seq": {"type": ["integer", "null"]}}}}}}),
+                ),
+            )
+        },
+        Op {
+            query: &["limit", "after"],
+            errors: &[400],
+            ..op(
+                "get",
                 "/v1/governors",
                 "Running governors in tenant order, paged",
                 OPERATORS,

@@ -105,6 +105,7 @@ async fn every_route_answers_each_role_as_specified() {
             [401, 200, 200, 200, 404],
         ),
         ("GET", "/v1/supervision", None, [401, 200, 200, 403, 403]),
+        ("GET", "/v1/tenants", None, [401, 200, 200, 403, 403]),
         (
             "GET",
             "/v1/supervision/events",

@@ -721,3 +721,42 @@ async fn an_idempotency_key_makes_one_entitlement_change_and_a_repeat_gets_its_r
         "grant, pack enabled, refusal: nothing for the repeats"
     );
 }
+
+/// `GET /v1/tenants`: every tenant with a chain, in id order and paged, each with its
+/// entitlement's standing and its chain's head, read from the store.
+#[actix_web::test]
+async fn operators_list_every_tenant_with_its_standing_page_by_page() {
+    let app = spawn_app(|_| {}).await;
+    for t in ["t-b", "t-a", "t-c"] {
+        crate::helpers::grant(&app, t).await;
+    }
+    let suspend =
+        serde_json::json!({"tenant_id": "t-b", "entitlement_id": "e", "action": "suspend"});
+    assert_eq!(app.post_json("/marketplace", &suspend).await.0, 200);
+    let (status, first) = app.get_json("/v1/tenants?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first,
+        serde_json::json!({"tenants": [
+            {"tenant_id": "t-a", "status": "active", "sku": "base", "active": true, "head_seq": 1},
+            {"tenant_id": "t-b", "status": "suspended", "sku": "base", "active": false, "head_seq": 2},
+        ], "next_after": "t-b"})
+    );
+    let (_, second) = app.get_json("/v1/tenants?limit=2&after=t-b").await;
+    assert_eq!(second["tenants"][0]["tenant_id"], "t-c");
+    assert_eq!(second["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(second["next_after"], serde_json::Value::Null);
+    // The same checks as every paged list.
+    for bad in [
+        "/v1/tenants?limit=0",
+        "/v1/tenants?limit=x",
+        "/v1/tenants?cursor=t-a",
+    ] {
+        let (status, body) = app.get_json(bad).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}"
+        );
+    }
+}

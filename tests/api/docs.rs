@@ -238,6 +238,7 @@ fn the_readme_try_it_block_runs_as_written() {
         r#""state":"warning""#,
         r#""event_type":"action_started""#,
         r#""structuredContent":{"#,
+        r#""tenants":[{"active":true,"head_seq":1,"#,
         r#""valid":true"#,
         "\"children\"",
     ] {

@@ -123,7 +123,10 @@ pub async fn list(
     use crate::receipts::LedgerStore as _;
     caller.require_operator()?;
     let limit = super::error::query_limit(q.limit.as_deref())?;
-    let after: String = q.after.clone().unwrap_or_default();
+    // Tenant ids are at most 63 characters, so the first 64 of a cursor order every id as the
+    // whole cursor does; a store is never handed a longer one (Firestore refuses values past
+    // 1,500 bytes).
+    let after: String = q.after.as_deref().unwrap_or("").chars().take(64).collect();
     let store = state.tree.ledger.store();
     let ids = store.tenants(&after, limit).await?;
     let reads = ids.iter().map(|t| store.head_and_entitlement(t));

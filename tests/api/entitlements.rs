@@ -726,7 +726,15 @@ async fn an_idempotency_key_makes_one_entitlement_change_and_a_repeat_gets_its_r
 /// entitlement's standing and its chain's head, read from the store.
 #[actix_web::test]
 async fn operators_list_every_tenant_with_its_standing_page_by_page() {
-    let app = spawn_app(|_| {}).await;
+    tenant_list(spawn_app(|_| {}).await).await;
+}
+
+#[actix_web::test]
+async fn operators_list_every_tenant_on_the_firestore_emulator_too() {
+    tenant_list(spawn_app(on_firestore(&firestore_project("tenants"))).await).await;
+}
+
+async fn tenant_list(app: TestApp) {
     for t in ["t-b", "t-a", "t-c"] {
         crate::helpers::grant(&app, t).await;
     }
@@ -746,6 +754,13 @@ async fn operators_list_every_tenant_with_its_standing_page_by_page() {
     assert_eq!(second["tenants"][0]["tenant_id"], "t-c");
     assert_eq!(second["tenants"].as_array().unwrap().len(), 1);
     assert_eq!(second["next_after"], serde_json::Value::Null);
+    // Any cursor orders as a string would: one past every id, and one of any length.
+    let (_, none) = app.get_json("/v1/tenants?after=zzz").await;
+    assert_eq!(none["tenants"], serde_json::json!([]));
+    let long = format!("/v1/tenants?after=t-a{}", "a".repeat(5000));
+    let (status, page) = app.get_json(&long).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["tenants"][0]["tenant_id"], "t-b");
     // The same checks as every paged list.
     for bad in [
         "/v1/tenants?limit=0",

@@ -103,14 +103,6 @@ pub async fn get(
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantsQuery {
-    limit: Option<String>,
-    /// The cursor: tenants after this id.
-    after: Option<String>,
-}
-
 /// `GET /v1/tenants?limit=&after=` (operators): the tenants with a chain in the ledger, in id
 /// order, each with its entitlement's status, SKU and whether it is active now, its chain's
 /// `head_seq`, and the cursor of the next page. Read from the store (every instance gives the
@@ -118,7 +110,7 @@ pub struct TenantsQuery {
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    q: web::Query<TenantsQuery>,
+    q: web::Query<super::governors::ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     use crate::receipts::LedgerStore as _;
     caller.require_operator()?;

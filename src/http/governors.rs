@@ -256,12 +256,13 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(v))
 }
 
+/// The query of a list paged by tenant id (`GET /v1/governors`, `GET /v1/tenants`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    limit: Option<String>,
+    pub(super) limit: Option<String>,
     /// The cursor: tenants after this id.
-    after: Option<String>,
+    pub(super) after: Option<String>,
 }
 
 /// `GET /v1/governors?limit=&after=`: running governors in tenant order, paged (hibernated ones

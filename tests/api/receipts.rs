@@ -10,6 +10,12 @@ use tai_autonomics::receipts::{ReceiptDraft, ReceiptType};
 
 use crate::helpers::*;
 
+/// Asserts that a run of the binary exited 0, showing its standard error otherwise.
+fn exited_0(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
 /// Runs the real binary's offline `verify` against the ledger file `db`.
 fn verify_cli(db: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
@@ -333,12 +339,7 @@ async fn a_chain_rewritten_and_sealed_again_verifies_alone_but_not_against_its_a
     assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 12"));
     let early_anchor = format!("acme-corp:{early}");
     let out = verify_cli(&db, &["--all", "--anchor", &early_anchor]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     // An anchored tenant the ledger has no chain for is a broken chain.
     let absent = format!("nobody:{early}");
     let out = verify_cli(
@@ -385,12 +386,7 @@ async fn the_cli_verifies_an_older_schema_without_migrating_or_writing_it() {
     .unwrap();
     drop(conn);
     let out = verify_cli(&db, &["--all"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let version: u32 = conn
         .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
@@ -415,12 +411,7 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
     seed(&app, "t2", 4).await;
     let db = app.dir.path().join("ledger.db");
     let out = verify_cli(&db, &["--all"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -599,12 +590,7 @@ async fn pages_saved_from_the_api_verify_offline_and_a_change_in_the_file_is_fou
     let file = app.dir.path().join("acme-corp.json");
     std::fs::write(&file, &saved).unwrap();
     let out = verify_file_cli(file.to_str().unwrap(), b"");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (

@@ -1,5 +1,6 @@
-//! `POST /marketplace`, `POST /v1/tenants/{t}/entitlement/events`, `GET /v1/tenants/{t}/entitlement`,
-//! and `GET /v1/tenants` (every tenant the ledger knows, with its entitlement's standing).
+//! `POST /marketplace`, `POST /v1/tenants/{t}/entitlement/events`,
+//! `GET /v1/tenants/{t}/entitlement`, and `GET /v1/tenants` (every tenant the ledger knows,
+//! with its entitlement's standing).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 

@@ -2,10 +2,10 @@
 //! write metadata (the data as the body, the id in `x-goog-pubsub-message-id`). 200
 //! acknowledges every governed outcome (accepted, refused with its receipt, or a redelivery
 //! answered with its first receipt); 400 for a malformed envelope or payload and 404 for an
-//! unknown tenant (the subscription's dead-letter policy takes them); 503 with `Retry-After` for a transient failure (Pub/Sub redelivers).
-//! With `pubsub.push.verify` the OIDC token is checked first and anything else is 401 with
-//! nothing processed; without it the route follows `auth.mode` (an admin token in `bearer`).
-//! `GET /v1/pubsub` shows this instance's consumer (status and counters) to operators.
+//! unknown tenant (the subscription's dead-letter policy takes them); 503 with `Retry-After`
+//! for a transient failure (Pub/Sub redelivers). With `pubsub.push.verify` the OIDC token is
+//! checked first and anything else is 401 with nothing processed; without it the route follows
+//! `auth.mode` (an admin token in `bearer`). `GET /v1/pubsub` shows this instance's consumer (status and counters) to operators.
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};

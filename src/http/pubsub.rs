@@ -5,7 +5,8 @@
 //! unknown tenant (the subscription's dead-letter policy takes them); 503 with `Retry-After`
 //! for a transient failure (Pub/Sub redelivers). With `pubsub.push.verify` the OIDC token is
 //! checked first and anything else is 401 with nothing processed; without it the route follows
-//! `auth.mode` (an admin token in `bearer`). `GET /v1/pubsub` shows this instance's consumer (status and counters) to operators.
+//! `auth.mode` (an admin token in `bearer`). `GET /v1/pubsub` shows this instance's consumer
+//! (status and counters) to operators.
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};

@@ -235,6 +235,11 @@ fn refusal(req: &HttpRequest, status: StatusCode, text: &[u8], body: &[u8]) -> H
             ),
         };
     }
+    if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // Another content type: said as on every JSON route (what came, and curl's default).
+        use actix_web::ResponseError as _;
+        return super::error::content_type_refusal(req).error_response();
+    }
     let reason: String = if status == StatusCode::NOT_ACCEPTABLE {
         "this server answers in application/json, which the Accept header rules out; MCP \
          clients send `Accept: application/json, text/event-stream`"

@@ -853,7 +853,15 @@ async fn malformed_json_rpc_is_a_precise_4xx_with_the_json_error_body_and_nothin
             call.to_string(),
             415,
             "unsupported_media_type",
-            "Content-Type must be application/json",
+            "expected content-type application/json, not \"text/plain\"",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            both,
+            call.to_string(),
+            415,
+            "unsupported_media_type",
+            "what curl -d sends",
         ),
         (
             json_type,

@@ -419,30 +419,39 @@ pub fn json_error_body<B: MessageBody + 'static>(
         None => res.status(),
     };
     let code = ErrorCode::for_status(status);
+    // Every GET route answers HEAD too (see `middleware::observe`).
+    let allow = res
+        .headers()
+        .get(header::ALLOW)
+        .map(|allow| match allow.to_str() {
+            Ok(a) if a.split(',').any(|m| m.trim() == "GET") && !a.contains("HEAD") => {
+                HeaderValue::from_str(&format!("{a}, HEAD")).unwrap_or_else(|_| allow.clone())
+            }
+            _ => allow.clone(),
+        });
     let message = match (stalled, code) {
         (Some(stalled), _) => stalled,
         (None, ErrorCode::NotFound) => "no such route".to_owned(),
         (None, ErrorCode::MethodNotAllowed) => {
-            format!("method {} is not allowed here", res.request().method())
+            let takes = (allow.as_ref().and_then(|a| a.to_str().ok()))
+                .map(|a| format!("; this route takes {a}"))
+                .unwrap_or_default();
+            format!(
+                "method {} is not allowed here{takes}",
+                res.request().method()
+            )
         }
         (None, _) => status
             .canonical_reason()
             .unwrap_or("error")
             .to_ascii_lowercase(),
     };
-    let (req, old) = res.into_parts();
+    let (req, _) = res.into_parts();
     let mut new = error_response(code, &message, None);
     if status != code.status() {
         *new.status_mut() = status;
     }
-    if let Some(allow) = old.headers().get(header::ALLOW) {
-        // Every GET route answers HEAD too (see `middleware::observe`).
-        let allow = match allow.to_str() {
-            Ok(a) if a.split(',').any(|m| m.trim() == "GET") && !a.contains("HEAD") => {
-                HeaderValue::from_str(&format!("{a}, HEAD")).unwrap_or_else(|_| allow.clone())
-            }
-            _ => allow.clone(),
-        };
+    if let Some(allow) = allow {
         new.headers_mut().insert(header::ALLOW, allow);
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -30,6 +30,10 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_the_json_body() {
         (body["type"].as_str(), body["code"].as_str()),
         (Some("refusal"), Some("method_not_allowed"))
     );
+    assert_eq!(
+        body["message"],
+        "method DELETE is not allowed here; this route takes GET, HEAD"
+    );
     // MCP's one route takes every method and lets the transport refuse; it says POST too.
     for method in ["GET", "DELETE", "PUT", "TRACE"] {
         let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();

@@ -269,7 +269,29 @@ pub fn start_binary_within(
     removed: &[&str],
     ready_within: Duration,
 ) -> Binary {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
+    let cmd = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"));
+    spawn_binary(cmd, dir, env, removed, ready_within)
+}
+
+/// [`start_binary_in`], with `setup` run by `sh` first in the process that then becomes the
+/// binary (`exec`), so what it sets (resource limits, ignored signals) holds for the binary.
+pub fn start_binary_after(dir: &Path, env: &[(&str, &str)], setup: &str) -> Binary {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!("{setup}\nexec \"$0\""),
+        env!("CARGO_BIN_EXE_tai-autonomics"),
+    ]);
+    spawn_binary(cmd, dir, env, &[], Duration::from_secs(20))
+}
+
+fn spawn_binary(
+    mut cmd: Command,
+    dir: &Path,
+    env: &[(&str, &str)],
+    removed: &[&str],
+    ready_within: Duration,
+) -> Binary {
     for k in removed {
         cmd.env_remove(k);
     }

@@ -4,6 +4,7 @@
 mod access;
 mod actions;
 mod crash;
+mod disk_full;
 mod docs;
 mod entitlements;
 mod errors;

@@ -1,0 +1,229 @@
+//! A full disk under the real binary: the ledger's files are held to a size limit
+//! (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored, so a write past it fails as a write to a full
+//! disk does), and SQLite's own write errors reach the writer, not a chaos hook. Inputs are
+//! refused with 503, nothing acknowledged is lost, nothing refused is stored, and appends go
+//! on when the space comes back.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const TENANTS: usize = 4;
+const CALLERS_PER_TENANT: usize = 2;
+
+async fn post(client: &awc::Client, url: &str, body: &Value) -> (u16, Value, bool) {
+    let mut res = client.post(url).send_json(body).await.expect("answered");
+    let bytes = res.body().await.expect("a body");
+    let retry_after = res.headers().contains_key("retry-after");
+    let body = serde_json::from_slice(&bytes).expect("a JSON body");
+    (res.status().as_u16(), body, retry_after)
+}
+
+async fn get(client: &awc::Client, url: &str) -> (u16, Value) {
+    let mut res = client.get(url).send().await.expect("answered");
+    let body = res.json().limit(16 << 20).await.expect("a JSON body");
+    (res.status().as_u16(), body)
+}
+
+/// The ids of every receipt an acknowledged answer reports.
+fn ids(body: &Value) -> Vec<String> {
+    let list = match body.get("receipts") {
+        Some(list) => list.as_array().expect("receipts is a list").clone(),
+        None => vec![body["receipt"].clone()],
+    };
+    list.iter()
+        .map(|r| r["receipt_id"].as_str().expect("a receipt id").to_owned())
+        .collect()
+}
+
+/// A 503 of a failing ledger: the stable code, a message saying why, and `Retry-After`.
+fn assert_ledger_refusal(status: u16, body: &Value, retry_after: bool) {
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "unavailable", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("ledger"),
+        "{body}"
+    );
+    assert!(retry_after, "a 503 carries Retry-After");
+}
+
+/// Every receipt id in `tenant`'s chain, in order, checking that none is there twice.
+async fn stored(client: &awc::Client, bin: &Binary, tenant: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let url = bin.url(&format!(
+            "/v1/tenants/{tenant}/receipts?after_seq={after}&limit=1000"
+        ));
+        let (s, page) = get(client, &url).await;
+        assert_eq!(s, 200, "{page}");
+        for r in page["receipts"].as_array().unwrap() {
+            out.push(r["receipt_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after_seq"].as_u64() {
+            Some(n) => after = n,
+            None => return out,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_full_disk_refuses_inputs_with_503_loses_nothing_and_appends_resume_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TAI_RATE_LIMIT__PER_SECOND", "1000000"),
+        ("TAI_RATE_LIMIT__BURST", "1000000"),
+    ];
+    // A soft limit of 1 MiB on every file the process writes; the hard limit stays, so the
+    // soft one can be lifted from outside later, as space freed on a disk.
+    let bin = start_binary_after(dir.path(), &env, "trap '' XFSZ; ulimit -S -f 1024");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    for t in 0..TENANTS {
+        let (s, body, _) = post(
+            &client,
+            &bin.url("/marketplace"),
+            &json!({"tenant_id": format!("full-{t}"), "entitlement_id": "e", "action": "grant"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        acked.lock().unwrap().extend(ids(&body));
+    }
+
+    // Signals from several callers per tenant until each of them is refused once.
+    let mut callers = Vec::new();
+    for c in 0..TENANTS * CALLERS_PER_TENANT {
+        let (acked, client) = (acked.clone(), client.clone());
+        let url = bin.url(&format!("/v1/tenants/full-{}/signals", c % TENANTS));
+        callers.push(actix_web::rt::spawn(async move {
+            for _ in 0..100_000 {
+                let (s, body, retry_after) =
+                    post(&client, &url, &json!({"metric": "cpu", "value": 10.0})).await;
+                if s == 200 {
+                    acked.lock().unwrap().extend(ids(&body));
+                    continue;
+                }
+                assert_ledger_refusal(s, &body, retry_after);
+                return;
+            }
+            panic!("the ledger's files never reached their limit");
+        }));
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+
+    // Stop the line: a refused input moves nothing, and health says why. A checkpoint may
+    // still free some log space now and then, so an input that is taken counts as taken.
+    let governor = bin.url("/v1/governors/full-0");
+    let signals = bin.url("/v1/tenants/full-0/signals");
+    eventually(
+        "an input refused while the ledger is full",
+        Duration::from_secs(30),
+        || {
+            let (client, acked, governor, signals, bin) =
+                (client.clone(), acked.clone(), &governor, &signals, &bin);
+            async move {
+                let (_, before) = get(&client, governor).await;
+                let (s, body, retry_after) =
+                    post(&client, signals, &json!({"metric": "cpu", "value": 99.0})).await;
+                if s == 200 {
+                    acked.lock().unwrap().extend(ids(&body));
+                    return None;
+                }
+                assert_ledger_refusal(s, &body, retry_after);
+                let (_, after) = get(&client, governor).await;
+                assert_eq!(
+                    (&after["state"], &after["seq"], &after["head_hash"]),
+                    (&before["state"], &before["seq"], &before["head_hash"]),
+                    "a refused input does not advance the governor"
+                );
+                let (s, ready) = get(&client, &bin.url("/health/ready")).await;
+                assert_eq!(
+                    (s, &ready["checks"]["ledger"]),
+                    (503, &json!("error")),
+                    "{ready}"
+                );
+                let (s, _) = get(&client, &bin.url("/health/live")).await;
+                assert_eq!(s, 200, "a full disk is no reason to restart the instance");
+                Some(())
+            }
+        },
+    )
+    .await;
+
+    // Space comes back: the same process takes inputs again, with nothing to restart.
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &bin.child.id().to_string(), "--fsize=unlimited:"])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(lifted.success(), "the soft limit is lifted");
+    let (s, body, _) = post(&client, &signals, &json!({"metric": "cpu", "value": 10.0})).await;
+    assert_eq!(
+        s, 200,
+        "the next input after space returns is taken: {body}"
+    );
+    acked.lock().unwrap().extend(ids(&body));
+    let (s, ready) = get(&client, &bin.url("/health/ready")).await;
+    assert_eq!(
+        s, 200,
+        "one durable append clears the ledger check: {ready}"
+    );
+
+    // Every acknowledged receipt is stored once, and nothing else is: no refused input left
+    // a receipt behind.
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    let mut heads = Vec::new();
+    let mut all = HashSet::new();
+    for t in 0..TENANTS {
+        let tenant = format!("full-{t}");
+        for id in stored(&client, &bin, &tenant).await {
+            assert!(all.insert(id), "no receipt is stored twice");
+        }
+        let (_, report) = get(
+            &client,
+            &bin.url(&format!("/v1/tenants/{tenant}/receipts/verify")),
+        )
+        .await;
+        assert_eq!(report["valid"], true, "{report}");
+        heads.push(report);
+    }
+    let lost: Vec<_> = acked.difference(&all).collect();
+    assert!(lost.is_empty(), "acknowledged receipts lost: {lost:?}");
+    let extra: Vec<_> = all.difference(&acked).collect();
+    assert!(
+        extra.is_empty(),
+        "receipts of refused inputs stored: {extra:?}"
+    );
+    assert!(
+        acked.len() >= TENANTS + 20,
+        "the limit was reached in the middle of the stream, not at once: {} receipts",
+        acked.len()
+    );
+
+    // A restart on the same file finds the same chains, whole.
+    let mut bin = bin;
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(20)), Some(0));
+    let bin = start_binary_in(dir.path(), &env);
+    for (t, before) in heads.iter().enumerate() {
+        let (_, report) = get(
+            &client,
+            &bin.url(&format!("/v1/tenants/full-{t}/receipts/verify")),
+        )
+        .await;
+        assert_eq!(report["valid"], true, "{report}");
+        assert_eq!(
+            (&report["head_seq"], &report["head_hash"]),
+            (&before["head_seq"], &before["head_hash"]),
+            "after the restart: {report}"
+        );
+    }
+}

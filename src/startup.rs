@@ -17,6 +17,7 @@ use anyhow::Context as _;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::receipts::store::LedgerStore as _;
 use crate::{telemetry, tree};
 
 /// A built application: the tree is running and the listener is bound.
@@ -34,6 +35,10 @@ impl Application {
         let tree = tree::start(&settings)
             .await
             .context("starting the supervision tree")?;
+        telemetry::events::zero_ledger_series(tree.ledger.store().backend());
+        if tree.pubsub.is_some() {
+            telemetry::events::zero_pull_series();
+        }
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| {
                 format!(

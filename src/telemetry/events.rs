@@ -106,7 +106,59 @@ pub fn zero_series() {
     }
     metrics::gauge!("tai_governor_actions_pending").increment(0.0);
     metrics::gauge!("tai_governors_unread").increment(0.0);
+    for kind in RECEIPT_TYPES {
+        metrics::counter!("tai_receipts_total", "type" => kind).increment(0);
+    }
+    for outcome in PUBSUB_OUTCOMES {
+        metrics::counter!("tai_pubsub_messages_total", "delivery" => "push", "outcome" => outcome)
+            .increment(0);
+    }
 }
+
+/// The ledger's series that depend on its backend, at 0 (see [`zero_series`]): its failed
+/// batches by kind (a lost race only on a shared store), and on Firestore its writes.
+pub fn zero_ledger_series(backend: &'static str) {
+    metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => "unavailable")
+        .increment(0);
+    if backend == "firestore" {
+        metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => "conflict")
+            .increment(0);
+        metrics::counter!("tai_firestore_writes_total").increment(0);
+    }
+}
+
+/// The pull consumer's series, at 0 when it runs (see [`zero_series`]).
+pub fn zero_pull_series() {
+    for outcome in PUBSUB_OUTCOMES {
+        metrics::counter!("tai_pubsub_messages_total", "delivery" => "pull", "outcome" => outcome)
+            .increment(0);
+    }
+    for result in ["ack", "nack"] {
+        metrics::counter!("tai_pubsub_acks_total", "result" => result).increment(0);
+    }
+    metrics::counter!("tai_pubsub_redeliveries_deduplicated_total").increment(0);
+    metrics::counter!("tai_pubsub_stream_reconnects_total").increment(0);
+    metrics::gauge!("tai_pubsub_outstanding_messages").increment(0.0);
+}
+
+/// The `type` label of `tai_receipts_total`: SPEC §7's receipt types.
+const RECEIPT_TYPES: [&str; 5] = [
+    "transition",
+    "refusal",
+    "action",
+    "tool_call",
+    "entitlement",
+];
+
+/// The `outcome` label of `tai_pubsub_messages_total` (see [`pubsub_message`]).
+const PUBSUB_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "refused",
+    "duplicate",
+    "malformed",
+    "unknown_tenant",
+    "transient",
+];
 
 /// The `method` label of a request: the methods of RFC 9110 (and PATCH) by name, anything else
 /// as `other`. A client picks the method, and each new one would add a counter and a
@@ -179,13 +231,7 @@ pub fn ledger_batch_committed(
     items: &[crate::receipts::AppendItem],
     elapsed: Duration,
 ) {
-    let mut per_type: [(u64, &'static str); 5] = [
-        (0, "transition"),
-        (0, "refusal"),
-        (0, "action"),
-        (0, "tool_call"),
-        (0, "entitlement"),
-    ];
+    let mut per_type = RECEIPT_TYPES.map(|kind| (0u64, kind));
     for item in items {
         if let Some(slot) = per_type
             .iter_mut()

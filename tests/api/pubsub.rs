@@ -465,6 +465,43 @@ async fn when_the_emulator_goes_away_health_shows_it_and_the_consumer_reconnects
     verified(&app, "outage").await;
 }
 
+/// A fresh process (the shared recorder of the in-process apps shows every series any test
+/// made) on Firestore, pulling: the series of its ledger and of its consumer that dashboards
+/// take a rate of are at 0 before their first event, so that the first one counts.
+#[actix_web::test]
+async fn a_fresh_binary_on_firestore_pulling_shows_its_ledger_and_consumer_series_at_zero() {
+    let emu = Emulator::at(emulator());
+    let (topic, sub) = names("zero");
+    emu.create(&topic, &sub).await.unwrap();
+    let project = firestore_project("zero");
+    let bin = start_binary(&[
+        ("TAI_LEDGER__BACKEND", "firestore"),
+        ("FIRESTORE_PROJECT_ID", &project),
+        ("GOOGLE_CLOUD_PROJECT", PROJECT),
+        ("PUBSUB_TOPIC", &topic),
+        ("PUBSUB_SUBSCRIPTION", &sub),
+    ]);
+    let mut res = awc::Client::default()
+        .get(bin.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    for series in [
+        "tai_firestore_writes_total",
+        r#"tai_ledger_batch_failures_total{backend="firestore",kind="conflict"}"#,
+        r#"tai_ledger_batch_failures_total{backend="firestore",kind="unavailable"}"#,
+        r#"tai_pubsub_messages_total{delivery="pull",outcome="accepted"}"#,
+        r#"tai_pubsub_messages_total{delivery="pull",outcome="transient"}"#,
+        r#"tai_pubsub_acks_total{result="nack"}"#,
+        "tai_pubsub_redeliveries_deduplicated_total",
+        "tai_pubsub_stream_reconnects_total",
+        "tai_pubsub_outstanding_messages",
+    ] {
+        assert_eq!(metric(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+}
+
 fn envelope(id: &str, data: &[u8], kind: Option<&str>) -> Value {
     let mut m = json!({"data": base64::engine::general_purpose::STANDARD.encode(data), "messageId": id, "publishTime": "2026-11-27T10:00:00Z"});
     if let Some(k) = kind {

@@ -306,7 +306,20 @@ async fn the_counters_alerts_read_are_at_zero_before_their_first_event() {
         "tai_panics_total",
         r#"tai_governor_state{state="refusing"}"#,
         "tai_governor_actions_pending",
+        // What dashboards take a rate of: the first events after a start count too.
+        r#"tai_receipts_total{type="transition"}"#,
+        r#"tai_receipts_total{type="entitlement"}"#,
+        r#"tai_pubsub_messages_total{delivery="push",outcome="malformed"}"#,
+        r#"tai_ledger_batch_failures_total{backend="sqlite",kind="unavailable"}"#,
     ] {
         assert_eq!(metric(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+    // Series of a backend or a consumer this process does not have are not shown.
+    for absent in [
+        "tai_firestore_writes_total",
+        r#"tai_pubsub_messages_total{delivery="pull""#,
+        "tai_pubsub_acks_total",
+    ] {
+        assert!(!text.contains(absent), "{absent} in\n{text}");
     }
 }

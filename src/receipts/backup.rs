@@ -29,13 +29,36 @@ pub enum BackupError {
 }
 
 /// Copies the ledger at `source` into a new file at `target` and returns the copy's size in
-/// bytes. The copy is written as `<target>.partial` (an earlier attempt's leftover of that name
-/// is replaced), synced, renamed to `target` and its folder synced, so `target` never holds
-/// half a backup, even when the process dies on the way.
+/// bytes (see [`copy_into`]).
 pub fn backup(source: &Path, target: &Path) -> Result<u64, BackupError> {
     if !source.is_file() {
         return Err(BackupError::NoLedger(source.to_owned()));
     }
+    if target.exists() {
+        return Err(BackupError::Exists(target.to_owned()));
+    }
+    let read = |e: rusqlite::Error| BackupError::Read {
+        path: source.to_owned(),
+        reason: e.to_string(),
+    };
+    // Opened for reading and writing (a WAL reader may need to set up the shared-memory index)
+    // but never created: a mistyped path is not a new empty ledger.
+    let conn = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(read)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(read)?;
+    copy_into(&conn, source, target)
+}
+
+/// Copies the database `conn` has open (the ledger at `source`, named in errors) into a new
+/// file at `target` and returns the copy's size in bytes. The copy is written as
+/// `<target>.partial` (an earlier attempt's leftover of that name is replaced), synced, renamed
+/// to `target` and its folder synced, so `target` never holds half a copy, even when the
+/// process dies on the way.
+pub fn copy_into(conn: &Connection, source: &Path, target: &Path) -> Result<u64, BackupError> {
     if target.exists() {
         return Err(BackupError::Exists(target.to_owned()));
     }
@@ -56,17 +79,7 @@ pub fn backup(source: &Path, target: &Path) -> Result<u64, BackupError> {
         path: source.to_owned(),
         reason: e.to_string(),
     };
-    // Opened for reading and writing (a WAL reader may need to set up the shared-memory index)
-    // but never created: a mistyped path is not a new empty ledger.
-    let conn = Connection::open_with_flags(
-        source,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(read)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(read)?;
     let into = conn.execute("VACUUM INTO ?1", [partial.to_string_lossy().as_ref()]);
-    drop(conn);
     if let Err(e) = into {
         let _ = std::fs::remove_file(&partial);
         // SQLITE_CANTOPEN is the target's folder; anything else is the source or the disk.

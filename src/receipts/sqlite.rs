@@ -5,7 +5,7 @@
 //! DELETE of a receipt: the code has no such path, and the file refuses one too.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -122,16 +122,88 @@ struct Inner {
     wal_frames: AtomicU64,
     /// Opened with [`SqliteStore::open_read_only`]: connections that cannot write.
     read_only: bool,
+    /// The database file and its log as the writer opened them (empty for a read-only store):
+    /// see [`Inner::check_files`].
+    files: Vec<(PathBuf, FileId)>,
+    /// Whether [`Inner::check_files`] has logged that they were displaced.
+    displaced: AtomicBool,
+}
+
+/// Which file a path named: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path)?;
+    Ok(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// The ledger's files as the writer opened them: the database file, and its log when it
+/// exists (SQLite keeps it while a connection is open).
+fn opened_files(path: &Path) -> Result<Vec<(PathBuf, FileId)>, StoreError> {
+    let mut files = vec![(
+        path.to_owned(),
+        file_id(path).map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?,
+    )];
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    if let Ok(id) = file_id(&wal) {
+        files.push((wal, id));
+    }
+    Ok(files)
 }
 
 impl Inner {
     /// A new read connection.
-    fn connect(&self) -> rusqlite::Result<Connection> {
+    fn connect(&self) -> Result<Connection, StoreError> {
         if self.read_only {
-            open_read_only(&self.path)
+            open_read_only(&self.path).map_err(unavailable)
         } else {
-            open(&self.path)
+            self.check_files()?;
+            open(&self.path).map_err(unavailable)
         }
+    }
+
+    /// Fails when the ledger's files are no longer the ones the writer opened: deleted (a
+    /// cleaner or an operator removed the folder) or replaced (a restore moved a copy over
+    /// them while the service ran). The writer's connection would go on committing to a file
+    /// that nothing names any more, and every receipt acknowledged from then on would be gone
+    /// at the next start. So appends and health checks fail from then on (503, `ledger:
+    /// error`), the first failure is logged, and the checkpoint thread writes a copy of the
+    /// files as opened beside the path ([`rescue`]). One `stat` a file.
+    fn check_files(&self) -> Result<(), StoreError> {
+        let Some(why) = self
+            .files
+            .iter()
+            .find_map(|(path, opened)| match file_id(path) {
+                Ok(now) if now == *opened => None,
+                Ok(_) => Some(format!("{} was replaced", path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some(format!("{} was deleted", path.display()))
+                }
+                Err(e) => Some(format!("{} cannot be found again: {e}", path.display())),
+            })
+        else {
+            return Ok(());
+        };
+        if !self.displaced.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                detail = %why,
+                "the ledger's files were deleted or replaced while the service had them open; \
+                 nothing more is written or acknowledged until it is restarted"
+            );
+        }
+        Err(unavailable(
+            "the ledger's file was deleted or replaced while the service had it open",
+        ))
     }
 }
 
@@ -247,6 +319,7 @@ impl SqliteStore {
         // maximum signal rate; with 4 MiB 0.8 %, and appends at 256 producers were no slower.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(unavailable)?;
+        let files = opened_files(path)?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             writer: Mutex::new(conn),
@@ -254,6 +327,8 @@ impl SqliteStore {
             snapshots: Mutex::new(SnapshotQueue::default()),
             wal_frames: AtomicU64::new(0),
             read_only: false,
+            files,
+            displaced: AtomicBool::new(false),
         });
         spawn_checkpointer(Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
@@ -287,6 +362,8 @@ impl SqliteStore {
                 snapshots: Mutex::new(SnapshotQueue::default()),
                 wal_frames: AtomicU64::new(0),
                 read_only: true,
+                files: Vec::new(),
+                displaced: AtomicBool::new(false),
             }),
         })
     }
@@ -320,7 +397,7 @@ impl SqliteStore {
                 .pop()
             {
                 Some(c) => c,
-                None => inner.connect().map_err(unavailable)?,
+                None => inner.connect()?,
             };
             let out = f(&conn);
             let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -371,7 +448,7 @@ fn drain_snapshots(inner: &Inner) {
         for (tenant, states, reply) in batch {
             let answer = match &conn {
                 Ok(c) => snapshot(c, &tenant, states),
-                Err(e) => Err(unavailable(e)),
+                Err(e) => Err(e.clone()),
             };
             let _ = reply.send(answer);
         }
@@ -462,10 +539,17 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
             };
             let database = std::fs::File::open(&path);
             let mut pause = std::time::Duration::from_millis(100);
+            let mut rescued = false;
             // A full disk fails every pass, ten a second: one line a second.
             let failures = crate::telemetry::budget::LogBudget::new();
             while inner.strong_count() > 0 {
                 std::thread::sleep(pause);
+                // Checked here too, so that an idle ledger's displacement is found and its
+                // copy written before anything asks.
+                if !rescued && inner.upgrade().is_some_and(|i| i.check_files().is_err()) {
+                    rescued = true;
+                    rescue(&conn, &path);
+                }
                 let mut result = pass();
                 // Whether the writer was told already (it resets the count after its pass).
                 let told = inner.upgrade().is_some_and(|i| {
@@ -505,6 +589,36 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the ledger checkpoint thread");
+    }
+}
+
+/// Writes what `conn` (the checkpoint thread's connection, opened with the writer's) reads,
+/// every receipt acknowledged, to a new file `<path>.rescued-<unix ms>` once the files at `path`
+/// are found deleted or replaced ([`Inner::check_files`]), so that nothing acknowledged is lost
+/// when the process ends. The folder is made again if it was removed.
+fn rescue(conn: &Connection, path: &Path) {
+    let copy = PathBuf::from(format!(
+        "{}.rescued-{}",
+        path.display(),
+        crate::clock::now_ms()
+    ));
+    if let Some(dir) = copy.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match super::backup::copy_into(conn, path, &copy) {
+        Ok(bytes) => tracing::error!(
+            copy = %copy.display(),
+            bytes,
+            "the ledger as this process had it, every acknowledged receipt, was copied: stop \
+             the service, move the copy to the ledger's path (or point TAI_LEDGER__SQLITE_PATH \
+             at it) and start it again"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            pid = std::process::id(),
+            "the ledger could not be copied; while this process runs, its files as opened can \
+             still be read from /proc/<pid>/fd"
+        ),
     }
 }
 
@@ -712,6 +826,7 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
 /// thread has made its copy durable) the writer then copies the rest itself, so that the next
 /// commit writes the WAL from its start.
 fn commit_on(inner: &Inner, conn: &mut Connection, batch: &[AppendItem]) -> Result<(), StoreError> {
+    inner.check_files()?;
     append_blocking(conn, batch)?;
     if inner.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
         inner.wal_frames.store(0, Ordering::Relaxed);
@@ -965,8 +1080,12 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
-            .await
+        let inner = self.inner.clone();
+        self.read(move |c| {
+            inner.check_files()?;
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
+        })
+        .await
     }
 }
 

@@ -4,7 +4,6 @@
 mod access;
 mod actions;
 mod crash;
-mod disk_full;
 mod docs;
 mod entitlements;
 mod errors;
@@ -12,6 +11,7 @@ mod governors;
 mod health;
 mod helpers;
 mod http2;
+mod ledger_files;
 mod lifecycle;
 mod mcp;
 mod partition;

@@ -1,8 +1,12 @@
-//! A full disk under the real binary: the ledger's files are held to a size limit
-//! (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored, so a write past it fails as a write to a full
-//! disk does), and SQLite's own write errors reach the writer, not a chaos hook. Inputs are
-//! refused with 503, nothing acknowledged is lost, nothing refused is stored, and appends go
-//! on when the space comes back.
+//! The ledger's files under the real binary, failing as files on a real machine fail.
+//!
+//! - A full disk: the files are held to a size limit (`RLIMIT_FSIZE`, with `SIGXFSZ`
+//!   ignored, so a write past it fails as a write to a full disk does), and SQLite's own write
+//!   errors reach the writer, not a chaos hook. Inputs are refused with 503, nothing
+//!   acknowledged is lost, nothing refused is stored, and appends go on when the space comes
+//!   back.
+//! - Files deleted or replaced while the service has them open: appends stop (503), health
+//!   says so, and a copy of every acknowledged receipt is written beside the path.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -122,6 +126,8 @@ async fn a_full_disk_refuses_inputs_with_503_loses_nothing_and_appends_resume_wh
 
     // Stop the line: a refused input moves nothing, and health says why. A checkpoint may
     // still free some log space now and then, so an input that is taken counts as taken.
+    // Every value here keeps the governors stable: an action would append receipts of its
+    // own, which no answer acknowledges.
     let governor = bin.url("/v1/governors/full-0");
     let signals = bin.url("/v1/tenants/full-0/signals");
     eventually(
@@ -133,7 +139,7 @@ async fn a_full_disk_refuses_inputs_with_503_loses_nothing_and_appends_resume_wh
             async move {
                 let (_, before) = get(&client, governor).await;
                 let (s, body, retry_after) =
-                    post(&client, signals, &json!({"metric": "cpu", "value": 99.0})).await;
+                    post(&client, signals, &json!({"metric": "cpu", "value": 10.0})).await;
                 if s == 200 {
                     acked.lock().unwrap().extend(ids(&body));
                     return None;
@@ -226,4 +232,168 @@ async fn a_full_disk_refuses_inputs_with_503_loses_nothing_and_appends_resume_wh
             "after the restart: {report}"
         );
     }
+}
+
+/// The copies of the ledger written beside `path` after its files were displaced.
+fn rescued(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name.strip_prefix("ledger.db.rescued-"))
+                .is_some_and(|ms| ms.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
+}
+
+/// A granted tenant with a few signals; returns every acknowledged receipt id and the head.
+async fn some_receipts(client: &awc::Client, bin: &Binary, tenant: &str) -> (Vec<String>, Value) {
+    let mut acked = Vec::new();
+    let (s, body, _) = post(
+        client,
+        &bin.url("/marketplace"),
+        &json!({"tenant_id": tenant, "entitlement_id": "e", "action": "grant"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    acked.extend(ids(&body));
+    for value in [10.0, 65.0, 20.0] {
+        let url = bin.url(&format!("/v1/tenants/{tenant}/signals"));
+        let (s, body, _) = post(client, &url, &json!({"metric": "cpu", "value": value})).await;
+        assert_eq!(s, 200, "{body}");
+        acked.extend(ids(&body));
+    }
+    let url = bin.url(&format!("/v1/tenants/{tenant}/receipts/verify"));
+    let (_, head) = get(client, &url).await;
+    (acked, head)
+}
+
+/// What a service whose ledger files were displaced answers: 503 for an input, and health
+/// that says why, while reads of the chain it has go on.
+async fn refuses_appends(client: &awc::Client, bin: &Binary, tenant: &str) {
+    let url = bin.url(&format!("/v1/tenants/{tenant}/signals"));
+    let (s, body, retry_after) = post(client, &url, &json!({"metric": "cpu", "value": 10.0})).await;
+    assert_ledger_refusal(s, &body, retry_after);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("deleted or replaced"),
+        "{body}"
+    );
+    let (s, ready) = get(client, &bin.url("/health/ready")).await;
+    assert_eq!(
+        (s, &ready["checks"]["ledger"]),
+        (503, &json!("error")),
+        "{ready}"
+    );
+}
+
+/// The first ERROR line `bin` logged with a message starting `start` (waited for: the lines
+/// are read on a thread of their own).
+async fn error_line(bin: &Binary, start: &str) -> Value {
+    eventually(start, Duration::from_secs(10), || {
+        let found = (bin.warnings.lock().unwrap().iter())
+            .find(|l| l["severity"] == "ERROR" && l["message"].as_str().unwrap().starts_with(start))
+            .cloned();
+        async move { found }
+    })
+    .await
+}
+
+/// The rescued copy opened as a ledger by a new process: every acknowledged receipt, the head
+/// the first process reported.
+async fn the_copy_holds(
+    client: &awc::Client,
+    copy: &std::path::Path,
+    tenant: &str,
+    acked: &[String],
+    head: &Value,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy.to_str().unwrap();
+    let bin = start_binary_in(dir.path(), &[("TAI_LEDGER__SQLITE_PATH", path)]);
+    let url = bin.url(&format!("/v1/tenants/{tenant}/receipts/verify"));
+    let (_, report) = get(client, &url).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(
+        (&report["head_seq"], &report["head_hash"]),
+        (&head["head_seq"], &head["head_hash"]),
+        "{report}"
+    );
+    assert_eq!(
+        stored(client, &bin, tenant).await,
+        acked,
+        "every acknowledged receipt, in order"
+    );
+}
+
+#[actix_web::test]
+async fn a_ledger_folder_deleted_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    let bin = start_binary_in(&folder, &[]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let (acked, head) = some_receipts(&client, &bin, "gone").await;
+
+    // The folder goes, as a cleaner or a mistaken `rm -rf data/` takes it. The service finds
+    // out by itself, idle, and copies what it had out beside the path.
+    std::fs::remove_dir_all(&folder).unwrap();
+    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
+        let found = rescued(&folder);
+        async move { found.into_iter().next() }
+    })
+    .await;
+    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
+    assert!(
+        detail.as_str().unwrap().ends_with("ledger.db was deleted"),
+        "{detail}"
+    );
+    let told = &error_line(&bin, "the ledger as this process had it").await;
+    assert_eq!(told["copy"], copy.to_str().unwrap(), "{told}");
+    refuses_appends(&client, &bin, "gone").await;
+    assert!(
+        !folder.join("ledger.db").exists(),
+        "no new, empty ledger was made at the path"
+    );
+
+    drop(bin);
+    the_copy_holds(&client, &copy, "gone", &acked, &head).await;
+}
+
+#[actix_web::test]
+async fn a_ledger_file_replaced_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = start_binary_in(dir.path(), &[]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let (acked, head) = some_receipts(&client, &bin, "moved").await;
+
+    // A restore done while the service runs: another ledger is moved over the path.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    std::fs::rename(&other, dir.path().join("ledger.db")).unwrap();
+    refuses_appends(&client, &bin, "moved").await;
+    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
+    assert!(
+        detail.as_str().unwrap().ends_with("ledger.db was replaced"),
+        "{detail}"
+    );
+    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
+        let found = rescued(dir.path());
+        async move { found.into_iter().next() }
+    })
+    .await;
+
+    drop(bin);
+    the_copy_holds(&client, &copy, "moved", &acked, &head).await;
 }

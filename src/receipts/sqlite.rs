@@ -207,6 +207,9 @@ impl Inner {
     }
 }
 
+/// How long a connection waits for another's lock before it reports the ledger busy.
+const BUSY_TIMEOUT_MS: i64 = 5000;
+
 /// The writer connection's page cache, in KiB (readers keep 64 MiB; see `SqliteStore::open`).
 const WRITER_CACHE_KIB: i64 = 4096;
 
@@ -276,14 +279,35 @@ fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)?;
+    wal_mode(&conn)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     tune(conn)
 }
 
+/// Turns on WAL. On a new file that takes it whole for a moment, and SQLite answers a second
+/// connection doing the same at that moment "database is locked" at once, without waiting
+/// (its busy handler is not called there): two processes started together on a new ledger
+/// made one of them fail to start. So a busy answer is tried again for up to the busy timeout.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS as u64);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// What every connection sets, reading or writing.
 fn tune(conn: Connection) -> rusqlite::Result<Connection> {
-    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)?;
     // 64 MiB of page cache: the chain indexes' hot pages stay in memory between reads (the
     // writer then sets a smaller one of its own).
     conn.pragma_update(None, "cache_size", -65536)?;
@@ -627,8 +651,15 @@ fn rescue(conn: &Connection, path: &Path) {
 /// rows or triggers that build does not know about.
 fn migrate(conn: &mut Connection) -> Result<(), String> {
     let sql = |e: rusqlite::Error| e.to_string();
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)").map_err(sql)?;
-    let current: u32 = conn
+    // One write transaction, begun with the write lock, around reading the version and applying
+    // what it lacks: a second process opening the file at the same moment waits, then finds
+    // every migration applied (two deferred reads of version 0 made the second one fail with
+    // "table receipts already exists"). Nothing of a failed migration stays.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)").map_err(sql)?;
+    let current: u32 = tx
         .query_row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
             [],
@@ -643,16 +674,14 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         ));
     }
     for (version, text) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        let tx = conn.transaction().map_err(sql)?;
         tx.execute_batch(text).map_err(sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![version, crate::clock::now_rfc3339()],
         )
         .map_err(sql)?;
-        tx.commit().map_err(sql)?;
     }
-    Ok(())
+    tx.commit().map_err(sql)
 }
 
 /// A row of `SELECT {COLUMNS}` as a receipt (the outer error is SQLite's, for `query_map`).

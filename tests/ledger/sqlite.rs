@@ -47,6 +47,40 @@ fn a_ledger_with_a_newer_schema_is_refused_and_left_alone() {
     assert_eq!(max, version + 1);
 }
 
+/// Two processes started at once on a new file (two `cargo run`s, a service and a test) both
+/// open it: one applies the migrations, the other waits for them and finds them applied.
+/// Before, one of them failed to start: "database is locked" as both turned WAL on, or, on a
+/// file in WAL mode already, "table receipts already exists" as both read version 0.
+#[test]
+fn stores_opened_at_once_on_a_new_file_migrate_it_once_and_both_open() {
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        if round % 2 == 1 {
+            // Empty, in WAL mode: both go straight to the migrations.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        }
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let opened: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    SqliteStore::open(&path).map(|s| s.schema_version())
+                })
+            })
+            .collect();
+        for store in opened {
+            let version = store.join().unwrap();
+            assert!(
+                matches!(version, Ok(Ok(v)) if v >= 1),
+                "round {round}: {version:?}"
+            );
+        }
+    }
+}
+
 #[actix_web::test]
 async fn reopening_keeps_data_and_the_schema_version() {
     let dir = tempfile::tempdir().unwrap();

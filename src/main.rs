@@ -574,6 +574,9 @@ fn main() -> ExitCode {
             telemetry::install_panic_hook();
             told(&detected);
             named.log(&settings);
+            if let Some((from, to)) = tai_autonomics::startup::raise_open_file_limit() {
+                tracing::info!(from, to, "open-file limit raised to the hard limit");
+            }
             let result = actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
                 app.run_until_stopped(true).await

@@ -20,6 +20,34 @@ use crate::http::{self, AppState};
 use crate::receipts::store::LedgerStore as _;
 use crate::{telemetry, tree};
 
+/// Raises the process's soft limit on open files to its hard limit, as Go's runtime does for
+/// every program. The soft limit is often 1024 (most shells', systemd's default) while the
+/// hard one is far higher, and every connection is a file: with more clients than that at
+/// once, accepting failed with "Too many open files" and the clients beyond it waited
+/// unanswered. Returns the limits before and after when it changed them; an unlimited or
+/// already equal limit is left alone, and a refusal is logged and changes nothing.
+pub fn raise_open_file_limit() -> Option<(u64, u64)> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), Some(maximum)) = (limit.current, limit.maximum) else {
+        return None;
+    };
+    if current >= maximum {
+        return None;
+    }
+    let raised = Rlimit {
+        current: Some(maximum),
+        maximum: Some(maximum),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => Some((current, maximum)),
+        Err(e) => {
+            tracing::warn!(error = %e, current, maximum, "could not raise the open-file limit");
+            None
+        }
+    }
+}
+
 /// A built application: the tree is running and the listener is bound.
 pub struct Application {
     port: u16,

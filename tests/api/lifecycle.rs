@@ -782,3 +782,43 @@ fn on_cloud_run_the_node_is_named_after_the_instance_not_the_hostname_all_share(
     let bin = start_binary(&[("GCE_METADATA_HOST", metadata.as_str())]);
     assert!(!health_node(&bin).contains("8f90abcd"));
 }
+
+/// Started with a soft open-file limit of 256 (below a hard one far higher, as most shells and
+/// systemd start a process), the service raises it to the hard limit and serves 400 clients
+/// connected at once. Before, those past about 250 waited unanswered: accepting their
+/// connections failed with "Too many open files".
+#[test]
+fn started_with_a_low_open_file_limit_the_service_serves_more_clients_at_once() {
+    use std::io::{Read as _, Write as _};
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    let hard = hard.expect("the hard open-file limit is finite");
+    assert!(
+        hard >= 1024,
+        "this test needs a hard open-file limit of 1024 or more: {hard}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = start_binary_after(dir.path(), &[], "ulimit -S -n 256");
+    let (_, metrics) = blocking_get_body(&bin.url("/metrics"));
+    assert_eq!(
+        metric(&metrics, "process_max_fds"),
+        Some(hard as f64),
+        "the soft limit is raised to the hard one"
+    );
+    let mut clients: Vec<_> = (0..400)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", bin.port)).expect("connects"))
+        .collect();
+    for c in &mut clients {
+        // Less than the 5 s keep-alive after which the first ones would close and free files.
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    let served = (clients.iter_mut())
+        .map(|c| {
+            let mut head = [0u8; 12];
+            c.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+        })
+        .filter(|answered| *answered)
+        .count();
+    assert_eq!(served, 400, "every client connected at once is answered");
+}

@@ -351,6 +351,16 @@ impl Binary {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let mut res = awc::Client::default()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers");
+        String::from_utf8(res.body().await.expect("a body").to_vec()).expect("UTF-8")
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])

@@ -546,12 +546,7 @@ async fn a_fresh_binary_on_firestore_pulling_shows_its_ledger_and_consumer_serie
         ("PUBSUB_TOPIC", &topic),
         ("PUBSUB_SUBSCRIPTION", &sub),
     ]);
-    let mut res = awc::Client::default()
-        .get(bin.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    let text = bin.metrics().await;
     for series in [
         "tai_firestore_writes_total",
         r#"tai_ledger_batch_failures_total{backend="firestore",kind="conflict"}"#,

@@ -290,12 +290,7 @@ async fn the_counters_alerts_read_are_at_zero_before_their_first_event() {
     // (`increase(tai_child_exits_total{supervisor="governance",reason=~"panic|error|killed"}[1h])`)
     // would not fire. A fresh process must show them at 0.
     let bin = start_binary(&[]);
-    let mut res = awc::Client::default()
-        .get(bin.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    let text = bin.metrics().await;
     for series in [
         r#"tai_child_exits_total{supervisor="governance",reason="panic"}"#,
         r#"tai_child_exits_total{supervisor="governance",reason="error"}"#,

@@ -216,6 +216,10 @@ async fn not_found(
     ))
 }
 
+/// The signal that asks for a drain and a clean stop: SIGTERM (Cloud Run, systemd, `kill`),
+/// SIGINT (Ctrl-C), and SIGHUP (a closing terminal, or a reload sent to a service whose
+/// configuration is read at start only). Without a handler SIGHUP ended the process at once,
+/// with no drain. A SIGHUP ignored when the process started (`nohup`) stays ignored.
 async fn wait_for_signal() -> &'static str {
     use actix_web::rt::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -226,29 +230,33 @@ async fn wait_for_signal() -> &'static str {
         std::future::pending::<()>().await;
         return "none";
     };
-    let term = Box::pin(term.recv());
-    let int = Box::pin(int.recv());
-    match futures_select(term, int).await {
-        0 => "SIGTERM",
-        _ => "SIGINT",
+    let mut hup = (!hangup_ignored())
+        .then(|| signal(SignalKind::hangup()).ok())
+        .flatten();
+    let hup = async {
+        match &mut hup {
+            Some(hup) => hup.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup => "SIGHUP",
     }
 }
 
-/// Resolves with 0 or 1, whichever of two futures finishes first.
-async fn futures_select<A: std::future::Future + Unpin, B: std::future::Future + Unpin>(
-    mut a: A,
-    mut b: B,
-) -> usize {
-    std::future::poll_fn(move |cx| {
-        if std::pin::Pin::new(&mut a).poll(cx).is_ready() {
-            return std::task::Poll::Ready(0);
-        }
-        if std::pin::Pin::new(&mut b).poll(cx).is_ready() {
-            return std::task::Poll::Ready(1);
-        }
-        std::task::Poll::Pending
-    })
-    .await
+/// Whether this process started with SIGHUP ignored (`nohup`, a supervisor that asks for it):
+/// bit 0 of `SigIgn` in `/proc/self/status`. Read before a handler is installed, which would
+/// replace the ignoring.
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
 }
 
 /// Readiness 503 now, refuse new work for the drain delay, then close the listener and let

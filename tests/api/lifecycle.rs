@@ -1,4 +1,5 @@
-//! The real binary: configuration errors exit 78, SIGTERM drains and exits 0 within 10 s, a
+//! The real binary: configuration errors exit 78, SIGTERM (and SIGHUP, unless ignored at
+//! start) drains and exits 0 within 10 s, a
 //! root supervisor that gives up takes the process down with it (non-zero) to be restarted,
 //! and refusals that come by the hundred are logged once a second, not once each.
 
@@ -821,4 +822,36 @@ fn started_with_a_low_open_file_limit_the_service_serves_more_clients_at_once() 
         .filter(|answered| *answered)
         .count();
     assert_eq!(served, 400, "every client connected at once is answered");
+}
+
+/// SIGHUP (a closing terminal, a "reload" sent to a service that reads its configuration at
+/// start only) drains and stops the service as SIGTERM does. Before, it ended the process at
+/// once: no drain, killed by the signal.
+#[test]
+fn sighup_drains_and_exits_0_as_sigterm_does() {
+    let mut bin = start_binary(&[("TAI_HTTP__DRAIN_DELAY_MS", "300")]);
+    assert_eq!(blocking_get(&bin.url("/health/ready")), Some(200));
+    bin.signal("HUP");
+    assert_eq!(
+        bin.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "drained and exited 0, not killed by the signal"
+    );
+}
+
+/// Started with SIGHUP ignored (`nohup`), the service leaves it ignored: readiness stays 200
+/// after one, and SIGTERM still stops it.
+#[test]
+fn a_sighup_ignored_at_start_stays_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bin = start_binary_after(dir.path(), &[], "trap '' HUP");
+    assert_eq!(blocking_get(&bin.url("/health/ready")), Some(200));
+    bin.signal("HUP");
+    // A handled SIGHUP turns readiness 503 at once; watch it for half a second.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(500) {
+        assert_eq!(blocking_get(&bin.url("/health/ready")), Some(200));
+    }
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
 }

@@ -74,6 +74,16 @@ pub enum ToolNames {
     Underscored,
 }
 
+impl ToolNames {
+    /// The setting's value as written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolNames::Dotted => "dotted",
+            ToolNames::Underscored => "underscored",
+        }
+    }
+}
+
 fn default_profile() -> String {
     "local".to_owned()
 }

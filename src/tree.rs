@@ -67,23 +67,35 @@ pub struct Tree {
 /// `patience` (zero: once).
 pub async fn open_store(settings: &Settings, patience: Duration) -> anyhow::Result<AnyStore> {
     Ok(match settings.ledger.backend {
-        LedgerBackend::Sqlite => AnyStore::Sqlite(
-            SqliteStore::open(&settings.ledger.sqlite_path).with_context(|| {
-                format!(
-                    "opening the SQLite ledger at {}",
-                    settings.ledger.sqlite_path.display()
-                )
-            })?,
-        ),
+        LedgerBackend::Sqlite => {
+            let path = &settings.ledger.sqlite_path;
+            let existed = path.exists();
+            let store = SqliteStore::open(path)
+                .with_context(|| format!("opening the SQLite ledger at {}", path.display()))?;
+            // The whole path, and whether the file is new: a relative path (the default
+            // `data/ledger.db`) started from another folder makes a new, empty ledger there.
+            let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            tracing::info!(
+                path = %shown.display(),
+                new = !existed,
+                schema = store.schema_version().unwrap_or(0),
+                "SQLite ledger opened"
+            );
+            AnyStore::Sqlite(store)
+        }
         LedgerBackend::Firestore => {
             let project = settings
                 .firestore_project()
                 .context("ledger.backend = firestore needs a project id")?;
-            AnyStore::Firestore(
-                connect_firestore(&project, patience)
-                    .await
-                    .with_context(|| format!("connecting to Firestore project {project}"))?,
-            )
+            let store = connect_firestore(&project, patience)
+                .await
+                .with_context(|| format!("connecting to Firestore project {project}"))?;
+            tracing::info!(
+                %project,
+                emulator = !settings.firestore.emulator_host.is_empty(),
+                "Firestore ledger connected"
+            );
+            AnyStore::Firestore(store)
         }
     })
 }

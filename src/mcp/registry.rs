@@ -62,7 +62,7 @@ impl Actor for McpRegistry {
 
     fn started(&mut self, _: &mut Context<Self>) {
         let names: Vec<&str> = self.tools.iter().map(|t| t.name).collect();
-        tracing::info!(tools = self.tools.len(), names = ?names, listed = ?self.names, "MCP registry started");
+        tracing::info!(tools = self.tools.len(), names = ?names, listed = self.names.as_str(), "MCP registry started");
     }
 }
 

@@ -244,6 +244,8 @@ pub struct Binary {
     pub warnings: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     /// How many lines it logged from each `target`, at any level.
     pub targets: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+    /// The first 200 lines it logged, at any level (what it says as it starts).
+    pub first_lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 /// Starts the binary with its ledger in a fresh temp dir.
@@ -311,6 +313,8 @@ fn spawn_binary(
     let kept = warnings.clone();
     let targets = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let counted = targets.clone();
+    let first_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let firsts = first_lines.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -319,6 +323,12 @@ fn spawn_binary(
                 .map(|(t, _)| t.to_owned())
                 .unwrap_or_default();
             *counted.lock().unwrap().entry(target).or_insert(0) += 1;
+            {
+                let mut firsts = firsts.lock().unwrap();
+                if firsts.len() < 200 {
+                    firsts.push(serde_json::from_str(&line).unwrap_or_default());
+                }
+            }
             if line.contains(r#""severity":"WARNING""#) || line.contains(r#""severity":"ERROR""#) {
                 let mut kept = kept.lock().unwrap();
                 if kept.len() < 10_000 {
@@ -343,6 +353,7 @@ fn spawn_binary(
         port,
         warnings,
         targets,
+        first_lines,
     }
 }
 

@@ -855,3 +855,30 @@ fn a_sighup_ignored_at_start_stays_ignored() {
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// The ledger the service opens is logged as it starts, with its whole path and whether the
+/// file is new: the default path is relative, and a service started from another folder makes
+/// a new, empty ledger there, which the log then says.
+#[test]
+fn the_sqlite_ledger_it_opens_is_logged_with_its_whole_path_and_whether_it_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = |bin: &Binary| {
+        (bin.first_lines.lock().unwrap().iter())
+            .find(|l| l["message"] == "SQLite ledger opened")
+            .cloned()
+            .expect("the ledger is logged before the service is ready")
+    };
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("ledger.db");
+    let bin = start_binary_in(dir.path(), &[]);
+    let first = opened(&bin);
+    assert_eq!(first["path"], path.to_str().unwrap(), "{first}");
+    assert_eq!(
+        (&first["new"], &first["schema"]),
+        (&serde_json::json!(true), &serde_json::json!(2)),
+        "{first}"
+    );
+    drop(bin);
+    let bin = start_binary_in(dir.path(), &[]);
+    let again = opened(&bin);
+    assert_eq!(again["new"], false, "{again}");
+}

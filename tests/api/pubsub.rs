@@ -534,7 +534,7 @@ async fn when_the_emulator_goes_away_health_shows_it_and_the_consumer_reconnects
 /// made) on Firestore, pulling: the series of its ledger and of its consumer that dashboards
 /// take a rate of are at 0 before their first event, so that the first one counts.
 #[actix_web::test]
-async fn a_fresh_binary_on_firestore_pulling_shows_its_ledger_and_consumer_series_at_zero() {
+async fn a_fresh_binary_on_firestore_pulling_logs_its_ledger_and_shows_its_series_at_zero() {
     let emu = Emulator::at(emulator());
     let (topic, sub) = names("zero");
     emu.create(&topic, &sub).await.unwrap();
@@ -546,6 +546,15 @@ async fn a_fresh_binary_on_firestore_pulling_shows_its_ledger_and_consumer_serie
         ("PUBSUB_TOPIC", &topic),
         ("PUBSUB_SUBSCRIPTION", &sub),
     ]);
+    let connected = (bin.first_lines.lock().unwrap().iter())
+        .find(|l| l["message"] == "Firestore ledger connected")
+        .cloned()
+        .expect("the ledger is logged before the service is ready");
+    assert_eq!(
+        (&connected["project"], &connected["emulator"]),
+        (&json!(project), &json!(true)),
+        "{connected}"
+    );
     let text = bin.metrics().await;
     for series in [
         "tai_firestore_writes_total",

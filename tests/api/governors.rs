@@ -522,7 +522,27 @@ async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story(
     let project = firestore_project("tai-turns");
     let a = spawn_app(on_firestore(&project)).await;
     let b = spawn_app(on_firestore(&project)).await;
-    grant(&a, "turns").await;
+    in_turn(&a, &b).await;
+}
+
+/// Two services on one SQLite file (the HTTP service and an agent's `mcp-stdio`, say) are two
+/// instances on one ledger, as on Firestore: each one's writer commits to the file, and the
+/// `(tenant_id, seq)` key refuses the second writer of a seq, whose governor reloads.
+#[actix_web::test]
+async fn two_services_on_one_sqlite_file_deciding_in_turn_keep_one_governors_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared.db");
+    let on_shared =
+        |s: &mut tai_autonomics::config::Settings| s.ledger.sqlite_path = shared.clone();
+    let a = spawn_app(on_shared).await;
+    let b = spawn_app(on_shared).await;
+    in_turn(&a, &b).await;
+}
+
+/// Signals for one tenant alternate between `a` and `b`, two instances on one ledger; the
+/// answers and the chain are one governor's.
+async fn in_turn(a: &TestApp, b: &TestApp) {
+    grant(a, "turns").await;
 
     // Act: signals alternate between the instances, through `warning`, an action (the eval
     // executor completes it) and back. Each instance's governor is behind the other's
@@ -532,13 +552,13 @@ async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story(
         .into_iter()
         .enumerate()
     {
-        let app = [&a, &b][i % 2];
+        let app = [a, b][i % 2];
         let (s, body) = signal(app, "turns", value).await;
         assert_eq!(s, 200, "signal {i} ({value}): {body}");
         answered.push(body["state"].as_str().unwrap_or_default().to_owned());
         if value == 85.0 {
             eventually("the action completes", Duration::from_secs(10), || async {
-                events(&a, "turns")
+                events(a, "turns")
                     .await
                     .contains(&"action_completed".to_owned())
                     .then_some(())
@@ -591,7 +611,7 @@ async fn two_instances_deciding_for_one_tenant_in_turn_keep_one_governors_story(
         true
     );
     // Each instance found the chain moved on by the other and reloaded its governor.
-    for app in [&a, &b] {
+    for app in [a, b] {
         let (_, text) = app.get_text("/metrics").await;
         let reloads = metric(&text, "tai_governor_reloads_total").unwrap_or(0.0);
         assert!(reloads >= 1.0, "reloads: {reloads}");

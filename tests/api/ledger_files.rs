@@ -56,7 +56,7 @@ fn assert_ledger_refusal(status: u16, body: &Value, retry_after: bool) {
     assert!(retry_after, "a 503 carries Retry-After");
 }
 
-/// Every receipt id in `tenant`'s chain, in order, checking that none is there twice.
+/// Every receipt id in `tenant`'s chain, in chain order.
 async fn stored(client: &awc::Client, bin: &Binary, tenant: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut after = 0;

@@ -116,13 +116,14 @@ pub fn zero_series() {
 }
 
 /// The ledger's series that depend on its backend, at 0 (see [`zero_series`]): its failed
-/// batches by kind (a lost race only on a shared store), and on Firestore its writes.
+/// batches by kind (a lost race needs another instance on the same store: a Firestore
+/// project, or a SQLite file two services share), and on Firestore its writes.
 pub fn zero_ledger_series(backend: &'static str) {
-    metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => "unavailable")
-        .increment(0);
-    if backend == "firestore" {
-        metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => "conflict")
+    for kind in ["unavailable", "conflict"] {
+        metrics::counter!("tai_ledger_batch_failures_total", "backend" => backend, "kind" => kind)
             .increment(0);
+    }
+    if backend == "firestore" {
         metrics::counter!("tai_firestore_writes_total").increment(0);
     }
 }

@@ -306,6 +306,7 @@ async fn the_counters_alerts_read_are_at_zero_before_their_first_event() {
         r#"tai_receipts_total{type="entitlement"}"#,
         r#"tai_pubsub_messages_total{delivery="push",outcome="malformed"}"#,
         r#"tai_ledger_batch_failures_total{backend="sqlite",kind="unavailable"}"#,
+        r#"tai_ledger_batch_failures_total{backend="sqlite",kind="conflict"}"#,
     ] {
         assert_eq!(metric(&text, series), Some(0.0), "{series} in\n{text}");
     }

@@ -178,7 +178,7 @@ fn describe_all() {
     );
     describe_counter!(
         "tai_ledger_batch_failures_total",
-        "Ledger commits that failed, by backend and kind (conflict: a race lost to another instance, whose callers are sealed once more)"
+        "Ledger commits that failed, by backend and kind (conflict: a race lost to another instance on the same store)"
     );
 }
 

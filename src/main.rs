@@ -472,13 +472,26 @@ async fn mcp_stdio(settings: Settings) -> anyhow::Result<()> {
         let _ = gave.set(reason);
         cancel.cancel();
     });
+    // A client that does not close stdin in time sends SIGTERM (the MCP stdio transport's
+    // shutdown); it stops the server as a closed stdin does, the tree shut down in order.
+    let signalled: std::sync::Arc<std::sync::OnceLock<&'static str>> = Default::default();
+    let (cancel, told) = (server.cancellation_token(), signalled.clone());
+    let signals = actix_web::rt::spawn(async move {
+        let _ = told.set(tai_autonomics::startup::wait_for_signal().await);
+        cancel.cancel();
+    });
     let reason = server.waiting().await;
     watch.abort();
-    if gave_up.get().is_none() {
-        tracing::info!(?reason, "MCP over stdio: the client went away; stopping");
+    signals.abort();
+    match (gave_up.get(), signalled.get()) {
+        (Some(_), _) => {}
+        (None, Some(signal)) => tracing::info!(signal, "MCP over stdio: stopping on a signal"),
+        (None, None) => tracing::info!(?reason, "MCP over stdio: the client went away; stopping"),
     }
-    // The last answers are on their way to stdout.
-    let _ = actix_web::rt::time::timeout(std::time::Duration::from_secs(2), relay.done).await;
+    // The last answers are on their way to stdout. After a signal stdin is still open, so the
+    // relay does not end by itself: what is queued is written within this shorter wait.
+    let flush = if signalled.get().is_some() { 250 } else { 2000 };
+    let _ = actix_web::rt::time::timeout(std::time::Duration::from_millis(flush), relay.done).await;
     tree.root.shutdown().await;
     tree.ledger_arbiter.stop();
     match gave_up.get() {
@@ -555,14 +568,19 @@ fn main() -> ExitCode {
             telemetry::install_panic_hook();
             told(&detected);
             named.log(&settings);
-            let result = actix_web::rt::System::new().block_on(mcp_stdio(settings));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
+            let runtime = actix_web::rt::System::new();
+            let code = match runtime.block_on(mcp_stdio(settings)) {
+                Ok(()) => 0,
                 Err(e) => {
                     eprintln!("tai-autonomics mcp-stdio: {e:#}");
-                    ExitCode::FAILURE
+                    1
                 }
-            }
+            };
+            // Everything is stopped and written by now. The runtime is not dropped: its drop
+            // waits for the thread that reads stdin, which a client that stopped us with a
+            // signal (or whose tree gave up) has not closed, so the process never ended.
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
         }
         Command::Config => {
             println!("{}", settings.masked_json());

@@ -220,7 +220,7 @@ async fn not_found(
 /// SIGINT (Ctrl-C), and SIGHUP (a closing terminal, or a reload sent to a service whose
 /// configuration is read at start only). Without a handler SIGHUP ended the process at once,
 /// with no drain. A SIGHUP ignored when the process started (`nohup`) stays ignored.
-async fn wait_for_signal() -> &'static str {
+pub async fn wait_for_signal() -> &'static str {
     use actix_web::rt::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

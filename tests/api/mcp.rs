@@ -1168,6 +1168,36 @@ fn stdio_session(
     (child, stdin, lines)
 }
 
+/// SIGTERM (what an MCP client sends when stdin's closing is not enough, and what a process
+/// manager sends) stops `mcp-stdio` as a closed stdin does: the tree shut down, exit 0. Before,
+/// the signal ended the process at once.
+#[test]
+fn mcp_stdio_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _stdin, _lines) = stdio_session(dir.path(), "2025-06-18", &[]);
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean stop, not killed by the signal: {status:?}"
+    );
+}
+
 #[test]
 fn mcp_stdio_takes_a_batch_in_a_2025_03_26_session_and_runs_it_in_order() {
     let dir = tempfile::tempdir().unwrap();

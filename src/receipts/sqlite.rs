@@ -145,18 +145,22 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
     })
 }
 
-/// The ledger's files as the writer opened them: the database file, and its log when it
-/// exists (SQLite keeps it while a connection is open).
+/// The ledger's files as the writer opened them: the database file, and its log and the log's
+/// shared-memory index when they exist (SQLite keeps both while a connection is open). A
+/// connection opened after the index was deleted would make a new one that the writer never
+/// updates, and read the ledger as it stood then.
 fn opened_files(path: &Path) -> Result<Vec<(PathBuf, FileId)>, StoreError> {
     let mut files = vec![(
         path.to_owned(),
         file_id(path).map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?,
     )];
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
-    if let Ok(id) = file_id(&wal) {
-        files.push((wal, id));
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let beside = PathBuf::from(name);
+        if let Ok(id) = file_id(&beside) {
+            files.push((beside, id));
+        }
     }
     Ok(files)
 }

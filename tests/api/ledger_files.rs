@@ -406,3 +406,33 @@ async fn a_ledger_file_replaced_under_the_service_stops_appends_and_its_receipts
     drop(bin);
     the_copy_holds(&client, &copy, "moved", &acked, &head).await;
 }
+
+/// The log's shared-memory index deleted under the service (a clean-up of "temporary" files):
+/// a connection opened after it would make a new index that the writer never updates, so
+/// appends stop here too, and the receipts are copied out.
+#[actix_web::test]
+async fn a_ledger_index_deleted_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = start_binary_in(dir.path(), &[]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let (acked, head) = some_receipts(&client, &bin, "shm").await;
+    std::fs::remove_file(dir.path().join("ledger.db-shm")).unwrap();
+    refuses_appends(&client, &bin, "shm").await;
+    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .ends_with("ledger.db-shm was deleted"),
+        "{detail}"
+    );
+    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
+        let found = rescued(dir.path());
+        async move { found.into_iter().next() }
+    })
+    .await;
+    drop(bin);
+    the_copy_holds(&client, &copy, "shm", &acked, &head).await;
+}

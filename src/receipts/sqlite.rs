@@ -146,9 +146,10 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
 }
 
 /// The ledger's files as the writer opened them: the database file, and its log and the log's
-/// shared-memory index when they exist (SQLite keeps both while a connection is open). A
-/// connection opened after the index was deleted would make a new one that the writer never
-/// updates, and read the ledger as it stood then.
+/// shared-memory index when they exist (SQLite keeps both while a connection is open). With
+/// the index deleted, another process that opens the file (a second service, `backup`) makes a
+/// new one, and SQLite's locks between it and this process no longer meet: two writers would
+/// each keep their own index of one log.
 fn opened_files(path: &Path) -> Result<Vec<(PathBuf, FileId)>, StoreError> {
     let mut files = vec![(
         path.to_owned(),

@@ -408,8 +408,8 @@ async fn a_ledger_file_replaced_under_the_service_stops_appends_and_its_receipts
 }
 
 /// The log's shared-memory index deleted under the service (a clean-up of "temporary" files):
-/// a connection opened after it would make a new index that the writer never updates, so
-/// appends stop here too, and the receipts are copied out.
+/// another process opening the file would make a new index whose locks no longer meet this
+/// service's, so appends stop here too, and the receipts are copied out.
 #[actix_web::test]
 async fn a_ledger_index_deleted_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
     let dir = tempfile::tempdir().unwrap();

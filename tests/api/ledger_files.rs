@@ -340,71 +340,63 @@ async fn the_copy_holds(
     );
 }
 
+/// The service on a ledger in `folder` with some receipts; then `displace` is done to its
+/// files. The service finds out by itself, idle: its log says which file and `what` happened
+/// to it, and names the copy it wrote beside the path; inputs are then refused; and a new
+/// process on the copy finds every acknowledged receipt, in order, and the same head.
+async fn displaced(folder: &std::path::Path, displace: impl FnOnce(), what: &str) {
+    let bin = start_binary_in(folder, &[]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let (acked, head) = some_receipts(&client, &bin, "shifted").await;
+    displace();
+    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
+        let found = rescued(folder);
+        async move { found.into_iter().next() }
+    })
+    .await;
+    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
+    assert!(detail.as_str().unwrap().ends_with(what), "{detail}");
+    let told = &error_line(&bin, "the ledger as this process had it").await;
+    assert_eq!(told["copy"], copy.to_str().unwrap(), "{told}");
+    refuses_appends(&client, &bin, "shifted").await;
+    drop(bin);
+    the_copy_holds(&client, &copy, "shifted", &acked, &head).await;
+}
+
+/// The folder goes, as a cleaner or a mistaken `rm -rf data/` takes it.
 #[actix_web::test]
 async fn a_ledger_folder_deleted_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("data");
-    let bin = start_binary_in(&folder, &[]);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    let (acked, head) = some_receipts(&client, &bin, "gone").await;
-
-    // The folder goes, as a cleaner or a mistaken `rm -rf data/` takes it. The service finds
-    // out by itself, idle, and copies what it had out beside the path.
-    std::fs::remove_dir_all(&folder).unwrap();
-    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
-        let found = rescued(&folder);
-        async move { found.into_iter().next() }
-    })
+    let gone = folder.clone();
+    displaced(
+        &folder,
+        move || std::fs::remove_dir_all(&gone).unwrap(),
+        "ledger.db was deleted",
+    )
     .await;
-    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
-    assert!(
-        detail.as_str().unwrap().ends_with("ledger.db was deleted"),
-        "{detail}"
-    );
-    let told = &error_line(&bin, "the ledger as this process had it").await;
-    assert_eq!(told["copy"], copy.to_str().unwrap(), "{told}");
-    refuses_appends(&client, &bin, "gone").await;
     assert!(
         !folder.join("ledger.db").exists(),
         "no new, empty ledger was made at the path"
     );
-
-    drop(bin);
-    the_copy_holds(&client, &copy, "gone", &acked, &head).await;
 }
 
+/// A restore done while the service runs: another database is moved over the path.
 #[actix_web::test]
 async fn a_ledger_file_replaced_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = start_binary_in(dir.path(), &[]);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    let (acked, head) = some_receipts(&client, &bin, "moved").await;
-
-    // A restore done while the service runs: another ledger is moved over the path.
-    let other = dir.path().join("other.db");
-    rusqlite::Connection::open(&other)
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x)")
-        .unwrap();
-    std::fs::rename(&other, dir.path().join("ledger.db")).unwrap();
-    refuses_appends(&client, &bin, "moved").await;
-    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
-    assert!(
-        detail.as_str().unwrap().ends_with("ledger.db was replaced"),
-        "{detail}"
-    );
-    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
-        let found = rescued(dir.path());
-        async move { found.into_iter().next() }
-    })
-    .await;
-
-    drop(bin);
-    the_copy_holds(&client, &copy, "moved", &acked, &head).await;
+    let folder = dir.path().to_owned();
+    let restore = move || {
+        let other = folder.join("other.db");
+        rusqlite::Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        std::fs::rename(&other, folder.join("ledger.db")).unwrap();
+    };
+    displaced(dir.path(), restore, "ledger.db was replaced").await;
 }
 
 /// The log's shared-memory index deleted under the service (a clean-up of "temporary" files):
@@ -413,26 +405,11 @@ async fn a_ledger_file_replaced_under_the_service_stops_appends_and_its_receipts
 #[actix_web::test]
 async fn a_ledger_index_deleted_under_the_service_stops_appends_and_its_receipts_are_copied_out() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = start_binary_in(dir.path(), &[]);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    let (acked, head) = some_receipts(&client, &bin, "shm").await;
-    std::fs::remove_file(dir.path().join("ledger.db-shm")).unwrap();
-    refuses_appends(&client, &bin, "shm").await;
-    let detail = &error_line(&bin, "the ledger's files were deleted or replaced").await["detail"];
-    assert!(
-        detail
-            .as_str()
-            .unwrap()
-            .ends_with("ledger.db-shm was deleted"),
-        "{detail}"
-    );
-    let copy = eventually("a copy of the ledger", Duration::from_secs(10), || {
-        let found = rescued(dir.path());
-        async move { found.into_iter().next() }
-    })
+    let shm = dir.path().join("ledger.db-shm");
+    displaced(
+        dir.path(),
+        move || std::fs::remove_file(&shm).unwrap(),
+        "ledger.db-shm was deleted",
+    )
     .await;
-    drop(bin);
-    the_copy_holds(&client, &copy, "shm", &acked, &head).await;
 }

@@ -1,7 +1,7 @@
 //! The real binary: configuration errors exit 78, SIGTERM (and SIGHUP, unless ignored at
-//! start) drains and exits 0 within 10 s, a
-//! root supervisor that gives up takes the process down with it (non-zero) to be restarted,
-//! and refusals that come by the hundred are logged once a second, not once each.
+//! start) drains and exits 0 within 10 s, a root supervisor that gives up takes the process
+//! down with it (non-zero) to be restarted, refusals that come by the hundred are logged once
+//! a second, not once each, the open-file limit is raised, and the ledger opened is logged.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -70,7 +70,7 @@ const EX_CONFIG: u8 = 78;
 /// `EX_USAGE`: the command line names no valid tenant, or an anchor that is not valid, or
 /// `token-digest` has no token.
 const EX_USAGE: u8 = 64;
-/// `EX_DATAERR`: the file to verify is not receipts.
+/// `EX_DATAERR`: the file to verify is not receipts, or the ledger to back up is damaged.
 const EX_DATAERR: u8 = 65;
 /// `EX_NOINPUT`: the tenant has no chain, there is no ledger file, or the file to verify is
 /// missing or holds no receipts.
@@ -259,7 +259,7 @@ async fn verify_on(
     anchors: HashMap<String, Anchor>,
 ) -> ExitCode {
     use tai_autonomics::receipts::chain::unreached_anchors;
-    use tai_autonomics::receipts::{verify_chain, LedgerStore};
+    use tai_autonomics::receipts::{verify_chain, LedgerStore, StoreError};
     let tenants = match tenant {
         Some(t) => vec![t],
         None => {
@@ -286,6 +286,13 @@ async fn verify_on(
                 eprintln!("verify: tenant {t} has no receipts");
                 return ExitCode::from(EX_NOINPUT);
             }
+            // Damaged data where the head is read: this chain is broken, the others are
+            // still checked.
+            Err(e @ StoreError::Corrupt(_)) => {
+                eprintln!("chain of {t} is BROKEN: its head cannot be read: {e}");
+                broken += 1;
+                continue;
+            }
             Err(e) => {
                 eprintln!("verify: {e}");
                 return ExitCode::from(EX_UNAVAILABLE);
@@ -307,6 +314,10 @@ async fn verify_on(
                 if !print_report(&report) {
                     broken += 1;
                 }
+            }
+            Err(e @ StoreError::Corrupt(_)) => {
+                eprintln!("chain of {t} is BROKEN: it cannot be read: {e}");
+                broken += 1;
             }
             Err(e) => {
                 eprintln!("verify: {e}");
@@ -341,6 +352,7 @@ fn backup(settings: Settings, to: std::path::PathBuf) -> ExitCode {
                 BackupError::NoLedger(_) => EX_NOINPUT,
                 BackupError::Exists(_) | BackupError::Write { .. } => EX_CANTCREAT,
                 BackupError::Read { .. } => EX_UNAVAILABLE,
+                BackupError::Damaged { .. } => EX_DATAERR,
             });
         }
     };

@@ -105,6 +105,13 @@ enum Chain {
     /// is not a crash, so it spends none of the governance supervisor's restart intensity
     /// (which an outage would pass, and then the root's, ending the process).
     Unread(u8),
+    /// The chain's stored data could not be read back at the last `n` reads in a row
+    /// ([`StoreError::Corrupt`]: a damaged file, a value no receipt has). Every input is
+    /// answered with 500 `ledger_corrupt`, and the chain is read again after [`REREAD`]'s
+    /// backoff, in case the ledger was restored. No restart: a new incarnation reads the same
+    /// bytes, and the restarts of every damaged tenant would spend the governance supervisor's
+    /// intensity, which all tenants share.
+    Damaged(u8),
 }
 
 /// The lines of what governors try again a second later because the ledger refused it: in an
@@ -211,18 +218,24 @@ impl Governor {
     }
 
     fn is_unread(&self) -> bool {
-        matches!(self.chain, Chain::Unread(_))
+        matches!(self.chain, Chain::Unread(_) | Chain::Damaged(_))
     }
 
     /// While the chain is unread, the answer every input gets at once (see [`Chain::Unread`]).
     fn refused_unread<T: 'static>(&self) -> Option<AtomicResponse<Self, Result<T, GovernorError>>> {
-        self.is_unread().then(|| {
-            AtomicResponse::new(Box::pin(actix::fut::ready(Err(GovernorError::Store(
-                StoreError::Unavailable(
-                    "the governor could not read its chain yet; it reads it again shortly".into(),
-                ),
-            )))))
-        })
+        let refusal = match self.chain {
+            Chain::Unread(_) => StoreError::Unavailable(
+                "the governor could not read its chain yet; it reads it again shortly".into(),
+            ),
+            Chain::Damaged(_) => StoreError::Corrupt(format!(
+                "the chain of tenant {} could not be read back (the log says where)",
+                self.tenant
+            )),
+            Chain::Reading | Chain::Read => return None,
+        };
+        Some(AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+            GovernorError::Store(refusal),
+        )))))
     }
 
     fn view(&self) -> GovernorView {
@@ -894,9 +907,8 @@ impl Governor {
     /// Takes in what [`rebuild`] read: the state, the action in flight and the queue the chain
     /// left, and the entitlement. Returns whether the chain has a reactivation this governor
     /// has yet to act on. A governor whose store was unavailable reads its chain again after
-    /// a backoff, answering every input meanwhile with 503 (see [`Chain::Unread`]); one that
-    /// read something it could not take in (corrupt data) stops with an error, and its
-    /// supervisor restarts it.
+    /// a backoff, answering every input meanwhile with 503 (see [`Chain::Unread`]); one whose
+    /// chain cannot be read back does the same, answering 500 (see [`Chain::Damaged`]).
     fn take_in(
         &mut self,
         res: Result<Rebuilt, StoreError>,
@@ -911,21 +923,33 @@ impl Governor {
             reactivated,
         } = match res {
             Ok(r) => r,
-            Err(e @ StoreError::Unavailable(_)) => {
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Corrupt(_))) => {
                 // A ledger that is away fails every start and every read again: one line a
-                // second.
+                // second. A damaged chain fails the same way at every read: one line a second
+                // too, at ERROR, since only an operator mends it.
                 static AWAY: LogBudget = LogBudget::new();
+                static DAMAGED: LogBudget = LogBudget::new();
                 let failures = match self.chain {
-                    Chain::Unread(n) => n.saturating_add(1),
+                    Chain::Unread(n) | Chain::Damaged(n) => n.saturating_add(1),
                     Chain::Reading | Chain::Read => {
                         events::governor_unread(1.0);
                         1
                     }
                 };
-                self.chain = Chain::Unread(failures);
+                let damaged = matches!(e, StoreError::Corrupt(_));
+                self.chain = if damaged {
+                    Chain::Damaged(failures)
+                } else {
+                    Chain::Unread(failures)
+                };
                 let after = REREAD.jittered(u32::from(failures) - 1);
-                if let Some(suppressed) = AWAY.admit_now() {
-                    tracing::warn!(tenant = %self.tenant, error = %e, suppressed, retry_ms = crate::telemetry::log_ms(after), "governor could not rebuild its state; reading its chain again");
+                let retry_ms = crate::telemetry::log_ms(after);
+                if damaged {
+                    if let Some(suppressed) = DAMAGED.admit_now() {
+                        tracing::error!(tenant = %self.tenant, error = %e, suppressed, retry_ms, "governor cannot rebuild its state: its chain's stored data cannot be read back; it answers 500 ledger_corrupt until the ledger is restored (README, Backup and restore)");
+                    }
+                } else if let Some(suppressed) = AWAY.admit_now() {
+                    tracing::warn!(tenant = %self.tenant, error = %e, suppressed, retry_ms, "governor could not rebuild its state; reading its chain again");
                 }
                 ctx.run_later(after, |act, ctx| act.read_chain(ctx));
                 return Err(e);
@@ -942,7 +966,7 @@ impl Governor {
                 return Err(e);
             }
         };
-        if let Chain::Unread(_) = self.chain {
+        if let Chain::Unread(_) | Chain::Damaged(_) = self.chain {
             events::governor_unread(-1.0);
         }
         self.chain = Chain::Read;
@@ -1034,7 +1058,7 @@ impl Actor for Governor {
         self.release_slot();
         match self.chain {
             Chain::Read => events::governor_state_moved(self.machine.state.as_str(), ""),
-            Chain::Unread(_) => events::governor_unread(-1.0),
+            Chain::Unread(_) | Chain::Damaged(_) => events::governor_unread(-1.0),
             Chain::Reading => {}
         }
     }

@@ -72,6 +72,10 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// Our fault.
     Internal,
+    /// Stored ledger data cannot be read back: the file (or a document) is damaged, or was
+    /// written by something this build does not know. Retrying does not help; the operator
+    /// restores the ledger (the log says what was found).
+    LedgerCorrupt,
 }
 
 impl ErrorCode {
@@ -103,7 +107,7 @@ impl ErrorCode {
             | ErrorCode::ActorRestarting
             | ErrorCode::Unavailable
             | ErrorCode::DecisionPending => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal | ErrorCode::LedgerCorrupt => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -168,6 +172,20 @@ impl ApiError {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
         ApiError::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// Stored ledger data that cannot be read back: logged, and shown as it is (it names a
+    /// receipt or what SQLite found, never a secret), so that nobody retries in vain.
+    pub fn ledger_corrupt(what: impl std::fmt::Display) -> Self {
+        static LOG: crate::telemetry::budget::LogBudget =
+            crate::telemetry::budget::LogBudget::new();
+        if let Some(suppressed) = LOG.admit_now() {
+            tracing::error!(error = %what, suppressed, "stored ledger data cannot be read; restore the ledger (README, Backup and restore)");
+        }
+        ApiError::new(
+            ErrorCode::LedgerCorrupt,
+            format!("the ledger's stored data cannot be read: {what}"),
+        )
     }
 }
 
@@ -495,6 +513,7 @@ mod tests {
         ErrorCode::DecisionPending,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::Internal,
+        ErrorCode::LedgerCorrupt,
     ];
 
     #[test]
@@ -539,7 +558,8 @@ mod tests {
                 "unavailable",
                 "decision_pending",
                 "idempotency_key_reused",
-                "internal"
+                "internal",
+                "ledger_corrupt"
             ]
         );
     }
@@ -556,6 +576,7 @@ mod tests {
                     | ErrorCode::DecisionPending
                     | ErrorCode::GovernorRestarting
                     | ErrorCode::Internal
+                    | ErrorCode::LedgerCorrupt
             );
             assert_eq!(s.is_server_error(), server_side, "{c:?}");
             assert!(s.is_client_error() || server_side, "{c:?}");

@@ -463,7 +463,7 @@ fn status_text(status: u16) -> &'static str {
         415 => "wrong content type, or a Content-Encoding (bodies are taken uncompressed)",
         422 => "the Idempotency-Key was used before for another request (idempotency_key_reused)",
         429 => "rate limited or saturated (Retry-After)",
-        500 => "internal (our fault only)",
+        500 => "our fault (internal), or ledger data that cannot be read back (ledger_corrupt)",
         _ => "unavailable: ledger, governor restarting, or draining (Retry-After)",
     }
 }

@@ -14,7 +14,7 @@ use crate::tenant::TenantId;
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Corrupt(m) => ApiError::internal(m),
+            StoreError::Corrupt(m) => ApiError::ledger_corrupt(m),
             other => ApiError::new(ErrorCode::Unavailable, other.to_string()),
         }
     }

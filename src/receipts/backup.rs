@@ -26,6 +26,13 @@ pub enum BackupError {
     /// The ledger cannot be read.
     #[error("cannot read the ledger at {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    /// The ledger file is damaged (SQLite found a page it cannot read): a copy would carry the
+    /// damage or stop at it, so none is written.
+    #[error(
+        "the ledger at {path} is damaged ({reason}); no copy was written: restore the last \
+         backup, or salvage what is readable (README, Backup and restore)"
+    )]
+    Damaged { path: PathBuf, reason: String },
 }
 
 /// Copies the ledger at `source` into a new file at `target` and returns the copy's size in
@@ -86,6 +93,12 @@ pub fn copy_into(conn: &Connection, source: &Path, target: &Path) -> Result<u64,
         return Err(match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::DiskFull) => {
                 write(e.to_string())
+            }
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                BackupError::Damaged {
+                    path: source.to_owned(),
+                    reason: e.to_string(),
+                }
             }
             _ => read(e),
         });

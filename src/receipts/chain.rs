@@ -209,6 +209,17 @@ impl Verifier {
         })
     }
 
+    /// Reports the next receipt (the one at the seq expected now) as one that cannot be read
+    /// back: a chain is broken where its stored data is damaged, as where it was changed.
+    pub fn unreadable(&mut self, why: impl std::fmt::Display) {
+        if self.broken.is_none() {
+            self.broken = Some(Break {
+                seq: self.expected_seq,
+                reason: format!("the receipt at this seq cannot be read: {why}"),
+            });
+        }
+    }
+
     /// Whether a break was found.
     pub fn is_broken(&self) -> bool {
         self.broken.is_some()

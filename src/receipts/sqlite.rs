@@ -170,10 +170,10 @@ impl Inner {
     /// A new read connection.
     fn connect(&self) -> Result<Connection, StoreError> {
         if self.read_only {
-            open_read_only(&self.path).map_err(unavailable)
+            open_read_only(&self.path).map_err(sql_error)
         } else {
             self.check_files()?;
-            open(&self.path).map_err(unavailable)
+            open(&self.path).map_err(sql_error)
         }
     }
 
@@ -245,6 +245,19 @@ struct SnapshotQueue {
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// A SQLite error as the store reports it: a damaged file (`SQLITE_CORRUPT`, `SQLITE_NOTADB`
+/// met past the header) is [`StoreError::Corrupt`], which no retry mends; anything else
+/// may pass (locked, I/O, out of space) and is [`StoreError::Unavailable`].
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => {
+            StoreError::Corrupt(format!("the ledger file is damaged ({e})"))
+        }
+        _ => unavailable(e),
+    }
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -341,13 +354,13 @@ impl SqliteStore {
         // the writer (and every caller waiting on it), so the writer never checkpoints: a thread
         // of the store's own does, without blocking writers (PASSIVE).
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(unavailable)?;
+            .map_err(sql_error)?;
         // A smaller page cache for the writer than for the readers: at the end of every write
         // transaction SQLite truncates the cache, and that walks the cache's hash table, so its
         // cost grows with the cache. With 64 MiB it was 5.4 % of the service's CPU at the
         // maximum signal rate; with 4 MiB 0.8 %, and appends at 256 producers were no slower.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
-            .map_err(unavailable)?;
+            .map_err(sql_error)?;
         let files = opened_files(path)?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
@@ -408,7 +421,7 @@ impl SqliteStore {
         conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
             r.get(0)
         })
-        .map_err(unavailable)
+        .map_err(sql_error)
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -499,7 +512,7 @@ fn entitlement_of(c: &Connection, tenant: &str) -> Result<Option<Value>, StoreEr
     let record: Option<String> = c
         .prepare_cached("SELECT record FROM entitlements WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row(params![tenant], |r| r.get(0)).optional())
-        .map_err(unavailable)?;
+        .map_err(sql_error)?;
     record
         .map(|t| {
             serde_json::from_str(&t)
@@ -522,7 +535,7 @@ fn head_of(c: &Connection, tenant: &str) -> Result<Option<Head>, StoreError> {
         })
         .optional()
     })
-    .map_err(unavailable)
+    .map_err(sql_error)
 }
 
 /// One tenant's governor snapshot: two index look-ups, and a third for a tenant with a chain.
@@ -540,7 +553,7 @@ fn snapshot(c: &Connection, tenant: &str, states: &[&str]) -> Result<GovernorSna
                     s.query_row(rusqlite::params_from_iter(args), row_to_receipt)
                         .optional()
                 })
-                .map_err(unavailable)?
+                .map_err(sql_error)?
                 .transpose()?
         }
     };
@@ -689,6 +702,38 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
     tx.commit().map_err(sql)
 }
 
+/// [`LedgerStore::verify_page`]'s reading: the page's rows fed to `verifier` as they are read.
+fn verify_rows(
+    c: &Connection,
+    tenant: &str,
+    after_seq: u64,
+    limit: usize,
+    verifier: &mut Verifier,
+    read: &mut PageRead,
+) -> Result<(), StoreError> {
+    let mut s = c.prepare_cached(&page_sql()).map_err(sql_error)?;
+    let mut rows = s
+        .query(params![tenant, seq_bound(after_seq), limit as i64])
+        .map_err(sql_error)?;
+    let mut r = Receipt::empty();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        // The metadata is canonicalised from its stored text, without a tree; text the fast
+        // path leaves alone is parsed as every read parses it.
+        let metadata = refill_columns(row, &mut r)?;
+        let fed = match read.feed_text(verifier, &r, metadata) {
+            Some(ok) => ok,
+            None => {
+                r.metadata = parse_metadata(&r, metadata)?;
+                read.feed(verifier, &r)
+            }
+        };
+        if !fed {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A row of `SELECT {COLUMNS}` as a receipt (the outer error is SQLite's, for `query_map`).
 fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Receipt, StoreError>> {
     let mut r = Receipt::empty();
@@ -716,7 +761,7 @@ fn parse_metadata(r: &Receipt, text: &str) -> Result<serde_json::Value, StoreErr
 fn refill_columns<'a>(row: &'a rusqlite::Row<'_>, r: &mut Receipt) -> Result<&'a str, StoreError> {
     fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<Option<&'a str>, StoreError> {
         row.get_ref(i)
-            .map_err(unavailable)?
+            .map_err(sql_error)?
             .as_str_or_null()
             .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
     }
@@ -742,7 +787,7 @@ fn refill_columns<'a>(row: &'a rusqlite::Row<'_>, r: &mut Receipt) -> Result<&'a
     }
     set(row, 0, &mut r.receipt_id)?;
     set(row, 1, &mut r.tenant_id)?;
-    r.seq = row.get::<_, i64>(2).map_err(unavailable)? as u64;
+    r.seq = row.get::<_, i64>(2).map_err(sql_error)? as u64;
     let kind = text(row, 3)?.unwrap_or_default();
     r.kind = ReceiptType::parse(kind).ok_or_else(|| {
         StoreError::Corrupt(format!("receipt {}: unknown type {kind:?}", r.receipt_id))
@@ -808,18 +853,18 @@ fn bind_receipt(
 }
 
 fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(unavailable)?;
+    let tx = conn.transaction().map_err(sql_error)?;
     {
-        let mut insert = tx.prepare_cached(&format!("INSERT INTO receipts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")).map_err(unavailable)?;
+        let mut insert = tx.prepare_cached(&format!("INSERT INTO receipts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")).map_err(sql_error)?;
         let mut message = tx
             .prepare_cached("INSERT INTO pubsub_messages (message_id, receipt_id) VALUES (?1, ?2)")
-            .map_err(unavailable)?;
-        let mut entitlement = tx.prepare_cached("INSERT INTO entitlements (tenant_id, record) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET record = excluded.record").map_err(unavailable)?;
+            .map_err(sql_error)?;
+        let mut entitlement = tx.prepare_cached("INSERT INTO entitlements (tenant_id, record) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET record = excluded.record").map_err(sql_error)?;
         let mut prev: Option<&Receipt> = None;
         for item in batch {
             let r = &item.receipt;
             let metadata = item.metadata_text()?;
-            bind_receipt(&mut insert, r, prev, &metadata).map_err(unavailable)?;
+            bind_receipt(&mut insert, r, prev, &metadata).map_err(sql_error)?;
             prev = Some(r);
             insert.raw_execute().map_err(|e| {
                 if is_constraint(&e) && e.to_string().contains("receipts.seq") {
@@ -833,7 +878,7 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
                         r.receipt_id
                     ))
                 } else {
-                    unavailable(e)
+                    sql_error(e)
                 }
             })?;
             if let Some(id) = &item.message_id {
@@ -841,19 +886,19 @@ fn append_blocking(conn: &mut Connection, batch: &[AppendItem]) -> Result<(), St
                     if is_constraint(&e) {
                         StoreError::Conflict(format!("message {id} already has a receipt"))
                     } else {
-                        unavailable(e)
+                        sql_error(e)
                     }
                 })?;
             }
             if let Some(record) = &item.entitlement {
                 entitlement
                     .execute(params![r.tenant_id, record.to_string()])
-                    .map_err(unavailable)?;
+                    .map_err(sql_error)?;
             }
         }
     }
     // With synchronous=FULL the commit returns only once the WAL is on disk.
-    tx.commit().map_err(unavailable)
+    tx.commit().map_err(sql_error)
 }
 
 /// Commits `batch` on the write connection; past `WAL_RESTART_FRAMES` (once the checkpoint
@@ -929,15 +974,14 @@ impl LedgerStore for SqliteStore {
     ) -> Result<Vec<Receipt>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached(&page_sql()).map_err(unavailable)?;
+            let mut s = c.prepare_cached(&page_sql()).map_err(sql_error)?;
             let rows = s
                 .query_map(
                     params![tenant, seq_bound(after_seq), limit as i64],
                     row_to_receipt,
                 )
-                .map_err(unavailable)?;
-            rows.map(|r| r.map_err(unavailable).and_then(|x| x))
-                .collect()
+                .map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error).and_then(|x| x)).collect()
         })
         .await
     }
@@ -953,26 +997,11 @@ impl LedgerStore for SqliteStore {
         // for every row (allocation and freeing stay on the reading thread).
         let tenant = tenant.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached(&page_sql()).map_err(unavailable)?;
-            let mut rows = s
-                .query(params![tenant, seq_bound(after_seq), limit as i64])
-                .map_err(unavailable)?;
-            let mut r = Receipt::empty();
             let mut read = PageRead::default();
-            while let Some(row) = rows.next().map_err(unavailable)? {
-                // The metadata is canonicalised from its stored text, without a tree; text the
-                // fast path leaves alone is parsed as every read parses it.
-                let metadata = refill_columns(row, &mut r)?;
-                let fed = match read.feed_text(&mut verifier, &r, metadata) {
-                    Some(ok) => ok,
-                    None => {
-                        r.metadata = parse_metadata(&r, metadata)?;
-                        read.feed(&mut verifier, &r)
-                    }
-                };
-                if !fed {
-                    break;
-                }
+            // A row that cannot be read back (a damaged page, a value no receipt has) breaks
+            // the chain at its seq; the rows before it were verified.
+            if let Err(e) = verify_rows(c, &tenant, after_seq, limit, &mut verifier, &mut read) {
+                read.unreadable(&mut verifier, e)?;
             }
             Ok((verifier, read))
         })
@@ -1011,10 +1040,10 @@ impl LedgerStore for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM receipts WHERE receipt_id = ?1"
                 ))
-                .map_err(unavailable)?;
+                .map_err(sql_error)?;
             s.query_row(params![id], row_to_receipt)
                 .optional()
-                .map_err(unavailable)?
+                .map_err(sql_error)?
                 .transpose()
         })
         .await
@@ -1023,10 +1052,10 @@ impl LedgerStore for SqliteStore {
     async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
         let id = message_id.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached(by_message_sql()).map_err(unavailable)?;
+            let mut s = c.prepare_cached(by_message_sql()).map_err(sql_error)?;
             s.query_row(params![id], row_to_receipt)
                 .optional()
-                .map_err(unavailable)?
+                .map_err(sql_error)?
                 .transpose()
         })
         .await
@@ -1041,13 +1070,13 @@ impl LedgerStore for SqliteStore {
         }
         let ids = message_ids.to_vec();
         self.read(move |c| {
-            let mut s = c.prepare_cached(by_message_sql()).map_err(unavailable)?;
+            let mut s = c.prepare_cached(by_message_sql()).map_err(sql_error)?;
             let mut found = std::collections::HashMap::new();
             for id in ids {
                 if let Some(r) = s
                     .query_row(params![id], row_to_receipt)
                     .optional()
-                    .map_err(unavailable)?
+                    .map_err(sql_error)?
                     .transpose()?
                 {
                     found.insert(id, r);
@@ -1061,9 +1090,9 @@ impl LedgerStore for SqliteStore {
     async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let after = after.to_owned();
         self.read(move |c| {
-            let mut s = c.prepare_cached("SELECT DISTINCT tenant_id FROM receipts WHERE tenant_id > ?1 ORDER BY tenant_id LIMIT ?2").map_err(unavailable)?;
-            let rows = s.query_map(params![after, limit as i64], |r| r.get::<_, String>(0)).map_err(unavailable)?;
-            rows.map(|r| r.map_err(unavailable)).collect()
+            let mut s = c.prepare_cached("SELECT DISTINCT tenant_id FROM receipts WHERE tenant_id > ?1 ORDER BY tenant_id LIMIT ?2").map_err(sql_error)?;
+            let rows = s.query_map(params![after, limit as i64], |r| r.get::<_, String>(0)).map_err(sql_error)?;
+            rows.map(|r| r.map_err(sql_error)).collect()
         })
         .await
     }
@@ -1071,13 +1100,13 @@ impl LedgerStore for SqliteStore {
     async fn open_actions(&self, limit: usize) -> Result<Vec<OpenAction>, StoreError> {
         self.read(move |c| {
             let sql = open_actions_sql();
-            let mut s = c.prepare(sql).map_err(unavailable)?;
+            let mut s = c.prepare(sql).map_err(sql_error)?;
             let rows = s
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(unavailable)?;
+                .map_err(sql_error)?;
             let mut open = Vec::new();
             for row in rows {
-                let (tenant_id, started_at) = row.map_err(unavailable)?;
+                let (tenant_id, started_at) = row.map_err(sql_error)?;
                 {
                     open.push(OpenAction {
                         tenant_id,
@@ -1105,9 +1134,9 @@ impl LedgerStore for SqliteStore {
         let tenant = tenant.to_owned();
         // One trip to the blocking pool, one read transaction.
         self.read(move |c| {
-            let tx = c.unchecked_transaction().map_err(unavailable)?;
+            let tx = c.unchecked_transaction().map_err(sql_error)?;
             let both = (head_of(&tx, &tenant)?, entitlement_of(&tx, &tenant)?);
-            tx.finish().map_err(unavailable)?;
+            tx.finish().map_err(sql_error)?;
             Ok(both)
         })
         .await
@@ -1117,7 +1146,7 @@ impl LedgerStore for SqliteStore {
         let inner = self.inner.clone();
         self.read(move |c| {
             inner.check_files()?;
-            c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)
         })
         .await
     }

@@ -112,6 +112,19 @@ impl PageRead {
         self.last_seq = Some(r.seq);
         Some(fed)
     }
+
+    /// Ends the page at a read that failed: data that cannot be read back
+    /// ([`StoreError::Corrupt`]) breaks the chain at the next seq, and the page ends with the
+    /// report; any other failure is the caller's, as before.
+    pub fn unreadable(&mut self, verifier: &mut Verifier, e: StoreError) -> Result<(), StoreError> {
+        match e {
+            StoreError::Corrupt(why) => {
+                verifier.unreadable(why);
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
 }
 
 /// What a governor rebuilds from: the tenant's entitlement record, its chain head, and the last
@@ -241,12 +254,33 @@ pub trait LedgerStore {
         limit: usize,
         mut verifier: Verifier,
     ) -> Result<(Verifier, PageRead), StoreError> {
-        let rows = self.range(tenant, after_seq, limit).await?;
         let mut read = PageRead::default();
-        for r in &rows {
-            if !read.feed(&mut verifier, r) {
-                break;
+        match self.range(tenant, after_seq, limit).await {
+            Ok(rows) => {
+                for r in &rows {
+                    if !read.feed(&mut verifier, r) {
+                        break;
+                    }
+                }
             }
+            // A page that cannot be read is read again one receipt at a time, so that the
+            // break names the receipt that cannot.
+            Err(StoreError::Corrupt(_)) => {
+                let mut after = after_seq;
+                while read.rows < limit {
+                    match self.range(tenant, after, 1).await {
+                        Ok(one) => match one.first() {
+                            Some(r) if read.feed(&mut verifier, r) => after = r.seq,
+                            _ => break,
+                        },
+                        Err(e) => {
+                            read.unreadable(&mut verifier, e)?;
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => return Err(e),
         }
         Ok((verifier, read))
     }

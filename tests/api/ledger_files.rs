@@ -7,6 +7,8 @@
 //!   back.
 //! - Files deleted or replaced while the service has them open: appends stop (503), health
 //!   says so, and a copy of every acknowledged receipt is written beside the path.
+//! - A damaged page: the chain it holds is reported broken at the first receipt that cannot
+//!   be read, reads of it are 500 `ledger_corrupt`, and every other chain goes on.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -412,4 +414,118 @@ async fn a_ledger_index_deleted_under_the_service_stops_appends_and_its_receipts
         "ledger.db-shm was deleted",
     )
     .await;
+}
+
+/// The seq of the first receipt of `tenant` that SQLite cannot read back from `db`, asked of
+/// SQLite itself, one receipt at a time (the ground truth a report must name).
+fn first_unreadable(db: &std::path::Path, tenant: &str, upto: i64) -> Option<i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    (1..=upto).find(|seq| {
+        conn.query_row(
+            "SELECT receipt_hash, reason, metadata FROM receipts WHERE tenant_id = ?1 AND seq = ?2",
+            rusqlite::params![tenant, seq],
+            |r| r.get::<_, String>(0),
+        )
+        .is_err()
+    })
+}
+
+#[actix_web::test]
+async fn a_damaged_page_in_the_ledger_file_is_reported_at_its_seq_and_other_chains_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let client = awc::Client::default();
+    let mut bin = start_binary_in(dir.path(), &[]);
+    let (_, _) = some_receipts(&client, &bin, "acme-corp").await;
+    let url = bin.url("/v1/tenants/acme-corp/signals");
+    for i in 0..40 {
+        let value = f64::from(i % 50);
+        let (s, body, _) = post(&client, &url, &json!({"metric": "cpu", "value": value})).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let (_, _) = some_receipts(&client, &bin, "other").await;
+    let (_, page) = get(
+        &client,
+        &bin.url("/v1/tenants/acme-corp/receipts?limit=1000"),
+    )
+    .await;
+    let chain = page["receipts"].as_array().unwrap().clone();
+    let hash = chain[19]["receipt_hash"].as_str().unwrap().to_owned();
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
+    drop(bin);
+
+    // One page of the table, the one that holds receipt 20's hash, is lost (zeroed, as a
+    // torn or lost write leaves it); everything is in the main file once the log is merged.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = (bytes.windows(64))
+        .position(|w| w == hash.as_bytes())
+        .expect("the hash is in the file");
+    let page_start = at - at % 4096;
+    assert!(page_start > 0, "not the file's first page");
+    bytes[page_start..page_start + 4096].fill(0);
+    std::fs::write(&db, &bytes).unwrap();
+    let broken = first_unreadable(&db, "acme-corp", chain.len() as i64).expect("a lost row");
+    assert!((2..=21).contains(&broken), "receipt {broken}");
+
+    let bin = start_binary_in(dir.path(), &[]);
+    let (s, report) = get(&client, &bin.url("/v1/tenants/acme-corp/receipts/verify")).await;
+    assert_eq!((s, &report["valid"]), (200, &json!(false)), "{report}");
+    assert_eq!(report["first_broken"]["seq"], broken, "{report}");
+    assert_eq!(report["receipts_checked"], broken - 1, "{report}");
+    let reason = report["first_broken"]["reason"].as_str().unwrap();
+    assert!(reason.contains("damaged"), "{reason}");
+    // Reading it is 500 `ledger_corrupt` (it was 503 `unavailable` with `Retry-After: 1`,
+    // forever), and the ERROR line says what to do.
+    let after = broken - 1;
+    let url = bin.url(&format!("/v1/tenants/acme-corp/receipts?after_seq={after}"));
+    let (s, body) = get(&client, &url).await;
+    assert_eq!(
+        (s, &body["code"]),
+        (500, &json!("ledger_corrupt")),
+        "{body}"
+    );
+    let line = error_line(&bin, "stored ledger data cannot be read").await;
+    assert!(
+        line["error"].as_str().unwrap().contains("damaged"),
+        "{line}"
+    );
+
+    // The other chain verifies, and its governor decides.
+    let (_, other) = get(&client, &bin.url("/v1/tenants/other/receipts/verify")).await;
+    assert_eq!(other["valid"], true, "{other}");
+    let url = bin.url("/v1/tenants/other/signals");
+    let (s, body, _) = post(&client, &url, &json!({"metric": "cpu", "value": 10.0})).await;
+    assert_eq!(s, 200, "{body}");
+
+    // The offline check, beside the running service, names the same seq and goes on to the
+    // other chain (it stopped at the damage with exit 69).
+    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["verify", "--all"])
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("acme-corp is BROKEN at seq {broken}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("verified 2 chain(s): 1 broken"), "{stderr}");
+
+    // A backup of the damaged file is refused, saying so, and writes nothing.
+    let copy = dir.path().join("copy.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(["backup", "--to", copy.to_str().unwrap()])
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(!copy.exists());
 }

@@ -2,6 +2,7 @@
 //! endpoint and the offline CLI, on a real SQLite file.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -238,6 +239,175 @@ async fn tampering_with_the_sqlite_file_is_reported_at_the_exact_seq_by_http_and
         assert!(String::from_utf8_lossy(&out.stderr).contains("there is no ledger at"));
     }
     assert!(!missing.exists());
+}
+
+#[actix_web::test]
+async fn a_receipt_that_cannot_be_read_back_breaks_its_chain_at_its_seq_and_nothing_retries() {
+    let app = spawn_app(|_| {}).await;
+    seed(&app, "acme-corp", 12).await;
+    seed(&app, "other", 3).await;
+
+    // A stored value no receipt can have (as a damaged or foreign write leaves it) at seq 9.
+    let db = app.dir.path().join("ledger.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TRIGGER receipts_are_append_only_update")
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE receipts SET type = 'bogus' WHERE tenant_id = 'acme-corp' AND seq = 9",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    // Verification reports it where it is, as it reports a changed field (it was a 500).
+    let (status, report) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!((status, &report["valid"]), (200, &json!(false)), "{report}");
+    assert_eq!(report["first_broken"]["seq"], 9, "{report}");
+    assert_eq!(report["receipts_checked"], 8);
+    let reason = report["first_broken"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot be read") && reason.contains("bogus"),
+        "{reason}"
+    );
+
+    // A read of it is 500 `ledger_corrupt`, saying what, with no Retry-After: retrying cannot
+    // mend it (before, `internal` with nothing said).
+    let res = app
+        .client
+        .get(app.url("/v1/tenants/acme-corp/receipts?after_seq=8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    assert!(res.headers().get("retry-after").is_none());
+    let (_, body) = app
+        .get_json("/v1/tenants/acme-corp/receipts?after_seq=8")
+        .await;
+    assert_eq!(body["code"], "ledger_corrupt", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("bogus"),
+        "{body}"
+    );
+    let (status, page) = app.get_json("/v1/tenants/acme-corp/receipts?limit=8").await;
+    assert_eq!(
+        (status, page["receipts"].as_array().map(Vec::len)),
+        (200, Some(8))
+    );
+
+    // The CLI says the same, and `--all` goes on to the other chains.
+    let out = verify_cli(&db, &["--tenant", "acme-corp"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN at seq 9"));
+    let all = verify_cli(&db, &["--all"]);
+    assert_eq!(all.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&all.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["tenant_id"], &lines[0]["valid"]),
+        (&json!("acme-corp"), &json!(false))
+    );
+    assert_eq!(
+        (&lines[1]["tenant_id"], &lines[1]["valid"]),
+        (&json!("other"), &json!(true))
+    );
+}
+
+#[actix_web::test]
+async fn a_governor_whose_chain_cannot_be_read_back_answers_500_without_restarting_and_reads_it_again(
+) {
+    let app = spawn_app(|s| s.chaos.enabled = true).await;
+    grant(&app, "acme-corp").await;
+    let input = json!({"metric": "cpu", "value": 70.0});
+    let signal = || app.post_json("/v1/tenants/acme-corp/signals", &input);
+    let (status, body) = signal().await;
+    assert_eq!((status, &body["state"]), (200, &json!("warning")), "{body}");
+    let head = body["receipt"]["seq"].as_i64().unwrap();
+
+    // The receipt the governor rebuilds its state from cannot be read back; the governor's
+    // next incarnation meets it.
+    let db = app.dir.path().join("ledger.db");
+    let set_type = |kind: &str| {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("DROP TRIGGER IF EXISTS receipts_are_append_only_update")
+            .unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE receipts SET type = ?1 WHERE tenant_id = 'acme-corp' AND seq = ?2",
+                rusqlite::params![kind, head],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    };
+    set_type("bogus");
+    let (s, b) = app
+        .post_json("/v1/chaos/governors/acme-corp/crash", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+
+    // Every input is 500 `ledger_corrupt` at once; the governor is not restarted over and
+    // over (it was, each time answering 503 `governor_restarting`), and nothing is appended.
+    let answer = eventually(
+        "the damaged chain is met",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = signal().await;
+            (status == 500).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(answer["code"], "ledger_corrupt", "{answer}");
+    for _ in 0..20 {
+        let (status, body) = signal().await;
+        assert_eq!(
+            (status, &body["code"]),
+            (500, &json!("ledger_corrupt")),
+            "{body}"
+        );
+    }
+    let (_, tree) = app.get_json("/v1/supervision").await;
+    let governance = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "governance")
+        .unwrap();
+    let child = &governance["supervisor"]["children"][0];
+    assert_eq!(
+        (&child["id"], &child["restarts"]),
+        (&json!("acme-corp"), &json!(1)),
+        "{tree}"
+    );
+    let (_, text) = app.get_text("/metrics").await;
+    assert_eq!(metric(&text, "tai_governors_unread"), Some(1.0));
+    let (_, chain) = app.get_json("/v1/tenants/acme-corp/receipts/verify").await;
+    assert_eq!(chain["first_broken"]["seq"], head, "{chain}");
+
+    // Restored, the chain is read again within the backoff (at most about 6 s) and the
+    // governor decides from the state it recorded.
+    set_type("transition");
+    let body = eventually(
+        "the governor decides again",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = signal().await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["receipt"]["state_from"], "warning", "{body}");
+    assert_eq!(body["receipt"]["seq"], head + 1, "{body}");
+    let (_, text) = app.get_text("/metrics").await;
+    assert_eq!(metric(&text, "tai_governors_unread"), Some(0.0));
 }
 
 #[actix_web::test]
@@ -759,7 +929,11 @@ async fn the_export_is_the_whole_chain_one_receipt_a_line_and_verifies_offline()
     .unwrap();
     drop(conn);
     let (status, body) = app.get_json("/v1/tenants/acme-corp/receipts/export").await;
-    assert_eq!((status, &body["code"]), (500, &json!("internal")), "{body}");
+    assert_eq!(
+        (status, &body["code"]),
+        (500, &json!("ledger_corrupt")),
+        "{body}"
+    );
 
     let (status, body) = app.get_json("/v1/tenants/nobody/receipts/export").await;
     assert_eq!((status, &body["code"]), (404, &json!("tenant_not_found")));

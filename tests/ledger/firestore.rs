@@ -235,3 +235,63 @@ async fn a_commit_that_loses_a_race_on_one_tenant_fails_no_other_tenants_caller(
     assert_eq!(store.head("raced").await.unwrap().unwrap().seq, 5);
     root.shutdown().await;
 }
+
+/// A receipt document that cannot be read back as a receipt (a member of the wrong type, as a
+/// foreign writer leaves it) breaks the chain at its seq: the page is read again one receipt
+/// at a time to find it, and the receipts before it are verified.
+#[actix_web::test]
+async fn a_receipt_document_that_cannot_be_read_back_breaks_the_chain_at_its_seq() {
+    let project = project();
+    let store = FirestoreStore::connect(&project).await.unwrap();
+    let mut prev: Option<Receipt> = None;
+    for i in 0..6 {
+        let r = ReceiptDraft::new(
+            "t",
+            ReceiptType::Transition,
+            "signal_processed",
+            format!("r{i}"),
+        )
+        .states(Some("stable"), Some("stable"))
+        .seal(
+            prev.as_ref().map(|p| (p.seq, p.receipt_hash.as_str())),
+            "tai@test",
+            tai_autonomics::clock::now_rfc3339(),
+        );
+        store
+            .append(vec![AppendItem::receipt(r.clone())])
+            .await
+            .unwrap();
+        prev = Some(r);
+    }
+    let host = std::env::var("FIRESTORE_EMULATOR_HOST").unwrap();
+    let doc = format!(
+        "http://{host}/v1/projects/{project}/databases/(default)/documents/tenants/t/receipts/{:020}?updateMask.fieldPaths=type",
+        4
+    );
+    let res = awc::Client::default()
+        .patch(doc)
+        .insert_header(("Authorization", "Bearer owner"))
+        .send_json(&serde_json::json!({"fields": {"type": {"integerValue": "7"}}}))
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert!(matches!(
+        store.range("t", 3, 1).await,
+        Err(StoreError::Corrupt(_))
+    ));
+
+    let report = verify_chain(&store, "t", None, 1000, |_| {}).await.unwrap();
+    assert!(!report.valid);
+    let broken = report.first_broken.expect("a break");
+    assert_eq!(
+        (broken.seq, report.receipts_checked),
+        (4, 3),
+        "{}",
+        broken.reason
+    );
+    assert!(
+        broken.reason.contains("cannot be read"),
+        "{}",
+        broken.reason
+    );
+}

@@ -287,46 +287,14 @@ async fn pulled_signals_drive_the_governors_and_each_message_is_acked_once_after
 /// depend on the order of its signals. Messages of other keys go on meanwhile.
 #[actix_web::test]
 async fn pulled_messages_with_an_ordering_key_are_decided_in_the_order_they_were_published() {
-    let emu = Emulator::at(emulator());
-    let (topic, sub) = names("ordered");
-    emu.call("PUT", &format!("topics/{topic}"), json!({}))
-        .await
-        .unwrap();
-    emu.call(
-        "PUT",
-        &format!("subscriptions/{sub}"),
-        json!({"topic": format!("projects/{PROJECT}/topics/{topic}"), "ackDeadlineSeconds": 10,
-               "enableMessageOrdering": true}),
-    )
-    .await
-    .unwrap();
-    let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
     let tenants = ["ord-a", "ord-b"];
-    for t in tenants {
-        grant(&app, t).await;
-    }
+    let (emu, topic, app) = pulling_ordered("ordered", &tenants).await;
     // Values below the warning threshold, each different, the two keys interleaved.
     let published: Vec<(&str, f64, &str)> = (0..40)
         .flat_map(|i| tenants.map(|t| (t, 10.0 + f64::from(i) * 0.5, t)))
         .collect();
     emu.publish_ordered(&topic, &published).await;
-    eventually("every message acked", Duration::from_secs(30), || async {
-        let c = consumer(&app).await;
-        (c["acked"] == 80 && c["outstanding"] == 0).then_some(())
-    })
-    .await;
-    for t in tenants {
-        let decided: Vec<f64> = (receipts(&app, t).await.iter())
-            .filter(|r| r["event_type"] == "signal_processed")
-            .map(|r| r["metadata"]["input"]["value"].as_f64().unwrap())
-            .collect();
-        let sent: Vec<f64> = (published.iter())
-            .filter(|(tenant, _, _)| tenant == &t)
-            .map(|(_, value, _)| *value)
-            .collect();
-        assert_eq!(decided, sent, "{t}: decided in the order published");
-        verified(&app, t).await;
-    }
+    acked_and_decided_in_order(&app, &tenants, &published).await;
 }
 
 /// A message of an ordering key that fails for a transient reason (the ledger away) is not
@@ -334,8 +302,29 @@ async fn pulled_messages_with_an_ordering_key_are_decided_in_the_order_they_were
 /// Pub/Sub delivers them again after it, in order.
 #[actix_web::test]
 async fn an_ordered_message_nacked_in_an_outage_is_not_overtaken_by_the_later_ones_of_its_key() {
+    let tenants = ["out-a", "out-b"];
+    let (emu, topic, app) = pulling_ordered("ordered-outage", &tenants).await;
+    // The ledger refuses commits from the start, and comes back once a message has been
+    // nacked, while the later ones are delivered.
+    let chaos = &app.state.tree.ledger.chaos;
+    chaos.fail_for(Duration::from_secs(30));
+    let published: Vec<(&str, f64, &str)> = (0..150)
+        .flat_map(|i| tenants.map(|t| (t, 10.0 + f64::from(i) * 0.25, t)))
+        .collect();
+    emu.publish_ordered(&topic, &published).await;
+    eventually("a message nacked", Duration::from_secs(30), || async {
+        (consumer(&app).await["nacked"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    chaos.fail_for(Duration::ZERO);
+    acked_and_decided_in_order(&app, &tenants, &published).await;
+}
+
+/// The shared emulator with a fresh topic and a subscription with message ordering, and the
+/// application pulling from it with `tenants` granted.
+async fn pulling_ordered(what: &str, tenants: &[&str]) -> (Emulator, String, TestApp) {
     let emu = Emulator::at(emulator());
-    let (topic, sub) = names("ordered-outage");
+    let (topic, sub) = names(what);
     emu.call("PUT", &format!("topics/{topic}"), json!({}))
         .await
         .unwrap();
@@ -348,41 +337,35 @@ async fn an_ordered_message_nacked_in_an_outage_is_not_overtaken_by_the_later_on
     .await
     .unwrap();
     let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
-    let tenants = ["out-a", "out-b"];
     for t in tenants {
         grant(&app, t).await;
     }
-    // The ledger refuses commits for a moment that ends while the messages are being decided.
-    app.state
-        .tree
-        .ledger
-        .chaos
-        .fail_for(Duration::from_millis(150));
-    let published: Vec<(&str, f64, &str)> = (0..150)
-        .flat_map(|i| tenants.map(|t| (t, 10.0 + f64::from(i) * 0.25, t)))
-        .collect();
-    emu.publish_ordered(&topic, &published).await;
+    (emu, topic, app)
+}
+
+/// Waits until every message of `published` is acked, then checks that each tenant's signals
+/// were decided in the order published, and that its chain verifies.
+async fn acked_and_decided_in_order(
+    app: &TestApp,
+    tenants: &[&str],
+    published: &[(&str, f64, &str)],
+) {
     eventually("every message acked", Duration::from_secs(60), || async {
-        let c = consumer(&app).await;
-        (c["acked"] == 300 && c["outstanding"] == 0).then_some(())
+        let c = consumer(app).await;
+        (c["acked"] == published.len() && c["outstanding"] == 0).then_some(())
     })
     .await;
-    let c = consumer(&app).await;
-    assert!(
-        c["nacked"].as_u64().unwrap() >= 1,
-        "the outage met some: {c}"
-    );
     for t in tenants {
-        let decided: Vec<f64> = (receipts(&app, t).await.iter())
+        let decided: Vec<f64> = (receipts(app, t).await.iter())
             .filter(|r| r["event_type"] == "signal_processed")
             .map(|r| r["metadata"]["input"]["value"].as_f64().unwrap())
             .collect();
         let sent: Vec<f64> = (published.iter())
-            .filter(|(tenant, _, _)| tenant == &t)
+            .filter(|(tenant, _, _)| tenant == t)
             .map(|(_, value, _)| *value)
             .collect();
         assert_eq!(decided, sent, "{t}: decided in the order published");
-        verified(&app, t).await;
+        verified(app, t).await;
     }
 }
 

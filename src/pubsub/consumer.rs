@@ -5,9 +5,11 @@
 //! its receipt is durable (or when it is a duplicate of one that is), nacked when it is
 //! malformed (the dead-letter policy takes it) or when the failure is transient (redelivery).
 //! Messages with an ordering key are decided one at a time per key, in delivery order
-//! ([`Lanes`]): when one fails for a transient reason, the messages of its key queued behind
-//! it are nacked undecided, so that Pub/Sub delivers them again after it instead of their
-//! being decided before it.
+//! (`Lanes`): when one fails for a transient reason, the messages of its key queued behind
+//! it, and those that arrive until it comes back, are nacked undecided, so that Pub/Sub
+//! delivers them again after it instead of their being decided before it (not past its last
+//! delivery attempt under the subscription's dead-letter policy, read at each stream's
+//! start).
 //! Flow control bounds the messages delivered but not yet settled (`pubsub.max_outstanding`),
 //! so a flood cannot exhaust memory. The crate resumes a stream after transport errors by
 //! itself; when a stream fails for good (the subscription vanished, say), the consumer opens a
@@ -21,7 +23,7 @@ use std::time::Duration;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 use google_cloud_auth::credentials::{anonymous, Credentials};
-use google_cloud_pubsub::client::{Subscriber, TopicAdmin};
+use google_cloud_pubsub::client::{Subscriber, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler as Settle;
 
@@ -75,6 +77,45 @@ impl ConsumerConfig {
             b = b.with_endpoint(endpoint).with_credentials(creds);
         }
         b.build().await.map_err(|e| e.to_string())
+    }
+
+    /// When Pub/Sub gives up on a message this subscription delivers, read from the
+    /// subscription (its dead-letter policy); `Unknown` when it cannot be read (a service
+    /// account allowed to consume but not to read the subscription, say).
+    async fn give_up(&self) -> GiveUp {
+        let mut b = SubscriptionAdmin::builder();
+        if let Some((endpoint, creds)) = self.endpoint() {
+            b = b.with_endpoint(endpoint).with_credentials(creds);
+        }
+        let read = async {
+            let admin = b.build().await.map_err(|e| e.to_string())?;
+            let sub = admin
+                .get_subscription()
+                .set_subscription(self.subscription.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(sub.dead_letter_policy)
+        };
+        let give_up = match actix_web::rt::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(None)) => GiveUp::Never,
+            // 0 stands for Pub/Sub's default, 5.
+            Ok(Ok(Some(p))) => GiveUp::After(if p.max_delivery_attempts > 0 {
+                p.max_delivery_attempts
+            } else {
+                5
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(subscription = %self.subscription, error = %e, "the subscription's dead-letter policy could not be read: after a transient failure, only the messages of its ordering key already received are held back");
+                GiveUp::Unknown
+            }
+            Err(_) => {
+                tracing::warn!(subscription = %self.subscription, "the subscription's dead-letter policy was not read within 5 s: after a transient failure, only the messages of its ordering key already received are held back");
+                GiveUp::Unknown
+            }
+        };
+        tracing::info!(subscription = %self.subscription, dead_letter_after = ?give_up, "pub/sub subscription read");
+        give_up
     }
 
     /// Checks connectivity every `health_interval` for as long as the actor lives: the
@@ -163,6 +204,7 @@ async fn pull(intake: Intake, cfg: ConsumerConfig, health: PubsubHealth) {
         let failure = match cfg.subscriber().await {
             Err(e) => e,
             Ok(client) => {
+                lanes.lock().give_up = cfg.give_up().await;
                 let mut stream = client
                     .subscribe(&cfg.subscription)
                     .set_max_outstanding_messages(i64::from(cfg.max_outstanding))
@@ -206,6 +248,42 @@ async fn pull(intake: Intake, cfg: ConsumerConfig, health: PubsubHealth) {
 /// A pulled message and the handle that settles it.
 type Pulled = (Message, Settle);
 
+/// When Pub/Sub gives up on a message that is not acked (its subscription's dead-letter
+/// policy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum GiveUp {
+    /// No dead-letter policy: it is delivered again until it is acked or expires.
+    Never,
+    /// After this many delivery attempts it goes to the dead-letter topic.
+    After(i32),
+    /// The subscription could not be read.
+    #[default]
+    Unknown,
+}
+
+/// Which messages of its key a transient failure holds back ([`Lanes::failed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HoldBack {
+    /// None: Pub/Sub dead-letters the failed message and goes on with the next.
+    Nothing,
+    /// Those received and waiting behind it.
+    Waiting,
+    /// Those waiting, and the later ones until it comes back.
+    WaitingAndLater,
+}
+
+impl HoldBack {
+    /// For a message nacked at its `attempt`-th delivery (`None`: the subscription does not
+    /// count, having no dead-letter policy) on a subscription that gives up as `give_up` says.
+    fn after(attempt: Option<i32>, give_up: GiveUp) -> HoldBack {
+        match (attempt, give_up) {
+            (Some(n), GiveUp::After(max)) if n >= max => HoldBack::Nothing,
+            (Some(_), GiveUp::Unknown) => HoldBack::Waiting,
+            _ => HoldBack::WaitingAndLater,
+        }
+    }
+}
+
 /// How a pulled message was settled.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Settled {
@@ -226,6 +304,8 @@ const HOLD: Duration = Duration::from_secs(60);
 struct LaneState {
     /// The messages of each key that wait behind the one being decided, in delivery order.
     waiting: HashMap<String, VecDeque<Pulled>>,
+    /// When Pub/Sub gives up on a message of the subscription, as read at the stream's start.
+    give_up: GiveUp,
     /// Keys whose message failed for a transient reason and has not come back yet: the id of
     /// that message, and since when.
     held: HashMap<String, (String, std::time::Instant)>,
@@ -285,16 +365,24 @@ impl Lanes {
         next
     }
 
-    /// Every message waiting behind the one of `key` being decided, which failed; from now on
-    /// the key's messages are held back until `failed` comes again, unless Pub/Sub may give
-    /// up on it (a dead-letter policy: `delivery_attempt` is set), since the later ones would
-    /// then be held back, each hold a delivery attempt, until they were dead-lettered too.
-    fn failed(&self, key: &str, failed: String, may_give_up: bool) -> VecDeque<Pulled> {
+    /// The messages of `key` to nack undecided after `failed` (delivered for the
+    /// `attempt`-th time, when the subscription counts) failed for a transient reason: those
+    /// waiting behind it, and from now on the key's later ones until `failed` comes again.
+    /// Not when this nack is its last delivery attempt: Pub/Sub dead-letters it and goes on
+    /// with the next, so the key's messages are decided as they come. And when it is not
+    /// known whether Pub/Sub gives up on it, only those waiting: held back while it is gone,
+    /// the later ones would spend their own delivery attempts until they were dead-lettered
+    /// too.
+    fn failed(&self, key: &str, failed: String, attempt: Option<i32>) -> VecDeque<Pulled> {
         let mut lanes = self.lock();
-        if !may_give_up {
+        let hold = HoldBack::after(attempt, lanes.give_up);
+        if hold == HoldBack::WaitingAndLater {
             lanes
                 .held
                 .insert(key.to_owned(), (failed, std::time::Instant::now()));
+        }
+        if hold == HoldBack::Nothing {
+            return VecDeque::new();
         }
         lanes
             .waiting
@@ -304,18 +392,18 @@ impl Lanes {
     }
 
     /// Decides `first` and then every message of `key` queued behind it, one at a time (a
-    /// message with no key is a lane of its own). After a transient failure, the messages
-    /// waiting are nacked undecided: with message ordering, Pub/Sub delivers the failed
-    /// message again before them.
+    /// message with no key is a lane of its own). After a transient failure, the key's
+    /// messages are held back as [`Lanes::failed`] says: with message ordering, Pub/Sub
+    /// delivers the failed message again before them.
     async fn run(&self, key: String, first: Pulled, intake: &Intake, health: &PubsubHealth) {
         let mut current = Some(first);
         while let Some(p) = current {
             if !key.is_empty() && self.held_back(&key, &p.0) {
                 hold_back(p, &key, health);
             } else {
-                let (id, may_give_up) = (p.0.message_id.clone(), p.1.delivery_attempt().is_some());
+                let (id, attempt) = (p.0.message_id.clone(), p.1.delivery_attempt());
                 if settle(p, intake, health).await == Settled::Transient && !key.is_empty() {
-                    for p in self.failed(&key, id, may_give_up) {
+                    for p in self.failed(&key, id, attempt) {
                         hold_back(p, &key, health);
                     }
                 }
@@ -371,4 +459,24 @@ async fn settle((m, handler): Pulled, intake: &Intake, health: &PubsubHealth) ->
     events::pubsub_outstanding(-1.0);
     health.outstanding(-1, Some(ack));
     settled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_holds_back_its_key_unless_pub_sub_gives_up_on_it() {
+        use HoldBack::*;
+        // No dead-letter policy: the message comes back, whatever the subscription said.
+        assert_eq!(HoldBack::after(None, GiveUp::Never), WaitingAndLater);
+        assert_eq!(HoldBack::after(None, GiveUp::Unknown), WaitingAndLater);
+        // A policy read from the subscription: held until the last attempt.
+        assert_eq!(HoldBack::after(Some(1), GiveUp::After(5)), WaitingAndLater);
+        assert_eq!(HoldBack::after(Some(4), GiveUp::After(5)), WaitingAndLater);
+        assert_eq!(HoldBack::after(Some(5), GiveUp::After(5)), Nothing);
+        assert_eq!(HoldBack::after(Some(9), GiveUp::After(5)), Nothing);
+        // A policy that could not be read: the later ones might wait for a message that is gone.
+        assert_eq!(HoldBack::after(Some(1), GiveUp::Unknown), Waiting);
+    }
 }

@@ -288,7 +288,7 @@ async fn pulled_signals_drive_the_governors_and_each_message_is_acked_once_after
 #[actix_web::test]
 async fn pulled_messages_with_an_ordering_key_are_decided_in_the_order_they_were_published() {
     let tenants = ["ord-a", "ord-b"];
-    let (emu, topic, app) = pulling_ordered("ordered", &tenants).await;
+    let (emu, topic, app) = pulling_ordered("ordered", &tenants, None).await;
     // Values below the warning threshold, each different, the two keys interleaved.
     let published: Vec<(&str, f64, &str)> = (0..40)
         .flat_map(|i| tenants.map(|t| (t, 10.0 + f64::from(i) * 0.5, t)))
@@ -298,12 +298,23 @@ async fn pulled_messages_with_an_ordering_key_are_decided_in_the_order_they_were
 }
 
 /// A message of an ordering key that fails for a transient reason (the ledger away) is not
-/// overtaken by the messages of its key delivered with it: those are nacked undecided, and
-/// Pub/Sub delivers them again after it, in order.
+/// overtaken by the later messages of its key: those are nacked undecided until it comes
+/// back, and Pub/Sub delivers them again after it, in order.
 #[actix_web::test]
 async fn an_ordered_message_nacked_in_an_outage_is_not_overtaken_by_the_later_ones_of_its_key() {
+    not_overtaken_in_an_outage("ordered-outage", None).await;
+}
+
+/// The same with a dead-letter policy, which Pub/Sub has not reached for the failed message:
+/// the consumer read it from the subscription, so it knows the message will come back.
+#[actix_web::test]
+async fn with_a_dead_letter_policy_an_ordered_message_nacked_in_an_outage_is_not_overtaken() {
+    not_overtaken_in_an_outage("ordered-dead-letter", Some(100)).await;
+}
+
+async fn not_overtaken_in_an_outage(what: &str, dead_letter_after: Option<u32>) {
     let tenants = ["out-a", "out-b"];
-    let (emu, topic, app) = pulling_ordered("ordered-outage", &tenants).await;
+    let (emu, topic, app) = pulling_ordered(what, &tenants, dead_letter_after).await;
     // The ledger refuses commits from the start, and comes back once a message has been
     // nacked, while the later ones are delivered.
     let chaos = &app.state.tree.ledger.chaos;
@@ -320,22 +331,32 @@ async fn an_ordered_message_nacked_in_an_outage_is_not_overtaken_by_the_later_on
     acked_and_decided_in_order(&app, &tenants, &published).await;
 }
 
-/// The shared emulator with a fresh topic and a subscription with message ordering, and the
-/// application pulling from it with `tenants` granted.
-async fn pulling_ordered(what: &str, tenants: &[&str]) -> (Emulator, String, TestApp) {
+/// The shared emulator with a fresh topic and a subscription with message ordering (and a
+/// dead-letter policy after that many delivery attempts), and the application pulling from
+/// it with `tenants` granted.
+async fn pulling_ordered(
+    what: &str,
+    tenants: &[&str],
+    dead_letter_after: Option<u32>,
+) -> (Emulator, String, TestApp) {
     let emu = Emulator::at(emulator());
     let (topic, sub) = names(what);
     emu.call("PUT", &format!("topics/{topic}"), json!({}))
         .await
         .unwrap();
-    emu.call(
-        "PUT",
-        &format!("subscriptions/{sub}"),
-        json!({"topic": format!("projects/{PROJECT}/topics/{topic}"), "ackDeadlineSeconds": 10,
-               "enableMessageOrdering": true}),
-    )
-    .await
-    .unwrap();
+    let mut config = json!({"topic": format!("projects/{PROJECT}/topics/{topic}"),
+                            "ackDeadlineSeconds": 10, "enableMessageOrdering": true});
+    if let Some(max) = dead_letter_after {
+        let dead = format!("{topic}-dead");
+        emu.call("PUT", &format!("topics/{dead}"), json!({}))
+            .await
+            .unwrap();
+        config["deadLetterPolicy"] = json!({"deadLetterTopic": format!("projects/{PROJECT}/topics/{dead}"),
+                                            "maxDeliveryAttempts": max});
+    }
+    emu.call("PUT", &format!("subscriptions/{sub}"), config)
+        .await
+        .unwrap();
     let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
     for t in tenants {
         grant(&app, t).await;

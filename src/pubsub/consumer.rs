@@ -377,6 +377,9 @@ impl Lanes {
         let mut lanes = self.lock();
         let hold = HoldBack::after(attempt, lanes.give_up);
         if hold == HoldBack::WaitingAndLater {
+            // Holds whose message never came back end here too, not only when their key's
+            // next message comes.
+            lanes.held.retain(|_, (_, since)| since.elapsed() <= HOLD);
             lanes
                 .held
                 .insert(key.to_owned(), (failed, std::time::Instant::now()));

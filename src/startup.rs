@@ -300,7 +300,13 @@ async fn stop_tree(state: &AppState) {
         .max(Duration::from_millis(500));
     match actix_web::rt::time::timeout(budget, state.tree.root.shutdown()).await {
         Ok(reason) => {
-            tracing::info!(reason = ?reason.map(|r| r.to_string()), "supervision tree stopped")
+            tracing::info!(reason = ?reason.map(|r| r.to_string()), "supervision tree stopped");
+            // The writer has flushed and stopped: nothing appends any more.
+            let left = budget.saturating_sub(began.elapsed());
+            let at_stop = state.tree.ledger.store().at_stop();
+            if actix_web::rt::time::timeout(left, at_stop).await.is_err() {
+                tracing::warn!("the ledger's last checkpoint did not end in time");
+            }
         }
         Err(_) => tracing::error!(
             budget_ms = budget.as_millis() as u64,

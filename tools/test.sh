@@ -28,8 +28,11 @@ trap emulators_stop EXIT
 emulators_start
 
 step "tests"
-# The full-disk test lifts a file-size limit from outside the service, as freed space would.
-command -v prlimit >/dev/null || { echo "prlimit is missing: it comes with util-linux (apt-get install util-linux)" >&2; exit 1; }
+# The full-disk test lifts a file-size limit from outside the service, as freed space would;
+# the read-only folder test reads the ledger as another user when the tests run as root.
+for tool in prlimit setpriv; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: it comes with util-linux (apt-get install util-linux)" >&2; exit 1; }
+done
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 /// Why a backup was not written.
 #[derive(Debug, thiserror::Error)]
@@ -44,19 +44,12 @@ pub fn backup(source: &Path, target: &Path) -> Result<u64, BackupError> {
     if target.exists() {
         return Err(BackupError::Exists(target.to_owned()));
     }
-    let read = |e: rusqlite::Error| BackupError::Read {
+    // Opened for reading, never created (a mistyped path is not a new empty ledger), as
+    // `verify` opens it: from read-only media too.
+    let conn = super::sqlite::open_read_only(source).map_err(|e| BackupError::Read {
         path: source.to_owned(),
-        reason: e.to_string(),
-    };
-    // Opened for reading and writing (a WAL reader may need to set up the shared-memory index)
-    // but never created: a mistyped path is not a new empty ledger.
-    let conn = Connection::open_with_flags(
-        source,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(read)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(read)?;
+        reason: super::sqlite::reading_failed(source, &e),
+    })?;
     copy_into(&conn, source, target)
 }
 

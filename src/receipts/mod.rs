@@ -46,6 +46,17 @@ macro_rules! each {
     };
 }
 
+impl AnyStore {
+    /// At a clean stop, once nothing appends any more: SQLite's write-ahead log is copied
+    /// into the ledger file and emptied, so the file is whole by itself (`cp data/ledger.db`
+    /// of a stopped service copies every receipt). Firestore has nothing to do.
+    pub async fn at_stop(&self) {
+        if let AnyStore::Sqlite(s) = self {
+            s.checkpoint_at_stop().await;
+        }
+    }
+}
+
 impl LedgerStore for AnyStore {
     fn backend(&self) -> &'static str {
         each!(self, s => s.backend())

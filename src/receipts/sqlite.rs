@@ -156,9 +156,7 @@ fn opened_files(path: &Path) -> Result<Vec<(PathBuf, FileId)>, StoreError> {
         file_id(path).map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?,
     )];
     for suffix in ["-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let beside = PathBuf::from(name);
+        let beside = beside(path, suffix);
         if let Ok(id) = file_id(&beside) {
             files.push((beside, id));
         }
@@ -290,10 +288,76 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 
 /// A connection that can only read, to a file that must exist; it leaves the file's journal
 /// mode as it is (a backup's copy is in rollback mode, and reading it leaves nothing beside it).
-fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+pub(super) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    tune(Connection::open_with_flags(path, flags)?)
+    let conn = Connection::open_with_flags(path, flags)?;
+    // A WAL-mode file is read through its shared-memory index (`-shm`), which SQLite makes
+    // beside the file at the first read. On read-only media (a mounted snapshot, an archive),
+    // or in a folder the reader may not write, a file without one cannot be read. With no
+    // write-ahead log beside it either, or an empty one (a service that stopped cleanly leaves
+    // it so), the file is the whole ledger, and it is read as it stands, as immutable (no
+    // index, no locks): a service that wrote it now would write to its log first, which this
+    // read does not see, as a read that began before those commits would not.
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
+        Err(e)
+            if cannot_make_index(&e)
+                && std::fs::metadata(beside(path, "-wal")).map_or(true, |m| m.len() == 0) =>
+        {
+            drop(conn);
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            tune(Connection::open_with_flags(
+                uri,
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )?)
+        }
+        _ => tune(conn),
+    }
+}
+
+/// Whether SQLite failed as it does when it cannot make a WAL-mode file's shared-memory
+/// index: `SQLITE_CANTOPEN` on read-only media, `SQLITE_READONLY` in a folder the user may
+/// not write.
+fn cannot_make_index(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
+}
+
+/// Why the ledger at `path` could not be opened for reading, as an operator can act on it.
+pub(super) fn reading_failed(path: &Path, e: &rusqlite::Error) -> String {
+    if cannot_make_index(e) && path.is_file() {
+        format!(
+            "{e}: SQLite could not make its shared-memory index ({}) beside the ledger, which \
+             it needs to read a write-ahead log; on read-only media, copy the ledger with its \
+             -wal file to a writable folder and read the copy",
+            beside(path, "-shm").display()
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// `path` with `suffix` added to its file name (`-wal`, `-shm`).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// `path` as the path of a `file:` URI: the characters a URI gives a meaning escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
@@ -346,8 +410,17 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| unavailable(format!("creating {}: {e}", dir.display())))?;
         }
-        let mut conn = open_writer(path)
-            .map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
+        let mut conn = open_writer(path).map_err(|e| {
+            let hint = match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly) => {
+                    ": the service writes the ledger and, beside it, its -wal and -shm files, \
+                     so the file and its folder must be writable (to only read a ledger, run \
+                     `verify`)"
+                }
+                _ => "",
+            };
+            unavailable(format!("opening {}: {e}{hint}", path.display()))
+        })?;
         migrate(&mut conn)
             .map_err(|e| unavailable(format!("migrating {}: {e}", path.display())))?;
         // Checkpoints move WAL pages into the database file. Done inside a commit they hold up
@@ -381,13 +454,24 @@ impl SqliteStore {
     /// knows is read: the receipts' columns are those of version 1, and later migrations only
     /// add indexes.
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = open_read_only(path)
-            .map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
+        let conn = open_read_only(path).map_err(|e| {
+            unavailable(format!(
+                "opening {}: {}",
+                path.display(),
+                reading_failed(path, &e)
+            ))
+        })?;
         let version: Option<u32> = conn
             .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
                 r.get(0)
             })
-            .map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?;
+            .map_err(|e| {
+                unavailable(format!(
+                    "reading {}: {}",
+                    path.display(),
+                    reading_failed(path, &e)
+                ))
+            })?;
         let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
         if !version.is_some_and(|v| (1..=latest).contains(&v)) {
             return Err(unavailable(format!(
@@ -408,6 +492,35 @@ impl SqliteStore {
                 displaced: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Copies the whole write-ahead log into the ledger file and empties it (`TRUNCATE`), on
+    /// the writer's connection, once appends have stopped; logged either way.
+    pub async fn checkpoint_at_stop(&self) {
+        if self.inner.read_only {
+            return;
+        }
+        let inner = self.inner.clone();
+        let done = actix_web::rt::task::spawn_blocking(move || {
+            let conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+        })
+        .await;
+        let path = self.inner.path.display();
+        match done {
+            Ok(Ok((0, _))) => {
+                tracing::info!(path = %path, "ledger checkpointed: the file holds every receipt")
+            }
+            Ok(Ok((_, frames))) => {
+                tracing::warn!(path = %path, frames, "the ledger's last checkpoint was held up by a reader; its write-ahead log keeps receipts (copy the -wal file with the ledger)")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path, error = %e, "the ledger's last checkpoint failed; its write-ahead log keeps receipts (copy the -wal file with the ledger)")
+            }
+            Err(e) => tracing::warn!(error = %e, "the ledger's last checkpoint did not run"),
+        }
     }
 
     /// The ledger file.

@@ -529,3 +529,110 @@ async fn a_damaged_page_in_the_ledger_file_is_reported_at_its_seq_and_other_chai
     assert!(stderr.contains("is damaged"), "{stderr}");
     assert!(!copy.exists());
 }
+
+/// `tai-autonomics ARGS` with `env`, as a user who cannot write the folder it reads: run as
+/// `nobody` (through util-linux's `setpriv`) when the tests run as root, whom no folder's mode
+/// stops.
+fn as_reader(args: &[&str], env: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let bin = env!("CARGO_BIN_EXE_tai-autonomics");
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args)
+        .env("PORT", "0")
+        .env("TAI_LOG__FORMAT", "json");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[actix_web::test]
+async fn a_stopped_ledger_is_whole_by_itself_and_is_read_from_a_folder_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let client = awc::Client::default();
+    let mut bin = start_binary_in(dir.path(), &[]);
+    let (acked, head) = some_receipts(&client, &bin, "acme-corp").await;
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
+    // A clean stop copies the write-ahead log into the file and empties it (it kept up to
+    // 32 MB of receipts): the file alone, copied elsewhere, holds every receipt.
+    let wal = dir.path().join("ledger.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).ok(), Some(0));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let alone = elsewhere.path().join("ledger.db");
+    std::fs::copy(&db, &alone).unwrap();
+    let whole = |path: &std::path::Path, out: std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {stderr}", path.display());
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["receipts_checked"], acked.len(), "{report}");
+        assert_eq!(report["head_hash"], head["head_hash"], "{report}");
+    };
+    whole(
+        &alone,
+        as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &alone)]),
+    );
+
+    // Its folder as read-only media has it (a mounted snapshot, an archive), with the empty
+    // log and the index beside it, and with the index cleaned away: SQLite cannot make the
+    // index it reads a WAL-mode file through. `verify` and `backup` failed there with "unable
+    // to open database file" (`backup` blaming its target).
+    set_mode(dir.path(), 0o555);
+    whole(
+        &db,
+        as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &db)]),
+    );
+    set_mode(dir.path(), 0o755);
+    std::fs::remove_file(dir.path().join("ledger.db-shm")).unwrap();
+    set_mode(dir.path(), 0o555);
+    whole(
+        &db,
+        as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &db)]),
+    );
+    let to = tempfile::tempdir().unwrap();
+    set_mode(to.path(), 0o777);
+    let copy = to.path().join("copy.db");
+    let copy_arg = copy.to_str().unwrap();
+    let out = as_reader(
+        &["backup", "--to", copy_arg],
+        &[("TAI_LEDGER__SQLITE_PATH", &db)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(copy.is_file());
+    assert!(
+        !dir.path().join("ledger.db-shm").exists(),
+        "nothing was written beside it"
+    );
+
+    // The service cannot run there, and says why.
+    let out = as_reader(&["serve"], &[("TAI_LEDGER__SQLITE_PATH", &db)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("must be writable"), "{stderr}");
+
+    // A write-ahead log with something in it cannot be read without the index, nor left
+    // out: the message says what to do.
+    set_mode(dir.path(), 0o755);
+    std::fs::write(&wal, [0u8; 64]).unwrap();
+    set_mode(dir.path(), 0o555);
+    let out = as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &db)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("copy the ledger with its -wal file"),
+        "{stderr}"
+    );
+    set_mode(dir.path(), 0o755);
+}

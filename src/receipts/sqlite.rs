@@ -1270,6 +1270,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_is_escaped_where_a_uri_gives_its_characters_a_meaning() {
+        let path = Path::new("/srv/led?ger#1/100%.db");
+        assert_eq!(uri_path(path), "/srv/led%3fger%231/100%25.db");
+        assert_eq!(
+            beside(path, "-wal"),
+            PathBuf::from("/srv/led?ger#1/100%.db-wal")
+        );
+    }
+
+    #[test]
     fn the_action_index_names_exactly_the_action_events() {
         let listed = action_events_sql!();
         let inner = &listed[1..listed.len() - 1];

@@ -742,6 +742,16 @@ impl Settings {
                 "an http(s) URL or pubsub.push.jwks_file when pubsub.push.verify = true",
             );
         }
+        let ledger = &self.ledger.sqlite_path;
+        if self.ledger.backend == LedgerBackend::Sqlite
+            && (ledger.is_dir() || ledger.as_os_str().as_encoded_bytes().ends_with(b"/"))
+        {
+            return bad(
+                "ledger.sqlite_path",
+                ledger.display().to_string(),
+                "the ledger's file, such as data/ledger.db (this names a folder)",
+            );
+        }
         if self.supervision.root_period_secs == 0 {
             return bad(
                 "supervision.root_period_secs",
@@ -1001,6 +1011,25 @@ mod tests {
             jail.set_env("PORT", "70000");
             let e = load().unwrap_err().0;
             assert!(e.contains("http.port") && e.contains("70000"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_ledger_path_that_names_a_folder_is_refused() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            // It failed later, as "unable to open database file".
+            for folder in ["config", "data/"] {
+                jail.set_env("TAI_LEDGER__SQLITE_PATH", folder);
+                let e = load().unwrap_err().0;
+                assert!(
+                    e.contains("ledger.sqlite_path") && e.contains("names a folder"),
+                    "{e}"
+                );
+            }
+            jail.set_env("TAI_LEDGER__SQLITE_PATH", "data/ledger.db");
+            assert!(load().is_ok());
             Ok(())
         });
     }

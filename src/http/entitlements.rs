@@ -133,7 +133,20 @@ pub async fn list(
     let now = crate::clock::now_rfc3339();
     let mut tenants = Vec::with_capacity(ids.len());
     for (tenant, read) in ids.iter().zip(reads) {
-        let (head, record) = read?;
+        let (head, record) = match read {
+            Ok(read) => read,
+            // One tenant whose stored data cannot be read back does not hide the others: it
+            // is listed with nothing known of it, and why.
+            Err(crate::receipts::StoreError::Corrupt(why)) => {
+                let _ = ApiError::ledger_corrupt(&why);
+                tenants.push(serde_json::json!({
+                    "tenant_id": tenant, "status": null, "sku": null, "active": false,
+                    "head_seq": null, "unreadable": why,
+                }));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let record = record.and_then(|r| serde_json::from_value::<Entitlement>(r).ok());
         tenants.push(serde_json::json!({
             "tenant_id": tenant,

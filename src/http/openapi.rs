@@ -283,7 +283,8 @@ fn ops() -> Vec<Op> {
                     "tenant_id": {"type": "string"},
                     "status": {"type": ["string", "null"], "enum": ["active", "suspended", "revoked", null]},
                     "sku": {"type": ["string", "null"]}, "active": {"type": "boolean"},
-                    "head_seq": {"type": ["integer", "null"]}}}}}}),
+                    "head_seq": {"type": ["integer", "null"]},
+                    "unreadable": {"type": "string", "description": "present when the tenant's stored data cannot be read back (ledger_corrupt): why"}}}}}}),
                 ),
             )
         },

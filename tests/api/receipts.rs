@@ -411,6 +411,53 @@ async fn a_governor_whose_chain_cannot_be_read_back_answers_500_without_restarti
 }
 
 #[actix_web::test]
+async fn an_entitlement_record_that_cannot_be_read_back_is_500_and_listed_without_hiding_others() {
+    let app = spawn_app(|_| {}).await;
+    for t in ["damaged", "intact"] {
+        grant(&app, t).await;
+    }
+    let conn = rusqlite::Connection::open(app.dir.path().join("ledger.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE entitlements SET record = 'not json' WHERE tenant_id = 'damaged'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    let input = json!({"metric": "cpu", "value": 10.0});
+    let (status, body) = app.post_json("/v1/tenants/damaged/signals", &input).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (500, &json!("ledger_corrupt")),
+        "{body}"
+    );
+    let (status, body) = app.post_json("/v1/tenants/intact/signals", &input).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The list goes on past it (a page holding it was 500).
+    let (status, page) = app.get_json("/v1/tenants").await;
+    assert_eq!(status, 200, "{page}");
+    let listed = page["tenants"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{page}");
+    assert_eq!(listed[0]["tenant_id"], "damaged");
+    assert_eq!(
+        (&listed[0]["status"], &listed[0]["active"]),
+        (&json!(null), &json!(false))
+    );
+    assert!(listed[0]["unreadable"]
+        .as_str()
+        .unwrap()
+        .contains("entitlement of damaged"));
+    assert_eq!(
+        (&listed[1]["tenant_id"], &listed[1]["status"]),
+        (&json!("intact"), &json!("active"))
+    );
+    assert!(listed[1].get("unreadable").is_none());
+}
+
+#[actix_web::test]
 async fn a_chain_rewritten_and_sealed_again_verifies_alone_but_not_against_its_anchor() {
     let app = spawn_app(|_| {}).await;
     let seeded = seed(&app, "acme-corp", 12).await;

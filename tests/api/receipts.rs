@@ -356,15 +356,7 @@ async fn a_governor_whose_chain_cannot_be_read_back_answers_500_without_restarti
 
     // Every input is 500 `ledger_corrupt` at once; the governor is not restarted over and
     // over (it was, each time answering 503 `governor_restarting`), and nothing is appended.
-    let answer = eventually(
-        "the damaged chain is met",
-        Duration::from_secs(5),
-        || async {
-            let (status, body) = signal().await;
-            (status == 500).then_some(body)
-        },
-    )
-    .await;
+    let answer = signal_until(&app, &input, 500, Duration::from_secs(5)).await;
     assert_eq!(answer["code"], "ledger_corrupt", "{answer}");
     for _ in 0..20 {
         let (status, body) = signal().await;
@@ -395,19 +387,26 @@ async fn a_governor_whose_chain_cannot_be_read_back_answers_500_without_restarti
     // Restored, the chain is read again within the backoff (at most about 6 s) and the
     // governor decides from the state it recorded.
     set_type("transition");
-    let body = eventually(
-        "the governor decides again",
-        Duration::from_secs(10),
-        || async {
-            let (status, body) = signal().await;
-            (status == 200).then_some(body)
-        },
-    )
-    .await;
+    let body = signal_until(&app, &input, 200, Duration::from_secs(10)).await;
     assert_eq!(body["receipt"]["state_from"], "warning", "{body}");
     assert_eq!(body["receipt"]["seq"], head + 1, "{body}");
     let (_, text) = app.get_text("/metrics").await;
     assert_eq!(metric(&text, "tai_governors_unread"), Some(0.0));
+}
+
+/// Sends `input` as acme-corp's signal until it is answered with `status`; that answer.
+async fn signal_until(
+    app: &TestApp,
+    input: &serde_json::Value,
+    status: u16,
+    within: Duration,
+) -> serde_json::Value {
+    let what = format!("a signal answered {status}");
+    eventually(&what, within, || async {
+        let (s, body) = app.post_json("/v1/tenants/acme-corp/signals", input).await;
+        (s == status).then_some(body)
+    })
+    .await
 }
 
 #[actix_web::test]

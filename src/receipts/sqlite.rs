@@ -503,6 +503,10 @@ impl SqliteStore {
         let inner = self.inner.clone();
         let done = actix_web::rt::task::spawn_blocking(move || {
             let conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // It holds the write lock while it waits for readers: another process on the file
+            // (a second service, `mcp-stdio`) is held up half a second at most, not the
+            // busy timeout's five.
+            conn.busy_timeout(std::time::Duration::from_millis(500))?;
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })

@@ -138,7 +138,7 @@ pub async fn list(
             // One tenant whose stored data cannot be read back does not hide the others: it
             // is listed with nothing known of it, and why.
             Err(crate::receipts::StoreError::Corrupt(why)) => {
-                let _ = ApiError::ledger_corrupt(&why);
+                super::error::log_ledger_corrupt(&why);
                 tenants.push(serde_json::json!({
                     "tenant_id": tenant, "status": null, "sku": null, "active": false,
                     "head_seq": null, "unreadable": why,

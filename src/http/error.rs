@@ -177,15 +177,19 @@ impl ApiError {
     /// Stored ledger data that cannot be read back: logged, and shown as it is (it names a
     /// receipt or what SQLite found, never a secret), so that nobody retries in vain.
     pub fn ledger_corrupt(what: impl std::fmt::Display) -> Self {
-        static LOG: crate::telemetry::budget::LogBudget =
-            crate::telemetry::budget::LogBudget::new();
-        if let Some(suppressed) = LOG.admit_now() {
-            tracing::error!(error = %what, suppressed, "stored ledger data cannot be read; restore the ledger (README, Backup and restore)");
-        }
+        log_ledger_corrupt(&what);
         ApiError::new(
             ErrorCode::LedgerCorrupt,
             format!("the ledger's stored data cannot be read: {what}"),
         )
+    }
+}
+
+/// The ERROR line for stored ledger data that cannot be read back, at most once a second.
+pub fn log_ledger_corrupt(what: &dyn std::fmt::Display) {
+    static LOG: crate::telemetry::budget::LogBudget = crate::telemetry::budget::LogBudget::new();
+    if let Some(suppressed) = LOG.admit_now() {
+        tracing::error!(error = %what, suppressed, "stored ledger data cannot be read; restore the ledger (README, Backup and restore)");
     }
 }
 

@@ -142,6 +142,10 @@ pub struct LedgerSettings {
     pub linger_us: u64,
     /// Receipts that may wait for a commit; beyond, appends are refused at once (503).
     pub queue_capacity: usize,
+    /// How often the ledger audit verifies every chain again, in seconds (0: never).
+    pub audit_interval_secs: u64,
+    /// The ledger audit's pace: receipts verified per second, at most.
+    pub audit_receipts_per_sec: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -605,6 +609,13 @@ impl Settings {
                 "at least ledger.max_batch",
             );
         }
+        if self.ledger.audit_interval_secs > 0 && self.ledger.audit_receipts_per_sec == 0 {
+            return bad(
+                "ledger.audit_receipts_per_sec",
+                "0".into(),
+                "a positive number of receipts per second (ledger.audit_interval_secs = 0 turns the audit off)",
+            );
+        }
         if let Err(e) = crate::auth::Authenticator::new(self.auth.mode, &self.auth.tokens) {
             return Err(ConfigError(format!("invalid configuration: {e}")));
         }
@@ -1029,6 +1040,35 @@ mod tests {
                 );
             }
             jail.set_env("TAI_LEDGER__SQLITE_PATH", "data/ledger.db");
+            assert!(load().is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_ledger_audit_runs_hourly_on_the_embedded_ledger_and_not_on_cloud_run() {
+        Jail::expect_with(|jail| {
+            project_config(jail);
+            let local = load().unwrap();
+            assert_eq!(
+                (
+                    local.ledger.audit_interval_secs,
+                    local.ledger.audit_receipts_per_sec
+                ),
+                (3600, 50_000)
+            );
+            jail.set_env("TAI_PROFILE", "cloud");
+            assert_eq!(load().unwrap().ledger.audit_interval_secs, 0);
+            jail.set_env("TAI_PROFILE", "local");
+            // A pace of nothing would never end a pass: refused, unless the audit is off.
+            jail.set_env("TAI_LEDGER__AUDIT_RECEIPTS_PER_SEC", "0");
+            let e = load().unwrap_err().0;
+            assert!(
+                e.contains("ledger.audit_receipts_per_sec")
+                    && e.contains("TAI_LEDGER__AUDIT_RECEIPTS_PER_SEC"),
+                "{e}"
+            );
+            jail.set_env("TAI_LEDGER__AUDIT_INTERVAL_SECS", "0");
             assert!(load().is_ok());
             Ok(())
         });

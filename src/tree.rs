@@ -6,8 +6,10 @@
 //! on an arbiter (thread) of its own, so commits never hold up HTTP workers, then the
 //! Entitlements actor (which appends through the writer), then `governance`: a dynamic
 //! supervisor of one Governor per tenant (transient, with backoff), spread over arbiters, and the
-//! Hibernator that sends idle governors to sleep. Every supervision event is counted and logged
-//! (`telemetry::events`) and remembered in the ring the Observer serves (`EventLog`).
+//! Hibernator that sends idle governors to sleep; then the ActionSweeper, the MCP registry, the
+//! ledger's Auditor (unless the audit is off) and the Pub/Sub consumer (with a subscription).
+//! Every supervision event is counted and logged (`telemetry::events`) and remembered in the
+//! ring the Observer serves (`EventLog`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use crate::intake::Intake;
 use crate::mcp::registry::{McpRegistry, Ops};
 use crate::pubsub::consumer::{ConsumerConfig, PubsubConsumer};
 use crate::pubsub::PubsubHealth;
+use crate::receipts::audit::{Auditor, SharedStanding};
 use crate::receipts::firestore::FirestoreStore;
 use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -277,6 +280,18 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         ActionSweeper::new(swept.clone(), sweep_store.clone(), policy)
     });
 
+    // The background audit of every chain; what it found broken outlives a restarted Auditor.
+    let audit_spec =
+        crate::receipts::audit::AuditConfig::from_settings(&settings.ledger).map(|cfg| {
+            events::zero_audit_series();
+            let (store, standing) = (ledger.store().clone(), SharedStanding::default());
+            let (spec, _) = ChildSpec::worker("auditor", move || {
+                Auditor::new(store.clone(), cfg, standing.clone())
+            });
+            spec.shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+                .mailbox(16)
+        });
+
     let intake = Intake::new(settings, governors.clone(), entitlements.clone())?;
 
     let pubsub_health = PubsubHealth::default();
@@ -372,6 +387,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
                 .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
                 .mailbox(1024),
         );
+    if let Some(spec) = audit_spec {
+        root = root.child(spec);
+    }
     if let Some(spec) = consumer_spec {
         root = root.child(spec);
     }

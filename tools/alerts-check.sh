@@ -5,8 +5,9 @@
 # - Prometheus scrapes the binary every second with the policies loaded as alerting rules
 #   (each query as written, `for` 0 s: the policies' own durations are Cloud Monitoring's to
 #   apply); nothing fires on a healthy idle service; governor panics fire the crash policy,
-#   a failing ledger the error-rate policy, a stalled ledger the latency policy, and the
-#   memory policy stays quiet throughout (tools/alerts_check.py).
+#   a failing ledger the error-rate policy, a stalled ledger the latency policy, a receipt
+#   changed in the ledger file the broken-chain policy (the ledger audit runs every second
+#   here), and the memory policy stays quiet throughout (tools/alerts_check.py).
 #   tools/alerts-check.sh [BINARY]      (default: target/debug/tai-autonomics)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +30,7 @@ PROM=$DIR/unpacked/usr/bin
 
 # shellcheck source=tools/serve.sh
 source "$ROOT/tools/serve.sh"
-serve_start "$BIN" TAI_CHAOS__ENABLED=true
+serve_start "$BIN" TAI_CHAOS__ENABLED=true TAI_LEDGER__AUDIT_INTERVAL_SECS=1
 python3 "$ROOT/tools/alerts_check.py" rules "$ROOT/tools/monitoring" "$WORK"
 "$PROM/promtool" check rules "$WORK/alerts.yml" "$WORK/queries.yml"
 # The exposition itself, by Prometheus's own linter (types, names, help, units).
@@ -49,5 +50,6 @@ EOF
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
 PROM_PID=$!
 trap 'kill "$PROM_PID" 2>/dev/null || true; wait "$PROM_PID" 2>/dev/null || true; serve_stop' EXIT
-python3 "$ROOT/tools/alerts_check.py" run "http://127.0.0.1:$PORT" "http://127.0.0.1:$PROM_PORT" ||
+python3 "$ROOT/tools/alerts_check.py" run "http://127.0.0.1:$PORT" "http://127.0.0.1:$PROM_PORT" \
+  "$WORK/ledger.db" ||
   { echo "Prometheus log:" >&2; tail -20 "$WORK/prometheus.log" >&2; exit 1; }

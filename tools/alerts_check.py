@@ -5,12 +5,15 @@
 MONITORING/alerts (named after its file, its query as written, `for` 0 s), and OUT/queries.yml,
 every dashboard query as a recording rule, for promtool to parse.
 
-`run SERVICE PROMETHEUS` drives the service (chaos hooks on) into each policy's condition in
-turn and waits for Prometheus, which scrapes it, to fire that policy and no other.
+`run SERVICE PROMETHEUS LEDGER` drives the service (chaos hooks on, its ledger audit every
+second) into each policy's condition in turn and waits for Prometheus, which scrapes it, to fire
+that policy and no other. The last condition is a receipt changed in the service's SQLite file
+LEDGER by another process, as someone with access to the disk would change it.
 """
 
 import calendar
 import json
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -101,9 +104,9 @@ class Prometheus:
         return float(body["data"]["result"][1])
 
 
-def run(service, prom_url):
+def run(service, prom_url, ledger):
     prom = Prometheus(prom_url)
-    quiet = {"memory"}  # no condition of this run may fire it
+    quiet = {"memory", "ledger-chain-broken"}  # no condition of this run may fire these
 
     def expect(fired, within=60.0):
         """Waits until the policies `fired` (and only those, of the ones induced so far) fire."""
@@ -159,6 +162,17 @@ def run(service, prom_url):
     with ThreadPoolExecutor(12) as pool:
         list(pool.map(lambda _: call("POST", f"{service}/v1/tenants/alerts/signals", signal), range(12)))
     expect({"governor-crashes", "error-rate", "latency-p99"})
+
+    # A receipt changed in the ledger file: the audit finds it without anyone reading the chain.
+    db = sqlite3.connect(ledger, timeout=10)
+    db.execute("DROP TRIGGER receipts_are_append_only_update")
+    changed = db.execute("UPDATE receipts SET reason = 'nothing happened' "
+                         "WHERE tenant_id = 'alerts' AND seq = 2").rowcount
+    db.commit()
+    db.close()
+    assert changed == 1, changed
+    quiet -= {"ledger-chain-broken"}
+    expect({"governor-crashes", "error-rate", "latency-p99", "ledger-chain-broken"})
     print("alert policies: each fires on its condition, and memory stays quiet")
 
 
@@ -166,4 +180,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "rules":
         rules(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
-        run(sys.argv[2], sys.argv[3])
+        run(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -3,11 +3,13 @@
 //!
 //! Owns: [`receipt::Receipt`] and drafts, RFC 8785 canonical JSON ([`jcs`]), chain verification
 //! ([`chain`]; of saved JSON, without a store: [`offline`]), the [`store::LedgerStore`] contract
-//! with its SQLite and Firestore backends, and the [`writer::ReceiptWriter`] actor.
+//! with its SQLite and Firestore backends, the [`writer::ReceiptWriter`] actor, and the
+//! [`audit::Auditor`] that verifies every chain again in the background.
 //!
 //! Invariant: only the ReceiptWriter appends; it assigns `seq` and `prev_hash`, so within an
 //! instance a tenant's chain has exactly one writer. Nothing updates or deletes a receipt.
 
+pub mod audit;
 pub mod backup;
 pub mod chain;
 pub mod firestore;
@@ -140,6 +142,27 @@ pub async fn verify_chain<S: LedgerStore>(
     page: usize,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
+    verify_chain_paced(store, tenant, anchor, page, |n| {
+        progress(n);
+        std::future::ready(())
+    })
+    .await
+}
+
+/// [`verify_chain`] with an asynchronous `between` instead of `progress`: called the same way
+/// after each page, and awaited before the next page is read (the ledger audit pauses there to
+/// keep to its pace).
+pub async fn verify_chain_paced<S: LedgerStore, F, P>(
+    store: &S,
+    tenant: &str,
+    anchor: Option<Anchor>,
+    page: usize,
+    mut between: F,
+) -> Result<VerifyReport, StoreError>
+where
+    F: FnMut(u64) -> P,
+    P: std::future::Future<Output = ()>,
+{
     let head = store.head(tenant).await?;
     let end = head.as_ref().map_or(0, |h| h.seq);
     let mut v = Verifier::new(tenant).with_anchor(anchor);
@@ -152,7 +175,7 @@ pub async fn verify_chain<S: LedgerStore>(
             break;
         };
         after = last;
-        progress(v.checked());
+        between(v.checked()).await;
         if v.is_broken() || read.rows < want {
             break;
         }

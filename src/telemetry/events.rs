@@ -390,3 +390,59 @@ pub fn pubsub_reconnect(error: &str) {
 pub fn pubsub_outstanding(delta: f64) {
     metrics::gauge!("tai_pubsub_outstanding_messages").increment(delta);
 }
+
+/// The ledger audit's series at 0, when it runs (`ledger.audit_interval_secs` > 0): a
+/// dashboard and the alert policy read 0 broken chains, not an absent series.
+pub fn zero_audit_series() {
+    metrics::counter!("tai_ledger_audit_receipts_total").increment(0);
+    for result in ["complete", "stopped"] {
+        metrics::counter!("tai_ledger_audit_passes_total", "result" => result).increment(0);
+    }
+    metrics::gauge!("tai_ledger_chains_broken").set(0.0);
+    metrics::gauge!("tai_ledger_audit_last_pass_timestamp_seconds").set(0.0);
+}
+
+/// The ledger audit verified `receipts` more.
+pub fn ledger_audited(receipts: u64) {
+    metrics::counter!("tai_ledger_audit_receipts_total").increment(receipts);
+}
+
+/// The ledger audit verified `tenant`'s chain; `broken` chains stand broken now.
+pub fn chain_audited(tenant: &str, change: &crate::receipts::audit::Change, broken: usize) {
+    use crate::receipts::audit::Change;
+    match change {
+        Change::Same => {}
+        Change::Broken(f) => tracing::error!(
+            tenant,
+            seq = f.seq,
+            reason = %f.reason,
+            "the ledger audit found a broken chain: a receipt was changed or damaged in the store (README, Backup and restore)"
+        ),
+        Change::Mended(f) => tracing::info!(
+            tenant,
+            seq = f.seq,
+            "a chain the ledger audit had found broken verifies again"
+        ),
+    }
+    metrics::gauge!("tai_ledger_chains_broken").set(broken as f64);
+}
+
+/// A ledger audit pass went over every chain in `took`.
+pub fn audit_pass_complete(summary: &crate::receipts::audit::PassSummary, took: Duration) {
+    metrics::counter!("tai_ledger_audit_passes_total", "result" => "complete").increment(1);
+    let now = crate::clock::now_ms() as f64 / 1000.0;
+    metrics::gauge!("tai_ledger_audit_last_pass_timestamp_seconds").set(now);
+    tracing::info!(
+        chains = summary.chains,
+        receipts = summary.receipts,
+        broken = summary.broken,
+        seconds = took.as_secs_f64(),
+        "ledger audit pass complete"
+    );
+}
+
+/// A ledger audit pass stopped: the ledger could not be read; the next starts after `retry`.
+pub fn audit_pass_stopped(error: &crate::receipts::StoreError, retry: Duration) {
+    metrics::counter!("tai_ledger_audit_passes_total", "result" => "stopped").increment(1);
+    tracing::warn!(%error, retry_secs = retry.as_secs_f64(), "ledger audit pass stopped: the ledger cannot be read now");
+}

@@ -180,6 +180,23 @@ fn describe_all() {
         "tai_ledger_batch_failures_total",
         "Ledger commits that failed, by backend and kind (conflict: a race lost to another instance on the same store)"
     );
+    describe_counter!(
+        "tai_ledger_audit_receipts_total",
+        "Receipts the ledger audit verified again"
+    );
+    describe_counter!(
+        "tai_ledger_audit_passes_total",
+        "Ledger audit passes over every chain, by result (stopped: the ledger could not be read)"
+    );
+    describe_gauge!(
+        "tai_ledger_chains_broken",
+        "Chains the ledger audit found broken and has not since found whole"
+    );
+    describe_gauge!(
+        "tai_ledger_audit_last_pass_timestamp_seconds",
+        Unit::Seconds,
+        "When the last complete ledger audit pass ended, in seconds since the Unix epoch (0: none yet)"
+    );
 }
 
 /// This process as `/proc` shows it; a value that cannot be read is 0.

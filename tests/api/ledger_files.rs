@@ -7,8 +7,11 @@
 //!   back.
 //! - Files deleted or replaced while the service has them open: appends stop (503), health
 //!   says so, and a copy of every acknowledged receipt is written beside the path.
-//! - A damaged page: the chain it holds is reported broken at the first receipt that cannot
-//!   be read, reads of it are 500 `ledger_corrupt`, and every other chain goes on.
+//! - A damaged page: the ledger audit reports the chain it holds broken before anyone reads
+//!   it, at the first receipt that cannot be read; reads of it are 500 `ledger_corrupt`, and
+//!   every other chain goes on.
+//! - A receipt changed in the file while the service runs: the ledger audit reports it, and
+//!   reports the chain whole again once the field is put back.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -472,7 +475,18 @@ async fn a_damaged_page_in_the_ledger_file_is_reported_at_its_seq_and_other_chai
     let broken = first_unreadable(&db, "acme-corp", chain.len() as i64).expect("a lost row");
     assert!((2..=21).contains(&broken), "receipt {broken}");
 
-    let bin = start_binary_in(dir.path(), &[]);
+    // The audit finds the damage before any request reads the chain, and names the seq.
+    let bin = start_binary_in(dir.path(), &[("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1")]);
+    let found = error_line(&bin, "the ledger audit found a broken chain").await;
+    assert_eq!(
+        (&found["tenant"], &found["seq"]),
+        (&json!("acme-corp"), &json!(broken)),
+        "{found}"
+    );
+    assert_eq!(
+        metric(&bin.metrics().await, "tai_ledger_chains_broken"),
+        Some(1.0)
+    );
     let (s, report) = get(&client, &bin.url("/v1/tenants/acme-corp/receipts/verify")).await;
     assert_eq!((s, &report["valid"]), (200, &json!(false)), "{report}");
     assert_eq!(report["first_broken"]["seq"], broken, "{report}");
@@ -528,6 +542,109 @@ async fn a_damaged_page_in_the_ledger_file_is_reported_at_its_seq_and_other_chai
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("is damaged"), "{stderr}");
     assert!(!copy.exists());
+}
+
+/// `tenant`'s stored `reason` at `seq` set to `to` by another process, past the append-only
+/// trigger, as someone with access to the file would; the text it had is returned.
+fn change_reason(db: &std::path::Path, tenant: &str, seq: i64, to: &str) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute_batch("DROP TRIGGER IF EXISTS receipts_are_append_only_update")
+        .unwrap();
+    let was: String = conn
+        .query_row(
+            "SELECT reason FROM receipts WHERE tenant_id = ?1 AND seq = ?2",
+            rusqlite::params![tenant, seq],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE receipts SET reason = ?3 WHERE tenant_id = ?1 AND seq = ?2",
+            rusqlite::params![tenant, seq, to],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    was
+}
+
+/// The value of `series` in `bin`'s metrics once `ok` holds for it.
+async fn metric_once(bin: &Binary, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    eventually(series, Duration::from_secs(20), || async {
+        metric(&bin.metrics().await, series).filter(|v| ok(*v))
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_receipt_changed_in_the_running_ledger_is_found_by_the_audit_and_its_restoration_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let client = awc::Client::default();
+    let bin = start_binary_in(dir.path(), &[("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1")]);
+    let (acme, _) = some_receipts(&client, &bin, "acme-corp").await;
+    let (other, _) = some_receipts(&client, &bin, "other").await;
+    let stored = (acme.len() + other.len()) as f64;
+    // A pass over both chains: every receipt verified again, none broken.
+    metric_once(&bin, "tai_ledger_audit_receipts_total", |n| n >= stored).await;
+    metric_once(
+        &bin,
+        r#"tai_ledger_audit_passes_total{result="complete"}"#,
+        |n| n >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(&bin.metrics().await, "tai_ledger_chains_broken"),
+        Some(0.0)
+    );
+    let verified = |route: &str| {
+        format!(r#"tai_http_requests_total{{method="GET",route="{route}",status="200"}}"#)
+    };
+    let asked = metric(
+        &bin.metrics().await,
+        &verified("/v1/tenants/{tenant}/receipts/verify"),
+    );
+
+    let was = change_reason(&db, "acme-corp", 3, "value 11 < warning threshold 60");
+    assert_ne!(was, "value 11 < warning threshold 60");
+    let found = error_line(&bin, "the ledger audit found a broken chain").await;
+    assert_eq!(
+        (&found["tenant"], &found["seq"]),
+        (&json!("acme-corp"), &json!(3)),
+        "{found}"
+    );
+    assert!(
+        found["reason"].as_str().unwrap().contains("receipt_hash"),
+        "{found}"
+    );
+    assert_eq!(
+        metric(&bin.metrics().await, "tai_ledger_chains_broken"),
+        Some(1.0)
+    );
+    // Nobody asked: the audit read the chain by itself.
+    assert_eq!(
+        metric(
+            &bin.metrics().await,
+            &verified("/v1/tenants/{tenant}/receipts/verify")
+        ),
+        asked
+    );
+
+    // Put back, the chain verifies again and the gauge (which the alert policy reads) clears;
+    // the break was reported once, not at every pass.
+    change_reason(&db, "acme-corp", 3, &was);
+    metric_once(&bin, "tai_ledger_chains_broken", |n| n == 0.0).await;
+    let reports = (bin.warnings.lock().unwrap().iter())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the ledger audit found")
+        })
+        .count();
+    assert_eq!(reports, 1);
+    let (_, report) = get(&client, &bin.url("/v1/tenants/acme-corp/receipts/verify")).await;
+    assert_eq!(report["valid"], true, "{report}");
 }
 
 /// `tai-autonomics ARGS` with `env`, as a user who cannot write the folder it reads: run as

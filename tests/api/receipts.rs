@@ -1073,3 +1073,82 @@ async fn numbers_are_recorded_and_read_back_exactly_as_sent() {
     let (_, report) = app.get_json("/v1/tenants/exact/receipts/verify").await;
     assert_eq!(report["valid"], true, "{report}");
 }
+
+/// The ledger audit on Firestore (the emulator), as on SQLite: a receipt document changed by
+/// another writer is reported with its tenant and seq, although no one asked for the chain.
+#[actix_web::test]
+async fn the_ledger_audit_finds_a_changed_receipt_document_in_firestore() {
+    let emulator = std::env::var("FIRESTORE_EMULATOR_HOST")
+        .expect("run through tools/test.sh, which starts the Firestore emulator");
+    let project = format!(
+        "audit-{}-{}",
+        std::process::id(),
+        tai_autonomics::clock::now_ms()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = start_binary_in(
+        dir.path(),
+        &[
+            ("TAI_LEDGER__BACKEND", "firestore"),
+            ("FIRESTORE_PROJECT_ID", project.as_str()),
+            ("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1"),
+        ],
+    );
+    let client = awc::Client::default();
+    let grant = json!({"tenant_id": "acme-corp", "entitlement_id": "e", "action": "grant"});
+    let res = client.post(bin.url("/marketplace")).send_json(&grant).await;
+    assert_eq!(res.unwrap().status(), 200);
+    for value in [10, 20, 30] {
+        let url = bin.url("/v1/tenants/acme-corp/signals");
+        let res = client
+            .post(url)
+            .send_json(&json!({"metric": "cpu", "value": value}));
+        assert_eq!(res.await.unwrap().status(), 200);
+    }
+    eventually("a complete pass", Duration::from_secs(20), || async {
+        let text = bin.metrics().await;
+        metric(&text, r#"tai_ledger_audit_passes_total{result="complete"}"#).filter(|n| *n >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&bin.metrics().await, "tai_ledger_chains_broken"),
+        Some(0.0)
+    );
+
+    let doc = format!(
+        "http://{emulator}/v1/projects/{project}/databases/(default)/documents/tenants/acme-corp/receipts/{:020}?updateMask.fieldPaths=reason",
+        4
+    );
+    let res = client
+        .patch(doc)
+        .insert_header(("Authorization", "Bearer owner"))
+        .send_json(
+            &json!({"fields": {"reason": {"stringValue": "value 99 < warning threshold 60"}}}),
+        )
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+
+    let found = eventually("the audit's report", Duration::from_secs(20), || {
+        let line = (bin.warnings.lock().unwrap().iter())
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the ledger audit found")
+            })
+            .cloned();
+        async move { line }
+    })
+    .await;
+    assert_eq!(found["severity"], "ERROR", "{found}");
+    assert_eq!(
+        (&found["tenant"], &found["seq"]),
+        (&json!("acme-corp"), &json!(4)),
+        "{found}"
+    );
+    assert_eq!(
+        metric(&bin.metrics().await, "tai_ledger_chains_broken"),
+        Some(1.0)
+    );
+}

@@ -41,6 +41,9 @@ PANELS = [
     ("Ledger batch size (receipts per commit, mean)", [
         ("sum(rate(tai_ledger_batch_size_sum[5m])) / sum(rate(tai_ledger_batch_size_count[5m]))", "mean")]),
     ("Firestore writes (per s)", [("sum(rate(tai_firestore_writes_total[5m]))", "writes")]),
+    ("Ledger audit: chains broken, receipts verified again (per s)", [
+        ("max(tai_ledger_chains_broken)", "chains broken"),
+        ("sum(rate(tai_ledger_audit_receipts_total[5m]))", "receipts verified again")]),
     ("Supervisor restarts (per hour)", [
         ("sum by (supervisor) (increase(tai_supervisor_restarts_total[1h]))", "{{supervisor}}"),
         ("sum by (supervisor) (increase(tai_supervisor_intensity_exceeded_total[1h]))", "intensity exceeded: {{supervisor}}"),
@@ -81,6 +84,15 @@ POLICIES = [
      "Immediate investigation (operations guide). Crashed governors restart and rebuild from "
      "their chain head; `GET /v1/supervision/events` and `GET /observer` show which tenants "
      "and why."),
+    ("ledger-chain-broken", "TAI Autonomics: a receipt chain does not verify",
+     "max(tai_ledger_chains_broken) > 0",
+     "0s", "CRITICAL",
+     "The ledger audit found a chain that does not verify: a receipt was changed in the store, "
+     "or the page that holds it is damaged. The service's ERROR line `the ledger audit found a "
+     "broken chain` names the tenant, the seq and why; `GET /v1/tenants/{tenant}/receipts/verify` "
+     "and `tai-autonomics verify --all` show the same. Treat a changed receipt as a security "
+     "incident, and restore the ledger from a backup (README, Backup and restore): the policy "
+     "clears when the audit finds the chain whole again."),
 ]
 
 

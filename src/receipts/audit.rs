@@ -1,0 +1,390 @@
+//! The ledger audit: every tenant's chain verified again in the background, at a bounded pace,
+//! so that a receipt changed in the store, or a page of it damaged on disk, is found and
+//! reported without anyone asking for that chain.
+//!
+//! A chain is tamper-evident only when someone verifies it. The HTTP and MCP verify calls and
+//! `verify --all` do so on request; the [`Auditor`] does it on its own every
+//! `ledger.audit_interval_secs`, reading at most `ledger.audit_receipts_per_sec`, and reports
+//! what it finds as the operator watches the service: an ERROR line naming the tenant, the seq
+//! and why, `tai_ledger_chains_broken` (chains found broken and not since found whole; an alert
+//! policy pages on it) and a line when a broken chain verifies again (a restored ledger).
+//!
+//! Pure parts ([`Pacer`], [`Standing`], [`next_pass_in`]) are apart from the actor glue. What the
+//! audit knows of broken chains lives in a [`Standing`] held outside the actor, so a restarted
+//! Auditor does not forget them (the gauge would drop until the next pass found them again).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+
+use super::{verify_chain_paced, AnyStore, LedgerStore, StoreError, VerifyReport};
+use crate::telemetry::events;
+
+/// Receipts read and verified in one page.
+const PAGE: usize = 1000;
+
+/// What reading one chain costs besides its receipts (its head, and a look past it), in
+/// receipts of the pace: a ledger of many short chains is paced too.
+const CHAIN_COST: u64 = 16;
+
+/// Pauses shorter than this are carried into the next one (the timer's tick is 1 ms).
+const MIN_PAUSE: Duration = Duration::from_millis(5);
+
+/// The first pass starts this long after the service (or sooner, with a shorter interval).
+const FIRST_PASS: Duration = Duration::from_secs(10);
+
+/// A pass the ledger stopped (unavailable) starts again after this long at most.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// How the audit runs (`ledger.audit_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// From the start of one pass to the start of the next.
+    pub interval: Duration,
+    /// Receipts verified per second, at most.
+    pub receipts_per_sec: u32,
+}
+
+impl AuditConfig {
+    /// The audit as configured, or `None` when it is off (`audit_interval_secs = 0`).
+    pub fn from_settings(ledger: &crate::config::LedgerSettings) -> Option<AuditConfig> {
+        (ledger.audit_interval_secs > 0).then(|| AuditConfig {
+            interval: Duration::from_secs(ledger.audit_interval_secs),
+            receipts_per_sec: ledger.audit_receipts_per_sec.max(1),
+        })
+    }
+}
+
+/// Keeps reading to a rate: after each piece of work, how long to wait before the next.
+///
+/// The time the work itself took is not counted against the rate, so the rate is a bound: at
+/// 50,000 receipts per second and a page of 1,000 read in 2.5 ms, the reader waits 20 ms and
+/// is busy an eighth of the time. Waits shorter than 5 ms are owed, not slept, and added to
+/// the next.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    per_unit: f64,
+    until: Option<Instant>,
+}
+
+impl Pacer {
+    /// A pacer of `rate` units per second (at least 1).
+    pub fn new(rate: u32) -> Pacer {
+        Pacer {
+            per_unit: 1.0 / f64::from(rate.max(1)),
+            until: None,
+        }
+    }
+
+    /// `units` of work just ended at `now`: the pause before the next (zero while the owed
+    /// time is below 5 ms).
+    pub fn after(&mut self, units: u64, now: Instant) -> Duration {
+        let from = self.until.map_or(now, |u| u.max(now));
+        let until = from + Duration::from_secs_f64(units as f64 * self.per_unit);
+        self.until = Some(until);
+        let wait = until - now;
+        if wait >= MIN_PAUSE {
+            wait
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// Where a chain breaks, as the audit found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The first receipt that does not verify; `None` when the chain's head cannot be read.
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+impl Finding {
+    /// What one chain's verification says: `None` when it verifies; `Err` when the ledger
+    /// could not be read at all (the pass stops and starts again later).
+    pub fn of(result: Result<VerifyReport, StoreError>) -> Result<Option<Finding>, StoreError> {
+        match result {
+            Ok(report) if report.valid => Ok(None),
+            Ok(report) => Ok(Some(match report.first_broken {
+                Some(b) => Finding {
+                    seq: Some(b.seq),
+                    reason: b.reason,
+                },
+                None => Finding {
+                    seq: None,
+                    reason: "the chain does not verify".into(),
+                },
+            })),
+            Err(StoreError::Corrupt(e)) => Ok(Some(Finding {
+                seq: None,
+                reason: format!("the chain cannot be read: {e}"),
+            })),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a chain's latest verification changed in the [`Standing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing to report: whole as before, or broken where and as it was.
+    Same,
+    /// Broken, and it was not (or it broke elsewhere, or for another reason).
+    Broken(Finding),
+    /// Whole again, and it was broken.
+    Mended(Finding),
+}
+
+/// The chains the audit found broken and has not since found whole.
+#[derive(Debug, Default)]
+pub struct Standing {
+    broken: HashMap<String, Finding>,
+}
+
+impl Standing {
+    /// Takes in `tenant`'s latest verification (`None`: it verifies).
+    pub fn record(&mut self, tenant: &str, finding: Option<Finding>) -> Change {
+        match finding {
+            None => self
+                .broken
+                .remove(tenant)
+                .map_or(Change::Same, Change::Mended),
+            Some(f) => {
+                if self.broken.get(tenant) == Some(&f) {
+                    Change::Same
+                } else {
+                    self.broken.insert(tenant.to_owned(), f.clone());
+                    Change::Broken(f)
+                }
+            }
+        }
+    }
+
+    /// How many chains stand broken.
+    pub fn broken(&self) -> usize {
+        self.broken.len()
+    }
+}
+
+/// A [`Standing`] that outlives any one Auditor.
+pub type SharedStanding = Arc<Mutex<Standing>>;
+
+/// How long after `now` the next pass starts: `interval` after the last one `started`, or at
+/// once when that one took longer.
+pub fn next_pass_in(started: Instant, now: Instant, interval: Duration) -> Duration {
+    (started + interval).saturating_duration_since(now)
+}
+
+/// What one complete pass saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassSummary {
+    pub chains: u64,
+    pub receipts: u64,
+    /// Chains standing broken at the pass's end.
+    pub broken: usize,
+}
+
+/// One pass over every chain, tenant page by tenant page, at `cfg`'s pace.
+async fn pass(
+    store: &AnyStore,
+    cfg: AuditConfig,
+    standing: &Mutex<Standing>,
+) -> Result<PassSummary, StoreError> {
+    let mut summary = PassSummary::default();
+    let mut pacer = Pacer::new(cfg.receipts_per_sec);
+    let mut after = String::new();
+    loop {
+        let tenants = store.tenants(&after, 1000).await?;
+        let Some(last) = tenants.last() else {
+            break;
+        };
+        after.clone_from(last);
+        for tenant in &tenants {
+            let mut seen = 0;
+            let result = verify_chain_paced(store, tenant, None, PAGE, |checked| {
+                let fresh = checked.saturating_sub(seen);
+                seen = checked;
+                events::ledger_audited(fresh);
+                let wait = pacer.after(fresh, Instant::now());
+                async move {
+                    if !wait.is_zero() {
+                        actix::clock::sleep(wait).await;
+                    }
+                }
+            })
+            .await;
+            let finding = Finding::of(result)?;
+            summary.chains += 1;
+            summary.receipts += seen;
+            let (change, broken) = {
+                let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
+                (s.record(tenant, finding), s.broken())
+            };
+            events::chain_audited(tenant, &change, broken);
+            let wait = pacer.after(CHAIN_COST, Instant::now());
+            if !wait.is_zero() {
+                actix::clock::sleep(wait).await;
+            }
+        }
+    }
+    summary.broken = standing.lock().unwrap_or_else(|e| e.into_inner()).broken();
+    Ok(summary)
+}
+
+/// Verifies every chain again, every `interval` (see the module's header).
+pub struct Auditor {
+    store: AnyStore,
+    cfg: AuditConfig,
+    standing: SharedStanding,
+}
+
+impl Auditor {
+    pub fn new(store: AnyStore, cfg: AuditConfig, standing: SharedStanding) -> Auditor {
+        Auditor {
+            store,
+            cfg,
+            standing,
+        }
+    }
+
+    fn start_pass(&mut self, ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        let (store, cfg, standing) = (self.store.clone(), self.cfg, self.standing.clone());
+        let run = async move { pass(&store, cfg, &standing).await };
+        ctx.spawn(wrap_future::<_, Self>(run).map(move |result, act, ctx| {
+            let interval = act.cfg.interval;
+            let next = match result {
+                Ok(summary) => {
+                    let took = started.elapsed();
+                    events::audit_pass_complete(&summary, took);
+                    next_pass_in(started, Instant::now(), interval)
+                }
+                Err(e) => {
+                    let retry = RETRY.min(interval);
+                    events::audit_pass_stopped(&e, retry);
+                    retry
+                }
+            };
+            ctx.run_later(next, |act, ctx| act.start_pass(ctx));
+        }));
+    }
+}
+
+impl Actor for Auditor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(FIRST_PASS.min(self.cfg.interval), |act, ctx| {
+            act.start_pass(ctx)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(seq: u64, reason: &str) -> Finding {
+        Finding {
+            seq: Some(seq),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn the_pacer_waits_out_the_rate_and_owes_short_waits() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(50_000);
+        // A page of 1,000 at 50,000/s: 20 ms from the end of the page.
+        assert_eq!(p.after(1000, t0), Duration::from_millis(20));
+        // The next page, read after the wait in 3 ms: 20 ms again from its end.
+        let t1 = t0 + Duration::from_millis(23);
+        assert_eq!(p.after(1000, t1), Duration::from_millis(20));
+        // Short chains: 16 units are 0.32 ms, owed until they add up to 5 ms.
+        let t2 = t1 + Duration::from_millis(20);
+        let mut p2 = p.clone();
+        let waits: Vec<Duration> = (0..16).map(|_| p2.after(16, t2)).collect();
+        assert!(waits[..15].iter().all(Duration::is_zero), "{waits:?}");
+        let owed = waits[15].as_secs_f64();
+        assert!((owed - 16.0 * 320e-6).abs() < 1e-6, "{waits:?}");
+        // Idle time is not banked: after a long gap the rate holds from now.
+        let later = t2 + Duration::from_secs(60);
+        assert_eq!(p.after(1000, later), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_pacer_of_zero_is_one_a_second() {
+        let t0 = Instant::now();
+        assert_eq!(Pacer::new(0).after(1, t0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_standing_reports_a_break_once_and_its_mending() {
+        let mut s = Standing::default();
+        assert_eq!(s.record("a", None), Change::Same);
+        assert_eq!(
+            s.record("a", Some(finding(7, "hash"))),
+            Change::Broken(finding(7, "hash"))
+        );
+        assert_eq!(s.record("a", Some(finding(7, "hash"))), Change::Same);
+        assert_eq!(s.broken(), 1);
+        // Broken elsewhere (a second change, or the first one mended and another made).
+        assert_eq!(
+            s.record("a", Some(finding(3, "hash"))),
+            Change::Broken(finding(3, "hash"))
+        );
+        assert_eq!(
+            s.record("b", Some(finding(1, "prev"))),
+            Change::Broken(finding(1, "prev"))
+        );
+        assert_eq!(s.broken(), 2);
+        assert_eq!(s.record("a", None), Change::Mended(finding(3, "hash")));
+        assert_eq!(s.record("a", None), Change::Same);
+        assert_eq!(s.broken(), 1);
+    }
+
+    #[test]
+    fn a_verification_becomes_a_finding() {
+        let report = |valid: bool, broken: Option<(u64, &str)>| VerifyReport {
+            tenant_id: "t".into(),
+            valid,
+            receipts_checked: 3,
+            head_seq: 3,
+            head_hash: String::new(),
+            first_broken: broken.map(|(seq, reason)| super::super::Break {
+                seq,
+                reason: reason.into(),
+            }),
+            anchor: None,
+        };
+        assert_eq!(Finding::of(Ok(report(true, None))), Ok(None));
+        assert_eq!(
+            Finding::of(Ok(report(false, Some((4, "receipt_hash mismatch"))))),
+            Ok(Some(finding(4, "receipt_hash mismatch")))
+        );
+        let unreadable = Finding::of(Err(StoreError::Corrupt("a damaged page".into())));
+        assert_eq!(
+            unreadable.map(|f| f.map(|f| (f.seq, f.reason.contains("a damaged page")))),
+            Ok(Some((None, true)))
+        );
+        let away = StoreError::Unavailable("down".into());
+        assert_eq!(Finding::of(Err(away.clone())), Err(away));
+    }
+
+    #[test]
+    fn passes_start_an_interval_apart_or_at_once_after_a_long_one() {
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            next_pass_in(t0, t0 + Duration::from_secs(100), hour),
+            Duration::from_secs(3500)
+        );
+        assert_eq!(
+            next_pass_in(t0, t0 + Duration::from_secs(4000), hour),
+            Duration::ZERO
+        );
+    }
+}

@@ -1055,7 +1055,7 @@ mod tests {
                     local.ledger.audit_interval_secs,
                     local.ledger.audit_receipts_per_sec
                 ),
-                (3600, 50_000)
+                (3600, 20_000)
             );
             jail.set_env("TAI_PROFILE", "cloud");
             assert_eq!(load().unwrap().ledger.audit_interval_secs, 0);

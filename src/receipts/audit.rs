@@ -136,31 +136,57 @@ pub enum Change {
     Broken(Finding),
     /// Whole again, and it was broken.
     Mended(Finding),
+    /// No longer in the ledger (a restored backup older than the tenant), and it was broken.
+    Gone(Finding),
 }
 
-/// The chains the audit found broken and has not since found whole.
+/// The chains the audit found broken and has not since found whole or missing.
 #[derive(Debug, Default)]
 pub struct Standing {
-    broken: HashMap<String, Finding>,
+    /// Each broken chain's finding, and the pass that last found it.
+    broken: HashMap<String, (Finding, u64)>,
+    pass: u64,
 }
 
 impl Standing {
+    /// A pass begins: what it does not find again is gone at [`Standing::end_pass`].
+    pub fn begin_pass(&mut self) {
+        self.pass += 1;
+    }
+
     /// Takes in `tenant`'s latest verification (`None`: it verifies).
     pub fn record(&mut self, tenant: &str, finding: Option<Finding>) -> Change {
         match finding {
             None => self
                 .broken
                 .remove(tenant)
-                .map_or(Change::Same, Change::Mended),
+                .map_or(Change::Same, |(f, _)| Change::Mended(f)),
             Some(f) => {
-                if self.broken.get(tenant) == Some(&f) {
-                    Change::Same
-                } else {
-                    self.broken.insert(tenant.to_owned(), f.clone());
-                    Change::Broken(f)
+                let pass = self.pass;
+                match self.broken.get_mut(tenant) {
+                    Some((known, seen)) if *known == f => {
+                        *seen = pass;
+                        Change::Same
+                    }
+                    _ => {
+                        self.broken.insert(tenant.to_owned(), (f.clone(), pass));
+                        Change::Broken(f)
+                    }
                 }
             }
         }
+    }
+
+    /// A pass went over every chain: the broken chains it did not list are gone.
+    pub fn end_pass(&mut self) -> Vec<(String, Change)> {
+        let pass = self.pass;
+        let gone: Vec<String> = (self.broken.iter())
+            .filter(|(_, (_, seen))| *seen != pass)
+            .map(|(t, _)| t.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|t| self.broken.remove(&t).map(|(f, _)| (t, Change::Gone(f))))
+            .collect()
     }
 
     /// How many chains stand broken.
@@ -196,6 +222,10 @@ async fn pass(
     let mut summary = PassSummary::default();
     let mut pacer = Pacer::new(cfg.receipts_per_sec);
     let mut after = String::new();
+    standing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .begin_pass();
     loop {
         let tenants = store.tenants(&after, 1000).await?;
         let Some(last) = tenants.last() else {
@@ -230,7 +260,14 @@ async fn pass(
             }
         }
     }
-    summary.broken = standing.lock().unwrap_or_else(|e| e.into_inner()).broken();
+    let (gone, broken) = {
+        let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
+        (s.end_pass(), s.broken())
+    };
+    for (tenant, change) in &gone {
+        events::chain_audited(tenant, change, broken);
+    }
+    summary.broken = broken;
     Ok(summary)
 }
 
@@ -343,6 +380,27 @@ mod tests {
         assert_eq!(s.broken(), 2);
         assert_eq!(s.record("a", None), Change::Mended(finding(3, "hash")));
         assert_eq!(s.record("a", None), Change::Same);
+        assert_eq!(s.broken(), 1);
+    }
+
+    #[test]
+    fn a_broken_chain_that_a_whole_pass_did_not_list_is_gone() {
+        let mut s = Standing::default();
+        s.begin_pass();
+        s.record("a", Some(finding(2, "hash")));
+        s.record("b", Some(finding(5, "hash")));
+        assert_eq!(s.end_pass(), vec![]);
+        // The next pass finds `a` as it was and no longer lists `b` (the ledger was restored
+        // from a copy older than that tenant).
+        s.begin_pass();
+        assert_eq!(s.record("a", Some(finding(2, "hash"))), Change::Same);
+        assert_eq!(
+            s.end_pass(),
+            vec![("b".to_owned(), Change::Gone(finding(5, "hash")))]
+        );
+        assert_eq!(s.broken(), 1);
+        // A pass the ledger stopped never ends: nothing is taken for gone.
+        s.begin_pass();
         assert_eq!(s.broken(), 1);
     }
 

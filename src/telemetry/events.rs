@@ -423,6 +423,11 @@ pub fn chain_audited(tenant: &str, change: &crate::receipts::audit::Change, brok
             seq = f.seq,
             "a chain the ledger audit had found broken verifies again"
         ),
+        Change::Gone(f) => tracing::info!(
+            tenant,
+            seq = f.seq,
+            "a chain the ledger audit had found broken is no longer in the ledger"
+        ),
     }
     metrics::gauge!("tai_ledger_chains_broken").set(broken as f64);
 }

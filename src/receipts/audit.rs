@@ -201,7 +201,11 @@ pub type SharedStanding = Arc<Mutex<Standing>>;
 /// How long after `now` the next pass starts: `interval` after the last one `started`, or at
 /// once when that one took longer.
 pub fn next_pass_in(started: Instant, now: Instant, interval: Duration) -> Duration {
-    (started + interval).saturating_duration_since(now)
+    // An interval past what an `Instant` holds (`audit_interval_secs` near 2^64) is a wait the
+    // timer takes as "never".
+    started
+        .checked_add(interval)
+        .map_or(interval, |at| at.saturating_duration_since(now))
 }
 
 /// What one complete pass saw.
@@ -444,5 +448,7 @@ mod tests {
             next_pass_in(t0, t0 + Duration::from_secs(4000), hour),
             Duration::ZERO
         );
+        let never = Duration::from_secs(u64::MAX);
+        assert_eq!(next_pass_in(t0, t0, never), never, "no overflow");
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use futures_util::FutureExt as _;
 
 use super::{verify_chain_paced, AnyStore, LedgerStore, StoreError, VerifyReport};
 use crate::telemetry::events;
@@ -177,6 +178,14 @@ impl Standing {
         }
     }
 
+    /// `tenant` could not be verified in this pass: what was known of it stands.
+    pub fn keep(&mut self, tenant: &str) {
+        let pass = self.pass;
+        if let Some((_, seen)) = self.broken.get_mut(tenant) {
+            *seen = pass;
+        }
+    }
+
     /// A pass went over every chain: the broken chains it did not list are gone.
     pub fn end_pass(&mut self) -> Vec<(String, Change)> {
         let pass = self.pass;
@@ -215,11 +224,20 @@ pub struct PassSummary {
     pub receipts: u64,
     /// Chains standing broken at the pass's end.
     pub broken: usize,
+    /// Chains that could not be verified in this pass although the ledger answered.
+    pub skipped: u64,
 }
 
 /// One pass over every chain, tenant page by tenant page, at `cfg`'s pace.
-async fn pass(
-    store: &AnyStore,
+///
+/// A chain whose verification panics (stored data the verifier cannot take, or a bug) is
+/// reported broken, and the pass goes on: the Auditor would otherwise crash at that chain in
+/// every pass, and its restarts spend the root supervisor's intensity, which the whole
+/// service shares. A chain whose reading fails while the ledger still answers a ping is
+/// skipped for this pass (a WARNING; it is not taken for broken, nor for gone), so that one
+/// chain cannot stop every pass at itself; a ledger that does not answer stops the pass.
+async fn pass<S: LedgerStore>(
+    store: &S,
     cfg: AuditConfig,
     standing: &Mutex<Standing>,
 ) -> Result<PassSummary, StoreError> {
@@ -238,7 +256,7 @@ async fn pass(
         after.clone_from(last);
         for tenant in &tenants {
             let mut seen = 0;
-            let result = verify_chain_paced(store, tenant, None, PAGE, |checked| {
+            let verified = verify_chain_paced(store, tenant, None, PAGE, |checked| {
                 let fresh = checked.saturating_sub(seen);
                 seen = checked;
                 events::ledger_audited(fresh);
@@ -248,16 +266,31 @@ async fn pass(
                         actix::clock::sleep(wait).await;
                     }
                 }
-            })
-            .await;
-            let finding = Finding::of(result)?;
+            });
+            let result = match std::panic::AssertUnwindSafe(verified).catch_unwind().await {
+                Ok(result) => Finding::of(result),
+                Err(panic) => Ok(Some(Finding {
+                    seq: None,
+                    reason: format!("verifying the chain panicked: {}", panic_text(&*panic)),
+                })),
+            };
             summary.chains += 1;
             summary.receipts += seen;
-            let (change, broken) = {
-                let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
-                (s.record(tenant, finding), s.broken())
-            };
-            events::chain_audited(tenant, &change, broken);
+            match result {
+                Ok(finding) => {
+                    let (change, broken) = {
+                        let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
+                        (s.record(tenant, finding), s.broken())
+                    };
+                    events::chain_audited(tenant, &change, broken);
+                }
+                Err(e) => {
+                    store.ping().await?;
+                    summary.skipped += 1;
+                    (standing.lock().unwrap_or_else(|e| e.into_inner())).keep(tenant);
+                    events::chain_not_audited(tenant, &e);
+                }
+            }
             let wait = pacer.after(CHAIN_COST, Instant::now());
             if !wait.is_zero() {
                 actix::clock::sleep(wait).await;
@@ -273,6 +306,15 @@ async fn pass(
     }
     summary.broken = broken;
     Ok(summary)
+}
+
+/// What a panic said, when it said it in text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Verifies every chain again, every `interval` (see the module's header).
@@ -326,7 +368,125 @@ impl Actor for Auditor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sqlite::SqliteStore;
+    use super::super::{AppendItem, Head, Receipt, ReceiptDraft, ReceiptType};
     use super::*;
+
+    /// A SQLite store on disk whose head read panics for one tenant (a verifier that cannot
+    /// take what it read), whose reads of another tenant's receipts fail, and whose ping
+    /// fails when told to.
+    struct Failing {
+        inner: SqliteStore,
+        panics: &'static str,
+        unreadable: &'static str,
+        ping_fails: bool,
+    }
+
+    impl LedgerStore for Failing {
+        fn backend(&self) -> &'static str {
+            "sqlite"
+        }
+        async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
+            self.inner.append(batch).await
+        }
+        async fn head(&self, tenant: &str) -> Result<Option<Head>, StoreError> {
+            assert_ne!(tenant, self.panics, "a verifier that panics");
+            self.inner.head(tenant).await
+        }
+        async fn range(
+            &self,
+            tenant: &str,
+            after_seq: u64,
+            limit: usize,
+        ) -> Result<Vec<Receipt>, StoreError> {
+            if tenant == self.unreadable {
+                return Err(StoreError::Unavailable(
+                    "this chain's pages time out".into(),
+                ));
+            }
+            self.inner.range(tenant, after_seq, limit).await
+        }
+        async fn get(&self, receipt_id: &str) -> Result<Option<Receipt>, StoreError> {
+            self.inner.get(receipt_id).await
+        }
+        async fn by_message_id(&self, message_id: &str) -> Result<Option<Receipt>, StoreError> {
+            self.inner.by_message_id(message_id).await
+        }
+        async fn tenants(&self, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.tenants(after, limit).await
+        }
+        async fn entitlement(&self, tenant: &str) -> Result<Option<serde_json::Value>, StoreError> {
+            self.inner.entitlement(tenant).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            if self.ping_fails {
+                return Err(StoreError::Unavailable("down".into()));
+            }
+            self.inner.ping().await
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_chain_that_panics_is_broken_one_that_fails_is_skipped_and_the_pass_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("l.db")).unwrap();
+        for tenant in ["a", "b", "c", "d"] {
+            let mut prev: Option<Receipt> = None;
+            for _ in 0..3 {
+                let d = ReceiptDraft::new(tenant, ReceiptType::Transition, "signal_processed", "r");
+                let r = d.seal(
+                    prev.as_ref().map(|p| (p.seq, p.receipt_hash.as_str())),
+                    "n",
+                    crate::clock::now_rfc3339(),
+                );
+                inner
+                    .append(vec![AppendItem::receipt(r.clone())])
+                    .await
+                    .unwrap();
+                prev = Some(r);
+            }
+        }
+        let mut store = Failing {
+            inner,
+            panics: "b",
+            unreadable: "c",
+            ping_fails: false,
+        };
+        let standing = Mutex::new(Standing::default());
+        let cfg = AuditConfig {
+            interval: Duration::from_secs(1),
+            receipts_per_sec: 1_000_000,
+        };
+
+        let summary = pass(&store, cfg, &standing).await.unwrap();
+
+        // `d`, after both, was verified.
+        assert_eq!(
+            summary,
+            PassSummary {
+                chains: 4,
+                receipts: 6,
+                broken: 1,
+                skipped: 1
+            }
+        );
+        // With the ledger not answering either, the pass stops at `c`.
+        store.ping_fails = true;
+        let stopped = pass(&store, cfg, &standing).await;
+        assert!(
+            matches!(stopped, Err(StoreError::Unavailable(_))),
+            "{stopped:?}"
+        );
+        let s = standing.into_inner().unwrap();
+        assert_eq!(s.broken(), 1);
+        let (finding, _) = &s.broken["b"];
+        assert_eq!(finding.seq, None);
+        assert!(
+            finding.reason.contains("panicked: assertion")
+                && finding.reason.contains("a verifier that panics"),
+            "{finding:?}"
+        );
+    }
 
     fn finding(seq: u64, reason: &str) -> Finding {
         Finding {
@@ -402,6 +562,11 @@ mod tests {
             s.end_pass(),
             vec![("b".to_owned(), Change::Gone(finding(5, "hash")))]
         );
+        assert_eq!(s.broken(), 1);
+        // A chain that could not be verified in a pass is kept as it was.
+        s.begin_pass();
+        s.keep("a");
+        assert_eq!(s.end_pass(), vec![]);
         assert_eq!(s.broken(), 1);
         // A pass the ledger stopped never ends: nothing is taken for gone.
         s.begin_pass();

@@ -432,6 +432,12 @@ pub fn chain_audited(tenant: &str, change: &crate::receipts::audit::Change, brok
     metrics::gauge!("tai_ledger_chains_broken").set(broken as f64);
 }
 
+/// The ledger audit could not verify `tenant`'s chain in this pass, although the ledger
+/// answered; the pass went on.
+pub fn chain_not_audited(tenant: &str, error: &crate::receipts::StoreError) {
+    tracing::warn!(tenant, %error, "the ledger audit could not verify a chain in this pass; it goes on with the others");
+}
+
 /// A ledger audit pass went over every chain in `took`.
 pub fn audit_pass_complete(summary: &crate::receipts::audit::PassSummary, took: Duration) {
     metrics::counter!("tai_ledger_audit_passes_total", "result" => "complete").increment(1);
@@ -441,6 +447,7 @@ pub fn audit_pass_complete(summary: &crate::receipts::audit::PassSummary, took: 
         chains = summary.chains,
         receipts = summary.receipts,
         broken = summary.broken,
+        skipped = summary.skipped,
         seconds = took.as_secs_f64(),
         "ledger audit pass complete"
     );

@@ -31,7 +31,7 @@ use crate::intake::Intake;
 use crate::mcp::registry::{McpRegistry, Ops};
 use crate::pubsub::consumer::{ConsumerConfig, PubsubConsumer};
 use crate::pubsub::PubsubHealth;
-use crate::receipts::audit::{Auditor, SharedStanding};
+use crate::receipts::audit::{AuditConfig, Auditor, SharedStanding};
 use crate::receipts::firestore::FirestoreStore;
 use crate::receipts::sqlite::SqliteStore;
 use crate::receipts::writer::{LedgerHandle, ReceiptWriter, WriterConfig};
@@ -60,6 +60,8 @@ pub struct Tree {
     pub pubsub: Option<ChildRef<PubsubConsumer>>,
     /// The MCP tool registry.
     pub mcp: ChildRef<McpRegistry>,
+    /// The ledger audit's settings and what it found, when it runs.
+    pub audit: Option<(AuditConfig, SharedStanding)>,
     /// Per-tenant token buckets, for HTTP and MCP alike.
     pub limits: Arc<crate::limits::TenantLimits>,
     /// Webhook exchanges whose outcome is not recorded yet (a shutdown waits for them).
@@ -281,16 +283,17 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     });
 
     // The background audit of every chain; what it found broken outlives a restarted Auditor.
-    let audit_spec =
-        crate::receipts::audit::AuditConfig::from_settings(&settings.ledger).map(|cfg| {
-            events::zero_audit_series();
-            let (store, standing) = (ledger.store().clone(), SharedStanding::default());
-            let (spec, _) = ChildSpec::worker("auditor", move || {
-                Auditor::new(store.clone(), cfg, standing.clone())
-            });
-            spec.shutdown(Shutdown::Timeout(Duration::from_secs(1)))
-                .mailbox(16)
+    let audit =
+        AuditConfig::from_settings(&settings.ledger).map(|cfg| (cfg, SharedStanding::default()));
+    let audit_spec = audit.clone().map(|(cfg, standing)| {
+        events::zero_audit_series();
+        let store = ledger.store().clone();
+        let (spec, _) = ChildSpec::worker("auditor", move || {
+            Auditor::new(store.clone(), cfg, standing.clone())
         });
+        spec.shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+            .mailbox(16)
+    });
 
     let intake = Intake::new(settings, governors.clone(), entitlements.clone())?;
 
@@ -410,6 +413,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         pubsub_health,
         pubsub,
         mcp,
+        audit,
         limits,
         action_exchanges,
     })

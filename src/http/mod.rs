@@ -197,6 +197,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/v1/receipts/{receipt_id}").route(web::get().to(receipts::get)))
         .service(web::resource("/v1/supervision").route(web::get().to(ops::supervision)))
+        .service(web::resource("/v1/ledger/audit").route(web::get().to(ops::ledger_audit)))
         .service(
             web::resource("/v1/supervision/events").route(web::get().to(ops::supervision_events)),
         )

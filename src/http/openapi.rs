@@ -368,6 +368,35 @@ fn ops() -> Vec<Op> {
                 (200, any_object()),
             )
         },
+        op(
+            "get",
+            "/v1/ledger/audit",
+            "The ledger audit: its settings, its passes, and the chains it found broken (at most 1000 listed, in tenant order)",
+            OPERATORS,
+            (
+                200,
+                json!({"type": "object",
+                    "required": ["enabled", "interval_secs", "receipts_per_sec", "running", "passes", "last_pass", "broken_total", "broken"],
+                    "properties": {
+                    "enabled": {"type": "boolean"},
+                    "interval_secs": {"type": ["integer", "null"]},
+                    "receipts_per_sec": {"type": ["integer", "null"]},
+                    "running": {"type": "boolean", "description": "a pass is going over the chains now"},
+                    "passes": {"type": "object", "required": ["complete", "stopped"], "properties": {
+                        "complete": {"type": "integer"}, "stopped": {"type": "integer"}}},
+                    "last_pass": {"oneOf": [{"type": "null"}, {"type": "object",
+                        "required": ["ended_at", "chains", "receipts", "broken", "skipped", "seconds"], "properties": {
+                        "ended_at": {"type": "string"}, "chains": {"type": "integer"},
+                        "receipts": {"type": "integer"}, "broken": {"type": "integer"},
+                        "skipped": {"type": "integer"}, "seconds": {"type": "number"}}}]},
+                    "broken_total": {"type": "integer"},
+                    "broken": {"type": "array", "items": {"type": "object",
+                        "required": ["tenant_id", "seq", "reason", "found_at"], "properties": {
+                        "tenant_id": {"type": "string"},
+                        "seq": {"type": ["integer", "null"], "description": "the first receipt that does not verify; null when the chain's head cannot be read"},
+                        "reason": {"type": "string"}, "found_at": {"type": "string"}}}}}}),
+            ),
+        ),
         Op {
             ..op(
                 "get",

@@ -1,4 +1,5 @@
-//! Operator endpoints: `/metrics`, the supervision tree snapshot and recent supervision events.
+//! Operator endpoints: `/metrics`, the supervision tree snapshot and recent supervision events,
+//! and the ledger audit's findings.
 
 use std::time::Duration;
 
@@ -57,6 +58,25 @@ pub async fn supervision(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(snap.to_json()))
+}
+
+/// The broken chains `GET /v1/ledger/audit` lists at most (`broken_total` counts them all).
+const AUDIT_LISTED: usize = 1000;
+
+/// `GET /v1/ledger/audit` (operator): the ledger audit's settings, its passes, and the chains it
+/// found broken and has not since found whole.
+pub async fn ledger_audit(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_operator()?;
+    let view = match &state.tree.audit {
+        Some((cfg, standing)) => {
+            (standing.lock().unwrap_or_else(|e| e.into_inner())).view(*cfg, AUDIT_LISTED)
+        }
+        None => crate::receipts::audit::Standing::view_off(),
+    };
+    Ok(HttpResponse::Ok().json(view))
 }
 
 pub async fn supervision_events(

@@ -13,7 +13,7 @@
 //! audit knows of broken chains lives in a [`Standing`] held outside the actor, so a restarted
 //! Auditor does not forget them (the gauge would drop until the next pass found them again).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,36 +141,68 @@ pub enum Change {
     Gone(Finding),
 }
 
-/// The chains the audit found broken and has not since found whole or missing.
+/// A chain standing broken.
+#[derive(Debug, Clone)]
+struct Broken {
+    finding: Finding,
+    /// When the audit first found it broken so (RFC 3339).
+    found_at: String,
+    /// The pass that last found it.
+    seen: u64,
+}
+
+/// How the last complete pass went.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LastPass {
+    pub ended_at: String,
+    pub chains: u64,
+    pub receipts: u64,
+    pub broken: usize,
+    pub skipped: u64,
+    pub seconds: f64,
+}
+
+/// The chains the audit found broken and has not since found whole or missing, and how its
+/// passes went (what `GET /v1/ledger/audit` shows).
 #[derive(Debug, Default)]
 pub struct Standing {
-    /// Each broken chain's finding, and the pass that last found it.
-    broken: HashMap<String, (Finding, u64)>,
+    broken: BTreeMap<String, Broken>,
     pass: u64,
+    running: bool,
+    complete: u64,
+    stopped: u64,
+    last: Option<LastPass>,
 }
 
 impl Standing {
     /// A pass begins: what it does not find again is gone at [`Standing::end_pass`].
     pub fn begin_pass(&mut self) {
         self.pass += 1;
+        self.running = true;
     }
 
-    /// Takes in `tenant`'s latest verification (`None`: it verifies).
-    pub fn record(&mut self, tenant: &str, finding: Option<Finding>) -> Change {
+    /// Takes in `tenant`'s latest verification (`None`: it verifies), made `at` (RFC 3339).
+    pub fn record(&mut self, tenant: &str, finding: Option<Finding>, at: &str) -> Change {
         match finding {
             None => self
                 .broken
                 .remove(tenant)
-                .map_or(Change::Same, |(f, _)| Change::Mended(f)),
+                .map_or(Change::Same, |b| Change::Mended(b.finding)),
             Some(f) => {
                 let pass = self.pass;
                 match self.broken.get_mut(tenant) {
-                    Some((known, seen)) if *known == f => {
-                        *seen = pass;
+                    Some(b) if b.finding == f => {
+                        b.seen = pass;
                         Change::Same
                     }
                     _ => {
-                        self.broken.insert(tenant.to_owned(), (f.clone(), pass));
+                        let found_at = at.to_owned();
+                        let b = Broken {
+                            finding: f.clone(),
+                            found_at,
+                            seen: pass,
+                        };
+                        self.broken.insert(tenant.to_owned(), b);
                         Change::Broken(f)
                     }
                 }
@@ -181,8 +213,8 @@ impl Standing {
     /// `tenant` could not be verified in this pass: what was known of it stands.
     pub fn keep(&mut self, tenant: &str) {
         let pass = self.pass;
-        if let Some((_, seen)) = self.broken.get_mut(tenant) {
-            *seen = pass;
+        if let Some(b) = self.broken.get_mut(tenant) {
+            b.seen = pass;
         }
     }
 
@@ -190,17 +222,69 @@ impl Standing {
     pub fn end_pass(&mut self) -> Vec<(String, Change)> {
         let pass = self.pass;
         let gone: Vec<String> = (self.broken.iter())
-            .filter(|(_, (_, seen))| *seen != pass)
+            .filter(|(_, b)| b.seen != pass)
             .map(|(t, _)| t.clone())
             .collect();
         gone.into_iter()
-            .filter_map(|t| self.broken.remove(&t).map(|(f, _)| (t, Change::Gone(f))))
+            .filter_map(|t| self.broken.remove(&t).map(|b| (t, Change::Gone(b.finding))))
             .collect()
+    }
+
+    /// The pass that began last went over every chain.
+    pub fn completed(&mut self, last: LastPass) {
+        self.running = false;
+        self.complete += 1;
+        self.last = Some(last);
+    }
+
+    /// The pass that began last was stopped (the ledger could not be read).
+    pub fn stopped(&mut self) {
+        self.running = false;
+        self.stopped += 1;
     }
 
     /// How many chains stand broken.
     pub fn broken(&self) -> usize {
         self.broken.len()
+    }
+
+    /// What an operator sees: the audit's settings, its passes, and the first `limit` chains
+    /// standing broken in tenant order.
+    pub fn view(&self, cfg: AuditConfig, limit: usize) -> serde_json::Value {
+        let broken: Vec<serde_json::Value> = (self.broken.iter().take(limit))
+            .map(|(tenant, b)| {
+                serde_json::json!({
+                    "tenant_id": tenant,
+                    "seq": b.finding.seq,
+                    "reason": b.finding.reason,
+                    "found_at": b.found_at,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "enabled": true,
+            "interval_secs": cfg.interval.as_secs(),
+            "receipts_per_sec": cfg.receipts_per_sec,
+            "running": self.running,
+            "passes": {"complete": self.complete, "stopped": self.stopped},
+            "last_pass": self.last,
+            "broken_total": self.broken.len(),
+            "broken": broken,
+        })
+    }
+
+    /// The view of an audit that does not run.
+    pub fn view_off() -> serde_json::Value {
+        serde_json::json!({
+            "enabled": false,
+            "interval_secs": null,
+            "receipts_per_sec": null,
+            "running": false,
+            "passes": {"complete": 0, "stopped": 0},
+            "last_pass": null,
+            "broken_total": 0,
+            "broken": [],
+        })
     }
 }
 
@@ -280,7 +364,8 @@ async fn pass<S: LedgerStore>(
                 Ok(finding) => {
                     let (change, broken) = {
                         let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
-                        (s.record(tenant, finding), s.broken())
+                        let at = crate::clock::now_rfc3339();
+                        (s.record(tenant, finding, &at), s.broken())
                     };
                     events::chain_audited(tenant, &change, broken);
                 }
@@ -339,18 +424,29 @@ impl Auditor {
         let run = async move { pass(&store, cfg, &standing).await };
         ctx.spawn(wrap_future::<_, Self>(run).map(move |result, act, ctx| {
             let interval = act.cfg.interval;
+            let mut standing = act.standing.lock().unwrap_or_else(|e| e.into_inner());
             let next = match result {
                 Ok(summary) => {
                     let took = started.elapsed();
                     events::audit_pass_complete(&summary, took);
+                    standing.completed(LastPass {
+                        ended_at: crate::clock::now_rfc3339(),
+                        chains: summary.chains,
+                        receipts: summary.receipts,
+                        broken: summary.broken,
+                        skipped: summary.skipped,
+                        seconds: took.as_secs_f64(),
+                    });
                     next_pass_in(started, Instant::now(), interval)
                 }
                 Err(e) => {
                     let retry = RETRY.min(interval);
                     events::audit_pass_stopped(&e, retry);
+                    standing.stopped();
                     retry
                 }
             };
+            drop(standing);
             ctx.run_later(next, |act, ctx| act.start_pass(ctx));
         }));
     }
@@ -360,6 +456,12 @@ impl Actor for Auditor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A pass that the Auditor before this one was running when it crashed was stopped.
+        let mut standing = self.standing.lock().unwrap_or_else(|e| e.into_inner());
+        if standing.running {
+            standing.stopped();
+        }
+        drop(standing);
         ctx.run_later(FIRST_PASS.min(self.cfg.interval), |act, ctx| {
             act.start_pass(ctx)
         });
@@ -479,7 +581,7 @@ mod tests {
         );
         let s = standing.into_inner().unwrap();
         assert_eq!(s.broken(), 1);
-        let (finding, _) = &s.broken["b"];
+        let finding = &s.broken["b"].finding;
         assert_eq!(finding.seq, None);
         assert!(
             finding.reason.contains("panicked: assertion")
@@ -525,39 +627,95 @@ mod tests {
     #[test]
     fn the_standing_reports_a_break_once_and_its_mending() {
         let mut s = Standing::default();
-        assert_eq!(s.record("a", None), Change::Same);
+        assert_eq!(s.record("a", None, "t"), Change::Same);
         assert_eq!(
-            s.record("a", Some(finding(7, "hash"))),
+            s.record("a", Some(finding(7, "hash")), "t"),
             Change::Broken(finding(7, "hash"))
         );
-        assert_eq!(s.record("a", Some(finding(7, "hash"))), Change::Same);
+        assert_eq!(s.record("a", Some(finding(7, "hash")), "t"), Change::Same);
         assert_eq!(s.broken(), 1);
         // Broken elsewhere (a second change, or the first one mended and another made).
         assert_eq!(
-            s.record("a", Some(finding(3, "hash"))),
+            s.record("a", Some(finding(3, "hash")), "t"),
             Change::Broken(finding(3, "hash"))
         );
         assert_eq!(
-            s.record("b", Some(finding(1, "prev"))),
+            s.record("b", Some(finding(1, "prev")), "t"),
             Change::Broken(finding(1, "prev"))
         );
         assert_eq!(s.broken(), 2);
-        assert_eq!(s.record("a", None), Change::Mended(finding(3, "hash")));
-        assert_eq!(s.record("a", None), Change::Same);
+        assert_eq!(s.record("a", None, "t"), Change::Mended(finding(3, "hash")));
+        assert_eq!(s.record("a", None, "t"), Change::Same);
         assert_eq!(s.broken(), 1);
+    }
+
+    #[test]
+    fn the_view_lists_broken_chains_in_tenant_order_and_how_the_passes_went() {
+        let cfg = AuditConfig {
+            interval: Duration::from_secs(60),
+            receipts_per_sec: 100,
+        };
+        let mut s = Standing::default();
+        s.begin_pass();
+        s.record("b", Some(finding(4, "hash")), "2026-12-07T10:00:00.000Z");
+        s.record("a", Some(finding(2, "prev")), "2026-12-07T10:00:01.000Z");
+        s.record("c", None, "2026-12-07T10:00:02.000Z");
+        let during = s.view(cfg, 1);
+        assert_eq!(during["running"], true);
+        assert_eq!(during["last_pass"], serde_json::Value::Null);
+        assert_eq!(
+            (&during["broken_total"], &during["broken"]),
+            (
+                &serde_json::json!(2),
+                &serde_json::json!([{"tenant_id": "a", "seq": 2, "reason": "prev",
+                    "found_at": "2026-12-07T10:00:01.000Z"}])
+            ),
+            "{during}"
+        );
+        s.end_pass();
+        let last = LastPass {
+            ended_at: "2026-12-07T10:00:03.000Z".into(),
+            chains: 3,
+            receipts: 30,
+            broken: 2,
+            skipped: 0,
+            seconds: 3.0,
+        };
+        s.completed(last);
+        s.begin_pass();
+        s.stopped();
+        let after = s.view(cfg, 1000);
+        assert_eq!(after["running"], false);
+        assert_eq!(
+            after["passes"],
+            serde_json::json!({"complete": 1, "stopped": 1})
+        );
+        assert_eq!(after["last_pass"]["chains"], 3);
+        assert_eq!(
+            (&after["interval_secs"], &after["receipts_per_sec"]),
+            (&serde_json::json!(60), &serde_json::json!(100))
+        );
+        assert_eq!(after["broken"].as_array().unwrap().len(), 2);
+        // A chain found broken again as it was keeps when it was first found.
+        s.begin_pass();
+        s.record("b", Some(finding(4, "hash")), "2026-12-07T11:00:00.000Z");
+        assert_eq!(
+            s.view(cfg, 1000)["broken"][1]["found_at"],
+            "2026-12-07T10:00:00.000Z"
+        );
     }
 
     #[test]
     fn a_broken_chain_that_a_whole_pass_did_not_list_is_gone() {
         let mut s = Standing::default();
         s.begin_pass();
-        s.record("a", Some(finding(2, "hash")));
-        s.record("b", Some(finding(5, "hash")));
+        s.record("a", Some(finding(2, "hash")), "t");
+        s.record("b", Some(finding(5, "hash")), "t");
         assert_eq!(s.end_pass(), vec![]);
         // The next pass finds `a` as it was and no longer lists `b` (the ledger was restored
         // from a copy older than that tenant).
         s.begin_pass();
-        assert_eq!(s.record("a", Some(finding(2, "hash"))), Change::Same);
+        assert_eq!(s.record("a", Some(finding(2, "hash")), "t"), Change::Same);
         assert_eq!(
             s.end_pass(),
             vec![("b".to_owned(), Change::Gone(finding(5, "hash")))]

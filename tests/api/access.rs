@@ -106,6 +106,7 @@ async fn every_route_answers_each_role_as_specified() {
         ),
         ("GET", "/v1/supervision", None, [401, 200, 200, 403, 403]),
         ("GET", "/v1/tenants", None, [401, 200, 200, 403, 403]),
+        ("GET", "/v1/ledger/audit", None, [401, 200, 200, 403, 403]),
         (
             "GET",
             "/v1/supervision/events",

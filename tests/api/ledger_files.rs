@@ -621,6 +621,21 @@ async fn a_receipt_changed_in_the_running_ledger_is_found_by_the_audit_and_its_r
         metric(&bin.metrics().await, "tai_ledger_chains_broken"),
         Some(1.0)
     );
+    // Operators see it listed, with when it was found.
+    let (s, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    assert_eq!((s, &audit["broken_total"]), (200, &json!(1)), "{audit}");
+    let listed = &audit["broken"][0];
+    assert_eq!(
+        (&listed["tenant_id"], &listed["seq"]),
+        (&json!("acme-corp"), &json!(3)),
+        "{audit}"
+    );
+    assert_eq!(listed["reason"], found["reason"], "{audit}");
+    assert!(
+        listed["found_at"].as_str().unwrap().ends_with('Z'),
+        "{audit}"
+    );
+    assert_eq!(audit["interval_secs"], 1, "{audit}");
     // Nobody asked: the audit read the chain by itself.
     assert_eq!(
         metric(
@@ -643,6 +658,18 @@ async fn a_receipt_changed_in_the_running_ledger_is_found_by_the_audit_and_its_r
         })
         .count();
     assert_eq!(reports, 1);
+    let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    assert_eq!(
+        (&audit["broken_total"], &audit["broken"]),
+        (&json!(0), &json!([])),
+        "{audit}"
+    );
+    let last = &audit["last_pass"];
+    assert_eq!(
+        (&last["chains"], &last["broken"]),
+        (&json!(2), &json!(0)),
+        "{audit}"
+    );
     let (_, report) = get(&client, &bin.url("/v1/tenants/acme-corp/receipts/verify")).await;
     assert_eq!(report["valid"], true, "{report}");
 }

@@ -1152,3 +1152,25 @@ async fn the_ledger_audit_finds_a_changed_receipt_document_in_firestore() {
         Some(1.0)
     );
 }
+
+#[actix_web::test]
+async fn operators_see_whether_the_ledger_audit_runs_and_what_it_found() {
+    // On by default: an hour apart, the first pass 10 s after the start.
+    let app = spawn_app(|_| {}).await;
+    let (status, audit) = app.get_json("/v1/ledger/audit").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        audit,
+        json!({"enabled": true, "interval_secs": 3600, "receipts_per_sec": 20000,
+            "running": false, "passes": {"complete": 0, "stopped": 0}, "last_pass": null,
+            "broken_total": 0, "broken": []})
+    );
+    // Off, it says so in the same shape.
+    let off = spawn_app(|s| s.ledger.audit_interval_secs = 0).await;
+    let (status, audit) = off.get_json("/v1/ledger/audit").await;
+    assert_eq!((status, &audit["enabled"]), (200, &json!(false)), "{audit}");
+    assert_eq!(
+        (&audit["interval_secs"], &audit["last_pass"]),
+        (&json!(null), &json!(null))
+    );
+}

@@ -140,6 +140,7 @@ async fn observer_serves_its_page_and_the_series_its_script_reads() {
         "/metrics",
         "/v1/supervision?limit=50",
         "/v1/supervision/events",
+        "/v1/ledger/audit",
     ] {
         assert!(
             page.contains(&format!("\"{source}\"")),
@@ -182,6 +183,18 @@ async fn observer_serves_its_page_and_the_series_its_script_reads() {
     let child = &tree["children"][0];
     for key in ["id", "kind", "state", "restarts", "last_exit"] {
         assert!(child.get(key).is_some(), "a child has {key}");
+    }
+    let (s, audit) = app.get_json("/v1/ledger/audit").await;
+    assert_eq!(s, 200);
+    for key in [
+        "enabled",
+        "running",
+        "last_pass",
+        "interval_secs",
+        "broken_total",
+        "broken",
+    ] {
+        assert!(audit.get(key).is_some(), "the audit has {key}");
     }
 }
 

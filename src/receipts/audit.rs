@@ -7,11 +7,13 @@
 //! `ledger.audit_interval_secs`, reading at most `ledger.audit_receipts_per_sec`, and reports
 //! what it finds as the operator watches the service: an ERROR line naming the tenant, the seq
 //! and why, `tai_ledger_chains_broken` (chains found broken and not since found whole; an alert
-//! policy pages on it) and a line when a broken chain verifies again (a restored ledger).
+//! policy pages on it), a line when a broken chain verifies again (a restored ledger) or is no
+//! longer in the ledger, and the list `GET /v1/ledger/audit` serves ([`Standing::view`]).
 //!
 //! Pure parts ([`Pacer`], [`Standing`], [`next_pass_in`]) are apart from the actor glue. What the
 //! audit knows of broken chains lives in a [`Standing`] held outside the actor, so a restarted
 //! Auditor does not forget them (the gauge would drop until the next pass found them again).
+//! The audit only reads.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -135,6 +135,19 @@ impl Verifier {
         v
     }
 
+    /// Gives up this verifier's scratch space: for one of many verifiers that share one
+    /// buffer through [`Verifier::swap_scratch`] (a chain each, fed in turn), each keeping only
+    /// its place in its chain.
+    pub fn without_scratch(mut self) -> Self {
+        self.buf = String::new();
+        self
+    }
+
+    /// Swaps `scratch` in as this verifier's scratch space; called again, swaps it back.
+    pub fn swap_scratch(&mut self, scratch: &mut String) {
+        std::mem::swap(&mut self.buf, scratch);
+    }
+
     /// Checks the next receipt; returns `false` once the chain is broken (further input is
     /// ignored).
     pub fn feed(&mut self, r: &Receipt) -> bool {

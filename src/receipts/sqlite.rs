@@ -4,6 +4,7 @@
 //! pool of read connections, so reads never wait behind a commit. Triggers refuse any UPDATE or
 //! DELETE of a receipt: the code has no such path, and the file refuses one too.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::chain::Verifier;
+use super::chain::{Anchor, Verifier, VerifyReport};
 use super::receipt::{Receipt, ReceiptType};
 use super::store::{
     seq_bound, AppendItem, GovernorSnapshot, Head, LedgerStore, OpenAction, PageRead, StoreError,
@@ -415,6 +416,18 @@ fn tune(conn: Connection) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteStore {
+    /// Every chain verified in one read of the table, front to back (`verify --all`): the
+    /// reports by tenant, or `None` where only chain by chain can tell (see `verify_all_rows`).
+    /// Holds a few hundred bytes per tenant.
+    pub async fn verify_all(
+        &self,
+        anchors: HashMap<String, Anchor>,
+        progress: impl FnMut(u64) + Send + 'static,
+    ) -> Result<Option<HashMap<String, VerifyReport>>, StoreError> {
+        self.read(move |c| verify_all_rows(c, &anchors, progress))
+            .await
+    }
+
     /// Opens (creating if needed) the ledger file at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -860,6 +873,77 @@ fn verify_rows(
         }
     }
     Ok(())
+}
+
+/// Every chain of the ledger verified in one read of the table in row order (one statement,
+/// so one snapshot), each against its anchor in `anchors`, with `progress` told the rows read
+/// every 65,536 rows and at the end. A chain's rows follow one another in seq order, since
+/// they are appended in chain order; the file is read once, front to back, where reading chain
+/// by chain reads a page of the file for nearly every receipt (the rows of all tenants are
+/// interleaved in commit order).
+///
+/// `None` when a row cannot be read back (damage): only chain by chain says where. A report
+/// that is not valid is not the last word either: a row written again out of its place (the
+/// same receipt deleted and inserted) breaks the order here but not the chain. The caller
+/// verifies such a chain by itself ([`super::verify_chain`]).
+fn verify_all_rows(
+    c: &Connection,
+    anchors: &HashMap<String, Anchor>,
+    mut progress: impl FnMut(u64),
+) -> Result<Option<HashMap<String, VerifyReport>>, StoreError> {
+    let mut s = c
+        .prepare(&format!("SELECT {COLUMNS} FROM receipts ORDER BY rowid"))
+        .map_err(sql_error)?;
+    let mut rows = s.query([]).map_err(sql_error)?;
+    let mut chains: HashMap<String, Verifier> = HashMap::new();
+    let mut scratch = String::with_capacity(1024);
+    let mut r = Receipt::empty();
+    let mut read = 0u64;
+    loop {
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => match sql_error(e) {
+                StoreError::Corrupt(_) => return Ok(None),
+                other => return Err(other),
+            },
+        };
+        let Ok(metadata) = refill_columns(row, &mut r) else {
+            return Ok(None);
+        };
+        if !chains.contains_key(&r.tenant_id) {
+            let v = Verifier::new(r.tenant_id.as_str())
+                .with_anchor(anchors.get(&r.tenant_id).cloned())
+                .without_scratch();
+            chains.insert(r.tenant_id.clone(), v);
+        }
+        let v = chains.get_mut(&r.tenant_id).expect("inserted above");
+        if !v.is_broken() {
+            v.swap_scratch(&mut scratch);
+            let fed = match v.feed_text(&r, metadata) {
+                Some(_) => Ok(()),
+                None => parse_metadata(&r, metadata).map(|m| {
+                    r.metadata = m;
+                    v.feed(&r);
+                }),
+            };
+            v.swap_scratch(&mut scratch);
+            if fed.is_err() {
+                return Ok(None);
+            }
+        }
+        read += 1;
+        if read.is_multiple_of(65_536) {
+            progress(read);
+        }
+    }
+    progress(read);
+    Ok(Some(
+        chains
+            .into_iter()
+            .map(|(t, v)| (t, v.finish(None)))
+            .collect(),
+    ))
 }
 
 /// A row of `SELECT {COLUMNS}` as a receipt (the outer error is SQLite's, for `query_map`).

@@ -639,6 +639,27 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
             .collect::<Vec<_>>(),
         vec![3, 4]
     );
+    // What one read of the whole file reported is what each chain verified alone reports.
+    for (t, line) in ["t1", "t2"].iter().zip(&lines) {
+        let alone = verify_cli(&db, &["--tenant", t]);
+        let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).unwrap();
+        assert_eq!(&alone, line);
+    }
+
+    // A receipt written again out of its place in the file (deleted and inserted as it was)
+    // leaves its chain whole: `verify --all` verifies that chain again by itself.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER receipts_are_append_only_delete;
+         CREATE TEMP TABLE keep AS SELECT * FROM receipts WHERE tenant_id = 't1' AND seq = 2;
+         DELETE FROM receipts WHERE tenant_id = 't1' AND seq = 2;
+         INSERT INTO receipts SELECT * FROM keep;",
+    )
+    .unwrap();
+    drop(conn);
+    let again = verify_cli(&db, &["--all"]);
+    exited_0(&again);
+    assert_eq!(again.stdout, out.stdout);
 }
 
 /// Runs the real binary's `backup --to dest` against the ledger file `db`.

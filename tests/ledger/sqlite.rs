@@ -187,3 +187,90 @@ async fn the_wal_stays_bounded_under_a_steady_write_load() {
         "every row is there"
     );
 }
+
+/// Three chains appended in turn, a receipt of each per commit, as a service interleaves them.
+async fn interleaved(store: &SqliteStore, per_chain: usize) {
+    use tai_autonomics::receipts::{Receipt, ReceiptDraft, ReceiptType};
+    let mut last: std::collections::HashMap<&str, Receipt> = Default::default();
+    for i in 0..per_chain {
+        let mut batch = Vec::new();
+        for tenant in ["a", "b", "c"] {
+            let d = ReceiptDraft::new(tenant, ReceiptType::Transition, "signal_processed", "r")
+                .metadata(serde_json::json!({"i": i, "input": {"value": 0.1 * i as f64}}));
+            let r = d.seal(
+                last.get(tenant).map(|p| (p.seq, p.receipt_hash.as_str())),
+                "n",
+                tai_autonomics::clock::now_rfc3339(),
+            );
+            last.insert(tenant, r.clone());
+            batch.push(AppendItem::receipt(r));
+        }
+        store.append(batch).await.unwrap();
+    }
+}
+
+/// `verify --all` reads a SQLite ledger once, front to back: its reports are those of each
+/// chain verified by itself, anchors included, while the ledger is as written. A row written
+/// again out of its place breaks the order that read relies on, not the chain: that report is
+/// not valid, and the chain verified by itself is (the CLI verifies such a chain again).
+#[actix_web::test]
+async fn every_chain_verified_in_one_read_reports_as_each_verified_alone() {
+    use tai_autonomics::receipts::{verify_chain, Anchor};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = SqliteStore::open(&path).unwrap();
+    interleaved(&store, 40).await;
+    let b20 = store.range("b", 19, 1).await.unwrap().remove(0);
+    let anchors: std::collections::HashMap<String, Anchor> =
+        [("b".to_owned(), Anchor::new(20, &b20.receipt_hash).unwrap())].into();
+    let alone = |t: &'static str| {
+        let (store, anchor) = (&store, anchors.get(t).cloned());
+        async move { verify_chain(store, t, anchor, 1000, |_| {}).await.unwrap() }
+    };
+
+    let all = store
+        .verify_all(anchors.clone(), |_| {})
+        .await
+        .unwrap()
+        .expect("every row read");
+    assert_eq!(all.len(), 3);
+    for t in ["a", "b", "c"] {
+        let report = alone(t).await;
+        assert!(report.valid, "{report:?}");
+        assert_eq!(all[t], report);
+    }
+    assert!(all["b"].anchor.is_some());
+
+    // b's receipt 7 deleted and inserted again as it was: last in the file now.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER receipts_are_append_only_delete;
+         CREATE TEMP TABLE keep AS SELECT * FROM receipts WHERE tenant_id = 'b' AND seq = 7;
+         DELETE FROM receipts WHERE tenant_id = 'b' AND seq = 7;
+         INSERT INTO receipts SELECT * FROM keep;",
+    )
+    .unwrap();
+    // c's receipt 12 changed.
+    conn.execute_batch(
+        "DROP TRIGGER receipts_are_append_only_update;
+         UPDATE receipts SET reason = 'changed' WHERE tenant_id = 'c' AND seq = 12;",
+    )
+    .unwrap();
+    drop(conn);
+    let all = store
+        .verify_all(anchors.clone(), |_| {})
+        .await
+        .unwrap()
+        .expect("every row read");
+    assert!(all["a"].valid);
+    assert_eq!(all["a"], alone("a").await);
+    assert!(
+        !all["b"].valid,
+        "out of its place in the file: {:?}",
+        all["b"]
+    );
+    assert!(alone("b").await.valid, "and whole as a chain");
+    let c = alone("c").await;
+    assert_eq!(c.first_broken.as_ref().map(|b| b.seq), Some(12));
+    assert_eq!(all["c"], c);
+}

@@ -424,7 +424,7 @@ impl SqliteStore {
         anchors: HashMap<String, Anchor>,
         progress: impl FnMut(u64) + Send + 'static,
     ) -> Result<Option<HashMap<String, VerifyReport>>, StoreError> {
-        self.read(move |c| verify_all_rows(c, &anchors, progress))
+        self.read(move |c| verify_all_rows(c, &anchors, SCAN_CHUNK, progress))
             .await
     }
 
@@ -875,12 +875,20 @@ fn verify_rows(
     Ok(())
 }
 
-/// Every chain of the ledger verified in one read of the table in row order (one statement,
-/// so one snapshot), each against its anchor in `anchors`, with `progress` told the rows read
-/// every 65,536 rows and at the end. A chain's rows follow one another in seq order, since
-/// they are appended in chain order; the file is read once, front to back, where reading chain
-/// by chain reads a page of the file for nearly every receipt (the rows of all tenants are
-/// interleaved in commit order).
+/// Rows read by one statement of [`verify_all_rows`].
+const SCAN_CHUNK: u64 = 65_536;
+
+/// Every chain of the ledger verified in one read of the table in row order, each against its
+/// anchor in `anchors`, with `progress` told the rows read after each `chunk` of rows.
+/// A chain's rows follow one another in seq order, since they are appended in chain order; the
+/// file is read once, front to back, where reading chain by chain reads a page of the file for
+/// nearly every receipt (the rows of all tenants are interleaved in commit order).
+///
+/// Each chunk is a statement of its own, so a read transaction of its own: one read across a
+/// large file would keep a running service's write-ahead log from starting over for as long as
+/// it lasts, and the log would grow by everything appended meanwhile. Rows are only ever
+/// appended, with row ids that grow, so the chunks together read every row once; rows appended
+/// while they are read are read too, after the rows before them.
 ///
 /// `None` when a row cannot be read back (damage): only chain by chain says where. A report
 /// that is not valid is not the last word either: a row written again out of its place (the
@@ -889,55 +897,66 @@ fn verify_rows(
 fn verify_all_rows(
     c: &Connection,
     anchors: &HashMap<String, Anchor>,
+    chunk: u64,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<HashMap<String, VerifyReport>>, StoreError> {
     let mut s = c
-        .prepare(&format!("SELECT {COLUMNS} FROM receipts ORDER BY rowid"))
+        .prepare(&format!(
+            "SELECT {COLUMNS}, rowid FROM receipts WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+        ))
         .map_err(sql_error)?;
-    let mut rows = s.query([]).map_err(sql_error)?;
     let mut chains: HashMap<String, Verifier> = HashMap::new();
     let mut scratch = String::with_capacity(1024);
     let mut r = Receipt::empty();
-    let mut read = 0u64;
+    let (mut read, mut after) = (0u64, i64::MIN);
     loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
-            Ok(None) => break,
-            Err(e) => match sql_error(e) {
-                StoreError::Corrupt(_) => return Ok(None),
-                other => return Err(other),
-            },
-        };
-        let Ok(metadata) = refill_columns(row, &mut r) else {
-            return Ok(None);
-        };
-        if !chains.contains_key(&r.tenant_id) {
-            let v = Verifier::new(r.tenant_id.as_str())
-                .with_anchor(anchors.get(&r.tenant_id).cloned())
-                .without_scratch();
-            chains.insert(r.tenant_id.clone(), v);
-        }
-        let v = chains.get_mut(&r.tenant_id).expect("inserted above");
-        if !v.is_broken() {
-            v.swap_scratch(&mut scratch);
-            let fed = match v.feed_text(&r, metadata) {
-                Some(_) => Ok(()),
-                None => parse_metadata(&r, metadata).map(|m| {
-                    r.metadata = m;
-                    v.feed(&r);
-                }),
+        let mut rows = s.query(params![after, chunk as i64]).map_err(sql_error)?;
+        let mut in_chunk = 0;
+        loop {
+            let row = match rows.next() {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(e) => match sql_error(e) {
+                    StoreError::Corrupt(_) => return Ok(None),
+                    other => return Err(other),
+                },
             };
-            v.swap_scratch(&mut scratch);
-            if fed.is_err() {
+            let (Ok(metadata), Ok(rowid)) = (refill_columns(row, &mut r), row.get::<_, i64>(13))
+            else {
                 return Ok(None);
+            };
+            after = rowid;
+            in_chunk += 1;
+            if !chains.contains_key(&r.tenant_id) {
+                let v = Verifier::new(r.tenant_id.as_str())
+                    .with_anchor(anchors.get(&r.tenant_id).cloned())
+                    .without_scratch();
+                chains.insert(r.tenant_id.clone(), v);
+            }
+            let v = chains.get_mut(&r.tenant_id).expect("inserted above");
+            if !v.is_broken() {
+                v.swap_scratch(&mut scratch);
+                let fed = match v.feed_text(&r, metadata) {
+                    Some(_) => Ok(()),
+                    None => parse_metadata(&r, metadata).map(|m| {
+                        r.metadata = m;
+                        v.feed(&r);
+                    }),
+                };
+                v.swap_scratch(&mut scratch);
+                if fed.is_err() {
+                    return Ok(None);
+                }
             }
         }
-        read += 1;
-        if read.is_multiple_of(65_536) {
+        read += in_chunk;
+        if in_chunk > 0 {
             progress(read);
         }
+        if in_chunk < chunk {
+            break;
+        }
     }
-    progress(read);
     Ok(Some(
         chains
             .into_iter()
@@ -1471,6 +1490,65 @@ mod tests {
         assert_eq!(page("t25", 10).0, names(26..30), "the last page is short");
         assert_eq!(page("t29", 10).0, Vec::<String>::new());
         assert_eq!(page("", 1).0, names(0..1));
+    }
+
+    /// The chunks of one read of every chain: each its own statement, rows appended between
+    /// them read in their place.
+    #[actix_web::test]
+    async fn every_chain_is_read_in_chunks_and_rows_appended_meanwhile_are_read_too() {
+        use crate::receipts::LedgerStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let seal = |tenant: &str, prev: Option<&Receipt>| {
+            super::super::ReceiptDraft::new(
+                tenant,
+                ReceiptType::Transition,
+                "signal_processed",
+                "r",
+            )
+            .seal(
+                prev.map(|p| (p.seq, p.receipt_hash.as_str())),
+                "n",
+                crate::clock::now_rfc3339(),
+            )
+        };
+        let mut last: HashMap<&str, Receipt> = HashMap::new();
+        for _ in 0..10 {
+            let mut batch = Vec::new();
+            for t in ["a", "b"] {
+                let r = seal(t, last.get(t));
+                last.insert(t, r.clone());
+                batch.push(super::super::AppendItem::receipt(r));
+            }
+            store.append(batch).await.unwrap();
+        }
+        // Between the first and the second chunk, another connection appends a's receipt 11.
+        let other = Connection::open(&path).unwrap();
+        let next = seal("a", last.get("a"));
+        let mut told = Vec::new();
+        let mut appended = false;
+        let conn = Connection::open(&path).unwrap();
+        let reports = verify_all_rows(&conn, &HashMap::new(), 7, |n| {
+            told.push(n);
+            if !appended {
+                appended = true;
+                let metadata = serde_json::to_string(&next.metadata).unwrap();
+                other
+                    .execute(
+                        &format!("INSERT INTO receipts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                        params![next.receipt_id, next.tenant_id, next.seq as i64, next.kind.as_str(), next.event_type, next.state_from, next.state_to, next.reason, metadata, next.node, next.timestamp, next.prev_hash, next.receipt_hash],
+                    )
+                    .unwrap();
+            }
+        })
+        .unwrap()
+        .expect("every row read");
+        assert_eq!(told, vec![7, 14, 21]);
+        let (a, b) = (&reports["a"], &reports["b"]);
+        assert!(a.valid && b.valid, "{a:?} {b:?}");
+        assert_eq!((a.head_seq, b.head_seq), (11, 10));
+        assert_eq!(a.head_hash, next.receipt_hash);
     }
 
     #[test]

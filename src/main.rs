@@ -487,9 +487,14 @@ fn progress_line(tenant: &str, chain: usize, chains: usize, checked: u64, head: 
 
 /// The supervision tree without the HTTP server, and the MCP registry on stdin/stdout. Whoever
 /// starts the process owns it, so calls run as admin. Ends when the client closes stdin.
-async fn mcp_stdio(settings: Settings) -> anyhow::Result<()> {
+///
+/// Without the ledger audit: the process lives as long as one client's session, has no
+/// `/metrics` or alert to report through, and would read the whole ledger, which a service
+/// may be auditing already, 10 s into every session.
+async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
     use rmcp::ServiceExt as _;
     use tai_autonomics::mcp::TaiMcp;
+    settings.ledger.audit_interval_secs = 0;
     let tree = tai_autonomics::tree::start(&settings).await?;
     tracing::info!("MCP over stdio: ready");
     let relay = tai_autonomics::mcp::stdio::relay(tokio::io::stdin(), tokio::io::stdout());

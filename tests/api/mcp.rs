@@ -728,6 +728,20 @@ fn mcp_stdio_serves_the_same_tools_on_stdin_and_stdout() {
         call["result"]["structuredContent"]["status"], "active",
         "{call}"
     );
+    // The tree it runs has no ledger audit (a session's process would read the whole ledger).
+    send(
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "taiea.supervision.tree", "arguments": {}}}),
+    );
+    let tree: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let children: Vec<&str> = (tree["result"]["structuredContent"]["children"].as_array())
+        .unwrap_or_else(|| panic!("{tree}"))
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        children.contains(&"mcp") && !children.contains(&"auditor"),
+        "{children:?}"
+    );
     drop(stdin);
     // Closing stdin ends the server cleanly; stdout carried nothing but protocol lines.
     let status = child.wait().unwrap();

@@ -710,9 +710,11 @@ async fn a_stopped_ledger_is_whole_by_itself_and_is_read_from_a_folder_that_cann
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
     // A clean stop copies the write-ahead log into the file and empties it (it kept up to
-    // 32 MB of receipts): the file alone, copied elsewhere, holds every receipt.
+    // 32 MB of receipts): the file alone, copied elsewhere, holds every receipt. (SQLite
+    // removes the emptied log when the last connection closes before the process ends.)
     let wal = dir.path().join("ledger.db-wal");
-    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).ok(), Some(0));
+    let left = std::fs::metadata(&wal).map(|m| m.len()).ok();
+    assert!(matches!(left, None | Some(0)), "{left:?} bytes of log left");
     let elsewhere = tempfile::tempdir().unwrap();
     let alone = elsewhere.path().join("ledger.db");
     std::fs::copy(&db, &alone).unwrap();

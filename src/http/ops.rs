@@ -72,9 +72,9 @@ pub async fn ledger_audit(
     caller.require_operator()?;
     let view = match &state.tree.audit {
         Some((cfg, standing)) => {
-            (standing.lock().unwrap_or_else(|e| e.into_inner())).view(*cfg, AUDIT_LISTED)
+            (standing.lock().unwrap_or_else(|e| e.into_inner())).view(Some(*cfg), AUDIT_LISTED)
         }
-        None => crate::receipts::audit::Standing::view_off(),
+        None => crate::receipts::audit::Standing::default().view(None, AUDIT_LISTED),
     };
     Ok(HttpResponse::Ok().json(view))
 }

@@ -157,10 +157,8 @@ struct Broken {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LastPass {
     pub ended_at: String,
-    pub chains: u64,
-    pub receipts: u64,
-    pub broken: usize,
-    pub skipped: u64,
+    #[serde(flatten)]
+    pub summary: PassSummary,
     pub seconds: f64,
 }
 
@@ -250,9 +248,9 @@ impl Standing {
         self.broken.len()
     }
 
-    /// What an operator sees: the audit's settings, its passes, and the first `limit` chains
-    /// standing broken in tenant order.
-    pub fn view(&self, cfg: AuditConfig, limit: usize) -> serde_json::Value {
+    /// What an operator sees: the audit's settings (`None`: it does not run), its passes, and
+    /// the first `limit` chains standing broken in tenant order.
+    pub fn view(&self, cfg: Option<AuditConfig>, limit: usize) -> serde_json::Value {
         let broken: Vec<serde_json::Value> = (self.broken.iter().take(limit))
             .map(|(tenant, b)| {
                 serde_json::json!({
@@ -264,28 +262,14 @@ impl Standing {
             })
             .collect();
         serde_json::json!({
-            "enabled": true,
-            "interval_secs": cfg.interval.as_secs(),
-            "receipts_per_sec": cfg.receipts_per_sec,
+            "enabled": cfg.is_some(),
+            "interval_secs": cfg.map(|c| c.interval.as_secs()),
+            "receipts_per_sec": cfg.map(|c| c.receipts_per_sec),
             "running": self.running,
             "passes": {"complete": self.complete, "stopped": self.stopped},
             "last_pass": self.last,
             "broken_total": self.broken.len(),
             "broken": broken,
-        })
-    }
-
-    /// The view of an audit that does not run.
-    pub fn view_off() -> serde_json::Value {
-        serde_json::json!({
-            "enabled": false,
-            "interval_secs": null,
-            "receipts_per_sec": null,
-            "running": false,
-            "passes": {"complete": 0, "stopped": 0},
-            "last_pass": null,
-            "broken_total": 0,
-            "broken": [],
         })
     }
 }
@@ -304,7 +288,7 @@ pub fn next_pass_in(started: Instant, now: Instant, interval: Duration) -> Durat
 }
 
 /// What one complete pass saw.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PassSummary {
     pub chains: u64,
     pub receipts: u64,
@@ -433,10 +417,7 @@ impl Auditor {
                     events::audit_pass_complete(&summary, took);
                     standing.completed(LastPass {
                         ended_at: crate::clock::now_rfc3339(),
-                        chains: summary.chains,
-                        receipts: summary.receipts,
-                        broken: summary.broken,
-                        skipped: summary.skipped,
+                        summary,
                         seconds: took.as_secs_f64(),
                     });
                     next_pass_in(started, Instant::now(), interval)
@@ -662,7 +643,7 @@ mod tests {
         s.record("b", Some(finding(4, "hash")), "2026-12-07T10:00:00.000Z");
         s.record("a", Some(finding(2, "prev")), "2026-12-07T10:00:01.000Z");
         s.record("c", None, "2026-12-07T10:00:02.000Z");
-        let during = s.view(cfg, 1);
+        let during = s.view(Some(cfg), 1);
         assert_eq!(during["running"], true);
         assert_eq!(during["last_pass"], serde_json::Value::Null);
         assert_eq!(
@@ -677,16 +658,18 @@ mod tests {
         s.end_pass();
         let last = LastPass {
             ended_at: "2026-12-07T10:00:03.000Z".into(),
-            chains: 3,
-            receipts: 30,
-            broken: 2,
-            skipped: 0,
+            summary: PassSummary {
+                chains: 3,
+                receipts: 30,
+                broken: 2,
+                skipped: 0,
+            },
             seconds: 3.0,
         };
         s.completed(last);
         s.begin_pass();
         s.stopped();
-        let after = s.view(cfg, 1000);
+        let after = s.view(Some(cfg), 1000);
         assert_eq!(after["running"], false);
         assert_eq!(
             after["passes"],
@@ -702,7 +685,7 @@ mod tests {
         s.begin_pass();
         s.record("b", Some(finding(4, "hash")), "2026-12-07T11:00:00.000Z");
         assert_eq!(
-            s.view(cfg, 1000)["broken"][1]["found_at"],
+            s.view(Some(cfg), 1000)["broken"][1]["found_at"],
             "2026-12-07T10:00:00.000Z"
         );
     }

@@ -376,7 +376,7 @@ fn ops() -> Vec<Op> {
             (
                 200,
                 json!({"type": "object",
-                    "required": ["enabled", "interval_secs", "receipts_per_sec", "running", "passes", "last_pass", "broken_total", "broken"],
+                    "required": ["enabled", "interval_secs", "receipts_per_sec", "running", "passes", "last_pass", "anchored_chains", "broken_total", "broken"],
                     "properties": {
                     "enabled": {"type": "boolean"},
                     "interval_secs": {"type": ["integer", "null"]},
@@ -389,6 +389,7 @@ fn ops() -> Vec<Op> {
                         "ended_at": {"type": "string"}, "chains": {"type": "integer"},
                         "receipts": {"type": "integer"}, "broken": {"type": "integer"},
                         "skipped": {"type": "integer"}, "seconds": {"type": "number"}}}]},
+                    "anchored_chains": {"type": "integer", "description": "chains whose head the audit remembers from the last pass that found them whole; the next pass checks that each still reaches it"},
                     "broken_total": {"type": "integer"},
                     "broken": {"type": "array", "items": {"type": "object",
                         "required": ["tenant_id", "seq", "reason", "found_at"], "properties": {

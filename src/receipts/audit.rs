@@ -10,10 +10,17 @@
 //! policy pages on it), a line when a broken chain verifies again (a restored ledger) or is no
 //! longer in the ledger, and the list `GET /v1/ledger/audit` serves ([`Standing::view`]).
 //!
+//! A chain sealed again after a change (every hash after it recomputed) verifies by itself, and
+//! so does a chain cut short or deleted whole. So the audit remembers each chain's head as it
+//! last found it whole, and the next pass checks the chain against it as an anchor
+//! ([`Anchor`]): the chain must still reach that seq, with that hash there. This catches such
+//! a rewrite made while the service runs; what the audit remembers is in memory only, about
+//! 75 bytes a chain, and starts empty with the process.
+//!
 //! Pure parts ([`Pacer`], [`Standing`], [`next_pass_in`]) are apart from the actor glue. What the
-//! audit knows of broken chains lives in a [`Standing`] held outside the actor, so a restarted
-//! Auditor does not forget them (the gauge would drop until the next pass found them again).
-//! The audit only reads.
+//! audit knows of chains lives in a [`Standing`] held outside the actor, so a restarted
+//! Auditor does not forget it (the gauge would drop until the next pass found them again, and
+//! the heads would be gone). The audit only reads.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +30,8 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 use futures_util::FutureExt as _;
 
-use super::{verify_chain_paced, AnyStore, LedgerStore, StoreError, VerifyReport};
+use super::receipt::{digest_from_hex, hex};
+use super::{verify_chain_paced, Anchor, AnyStore, LedgerStore, StoreError, VerifyReport};
 use crate::telemetry::events;
 
 /// Receipts read and verified in one page.
@@ -153,6 +161,90 @@ struct Broken {
     seen: u64,
 }
 
+/// A chain's head as the audit last found the chain whole.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeldHead {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+/// The heads of the chains the audit found whole, and which of them the pass running now has
+/// listed.
+///
+/// Kept in one vector in tenant order (56 bytes a chain besides its name, found by binary
+/// search) rather than a hash map, whose table would take up to twice as much at a million
+/// chains. The heads of chains found whole for the first time wait in `fresh` until the pass
+/// ends, and are then merged in.
+#[derive(Debug, Default)]
+struct Heads {
+    held: Vec<(Box<str>, HeldHead)>,
+    /// Per entry of `held`: listed in this pass.
+    listed: Vec<bool>,
+    fresh: Vec<(Box<str>, HeldHead)>,
+}
+
+impl Heads {
+    fn find(&self, tenant: &str) -> Result<usize, usize> {
+        self.held.binary_search_by(|(t, _)| (**t).cmp(tenant))
+    }
+
+    fn get(&self, tenant: &str) -> Option<HeldHead> {
+        self.find(tenant).ok().map(|i| self.held[i].1)
+    }
+
+    fn set(&mut self, tenant: &str, head: HeldHead) {
+        match self.find(tenant) {
+            Ok(i) => self.held[i].1 = head,
+            Err(_) => self.fresh.push((tenant.into(), head)),
+        }
+    }
+
+    fn mark(&mut self, tenant: &str) {
+        if let Ok(i) = self.find(tenant) {
+            if let Some(l) = self.listed.get_mut(i) {
+                *l = true;
+            }
+        }
+    }
+
+    fn unlisted(&self) -> Vec<String> {
+        (self.held.iter().zip(&self.listed))
+            .filter(|(_, listed)| !**listed)
+            .map(|((t, _), _)| t.to_string())
+            .collect()
+    }
+
+    /// Merges the fresh heads in, and starts a pass's listing afresh.
+    fn settle(&mut self) {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        // Sorted already when the store lists tenants in order, as SQLite does (a stable sort
+        // takes such a run in one look). Of a tenant found twice, the later head counts.
+        fresh.reverse();
+        fresh.sort_by(|a, b| a.0.cmp(&b.0));
+        fresh.dedup_by(|later, first| later.0 == first.0);
+        let held = &mut self.held;
+        held.reserve_exact(fresh.len());
+        // From the back: each fresh head, largest first, goes after the held ones above it.
+        let (mut i, mut k) = (held.len(), held.len() + fresh.len());
+        held.resize_with(k, Default::default);
+        while let Some(next) = fresh.pop() {
+            while i > 0 && held[i - 1].0 > next.0 {
+                i -= 1;
+                k -= 1;
+                held.swap(i, k);
+            }
+            k -= 1;
+            held[k] = next;
+        }
+        self.listed.clear();
+        self.listed.resize(held.len(), false);
+    }
+
+    fn len(&self) -> usize {
+        self.held.len() + self.fresh.len()
+    }
+}
+
 /// How the last complete pass went.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LastPass {
@@ -167,6 +259,7 @@ pub struct LastPass {
 #[derive(Debug, Default)]
 pub struct Standing {
     broken: BTreeMap<String, Broken>,
+    heads: Heads,
     pass: u64,
     running: bool,
     complete: u64,
@@ -178,11 +271,40 @@ impl Standing {
     /// A pass begins: what it does not find again is gone at [`Standing::end_pass`].
     pub fn begin_pass(&mut self) {
         self.pass += 1;
+        self.heads.settle();
         self.running = true;
+    }
+
+    /// The head `tenant`'s chain had when the audit last found it whole, as the anchor to check
+    /// the chain against now.
+    pub fn anchor(&self, tenant: &str) -> Option<Anchor> {
+        let h = self.heads.get(tenant)?;
+        Anchor::new(h.seq, &hex(&h.hash)).ok()
+    }
+
+    /// `tenant`'s chain verified whole (against its anchor, if it had one) up to `seq`, whose
+    /// `receipt_hash` is `hash`: the anchor of the next pass.
+    pub fn whole_to(&mut self, tenant: &str, seq: u64, hash: &str) {
+        if let Some(hash) = digest_from_hex(hash).filter(|_| seq > 0) {
+            self.heads.set(tenant, HeldHead { seq, hash });
+        }
+    }
+
+    /// The chains found whole before that this pass has not listed (in tenant order): each is
+    /// to be verified against its anchor all the same, since a chain does not leave the
+    /// ledger.
+    pub fn unlisted(&self) -> Vec<String> {
+        self.heads.unlisted()
+    }
+
+    /// How many chains the audit holds a head for.
+    pub fn anchored(&self) -> usize {
+        self.heads.len()
     }
 
     /// Takes in `tenant`'s latest verification (`None`: it verifies), made `at` (RFC 3339).
     pub fn record(&mut self, tenant: &str, finding: Option<Finding>, at: &str) -> Change {
+        self.heads.mark(tenant);
         match finding {
             None => self
                 .broken
@@ -212,6 +334,7 @@ impl Standing {
 
     /// `tenant` could not be verified in this pass: what was known of it stands.
     pub fn keep(&mut self, tenant: &str) {
+        self.heads.mark(tenant);
         let pass = self.pass;
         if let Some(b) = self.broken.get_mut(tenant) {
             b.seen = pass;
@@ -220,6 +343,7 @@ impl Standing {
 
     /// A pass went over every chain: the broken chains it did not list are gone.
     pub fn end_pass(&mut self) -> Vec<(String, Change)> {
+        self.heads.settle();
         let pass = self.pass;
         let gone: Vec<String> = (self.broken.iter())
             .filter(|(_, b)| b.seen != pass)
@@ -268,6 +392,7 @@ impl Standing {
             "running": self.running,
             "passes": {"complete": self.complete, "stopped": self.stopped},
             "last_pass": self.last,
+            "anchored_chains": self.heads.len(),
             "broken_total": self.broken.len(),
             "broken": broken,
         })
@@ -298,7 +423,8 @@ pub struct PassSummary {
     pub skipped: u64,
 }
 
-/// One pass over every chain, tenant page by tenant page, at `cfg`'s pace.
+/// One pass over every chain, tenant page by tenant page, at `cfg`'s pace; then the chains
+/// found whole before that the listing no longer gave, each against its anchor.
 ///
 /// A chain whose verification panics (stored data the verifier cannot take, or a bug) is
 /// reported broken, and the pass goes on: the Auditor would otherwise crash at that chain in
@@ -314,10 +440,8 @@ async fn pass<S: LedgerStore>(
     let mut summary = PassSummary::default();
     let mut pacer = Pacer::new(cfg.receipts_per_sec);
     let mut after = String::new();
-    standing
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .begin_pass();
+    let lock = || standing.lock().unwrap_or_else(|e| e.into_inner());
+    lock().begin_pass();
     loop {
         let tenants = store.tenants(&after, 1000).await?;
         let Some(last) = tenants.last() else {
@@ -325,51 +449,15 @@ async fn pass<S: LedgerStore>(
         };
         after.clone_from(last);
         for tenant in &tenants {
-            let mut seen = 0;
-            let verified = verify_chain_paced(store, tenant, None, PAGE, |checked| {
-                let fresh = checked.saturating_sub(seen);
-                seen = checked;
-                events::ledger_audited(fresh);
-                let wait = pacer.after(fresh, Instant::now());
-                async move {
-                    if !wait.is_zero() {
-                        actix::clock::sleep(wait).await;
-                    }
-                }
-            });
-            let result = match std::panic::AssertUnwindSafe(verified).catch_unwind().await {
-                Ok(result) => Finding::of(result),
-                Err(panic) => Ok(Some(Finding {
-                    seq: None,
-                    reason: format!("verifying the chain panicked: {}", panic_text(&*panic)),
-                })),
-            };
-            summary.chains += 1;
-            summary.receipts += seen;
-            match result {
-                Ok(finding) => {
-                    let (change, broken) = {
-                        let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
-                        let at = crate::clock::now_rfc3339();
-                        (s.record(tenant, finding, &at), s.broken())
-                    };
-                    events::chain_audited(tenant, &change, broken);
-                }
-                Err(e) => {
-                    store.ping().await?;
-                    summary.skipped += 1;
-                    (standing.lock().unwrap_or_else(|e| e.into_inner())).keep(tenant);
-                    events::chain_not_audited(tenant, &e);
-                }
-            }
-            let wait = pacer.after(CHAIN_COST, Instant::now());
-            if !wait.is_zero() {
-                actix::clock::sleep(wait).await;
-            }
+            audit_chain(store, tenant, standing, &mut pacer, &mut summary).await?;
         }
     }
+    let unlisted = lock().unlisted();
+    for tenant in &unlisted {
+        audit_chain(store, tenant, standing, &mut pacer, &mut summary).await?;
+    }
     let (gone, broken) = {
-        let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock();
         (s.end_pass(), s.broken())
     };
     for (tenant, change) in &gone {
@@ -377,6 +465,75 @@ async fn pass<S: LedgerStore>(
     }
     summary.broken = broken;
     Ok(summary)
+}
+
+/// Verifies `tenant`'s chain against the head the audit last found it whole at, and takes the
+/// outcome into the standing.
+async fn audit_chain<S: LedgerStore>(
+    store: &S,
+    tenant: &str,
+    standing: &Mutex<Standing>,
+    pacer: &mut Pacer,
+    summary: &mut PassSummary,
+) -> Result<(), StoreError> {
+    let lock = || standing.lock().unwrap_or_else(|e| e.into_inner());
+    let anchor = lock().anchor(tenant);
+    let mut seen = 0;
+    let verified = verify_chain_paced(store, tenant, anchor, PAGE, |checked| {
+        let fresh = checked.saturating_sub(seen);
+        seen = checked;
+        events::ledger_audited(fresh);
+        let wait = pacer.after(fresh, Instant::now());
+        async move {
+            if !wait.is_zero() {
+                actix::clock::sleep(wait).await;
+            }
+        }
+    });
+    // What it found, and the head it reached when it found the chain whole.
+    let result = match std::panic::AssertUnwindSafe(verified).catch_unwind().await {
+        Ok(verified) => {
+            let head = (verified.as_ref().ok())
+                .filter(|r| r.valid)
+                .map(|r| (r.head_seq, r.head_hash.clone()));
+            Finding::of(verified).map(|finding| (finding, head))
+        }
+        Err(panic) => Ok((
+            Some(Finding {
+                seq: None,
+                reason: format!("verifying the chain panicked: {}", panic_text(&*panic)),
+            }),
+            None,
+        )),
+    };
+    summary.chains += 1;
+    summary.receipts += seen;
+    match result {
+        Ok((finding, head)) => {
+            let (change, broken) = {
+                let mut s = lock();
+                if let Some((seq, hash)) = head {
+                    s.whole_to(tenant, seq, &hash);
+                }
+                (
+                    s.record(tenant, finding, &crate::clock::now_rfc3339()),
+                    s.broken(),
+                )
+            };
+            events::chain_audited(tenant, &change, broken);
+        }
+        Err(e) => {
+            store.ping().await?;
+            summary.skipped += 1;
+            lock().keep(tenant);
+            events::chain_not_audited(tenant, &e);
+        }
+    }
+    let wait = pacer.after(CHAIN_COST, Instant::now());
+    if !wait.is_zero() {
+        actix::clock::sleep(wait).await;
+    }
+    Ok(())
 }
 
 /// What a panic said, when it said it in text.
@@ -511,25 +668,36 @@ mod tests {
         }
     }
 
+    /// Appends `n` receipts with `reason` to `tenant`'s chain after `prev`; the last one.
+    async fn extend(
+        store: &SqliteStore,
+        tenant: &str,
+        mut prev: Option<Receipt>,
+        n: usize,
+        reason: &str,
+    ) -> Option<Receipt> {
+        for _ in 0..n {
+            let d = ReceiptDraft::new(tenant, ReceiptType::Transition, "signal_processed", reason);
+            let r = d.seal(
+                prev.as_ref().map(|p| (p.seq, p.receipt_hash.as_str())),
+                "n",
+                crate::clock::now_rfc3339(),
+            );
+            store
+                .append(vec![AppendItem::receipt(r.clone())])
+                .await
+                .unwrap();
+            prev = Some(r);
+        }
+        prev
+    }
+
     #[actix_web::test]
     async fn a_chain_that_panics_is_broken_one_that_fails_is_skipped_and_the_pass_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("l.db")).unwrap();
         for tenant in ["a", "b", "c", "d"] {
-            let mut prev: Option<Receipt> = None;
-            for _ in 0..3 {
-                let d = ReceiptDraft::new(tenant, ReceiptType::Transition, "signal_processed", "r");
-                let r = d.seal(
-                    prev.as_ref().map(|p| (p.seq, p.receipt_hash.as_str())),
-                    "n",
-                    crate::clock::now_rfc3339(),
-                );
-                inner
-                    .append(vec![AppendItem::receipt(r.clone())])
-                    .await
-                    .unwrap();
-                prev = Some(r);
-            }
+            extend(&inner, tenant, None, 3, "r").await;
         }
         let mut store = Failing {
             inner,
@@ -571,6 +739,141 @@ mod tests {
                 && finding.reason.contains("a verifier that panics"),
             "{finding:?}"
         );
+    }
+
+    #[actix_web::test]
+    async fn a_chain_sealed_again_cut_short_or_deleted_after_a_whole_pass_is_broken_at_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut heads = BTreeMap::new();
+        for tenant in ["a", "b", "c", "d"] {
+            heads.insert(tenant, extend(&store, tenant, None, 3, "r").await.unwrap());
+        }
+        let standing = Mutex::new(Standing::default());
+        let cfg = AuditConfig {
+            interval: Duration::from_secs(1),
+            receipts_per_sec: 1_000_000,
+        };
+        let first = pass(&store, cfg, &standing).await.unwrap();
+        assert_eq!((first.chains, first.broken), (4, 0));
+        assert_eq!(standing.lock().unwrap().anchored(), 4);
+
+        // Someone with the file drops the append-only triggers, and: seals `a` again from seq 2
+        // with another reason; cuts `b` short by one; deletes `c`. Each chain verifies alone.
+        let c_chain = store.range("c", 0, 10).await.unwrap();
+        assert_eq!(c_chain.len(), 3);
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "DROP TRIGGER receipts_are_append_only_delete;
+             DELETE FROM receipts WHERE tenant_id = 'a' AND seq >= 2;
+             DELETE FROM receipts WHERE tenant_id = 'b' AND seq = 3;
+             DELETE FROM receipts WHERE tenant_id = 'c';",
+        )
+        .unwrap();
+        let a1 = store.range("a", 0, 1).await.unwrap().pop();
+        extend(&store, "a", a1, 2, "rewritten").await;
+        // `d` goes on growing, as a live tenant's chain does.
+        let d = heads.remove("d");
+        extend(&store, "d", d, 2, "r").await;
+        for t in ["a", "b", "c"] {
+            let alone = super::super::verify_chain(&store, t, None, 1000, |_| {})
+                .await
+                .unwrap();
+            assert!(alone.valid, "{alone:?}");
+        }
+
+        let second = pass(&store, cfg, &standing).await.unwrap();
+        // `c` is no longer listed, and is verified all the same.
+        assert_eq!((second.chains, second.broken), (4, 3), "{second:?}");
+        let found = |t: &str| {
+            let s = standing.lock().unwrap();
+            let f = &s.broken[t].finding;
+            (f.seq, f.reason.clone())
+        };
+        let (a, b, c) = (found("a"), found("b"), found("c"));
+        assert!(a.0 == Some(3) && a.1.contains("rewritten"), "{a:?}");
+        assert!(
+            b.0 == Some(3) && b.1.contains("before the anchor's seq 3"),
+            "{b:?}"
+        );
+        assert!(
+            c.0 == Some(1) && c.1.contains("before the anchor's seq 3"),
+            "{c:?}"
+        );
+        let anchored = |t: &str| standing.lock().unwrap().anchor(t).map(|a| a.seq);
+        assert!(!standing.lock().unwrap().broken.contains_key("d"));
+        // `d`'s anchor moved on with it; the others keep the head they were found whole at.
+        assert_eq!((anchored("d"), anchored("c")), (Some(5), Some(3)));
+
+        // The deleted chain stays broken (it is not taken for gone) until it is put back.
+        let third = pass(&store, cfg, &standing).await.unwrap();
+        assert_eq!(third.broken, 3);
+        for r in c_chain {
+            store.append(vec![AppendItem::receipt(r)]).await.unwrap();
+        }
+        let fourth = pass(&store, cfg, &standing).await.unwrap();
+        assert_eq!(fourth.broken, 2);
+        assert!(!standing.lock().unwrap().broken.contains_key("c"));
+    }
+
+    #[test]
+    fn the_standing_holds_the_head_of_each_whole_chain_and_names_those_a_pass_did_not_list() {
+        let (ha, hb) = (hex(&[0xa1; 32]), hex(&[0xb2; 32]));
+        let mut s = Standing::default();
+        s.begin_pass();
+        s.whole_to("b", 3, &hb);
+        s.record("b", None, "t");
+        s.whole_to("a", 5, &ha);
+        s.record("a", None, "t");
+        // An empty chain, and a hash that is not one, give no anchor.
+        s.whole_to("c", 0, &ha);
+        s.whole_to("d", 2, "not a hash");
+        assert_eq!(s.anchored(), 2);
+        // The pass stops before its end: what it found is kept.
+        s.stopped();
+        s.begin_pass();
+        assert_eq!(s.anchor("a"), Some(Anchor::new(5, &ha).unwrap()));
+        assert_eq!(s.anchor("c"), None);
+        // This pass lists `b` only, which has grown.
+        s.whole_to("b", 4, &ha);
+        s.record("b", None, "t");
+        assert_eq!(s.unlisted(), ["a"]);
+        s.keep("a");
+        assert!(s.unlisted().is_empty());
+        assert_eq!(s.end_pass(), vec![]);
+        assert_eq!(s.anchor("b"), Some(Anchor::new(4, &ha).unwrap()));
+        // Chains found whole for the first time go in among the held ones, in order.
+        s.begin_pass();
+        for t in ["e", "aa", "c", "0"] {
+            s.whole_to(t, 1, &hb);
+        }
+        s.whole_to("c", 2, &hb);
+        s.end_pass();
+        assert_eq!(s.anchor("c").map(|a| a.seq), Some(2));
+        let held: Vec<&str> = s.heads.held.iter().map(|(t, _)| &**t).collect();
+        assert_eq!(held, ["0", "a", "aa", "b", "c", "e"]);
+        assert_eq!(s.anchor("a"), Some(Anchor::new(5, &ha).unwrap()));
+        // Many, in passes of a few each, in no order: held sorted, none lost.
+        let mut x: u64 = 7;
+        let mut all: std::collections::BTreeSet<String> =
+            held.iter().map(|t| t.to_string()).collect();
+        for _ in 0..20 {
+            s.begin_pass();
+            for _ in 0..15 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let t = format!("t{}", x >> 54);
+                s.whole_to(&t, 1, &hb);
+                all.insert(t);
+            }
+            s.end_pass();
+        }
+        let held: Vec<String> = s.heads.held.iter().map(|(t, _)| t.to_string()).collect();
+        assert_eq!(held, all.into_iter().collect::<Vec<_>>());
+        // A head costs 56 bytes besides the tenant's name.
+        assert_eq!(std::mem::size_of::<(Box<str>, HeldHead)>(), 56);
     }
 
     fn finding(seq: u64, reason: &str) -> Finding {

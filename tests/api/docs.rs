@@ -191,6 +191,7 @@ async fn observer_serves_its_page_and_the_series_its_script_reads() {
         "running",
         "last_pass",
         "interval_secs",
+        "anchored_chains",
         "broken_total",
         "broken",
     ] {

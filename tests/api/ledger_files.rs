@@ -12,6 +12,8 @@
 //!   every other chain goes on.
 //! - A receipt changed in the file while the service runs: the ledger audit reports it, and
 //!   reports the chain whole again once the field is put back.
+//! - A chain cut short, or deleted whole, while the service runs: what is left verifies by
+//!   itself, and the audit reports both against the heads it found before.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -672,6 +674,82 @@ async fn a_receipt_changed_in_the_running_ledger_is_found_by_the_audit_and_its_r
     );
     let (_, report) = get(&client, &bin.url("/v1/tenants/acme-corp/receipts/verify")).await;
     assert_eq!(report["valid"], true, "{report}");
+}
+
+#[actix_web::test]
+async fn a_chain_cut_short_or_deleted_in_the_running_ledger_is_found_by_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let client = awc::Client::default();
+    let bin = start_binary_in(dir.path(), &[("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1")]);
+    let (acme, _) = some_receipts(&client, &bin, "acme-corp").await;
+    let (other, _) = some_receipts(&client, &bin, "other").await;
+    let stored = (acme.len() + other.len()) as u64;
+    // A pass that found both chains whole up to their heads.
+    eventually(
+        "a pass over every receipt",
+        Duration::from_secs(20),
+        || async {
+            let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+            let last = &audit["last_pass"];
+            let all = last["receipts"].as_u64().is_some_and(|n| n >= stored);
+            (all && last["broken"] == json!(0)).then_some(audit)
+        },
+    )
+    .await;
+    let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    assert_eq!(audit["anchored_chains"], 2, "{audit}");
+
+    // The last two receipts of `other` deleted, and `acme-corp`'s chain whole: what is left of
+    // each verifies by itself.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let kept = other.len() as i64 - 2;
+    conn.execute_batch("DROP TRIGGER receipts_are_append_only_delete")
+        .unwrap();
+    conn.execute(
+        "DELETE FROM receipts WHERE tenant_id = 'other' AND seq > ?1",
+        [kept],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM receipts WHERE tenant_id = 'acme-corp'", [])
+        .unwrap();
+    let (_, alone) = get(&client, &bin.url("/v1/tenants/other/receipts/verify")).await;
+    assert_eq!(
+        (&alone["valid"], &alone["head_seq"]),
+        (&json!(true), &json!(kept)),
+        "{alone}"
+    );
+
+    // The audit checks each against the head it found before.
+    metric_once(&bin, "tai_ledger_chains_broken", |n| n == 2.0).await;
+    let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    let listed: Vec<(&Value, &Value)> = (audit["broken"].as_array().unwrap().iter())
+        .map(|b| (&b["tenant_id"], &b["seq"]))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (&json!("acme-corp"), &json!(1)),
+            (&json!("other"), &json!(kept + 1))
+        ],
+        "{audit}"
+    );
+    for b in audit["broken"].as_array().unwrap() {
+        let reason = b["reason"].as_str().unwrap();
+        assert!(reason.contains("before the anchor's seq"), "{audit}");
+    }
+    let found = error_line(&bin, "the ledger audit found a broken chain").await;
+    assert!(
+        ["acme-corp", "other"].contains(&found["tenant"].as_str().unwrap()),
+        "{found}"
+    );
+    // A deleted chain is not taken for one that was never there: it stays listed.
+    let passes = r#"tai_ledger_audit_passes_total{result="complete"}"#;
+    let now = metric_once(&bin, passes, |n| n >= 1.0).await;
+    metric_once(&bin, passes, |n| n >= now + 2.0).await;
+    let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    assert_eq!(audit["broken_total"], 2, "{audit}");
 }
 
 /// `tai-autonomics ARGS` with `env`, as a user who cannot write the folder it reads: run as

@@ -1184,7 +1184,7 @@ async fn operators_see_whether_the_ledger_audit_runs_and_what_it_found() {
         audit,
         json!({"enabled": true, "interval_secs": 3600, "receipts_per_sec": 20000,
             "running": false, "passes": {"complete": 0, "stopped": 0}, "last_pass": null,
-            "broken_total": 0, "broken": []})
+            "anchored_chains": 0, "broken_total": 0, "broken": []})
     );
     // Off, it says so in the same shape.
     let off = spawn_app(|s| s.ledger.audit_interval_secs = 0).await;

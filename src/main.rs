@@ -48,6 +48,13 @@ enum Command {
         /// more tenants.
         #[arg(long, value_name = "TENANT:SEQ:HASH")]
         anchor: Vec<String>,
+        /// Anchors from a file, one a line: the JSON reports an earlier `verify` printed (each
+        /// valid chain's head_seq and head_hash; so yesterday's `verify --all` output, kept
+        /// where the ledger's writers cannot reach it, checks today's ledger), or
+        /// TENANT:SEQ:HASH. With --tenant only that tenant's anchor counts; with --all or
+        /// --file a tenant in it whose chain is not there is broken.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<std::path::PathBuf>,
     },
     /// Copy the SQLite ledger into a new file, while the service may be running (one
     /// consistent snapshot), then verify every chain in the copy; exit 1 if one is broken.
@@ -70,10 +77,11 @@ const EX_CONFIG: u8 = 78;
 /// `EX_USAGE`: the command line names no valid tenant, or an anchor that is not valid, or
 /// `token-digest` has no token.
 const EX_USAGE: u8 = 64;
-/// `EX_DATAERR`: the file to verify is not receipts, or the ledger to back up is damaged.
+/// `EX_DATAERR`: the file to verify is not receipts, the file of anchors is not anchors, or the
+/// ledger to back up is damaged.
 const EX_DATAERR: u8 = 65;
-/// `EX_NOINPUT`: the tenant has no chain, there is no ledger file, or the file to verify is
-/// missing or holds no receipts.
+/// `EX_NOINPUT`: the tenant has no chain, there is no ledger file, the file to verify is
+/// missing or holds no receipts, or the file of anchors cannot be read.
 const EX_NOINPUT: u8 = 66;
 /// `EX_UNAVAILABLE`: the store could not be read.
 const EX_UNAVAILABLE: u8 = 69;
@@ -101,6 +109,52 @@ fn parse_anchors(args: &[String]) -> Result<HashMap<String, Anchor>, String> {
         let anchor = Anchor::parse(rest).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
         if anchors.insert(tenant.to_owned(), anchor).is_some() {
             return Err(format!("--anchor names tenant {tenant} twice"));
+        }
+    }
+    Ok(anchors)
+}
+
+/// The `--anchor` arguments and the anchors of the `--anchors` file (with `--tenant`, only
+/// that tenant's), or the message and exit code that refuse them.
+fn all_anchors(
+    args: &[String],
+    file: Option<&std::path::Path>,
+    tenant: Option<&str>,
+) -> Result<HashMap<String, Anchor>, (String, u8)> {
+    use tai_autonomics::receipts::chain::{read_anchors, AnchorsError};
+    let mut anchors = parse_anchors(args).map_err(|m| (m, EX_USAGE))?;
+    let Some(path) = file else {
+        return Ok(anchors);
+    };
+    let read = std::fs::File::open(path)
+        .map_err(AnchorsError::from)
+        .and_then(|f| read_anchors(std::io::BufReader::new(f)));
+    let from_file = match read {
+        Ok(f) => f,
+        Err(AnchorsError::Read(e)) => {
+            return Err((format!("cannot read {}: {e}", path.display()), EX_NOINPUT))
+        }
+        Err(e) => return Err((format!("{}: {e}", path.display()), EX_DATAERR)),
+    };
+    if from_file.skipped > 0 {
+        eprintln!(
+            "verify: {} report(s) in {} are of a broken or empty chain, which gives no anchor",
+            from_file.skipped,
+            path.display()
+        );
+    }
+    for (t, a) in from_file.anchors {
+        if tenant.is_some_and(|only| only != t) {
+            continue;
+        }
+        if anchors.insert(t.clone(), a).is_some() {
+            return Err((
+                format!(
+                    "tenant {t} has an --anchor and a line in {}",
+                    path.display()
+                ),
+                EX_USAGE,
+            ));
         }
     }
     Ok(anchors)
@@ -565,11 +619,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let anchors = match &cli.command {
-        Some(Command::Verify { anchor, .. }) => match parse_anchors(anchor) {
+        Some(Command::Verify {
+            anchor,
+            anchors,
+            tenant,
+            ..
+        }) => match all_anchors(anchor, anchors.as_deref(), tenant.as_deref()) {
             Ok(anchors) => anchors,
-            Err(m) => {
+            Err((m, code)) => {
                 eprintln!("verify: {m}");
-                return ExitCode::from(EX_USAGE);
+                return ExitCode::from(code);
             }
         },
         _ => HashMap::new(),

@@ -72,6 +72,72 @@ impl Anchor {
     }
 }
 
+/// What a file of anchors held ([`read_anchors`]).
+#[derive(Debug, Default)]
+pub struct AnchorFile {
+    /// One anchor per tenant.
+    pub anchors: std::collections::HashMap<String, Anchor>,
+    /// Reports of chains that did not verify, or had no receipt: they give no anchor.
+    pub skipped: usize,
+}
+
+/// Why a file of anchors could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorsError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("line {line}: {message}")]
+    Line { line: usize, message: String },
+}
+
+/// Anchors, one a line: the JSON reports `verify` printed (or `GET …/receipts/verify` gave),
+/// of which every valid chain's `head_seq` and `head_hash` is its tenant's anchor, or
+/// `TENANT:SEQ:HASH`. Blank lines are skipped; a tenant named twice is an error, since the
+/// file would then say two things.
+pub fn read_anchors(input: impl std::io::BufRead) -> Result<AnchorFile, AnchorsError> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        tenant_id: String,
+        valid: bool,
+        head_seq: u64,
+        head_hash: String,
+    }
+    let mut out = AnchorFile::default();
+    let mut first_line = std::collections::HashMap::new();
+    for (i, line) in input.lines().enumerate() {
+        let (line, number) = (line?, i + 1);
+        let text = line.trim();
+        let at = |message: String| AnchorsError::Line {
+            line: number,
+            message,
+        };
+        let (tenant, anchor) = if text.is_empty() {
+            continue;
+        } else if text.starts_with('{') {
+            let r: Report = serde_json::from_str(text)
+                .map_err(|e| at(format!("not a verification report: {e}")))?;
+            if !r.valid || r.head_seq == 0 {
+                out.skipped += 1;
+                continue;
+            }
+            let anchor = Anchor::new(r.head_seq, &r.head_hash).map_err(at)?;
+            (r.tenant_id, anchor)
+        } else {
+            let (tenant, rest) = (text.split_once(':'))
+                .ok_or_else(|| at(format!("{text:?} is neither a report nor TENANT:SEQ:HASH")))?;
+            (tenant.to_owned(), Anchor::parse(rest).map_err(at)?)
+        };
+        crate::tenant::TenantId::parse(&tenant).map_err(|m| at(format!("{tenant:?}: {m}")))?;
+        if let Some(earlier) = first_line.insert(tenant.clone(), number) {
+            return Err(at(format!(
+                "tenant {tenant} is named again (line {earlier})"
+            )));
+        }
+        out.anchors.insert(tenant, anchor);
+    }
+    Ok(out)
+}
+
 /// The reports of the anchored tenants that `has_chain` says have no chain, in tenant order:
 /// each is broken, since a chain that is not there does not reach its anchor.
 pub fn unreached_anchors(
@@ -531,5 +597,68 @@ mod tests {
     fn an_empty_chain_is_valid() {
         let report = Verifier::new("t").finish(None);
         assert!(report.valid && report.receipts_checked == 0 && report.head_hash == GENESIS_HASH);
+    }
+
+    #[test]
+    fn anchors_are_read_from_verify_reports_and_tenant_seq_hash_lines() {
+        let (h1, h2) = ("a".repeat(64), "b".repeat(64));
+        let report = |t: &str, valid: bool, seq: u64, hash: &str| {
+            let broken = (!valid).then(|| Break {
+                seq: seq + 1,
+                reason: "x".into(),
+            });
+            let r = VerifyReport {
+                tenant_id: t.into(),
+                valid,
+                receipts_checked: seq,
+                head_seq: seq,
+                head_hash: hash.into(),
+                first_broken: broken,
+                anchor: Some(Anchor::new(1, &h1).unwrap()),
+            };
+            serde_json::to_string(&r).unwrap()
+        };
+        let text = [
+            report("t1", true, 12, &h1),
+            String::new(),
+            format!("t2:3:{h2}"),
+            // A broken chain, and an empty one, give no anchor.
+            report("t3", false, 4, &h1),
+            report("t4", true, 0, GENESIS_HASH),
+        ]
+        .join("\n");
+        let file = read_anchors(text.as_bytes()).unwrap();
+        assert_eq!(file.skipped, 2);
+        let mut got: Vec<_> = file.anchors.into_iter().collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("t1".to_owned(), Anchor::new(12, &h1).unwrap()),
+                ("t2".to_owned(), Anchor::new(3, &h2).unwrap())
+            ]
+        );
+        let line_of = |text: &str| match read_anchors(text.as_bytes()) {
+            Err(AnchorsError::Line { line, message }) => (line, message),
+            other => panic!("{text:?}: {other:?}"),
+        };
+        for (text, line, says) in [
+            (format!("t1:1:{h1}\nt1:2:{h1}"), 2, "named again (line 1)"),
+            (
+                "\n{\"tenant_id\": \"t1\"}".to_owned(),
+                2,
+                "not a verification report",
+            ),
+            ("t1".to_owned(), 1, "neither a report nor"),
+            (format!("T1:1:{h1}"), 1, "\"T1\""),
+            ("t1:0:00".to_owned(), 1, "seq starts at 1"),
+            (format!("t1:1:{}", h1.to_uppercase()), 1, "64 lowercase hex"),
+        ] {
+            let (at, message) = line_of(&text);
+            assert!(
+                at == line && message.contains(says),
+                "{text:?}: {at} {message}"
+            );
+        }
     }
 }

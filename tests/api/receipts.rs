@@ -587,6 +587,88 @@ async fn a_chain_rewritten_and_sealed_again_verifies_alone_but_not_against_its_a
     assert_eq!(out.status.code(), Some(0));
 }
 
+#[actix_web::test]
+async fn yesterdays_verify_output_checks_todays_ledger_as_anchors() {
+    let app = spawn_app(|_| {}).await;
+    for (t, n) in [("t1", 3), ("t2", 4), ("t3", 2)] {
+        seed(&app, t, n).await;
+    }
+    let db = app.dir.path().join("ledger.db");
+    // Yesterday's report, kept where the ledger's writers cannot reach it.
+    let yesterday = verify_cli(&db, &["--all"]);
+    exited_0(&yesterday);
+    let kept = app.dir.path().join("yesterday.jsonl");
+    std::fs::write(&kept, &yesterday.stdout).unwrap();
+    let kept = kept.to_str().unwrap();
+
+    // Chains grow: each still reaches yesterday's head.
+    seed(&app, "t1", 2).await;
+    let today = verify_cli(&db, &["--all", "--anchors", kept]);
+    exited_0(&today);
+    let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&today.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let anchored: Vec<(&serde_json::Value, &serde_json::Value)> = (reports.iter())
+        .map(|r| (&r["head_seq"], &r["anchor"]["seq"]))
+        .collect();
+    assert_eq!(
+        anchored,
+        [
+            (&json!(5), &json!(3)),
+            (&json!(4), &json!(4)),
+            (&json!(2), &json!(2))
+        ]
+    );
+
+    // `t2` cut short and `t3` deleted: each verifies alone, neither reaches its anchor.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER receipts_are_append_only_delete;
+         DELETE FROM receipts WHERE tenant_id = 't2' AND seq = 4;
+         DELETE FROM receipts WHERE tenant_id = 't3';",
+    )
+    .unwrap();
+    drop(conn);
+    exited_0(&verify_cli(&db, &["--all"]));
+    let out = verify_cli(&db, &["--all", "--anchors", kept]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("chain of t2 is BROKEN at seq 4"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("chain of t3 is BROKEN at seq 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("verified 3 chain(s): 2 broken"), "{stderr}");
+    // With --tenant, only that tenant's line counts.
+    exited_0(&verify_cli(&db, &["--tenant", "t1", "--anchors", kept]));
+    let t2 = verify_cli(&db, &["--tenant", "t2", "--anchors", kept]);
+    assert_eq!(t2.status.code(), Some(1));
+
+    // A file that is not anchors says where; one that cannot be read, or a tenant anchored
+    // twice, is refused before anything is verified.
+    let bad = app.dir.path().join("bad.txt");
+    let t1 = &reports[0];
+    let line = format!(
+        "t1:{}:{}",
+        t1["head_seq"],
+        t1["head_hash"].as_str().unwrap()
+    );
+    std::fs::write(&bad, format!("{line}\nnot an anchor\n")).unwrap();
+    let out = verify_cli(&db, &["--all", "--anchors", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2:"), "{stderr}");
+    let missing = app.dir.path().join("missing.jsonl");
+    let out = verify_cli(&db, &["--all", "--anchors", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(66));
+    let out = verify_cli(&db, &["--all", "--anchors", kept, "--anchor", &line]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
 /// `verify` only reads: a ledger an older build migrated is verified as it is, not migrated
 /// under the service that owns it (which would then refuse a schema newer than its own).
 #[actix_web::test]

@@ -317,7 +317,7 @@ async fn verify_on(
     anchors: HashMap<String, Anchor>,
 ) -> ExitCode {
     use tai_autonomics::receipts::chain::unreached_anchors;
-    use tai_autonomics::receipts::{verify_chain, LedgerStore, StoreError};
+    use tai_autonomics::receipts::{verify_chain, LedgerStore, StoreError, Verifier};
     let every = tenant.is_none();
     let tenants = match tenant {
         Some(t) => vec![t],
@@ -369,6 +369,14 @@ async fn verify_on(
             continue;
         }
         let head = match store.head(t).await {
+            // An anchored chain that is not there does not reach its anchor.
+            Ok(None) if anchors.contains_key(t) => {
+                let anchor = anchors.get(t).cloned();
+                let report = Verifier::new(t.clone()).with_anchor(anchor).finish(None);
+                print_report(&report);
+                broken += 1;
+                continue;
+            }
             Ok(None) => {
                 eprintln!("verify: tenant {t} has no receipts");
                 return ExitCode::from(EX_NOINPUT);
@@ -413,7 +421,8 @@ async fn verify_on(
         }
     }
     // An anchored tenant the ledger has no chain for: its chain does not reach the anchor.
-    let unreached = unreached_anchors(&anchors, |t| tenants.iter().any(|k| k == t));
+    let listed: std::collections::HashSet<&str> = tenants.iter().map(String::as_str).collect();
+    let unreached = unreached_anchors(&anchors, |t| listed.contains(t));
     for report in &unreached {
         print_report(report);
     }

@@ -647,6 +647,15 @@ async fn yesterdays_verify_output_checks_todays_ledger_as_anchors() {
     exited_0(&verify_cli(&db, &["--tenant", "t1", "--anchors", kept]));
     let t2 = verify_cli(&db, &["--tenant", "t2", "--anchors", kept]);
     assert_eq!(t2.status.code(), Some(1));
+    // A tenant with no chain is unknown (66), unless an anchor says it had one.
+    assert_eq!(verify_cli(&db, &["--tenant", "t3"]).status.code(), Some(66));
+    let t3 = verify_cli(&db, &["--tenant", "t3", "--anchors", kept]);
+    assert_eq!(t3.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&t3.stderr);
+    assert!(
+        stderr.contains("chain of t3 is BROKEN at seq 1"),
+        "{stderr}"
+    );
 
     // A file that is not anchors says where; one that cannot be read, or a tenant anchored
     // twice, is refused before anything is verified.

@@ -146,6 +146,9 @@ pub struct LedgerSettings {
     pub audit_interval_secs: u64,
     /// The ledger audit's pace: receipts verified per second, at most.
     pub audit_receipts_per_sec: u32,
+    /// Anchors the audit checks every chain against from its first pass (the output of an
+    /// earlier `verify`, or TENANT:SEQ:HASH lines); empty: none until a pass finds them.
+    pub audit_anchors_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -609,6 +612,13 @@ impl Settings {
                 "at least ledger.max_batch",
             );
         }
+        if self.ledger.audit_interval_secs == 0 && !self.ledger.audit_anchors_file.is_empty() {
+            return bad(
+                "ledger.audit_anchors_file",
+                self.ledger.audit_anchors_file.clone(),
+                "empty while the ledger audit is off (ledger.audit_interval_secs = 0), which would never read it",
+            );
+        }
         if self.ledger.audit_interval_secs > 0 && self.ledger.audit_receipts_per_sec == 0 {
             return bad(
                 "ledger.audit_receipts_per_sec",
@@ -1070,6 +1080,13 @@ mod tests {
             );
             jail.set_env("TAI_LEDGER__AUDIT_INTERVAL_SECS", "0");
             assert!(load().is_ok());
+            // Anchors for an audit that does not run would be ignored without a word.
+            jail.set_env("TAI_LEDGER__AUDIT_ANCHORS_FILE", "heads.jsonl");
+            let e = load().unwrap_err().0;
+            assert!(e.contains("TAI_LEDGER__AUDIT_ANCHORS_FILE"), "{e}");
+            jail.set_env("TAI_LEDGER__AUDIT_INTERVAL_SECS", "60");
+            jail.set_env("TAI_LEDGER__AUDIT_RECEIPTS_PER_SEC", "100");
+            assert_eq!(load().unwrap().ledger.audit_anchors_file, "heads.jsonl");
             Ok(())
         });
     }

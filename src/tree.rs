@@ -283,8 +283,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
     });
 
     // The background audit of every chain; what it found broken outlives a restarted Auditor.
-    let audit =
-        AuditConfig::from_settings(&settings.ledger).map(|cfg| (cfg, SharedStanding::default()));
+    let audit = match AuditConfig::from_settings(&settings.ledger) {
+        Some(cfg) => Some((cfg, audit_standing(&settings.ledger.audit_anchors_file)?)),
+        None => None,
+    };
     let audit_spec = audit.clone().map(|(cfg, standing)| {
         events::zero_audit_series();
         let store = ledger.store().clone();
@@ -417,4 +419,20 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Tree> {
         limits,
         action_exchanges,
     })
+}
+
+/// What the audit starts from: nothing, or the anchors of `ledger.audit_anchors_file`.
+fn audit_standing(file: &str) -> anyhow::Result<SharedStanding> {
+    use crate::receipts::audit::Standing;
+    if file.is_empty() {
+        return Ok(SharedStanding::default());
+    }
+    let read = std::fs::File::open(file)
+        .map_err(crate::receipts::chain::AnchorsError::from)
+        .and_then(|f| crate::receipts::chain::read_anchors(std::io::BufReader::new(f)))
+        .map_err(|e| anyhow::anyhow!("ledger.audit_anchors_file {file}: {e}"))?;
+    events::audit_anchors_read(file, read.anchors.len(), read.skipped);
+    Ok(Arc::new(std::sync::Mutex::new(Standing::with_anchors(
+        read.anchors,
+    ))))
 }

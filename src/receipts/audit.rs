@@ -268,6 +268,17 @@ pub struct Standing {
 }
 
 impl Standing {
+    /// A standing that holds `anchors` as the heads of chains found whole, so that the first
+    /// pass checks every chain against them (`ledger.audit_anchors_file`).
+    pub fn with_anchors(anchors: impl IntoIterator<Item = (String, Anchor)>) -> Standing {
+        let mut s = Standing::default();
+        for (tenant, a) in anchors {
+            s.whole_to(&tenant, a.seq, &a.hash);
+        }
+        s.heads.settle();
+        s
+    }
+
     /// A pass begins: what it does not find again is gone at [`Standing::end_pass`].
     pub fn begin_pass(&mut self) {
         self.pass += 1;

@@ -432,6 +432,16 @@ pub fn chain_audited(tenant: &str, change: &crate::receipts::audit::Change, brok
     metrics::gauge!("tai_ledger_chains_broken").set(broken as f64);
 }
 
+/// The ledger audit starts from the anchors of `file`.
+pub fn audit_anchors_read(file: &str, anchors: usize, skipped: usize) {
+    tracing::info!(
+        file,
+        anchors,
+        skipped,
+        "the ledger audit checks every chain against the anchors of ledger.audit_anchors_file from its first pass"
+    );
+}
+
 /// The ledger audit could not verify `tenant`'s chain in this pass, although the ledger
 /// answered; the pass went on.
 pub fn chain_not_audited(tenant: &str, error: &crate::receipts::StoreError) {

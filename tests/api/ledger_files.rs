@@ -752,6 +752,88 @@ async fn a_chain_cut_short_or_deleted_in_the_running_ledger_is_found_by_the_audi
     assert_eq!(audit["broken_total"], 2, "{audit}");
 }
 
+#[actix_web::test]
+async fn the_audit_checks_every_chain_against_the_anchors_it_is_given_from_its_first_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = awc::Client::default();
+    // The service's first life: two chains, and the report of each as verify gave it.
+    let off = [("TAI_LEDGER__AUDIT_INTERVAL_SECS", "0")];
+    let (acme, other) = {
+        let bin = start_binary_in(dir.path(), &off);
+        let (_, acme) = some_receipts(&client, &bin, "acme-corp").await;
+        let (_, other) = some_receipts(&client, &bin, "other").await;
+        (acme, other)
+    };
+    // Kept elsewhere: acme-corp's report as it stands; for `other`, a hash its chain never
+    // had (as if its chain had been sealed again since); and a tenant whose chain is gone.
+    let seq = other["head_seq"].as_u64().unwrap();
+    let anchors = format!(
+        "{acme}\nother:{seq}:{}\nghost:2:{}\n",
+        "0".repeat(64),
+        acme["head_hash"].as_str().unwrap()
+    );
+    let file = dir.path().join("heads.jsonl");
+    std::fs::write(&file, anchors).unwrap();
+    let file = file.to_str().unwrap();
+
+    let bin = start_binary_in(
+        dir.path(),
+        &[
+            ("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1"),
+            ("TAI_LEDGER__AUDIT_ANCHORS_FILE", file),
+        ],
+    );
+    let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    assert_eq!(audit["anchored_chains"], 3, "{audit}");
+    metric_once(&bin, "tai_ledger_chains_broken", |n| n == 2.0).await;
+    let (_, audit) = get(&client, &bin.url("/v1/ledger/audit")).await;
+    let broken = audit["broken"].as_array().unwrap();
+    let listed: Vec<(&Value, &Value)> = (broken.iter())
+        .map(|b| (&b["tenant_id"], &b["seq"]))
+        .collect();
+    assert_eq!(
+        listed,
+        [(&json!("ghost"), &json!(1)), (&json!("other"), &json!(seq))],
+        "{audit}"
+    );
+    let reason = |i: usize| broken[i]["reason"].as_str().unwrap();
+    assert!(reason(0).contains("before the anchor's seq 2"), "{audit}");
+    assert!(reason(1).contains("not the anchor's"), "{audit}");
+    drop(bin);
+
+    // A file that cannot be read stops the start, naming the setting.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .current_dir(dir.path())
+        .env("PORT", "0")
+        .env(
+            "TAI_LEDGER__AUDIT_ANCHORS_FILE",
+            dir.path().join("missing.jsonl"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A binary that started serving instead would never exit by itself.
+    let t0 = std::time::Instant::now();
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break None;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(exited, Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ledger.audit_anchors_file") && err.contains("missing.jsonl"),
+        "{err}"
+    );
+}
+
 /// `tai-autonomics ARGS` with `env`, as a user who cannot write the folder it reads: run as
 /// `nobody` (through util-linux's `setpriv`) when the tests run as root, whom no folder's mode
 /// stops.

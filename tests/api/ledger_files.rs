@@ -578,14 +578,24 @@ async fn metric_once(bin: &Binary, series: &str, ok: impl Fn(f64) -> bool) -> f6
     .await
 }
 
+/// The real binary auditing every second on a ledger in `dir`, and the receipts it
+/// acknowledged for `acme-corp` and `other`.
+async fn audited_with_two_chains(
+    dir: &std::path::Path,
+    client: &awc::Client,
+) -> (Binary, Vec<String>, Vec<String>) {
+    let bin = start_binary_in(dir, &[("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1")]);
+    let (acme, _) = some_receipts(client, &bin, "acme-corp").await;
+    let (other, _) = some_receipts(client, &bin, "other").await;
+    (bin, acme, other)
+}
+
 #[actix_web::test]
 async fn a_receipt_changed_in_the_running_ledger_is_found_by_the_audit_and_its_restoration_too() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let client = awc::Client::default();
-    let bin = start_binary_in(dir.path(), &[("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1")]);
-    let (acme, _) = some_receipts(&client, &bin, "acme-corp").await;
-    let (other, _) = some_receipts(&client, &bin, "other").await;
+    let (bin, acme, other) = audited_with_two_chains(dir.path(), &client).await;
     let stored = (acme.len() + other.len()) as f64;
     // A pass over both chains: every receipt verified again, none broken.
     metric_once(&bin, "tai_ledger_audit_receipts_total", |n| n >= stored).await;
@@ -683,9 +693,7 @@ async fn a_chain_cut_short_or_deleted_in_the_running_ledger_is_found_by_the_audi
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let client = awc::Client::default();
-    let bin = start_binary_in(dir.path(), &[("TAI_LEDGER__AUDIT_INTERVAL_SECS", "1")]);
-    let (acme, _) = some_receipts(&client, &bin, "acme-corp").await;
-    let (other, _) = some_receipts(&client, &bin, "other").await;
+    let (bin, acme, other) = audited_with_two_chains(dir.path(), &client).await;
     let stored = (acme.len() + other.len()) as u64;
     // A pass that found both chains whole up to their heads.
     eventually(

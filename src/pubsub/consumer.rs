@@ -8,8 +8,8 @@
 //! (`Lanes`): when one fails for a transient reason, the messages of its key queued behind
 //! it, and those that arrive until it comes back, are nacked undecided, so that Pub/Sub
 //! delivers them again after it instead of their being decided before it (not past its last
-//! delivery attempt under the subscription's dead-letter policy, read at each stream's
-//! start).
+//! delivery attempt under the subscription's dead-letter policy, and for as long as its retry
+//! policy may wait to deliver it again; both read at each stream's start).
 //! Flow control bounds the messages delivered but not yet settled (`pubsub.max_outstanding`),
 //! so a flood cannot exhaust memory. The crate resumes a stream after transport errors by
 //! itself; when a stream fails for good (the subscription vanished, say), the consumer opens a
@@ -79,10 +79,11 @@ impl ConsumerConfig {
         b.build().await.map_err(|e| e.to_string())
     }
 
-    /// When Pub/Sub gives up on a message this subscription delivers, read from the
-    /// subscription (its dead-letter policy); `Unknown` when it cannot be read (a service
-    /// account allowed to consume but not to read the subscription, say).
-    async fn give_up(&self) -> GiveUp {
+    /// When Pub/Sub gives up on a message this subscription delivers, and how long it may
+    /// wait to deliver a nacked one again, read from the subscription (its dead-letter and
+    /// retry policies); `Unknown` and a minute when it cannot be read (a service account
+    /// allowed to consume but not to read the subscription, say).
+    async fn policy(&self) -> Policy {
         let mut b = SubscriptionAdmin::builder();
         if let Some((endpoint, creds)) = self.endpoint() {
             b = b.with_endpoint(endpoint).with_credentials(creds);
@@ -95,27 +96,34 @@ impl ConsumerConfig {
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(sub.dead_letter_policy)
+            Ok::<_, String>((sub.dead_letter_policy, sub.retry_policy))
         };
-        let give_up = match actix_web::rt::time::timeout(Duration::from_secs(5), read).await {
-            Ok(Ok(None)) => GiveUp::Never,
-            // 0 stands for Pub/Sub's default, 5.
-            Ok(Ok(Some(p))) => GiveUp::After(if p.max_delivery_attempts > 0 {
-                p.max_delivery_attempts
-            } else {
-                5
-            }),
+        let (give_up, hold) = match actix_web::rt::time::timeout(Duration::from_secs(5), read).await
+        {
+            Ok(Ok((dead_letter, retry))) => (
+                match dead_letter {
+                    None => GiveUp::Never,
+                    // 0 stands for Pub/Sub's default, 5.
+                    Some(p) if p.max_delivery_attempts <= 0 => GiveUp::After(5),
+                    Some(p) => GiveUp::After(p.max_delivery_attempts),
+                },
+                hold_for(retry.map(|r| {
+                    r.maximum_backoff
+                        .and_then(|d| u64::try_from(d.seconds()).ok())
+                        .map(Duration::from_secs)
+                })),
+            ),
             Ok(Err(e)) => {
                 tracing::warn!(subscription = %self.subscription, error = %e, "the subscription's dead-letter policy could not be read: after a transient failure, only the messages of its ordering key already received are held back");
-                GiveUp::Unknown
+                (GiveUp::Unknown, hold_for(None))
             }
             Err(_) => {
                 tracing::warn!(subscription = %self.subscription, "the subscription's dead-letter policy was not read within 5 s: after a transient failure, only the messages of its ordering key already received are held back");
-                GiveUp::Unknown
+                (GiveUp::Unknown, hold_for(None))
             }
         };
-        tracing::info!(subscription = %self.subscription, dead_letter_after = ?give_up, "pub/sub subscription read");
-        give_up
+        tracing::info!(subscription = %self.subscription, dead_letter_after = ?give_up, order_hold_secs = hold.as_secs(), "pub/sub subscription read");
+        Policy { give_up, hold }
     }
 
     /// Checks connectivity every `health_interval` for as long as the actor lives: the
@@ -204,7 +212,12 @@ async fn pull(intake: Intake, cfg: ConsumerConfig, health: PubsubHealth) {
         let failure = match cfg.subscriber().await {
             Err(e) => e,
             Ok(client) => {
-                lanes.lock().give_up = cfg.give_up().await;
+                let policy = cfg.policy().await;
+                health.policy(policy.dead_letter_after(), policy.hold);
+                {
+                    let mut state = lanes.lock();
+                    (state.give_up, state.hold) = (policy.give_up, policy.hold);
+                }
                 let mut stream = client
                     .subscribe(&cfg.subscription)
                     .set_max_outstanding_messages(i64::from(cfg.max_outstanding))
@@ -261,6 +274,40 @@ enum GiveUp {
     Unknown,
 }
 
+/// What the consumer knows of its subscription's policies, read at each stream's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Policy {
+    give_up: GiveUp,
+    /// How long a key's later messages are held back behind one that failed, at most.
+    hold: Duration,
+}
+
+impl Policy {
+    /// For `GET /v1/pubsub`: `Some(None)` never, `Some(Some(n))` after n attempts, `None` not
+    /// known.
+    fn dead_letter_after(&self) -> Option<Option<i32>> {
+        match self.give_up {
+            GiveUp::Never => Some(None),
+            GiveUp::After(n) => Some(Some(n)),
+            GiveUp::Unknown => None,
+        }
+    }
+}
+
+/// How long a key's later messages are held back behind one that failed for a transient
+/// reason, for a subscription with this retry policy (`None`: none, so a nacked message is
+/// delivered again at once; `Some(None)`: one with Pub/Sub's default maximum backoff, 600 s):
+/// the longest Pub/Sub may wait before delivering the failed message again, and a minute
+/// more for the delivery itself.
+fn hold_for(retry_max_backoff: Option<Option<Duration>>) -> Duration {
+    const MARGIN: Duration = Duration::from_secs(60);
+    const MAX_BACKOFF: Duration = Duration::from_secs(600);
+    match retry_max_backoff {
+        None => MARGIN,
+        Some(max) => max.unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF) + MARGIN,
+    }
+}
+
 /// Which messages of its key a transient failure holds back ([`Lanes::failed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum HoldBack {
@@ -295,10 +342,6 @@ enum Settled {
     Rejected,
 }
 
-/// How long a key's later messages are held back behind one that failed, at most: Pub/Sub
-/// delivers a nacked message again at once, or after the subscription's retry backoff.
-const HOLD: Duration = Duration::from_secs(60);
-
 /// The lanes of the ordering keys.
 #[derive(Default)]
 struct LaneState {
@@ -306,6 +349,9 @@ struct LaneState {
     waiting: HashMap<String, VecDeque<Pulled>>,
     /// When Pub/Sub gives up on a message of the subscription, as read at the stream's start.
     give_up: GiveUp,
+    /// How long a key's later messages are held back behind one that failed, at most
+    /// ([`hold_for`]); zero until the subscription is read.
+    hold: Duration,
     /// Keys whose message failed for a transient reason and has not come back yet: the id of
     /// that message, and since when.
     held: HashMap<String, (String, std::time::Instant)>,
@@ -330,7 +376,7 @@ impl Lanes {
         let Some((id, since)) = lanes.held.get(key) else {
             return false;
         };
-        if *id == m.message_id || since.elapsed() > HOLD {
+        if *id == m.message_id || since.elapsed() > lanes.hold {
             lanes.held.remove(key);
             return false;
         }
@@ -379,7 +425,8 @@ impl Lanes {
         if hold == HoldBack::WaitingAndLater {
             // Holds whose message never came back end here too, not only when their key's
             // next message comes.
-            lanes.held.retain(|_, (_, since)| since.elapsed() <= HOLD);
+            let hold = lanes.hold;
+            lanes.held.retain(|_, (_, since)| since.elapsed() <= hold);
             lanes
                 .held
                 .insert(key.to_owned(), (failed, std::time::Instant::now()));
@@ -481,5 +528,41 @@ mod tests {
         assert_eq!(HoldBack::after(Some(9), GiveUp::After(5)), Nothing);
         // A policy that could not be read: the later ones might wait for a message that is gone.
         assert_eq!(HoldBack::after(Some(1), GiveUp::Unknown), Waiting);
+    }
+
+    #[test]
+    fn a_key_is_held_back_for_as_long_as_the_retry_policy_may_wait() {
+        let secs = Duration::from_secs;
+        // No retry policy: a nacked message comes back at once.
+        assert_eq!(hold_for(None), secs(60));
+        // A retry policy: its maximum backoff (Pub/Sub's default 600 s, and at most that).
+        assert_eq!(hold_for(Some(None)), secs(660));
+        assert_eq!(hold_for(Some(Some(secs(120)))), secs(180));
+        assert_eq!(hold_for(Some(Some(secs(3600)))), secs(660));
+
+        let message = |id: &str| Message::new().set_message_id(id);
+        let lanes = Lanes::default();
+        lanes.lock().hold = hold_for(Some(Some(secs(120))));
+        assert!(lanes.failed("k", "1".into(), None).is_empty());
+        assert!(lanes.held_back("k", &message("2")));
+        assert!(!lanes.held_back("other", &message("3")));
+        // The failed message coming back ends the hold.
+        assert!(!lanes.held_back("k", &message("1")));
+        assert!(!lanes.held_back("k", &message("2")));
+        // So does the hold running out.
+        lanes.lock().hold = Duration::ZERO;
+        lanes.failed("k", "1".into(), None);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!lanes.held_back("k", &message("2")));
+        let after = |give_up| {
+            Policy {
+                give_up,
+                hold: secs(60),
+            }
+            .dead_letter_after()
+        };
+        assert_eq!(after(GiveUp::Unknown), None);
+        assert_eq!(after(GiveUp::Never), Some(None));
+        assert_eq!(after(GiveUp::After(5)), Some(Some(5)));
     }
 }

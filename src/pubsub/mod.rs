@@ -14,6 +14,7 @@ pub mod push_auth;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -192,6 +193,8 @@ struct HealthInner {
     stream_failed_ms: AtomicU64,
     /// How long after a stream failure the status stays `error`.
     settle_ms: AtomicU64,
+    /// The subscription's policies as the consumer last read them.
+    policy: std::sync::Mutex<Option<Value>>,
 }
 
 impl PubsubHealth {
@@ -200,6 +203,18 @@ impl PubsubHealth {
         let _ = self.0.subscription.set(subscription.to_owned());
         self.0.settle_ms.store(settle_ms, Ordering::Release);
         self.0.enabled.store(true, Ordering::Release);
+    }
+
+    /// The consumer read its subscription at a stream's start: when Pub/Sub dead-letters a
+    /// message (`None`: not known, the subscription could not be read; `Some(None)`: never),
+    /// and how long a key's later messages are held back behind one that failed.
+    pub fn policy(&self, dead_letter_after: Option<Option<i32>>, order_hold: Duration) {
+        let read = json!({
+            "read": dead_letter_after.is_some(),
+            "dead_letter_after": dead_letter_after.flatten(),
+            "order_hold_secs": order_hold.as_secs(),
+        });
+        *self.0.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
     }
 
     pub fn probe(&self, ok: bool) {
@@ -231,6 +246,7 @@ impl PubsubHealth {
             "nacked": h.nacked.load(Ordering::Acquire),
             "outstanding": h.outstanding.load(Ordering::Acquire),
             "stream_reconnects": h.reconnects.load(Ordering::Acquire),
+            "subscription_policy": h.policy.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
 

@@ -331,6 +331,61 @@ async fn not_overtaken_in_an_outage(what: &str, dead_letter_after: Option<u32>) 
     acked_and_decided_in_order(&app, &tenants, &published).await;
 }
 
+/// The consumer reads its subscription's dead-letter and retry policies at the stream's start,
+/// and holds an ordering key's later messages behind a failed one for as long as the retry
+/// policy may wait to deliver it again (the emulator keeps the policy, though it delivers a
+/// nacked message again at once).
+#[actix_web::test]
+async fn the_consumer_holds_a_key_back_as_long_as_the_subscriptions_retry_policy_may_wait() {
+    let emu = Emulator::at(emulator());
+    for (what, policies, expected) in [
+        (
+            "plain",
+            json!({}),
+            json!({"read": true, "dead_letter_after": null, "order_hold_secs": 60}),
+        ),
+        (
+            "retrying",
+            json!({"retryPolicy": {"minimumBackoff": "10s", "maximumBackoff": "120s"},
+                   "deadLetterPolicy": {"maxDeliveryAttempts": 7}}),
+            json!({"read": true, "dead_letter_after": 7, "order_hold_secs": 180}),
+        ),
+        (
+            "default-backoff",
+            json!({"retryPolicy": {"minimumBackoff": "10s"}}),
+            json!({"read": true, "dead_letter_after": null, "order_hold_secs": 660}),
+        ),
+    ] {
+        let (topic, sub) = names(&format!("policy-{what}"));
+        emu.call("PUT", &format!("topics/{topic}"), json!({}))
+            .await
+            .unwrap();
+        let mut config = json!({"topic": format!("projects/{PROJECT}/topics/{topic}"),
+                                "enableMessageOrdering": true});
+        for (k, v) in policies.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        if config.get("deadLetterPolicy").is_some() {
+            let dead = format!("{topic}-dead");
+            emu.call("PUT", &format!("topics/{dead}"), json!({}))
+                .await
+                .unwrap();
+            config["deadLetterPolicy"]["deadLetterTopic"] =
+                json!(format!("projects/{PROJECT}/topics/{dead}"));
+        }
+        emu.call("PUT", &format!("subscriptions/{sub}"), config)
+            .await
+            .unwrap();
+        let app = pulling_app(&emu.host, &topic, &sub, |_| {}).await;
+        let read = eventually("the subscription read", Duration::from_secs(20), || async {
+            let policy = consumer(&app).await["subscription_policy"].clone();
+            (!policy.is_null()).then_some(policy)
+        })
+        .await;
+        assert_eq!(read, expected, "{what}");
+    }
+}
+
 /// The shared emulator with a fresh topic and a subscription with message ordering (and a
 /// dead-letter policy after that many delivery attempts), and the application pulling from
 /// it with `tenants` granted.

@@ -48,8 +48,8 @@ enum Command {
         /// more tenants.
         #[arg(long, value_name = "TENANT:SEQ:HASH")]
         anchor: Vec<String>,
-        /// Anchors from a file, one a line: the JSON reports an earlier `verify` printed (each
-        /// valid chain's head_seq and head_hash; so yesterday's `verify --all` output, kept
+        /// Anchors from a file, one a line: the JSON reports an earlier `verify` or `backup`
+        /// printed (each valid chain's head_seq and head_hash; so yesterday's output, kept
         /// where the ledger's writers cannot reach it, checks today's ledger), or
         /// TENANT:SEQ:HASH. With --tenant only that tenant's anchor counts; with --all or
         /// --file a tenant in it whose chain is not there is broken.

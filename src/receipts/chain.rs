@@ -92,8 +92,9 @@ pub enum AnchorsError {
 
 /// Anchors, one a line: the JSON reports `verify` printed (or `GET …/receipts/verify` gave),
 /// of which every valid chain's `head_seq` and `head_hash` is its tenant's anchor, or
-/// `TENANT:SEQ:HASH`. Blank lines are skipped; a tenant named twice is an error, since the
-/// file would then say two things.
+/// `TENANT:SEQ:HASH`. Blank lines are skipped, and so is the line `backup` prints before the
+/// reports of its copy (`{"backup": …, "bytes": …}`); a tenant named twice is an error, since
+/// the file would then say two things.
 pub fn read_anchors(input: impl std::io::BufRead) -> Result<AnchorFile, AnchorsError> {
     #[derive(serde::Deserialize)]
     struct Report {
@@ -114,7 +115,12 @@ pub fn read_anchors(input: impl std::io::BufRead) -> Result<AnchorFile, AnchorsE
         let (tenant, anchor) = if text.is_empty() {
             continue;
         } else if text.starts_with('{') {
-            let r: Report = serde_json::from_str(text)
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| at(format!("not a verification report: {e}")))?;
+            if value.get("backup").is_some() && value.get("tenant_id").is_none() {
+                continue;
+            }
+            let r: Report = serde_json::from_value(value)
                 .map_err(|e| at(format!("not a verification report: {e}")))?;
             if !r.valid || r.head_seq == 0 {
                 out.skipped += 1;
@@ -619,6 +625,7 @@ mod tests {
             serde_json::to_string(&r).unwrap()
         };
         let text = [
+            r#"{"backup":"backups/ledger.db","bytes":4096}"#.to_owned(),
             report("t1", true, 12, &h1),
             String::new(),
             format!("t2:3:{h2}"),

@@ -621,6 +621,20 @@ async fn yesterdays_verify_output_checks_todays_ledger_as_anchors() {
         ]
     );
 
+    // What `backup` prints (its line, then the copy's reports) serves as anchors as well.
+    let copied = backup_cli(&db, &app.dir.path().join("copy.db"));
+    exited_0(&copied);
+    let heads = app.dir.path().join("copy-heads.jsonl");
+    std::fs::write(&heads, &copied.stdout).unwrap();
+    let out = verify_cli(&db, &["--all", "--anchors", heads.to_str().unwrap()]);
+    exited_0(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\"anchor\"")
+            .count(),
+        3
+    );
+
     // `t2` cut short and `t3` deleted: each verifies alone, neither reaches its anchor.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(

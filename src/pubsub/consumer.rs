@@ -114,11 +114,11 @@ impl ConsumerConfig {
                 })),
             ),
             Ok(Err(e)) => {
-                tracing::warn!(subscription = %self.subscription, error = %e, "the subscription's dead-letter policy could not be read: after a transient failure, only the messages of its ordering key already received are held back");
+                tracing::warn!(subscription = %self.subscription, error = %e, "the subscription's dead-letter and retry policies could not be read: after a transient failure, only the messages of its ordering key already received are held back, for a minute at most");
                 (GiveUp::Unknown, hold_for(None))
             }
             Err(_) => {
-                tracing::warn!(subscription = %self.subscription, "the subscription's dead-letter policy was not read within 5 s: after a transient failure, only the messages of its ordering key already received are held back");
+                tracing::warn!(subscription = %self.subscription, "the subscription's dead-letter and retry policies were not read within 5 s: after a transient failure, only the messages of its ordering key already received are held back, for a minute at most");
                 (GiveUp::Unknown, hold_for(None))
             }
         };

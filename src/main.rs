@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tai_autonomics::config::{LedgerBackend, Settings};
+use tai_autonomics::receipts::chain::tenant_anchor;
 use tai_autonomics::receipts::sqlite::SqliteStore;
 use tai_autonomics::receipts::{Anchor, AnyStore};
 use tai_autonomics::startup::Application;
@@ -102,12 +103,9 @@ fn export_emulator_hosts(settings: &Settings) {
 fn parse_anchors(args: &[String]) -> Result<HashMap<String, Anchor>, String> {
     let mut anchors = HashMap::new();
     for arg in args {
-        let (tenant, rest) = arg
-            .split_once(':')
-            .ok_or_else(|| format!("--anchor {arg:?} is not TENANT:SEQ:HASH"))?;
-        TenantId::parse(tenant).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
-        let anchor = Anchor::parse(rest).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
-        if anchors.insert(tenant.to_owned(), anchor).is_some() {
+        let (tenant, anchor) = tenant_anchor(arg).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
+        TenantId::parse(&tenant).map_err(|m| format!("--anchor {arg:?}: {m}"))?;
+        if anchors.insert(tenant.clone(), anchor).is_some() {
             return Err(format!("--anchor names tenant {tenant} twice"));
         }
     }
@@ -121,15 +119,12 @@ fn all_anchors(
     file: Option<&std::path::Path>,
     tenant: Option<&str>,
 ) -> Result<HashMap<String, Anchor>, (String, u8)> {
-    use tai_autonomics::receipts::chain::{read_anchors, AnchorsError};
+    use tai_autonomics::receipts::chain::{read_anchors_file, AnchorsError};
     let mut anchors = parse_anchors(args).map_err(|m| (m, EX_USAGE))?;
     let Some(path) = file else {
         return Ok(anchors);
     };
-    let read = std::fs::File::open(path)
-        .map_err(AnchorsError::from)
-        .and_then(|f| read_anchors(std::io::BufReader::new(f)));
-    let from_file = match read {
+    let from_file = match read_anchors_file(path) {
         Ok(f) => f,
         Err(AnchorsError::Read(e)) => {
             return Err((format!("cannot read {}: {e}", path.display()), EX_NOINPUT))

@@ -427,9 +427,7 @@ fn audit_standing(file: &str) -> anyhow::Result<SharedStanding> {
     if file.is_empty() {
         return Ok(SharedStanding::default());
     }
-    let read = std::fs::File::open(file)
-        .map_err(crate::receipts::chain::AnchorsError::from)
-        .and_then(|f| crate::receipts::chain::read_anchors(std::io::BufReader::new(f)))
+    let read = crate::receipts::chain::read_anchors_file(std::path::Path::new(file))
         .map_err(|e| anyhow::anyhow!("ledger.audit_anchors_file {file}: {e}"))?;
     events::audit_anchors_read(file, read.anchors.len(), read.skipped);
     Ok(Arc::new(std::sync::Mutex::new(Standing::with_anchors(

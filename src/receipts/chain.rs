@@ -90,6 +90,20 @@ pub enum AnchorsError {
     Line { line: usize, message: String },
 }
 
+/// `TENANT:SEQ:HASH` (as `verify --anchor` takes it) split into the tenant and its anchor; the
+/// tenant id is not checked here.
+pub fn tenant_anchor(text: &str) -> Result<(String, Anchor), String> {
+    let (tenant, rest) =
+        (text.split_once(':')).ok_or_else(|| format!("{text:?} is not TENANT:SEQ:HASH"))?;
+    Ok((tenant.to_owned(), Anchor::parse(rest)?))
+}
+
+/// [`read_anchors`] of the file at `path`.
+pub fn read_anchors_file(path: &std::path::Path) -> Result<AnchorFile, AnchorsError> {
+    let file = std::fs::File::open(path)?;
+    read_anchors(std::io::BufReader::new(file))
+}
+
 /// Anchors, one a line: the JSON reports `verify` printed (or `GET …/receipts/verify` gave),
 /// of which every valid chain's `head_seq` and `head_hash` is its tenant's anchor, or
 /// `TENANT:SEQ:HASH`. Blank lines are skipped, and so is the line `backup` prints before the
@@ -129,9 +143,7 @@ pub fn read_anchors(input: impl std::io::BufRead) -> Result<AnchorFile, AnchorsE
             let anchor = Anchor::new(r.head_seq, &r.head_hash).map_err(at)?;
             (r.tenant_id, anchor)
         } else {
-            let (tenant, rest) = (text.split_once(':'))
-                .ok_or_else(|| at(format!("{text:?} is neither a report nor TENANT:SEQ:HASH")))?;
-            (tenant.to_owned(), Anchor::parse(rest).map_err(at)?)
+            tenant_anchor(text).map_err(at)?
         };
         crate::tenant::TenantId::parse(&tenant).map_err(|m| at(format!("{tenant:?}: {m}")))?;
         if let Some(earlier) = first_line.insert(tenant.clone(), number) {
@@ -656,7 +668,7 @@ mod tests {
                 2,
                 "not a verification report",
             ),
-            ("t1".to_owned(), 1, "neither a report nor"),
+            ("t1".to_owned(), 1, "\"t1\" is not TENANT:SEQ:HASH"),
             (format!("T1:1:{h1}"), 1, "\"T1\""),
             ("t1:0:00".to_owned(), 1, "seq starts at 1"),
             (format!("t1:1:{}", h1.to_uppercase()), 1, "64 lowercase hex"),

@@ -601,6 +601,8 @@ async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
     let flush = if signalled.get().is_some() { 250 } else { 2000 };
     let _ = actix_web::rt::time::timeout(std::time::Duration::from_millis(flush), relay.done).await;
     tree.root.shutdown().await;
+    // As a service's stop: the log copied into the ledger file, the store closed.
+    tree.ledger.store().at_stop().await;
     tree.ledger_arbiter.stop();
     match gave_up.get() {
         Some(reason) => anyhow::bail!("the supervision tree exited on its own ({reason})"),

@@ -50,11 +50,12 @@ macro_rules! each {
 
 impl AnyStore {
     /// At a clean stop, once nothing appends any more: SQLite's write-ahead log is copied
-    /// into the ledger file and emptied, so the file is whole by itself (`cp data/ledger.db`
-    /// of a stopped service copies every receipt). Firestore has nothing to do.
+    /// into the ledger file and the store closed, so the file is whole by itself and alone
+    /// (`cp data/ledger.db` of a stopped service copies every receipt). Firestore has nothing
+    /// to do.
     pub async fn at_stop(&self) {
         if let AnyStore::Sqlite(s) = self {
-            s.checkpoint_at_stop().await;
+            s.close_at_stop().await;
         }
     }
 }

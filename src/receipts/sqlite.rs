@@ -126,7 +126,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// `None` once the store is closed at a stop ([`SqliteStore::close_at_stop`]).
+    writer: Mutex<Option<Connection>>,
     readers: Mutex<Vec<Connection>>,
     snapshots: Mutex<SnapshotQueue>,
     /// Frames in the WAL as the checkpoint thread last saw them, published past
@@ -139,6 +140,64 @@ struct Inner {
     files: Vec<(PathBuf, FileId)>,
     /// Whether [`Inner::check_files`] has logged that they were displaced.
     displaced: AtomicBool,
+    /// The checkpoint thread, woken and waited for when the store is closed or dropped (none
+    /// for a read-only store).
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by [`Inner::close`]: no connection is opened or kept from then on.
+    closed: AtomicBool,
+}
+
+/// The last handle to a store not closed at a stop (tests, tools) closes it too.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Inner {
+    /// Closes every connection the store opened: the readers', the checkpoint thread's (woken
+    /// from its pause, its last pass waited for) and the writer's, last. When that is the
+    /// last connection to the file, SQLite copies what the log holds into it and removes the
+    /// `-wal` and the `-shm`, so a store closed (or dropped) leaves the ledger file alone.
+    /// Appends and reads after it fail as unavailable. The thread used to notice a dropped
+    /// store only after its 100 ms pause, and a process that ended first left both files, or
+    /// not, by the timing.
+    fn close(&self) {
+        {
+            let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Release);
+            pool.clear();
+        }
+        let thread = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The thread itself may hold the last handle for a moment (it upgrades its weak one
+        // to look at the store); it then ends by itself at its loop's test.
+        if let Some(thread) = thread.filter(|t| t.thread().id() != std::thread::current().id()) {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        drop(self.writer().take());
+    }
+
+    /// The writer's connection (`None` once the store is closed).
+    fn writer(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns a read connection to the pool (at most eight are kept; none once closed).
+    fn give_back(&self, conn: Connection) {
+        let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 8 && !self.closed.load(Ordering::Acquire) {
+            pool.push(conn);
+        }
+    }
+}
+
+fn closed() -> StoreError {
+    unavailable("the ledger is closed: the service is stopping")
 }
 
 /// Which file a path named: its device and inode.
@@ -179,6 +238,9 @@ fn opened_files(path: &Path) -> Result<Vec<(PathBuf, FileId)>, StoreError> {
 impl Inner {
     /// A new read connection.
     fn connect(&self) -> Result<Connection, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
         if self.read_only {
             open_read_only(&self.path).map_err(sql_error)
         } else {
@@ -461,15 +523,18 @@ impl SqliteStore {
         let files = opened_files(path)?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
-            writer: Mutex::new(conn),
+            writer: Mutex::new(Some(conn)),
             readers: Mutex::new(Vec::new()),
             snapshots: Mutex::new(SnapshotQueue::default()),
             wal_frames: AtomicU64::new(0),
             read_only: false,
             files,
             displaced: AtomicBool::new(false),
+            checkpointer: Mutex::new(None),
+            closed: AtomicBool::new(false),
         });
-        spawn_checkpointer(Arc::downgrade(&inner));
+        *inner.checkpointer.lock().unwrap_or_else(|e| e.into_inner()) =
+            spawn_checkpointer(Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
     }
 
@@ -507,33 +572,44 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(conn),
+                writer: Mutex::new(Some(conn)),
                 readers: Mutex::new(Vec::new()),
                 snapshots: Mutex::new(SnapshotQueue::default()),
                 wal_frames: AtomicU64::new(0),
                 read_only: true,
                 files: Vec::new(),
                 displaced: AtomicBool::new(false),
+                checkpointer: Mutex::new(None),
+                closed: AtomicBool::new(false),
             }),
         })
     }
 
     /// Copies the whole write-ahead log into the ledger file and empties it (`TRUNCATE`), on
-    /// the writer's connection, once appends have stopped; logged either way.
-    pub async fn checkpoint_at_stop(&self) {
+    /// the writer's connection, once appends have stopped, logged either way; then closes the
+    /// store (`Inner::close`), which leaves the file alone when no other process has it open.
+    pub async fn close_at_stop(&self) {
         if self.inner.read_only {
             return;
         }
         let inner = self.inner.clone();
         let done = actix_web::rt::task::spawn_blocking(move || {
-            let conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            // It holds the write lock while it waits for readers: another process on the file
-            // (a second service, `mcp-stdio`) is held up half a second at most, not the
-            // busy timeout's five.
-            conn.busy_timeout(std::time::Duration::from_millis(500))?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
+            let checkpointed = {
+                let guard = inner.writer();
+                let conn = guard.as_ref().ok_or_else(closed)?;
+                // It holds the write lock while it waits for readers: another process on the
+                // file (a second service, `mcp-stdio`) is held up half a second at most, not
+                // the busy timeout's five.
+                conn.busy_timeout(std::time::Duration::from_millis(500))
+                    .and_then(|()| {
+                        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        })
+                    })
+                    .map_err(sql_error)
+            };
+            inner.close();
+            checkpointed
         })
         .await;
         let path = self.inner.path.display();
@@ -558,7 +634,8 @@ impl SqliteStore {
 
     /// The schema version in the file.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        let conn = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.inner.writer();
+        let conn = guard.as_ref().ok_or_else(closed)?;
         conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
             r.get(0)
         })
@@ -583,10 +660,7 @@ impl SqliteStore {
                 None => inner.connect()?,
             };
             let out = f(&conn);
-            let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
+            inner.give_back(conn);
             out
         })
         .await
@@ -641,10 +715,7 @@ fn drain_snapshots(inner: &Inner) {
     }
     drop(done);
     if let Ok(c) = conn {
-        let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < 8 {
-            pool.push(c);
-        }
+        inner.give_back(c);
     }
 }
 
@@ -705,8 +776,9 @@ fn snapshot(c: &Connection, tenant: &str, states: &[&str]) -> Result<GovernorSna
     })
 }
 
-/// Checkpoints the WAL every 100 ms while the store lives (the thread ends with it).
-fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
+/// Checkpoints the WAL every 100 ms while the store is open. Closing the store wakes it from
+/// its pause and waits for its last pass ([`Inner::close`]).
+fn spawn_checkpointer(inner: std::sync::Weak<Inner>) -> Option<std::thread::JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name("ledger-checkpoint".into())
         .spawn(move || {
@@ -725,8 +797,15 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
             let mut rescued = false;
             // A full disk fails every pass, ten a second: one line a second.
             let failures = crate::telemetry::budget::LogBudget::new();
-            while inner.strong_count() > 0 {
-                std::thread::sleep(pause);
+            // Until the store is closed or dropped.
+            let going = || inner.upgrade().is_some_and(|i| !i.closed.load(Ordering::Acquire));
+            while going() {
+                // Parked rather than asleep, so that closing the store ends the pause; a
+                // wake-up with the store still open (a spurious one) is a pass early.
+                std::thread::park_timeout(pause);
+                if !going() {
+                    break;
+                }
                 // Checked here too, so that an idle ledger's displacement is found and its
                 // copy written before anything asks.
                 if !rescued && inner.upgrade().is_some_and(|i| i.check_files().is_err()) {
@@ -767,12 +846,15 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
                     }
                 }
             }
-            // A last full checkpoint so a cleanly stopped ledger leaves a small WAL.
+            // A last full checkpoint so a cleanly stopped ledger leaves a small WAL. Whoever
+            // drops the store waits for it: a reader in another process holds it up half a
+            // second at most, as at the service's stop.
+            let _ = conn.busy_timeout(std::time::Duration::from_millis(500));
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start the ledger checkpoint thread");
-    }
+    spawned
+        .inspect_err(|e| tracing::warn!(error = %e, "could not start the ledger checkpoint thread"))
+        .ok()
 }
 
 /// Writes what `conn` (the checkpoint thread's connection, opened with the writer's) reads,
@@ -1163,9 +1245,12 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         actix_web::rt::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = inner.writer();
             loop {
-                let outcome = commit_on(&inner, &mut conn, &batch).map(|()| batch);
+                let outcome = match guard.as_mut() {
+                    Some(conn) => commit_on(&inner, conn, &batch).map(|()| batch),
+                    None => Err(closed()),
+                };
                 match then(outcome) {
                     Some(next) => batch = next,
                     None => return,
@@ -1185,8 +1270,9 @@ impl LedgerStore for SqliteStore {
     async fn append(&self, batch: Vec<AppendItem>) -> Result<Vec<AppendItem>, StoreError> {
         let inner = self.inner.clone();
         actix_web::rt::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            commit_on(&inner, &mut conn, &batch).map(|()| batch)
+            let mut guard = inner.writer();
+            let conn = guard.as_mut().ok_or_else(closed)?;
+            commit_on(&inner, conn, &batch).map(|()| batch)
         })
         .await
         .map_err(unavailable)?

@@ -879,12 +879,17 @@ async fn a_stopped_ledger_is_whole_by_itself_and_is_read_from_a_folder_that_cann
     let (acked, head) = some_receipts(&client, &bin, "acme-corp").await;
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
-    // A clean stop copies the write-ahead log into the file and empties it (it kept up to
-    // 32 MB of receipts): the file alone, copied elsewhere, holds every receipt. (SQLite
-    // removes the emptied log when the last connection closes before the process ends.)
+    // A clean stop copies the write-ahead log into the file (it kept up to 32 MB of
+    // receipts) and closes every connection, so SQLite removes the log and its index: the
+    // file is left alone, and copied elsewhere it holds every receipt.
     let wal = dir.path().join("ledger.db-wal");
-    let left = std::fs::metadata(&wal).map(|m| m.len()).ok();
-    assert!(matches!(left, None | Some(0)), "{left:?} bytes of log left");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("ledger.db"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ledger.db"], "{:?}", bin.warnings.lock().unwrap());
     let elsewhere = tempfile::tempdir().unwrap();
     let alone = elsewhere.path().join("ledger.db");
     std::fs::copy(&db, &alone).unwrap();
@@ -900,23 +905,25 @@ async fn a_stopped_ledger_is_whole_by_itself_and_is_read_from_a_folder_that_cann
         as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &alone)]),
     );
 
-    // Its folder as read-only media has it (a mounted snapshot, an archive), with the empty
-    // log and the index beside it, and with the index cleaned away: SQLite cannot make the
-    // index it reads a WAL-mode file through. `verify` and `backup` failed there with "unable
-    // to open database file" (`backup` blaming its target). The log and the index are there
-    // when the process ended with a connection still open, as most stops do; when the last
-    // one closed first, SQLite removed both (a clean-clone run saw it), and only the second
-    // case can be read.
-    let shm = dir.path().join("ledger.db-shm");
-    if shm.exists() {
-        set_mode(dir.path(), 0o555);
-        whole(
-            &db,
-            as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &db)]),
-        );
-        set_mode(dir.path(), 0o755);
-        std::fs::remove_file(&shm).unwrap();
-    }
+    // Its folder as read-only media has it (a mounted snapshot, an archive), with an empty
+    // log and the index beside it (as a process killed after its last checkpoint leaves
+    // them; here another connection holds them open), and alone: SQLite cannot make the index
+    // it reads a WAL-mode file through. `verify` and `backup` failed there with "unable to
+    // open database file" (`backup` blaming its target).
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    let _: i64 = holder
+        .query_row("SELECT COUNT(*) FROM receipts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+    assert!(dir.path().join("ledger.db-shm").is_file());
+    set_mode(dir.path(), 0o555);
+    whole(
+        &db,
+        as_reader(&["verify", "--all"], &[("TAI_LEDGER__SQLITE_PATH", &db)]),
+    );
+    set_mode(dir.path(), 0o755);
+    drop(holder);
+    assert!(!wal.exists(), "the last connection closed removes the log");
     set_mode(dir.path(), 0o555);
     whole(
         &db,

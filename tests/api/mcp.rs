@@ -1210,6 +1210,14 @@ fn mcp_stdio_stops_cleanly_on_sigterm() {
         Some(0),
         "a clean stop, not killed by the signal: {status:?}"
     );
+    // As a service's stop: the log copied into the ledger and every connection closed, so
+    // SQLite removed the log and its index (before, both were left beside the file).
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ledger.db"]);
 }
 
 #[test]

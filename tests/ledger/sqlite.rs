@@ -112,6 +112,74 @@ async fn reopening_keeps_data_and_the_schema_version() {
     }
 }
 
+/// A store closed at a stop, or its last handle dropped, closes every connection it opened,
+/// the checkpoint thread's included, before it returns: SQLite then removes the emptied log
+/// and its index, so the file alone is the ledger. The thread used to notice only after its
+/// pause, and a process ending within it left both files beside the ledger.
+#[actix_web::test]
+async fn closing_or_dropping_the_store_closes_every_connection_and_leaves_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let files = |what: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert!(names.contains(&"ledger.db".to_owned()), "{what}: {names:?}");
+        names
+    };
+    for round in 0..3 {
+        let store = SqliteStore::open(&path).unwrap();
+        let more = match store.range("t", 0, 100).await.unwrap().last() {
+            Some(last) => super::contract::chain("t", Some(last), 2),
+            None => super::contract::chain("t", None, 2),
+        };
+        store
+            .append(
+                more.into_iter()
+                    .map(AppendItem::receipt)
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        // A clone held elsewhere (a governor, a spawned read) keeps the store open.
+        let clone = store.clone();
+        drop(store);
+        assert!(
+            files("one handle left").contains(&"ledger.db-wal".to_owned()),
+            "the log is there while a handle is"
+        );
+        drop(clone);
+        assert_eq!(files("dropped"), ["ledger.db"], "round {round}");
+    }
+    // Closed at a stop while handles remain (a governor's, the audit's): the same, and
+    // what comes after is refused as unavailable rather than opening the file again.
+    let again = SqliteStore::open(&path).unwrap();
+    let last = again.range("t", 0, 100).await.unwrap().pop().unwrap();
+    assert_eq!(last.seq, 6);
+    let held = again.clone();
+    again.close_at_stop().await;
+    assert_eq!(files("closed"), ["ledger.db"]);
+    let next = super::contract::chain("t", Some(&last), 1);
+    for refused in [
+        held.append(vec![AppendItem::receipt(next[0].clone())])
+            .await
+            .map(|_| ()),
+        held.range("t", 0, 1).await.map(|_| ()),
+        held.head("t").await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("closed")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(files("refused"), ["ledger.db"]);
+    drop(held);
+    let reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(reopened.head("t").await.unwrap().map(|h| h.seq), Some(6));
+}
+
 #[actix_web::test]
 async fn the_file_itself_refuses_updates_and_deletes_of_receipts() {
     let dir = tempfile::tempdir().unwrap();

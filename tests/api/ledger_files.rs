@@ -390,6 +390,50 @@ async fn a_ledger_folder_deleted_under_the_service_stops_appends_and_its_receipt
     );
 }
 
+/// The folder deleted under a service, and a new service started on the same path (a process
+/// manager's fresh instance): the first one's clean stop, which now closes its store, leaves
+/// the new ledger's files alone. SQLite removes a ledger's log and index by their names when
+/// its last connection closes, and those names are the new service's files by then; it does
+/// so only for a database file still where it was opened (`databaseIsUnmoved` in its pager),
+/// which this test holds to.
+#[actix_web::test]
+async fn a_service_stopped_after_its_folder_was_deleted_leaves_the_new_ledger_at_the_path_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let mut old = start_binary_in(&folder, &[]);
+    some_receipts(&client, &old, "before").await;
+    std::fs::remove_dir_all(&folder).unwrap();
+    eventually("a copy of the ledger", Duration::from_secs(10), || {
+        let found = rescued(&folder);
+        async move { found.into_iter().next() }
+    })
+    .await;
+    let mut new = start_binary_in(&folder, &[]);
+    some_receipts(&client, &new, "after").await;
+    old.signal("TERM");
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    for name in ["ledger.db-wal", "ledger.db-shm"] {
+        assert!(folder.join(name).is_file(), "{name} is gone");
+    }
+    let (acked, head) = some_receipts(&client, &new, "later").await;
+    new.signal("TERM");
+    assert_eq!(new.wait_exit(Duration::from_secs(10)), Some(0));
+    let db = folder.join("ledger.db");
+    let out = crate::receipts::verify_cli(&db, &["--tenant", "later"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["receipts_checked"], acked.len(), "{report}");
+    assert_eq!(report["head_hash"], head["head_hash"], "{report}");
+}
+
 /// A restore done while the service runs: another database is moved over the path.
 #[actix_web::test]
 async fn a_ledger_file_replaced_under_the_service_stops_appends_and_its_receipts_are_copied_out() {

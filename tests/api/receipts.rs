@@ -18,7 +18,7 @@ fn exited_0(out: &std::process::Output) {
 }
 
 /// Runs the real binary's offline `verify` against the ledger file `db`.
-fn verify_cli(db: &std::path::Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn verify_cli(db: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
         .arg("verify")
         .args(args)

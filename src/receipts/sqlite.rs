@@ -145,6 +145,8 @@ struct Inner {
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set by [`Inner::close`]: no connection is opened or kept from then on.
     closed: AtomicBool,
+    /// A read-only store's clean-up after its last connection ([`Tidy`]).
+    tidy: Mutex<Option<Tidy>>,
 }
 
 /// The last handle to a store not closed at a stop (tests, tools) closes it too.
@@ -180,6 +182,7 @@ impl Inner {
             let _ = thread.join();
         }
         drop(self.writer().take());
+        drop(self.tidy.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     /// The writer's connection (`None` once the store is closed).
@@ -389,6 +392,38 @@ pub(super) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     }
 }
 
+/// The index and the empty log that reading a WAL-mode ledger makes beside it when it had no
+/// log (as a cleanly stopped service leaves it), which a read-only connection cannot remove
+/// again: `verify` and `backup` left both behind. Made before the first read connection is
+/// opened, and dropped after the last one is closed (declared before it, a local is).
+pub(super) struct Tidy(Option<PathBuf>);
+
+impl Tidy {
+    /// Notes whether the ledger at `path` has a log beside it now.
+    pub(super) fn before_reading(path: &Path) -> Tidy {
+        Tidy((!beside(path, "-wal").exists()).then(|| path.to_owned()))
+    }
+}
+
+impl Drop for Tidy {
+    /// Where the reading made an empty log beside the ledger: one connection that may write
+    /// opens the file and reads it, and closes, so SQLite, finding it the last connection,
+    /// removes the log and the index as at any last close. Nothing is written: the log is
+    /// empty, and while another connection has the file open (a service started meanwhile)
+    /// SQLite leaves both as they are. On read-only media the connection only reads.
+    fn drop(&mut self) {
+        let Some(path) = self.0.take() else { return };
+        if std::fs::metadata(beside(&path, "-wal")).map_or(true, |m| m.len() != 0) {
+            return;
+        }
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if let Ok(conn) = Connection::open_with_flags(&path, flags) {
+            let _ = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
+        }
+    }
+}
+
 /// Whether SQLite failed as it does when it cannot make a WAL-mode file's shared-memory
 /// index: `SQLITE_CANTOPEN` on read-only media, `SQLITE_READONLY` in a folder the user may
 /// not write.
@@ -532,6 +567,7 @@ impl SqliteStore {
             displaced: AtomicBool::new(false),
             checkpointer: Mutex::new(None),
             closed: AtomicBool::new(false),
+            tidy: Mutex::new(None),
         });
         *inner.checkpointer.lock().unwrap_or_else(|e| e.into_inner()) =
             spawn_checkpointer(Arc::downgrade(&inner));
@@ -539,10 +575,13 @@ impl SqliteStore {
     }
 
     /// Opens the ledger file at `path` for reading only (`verify`, and a backup's copy): nothing
-    /// is created, migrated, checkpointed or written, and an append fails. Any schema this build
+    /// is created, migrated, checkpointed or written, and an append fails. The index and empty
+    /// log that its reading makes beside a ledger that had no log are removed when it closes
+    /// ([`Tidy`]). Any schema this build
     /// knows is read: the receipts' columns are those of version 1, and later migrations only
     /// add indexes.
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let tidy = Tidy::before_reading(path);
         let conn = open_read_only(path).map_err(|e| {
             unavailable(format!(
                 "opening {}: {}",
@@ -581,6 +620,7 @@ impl SqliteStore {
                 displaced: AtomicBool::new(false),
                 checkpointer: Mutex::new(None),
                 closed: AtomicBool::new(false),
+                tidy: Mutex::new(Some(tidy)),
             }),
         })
     }

@@ -914,6 +914,57 @@ fn set_mode(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// `verify` and `backup` read a WAL-mode ledger through SQLite's index, which their first read
+/// makes beside the file with an empty log. They remove both again when the ledger had none
+/// (a stopped service's folder holds `ledger.db` alone, and so it stays), and leave a running
+/// service's as they are. Before, both were left behind by every read of a stopped ledger.
+#[actix_web::test]
+async fn reading_a_ledger_leaves_its_folder_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let client = awc::Client::default();
+    let mut bin = start_binary_in(dir.path(), &[]);
+    let (mut acked, _) = some_receipts(&client, &bin, "acme-corp").await;
+    let running = file_names(dir.path());
+    assert_eq!(running, ["ledger.db", "ledger.db-shm", "ledger.db-wal"]);
+    let out = crate::receipts::verify_cli(&db, &["--all"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        file_names(dir.path()),
+        running,
+        "the service's files are its own"
+    );
+    acked.extend(some_receipts(&client, &bin, "other").await.0);
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(file_names(dir.path()), ["ledger.db"]);
+
+    let out = crate::receipts::verify_cli(&db, &["--all"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let checked: usize = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let report: Value = serde_json::from_str(line).unwrap();
+            report["receipts_checked"].as_u64().unwrap() as usize
+        })
+        .sum();
+    assert_eq!(checked, acked.len());
+    assert_eq!(file_names(dir.path()), ["ledger.db"], "after verify");
+    let to = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args([
+            "backup",
+            "--to",
+            to.path().join("copy.db").to_str().unwrap(),
+        ])
+        .env("TAI_LEDGER__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(file_names(dir.path()), ["ledger.db"], "after backup");
+    assert_eq!(file_names(to.path()), ["copy.db"]);
+}
+
 #[actix_web::test]
 async fn a_stopped_ledger_is_whole_by_itself_and_is_read_from_a_folder_that_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -927,13 +978,12 @@ async fn a_stopped_ledger_is_whole_by_itself_and_is_read_from_a_folder_that_cann
     // receipts) and closes every connection, so SQLite removes the log and its index: the
     // file is left alone, and copied elsewhere it holds every receipt.
     let wal = dir.path().join("ledger.db-wal");
-    let mut left: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.starts_with("ledger.db"))
-        .collect();
-    left.sort();
-    assert_eq!(left, ["ledger.db"], "{:?}", bin.warnings.lock().unwrap());
+    assert_eq!(
+        file_names(dir.path()),
+        ["ledger.db"],
+        "{:?}",
+        bin.warnings.lock().unwrap()
+    );
     let elsewhere = tempfile::tempdir().unwrap();
     let alone = elsewhere.path().join("ledger.db");
     std::fs::copy(&db, &alone).unwrap();

@@ -1212,12 +1212,7 @@ fn mcp_stdio_stops_cleanly_on_sigterm() {
     );
     // As a service's stop: the log copied into the ledger and every connection closed, so
     // SQLite removed the log and its index (before, both were left beside the file).
-    let mut left: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    left.sort();
-    assert_eq!(left, ["ledger.db"]);
+    assert_eq!(crate::helpers::file_names(dir.path()), ["ledger.db"]);
 }
 
 #[test]

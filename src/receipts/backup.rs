@@ -45,8 +45,8 @@ pub fn backup(source: &Path, target: &Path) -> Result<u64, BackupError> {
         return Err(BackupError::Exists(target.to_owned()));
     }
     // Opened for reading, never created (a mistyped path is not a new empty ledger), as
-    // `verify` opens it: from read-only media too.
-    // As `verify`: the folder is left as it was found, once `conn` is closed.
+    // `verify` opens it: from read-only media too. As `verify` does, it leaves the folder as
+    // it found it once `conn` is closed.
     let _tidy = super::sqlite::Tidy::before_reading(source);
     let conn = super::sqlite::open_read_only(source).map_err(|e| BackupError::Read {
         path: source.to_owned(),

@@ -161,9 +161,7 @@ impl Inner {
     /// from its pause, its last pass waited for) and the writer's, last. When that is the
     /// last connection to the file, SQLite copies what the log holds into it and removes the
     /// `-wal` and the `-shm`, so a store closed (or dropped) leaves the ledger file alone.
-    /// Appends and reads after it fail as unavailable. The thread used to notice a dropped
-    /// store only after its 100 ms pause, and a process that ended first left both files, or
-    /// not, by the timing.
+    /// Appends and reads after it fail as unavailable.
     fn close(&self) {
         {
             let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -577,9 +575,8 @@ impl SqliteStore {
     /// Opens the ledger file at `path` for reading only (`verify`, and a backup's copy): nothing
     /// is created, migrated, checkpointed or written, and an append fails. The index and empty
     /// log that its reading makes beside a ledger that had no log are removed when it closes
-    /// ([`Tidy`]). Any schema this build
-    /// knows is read: the receipts' columns are those of version 1, and later migrations only
-    /// add indexes.
+    /// (`Tidy`). Any schema this build knows is read: the receipts' columns are those of
+    /// version 1, and later migrations only add indexes.
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         let tidy = Tidy::before_reading(path);
         let conn = open_read_only(path).map_err(|e| {

@@ -556,13 +556,40 @@ async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
     let tree = tai_autonomics::tree::start(&settings).await?;
     tracing::info!("MCP over stdio: ready");
     let relay = tai_autonomics::mcp::stdio::relay(tokio::io::stdin(), tokio::io::stdout());
-    let server = TaiMcp::with_caller(
+    // A client that does not close stdin in time sends SIGTERM (the MCP stdio transport's
+    // shutdown); it stops the server as a closed stdin does, the tree shut down in order. Its
+    // handlers are in place before the handshake, so that a signal that comes before the
+    // client's `initialize` stops the process as cleanly as one after it.
+    let (told, mut signalled) = tokio::sync::watch::channel(None::<&'static str>);
+    let signals = actix_web::rt::spawn(async move {
+        let _ = told.send(Some(tai_autonomics::startup::wait_for_signal().await));
+    });
+    let handshake = TaiMcp::with_caller(
         tree.mcp.clone(),
         tai_autonomics::auth::Caller::Admin,
         settings.mcp.tool_names,
     )
-    .serve(relay.transport)
-    .await?;
+    .serve(relay.transport);
+    let server = tokio::select! {
+        served = handshake => served,
+        _ = signalled.changed() => {
+            let signal = signalled.borrow().unwrap_or("none");
+            tracing::info!(signal, "MCP over stdio: stopping on a signal, before the client initialized");
+            signals.abort();
+            stop_stdio_tree(&tree).await;
+            return Ok(());
+        }
+    };
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            // The client went away, or spoke no MCP, before it initialized: the tree is
+            // stopped in order all the same, and the process ends non-zero.
+            signals.abort();
+            stop_stdio_tree(&tree).await;
+            return Err(e.into());
+        }
+    };
     // As `serve`: a root supervisor that gives up ends the process (non-zero), rather than
     // leaving a client talking to a server whose every call fails.
     let gave_up: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
@@ -580,34 +607,40 @@ async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
         let _ = gave.set(reason);
         cancel.cancel();
     });
-    // A client that does not close stdin in time sends SIGTERM (the MCP stdio transport's
-    // shutdown); it stops the server as a closed stdin does, the tree shut down in order.
-    let signalled: std::sync::Arc<std::sync::OnceLock<&'static str>> = Default::default();
-    let (cancel, told) = (server.cancellation_token(), signalled.clone());
-    let signals = actix_web::rt::spawn(async move {
-        let _ = told.set(tai_autonomics::startup::wait_for_signal().await);
-        cancel.cancel();
+    let cancel = server.cancellation_token();
+    let mut on_signal = signalled.clone();
+    let stop_on_signal = actix_web::rt::spawn(async move {
+        if on_signal.changed().await.is_ok() {
+            cancel.cancel();
+        }
     });
     let reason = server.waiting().await;
     watch.abort();
+    stop_on_signal.abort();
     signals.abort();
-    match (gave_up.get(), signalled.get()) {
+    let signal = *signalled.borrow();
+    match (gave_up.get(), signal) {
         (Some(_), _) => {}
         (None, Some(signal)) => tracing::info!(signal, "MCP over stdio: stopping on a signal"),
         (None, None) => tracing::info!(?reason, "MCP over stdio: the client went away; stopping"),
     }
     // The last answers are on their way to stdout. After a signal stdin is still open, so the
     // relay does not end by itself: what is queued is written within this shorter wait.
-    let flush = if signalled.get().is_some() { 250 } else { 2000 };
+    let flush = if signal.is_some() { 250 } else { 2000 };
     let _ = actix_web::rt::time::timeout(std::time::Duration::from_millis(flush), relay.done).await;
-    tree.root.shutdown().await;
-    // As a service's stop: the log copied into the ledger file, the store closed.
-    tree.ledger.store().at_stop().await;
-    tree.ledger_arbiter.stop();
+    stop_stdio_tree(&tree).await;
     match gave_up.get() {
         Some(reason) => anyhow::bail!("the supervision tree exited on its own ({reason})"),
         None => Ok(()),
     }
+}
+
+/// `mcp-stdio`'s tree stopped in order, then, as a service's stop does, the log copied into
+/// the ledger file and the store closed.
+async fn stop_stdio_tree(tree: &tai_autonomics::tree::Tree) {
+    tree.root.shutdown().await;
+    tree.ledger.store().at_stop().await;
+    tree.ledger_arbiter.stop();
 }
 
 fn main() -> ExitCode {

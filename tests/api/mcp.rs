@@ -1138,17 +1138,32 @@ async fn a_batch_of_2025_03_26_is_answered_message_by_message_in_order() {
     );
 }
 
-/// `mcp-stdio` on a fresh ledger in `dir`, initialized with `version`: the child, its stdin and
-/// its stdout's lines.
-fn stdio_session(
-    dir: &std::path::Path,
-    version: &str,
-    env: &[(&str, &str)],
-) -> (
+type StdioSession = (
     std::process::Child,
     std::process::ChildStdin,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
-) {
+);
+
+/// `mcp-stdio` on a fresh ledger in `dir`, initialized with `version`: the child, its stdin and
+/// its stdout's lines.
+fn stdio_session(dir: &std::path::Path, version: &str, env: &[(&str, &str)]) -> StdioSession {
+    let (child, mut stdin, mut lines) = stdio_uninitialized(dir, env);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "stdio-batch", "version": "1"}}});
+    writeln!(stdin, "{init}").unwrap();
+    let init: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(init["result"]["protocolVersion"], version, "{init}");
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    (child, stdin, lines)
+}
+
+/// `mcp-stdio` on a fresh ledger in `dir`, not initialized: a ping before `initialize` has
+/// been answered (refused, as it comes first), so the server is reading its stdin.
+fn stdio_uninitialized(dir: &std::path::Path, env: &[(&str, &str)]) -> StdioSession {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
         .arg("mcp-stdio")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -1169,17 +1184,27 @@ fn stdio_session(
         (early["error"]["message"].as_str().unwrap()).contains("comes after initialize"),
         "{early}"
     );
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "stdio-batch", "version": "1"}}});
-    writeln!(stdin, "{init}").unwrap();
-    let init: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(init["result"]["protocolVersion"], version, "{init}");
-    writeln!(
-        stdin,
-        "{}",
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    )
-    .unwrap();
     (child, stdin, lines)
+}
+
+/// Sends SIGTERM to `child` and waits up to 10 s for it to end.
+fn terminated(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// SIGTERM (what an MCP client sends when stdin's closing is not enough, and what a process
@@ -1189,22 +1214,7 @@ fn stdio_session(
 fn mcp_stdio_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, _stdin, _lines) = stdio_session(dir.path(), "2025-06-18", &[]);
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running 10 s after SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let status = terminated(&mut child);
     assert_eq!(
         status.code(),
         Some(0),
@@ -1212,6 +1222,26 @@ fn mcp_stdio_stops_cleanly_on_sigterm() {
     );
     // As a service's stop: the log copied into the ledger and every connection closed, so
     // SQLite removed the log and its index (before, both were left beside the file).
+    assert_eq!(crate::helpers::file_names(dir.path()), ["ledger.db"]);
+}
+
+/// The same before the client's `initialize`, and a client that goes away before it: the tree
+/// stopped in order and the ledger closed. Before, the signal handlers were installed only
+/// once the handshake was over, so the signal's default action ended the process at once,
+/// and a closed stdin ended it with the tree and the ledger as they were.
+#[test]
+fn mcp_stdio_stops_cleanly_before_the_client_initialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _stdin, _lines) = stdio_uninitialized(dir.path(), &[]);
+    let status = terminated(&mut child);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(crate::helpers::file_names(dir.path()), ["ledger.db"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, stdin, _lines) = stdio_uninitialized(dir.path(), &[]);
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "no session was held: {status:?}");
     assert_eq!(crate::helpers::file_names(dir.path()), ["ledger.db"]);
 }
 

@@ -883,6 +883,12 @@ fn spawn_checkpointer(inner: std::sync::Weak<Inner>) -> Option<std::thread::Join
                     }
                 }
             }
+            // Files displaced within the last pause before a stop closed the store: their copy
+            // is written all the same (the store's handles are still there then; not after
+            // its last one was dropped).
+            if !rescued && inner.upgrade().is_some_and(|i| i.check_files().is_err()) {
+                rescue(&conn, &path);
+            }
             // A last full checkpoint so a cleanly stopped ledger leaves a small WAL. Whoever
             // drops the store waits for it: a reader in another process holds it up half a
             // second at most, as at the service's stop.

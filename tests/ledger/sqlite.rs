@@ -180,6 +180,42 @@ async fn closing_or_dropping_the_store_closes_every_connection_and_leaves_the_fi
     assert_eq!(reopened.head("t").await.unwrap().map(|h| h.seq), Some(6));
 }
 
+/// The ledger's folder deleted just before a stop closes the store (within the checkpoint
+/// thread's pause, before it looked): the copy of every receipt is still written beside the
+/// path. Before, the thread ended at the close without looking, and no copy was written.
+#[actix_web::test]
+async fn a_ledger_deleted_just_before_the_store_is_closed_is_still_copied_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    let store = SqliteStore::open(&folder.join("ledger.db")).unwrap();
+    let chain = super::contract::chain("t", None, 3);
+    store
+        .append(
+            chain
+                .iter()
+                .cloned()
+                .map(AppendItem::receipt)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    store.close_at_stop().await;
+    let copies: Vec<std::path::PathBuf> = std::fs::read_dir(&folder)
+        .expect("the folder is made again for the copy")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ledger.db.rescued-")
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = SqliteStore::open_read_only(&copies[0]).unwrap();
+    assert_eq!(copy.range("t", 0, 10).await.unwrap(), chain);
+}
+
 #[actix_web::test]
 async fn the_file_itself_refuses_updates_and_deletes_of_receipts() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         to: std::path::PathBuf,
     },
+    /// Replace the SQLite ledger with a backup, once every chain in the backup verifies; the
+    /// ledger it replaces is kept beside it as `<ledger>.replaced-<unix ms>`. Refused while
+    /// another process (a running service) has the ledger open.
+    Restore {
+        /// The backup (a file `backup` wrote, or a ledger file).
+        #[arg(long, value_name = "FILE")]
+        from: std::path::PathBuf,
+    },
     /// Serve the MCP tools over stdin/stdout (logs go to stderr), on the configured ledger.
     McpStdio,
     /// Print the SHA-256 digest of a bearer token, as `auth.tokens` wants it.
@@ -86,8 +94,11 @@ const EX_DATAERR: u8 = 65;
 const EX_NOINPUT: u8 = 66;
 /// `EX_UNAVAILABLE`: the store could not be read.
 const EX_UNAVAILABLE: u8 = 69;
-/// `EX_CANTCREAT`: the backup's file exists already or cannot be written.
+/// `EX_CANTCREAT`: the backup's file exists already or cannot be written, or the ledger cannot
+/// be restored in place.
 const EX_CANTCREAT: u8 = 73;
+/// `EX_TEMPFAIL`: the ledger to restore is open in another process (a running service).
+const EX_TEMPFAIL: u8 = 75;
 
 /// Makes `firestore.emulator_host` visible to the Firestore client, which reads only the
 /// environment variable. Runs before any thread starts.
@@ -467,6 +478,84 @@ fn backup(settings: Settings, to: std::path::PathBuf) -> ExitCode {
     })
 }
 
+/// `restore --from FILE`: every chain in the backup verified as `verify --all` would (their
+/// reports are printed: the restored ledger's heads), then the ledger replaced with it, the old
+/// one kept beside it. A backup with a broken chain, or that cannot be read, changes nothing.
+fn restore(settings: Settings, from: std::path::PathBuf) -> ExitCode {
+    use tai_autonomics::receipts::restore::{restore, RestoreError};
+    if settings.ledger.backend != LedgerBackend::Sqlite {
+        eprintln!(
+            "restore: replaces the SQLite ledger, and this configuration's is on Firestore: use \
+             Firestore's managed import (gcloud firestore import gs://BUCKET/EXPORT)"
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    if !from.is_file() {
+        eprintln!("restore: there is no backup at {}", from.display());
+        return ExitCode::from(EX_NOINPUT);
+    }
+    let ledger = settings.ledger.sqlite_path.clone();
+    eprintln!(
+        "restore: verifying every chain in {} before it replaces {}",
+        from.display(),
+        ledger.display()
+    );
+    let checked = actix_web::rt::System::new().block_on(async {
+        match SqliteStore::open_read_only(&from) {
+            Ok(store) => verify_on(AnyStore::Sqlite(store), None, HashMap::new()).await,
+            Err(e) => {
+                eprintln!(
+                    "restore: {} is not a ledger this build reads: {e}",
+                    from.display()
+                );
+                ExitCode::from(EX_DATAERR)
+            }
+        }
+    });
+    if checked != ExitCode::SUCCESS {
+        eprintln!("restore: the ledger was not changed");
+        return checked;
+    }
+    match restore(&from, &ledger) {
+        Ok(done) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "restored": from.display().to_string(),
+                    "ledger": ledger.display().to_string(),
+                    "bytes": done.bytes,
+                    "replaced": done.replaced.as_ref().map(|p| p.display().to_string()),
+                })
+            );
+            match &done.replaced {
+                Some(old) => eprintln!(
+                    "restore: {} now holds {}; the ledger it replaced is kept as {}",
+                    ledger.display(),
+                    from.display(),
+                    old.display()
+                ),
+                None => eprintln!(
+                    "restore: {} now holds {} (there was no ledger before)",
+                    ledger.display(),
+                    from.display()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("restore: {e}");
+            ExitCode::from(match e {
+                RestoreError::NoBackup(_) => EX_NOINPUT,
+                RestoreError::SameFile(_) => EX_USAGE,
+                RestoreError::InUse(_) => EX_TEMPFAIL,
+                RestoreError::NotADatabase { .. } => EX_DATAERR,
+                RestoreError::Read { .. } => EX_UNAVAILABLE,
+                RestoreError::Write { .. } => EX_CANTCREAT,
+            })
+        }
+    }
+}
+
 /// Prints a chain's report (JSON on stdout, a break on stderr); whether the chain is valid.
 fn print_report(report: &tai_autonomics::receipts::VerifyReport) -> bool {
     if let Some(b) = &report.first_broken {
@@ -709,6 +798,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Verify { tenant, .. } => verify(settings, tenant, anchors),
         Command::Backup { to } => backup(settings, to),
+        Command::Restore { from } => restore(settings, from),
         Command::TokenDigest { .. } => ExitCode::SUCCESS,
         Command::McpStdio => {
             let named = name_instance(&mut settings);

@@ -16,6 +16,7 @@ pub mod firestore;
 pub mod jcs;
 pub mod offline;
 pub mod receipt;
+pub mod restore;
 pub mod sqlite;
 pub mod store;
 pub mod writer;

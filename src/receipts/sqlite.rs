@@ -447,7 +447,7 @@ pub(super) fn reading_failed(path: &Path, e: &rusqlite::Error) -> String {
 }
 
 /// `path` with `suffix` added to its file name (`-wal`, `-shm`).
-fn beside(path: &Path, suffix: &str) -> PathBuf {
+pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     name.into()

@@ -260,16 +260,23 @@ fn the_readme_try_it_block_runs_as_written() {
     }
 }
 
-/// README's backup block: the running service's ledger copied and the copy verified.
+/// README's backup block: the running service's ledger copied and the copy verified, then,
+/// once the service has stopped, the copy restored in the ledger's place.
 #[test]
 fn the_readme_backup_block_runs_as_written() {
     let stdout = run_readme_block(
         "The SQLite ledger is backed up while the service runs, without stopping it:",
         &[],
-        "wait %1",
+        "",
     );
     assert!(
         stdout.contains(r#"{"backup":"backups/ledger-"#) && stdout.contains(r#""bytes":"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"{"bytes":"#)
+            && stdout.contains(r#""restored":"backups/ledger-"#)
+            && stdout.contains(r#"ledger.db.replaced-"#),
         "{stdout}"
     );
 }

@@ -27,7 +27,7 @@ use crate::helpers::*;
 const TENANTS: usize = 4;
 const CALLERS_PER_TENANT: usize = 2;
 
-async fn post(client: &awc::Client, url: &str, body: &Value) -> (u16, Value, bool) {
+pub(crate) async fn post(client: &awc::Client, url: &str, body: &Value) -> (u16, Value, bool) {
     let mut res = client.post(url).send_json(body).await.expect("answered");
     let bytes = res.body().await.expect("a body");
     let retry_after = res.headers().contains_key("retry-after");
@@ -35,7 +35,7 @@ async fn post(client: &awc::Client, url: &str, body: &Value) -> (u16, Value, boo
     (res.status().as_u16(), body, retry_after)
 }
 
-async fn get(client: &awc::Client, url: &str) -> (u16, Value) {
+pub(crate) async fn get(client: &awc::Client, url: &str) -> (u16, Value) {
     let mut res = client.get(url).send().await.expect("answered");
     let body = res.json().limit(16 << 20).await.expect("a JSON body");
     (res.status().as_u16(), body)
@@ -266,7 +266,11 @@ fn rescued(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A granted tenant with a few signals; returns every acknowledged receipt id and the head.
-async fn some_receipts(client: &awc::Client, bin: &Binary, tenant: &str) -> (Vec<String>, Value) {
+pub(crate) async fn some_receipts(
+    client: &awc::Client,
+    bin: &Binary,
+    tenant: &str,
+) -> (Vec<String>, Value) {
     let mut acked = Vec::new();
     let (s, body, _) = post(
         client,

@@ -17,5 +17,6 @@ mod mcp;
 mod partition;
 mod pubsub;
 mod receipts;
+mod restore;
 mod soak;
 mod supervision;

@@ -199,6 +199,19 @@ async fn a_restore_that_cannot_be_trusted_changes_nothing() {
     assert!(stderr.contains("the ledger was not changed"), "{stderr}");
     unchanged("a tampered backup");
 
+    // Any other process that has the ledger open (here a reader, as `verify` is one) holds the
+    // restore off, not only a service.
+    let reader =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    reader
+        .query_row("SELECT count(*) FROM receipts", [], |_| Ok(()))
+        .unwrap();
+    let out = restore_cli(&db, &backup);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    drop(reader);
+    unchanged("a reader");
+
     // No such backup; a file that is no ledger; the ledger itself.
     let out = restore_cli(&db, &dir.path().join("no-such.db"));
     assert_eq!(out.status.code(), Some(66), "{out:?}");

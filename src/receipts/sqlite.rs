@@ -568,7 +568,7 @@ impl SqliteStore {
             tidy: Mutex::new(None),
         });
         *inner.checkpointer.lock().unwrap_or_else(|e| e.into_inner()) =
-            spawn_checkpointer(Arc::downgrade(&inner));
+            spawn_checkpointer(Arc::downgrade(&inner), path);
         Ok(SqliteStore { inner })
     }
 
@@ -814,22 +814,30 @@ fn snapshot(c: &Connection, tenant: &str, states: &[&str]) -> Result<GovernorSna
 }
 
 /// Checkpoints the WAL every 100 ms while the store is open. Closing the store wakes it from
-/// its pause and waits for its last pass ([`Inner::close`]).
-fn spawn_checkpointer(inner: std::sync::Weak<Inner>) -> Option<std::thread::JoinHandle<()>> {
+/// its pause and waits for its last pass ([`Inner::close`]). Its connection and its handle on
+/// the file are opened here, with the writer's, not when the thread first runs: files displaced
+/// before that (the thread may start late on a busy machine) could no longer be opened, and
+/// their receipts would not be copied out.
+fn spawn_checkpointer(
+    inner: std::sync::Weak<Inner>,
+    path: &Path,
+) -> Option<std::thread::JoinHandle<()>> {
+    let conn = open(path)
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "could not open the ledger checkpoint connection"),
+        )
+        .ok()?;
+    let database = std::fs::File::open(path);
+    let path = path.to_owned();
     let spawned = std::thread::Builder::new()
         .name("ledger-checkpoint".into())
         .spawn(move || {
-            let Some(path) = inner.upgrade().map(|i| i.path.clone()) else {
-                return;
-            };
-            let Ok(conn) = open(&path) else { return };
             // (frames in the WAL, frames copied back into the database)
             let pass = || {
                 conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 })
             };
-            let database = std::fs::File::open(&path);
             let mut pause = std::time::Duration::from_millis(100);
             let mut rescued = false;
             // A full disk fails every pass, ten a second: one line a second.

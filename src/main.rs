@@ -84,15 +84,18 @@ enum Command {
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
 /// `EX_USAGE`: the command line names no valid tenant, or an anchor that is not valid, or
-/// `token-digest` has no token.
+/// `token-digest` has no token, or `backup`/`restore` is asked of a Firestore ledger, or the
+/// backup to restore is the ledger itself.
 const EX_USAGE: u8 = 64;
-/// `EX_DATAERR`: the file to verify is not receipts, the file of anchors is not anchors, or the
-/// ledger to back up is damaged.
+/// `EX_DATAERR`: the file to verify is not receipts, the file of anchors is not anchors, the
+/// ledger to back up is damaged, the backup to restore is not a ledger, or the file at the
+/// ledger's path is not a database that a restore can lock.
 const EX_DATAERR: u8 = 65;
 /// `EX_NOINPUT`: the tenant has no chain, there is no ledger file, the file to verify is
-/// missing or holds no receipts, or the file of anchors cannot be read.
+/// missing or holds no receipts, the file of anchors cannot be read, or there is no backup to
+/// restore.
 const EX_NOINPUT: u8 = 66;
-/// `EX_UNAVAILABLE`: the store could not be read.
+/// `EX_UNAVAILABLE`: the store (or the backup to restore) could not be read.
 const EX_UNAVAILABLE: u8 = 69;
 /// `EX_CANTCREAT`: the backup's file exists already or cannot be written, or the ledger cannot
 /// be restored in place.

@@ -71,6 +71,11 @@ enum Command {
         /// The backup (a file `backup` wrote, or a ledger file).
         #[arg(long, value_name = "FILE")]
         from: std::path::PathBuf,
+        /// Also require the backup's chains to hold the heads in this file, as `verify
+        /// --anchors` does: what `backup` printed when it took the backup, kept apart from it,
+        /// so that a backup rewritten and sealed again since is refused.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<std::path::PathBuf>,
     },
     /// Serve the MCP tools over stdin/stdout (logs go to stderr), on the configured ledger.
     McpStdio,
@@ -481,10 +486,15 @@ fn backup(settings: Settings, to: std::path::PathBuf) -> ExitCode {
     })
 }
 
-/// `restore --from FILE`: every chain in the backup verified as `verify --all` would (their
-/// reports are printed: the restored ledger's heads), then the ledger replaced with it, the old
-/// one kept beside it. A backup with a broken chain, or that cannot be read, changes nothing.
-fn restore(settings: Settings, from: std::path::PathBuf) -> ExitCode {
+/// `restore --from FILE`: every chain in the backup verified as `verify --all` would, against
+/// `anchors` (their reports are printed: the restored ledger's heads), then the ledger replaced
+/// with it, the old one kept beside it. A backup with a broken chain, one that does not reach
+/// its anchor, or one that cannot be read changes nothing.
+fn restore(
+    settings: Settings,
+    from: std::path::PathBuf,
+    anchors: HashMap<String, Anchor>,
+) -> ExitCode {
     use tai_autonomics::receipts::restore::{restore, RestoreError};
     if settings.ledger.backend != LedgerBackend::Sqlite {
         eprintln!(
@@ -505,7 +515,7 @@ fn restore(settings: Settings, from: std::path::PathBuf) -> ExitCode {
     );
     let checked = actix_web::rt::System::new().block_on(async {
         match SqliteStore::open_read_only(&from) {
-            Ok(store) => verify_on(AnyStore::Sqlite(store), None, HashMap::new()).await,
+            Ok(store) => verify_on(AnyStore::Sqlite(store), None, anchors).await,
             Err(e) => {
                 eprintln!(
                     "restore: {} is not a ledger this build reads: {e}",
@@ -762,6 +772,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(code);
             }
         },
+        Some(Command::Restore {
+            anchors: Some(file),
+            ..
+        }) => match all_anchors(&[], Some(file), None) {
+            Ok(anchors) => anchors,
+            Err((m, code)) => {
+                eprintln!("restore: {m}");
+                return ExitCode::from(code);
+            }
+        },
         _ => HashMap::new(),
     };
     if let Some(Command::Verify {
@@ -801,7 +821,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Verify { tenant, .. } => verify(settings, tenant, anchors),
         Command::Backup { to } => backup(settings, to),
-        Command::Restore { from } => restore(settings, from),
+        Command::Restore { from, .. } => restore(settings, from, anchors),
         Command::TokenDigest { .. } => ExitCode::SUCCESS,
         Command::McpStdio => {
             let named = name_instance(&mut settings);

@@ -261,13 +261,14 @@ fn the_readme_try_it_block_runs_as_written() {
 }
 
 /// README's backup block: the running service's ledger copied and the copy verified, then,
-/// once the service has stopped, the copy restored in the ledger's place.
+/// once the service has stopped, the copy restored in the ledger's place against the heads
+/// the backup printed.
 #[test]
 fn the_readme_backup_block_runs_as_written() {
     let stdout = run_readme_block(
         "The SQLite ledger is backed up while the service runs, without stopping it:",
         &[],
-        "",
+        "cat backups/*.heads.jsonl",
     );
     assert!(
         stdout.contains(r#"{"backup":"backups/ledger-"#) && stdout.contains(r#""bytes":"#),

@@ -16,18 +16,25 @@ use crate::receipts::verify_cli;
 
 /// Runs the real binary's `restore --from backup` on the ledger file `db`.
 fn restore_cli(db: &Path, backup: &Path) -> Output {
+    restore_cli_with(db, backup, &[])
+}
+
+/// [`restore_cli`] with more arguments.
+fn restore_cli_with(db: &Path, backup: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
         .arg("restore")
         .arg("--from")
         .arg(backup)
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TAI_LEDGER__SQLITE_PATH", db)
         .output()
         .unwrap()
 }
 
-/// Runs the real binary's `backup --to dest` on the ledger file `db`, which must succeed.
-fn backup_cli(db: &Path, dest: &Path) {
+/// Runs the real binary's `backup --to dest` on the ledger file `db`, which must succeed;
+/// returns what it printed (the heads of the backup's chains).
+fn backup_cli(db: &Path, dest: &Path) -> Vec<u8> {
     let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
         .arg("backup")
         .arg("--to")
@@ -37,6 +44,7 @@ fn backup_cli(db: &Path, dest: &Path) {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    out.stdout
 }
 
 /// The JSON lines of a command's standard output.
@@ -300,4 +308,56 @@ async fn a_ledger_with_a_damaged_page_is_restored_and_kept_as_it_was_found() {
     let out = verify_cli(&db, &["--all"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(json_lines(&out)[0]["head_seq"], head, "{out:?}");
+}
+
+#[actix_web::test]
+async fn a_backup_sealed_again_since_it_was_taken_is_refused_against_the_heads_kept_then() {
+    let client = awc::Client::default();
+    // The real history, its backup, and the heads `backup` printed, kept apart from it.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut bin = start_binary_in(dir.path(), &[]);
+    some_receipts(&client, &bin, "acme-corp").await;
+    some_receipts(&client, &bin, "other").await;
+    let backup = dir.path().join("b.db");
+    let heads = dir.path().join("b.heads.jsonl");
+    std::fs::write(&heads, backup_cli(&db, &backup)).unwrap();
+    signal(&client, &bin, "acme-corp", 40.0).await;
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
+    drop(bin);
+    let ledger = std::fs::read(&db).unwrap();
+
+    // Another history of the same tenants, as long, each chain valid by itself: what a backup
+    // rewritten and sealed again looks like.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let forged = elsewhere.path().join("forged.db");
+    {
+        let bin = start_binary_in(elsewhere.path(), &[]);
+        some_receipts(&client, &bin, "acme-corp").await;
+        some_receipts(&client, &bin, "other").await;
+        backup_cli(&elsewhere.path().join("ledger.db"), &forged);
+    }
+    let heads_arg = heads.to_str().unwrap();
+    let out = restore_cli_with(&db, &forged, &["--anchors", heads_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("acme-corp is BROKEN at seq"), "{stderr}");
+    assert!(stderr.contains("the ledger was not changed"), "{stderr}");
+    assert!(std::fs::read(&db).unwrap() == ledger);
+    assert!(!file_names(dir.path())
+        .iter()
+        .any(|n| n.contains(".replaced-")));
+
+    // A file of heads that is not there changes nothing either.
+    let missing = dir.path().join("none.jsonl");
+    let out = restore_cli_with(&db, &backup, &["--anchors", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(66), "{out:?}");
+    assert!(std::fs::read(&db).unwrap() == ledger);
+
+    // The real backup holds the heads kept when it was taken.
+    let out = restore_cli_with(&db, &backup, &["--anchors", heads_arg]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = json_lines(&out);
+    assert!(lines[..2].iter().all(|r| r["valid"] == true), "{lines:?}");
 }

@@ -79,7 +79,10 @@ pub fn restore(backup: &Path, ledger: &Path) -> Result<Restored, RestoreError> {
     if let Some(dir) = ledger.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| write(dir, e.to_string()))?;
     }
-    let had_pages = std::fs::metadata(ledger).is_ok_and(|m| m.len() > 0);
+    // Pages in the file or in its log: either is a ledger to keep.
+    let had_pages = [ledger.to_owned(), beside(ledger, "-wal")]
+        .iter()
+        .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0));
     let mut dest = lock(ledger)?;
     let sql = |e: rusqlite::Error| write(ledger, e.to_string());
     let replaced = if had_pages {

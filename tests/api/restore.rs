@@ -161,20 +161,29 @@ async fn a_backup_restored_after_a_kill_replaces_the_ledger_and_the_old_one_is_k
     assert_eq!(report["valid"], true, "{report}");
 }
 
+/// A service's ledger in `dir` with acme-corp's chain, its backup `b.db` beside it, then
+/// `after` more signals, and the service stopped; the ledger and backup paths, and the head
+/// seq of the backup's chain.
+async fn backed_up(dir: &Path, after: u32) -> (PathBuf, PathBuf, usize) {
+    let db = dir.join("ledger.db");
+    let client = awc::Client::default();
+    let mut bin = start_binary_in(dir, &[]);
+    some_receipts(&client, &bin, "acme-corp").await;
+    let backup = dir.join("b.db");
+    backup_cli(&db, &backup);
+    let head = chain(&client, &bin, "acme-corp").await.len();
+    for i in 0..after {
+        signal(&client, &bin, "acme-corp", f64::from(i % 50)).await;
+    }
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
+    (db, backup, head)
+}
+
 #[actix_web::test]
 async fn a_restore_that_cannot_be_trusted_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.db");
-    let client = awc::Client::default();
-    let mut bin = start_binary_in(dir.path(), &[]);
-    some_receipts(&client, &bin, "acme-corp").await;
-    let backup = dir.path().join("b.db");
-    backup_cli(&db, &backup);
-    let head = chain(&client, &bin, "acme-corp").await.len();
-    signal(&client, &bin, "acme-corp", 30.0).await;
-    bin.signal("TERM");
-    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
-    drop(bin);
+    let (db, backup, head) = backed_up(dir.path(), 1).await;
     let ledger = std::fs::read(&db).unwrap();
     let unchanged = |why: &str| {
         assert!(
@@ -274,19 +283,7 @@ async fn a_restore_that_cannot_be_trusted_changes_nothing() {
 #[actix_web::test]
 async fn a_ledger_with_a_damaged_page_is_restored_and_kept_as_it_was_found() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.db");
-    let client = awc::Client::default();
-    let mut bin = start_binary_in(dir.path(), &[]);
-    some_receipts(&client, &bin, "acme-corp").await;
-    let backup = dir.path().join("b.db");
-    backup_cli(&db, &backup);
-    let head = chain(&client, &bin, "acme-corp").await.len();
-    for i in 0..40 {
-        signal(&client, &bin, "acme-corp", f64::from(i % 50)).await;
-    }
-    bin.signal("TERM");
-    assert_eq!(bin.wait_exit(Duration::from_secs(10)), Some(0));
-    drop(bin);
+    let (db, backup, head) = backed_up(dir.path(), 40).await;
     // The last page of the file lost, as a failing disk loses one.
     let mut damaged = std::fs::read(&db).unwrap();
     let len = damaged.len();

@@ -1,8 +1,8 @@
 //! `tai-autonomics restore --from FILE` on the real binary and real ledger files: refused while
 //! a service has the ledger open, and then nothing is changed; after a stop (or a kill) the
-//! backup's chains replace the ledger's, and every receipt the old ledger held is in the copy
-//! kept beside it; a broken, missing or foreign backup, the ledger itself, or a ledger whose
-//! first page is lost changes nothing.
+//! backup's chains replace the ledger's, every receipt the old ledger held is in the copy kept
+//! beside it, and that copy undoes the restore; a broken, missing, foreign or resealed backup,
+//! the ledger itself, or a ledger whose first page is lost changes nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -159,6 +159,23 @@ async fn a_backup_restored_after_a_kill_replaces_the_ledger_and_the_old_one_is_k
     assert_eq!(now[..at_backup.len()], at_backup[..]);
     let (_, report) = get(&client, &bin.url("/v1/tenants/acme-corp/receipts/verify")).await;
     assert_eq!(report["valid"], true, "{report}");
+    drop(bin);
+
+    // The restore is undone with the copy it kept, which is itself kept aside in turn.
+    let out = restore_cli(&db, &replaced);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let again = PathBuf::from(
+        json_lines(&out).last().unwrap()["replaced"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_ne!(again, replaced);
+    let bin = start_binary_in(dir.path(), &[]);
+    assert_eq!(chain(&client, &bin, "acme-corp").await, latest);
+    let url = bin.url("/v1/tenants/after-backup/receipts");
+    assert_eq!(get(&client, &url).await.0, 200);
+    let out = verify_cli(&again, &["--tenant", "acme-corp"]);
+    assert_eq!(json_lines(&out)[0]["head_seq"], now.len(), "{out:?}");
 }
 
 /// A service's ledger in `dir` with acme-corp's chain, its backup `b.db` beside it, then

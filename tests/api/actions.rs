@@ -426,7 +426,7 @@ async fn an_https_webhook_is_called_over_tls_and_its_certificate_is_checked() {
         "certificate",
     )
     .await;
-    assert_eq!(failures.lock().unwrap().len(), 1, "{failures:?}");
+    handshakes_failed(&failures, 1).await;
 }
 
 #[actix_web::test]

@@ -515,6 +515,21 @@ pub fn stalling_server() -> std::net::SocketAddr {
     address
 }
 
+/// Waits until [`https_hook`]'s server has recorded `n` failed handshakes, then requires that
+/// it recorded exactly `n`. The client ends a handshake it refuses by itself; the server's
+/// thread records it when it reads the client's alert, which on a busy machine can come after
+/// the client's caller has seen the failure.
+pub async fn handshakes_failed(failures: &std::sync::Mutex<Vec<String>>, n: usize) {
+    eventually(
+        "the server saw the handshakes fail",
+        Duration::from_secs(10),
+        || async { (failures.lock().unwrap().len() >= n).then_some(()) },
+    )
+    .await;
+    let seen = failures.lock().unwrap().clone();
+    assert_eq!(seen.len(), n, "{seen:?}");
+}
+
 /// An HTTPS server on 127.0.0.1 serving `tests/keys/tls_server.pem` (issued by the test CA,
 /// `tls_ca.pem`, for 127.0.0.1): it answers each request `200 {"status":"completed"}` and
 /// closes. Its address, and the error of each connection whose handshake failed.

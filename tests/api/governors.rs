@@ -1036,11 +1036,15 @@ async fn an_input_queued_behind_hibernation_is_decided_by_the_next_governor_not_
         (200, Some("warning"), first_seq.map(|s| s + 1)),
         "decided by a governor rebuilt from the chain: {body}"
     );
-    assert_eq!(
-        g.state(),
-        supervisors::ChildState::Stopped,
-        "the first one hibernated"
-    );
+    // The first one hibernated: its handle reads `restarting` from its exit until its
+    // supervisor has taken the exit notice (on a busy machine, after the new governor
+    // answered), then `stopped`, never restarted.
+    eventually(
+        "the first governor's exit taken as a hibernation",
+        Duration::from_secs(5),
+        || async { (g.state() == supervisors::ChildState::Stopped).then_some(()) },
+    )
+    .await;
     assert_eq!(g.restarts(), 0, "and never crashed");
     assert_eq!(
         app.get_json("/v1/tenants/dozy/receipts/verify").await.1["valid"],

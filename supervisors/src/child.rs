@@ -134,6 +134,20 @@ pub(crate) struct SlotInner<A: Actor> {
     pub(crate) started_at: Option<std::time::Instant>,
 }
 
+impl<A: Actor> SlotInner<A> {
+    /// Its incarnation ended with `reason`: down, and `restarting` until the supervisor has
+    /// read the exit, unless the supervisor has already settled it as stopped. A supervisor
+    /// that settles an orderly exit before the incarnation has finished its hooks (a dynamic
+    /// child whose key is started again meanwhile) must not see its handle turn back to
+    /// `restarting` when the incarnation does finish: nothing would ever settle it again.
+    fn down(&mut self, reason: &ExitReason) {
+        if self.state != ChildState::Stopped {
+            self.state = ChildState::Restarting;
+        }
+        self.last_exit = Some(Box::new(reason.clone()));
+    }
+}
+
 /// A stable handle to a supervised actor: after a restart the same handle reaches the new
 /// incarnation, built fresh by its factory. While the child is down, calls fail at once with
 /// [`CallError::Restarting`] or [`CallError::Stopped`], never hang.
@@ -394,8 +408,7 @@ impl<A: Actor> ChildRef<A> {
     pub(crate) fn mark_exiting(&self, incarnation: u64, reason: &ExitReason) {
         let mut g = self.write();
         if g.incarnation == incarnation {
-            g.state = ChildState::Restarting;
-            g.last_exit = Some(Box::new(reason.clone()));
+            g.down(reason);
         }
     }
 
@@ -404,8 +417,7 @@ impl<A: Actor> ChildRef<A> {
         let mut g = self.write();
         if g.incarnation == incarnation {
             g.sender = None;
-            g.state = ChildState::Restarting;
-            g.last_exit = Some(Box::new(reason.clone()));
+            g.down(reason);
         }
     }
 
@@ -814,6 +826,33 @@ mod tests {
             );
         }
         assert!(inc.lock().waiters.is_empty());
+    }
+
+    #[test]
+    fn a_child_settled_as_stopped_stays_stopped_when_its_incarnation_finishes() {
+        let h = ChildRef::<Probe>::new();
+        {
+            let mut g = h.write();
+            g.incarnation = 7;
+            g.state = ChildState::Running;
+        }
+        // The incarnation begins to end; its supervisor settles the orderly exit (a new child
+        // takes the key) before the incarnation has finished and reported.
+        h.mark_exiting(7, &ExitReason::Normal);
+        assert_eq!(h.state(), ChildState::Restarting);
+        h.set_state(ChildState::Stopped);
+        h.mark_exited(7, &ExitReason::Normal);
+        assert_eq!(h.state(), ChildState::Stopped);
+        assert!(h.ended_in_order());
+        // A running incarnation's end is still `restarting` until its supervisor decides.
+        let h = ChildRef::<Probe>::new();
+        {
+            let mut g = h.write();
+            g.incarnation = 3;
+            g.state = ChildState::Running;
+        }
+        h.mark_exited(3, &ExitReason::Panic("boom".into()));
+        assert_eq!(h.state(), ChildState::Restarting);
     }
 
     // Every live child holds one slot and one incarnation, each a shared allocation of its own

@@ -98,16 +98,20 @@ pub fn copy_into(conn: &Connection, source: &Path, target: &Path) -> Result<u64,
             _ => read(e),
         });
     }
-    let synced = std::fs::File::open(&partial)
+    put_in_place(&partial, target).map_err(write)
+}
+
+/// Syncs the complete file `partial`, renames it to `target` and syncs their folder, so that
+/// `target` appears only whole and on disk; returns its size. On a failure before the rename,
+/// `partial` is removed.
+pub(super) fn put_in_place(partial: &Path, target: &Path) -> Result<u64, String> {
+    let synced = std::fs::File::open(partial)
         .and_then(|f| f.sync_all().and_then(|()| f.metadata()))
-        .and_then(|meta| std::fs::rename(&partial, target).map(|()| meta.len()));
-    let bytes = match synced {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(write(e.to_string()));
-        }
-    };
+        .and_then(|meta| std::fs::rename(partial, target).map(|()| meta.len()));
+    let bytes = synced.map_err(|e| {
+        let _ = std::fs::remove_file(partial);
+        e.to_string()
+    })?;
     // The rename is durable once the folder's entry is.
     let folder = target
         .parent()
@@ -115,6 +119,6 @@ pub fn copy_into(conn: &Connection, source: &Path, target: &Path) -> Result<u64,
         .unwrap_or(Path::new("."));
     std::fs::File::open(folder)
         .and_then(|d| d.sync_all())
-        .map_err(|e| write(format!("syncing {}: {e}", folder.display())))?;
+        .map_err(|e| format!("syncing {}: {e}", folder.display()))?;
     Ok(bytes)
 }

@@ -200,21 +200,13 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), RestoreError> {
         return Err(write("it exists already".into()));
     }
     let partial = beside(to, ".partial");
-    let copied = std::fs::copy(from, &partial)
-        .and_then(|_| std::fs::File::open(&partial))
-        .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::rename(&partial, to));
-    if let Err(e) = copied {
+    if let Err(e) = std::fs::copy(from, &partial) {
         let _ = std::fs::remove_file(&partial);
         return Err(write(e.to_string()));
     }
-    let folder = to
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(folder)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| write(format!("syncing {}: {e}", folder.display())))
+    super::backup::put_in_place(&partial, to)
+        .map(|_| ())
+        .map_err(write)
 }
 
 /// Whether `a` and `b` name one file.

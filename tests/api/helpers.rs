@@ -404,6 +404,18 @@ impl Drop for Binary {
     }
 }
 
+/// Runs the real binary with `args` and a configuration whose ledger is on Firestore (a
+/// project that is never reached: the commands under test refuse before they connect).
+pub fn cli_on_firestore(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TAI_LEDGER__BACKEND", "firestore")
+        .env("FIRESTORE_PROJECT_ID", "cli-test")
+        .output()
+        .unwrap()
+}
+
 /// The names of the files in `dir`, sorted.
 pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

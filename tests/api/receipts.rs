@@ -768,7 +768,7 @@ async fn an_intact_ledger_verifies_from_the_cli_with_exit_0() {
 }
 
 /// Runs the real binary's `backup --to dest` against the ledger file `db`.
-fn backup_cli(db: &std::path::Path, dest: &std::path::Path) -> std::process::Output {
+pub(crate) fn backup_cli(db: &std::path::Path, dest: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
         .arg("backup")
         .arg("--to")
@@ -862,14 +862,7 @@ async fn a_backup_taken_while_receipts_are_appended_is_a_whole_copy_a_service_ca
     assert!(!missing.exists() && !none.exists());
 
     // A Firestore ledger has Firestore's own export; nothing is read or written.
-    let firestore = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["backup", "--to"])
-        .arg(&none)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__BACKEND", "firestore")
-        .env("FIRESTORE_PROJECT_ID", "backup-test")
-        .output()
-        .unwrap();
+    let firestore = cli_on_firestore(&["backup".as_ref(), "--to".as_ref(), none.as_os_str()]);
     assert_eq!(firestore.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&firestore.stderr).contains("gcloud firestore export"));
     assert!(!none.exists());

@@ -35,14 +35,7 @@ fn restore_cli_with(db: &Path, backup: &Path, args: &[&str]) -> Output {
 /// Runs the real binary's `backup --to dest` on the ledger file `db`, which must succeed;
 /// returns what it printed (the heads of the backup's chains).
 fn backup_cli(db: &Path, dest: &Path) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .arg("backup")
-        .arg("--to")
-        .arg(dest)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__SQLITE_PATH", db)
-        .output()
-        .unwrap();
+    let out = crate::receipts::backup_cli(db, dest);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     out.stdout
 }
@@ -285,14 +278,7 @@ async fn a_restore_that_cannot_be_trusted_changes_nothing() {
     assert_eq!(json_lines(&out)[0]["head_seq"], head, "{out:?}");
 
     // A Firestore ledger has Firestore's own import; nothing is read or written.
-    let out = Command::new(env!("CARGO_BIN_EXE_tai-autonomics"))
-        .args(["restore", "--from"])
-        .arg(&backup)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TAI_LEDGER__BACKEND", "firestore")
-        .env("FIRESTORE_PROJECT_ID", "restore-test")
-        .output()
-        .unwrap();
+    let out = cli_on_firestore(&["restore".as_ref(), "--from".as_ref(), backup.as_os_str()]);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("gcloud firestore import"));
 }
